@@ -1,0 +1,84 @@
+//! `crustctl`: a CRI client with crictl's verbs and flags.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crust_ctl::output::{self, Format};
+use crust_proto::runtime::v1::{StatusRequest, VersionRequest};
+
+const DEFAULT_ENDPOINT: &str = "unix:///run/crust/crust.sock";
+
+#[derive(Parser)]
+#[command(name = "crustctl", version, about = "A CRI client for crust (and any other CRI runtime)")]
+struct Cli {
+    /// Runtime endpoint: unix:///path/to/socket.
+    #[arg(short = 'r', long = "runtime-endpoint", visible_alias = "endpoint", env = "CONTAINER_RUNTIME_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
+    endpoint: String,
+    /// Timeout for connecting and for each call (e.g. 2s, 500ms, 1m).
+    #[arg(short = 't', long, default_value = "2s", value_parser = humantime::parse_duration, global = true)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the runtime's name and CRI version.
+    Version {
+        /// Output format (default: text).
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Show the runtime's status conditions and debug information.
+    Info {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: Format,
+        /// Only the status conditions, without verbose information.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crustctl: start async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("crustctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<String> {
+    let channel = crust_ctl::connect(&cli.endpoint, cli.timeout).await?;
+    let mut runtime = crust_ctl::runtime_client(channel);
+    Ok(match cli.command {
+        Command::Version { output: format } => {
+            let v = runtime.version(VersionRequest { version: "v1".into() }).await.context("Version")?.into_inner();
+            match format {
+                Format::Table => output::version_table(&v),
+                _ => output::render(&serde_json::to_value(&v)?, format),
+            }
+        }
+        Command::Info { output: format, quiet } => {
+            let s = runtime.status(StatusRequest { verbose: !quiet }).await.context("Status")?.into_inner();
+            match format {
+                Format::Table => output::info_table(&s),
+                _ => output::render(&output::info_value(&s, quiet), format),
+            }
+        }
+    })
+}

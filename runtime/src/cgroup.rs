@@ -1,0 +1,101 @@
+//! Cgroup driver and host cgroup layout.
+
+use std::{io, path::{Path, PathBuf}};
+
+use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, TMPFS_MAGIC, statfs};
+
+/// Who owns cgroup creation: crust writing cgroupfs directly, or systemd units
+/// (kubelet's `--cgroup-driver`; the two must agree, which is why `RuntimeConfig`
+/// reports ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+/// How the host mounts cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupMode {
+    /// cgroup v2 only (`<root>` is a cgroup2 mount).
+    Unified,
+    /// v1 controllers under `<root>/<controller>` plus a cgroup2 at `<root>/unified`.
+    Hybrid,
+    /// v1 controllers only.
+    Legacy,
+}
+
+/// Failure to tell how cgroups are mounted.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("statfs {path}: {source}")]
+    Statfs { path: PathBuf, source: io::Error },
+    #[error("{path} is not a cgroup mount (filesystem magic {magic:#x})")]
+    NotCgroupMount { path: PathBuf, magic: i64 },
+}
+
+/// Detects the cgroup layout under `root` (normally `/sys/fs/cgroup`) the way runc and
+/// systemd do: by the filesystem type of the root and of `<root>/unified`.
+pub fn detect_mode(root: &Path) -> Result<CgroupMode, CgroupError> {
+    let magic = |path: &Path| {
+        statfs(path)
+            .map(|s| s.filesystem_type())
+            .map_err(|e| CgroupError::Statfs { path: path.to_path_buf(), source: e.into() })
+    };
+    let root_type = magic(root)?;
+    if root_type == CGROUP2_SUPER_MAGIC {
+        return Ok(CgroupMode::Unified);
+    }
+    if root_type == TMPFS_MAGIC {
+        let unified = root.join("unified");
+        return Ok(match magic(&unified) {
+            Ok(t) if t == CGROUP2_SUPER_MAGIC => CgroupMode::Hybrid,
+            _ => CgroupMode::Legacy,
+        });
+    }
+    if root_type == CGROUP_SUPER_MAGIC {
+        // A single v1 hierarchy mounted directly at the root.
+        return Ok(CgroupMode::Legacy);
+    }
+    Err(CgroupError::NotCgroupMount { path: root.to_path_buf(), magic: root_type.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_directory_is_not_a_cgroup_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        match detect_mode(dir.path()) {
+            // A temp dir on tmpfs looks like a v1 root without controllers.
+            Ok(mode) => assert_eq!(mode, CgroupMode::Legacy),
+            Err(e) => assert!(matches!(e, CgroupError::NotCgroupMount { .. }), "{e}"),
+        }
+    }
+
+    #[test]
+    fn missing_root_is_a_statfs_error_naming_the_path() {
+        let err = detect_mode(Path::new("/nonexistent/crust-cgroup")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/crust-cgroup"), "{err}");
+    }
+
+    #[test]
+    fn host_mode_matches_mountinfo() {
+        let mode = detect_mode(Path::new("/sys/fs/cgroup")).expect("host has cgroups mounted");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let fstype_at = |target: &str| {
+            mountinfo.lines().find_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                (left.split(' ').nth(4)? == target).then(|| right.split(' ').next().unwrap().to_string())
+            })
+        };
+        let expected = match fstype_at("/sys/fs/cgroup").as_deref() {
+            Some("cgroup2") => CgroupMode::Unified,
+            _ if fstype_at("/sys/fs/cgroup/unified").as_deref() == Some("cgroup2") => CgroupMode::Hybrid,
+            _ => CgroupMode::Legacy,
+        };
+        assert_eq!(mode, expected);
+    }
+}

@@ -1,0 +1,183 @@
+//! crustd configuration: a TOML file, its drop-ins, and command-line overrides.
+//!
+//! Precedence, lowest first: built-in defaults, the main file (`--config`, default
+//! `/etc/crust/crust.toml`), drop-ins `<config>.d/*.toml` in lexical order, then flags.
+//! Tables merge key by key; arrays and scalars are replaced whole. Unknown keys and bad
+//! values are errors naming the key and the file that set it.
+
+mod duration;
+mod load;
+mod validate;
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+pub use crust_runtime::cgroup::CgroupDriver;
+pub use load::{ConfigError, Loaded, Overrides, load};
+use serde::{Deserialize, Serialize};
+
+/// The commented default configuration `crustd config default` prints. A test checks
+/// that it parses to exactly [`Config::default`].
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Default location of the main configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/crust/crust.toml";
+
+/// The whole daemon configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent state: images, layers, writable layers, records.
+    pub root: PathBuf,
+    /// Volatile state: socket, monitor sockets, namespace pins, exit files.
+    pub state: PathBuf,
+    /// The CRI socket; empty means `<state>/crust.sock`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// Owning group of the socket (numeric gid); the socket is mode 0660.
+    pub socket_gid: u32,
+    /// A `tracing` filter: `info`, `debug`, `crust_server=debug,info`...
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// How long SIGTERM waits for in-flight RPCs before exiting anyway.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+    pub image: ImageConfig,
+    pub network: NetworkConfig,
+    pub cgroup: CgroupConfig,
+    pub streaming: StreamingConfig,
+    pub runtime: RuntimeSection,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    /// A containers-registries.conf v2 file with mirrors and rewrites; none if unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registries_conf: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Where CNI network configurations are read from.
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugin binaries are searched, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupConfig {
+    /// Must match kubelet's `--cgroup-driver`.
+    pub driver: CgroupDriver,
+    /// Where cgroup filesystems are mounted.
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// Listen address of the exec/attach/port-forward server; port 0 picks a free one.
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// Handler used when a pod names none (an empty `runtime_handler`).
+    pub default_handler: String,
+    /// Runtime handlers by name (RuntimeClass `handler`).
+    pub handlers: BTreeMap<String, Handler>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handler {
+    #[serde(rename = "type")]
+    pub kind: HandlerKind,
+    /// The OCI runtime binary (`runc`, `crun`); only for `type = "oci"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandlerKind {
+    /// crust's own launcher inside the pod monitor.
+    Builtin,
+    /// An OCI runtime binary driven through create/start/kill/delete.
+    Oci,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where Prometheus metrics are served (`GET /metrics`); off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: "/var/lib/crust".into(),
+            state: "/run/crust".into(),
+            socket: None,
+            socket_gid: 0,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            shutdown_timeout: Duration::from_secs(10),
+            image: ImageConfig::default(),
+            network: NetworkConfig::default(),
+            cgroup: CgroupConfig::default(),
+            streaming: StreamingConfig::default(),
+            runtime: RuntimeSection::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+        }
+    }
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        CgroupConfig { driver: CgroupDriver::Cgroupfs, root: "/sys/fs/cgroup".into() }
+    }
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig { address: SocketAddr::from(([127, 0, 0, 1], 0)) }
+    }
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        RuntimeSection {
+            default_handler: "crust".into(),
+            handlers: BTreeMap::from([("crust".into(), Handler { kind: HandlerKind::Builtin, path: None })]),
+        }
+    }
+}
+
+impl Config {
+    /// The CRI socket path: `socket` if set, else `<state>/crust.sock`.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket.clone().unwrap_or_else(|| self.state.join("crust.sock"))
+    }
+}

@@ -1,0 +1,98 @@
+//! Checks that need more than types: paths, handler names, cross-references.
+
+use std::path::Path;
+
+use super::{Config, HandlerKind};
+
+/// Returns every problem as `(key, message)`, in key order of the reference.
+pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
+    let mut absolute = |key: &str, path: &Path| {
+        if !path.is_absolute() {
+            errors.push((key.to_string(), format!("{} must be an absolute path", path.display())));
+        }
+    };
+    absolute("root", &c.root);
+    absolute("state", &c.state);
+    if let Some(socket) = &c.socket {
+        absolute("socket", socket);
+    }
+    if let Some(file) = &c.image.registries_conf {
+        absolute("image.registries_conf", file);
+    }
+    absolute("network.cni_conf_dir", &c.network.cni_conf_dir);
+    for (i, dir) in c.network.cni_bin_dirs.iter().enumerate() {
+        absolute(&format!("network.cni_bin_dirs[{i}]"), dir);
+    }
+    absolute("cgroup.root", &c.cgroup.root);
+    for (name, handler) in &c.runtime.handlers {
+        let key = format!("runtime.handlers.{name}");
+        if let (HandlerKind::Oci, Some(path)) = (handler.kind, &handler.path) {
+            absolute(&format!("{key}.path"), path);
+        }
+    }
+
+    if c.network.cni_bin_dirs.is_empty() {
+        errors.push(("network.cni_bin_dirs".into(), "must not be empty".into()));
+    }
+    if c.shutdown_timeout.is_zero() {
+        errors.push(("shutdown_timeout".into(), "must be greater than zero".into()));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&c.log_level) {
+        errors.push(("log_level".into(), format!("invalid log filter {:?}: {e}", c.log_level)));
+    }
+    for (name, handler) in &c.runtime.handlers {
+        let key = format!("runtime.handlers.{name}");
+        if !is_dns_label(name) {
+            // RuntimeClass.handler must be a DNS label (Kubernetes API validation).
+            errors.push((key.clone(), format!("handler name {name:?} is not a DNS label (a-z, 0-9, '-', at most 63)")));
+        }
+        match (handler.kind, &handler.path) {
+            (HandlerKind::Oci, None) => {
+                errors.push((format!("{key}.path"), "is required for type = \"oci\" (the OCI runtime binary)".into()))
+            }
+            (HandlerKind::Builtin, Some(_)) => {
+                errors.push((format!("{key}.path"), "is only valid for type = \"oci\"".into()))
+            }
+            _ => {}
+        }
+    }
+    if !c.runtime.handlers.contains_key(&c.runtime.default_handler) {
+        errors.push((
+            "runtime.default_handler".into(),
+            format!(
+                "{:?} is not a configured handler (have: {})",
+                c.runtime.default_handler,
+                c.runtime.handlers.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    errors
+}
+
+/// RFC 1123 label: 1-63 of `[a-z0-9-]`, starting and ending alphanumeric.
+fn is_dns_label(s: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| alnum(b) || b == b'-')
+        && s.bytes().next().is_some_and(alnum)
+        && s.bytes().last().is_some_and(alnum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for (name, ok) in [("runc", true), ("kata-qemu", true), ("a", true), ("", false), ("-a", false), ("a-", false), ("Runc", false), ("a_b", false), (&"a".repeat(64) as &str, false)] {
+            assert_eq!(is_dns_label(name), ok, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(validate(&Config::default()), Vec::<(String, String)>::new());
+    }
+}

@@ -1,0 +1,15 @@
+//! crustd, the crust CRI daemon: configuration, the gRPC services, the state the RPCs
+//! share, start-up recovery and shutdown. The binary (`src/main.rs`) is a thin CLI
+//! over [`serve::serve`].
+
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod listener;
+pub mod logging;
+pub mod metrics;
+pub mod node_config;
+pub mod recovery;
+pub mod rpc;
+pub mod serve;
+pub mod services;

@@ -1,0 +1,28 @@
+//! Start-up: load every record, reconcile it with the host, then open for business.
+
+use crate::{daemon::Daemon, node_config::NodeConfig};
+
+/// Loads persisted state into `daemon` and marks it ready. Unreadable records are
+/// quarantined and reported (logged, and listed in `Status` verbose info); they never
+/// stop the daemon from serving the rest.
+///
+/// Later capabilities add their own kinds here (sandboxes, containers, images), each
+/// reconciled against reality (monitor alive? mounts present?) before `set_ready`.
+pub fn recover(daemon: &Daemon) -> Result<(), crust_state::StateError> {
+    let mut quarantined = Vec::new();
+
+    let node = daemon.store.load_all::<NodeConfig>()?;
+    quarantined.extend(node.quarantined);
+    if let Some(record) = node.records.into_iter().next() {
+        tracing::info!(pod_cidrs = ?record.pod_cidrs, "restored node runtime config");
+        *daemon.node.lock().expect("node config lock poisoned") = record;
+    }
+
+    if !quarantined.is_empty() {
+        tracing::error!(count = quarantined.len(), "some records could not be loaded and were quarantined");
+    }
+    *daemon.quarantined.lock().expect("quarantine list lock poisoned") = quarantined;
+    daemon.set_ready();
+    tracing::info!("state loaded; serving");
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Running the daemon: socket, services, recovery, graceful shutdown.
+
+use std::{fs, future::Future, os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use crust_proto::{
+    MAX_MESSAGE_SIZE,
+    runtime::v1::{image_service_server::ImageServiceServer, runtime_service_server::RuntimeServiceServer},
+};
+use tokio::{net::TcpListener, sync::oneshot};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+
+use crate::{
+    config::Config,
+    daemon::Daemon,
+    listener, metrics, recovery,
+    services::{ImageApi, RuntimeApi},
+};
+
+/// Runs crustd until `shutdown` resolves, then stops accepting, lets in-flight RPCs
+/// finish for at most `config.shutdown_timeout`, removes the socket and returns.
+///
+/// The socket is bound before state is loaded, so clients that connect early get
+/// UNAVAILABLE ("starting") rather than "connection refused".
+pub async fn serve(config: Config, config_files: Vec<PathBuf>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    for dir in [&config.root, &config.state] {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        // Records and layers are root's; others may traverse to their own sockets later.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("set mode of {}", dir.display()))?;
+    }
+    let daemon = Arc::new(Daemon::new(config.clone(), config_files).context("open record store")?);
+    let (cri_listener, socket) = listener::bind(&config.socket_path(), config.socket_gid).context("open CRI socket")?;
+    tracing::info!(socket = %socket.path.display(), root = %config.root.display(), state = %config.state.display(), "listening");
+
+    let metrics_task = match config.metrics.address {
+        Some(address) => {
+            let listener = TcpListener::bind(address).await.with_context(|| format!("bind metrics address {address}"))?;
+            let bound = listener.local_addr().context("metrics listener address")?;
+            let _ = daemon.metrics_address.set(bound);
+            tracing::info!(address = %bound, "serving metrics at /metrics");
+            Some(tokio::spawn(metrics::serve(listener, daemon.metrics.clone())))
+        }
+        None => None,
+    };
+
+    let runtime = RuntimeServiceServer::new(RuntimeApi { daemon: daemon.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let image = ImageServiceServer::new(ImageApi { daemon: daemon.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let incoming = UnixListenerStream::new(cri_listener);
+    let mut server = tokio::spawn(
+        Server::builder()
+            .add_service(runtime)
+            .add_service(image)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            }),
+    );
+
+    let recovering = daemon.clone();
+    tokio::task::spawn_blocking(move || recovery::recover(&recovering))
+        .await
+        .context("recovery task panicked")?
+        .context("load state")?;
+
+    tokio::pin!(shutdown);
+    let early_exit = tokio::select! {
+        () = &mut shutdown => None,
+        result = &mut server => Some(result),
+    };
+    let result = match early_exit {
+        Some(result) => result.context("server task panicked")?.context("gRPC server failed"),
+        None => {
+            tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: no new connections, waiting for in-flight RPCs");
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
+                Ok(joined) => joined.context("server task panicked")?.context("gRPC server failed"),
+                Err(_) => {
+                    tracing::warn!("in-flight RPCs did not finish within shutdown_timeout; exiting anyway");
+                    server.abort();
+                    Ok(())
+                }
+            }
+        }
+    };
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    socket.remove();
+    tracing::info!("stopped");
+    result
+}

@@ -1,0 +1,255 @@
+//! The CRI RuntimeService: pods, containers, streaming, stats, runtime status.
+
+use std::{pin::Pin, sync::Arc};
+
+use crust_proto::runtime::v1::{
+    runtime_service_server::RuntimeService,
+    AttachRequest,
+    AttachResponse,
+    CheckpointContainerRequest,
+    CheckpointContainerResponse,
+    ContainerEventResponse,
+    ContainerStatsRequest,
+    ContainerStatsResponse,
+    ContainerStatusRequest,
+    ContainerStatusResponse,
+    CreateContainerRequest,
+    CreateContainerResponse,
+    ExecRequest,
+    ExecResponse,
+    ExecSyncRequest,
+    ExecSyncResponse,
+    GetEventsRequest,
+    ListContainerStatsRequest,
+    ListContainerStatsResponse,
+    ListContainersRequest,
+    ListContainersResponse,
+    ListMetricDescriptorsRequest,
+    ListMetricDescriptorsResponse,
+    ListPodSandboxMetricsRequest,
+    ListPodSandboxMetricsResponse,
+    ListPodSandboxRequest,
+    ListPodSandboxResponse,
+    ListPodSandboxStatsRequest,
+    ListPodSandboxStatsResponse,
+    PodSandboxStatsRequest,
+    PodSandboxStatsResponse,
+    PodSandboxStatusRequest,
+    PodSandboxStatusResponse,
+    PortForwardRequest,
+    PortForwardResponse,
+    RemoveContainerRequest,
+    RemoveContainerResponse,
+    RemovePodSandboxRequest,
+    RemovePodSandboxResponse,
+    ReopenContainerLogRequest,
+    ReopenContainerLogResponse,
+    RunPodSandboxRequest,
+    RunPodSandboxResponse,
+    RuntimeConfigRequest,
+    RuntimeConfigResponse,
+    StartContainerRequest,
+    StartContainerResponse,
+    StatusRequest,
+    StatusResponse,
+    StopContainerRequest,
+    StopContainerResponse,
+    StopPodSandboxRequest,
+    StopPodSandboxResponse,
+    StreamContainerStatsRequest,
+    StreamContainerStatsResponse,
+    StreamContainersRequest,
+    StreamContainersResponse,
+    StreamPodSandboxMetricsRequest,
+    StreamPodSandboxMetricsResponse,
+    StreamPodSandboxStatsRequest,
+    StreamPodSandboxStatsResponse,
+    StreamPodSandboxesRequest,
+    StreamPodSandboxesResponse,
+    UpdateContainerResourcesRequest,
+    UpdateContainerResourcesResponse,
+    UpdatePodSandboxResourcesRequest,
+    UpdatePodSandboxResourcesResponse,
+    UpdateRuntimeConfigRequest,
+    UpdateRuntimeConfigResponse,
+    VersionRequest,
+    VersionResponse,
+};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::{daemon::Daemon, error::ApiError, rpc_span};
+
+/// A server-streaming response.
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The `runtime.v1.RuntimeService` gRPC service. Every method goes through
+/// [`Daemon::handle`]; methods without an implementation yet answer UNIMPLEMENTED
+/// with the RPC's name (their issue replaces the arm).
+pub struct RuntimeApi {
+    pub daemon: Arc<Daemon>,
+}
+
+impl RuntimeApi {
+    async fn unimplemented<T>(&self, rpc: &'static str) -> Result<Response<T>, Status> {
+        self.daemon.handle(rpc, rpc_span!(rpc), async { Err(ApiError::Unimplemented { rpc }) }).await
+    }
+}
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeApi {
+    type GetContainerEventsStream = ResponseStream<ContainerEventResponse>;
+    type StreamPodSandboxesStream = ResponseStream<StreamPodSandboxesResponse>;
+    type StreamContainersStream = ResponseStream<StreamContainersResponse>;
+    type StreamContainerStatsStream = ResponseStream<StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = ResponseStream<StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxMetricsStream = ResponseStream<StreamPodSandboxMetricsResponse>;
+
+    async fn version(&self, request: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("Version", rpc_span!("Version"), crate::rpc::version::version(req)).await
+    }
+
+    async fn run_pod_sandbox(&self, _request: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
+        self.unimplemented("RunPodSandbox").await
+    }
+
+    async fn stop_pod_sandbox(&self, _request: Request<StopPodSandboxRequest>) -> Result<Response<StopPodSandboxResponse>, Status> {
+        self.unimplemented("StopPodSandbox").await
+    }
+
+    async fn remove_pod_sandbox(&self, _request: Request<RemovePodSandboxRequest>) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        self.unimplemented("RemovePodSandbox").await
+    }
+
+    async fn pod_sandbox_status(&self, _request: Request<PodSandboxStatusRequest>) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        self.unimplemented("PodSandboxStatus").await
+    }
+
+    async fn list_pod_sandbox(&self, _request: Request<ListPodSandboxRequest>) -> Result<Response<ListPodSandboxResponse>, Status> {
+        self.unimplemented("ListPodSandbox").await
+    }
+
+    async fn create_container(&self, _request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
+        self.unimplemented("CreateContainer").await
+    }
+
+    async fn start_container(&self, _request: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
+        self.unimplemented("StartContainer").await
+    }
+
+    async fn stop_container(&self, _request: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
+        self.unimplemented("StopContainer").await
+    }
+
+    async fn remove_container(&self, _request: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
+        self.unimplemented("RemoveContainer").await
+    }
+
+    async fn list_containers(&self, _request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+        self.unimplemented("ListContainers").await
+    }
+
+    async fn container_status(&self, _request: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
+        self.unimplemented("ContainerStatus").await
+    }
+
+    async fn update_container_resources(&self, _request: Request<UpdateContainerResourcesRequest>) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        self.unimplemented("UpdateContainerResources").await
+    }
+
+    async fn reopen_container_log(&self, _request: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        self.unimplemented("ReopenContainerLog").await
+    }
+
+    async fn exec_sync(&self, _request: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
+        self.unimplemented("ExecSync").await
+    }
+
+    async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        self.unimplemented("Exec").await
+    }
+
+    async fn attach(&self, _request: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        self.unimplemented("Attach").await
+    }
+
+    async fn port_forward(&self, _request: Request<PortForwardRequest>) -> Result<Response<PortForwardResponse>, Status> {
+        self.unimplemented("PortForward").await
+    }
+
+    async fn container_stats(&self, _request: Request<ContainerStatsRequest>) -> Result<Response<ContainerStatsResponse>, Status> {
+        self.unimplemented("ContainerStats").await
+    }
+
+    async fn list_container_stats(&self, _request: Request<ListContainerStatsRequest>) -> Result<Response<ListContainerStatsResponse>, Status> {
+        self.unimplemented("ListContainerStats").await
+    }
+
+    async fn pod_sandbox_stats(&self, _request: Request<PodSandboxStatsRequest>) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        self.unimplemented("PodSandboxStats").await
+    }
+
+    async fn list_pod_sandbox_stats(&self, _request: Request<ListPodSandboxStatsRequest>) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        self.unimplemented("ListPodSandboxStats").await
+    }
+
+    async fn update_runtime_config(&self, request: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("UpdateRuntimeConfig", rpc_span!("UpdateRuntimeConfig"), crate::rpc::update_runtime_config::update_runtime_config(d, req)).await
+    }
+
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("Status", rpc_span!("Status"), crate::rpc::status::status(d, req)).await
+    }
+
+    async fn checkpoint_container(&self, _request: Request<CheckpointContainerRequest>) -> Result<Response<CheckpointContainerResponse>, Status> {
+        self.unimplemented("CheckpointContainer").await
+    }
+
+    async fn get_container_events(&self, _request: Request<GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        self.unimplemented("GetContainerEvents").await
+    }
+
+    async fn list_metric_descriptors(&self, _request: Request<ListMetricDescriptorsRequest>) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        self.unimplemented("ListMetricDescriptors").await
+    }
+
+    async fn list_pod_sandbox_metrics(&self, _request: Request<ListPodSandboxMetricsRequest>) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        self.unimplemented("ListPodSandboxMetrics").await
+    }
+
+    async fn runtime_config(&self, request: Request<RuntimeConfigRequest>) -> Result<Response<RuntimeConfigResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("RuntimeConfig", rpc_span!("RuntimeConfig"), crate::rpc::runtime_config::runtime_config(d, req)).await
+    }
+
+    async fn update_pod_sandbox_resources(&self, _request: Request<UpdatePodSandboxResourcesRequest>) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
+        self.unimplemented("UpdatePodSandboxResources").await
+    }
+
+    async fn stream_pod_sandboxes(&self, _request: Request<StreamPodSandboxesRequest>) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        self.unimplemented("StreamPodSandboxes").await
+    }
+
+    async fn stream_containers(&self, _request: Request<StreamContainersRequest>) -> Result<Response<Self::StreamContainersStream>, Status> {
+        self.unimplemented("StreamContainers").await
+    }
+
+    async fn stream_container_stats(&self, _request: Request<StreamContainerStatsRequest>) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        self.unimplemented("StreamContainerStats").await
+    }
+
+    async fn stream_pod_sandbox_stats(&self, _request: Request<StreamPodSandboxStatsRequest>) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        self.unimplemented("StreamPodSandboxStats").await
+    }
+
+    async fn stream_pod_sandbox_metrics(&self, _request: Request<StreamPodSandboxMetricsRequest>) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        self.unimplemented("StreamPodSandboxMetrics").await
+    }
+}

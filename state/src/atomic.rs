@@ -1,0 +1,92 @@
+//! Crash-safe file replacement.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+/// Prefix of the temporary files [`write_atomic`] creates. A file with this prefix that
+/// is still present after a crash was never renamed into place, so it is garbage.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Replaces `dir/name` with `bytes` so that a crash at any point leaves either the old
+/// content or the new one: write a uniquely named temp file in the same directory,
+/// fsync it, rename it over the target, then fsync the directory so the rename itself is
+/// durable. The file is created with mode 0600.
+///
+/// Concurrent writers of the same name do not corrupt it (each has its own temp file;
+/// the last rename wins); callers that need ordering serialize per object.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{TEMP_PREFIX}{name}-{}-{n}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, dir.join(name))?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        // Best effort: the temp file is garbage whether or not the rename happened.
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Makes a directory's entries (creations, renames, unlinks) durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_content_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "a.json", b"one").unwrap();
+        write_atomic(dir.path(), "a.json", b"two").unwrap();
+        assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["a.json"], "only the target should remain");
+    }
+
+    #[test]
+    fn failure_keeps_old_content_and_removes_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "a.json", b"old").unwrap();
+        // Renaming a file over a non-empty directory fails: the old file must survive.
+        fs::create_dir(dir.path().join("b.json")).unwrap();
+        fs::write(dir.path().join("b.json/x"), b"").unwrap();
+        assert!(write_atomic(dir.path(), "b.json", b"new").is_err());
+        assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"old");
+        let temps = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+            .count();
+        assert_eq!(temps, 0, "temp file must be removed after a failed write");
+    }
+
+    #[test]
+    fn file_mode_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "a.json", b"x").unwrap();
+        let mode = fs::metadata(dir.path().join("a.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
