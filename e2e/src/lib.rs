@@ -1,1 +1,239 @@
-//! placeholder
+//! End-to-end harness: runs the real `crustd` binary as a child process with a temp
+//! root, state, socket and config, waits until it serves, and drives it over its socket
+//! with the generated client or the `crustctl` binary.
+//!
+//! Every process the harness starts is killed and reaped when its handle is dropped,
+//! including when a test panics; the child also gets `PR_SET_PDEATHSIG` so it dies if
+//! the test process itself is killed. Temp dirs are removed on drop.
+
+use std::{
+    fs,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use crust_proto::runtime::v1::{
+    VersionRequest, image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tonic::transport::Channel;
+
+/// How long a daemon may take to start serving before a test fails.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Finds a binary built from this workspace (`crustd`, `crustctl`) next to the test
+/// executable's `deps/` directory, or at `$CRUST_<NAME>_BIN`.
+pub fn binary(name: &str) -> PathBuf {
+    let var = format!("CRUST_{}_BIN", name.to_uppercase());
+    if let Ok(path) = std::env::var(&var) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe.parent().and_then(Path::parent).map(|dir| dir.join(name)).expect("target directory");
+    assert!(path.is_file(), "{} not found: build the workspace binaries first (cargo test --workspace does), or set {var}", path.display());
+    path
+}
+
+/// A private directory for one daemon: root, state and config live inside. Removed on
+/// drop. Created under /var/tmp (see TESTING.md) with a short name, since unix socket
+/// paths are limited to 107 bytes.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> anyhow::Result<Sandbox> {
+        let dir = tempfile::Builder::new().prefix("crust-e2e-").tempdir_in("/var/tmp").context("create temp dir")?;
+        for sub in ["root", "state", "net.d", "cni-bin"] {
+            fs::create_dir_all(dir.path().join(sub))?;
+        }
+        Ok(Sandbox { dir })
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn root(&self) -> PathBuf {
+        self.path().join("root")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.state().join("crust.sock")
+    }
+    pub fn config_file(&self) -> PathBuf {
+        self.path().join("crust.toml")
+    }
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.path().join("net.d")
+    }
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Writes the config file: `extra` TOML (which must not have a `[network]` table)
+    /// then the harness's CNI dirs (an empty conf dir, so tests decide whether the
+    /// network is ready).
+    pub fn write_config(&self, extra: &str) -> anyhow::Result<()> {
+        let text = format!(
+            "{extra}\n[network]\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"{}\", \"/usr/lib/cni\"]\n",
+            self.cni_conf_dir().display(),
+            self.path().join("cni-bin").display(),
+        );
+        fs::write(self.config_file(), text).context("write config")
+    }
+
+    /// Starts crustd on this sandbox's dirs (config file written first if missing).
+    pub fn start(&self) -> anyhow::Result<Crustd> {
+        if !self.config_file().exists() {
+            self.write_config("")?;
+        }
+        Crustd::spawn(self, &[])
+    }
+}
+
+/// A running crustd. Dropping it kills (SIGKILL) and reaps the process if it still runs.
+pub struct Crustd {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Crustd {
+    /// Spawns crustd with `--config/--root/--state/--socket` from `sandbox` plus `args`.
+    /// Does not wait for readiness; see [`Crustd::wait_ready`].
+    pub fn spawn(sandbox: &Sandbox, args: &[&str]) -> anyhow::Result<Crustd> {
+        let n = fs::read_dir(sandbox.path())?.count();
+        let log = sandbox.path().join(format!("crustd-{n}.log"));
+        let log_file = fs::File::create(&log)?;
+        let mut cmd = Command::new(binary("crustd"));
+        cmd.arg("--config")
+            .arg(sandbox.config_file())
+            .arg("--root")
+            .arg(sandbox.root())
+            .arg("--state")
+            .arg(sandbox.state())
+            .arg("--socket")
+            .arg(sandbox.socket())
+            .arg("--log-level")
+            .arg("debug")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it
+        // only asks the kernel to SIGKILL the child when the spawning thread (the
+        // test's) dies, so a killed test run cannot leak daemons.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+        }
+        let child = cmd.spawn().context("spawn crustd")?;
+        Ok(Crustd { child: Some(child), socket: sandbox.socket(), log })
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    /// The daemon's log so far (for assertion messages).
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `Version` succeeds (the daemon answers UNAVAILABLE while it loads
+    /// state, and connections fail before it binds). Fails early, with the log, if the
+    /// process exits.
+    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().expect("running").try_wait()? {
+                bail!("crustd exited with {status} before serving:\n{}", self.logs());
+            }
+            if let Ok(mut client) = self.runtime().await
+                && client.version(VersionRequest::default()).await.is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("crustd not ready after {START_TIMEOUT:?}:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(crust_ctl::connect(&format!("unix://{}", self.socket.display()), Duration::from_secs(10)).await?)
+    }
+
+    pub async fn runtime(&self) -> anyhow::Result<RuntimeServiceClient<Channel>> {
+        Ok(crust_ctl::runtime_client(self.channel().await?))
+    }
+
+    pub async fn image(&self) -> anyhow::Result<ImageServiceClient<Channel>> {
+        Ok(crust_ctl::image_client(self.channel().await?))
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        kill(self.pid(), signal).context("signal crustd")
+    }
+
+    /// Waits for the process to exit (at most `timeout`) and returns its status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().context("already reaped")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("crustd still running {timeout:?} after being asked to exit:\n{}", self.logs());
+            }
+            // Async sleep: the test's gRPC connections must keep running to answer
+            // the server's graceful-shutdown GOAWAY/PING.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// SIGTERM, then wait for exit.
+    pub async fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        self.signal(Signal::SIGTERM)?;
+        self.wait_exit(Duration::from_secs(20)).await
+    }
+
+    /// SIGKILL, as a crash would end it, and reap.
+    pub async fn crash(&mut self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGKILL)?;
+        self.wait_exit(Duration::from_secs(10)).await.map(|_| ())
+    }
+}
+
+impl Drop for Crustd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Only the process we started, by its PID.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `crustctl` with `args` against `endpoint` and returns its output.
+pub fn crustctl(endpoint: &str, args: &[&str]) -> anyhow::Result<Output> {
+    Command::new(binary("crustctl"))
+        .arg("-r")
+        .arg(endpoint)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("run crustctl")
+}
