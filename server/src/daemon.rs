@@ -111,3 +111,24 @@ impl Daemon {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_with_unavailable_until_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { root: dir.path().to_path_buf(), ..Config::default() };
+        let daemon = Daemon::new(config, vec![]).unwrap();
+        let status = daemon.handle("Version", rpc_span!("Version"), async { Ok(()) }).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("starting"), "{}", status.message());
+
+        daemon.set_ready();
+        daemon.handle("Version", rpc_span!("Version"), async { Ok(()) }).await.expect("ready daemon serves");
+        let rendered = daemon.metrics.render();
+        assert!(rendered.contains(r#"crust_rpc_errors_total{rpc="Version",code="UNAVAILABLE"} 1"#), "{rendered}");
+        assert!(rendered.contains(r#"crust_rpc_requests_total{rpc="Version"} 2"#), "{rendered}");
+    }
+}
