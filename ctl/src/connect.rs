@@ -15,7 +15,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub enum ConnectError {
     #[error("unsupported endpoint {0:?}: use unix:///path/to/socket or an absolute socket path")]
     Endpoint(String),
-    #[error("connect to {endpoint}: {source}")]
+    #[error("connect to {endpoint}")]
     Connect { endpoint: String, source: tonic::transport::Error },
 }
 

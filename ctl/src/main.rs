@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Show the runtime's name and CRI version.
     Version {
-        /// Output format (default: text).
+        /// Output format; `table` is crictl's text form.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },

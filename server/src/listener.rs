@@ -93,6 +93,14 @@ impl SocketGuard {
     }
 }
 
+impl Drop for SocketGuard {
+    /// A daemon that fails after binding (say, the metrics port is taken) must not leave
+    /// its socket behind for clients to hang on.
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);

@@ -10,7 +10,7 @@ use crust_server::config::{self, DEFAULT_CONFIG_PATH, LogFormat, Overrides};
 #[command(name = "crustd", version, about = "crust: a Kubernetes CRI container runtime")]
 struct Cli {
     /// Main configuration file; drop-ins are read from `<FILE>.d/*.toml`.
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Persistent state directory (overrides `root`).
     #[arg(long, value_name = "DIR")]

@@ -24,6 +24,9 @@ use crate::{
 /// The socket is bound before state is loaded, so clients that connect early get
 /// UNAVAILABLE ("starting") rather than "connection refused".
 pub async fn serve(config: Config, config_files: Vec<PathBuf>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // The socket lock comes first: a daemon refused because another one serves must
+    // not touch that daemon's directories.
+    let (cri_listener, socket) = listener::bind(&config.socket_path(), config.socket_gid).context("open CRI socket")?;
     for dir in [&config.root, &config.state] {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         // Records and layers are root's; others may traverse to their own sockets later.
@@ -31,7 +34,6 @@ pub async fn serve(config: Config, config_files: Vec<PathBuf>, shutdown: impl Fu
             .with_context(|| format!("set mode of {}", dir.display()))?;
     }
     let daemon = Arc::new(Daemon::new(config.clone(), config_files).context("open record store")?);
-    let (cri_listener, socket) = listener::bind(&config.socket_path(), config.socket_gid).context("open CRI socket")?;
     tracing::info!(socket = %socket.path.display(), root = %config.root.display(), state = %config.state.display(), "listening");
 
     let metrics_task = match config.metrics.address {
