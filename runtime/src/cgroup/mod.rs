@@ -1,4 +1,9 @@
-//! Cgroup driver and host cgroup layout.
+//! Cgroups: the driver, the host's layout, and the cgroupfs manager that creates pod
+//! and container cgroups, places processes, freezes, kills and removes them.
+
+mod cgroupfs;
+
+pub use cgroupfs::Cgroupfs;
 
 use std::{io, path::{Path, PathBuf}};
 
@@ -33,6 +38,12 @@ pub enum CgroupError {
     Statfs { path: PathBuf, source: io::Error },
     #[error("{path} is not a cgroup mount (filesystem magic {magic:#x})")]
     NotCgroupMount { path: PathBuf, magic: i64 },
+    #[error("invalid cgroup path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+    #[error("cgroup {path} still has processes {pids:?} after killing them")]
+    Busy { path: String, pids: Vec<i32> },
 }
 
 /// Detects the cgroup layout under `root` (normally `/sys/fs/cgroup`) the way runc and

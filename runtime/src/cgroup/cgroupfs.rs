@@ -1,0 +1,294 @@
+//! The `cgroupfs` driver: crust writes the cgroup filesystems itself, on v1, hybrid
+//! and v2 hosts alike.
+
+use std::{
+    collections::BTreeSet,
+    fs, io,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::{
+        signal::{Signal, kill},
+        statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs},
+    },
+    unistd::Pid,
+};
+
+use super::{CgroupError, CgroupMode, detect_mode};
+
+/// One mounted hierarchy: a v1 controller mount (`<root>/memory`), the hybrid
+/// `<root>/unified`, or the v2 root itself.
+#[derive(Debug, Clone)]
+struct Hierarchy {
+    dir: PathBuf,
+    v2: bool,
+    /// v1 cpuset: new cgroups start with empty `cpus`/`mems` and must inherit them.
+    cpuset: bool,
+    /// v1 freezer.
+    freezer: bool,
+}
+
+/// Manages cgroups below a cgroup root (normally `/sys/fs/cgroup`). Paths are
+/// cgroupfs-style absolute paths such as `/kubepods/besteffort/pod1234`, the same in
+/// every hierarchy. Every operation is idempotent.
+#[derive(Debug, Clone)]
+pub struct Cgroupfs {
+    mode: CgroupMode,
+    hierarchies: Vec<Hierarchy>,
+}
+
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
+    move |source| CgroupError::Io { op, path: path.to_path_buf(), source }
+}
+
+/// Checks a cgroupfs path: absolute, no `.`/`..` or empty components, and no
+/// characters that could name a file outside the hierarchy.
+pub fn validate_path(path: &str) -> Result<(), CgroupError> {
+    let invalid = |reason| Err(CgroupError::InvalidPath { path: path.to_string(), reason });
+    if !path.starts_with('/') {
+        return invalid("must start with /");
+    }
+    if path == "/" {
+        return invalid("the root cgroup cannot be managed");
+    }
+    for part in path[1..].split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return invalid("empty, '.' or '..' component");
+        }
+        if !part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@')) {
+            return invalid("only letters, digits and -_.:@ are allowed in components");
+        }
+    }
+    Ok(())
+}
+
+impl Cgroupfs {
+    /// Discovers the hierarchies under `root`.
+    pub fn open(root: &Path) -> Result<Cgroupfs, CgroupError> {
+        let mode = detect_mode(root)?;
+        let mut hierarchies = Vec::new();
+        match mode {
+            CgroupMode::Unified => {
+                hierarchies.push(Hierarchy { dir: root.to_path_buf(), v2: true, cpuset: false, freezer: false })
+            }
+            CgroupMode::Hybrid | CgroupMode::Legacy => {
+                let entries = fs::read_dir(root).map_err(io_err("read", root))?;
+                let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+                dirs.sort();
+                for dir in dirs {
+                    // `cpu,cpuacct` style mounts often have `cpu` and `cpuacct` symlinks.
+                    if fs::symlink_metadata(&dir).map(|m| !m.is_dir()).unwrap_or(true) {
+                        continue;
+                    }
+                    let Ok(fs_type) = statfs(&dir).map(|s| s.filesystem_type()) else { continue };
+                    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    if fs_type == CGROUP2_SUPER_MAGIC {
+                        hierarchies.push(Hierarchy { dir, v2: true, cpuset: false, freezer: false });
+                    } else if fs_type == CGROUP_SUPER_MAGIC {
+                        let controllers: Vec<&str> = name.split(',').collect();
+                        hierarchies.push(Hierarchy {
+                            cpuset: controllers.contains(&"cpuset"),
+                            freezer: controllers.contains(&"freezer"),
+                            dir,
+                            v2: false,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(Cgroupfs { mode, hierarchies })
+    }
+
+    pub fn mode(&self) -> CgroupMode {
+        self.mode
+    }
+
+    /// The directory of `path` in every hierarchy.
+    pub fn dirs(&self, path: &str) -> Vec<PathBuf> {
+        self.hierarchies.iter().map(|h| h.dir.join(&path[1..])).collect()
+    }
+
+    /// Creates `path` (and missing parents) in every hierarchy. Returns true if the leaf
+    /// was created by this call (so rollback knows whether it is ours to remove).
+    pub fn create(&self, path: &str) -> Result<bool, CgroupError> {
+        validate_path(path)?;
+        let mut created = false;
+        for h in &self.hierarchies {
+            let mut dir = h.dir.clone();
+            for part in path[1..].split('/') {
+                let parent = dir.clone();
+                dir.push(part);
+                match fs::create_dir(&dir) {
+                    Ok(()) => {
+                        created = true;
+                        if h.cpuset {
+                            inherit_cpuset(&parent, &dir)?;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err("create", &dir)(e)),
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    /// Moves process `pid` (all its threads) into `path` in every hierarchy.
+    pub fn add_process(&self, path: &str, pid: i32) -> Result<(), CgroupError> {
+        validate_path(path)?;
+        for dir in self.dirs(path) {
+            let procs = dir.join("cgroup.procs");
+            fs::write(&procs, pid.to_string()).map_err(io_err("write", &procs))?;
+        }
+        Ok(())
+    }
+
+    /// Every process in `path` (any hierarchy), as seen from our PID namespace.
+    pub fn procs(&self, path: &str) -> Result<Vec<i32>, CgroupError> {
+        validate_path(path)?;
+        let mut pids = BTreeSet::new();
+        for dir in self.dirs(path) {
+            let procs = dir.join("cgroup.procs");
+            match fs::read_to_string(&procs) {
+                Ok(text) => pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("read", &procs)(e)),
+            }
+        }
+        Ok(pids.into_iter().collect())
+    }
+
+    /// Freezes or thaws `path` with whatever freezer exists (v2 `cgroup.freeze`, v1
+    /// `freezer.state`). Returns false when there is no freezer.
+    pub fn set_frozen(&self, path: &str, frozen: bool) -> Result<bool, CgroupError> {
+        validate_path(path)?;
+        let mut any = false;
+        for h in &self.hierarchies {
+            let dir = h.dir.join(&path[1..]);
+            let (file, value) = match (h.v2, h.freezer) {
+                (true, _) => (dir.join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+                (false, true) => (dir.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }),
+                _ => continue,
+            };
+            match fs::write(&file, value) {
+                Ok(()) => any = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("write", &file)(e)),
+            }
+        }
+        Ok(any)
+    }
+
+    /// SIGKILLs every process in `path` and waits until the cgroup is empty. Uses
+    /// `cgroup.kill` where the kernel has it (atomic, races with fork cannot escape);
+    /// otherwise freezes the cgroup so nothing forks between listing and killing.
+    pub fn kill_all(&self, path: &str) -> Result<(), CgroupError> {
+        validate_path(path)?;
+        let deadline = Instant::now() + KILL_TIMEOUT;
+        loop {
+            let pids = self.procs(path)?;
+            if pids.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(CgroupError::Busy { path: path.to_string(), pids });
+            }
+            let killed_by_kernel = self
+                .hierarchies
+                .iter()
+                .filter(|h| h.v2)
+                .map(|h| h.dir.join(&path[1..]).join("cgroup.kill"))
+                .any(|file| fs::write(file, "1").is_ok());
+            if !killed_by_kernel {
+                let frozen = self.set_frozen(path, true).unwrap_or(false);
+                for pid in self.procs(path)? {
+                    // ESRCH: already gone, which is what we want.
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                if frozen {
+                    // A frozen process cannot die; thaw so the kill is delivered.
+                    self.set_frozen(path, false)?;
+                }
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills what is left in `path` and removes it from every hierarchy. A cgroup that
+    /// does not exist is already removed.
+    pub fn remove(&self, path: &str) -> Result<(), CgroupError> {
+        validate_path(path)?;
+        self.kill_all(path)?;
+        let mut errors = Vec::new();
+        for dir in self.dirs(path) {
+            // Exited processes leave their cgroup asynchronously; retry EBUSY briefly.
+            let deadline = Instant::now() + KILL_TIMEOUT;
+            loop {
+                match fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) if e.raw_os_error() == Some(libc_ebusy()) && Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => {
+                        errors.push(io_err("remove", &dir)(e));
+                        break;
+                    }
+                }
+            }
+        }
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// True if `path` exists in any hierarchy.
+    pub fn exists(&self, path: &str) -> bool {
+        validate_path(path).is_ok() && self.dirs(path).iter().any(|d| d.is_dir())
+    }
+}
+
+fn libc_ebusy() -> i32 {
+    nix::errno::Errno::EBUSY as i32
+}
+
+/// v1 cpuset cgroups are created with empty `cpus` and `mems`; a process cannot join
+/// until they are set, so copy the parent's (what runc and libcgroup do).
+fn inherit_cpuset(parent: &Path, dir: &Path) -> Result<(), CgroupError> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let from = parent.join(file);
+        let value = fs::read_to_string(&from).map_err(io_err("read", &from))?;
+        let to = dir.join(file);
+        fs::write(&to, value.trim()).map_err(io_err("write", &to))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_validated() {
+        for (path, ok) in [
+            ("/kubepods/besteffort/pod1234", true),
+            ("/crust/pods/abc-1_2.3", true),
+            ("/system.slice/kubelet.service", true),
+            ("relative", false),
+            ("/", false),
+            ("/a/../b", false),
+            ("/a//b", false),
+            ("/a/./b", false),
+            ("/a b", false),
+            ("/a\nb", false),
+        ] {
+            assert_eq!(validate_path(path).is_ok(), ok, "{path:?}");
+        }
+    }
+}
