@@ -1,0 +1,335 @@
+//! The monitor process itself. Single-threaded by construction (no async runtime, no
+//! thread spawns), which is what makes its `fork` calls safe.
+#![allow(unsafe_code)]
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{BufRead, BufReader, Read, Write},
+    os::{
+        fd::{AsFd, AsRawFd, OwnedFd},
+        unix::net::{UnixListener, UnixStream},
+    },
+    path::Path,
+    process::ExitCode,
+    time::Duration,
+};
+
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    poll::{PollFd, PollFlags, PollTimeout, poll},
+    sched::{CloneFlags, unshare},
+    sys::{
+        prctl,
+        signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask},
+        signalfd::{SfdFlags, SignalFd},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::{ForkResult, Pid, fork, getpid, pipe, setsid, sethostname},
+};
+
+use super::{MonitorPids, MonitorSpec, Reply, Request, StartMessage};
+use crate::proc::ProcRef;
+
+/// Entry point of the `crust-monitor` binary.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let spec_path = match args.as_slice() {
+        [_, flag, path] if flag == "--spec" => path.clone(),
+        _ => {
+            eprintln!("usage: crust-monitor --spec FILE");
+            return ExitCode::from(2);
+        }
+    };
+    let spec: MonitorSpec = match fs::read(&spec_path).map_err(|e| e.to_string()).and_then(|b| {
+        serde_json::from_slice(&b).map_err(|e| e.to_string())
+    }) {
+        Ok(spec) => spec,
+        Err(e) => return report_and_exit(&StartMessage::Error(format!("read spec {spec_path}: {e}"))),
+    };
+    // Leave crustd's cgroup first, so no pod or daemon limit ever applies to us.
+    for dir in &spec.monitor_cgroup_dirs {
+        let procs = dir.join("cgroup.procs");
+        if let Err(e) = fs::write(&procs, getpid().to_string()) {
+            return report_and_exit(&StartMessage::Error(format!("join monitor cgroup {}: {e}", procs.display())));
+        }
+    }
+
+    let (read_end, write_end) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return report_and_exit(&StartMessage::Error(format!("pipe: {e}"))),
+    };
+    // SAFETY: this process is single-threaded here (nothing has spawned a thread), so
+    // the child may run arbitrary code after fork.
+    match unsafe { fork() } {
+        Err(e) => report_and_exit(&StartMessage::Error(format!("fork: {e}"))),
+        Ok(ForkResult::Parent { .. }) => {
+            drop(write_end);
+            // The daemon half writes exactly one message, then closes its end.
+            let mut line = String::new();
+            let _ = File::from(read_end).read_to_string(&mut line);
+            let message = serde_json::from_str(line.trim())
+                .unwrap_or_else(|_| StartMessage::Error(format!("monitor died during setup (said {line:?})")));
+            report_and_exit(&message)
+        }
+        Ok(ForkResult::Child) => {
+            drop(read_end);
+            daemon(spec, write_end)
+        }
+    }
+}
+
+fn report_and_exit(message: &StartMessage) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", serde_json::to_string(message).expect("message serializes"));
+    let _ = out.flush();
+    match message {
+        StartMessage::Ready(_) => ExitCode::SUCCESS,
+        StartMessage::Error(_) => ExitCode::FAILURE,
+    }
+}
+
+/// What the running monitor tracks.
+struct Monitor {
+    spec: MonitorSpec,
+    init: Option<ProcRef>,
+    init_exited: bool,
+}
+
+fn daemon(spec: MonitorSpec, ready: OwnedFd) -> ExitCode {
+    // Our own session: no terminal, no signals from crustd's process group. stdin and
+    // stdout go to /dev/null so crustd's pipe closes; stderr stays (the monitor log).
+    let _ = setsid();
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(null.as_fd());
+        let _ = nix::unistd::dup2_stdout(null.as_fd());
+    }
+    let mut ready = File::from(ready);
+    match setup(&spec, &ready) {
+        Ok((listener, init)) => {
+            let pids = MonitorPids { monitor: ProcRef::of(getpid().as_raw()).expect("own /proc entry"), init };
+            let _ = write_pid_file(&spec, &pids);
+            let _ = writeln!(ready, "{}", serde_json::to_string(&StartMessage::Ready(pids)).expect("serializes"));
+            drop(ready);
+            let mut monitor = Monitor { spec, init, init_exited: false };
+            monitor.serve(listener);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("crust-monitor {}: setup failed: {e}", spec.pod_id);
+            let _ = writeln!(ready, "{}", serde_json::to_string(&StartMessage::Error(e)).expect("serializes"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_pid_file(spec: &MonitorSpec, pids: &MonitorPids) -> std::io::Result<()> {
+    let dir = spec.pid_file.parent().expect("pid file has a directory");
+    let name = spec.pid_file.file_name().expect("pid file has a name").to_string_lossy();
+    crust_state::write_atomic(dir, &name, &serde_json::to_vec(pids).expect("serializes"))
+}
+
+/// Creates and pins the namespaces, applies sysctls, starts the pod init and binds the
+/// control socket. Partial work is undone by crustd's rollback (it owns the pins and
+/// cgroups), so errors just return.
+fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcRef>), String> {
+    prctl::set_child_subreaper(true).map_err(|e| format!("become child subreaper: {e}"))?;
+    let mut flags = CloneFlags::empty();
+    if spec.new_net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if spec.new_ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
+    if spec.new_uts {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
+    if spec.new_uts {
+        sethostname(&spec.hostname).map_err(|e| format!("set hostname {:?}: {e}", spec.hostname))?;
+    }
+    // /proc/sys/net and the IPC sysctls resolve to the namespaces of the process that
+    // opens them, so these writes land in the pod's new namespaces.
+    for (name, value) in &spec.sysctls {
+        let path = Path::new("/proc/sys").join(sysctl_path(name));
+        fs::write(&path, value).map_err(|e| format!("sysctl {name}={value}: {e}"))?;
+    }
+    fs::create_dir_all(&spec.pins_dir).map_err(|e| format!("create {}: {e}", spec.pins_dir.display()))?;
+    for (wanted, ns) in [(spec.new_net, "net"), (spec.new_ipc, "ipc"), (spec.new_uts, "uts")] {
+        if wanted {
+            pin(&format!("/proc/self/ns/{ns}"), &spec.pins_dir.join(ns))?;
+        }
+    }
+
+    let mut init = None;
+    if spec.new_pid {
+        unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid namespace: {e}"))?;
+        // SAFETY: still single-threaded, so the child is a complete copy of a process
+        // with no other threads and no held locks; it never returns into our code.
+        match unsafe { fork() }.map_err(|e| format!("fork pod init: {e}"))? {
+            ForkResult::Child => pod_init(ready.as_raw_fd()),
+            ForkResult::Parent { child } => {
+                let proc_ref = ProcRef::of(child.as_raw()).ok_or("pod init vanished")?;
+                init = Some(proc_ref);
+                for dir in &spec.pod_cgroup_dirs {
+                    let procs = dir.join("cgroup.procs");
+                    fs::write(&procs, child.to_string()).map_err(|e| format!("place pod init in {}: {e}", procs.display()))?;
+                }
+                pin(&format!("/proc/{child}/ns/pid"), &spec.pins_dir.join("pid"))?;
+            }
+        }
+    }
+
+    let _ = fs::remove_file(&spec.socket);
+    let listener = UnixListener::bind(&spec.socket).map_err(|e| format!("bind {}: {e}", spec.socket.display()))?;
+    Ok((listener, init))
+}
+
+/// `net.ipv4.ip_forward` -> `net/ipv4/ip_forward`. Names already using `/` (allowed by
+/// Kubernetes) are taken as they are.
+pub fn sysctl_path(name: &str) -> String {
+    if name.contains('/') { name.to_string() } else { name.replace('.', "/") }
+}
+
+/// Keeps a namespace alive without a process by bind-mounting its nsfs file.
+fn pin(source: &str, target: &Path) -> Result<(), String> {
+    File::create(target).map_err(|e| format!("create pin {}: {e}", target.display()))?;
+    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| format!("pin {source} at {}: {e}", target.display()))
+}
+
+/// PID 1 of the pod's PID namespace: reaps every orphan the pod's processes leave and
+/// does nothing else (no allocation, no locks: just close, prctl, waitpid, sigwait).
+fn pod_init(ready_fd: i32) -> ! {
+    let _ = nix::unistd::close(ready_fd);
+    let _ = prctl::set_name(c"crust-pod-init");
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
+    loop {
+        while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+        // Blocks until a child changes state (SIGCHLD is blocked, so it stays pending).
+        let _ = mask.wait();
+    }
+}
+
+impl Monitor {
+    fn serve(&mut self, listener: UnixListener) {
+        let mut mask = SigSet::empty();
+        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            mask.add(s);
+        }
+        let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
+        let signals = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("crust-monitor {}: signalfd: {e}", self.spec.pod_id);
+                return;
+            }
+        };
+        let _ = listener.set_nonblocking(true);
+        loop {
+            let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::NONE).is_err() {
+                continue;
+            }
+            let signal_ready = fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let conn_ready = fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            if signal_ready {
+                while let Ok(Some(info)) = signals.read_signal() {
+                    match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGCHLD) => self.reap(),
+                        Ok(Signal::SIGHUP) => {}
+                        // SIGTERM/SIGINT: same as a shutdown request.
+                        Ok(_) => return self.shutdown(),
+                        Err(_) => {}
+                    }
+                }
+            }
+            if conn_ready {
+                while let Ok((conn, _)) = listener.accept() {
+                    if self.handle(conn) {
+                        return self.shutdown();
+                    }
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => {
+                    if let (Some(pid), Some(init)) = (status.pid(), self.init)
+                        && pid.as_raw() == init.pid
+                    {
+                        eprintln!("crust-monitor {}: pod init exited: {status:?}", self.spec.pod_id);
+                        self.init_exited = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers one connection. Returns true when the monitor should shut down.
+    fn handle(&mut self, conn: UnixStream) -> bool {
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+        let mut line = String::new();
+        if BufReader::new(&conn).read_line(&mut line).is_err() {
+            return false;
+        }
+        let init_alive = self.init.map(|_| !self.init_exited);
+        let (reply, stop) = match serde_json::from_str::<Request>(line.trim()) {
+            Ok(Request::Ping) => (Reply { ok: true, error: None, init_alive }, false),
+            Ok(Request::Shutdown) => (Reply { ok: true, error: None, init_alive }, true),
+            Err(e) => (Reply { ok: false, error: Some(format!("bad request: {e}")), init_alive }, false),
+        };
+        if stop {
+            // Kill before answering: when crustd hears "ok", the pod's processes are gone.
+            self.kill_pod();
+        }
+        let mut conn = conn;
+        let _ = writeln!(conn, "{}", serde_json::to_string(&reply).expect("reply serializes"));
+        stop
+    }
+
+    fn kill_pod(&mut self) {
+        if let Some(init) = self.init
+            && !self.init_exited
+        {
+            // Killing PID 1 of a PID namespace kills every process in it.
+            let _ = kill(Pid::from_raw(init.pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(init.pid), None);
+            self.init_exited = true;
+        }
+        self.reap();
+    }
+
+    fn shutdown(&mut self) {
+        self.kill_pod();
+        let _ = fs::remove_file(&self.spec.socket);
+        // The pins are crustd's to remove (it must do so even when we are dead), but
+        // unmounting here too makes a clean stop cheaper; both are idempotent.
+        for ns in ["net", "ipc", "uts", "pid"] {
+            let _ = umount2(&self.spec.pins_dir.join(ns), MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_names_become_paths() {
+        assert_eq!(sysctl_path("net.ipv4.ip_forward"), "net/ipv4/ip_forward");
+        assert_eq!(sysctl_path("kernel.shm_rmid_forced"), "kernel/shm_rmid_forced");
+        assert_eq!(sysctl_path("net/ipv4/conf/eth0.100/forwarding"), "net/ipv4/conf/eth0.100/forwarding");
+    }
+}

@@ -1,0 +1,83 @@
+//! The per-pod monitor (`crust-monitor`): what crustd tells it, and how they talk.
+//!
+//! crustd writes a [`MonitorSpec`] as JSON and starts `crust-monitor --spec FILE` with
+//! `Command` (no Rust code runs between fork and exec in the threaded daemon). The
+//! monitor forks once: the first process reports the outcome on stdout (one JSON
+//! [`StartMessage`] line) and exits, so the daemon process it leaves behind is
+//! reparented away from crustd and survives crustd restarts. The daemon half is a
+//! single-threaded child subreaper that creates the pod namespaces, pins them, runs
+//! the pod init when the pod has its own PID namespace, and answers [`Request`]s on a
+//! unix socket, one JSON line each way per connection.
+
+mod client;
+pub mod daemon;
+
+use std::path::PathBuf;
+
+pub use client::{MonitorError, request, spawn};
+use serde::{Deserialize, Serialize};
+
+use crate::proc::ProcRef;
+
+/// Everything the monitor needs to set up a pod. Paths are absolute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorSpec {
+    pub pod_id: String,
+    /// Control socket the monitor listens on.
+    pub socket: PathBuf,
+    /// Where the monitor writes its and the init's [`ProcRef`] (`monitor.json`), so
+    /// crustd (and cleanup tools) can find them without the socket.
+    pub pid_file: PathBuf,
+    /// Directory for namespace pins (`net`, `ipc`, `uts`, `pid`).
+    pub pins_dir: PathBuf,
+    pub new_net: bool,
+    pub new_ipc: bool,
+    pub new_uts: bool,
+    pub new_pid: bool,
+    /// Set in the new UTS namespace.
+    pub hostname: String,
+    /// `(name, value)` written under `/proc/sys` inside the new namespaces, in order.
+    pub sysctls: Vec<(String, String)>,
+    /// Cgroup directories (one per hierarchy) the monitor moves itself into, outside
+    /// the pod's limits.
+    pub monitor_cgroup_dirs: Vec<PathBuf>,
+    /// Cgroup directories of the pod; the pod init is placed there.
+    pub pod_cgroup_dirs: Vec<PathBuf>,
+}
+
+/// Processes a running monitor reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorPids {
+    pub monitor: ProcRef,
+    /// PID 1 of the pod's PID namespace, when the pod has one.
+    pub init: Option<ProcRef>,
+}
+
+/// The first line the monitor prints: ready, or why not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartMessage {
+    Ready(MonitorPids),
+    Error(String),
+}
+
+/// A request on the control socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Is the monitor serving; is the pod init alive?
+    Ping,
+    /// Kill the pod's processes, reap them and exit.
+    Shutdown,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether the pod init still runs (None when the pod has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_alive: Option<bool>,
+}

@@ -1,0 +1,77 @@
+//! Identifying processes across PID reuse.
+
+use std::fs;
+
+/// A process identified by PID and kernel start time (clock ticks since boot, field 22
+/// of `/proc/<pid>/stat`). A recycled PID has a different start time, so a stale
+/// record can never make us signal or trust an unrelated process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProcRef {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl ProcRef {
+    /// The process `pid` as it is now, if it exists.
+    pub fn of(pid: i32) -> Option<ProcRef> {
+        start_time(pid).map(|start_time| ProcRef { pid, start_time })
+    }
+
+    /// True while this very process exists and has not been reaped. A zombie counts as
+    /// dead.
+    pub fn is_alive(&self) -> bool {
+        match stat_fields(self.pid) {
+            Some((state, start)) => start == self.start_time && state != 'Z' && state != 'X',
+            None => false,
+        }
+    }
+
+    /// SIGKILLs the process if it is still this one. Returns whether a signal was sent.
+    pub fn kill(&self) -> bool {
+        self.is_alive()
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL).is_ok()
+    }
+}
+
+/// Start time of `pid`, from `/proc/<pid>/stat`.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat_fields(pid).map(|(_, start)| start)
+}
+
+fn stat_fields(pid: i32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and ')'; fields resume after the
+    // last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    // `rest` starts at field 3 (state); start time is field 22.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_a_wrong_start_time_is_not() {
+        let me = ProcRef::of(std::process::id() as i32).unwrap();
+        assert!(me.is_alive());
+        assert!(me.start_time > 0);
+        let impostor = ProcRef { start_time: me.start_time + 1, ..me };
+        assert!(!impostor.is_alive(), "a recycled PID must not count as alive");
+        assert!(!impostor.kill(), "and must never be signalled");
+    }
+
+    #[test]
+    fn exited_process_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let r = ProcRef::of(child.id() as i32);
+        child.wait().unwrap();
+        if let Some(r) = r {
+            assert!(!r.is_alive());
+        }
+        assert!(ProcRef::of(i32::MAX).is_none());
+    }
+}
