@@ -3,6 +3,10 @@
 //! `UNIMPLEMENTED`.
 
 pub mod cgroup;
+mod error;
 pub mod ids;
 pub mod monitor;
 pub mod proc;
+pub mod sandbox;
+
+pub use error::RuntimeError;

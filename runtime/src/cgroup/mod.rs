@@ -3,7 +3,7 @@
 
 mod cgroupfs;
 
-pub use cgroupfs::Cgroupfs;
+pub use cgroupfs::{Cgroupfs, validate_path};
 
 use std::{io, path::{Path, PathBuf}};
 

@@ -1,0 +1,40 @@
+use std::{io, path::PathBuf};
+
+use crate::{cgroup::CgroupError, monitor::MonitorError};
+
+/// What can go wrong running pods. Variants carry the ids and paths involved.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+
+    #[error("{kind} id prefix {prefix:?} is ambiguous ({count} matches)")]
+    Ambiguous { kind: &'static str, prefix: String, count: usize },
+
+    #[error("pod sandbox {name:?} already exists as {id}")]
+    AlreadyExists { name: String, id: String },
+
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+
+    #[error("{what} is not supported yet: {reason}")]
+    Unsupported { what: &'static str, reason: String },
+
+    #[error("pod sandbox {id}: cgroup: {source}")]
+    Cgroup { id: String, source: CgroupError },
+
+    #[error("pod sandbox {id}: {source}")]
+    Monitor { id: String, source: MonitorError },
+
+    #[error("pod sandbox {id}: {op} {path}: {source}")]
+    Io { id: String, op: &'static str, path: PathBuf, source: io::Error },
+
+    #[error("pod sandbox {id}: teardown incomplete: {}", errors.join("; "))]
+    Teardown { id: String, errors: Vec<String> },
+
+    #[error("pod sandbox {id} is {state:?}, cannot become {to:?}")]
+    InvalidTransition { id: String, state: crate::sandbox::SandboxState, to: crate::sandbox::SandboxState },
+
+    #[error(transparent)]
+    State(#[from] crust_state::StateError),
+}

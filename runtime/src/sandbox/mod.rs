@@ -1,0 +1,292 @@
+//! Pod sandboxes: a per-pod monitor holding pinned namespaces, pod files and a pod
+//! cgroup, persisted as one record per pod.
+
+mod files;
+mod recover;
+mod sandbox_list;
+mod sandbox_remove;
+mod sandbox_run;
+mod sandbox_status;
+mod sandbox_stop;
+pub mod sysctl;
+mod teardown;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use crust_state::{Record, Store};
+use serde::{Deserialize, Serialize};
+
+pub use sandbox_list::SandboxFilter;
+pub use sandbox_status::SandboxView;
+
+use crate::{
+    cgroup::{CgroupDriver, Cgroupfs},
+    error::RuntimeError,
+    monitor::MonitorPids,
+};
+
+/// How a pod uses one kind of namespace (CRI `NamespaceMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NsMode {
+    #[default]
+    Pod,
+    Container,
+    Node,
+    Target,
+}
+
+/// The pod's namespace modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Namespaces {
+    pub network: NsMode,
+    pub pid: NsMode,
+    pub ipc: NsMode,
+}
+
+/// `DNSConfig`: what goes into the pod's resolv.conf.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// CRI `PodSandboxMetadata`; (name, namespace, uid, attempt) names a pod uniquely.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SandboxMetadata {
+    pub name: String,
+    pub uid: String,
+    pub namespace: String,
+    pub attempt: u32,
+}
+
+impl SandboxMetadata {
+    /// The reservation key: two live pods may not share it (CRI: ALREADY_EXISTS).
+    pub fn key(&self) -> String {
+        format!("{}_{}_{}_{}", self.name, self.namespace, self.uid, self.attempt)
+    }
+}
+
+/// What the pod is asked to be: the domain form of `PodSandboxConfig`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub metadata: SandboxMetadata,
+    pub hostname: String,
+    pub log_directory: String,
+    pub dns: Option<DnsConfig>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// cgroupfs path of the pod cgroup (kubelet's `cgroup_parent`); empty: crust picks.
+    pub cgroup_parent: String,
+    pub namespaces: Namespaces,
+    pub sysctls: Vec<(String, String)>,
+    /// The resolved runtime handler name (never empty).
+    pub runtime_handler: String,
+}
+
+/// Sandbox states.
+///
+/// ```text
+///   (new) --run--> Creating --all made--> Ready --stop--> NotReady --remove--> (gone)
+///                     |                     |                 ^
+///                     +--failure/crash--> (rolled back)       +-- stop (again) / remove
+/// ```
+/// `Ready` is what was recorded; what is *reported* is Ready only while the monitor
+/// (and the pod init, if any) is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    Creating,
+    Ready,
+    NotReady,
+}
+
+/// A pod's persisted record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub spec: SandboxSpec,
+    pub state: SandboxState,
+    /// Unix nanoseconds.
+    pub created_at: i64,
+    /// The pod cgroup and whether crust created it (and so must remove it).
+    pub cgroup: String,
+    pub cgroup_created: bool,
+    /// Cgroup of the pod init, under the pod cgroup (like containerd's sandbox cgroup).
+    pub init_cgroup: Option<String>,
+    pub monitor: Option<MonitorPids>,
+    /// `<state>/pods/<id>`: monitor socket, pod files, shm mount.
+    pub pod_dir: PathBuf,
+    /// `<state>/ns/<id>`: namespace pins.
+    pub pins_dir: PathBuf,
+}
+
+impl Record for Sandbox {
+    const KIND: &'static str = "sandbox";
+    const VERSION: u32 = 1;
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Sandbox {
+    pub fn monitor_socket(&self) -> PathBuf {
+        self.pod_dir.join("monitor.sock")
+    }
+    pub fn shm_dir(&self) -> PathBuf {
+        self.pod_dir.join("shm")
+    }
+    /// The pinned namespace file for `ns` (`net`, `ipc`, `uts`, `pid`).
+    pub fn pin(&self, ns: &str) -> PathBuf {
+        self.pins_dir.join(ns)
+    }
+}
+
+/// Settings of the sandbox manager; roots come from crustd's config.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// crustd's volatile state directory.
+    pub state_dir: PathBuf,
+    pub monitor_bin: PathBuf,
+    pub cgroup_driver: CgroupDriver,
+    pub cgroup_root: PathBuf,
+    /// Cgroup of every monitor, outside all pod limits.
+    pub monitor_cgroup: String,
+    /// Parent of pod cgroups for pods that name none (crictl without cgroup_parent).
+    pub pod_cgroup_parent: String,
+    /// Size of each pod's /dev/shm in bytes.
+    pub shm_size: u64,
+    /// The host's resolv.conf and hosts, used for pods without DNS config / with the
+    /// host network.
+    pub host_resolv_conf: PathBuf,
+    pub host_hosts: PathBuf,
+}
+
+/// Runs pods. Operations on one pod are serialized; different pods proceed in parallel.
+pub struct SandboxManager {
+    config: SandboxConfig,
+    store: Store,
+    cgroups: Option<Cgroupfs>,
+    /// Latest persisted record of every pod (what List and Status read).
+    records: RwLock<HashMap<String, Sandbox>>,
+    /// Per-pod operation locks.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Reserved metadata keys -> pod id.
+    names: Mutex<HashMap<String, String>>,
+}
+
+/// How long crustd waits for a monitor to answer.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl SandboxManager {
+    /// Creates the manager. The cgroupfs driver is opened here, so a host without
+    /// usable cgroups fails at start rather than at the first pod.
+    pub fn new(config: SandboxConfig, store: Store) -> Result<SandboxManager, RuntimeError> {
+        let cgroups = match config.cgroup_driver {
+            CgroupDriver::Cgroupfs => Some(
+                Cgroupfs::open(&config.cgroup_root)
+                    .map_err(|source| RuntimeError::Cgroup { id: String::new(), source })?,
+            ),
+            // The systemd driver has its own issue; pods are refused until then.
+            CgroupDriver::Systemd => None,
+        };
+        Ok(SandboxManager {
+            config,
+            store,
+            cgroups,
+            records: RwLock::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().expect("locks poisoned").entry(id.to_string()).or_default().clone()
+    }
+
+    fn pods_dir(&self) -> PathBuf {
+        self.config.state_dir.join("pods")
+    }
+
+    fn pins_root(&self) -> PathBuf {
+        self.config.state_dir.join("ns")
+    }
+
+    /// Persists `sandbox` and publishes it to readers: the one place a pod's state
+    /// changes. Checks the move is allowed by the state machine above.
+    fn commit(&self, sandbox: &Sandbox, from: Option<SandboxState>) -> Result<(), RuntimeError> {
+        use SandboxState::*;
+        let allowed = matches!(
+            (from, sandbox.state),
+            (None, Creating) | (Some(Creating), Creating | Ready) | (Some(Ready | NotReady), NotReady) | (Some(Ready), Ready)
+        );
+        if !allowed {
+            return Err(RuntimeError::InvalidTransition {
+                id: sandbox.id.clone(),
+                state: from.unwrap_or(Creating),
+                to: sandbox.state,
+            });
+        }
+        self.store.put(sandbox)?;
+        self.records.write().expect("records poisoned").insert(sandbox.id.clone(), sandbox.clone());
+        Ok(())
+    }
+
+    /// Deletes a pod's record and forgets it: the final transition.
+    fn forget(&self, sandbox: &Sandbox) -> Result<(), RuntimeError> {
+        self.store.remove::<Sandbox>(&sandbox.id)?;
+        self.records.write().expect("records poisoned").remove(&sandbox.id);
+        let mut names = self.names.lock().expect("names poisoned");
+        if names.get(&sandbox.spec.metadata.key()) == Some(&sandbox.id) {
+            names.remove(&sandbox.spec.metadata.key());
+        }
+        Ok(())
+    }
+
+    /// Resolves a full id or a unique prefix of a visible (not `Creating`) pod.
+    pub fn resolve(&self, id_or_prefix: &str) -> Result<String, RuntimeError> {
+        let records = self.records.read().expect("records poisoned");
+        if let Some(s) = records.get(id_or_prefix)
+            && s.state != SandboxState::Creating
+        {
+            return Ok(id_or_prefix.to_string());
+        }
+        let matches: Vec<&String> = if id_or_prefix.is_empty() {
+            Vec::new()
+        } else {
+            records
+                .values()
+                .filter(|s| s.state != SandboxState::Creating && s.id.starts_with(id_or_prefix))
+                .map(|s| &s.id)
+                .collect()
+        };
+        match matches.as_slice() {
+            [] => Err(RuntimeError::NotFound { kind: "pod sandbox", id: id_or_prefix.to_string() }),
+            [one] => Ok((*one).clone()),
+            many => Err(RuntimeError::Ambiguous { kind: "pod sandbox", prefix: id_or_prefix.to_string(), count: many.len() }),
+        }
+    }
+
+    fn snapshot(&self, id: &str) -> Option<Sandbox> {
+        self.records.read().expect("records poisoned").get(id).cloned()
+    }
+
+    /// The cgroup manager, or why pods cannot run.
+    fn cgroups(&self) -> Result<&Cgroupfs, RuntimeError> {
+        self.cgroups.as_ref().ok_or(RuntimeError::Unsupported {
+            what: "cgroup driver \"systemd\"",
+            reason: "pods need [cgroup] driver = \"cgroupfs\" until the systemd driver lands".into(),
+        })
+    }
+
+    /// Where the monitor binary is.
+    pub fn monitor_bin(&self) -> &Path {
+        &self.config.monitor_bin
+    }
+}

@@ -1,0 +1,31 @@
+//! Loading pods at crustd start. Running pods keep running across a restart: their
+//! records are loaded and readiness is read from the live monitors. A pod caught in
+//! `Creating` by a crash is rolled back completely.
+
+use crust_state::Quarantined;
+
+use super::{Sandbox, SandboxManager, SandboxState};
+use crate::error::RuntimeError;
+
+impl SandboxManager {
+    /// Loads every pod record; returns the files that had to be quarantined.
+    pub async fn recover(&self) -> Result<Vec<Quarantined>, RuntimeError> {
+        let loaded = self.store.load_all::<Sandbox>()?;
+        for sandbox in loaded.records {
+            if sandbox.state == SandboxState::Creating {
+                tracing::warn!(pod_id = %sandbox.id, "rolling back pod interrupted while being created");
+                match self.teardown(&sandbox, true).await {
+                    Ok(()) => self.store.remove::<Sandbox>(&sandbox.id)?,
+                    // Keep the record so the next start tries again; hide it meanwhile.
+                    Err(error) => tracing::error!(pod_id = %sandbox.id, %error, "rollback incomplete"),
+                }
+                continue;
+            }
+            self.names.lock().expect("names poisoned").insert(sandbox.spec.metadata.key(), sandbox.id.clone());
+            let view = self.view(sandbox.clone());
+            tracing::info!(pod_id = %sandbox.id, ready = view.ready, "restored pod sandbox");
+            self.records.write().expect("records poisoned").insert(sandbox.id.clone(), sandbox);
+        }
+        Ok(loaded.quarantined)
+    }
+}

@@ -1,0 +1,23 @@
+//! RemovePodSandbox: force-stop whatever still runs, then delete the pod's files,
+//! cgroups, pins and record. Idempotent; a missing pod is not an error.
+
+use super::SandboxManager;
+use crate::error::RuntimeError;
+
+impl SandboxManager {
+    pub async fn remove(&self, id_or_prefix: &str) -> Result<(), RuntimeError> {
+        let id = match self.resolve(id_or_prefix) {
+            Ok(id) => id,
+            Err(RuntimeError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+        let Some(sandbox) = self.snapshot(&id) else { return Ok(()) };
+        self.teardown(&sandbox, true).await?;
+        self.forget(&sandbox)?;
+        self.locks.lock().expect("locks poisoned").remove(&id);
+        tracing::info!(pod_id = %id, "pod sandbox removed");
+        Ok(())
+    }
+}

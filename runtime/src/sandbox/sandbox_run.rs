@@ -1,0 +1,193 @@
+//! RunPodSandbox: reserve the name, persist intent, make everything, go Ready; on any
+//! failure undo all of it so kubelet's retry starts clean.
+
+use std::{fs, os::unix::fs::PermissionsExt, time::SystemTime};
+
+use nix::mount::{MsFlags, mount};
+
+use super::{NsMode, Sandbox, SandboxManager, SandboxSpec, SandboxState, files, sysctl};
+use crate::{cgroup::validate_path, error::RuntimeError, ids, monitor};
+
+impl SandboxManager {
+    /// Creates and starts a pod; returns its id once it is Ready.
+    pub async fn run(&self, spec: SandboxSpec) -> Result<String, RuntimeError> {
+        self.validate(&spec)?;
+        let cgroups = self.cgroups()?;
+        let id = ids::new_id();
+        let key = spec.metadata.key();
+        {
+            let mut names = self.names.lock().expect("names poisoned");
+            if let Some(existing) = names.get(&key) {
+                return Err(RuntimeError::AlreadyExists { name: key, id: existing.clone() });
+            }
+            names.insert(key.clone(), id.clone());
+        }
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+
+        let cgroup = if spec.cgroup_parent.is_empty() {
+            format!("{}/{id}", self.config.pod_cgroup_parent)
+        } else {
+            spec.cgroup_parent.clone()
+        };
+        let mut sandbox = Sandbox {
+            id: id.clone(),
+            cgroup_created: spec.cgroup_parent.is_empty(),
+            init_cgroup: (spec.namespaces.pid == NsMode::Pod).then(|| format!("{cgroup}/{id}")),
+            cgroup,
+            spec,
+            state: SandboxState::Creating,
+            created_at: 0,
+            monitor: None,
+            pod_dir: self.pods_dir().join(&id),
+            pins_dir: self.pins_root().join(&id),
+        };
+        // Intent first: a crash from here on leaves a Creating record, which recovery
+        // rolls back.
+        if let Err(e) = self.commit(&sandbox, None) {
+            self.names.lock().expect("names poisoned").remove(&key);
+            return Err(e);
+        }
+        match self.create(&mut sandbox, cgroups).await {
+            Ok(()) => {
+                tracing::info!(pod_id = %id, monitor_pid = sandbox.monitor.map(|m| m.monitor.pid), "pod sandbox ready");
+                Ok(id)
+            }
+            Err(error) => {
+                tracing::warn!(pod_id = %id, %error, "RunPodSandbox failed; rolling back");
+                if let Err(rollback) = self.teardown(&sandbox, true).await {
+                    // The record stays (as Creating) so the next start retries the cleanup.
+                    tracing::error!(pod_id = %id, error = %rollback, "rollback incomplete");
+                    return Err(error);
+                }
+                if let Err(forget) = self.forget(&sandbox) {
+                    tracing::error!(pod_id = %id, error = %forget, "cannot delete rolled-back record");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn validate(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+        let invalid = |field, reason: String| Err(RuntimeError::InvalidArgument { field, reason });
+        let m = &spec.metadata;
+        if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
+            return invalid("config.metadata", "name, namespace and uid are required".into());
+        }
+        if spec.hostname.len() > 64 || spec.hostname.contains(['/', '\0', '\n']) {
+            return invalid("config.hostname", format!("{:?} is not a valid hostname", spec.hostname));
+        }
+        if !spec.cgroup_parent.is_empty() {
+            validate_path(&spec.cgroup_parent)
+                .map_err(|e| RuntimeError::InvalidArgument { field: "config.linux.cgroup_parent", reason: e.to_string() })?;
+        }
+        for (field, mode) in [("network", spec.namespaces.network), ("pid", spec.namespaces.pid), ("ipc", spec.namespaces.ipc)] {
+            if mode == NsMode::Target {
+                return Err(RuntimeError::InvalidArgument {
+                    field: "config.linux.security_context.namespace_options",
+                    reason: format!("{field}: TARGET is only valid for containers"),
+                });
+            }
+            if field != "pid" && mode == NsMode::Container {
+                return Err(RuntimeError::InvalidArgument {
+                    field: "config.linux.security_context.namespace_options",
+                    reason: format!("{field}: CONTAINER is not supported for pods"),
+                });
+            }
+        }
+        sysctl::validate(&spec.sysctls, spec.namespaces.network, spec.namespaces.ipc)
+            .map_err(|reason| RuntimeError::InvalidArgument { field: "config.linux.sysctls", reason })?;
+        if let Some(dns) = &spec.dns {
+            files::validate_dns(dns).map_err(|reason| RuntimeError::InvalidArgument { field: "config.dns_config", reason })?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, sandbox: &mut Sandbox, cgroups: &crate::cgroup::Cgroupfs) -> Result<(), RuntimeError> {
+        let id = sandbox.id.clone();
+        let io = |op, path: &std::path::Path| {
+            let (id, path) = (id.clone(), path.to_path_buf());
+            move |source| RuntimeError::Io { id, op, path, source }
+        };
+        let spec = sandbox.spec.clone();
+        let host_network = spec.namespaces.network == NsMode::Node;
+        let hostname = if spec.hostname.is_empty() { spec.metadata.name.chars().take(63).collect() } else { spec.hostname.clone() };
+
+        // Pod files.
+        let dir = sandbox.pod_dir.clone();
+        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).map_err(io("chmod", &dir))?;
+        let write = |name: &str, content: &[u8]| fs::write(dir.join(name), content).map_err(io("write", &dir.join(name)));
+        write("hostname", format!("{hostname}\n").as_bytes())?;
+        let hosts = if host_network {
+            fs::read(&self.config.host_hosts).map_err(io("read", &self.config.host_hosts))?
+        } else {
+            files::hosts(&hostname).into_bytes()
+        };
+        write("hosts", &hosts)?;
+        let resolv = match &spec.dns {
+            Some(dns) if !dns.servers.is_empty() || !dns.searches.is_empty() || !dns.options.is_empty() => {
+                files::resolv_conf(dns).into_bytes()
+            }
+            _ => fs::read(&self.config.host_resolv_conf).map_err(io("read", &self.config.host_resolv_conf))?,
+        };
+        write("resolv.conf", &resolv)?;
+
+        // Pod /dev/shm, unless the pod uses the host's IPC namespace (and so its shm).
+        if spec.namespaces.ipc != NsMode::Node {
+            let shm = sandbox.shm_dir();
+            fs::create_dir_all(&shm).map_err(io("create", &shm))?;
+            let options = format!("mode=1777,size={}", self.config.shm_size);
+            mount(
+                Some("shm"),
+                &shm,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some(options.as_str()),
+            )
+            .map_err(|e| RuntimeError::Io { id: id.clone(), op: "mount shm tmpfs at", path: shm.clone(), source: e.into() })?;
+        }
+
+        // Cgroups: the pod's (created if missing), the init's below it, the monitors'.
+        let cg_err = |source| RuntimeError::Cgroup { id: id.clone(), source };
+        let created = cgroups.create(&sandbox.cgroup).map_err(cg_err)?;
+        if created && !sandbox.cgroup_created {
+            sandbox.cgroup_created = true;
+            self.commit(sandbox, Some(SandboxState::Creating))?;
+        }
+        if let Some(init_cgroup) = &sandbox.init_cgroup {
+            cgroups.create(init_cgroup).map_err(cg_err)?;
+        }
+        cgroups.create(&self.config.monitor_cgroup).map_err(cg_err)?;
+
+        // The monitor.
+        let spec_file = dir.join("monitor-spec.json");
+        let monitor_spec = monitor::MonitorSpec {
+            pod_id: id.clone(),
+            socket: sandbox.monitor_socket(),
+            pid_file: dir.join("monitor.json"),
+            pins_dir: sandbox.pins_dir.clone(),
+            new_net: !host_network,
+            new_ipc: spec.namespaces.ipc != NsMode::Node,
+            // As containerd does: a host-network pod keeps the host's UTS namespace.
+            new_uts: !host_network,
+            new_pid: spec.namespaces.pid == NsMode::Pod,
+            hostname,
+            sysctls: spec.sysctls.clone(),
+            monitor_cgroup_dirs: cgroups.dirs(&self.config.monitor_cgroup),
+            pod_cgroup_dirs: sandbox.init_cgroup.as_deref().map(|c| cgroups.dirs(c)).unwrap_or_default(),
+        };
+        let bytes = serde_json::to_vec_pretty(&monitor_spec).expect("monitor spec serializes");
+        fs::write(&spec_file, bytes).map_err(io("write", &spec_file))?;
+        let pids = monitor::spawn(&self.config.monitor_bin, &spec_file, &dir.join("monitor.log"))
+            .await
+            .map_err(|source| RuntimeError::Monitor { id: id.clone(), source })?;
+        sandbox.monitor = Some(pids);
+        sandbox.created_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or_default();
+        sandbox.state = SandboxState::Ready;
+        self.commit(sandbox, Some(SandboxState::Creating))
+    }
+}

@@ -1,0 +1,93 @@
+//! Releasing what a pod holds. Shared by rollback, StopPodSandbox, RemovePodSandbox and
+//! recovery, so it must cope with any partial state: idempotent and best-effort (it
+//! goes on past failures, reports them all, and treats "already gone" as success).
+
+use std::{fs, io::ErrorKind, time::Duration};
+
+use nix::{
+    errno::Errno,
+    mount::{MntFlags, umount2},
+};
+
+use super::{MONITOR_TIMEOUT, Sandbox, SandboxManager};
+use crate::{
+    error::RuntimeError,
+    monitor::{self, MonitorPids, Request},
+};
+
+/// Namespace pins a pod may have.
+pub(super) const PINS: [&str; 4] = ["net", "ipc", "uts", "pid"];
+
+impl SandboxManager {
+    /// Stops the monitor and every pod process, unpins namespaces and unmounts shm.
+    /// With `full`, also deletes the pod's files, pins directory and cgroups.
+    pub(super) async fn teardown(&self, sandbox: &Sandbox, full: bool) -> Result<(), RuntimeError> {
+        let mut errors: Vec<String> = Vec::new();
+
+        // The monitor, from the record or (after a crash mid-create) its pid file.
+        let pids: Option<MonitorPids> = sandbox.monitor.or_else(|| {
+            fs::read(sandbox.pod_dir.join("monitor.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        });
+        if let Some(pids) = pids {
+            if pids.monitor.is_alive() {
+                let asked = monitor::request(&sandbox.monitor_socket(), &Request::Shutdown, MONITOR_TIMEOUT).await;
+                if let Err(error) = &asked {
+                    tracing::warn!(pod_id = %sandbox.id, %error, "monitor did not accept shutdown; killing it");
+                }
+                for _ in 0..200 {
+                    if !pids.monitor.is_alive() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                pids.monitor.kill();
+            }
+            if let Some(init) = pids.init {
+                init.kill();
+            }
+        }
+
+        // Every process left in the pod's init cgroup.
+        if let (Some(cgroups), Some(init_cgroup)) = (self.cgroups.as_ref(), &sandbox.init_cgroup)
+            && let Err(e) = cgroups.kill_all(init_cgroup)
+        {
+            errors.push(e.to_string());
+        }
+
+        for ns in PINS {
+            unmount(&sandbox.pin(ns), &mut errors);
+        }
+        unmount(&sandbox.shm_dir(), &mut errors);
+
+        if full {
+            for dir in [&sandbox.pins_dir, &sandbox.pod_dir] {
+                match fs::remove_dir_all(dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => errors.push(format!("remove {}: {e}", dir.display())),
+                }
+            }
+            if let Some(cgroups) = self.cgroups.as_ref() {
+                let mut owned: Vec<&str> = sandbox.init_cgroup.iter().map(String::as_str).collect();
+                if sandbox.cgroup_created {
+                    owned.push(&sandbox.cgroup);
+                }
+                for cgroup in owned {
+                    if let Err(e) = cgroups.remove(cgroup) {
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+
+        if errors.is_empty() { Ok(()) } else { Err(RuntimeError::Teardown { id: sandbox.id.clone(), errors }) }
+    }
+}
+
+/// Lazily unmounts `path`; not mounted or not there is fine.
+fn unmount(path: &std::path::Path, errors: &mut Vec<String>) {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
+        Err(e) => errors.push(format!("unmount {}: {e}", path.display())),
+    }
+}
