@@ -6,6 +6,9 @@
 //! including when a test panics; the child also gets `PR_SET_PDEATHSIG` so it dies if
 //! the test process itself is killed. Temp dirs are removed on drop.
 
+pub mod image_builder;
+pub mod registry;
+
 use std::{
     fs,
     os::unix::process::CommandExt,
@@ -78,16 +81,64 @@ impl Sandbox {
         format!("unix://{}", self.socket().display())
     }
 
-    /// Writes the config file: `extra` TOML (which must not have a `[network]` table)
-    /// then the harness's CNI dirs (an empty conf dir, so tests decide whether the
-    /// network is ready).
+    /// Writes the config: the harness's settings in the main file (an empty CNI conf
+    /// dir, so tests decide whether the network is ready; cgroups under this sandbox's
+    /// own prefix, so they can be checked and removed), and the test's `extra` TOML as
+    /// the drop-in `crust.toml.d/50-test.toml`, which overrides them.
     pub fn write_config(&self, extra: &str) -> anyhow::Result<()> {
         let text = format!(
-            "{extra}\n[network]\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"{}\", \"/usr/lib/cni\"]\n",
+            "[network]\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"{}\", \"/usr/lib/cni\"]\n\
+             [cgroup]\nmonitor_cgroup = \"{prefix}/monitors\"\npod_parent = \"{prefix}/pods\"\n",
             self.cni_conf_dir().display(),
             self.path().join("cni-bin").display(),
+            prefix = self.cgroup_prefix(),
         );
-        fs::write(self.config_file(), text).context("write config")
+        fs::write(self.config_file(), text).context("write config")?;
+        let drop_ins = self.path().join("crust.toml.d");
+        fs::create_dir_all(&drop_ins)?;
+        if !extra.is_empty() {
+            fs::write(drop_ins.join("50-test.toml"), extra).context("write drop-in")?;
+        }
+        Ok(())
+    }
+
+    /// Cgroup path prefix of everything this sandbox's daemon creates.
+    pub fn cgroup_prefix(&self) -> String {
+        let name = self.path().file_name().expect("temp dir name").to_string_lossy();
+        format!("/{name}")
+    }
+
+    /// Monitors (and pod inits) recorded under this sandbox's state dir that still run.
+    pub fn live_monitor_pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for entry in fs::read_dir(self.state().join("pods")).into_iter().flatten().flatten() {
+            let Ok(bytes) = fs::read(entry.path().join("monitor.json")) else { continue };
+            let Ok(p) = serde_json::from_slice::<crust_runtime::monitor::MonitorPids>(&bytes) else { continue };
+            pids.extend(std::iter::once(p.monitor).chain(p.init).filter(|r| r.is_alive()).map(|r| r.pid));
+        }
+        pids
+    }
+
+    /// Mount points at or below this sandbox's directory.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        let base = self.path().display().to_string();
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&base))
+            .map(PathBuf::from)
+            .collect()
+    }
+
+    /// Cgroup directories under this sandbox's prefix, in any hierarchy.
+    pub fn cgroups(&self) -> Vec<PathBuf> {
+        let manager = crust_runtime::cgroup::Cgroupfs::open(Path::new("/sys/fs/cgroup")).expect("cgroups mounted");
+        let mut found = Vec::new();
+        for dir in manager.dirs(&self.cgroup_prefix()) {
+            walk_dirs(&dir, &mut found);
+        }
+        found
     }
 
     /// Starts crustd on this sandbox's dirs (config file written first if missing).
@@ -96,6 +147,55 @@ impl Sandbox {
             self.write_config("")?;
         }
         Crustd::spawn(self, &[])
+    }
+}
+
+fn walk_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    if !dir.is_dir() {
+        return;
+    }
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk_dirs(&entry.path(), out);
+        }
+    }
+    out.push(dir.to_path_buf());
+}
+
+impl Drop for Sandbox {
+    /// Leaves nothing behind even when a test failed midway: the pods' monitors and
+    /// inits (by recorded PID and start time), mounts under the directory, and cgroups
+    /// under the sandbox's prefix (deepest first).
+    fn drop(&mut self) {
+        for _ in 0..3 {
+            for entry in fs::read_dir(self.state().join("pods")).into_iter().flatten().flatten() {
+                let Ok(bytes) = fs::read(entry.path().join("monitor.json")) else { continue };
+                if let Ok(p) = serde_json::from_slice::<crust_runtime::monitor::MonitorPids>(&bytes) {
+                    p.monitor.kill();
+                    if let Some(init) = p.init {
+                        init.kill();
+                    }
+                }
+            }
+            let mut mounts = self.mounts();
+            mounts.reverse();
+            for m in mounts {
+                let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        if let Ok(manager) = crust_runtime::cgroup::Cgroupfs::open(Path::new("/sys/fs/cgroup")) {
+            let prefix = self.cgroup_prefix();
+            let _ = manager.kill_all(&prefix);
+            for dir in self.cgroups() {
+                // Killed processes leave their cgroups asynchronously.
+                for _ in 0..100 {
+                    if fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
     }
 }
 

@@ -32,6 +32,38 @@ pub struct Daemon {
     pub node: Mutex<NodeConfig>,
     /// Records set aside at the last start because they could not be read.
     pub quarantined: Mutex<Vec<Quarantined>>,
+    /// Pod sandboxes.
+    pub sandboxes: crust_runtime::sandbox::SandboxManager,
+    /// The image store, opened during recovery; `Err` says why it could not be (the
+    /// image RPCs then answer UNAVAILABLE with that reason).
+    pub images: OnceLock<Result<Arc<crust_image::ImageStore>, String>>,
+}
+
+/// The sandbox manager's settings, from the daemon config.
+fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
+    crust_runtime::sandbox::SandboxConfig {
+        state_dir: config.state.clone(),
+        monitor_bin: config.runtime.monitor_path.clone().unwrap_or_else(default_monitor_path),
+        cgroup_driver: config.cgroup.driver,
+        cgroup_root: config.cgroup.root.clone(),
+        monitor_cgroup: config.cgroup.monitor_cgroup.clone(),
+        pod_cgroup_parent: config.cgroup.pod_parent.clone(),
+        shm_size: config.runtime.shm_size,
+        host_resolv_conf: "/etc/resolv.conf".into(),
+        host_hosts: "/etc/hosts".into(),
+    }
+}
+
+/// `crust-monitor` next to the running executable (installed side by side, or
+/// `target/<profile>/` in a build tree; test binaries live one level down in `deps/`).
+fn default_monitor_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    let beside = dir.join("crust-monitor");
+    match dir.parent() {
+        Some(up) if !beside.exists() && up.join("crust-monitor").exists() => up.join("crust-monitor"),
+        _ => beside,
+    }
 }
 
 /// Creates the span of one RPC. Id fields start empty and are recorded by the handler
@@ -52,8 +84,9 @@ macro_rules! rpc_span {
 impl Daemon {
     /// Opens the record store under `config.root`. Does not load records: that is
     /// [`crate::recovery::recover`]'s job, after which the daemon is marked ready.
-    pub fn new(config: Config, config_files: Vec<PathBuf>) -> Result<Daemon, crust_state::StateError> {
+    pub fn new(config: Config, config_files: Vec<PathBuf>) -> Result<Daemon, ApiError> {
         let store = Store::open(config.root.join("records"), config.root.join("quarantine"))?;
+        let sandboxes = crust_runtime::sandbox::SandboxManager::new(sandbox_config(&config), store.clone())?;
         Ok(Daemon {
             config,
             config_files,
@@ -63,7 +96,29 @@ impl Daemon {
             ready: AtomicBool::new(false),
             node: Mutex::new(NodeConfig::default()),
             quarantined: Mutex::new(Vec::new()),
+            sandboxes,
+            images: OnceLock::new(),
         })
+    }
+
+    /// The image store, or UNAVAILABLE when it could not be opened.
+    pub fn images(&self) -> Result<&Arc<crust_image::ImageStore>, ApiError> {
+        match self.images.get() {
+            Some(Ok(store)) => Ok(store),
+            Some(Err(reason)) => Err(ApiError::ImageStoreUnavailable { reason: reason.clone() }),
+            None => Err(ApiError::Starting { phase: "opening the image store" }),
+        }
+    }
+
+    /// The configured handler a CRI `runtime_handler` names; empty means the default.
+    pub fn resolve_handler(&self, name: &str) -> Result<String, ApiError> {
+        let runtime = &self.config.runtime;
+        let name = if name.is_empty() { runtime.default_handler.as_str() } else { name };
+        if runtime.handlers.contains_key(name) {
+            Ok(name.to_string())
+        } else {
+            Err(ApiError::NotFound { kind: "runtime handler", id: name.to_string() })
+        }
     }
 
     /// True once state has been loaded and reconciled.

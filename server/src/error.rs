@@ -27,6 +27,18 @@ pub enum ApiError {
 
     #[error("persist state: {0}")]
     State(#[from] StateError),
+
+    #[error("{what} is not supported yet: {reason}")]
+    Unsupported { what: &'static str, reason: String },
+
+    #[error(transparent)]
+    Runtime(#[from] crust_runtime::RuntimeError),
+
+    #[error(transparent)]
+    Image(#[from] crust_image::ImageError),
+
+    #[error("image store unavailable: {reason}")]
+    ImageStoreUnavailable { reason: String },
 }
 
 impl ApiError {
@@ -42,7 +54,43 @@ impl ApiError {
             ApiError::FailedPrecondition { .. } => Code::FailedPrecondition,
             ApiError::State(StateError::InvalidId { .. }) => Code::InvalidArgument,
             ApiError::State(_) => Code::Internal,
+            ApiError::Unsupported { .. } => Code::Unimplemented,
+            ApiError::Runtime(e) => runtime_code(e),
+            ApiError::Image(e) => image_code(e),
+            ApiError::ImageStoreUnavailable { .. } => Code::Unavailable,
         }
+    }
+}
+
+/// Image errors keep their meaning for kubelet: it retries UNAVAILABLE and
+/// DEADLINE_EXCEEDED with back-off, and shows the rest as ErrImagePull reasons.
+fn image_code(e: &crust_image::ImageError) -> Code {
+    use crust_image::ImageError as E;
+    match e {
+        E::InvalidReference(_) | E::InvalidAuth { .. } => Code::InvalidArgument,
+        E::NotFound { .. } | E::NoMatchingPlatform { .. } => Code::NotFound,
+        E::Unauthenticated { .. } => Code::Unauthenticated,
+        E::PermissionDenied { .. } => Code::PermissionDenied,
+        E::Unavailable { .. } => Code::Unavailable,
+        E::ProgressTimeout { .. } => Code::DeadlineExceeded,
+        E::DigestMismatch { .. } => Code::DataLoss,
+        E::InvalidManifest { .. } | E::Registry { .. } | E::Unpack { .. } => Code::FailedPrecondition,
+        E::Io { .. } | E::RegistriesConf { .. } => Code::Internal,
+        E::State(StateError::InvalidId { .. }) => Code::InvalidArgument,
+        E::State(_) => Code::Internal,
+    }
+}
+
+/// Pod errors: kubelet retries RunPodSandbox on anything but the argument errors.
+fn runtime_code(e: &crust_runtime::RuntimeError) -> Code {
+    use crust_runtime::RuntimeError as E;
+    match e {
+        E::NotFound { .. } => Code::NotFound,
+        E::Ambiguous { .. } | E::InvalidArgument { .. } => Code::InvalidArgument,
+        E::AlreadyExists { .. } => Code::AlreadyExists,
+        E::Unsupported { .. } | E::InvalidTransition { .. } => Code::FailedPrecondition,
+        E::State(StateError::InvalidId { .. }) => Code::InvalidArgument,
+        E::Cgroup { .. } | E::Monitor { .. } | E::Io { .. } | E::Teardown { .. } | E::State(_) => Code::Internal,
     }
 }
 
@@ -82,6 +130,36 @@ mod tests {
                 ApiError::State(StateError::InvalidId { kind: "thing", id: "../x".into(), reason: "bad" }),
                 Code::InvalidArgument,
                 "../x",
+            ),
+            (
+                ApiError::Image(crust_image::ImageError::InvalidReference(crust_image::Reference::parse("Bad").unwrap_err())),
+                Code::InvalidArgument,
+                "\"Bad\"",
+            ),
+            (
+                ApiError::Image(crust_image::ImageError::NotFound { image: "x:1".into(), detail: None }),
+                Code::NotFound,
+                "x:1",
+            ),
+            (
+                ApiError::Image(crust_image::ImageError::Unauthenticated { image: "x:1".into(), registry: "r".into() }),
+                Code::Unauthenticated,
+                "x:1",
+            ),
+            (
+                ApiError::Image(crust_image::ImageError::PermissionDenied { image: "x:1".into(), registry: "r".into() }),
+                Code::PermissionDenied,
+                "x:1",
+            ),
+            (
+                ApiError::Image(crust_image::ImageError::Unavailable { image: "x:1".into(), registry: "r".into(), reason: "refused".into() }),
+                Code::Unavailable,
+                "x:1",
+            ),
+            (
+                ApiError::Image(crust_image::ImageError::ProgressTimeout { image: "x:1".into(), after: std::time::Duration::from_secs(2) }),
+                Code::DeadlineExceeded,
+                "x:1",
             ),
         ];
         for (err, code, text) in cases {

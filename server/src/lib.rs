@@ -3,8 +3,11 @@
 //! over [`serve::serve`].
 
 pub mod config;
+pub mod convert_sandbox;
+pub mod convert_image;
 pub mod daemon;
 pub mod error;
+pub mod image_store;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

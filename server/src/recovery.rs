@@ -1,6 +1,6 @@
 //! Start-up: load every record, reconcile it with the host, then open for business.
 
-use crate::{daemon::Daemon, node_config::NodeConfig};
+use crate::{daemon::Daemon, error::ApiError, node_config::NodeConfig};
 
 /// Loads persisted state into `daemon` and marks it ready. Unreadable records are
 /// quarantined and reported (logged, and listed in `Status` verbose info); they never
@@ -8,7 +8,7 @@ use crate::{daemon::Daemon, node_config::NodeConfig};
 ///
 /// Later capabilities add their own kinds here (sandboxes, containers, images), each
 /// reconciled against reality (monitor alive? mounts present?) before `set_ready`.
-pub fn recover(daemon: &Daemon) -> Result<(), crust_state::StateError> {
+pub async fn recover(daemon: &Daemon) -> Result<(), ApiError> {
     let mut quarantined = Vec::new();
 
     let node = daemon.store.load_all::<NodeConfig>()?;
@@ -17,6 +17,15 @@ pub fn recover(daemon: &Daemon) -> Result<(), crust_state::StateError> {
         tracing::info!(pod_cidrs = ?record.pod_cidrs, "restored node runtime config");
         *daemon.node.lock().expect("node config lock poisoned") = record;
     }
+
+    let images = crate::image_store::open(daemon);
+    if let Ok((_, q)) = &images {
+        quarantined.extend(q.iter().cloned());
+    }
+    let _ = daemon.images.set(images.map(|(store, _)| store));
+
+    // Pods: running ones stay running; one caught mid-creation is rolled back.
+    quarantined.extend(daemon.sandboxes.recover().await?);
 
     if !quarantined.is_empty() {
         tracing::error!(count = quarantined.len(), "some records could not be loaded and were quarantined");

@@ -64,11 +64,7 @@ pub async fn serve(config: Config, config_files: Vec<PathBuf>, shutdown: impl Fu
             }),
     );
 
-    let recovering = daemon.clone();
-    tokio::task::spawn_blocking(move || recovery::recover(&recovering))
-        .await
-        .context("recovery task panicked")?
-        .context("load state")?;
+    recovery::recover(&daemon).await.context("load state")?;
 
     tokio::pin!(shutdown);
     let early_exit = tokio::select! {

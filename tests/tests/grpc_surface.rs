@@ -64,9 +64,10 @@ fn sandbox_with_annotation(bytes: usize) -> RunPodSandboxRequest {
 async fn accepts_messages_up_to_16_mib_like_kubelet() {
     let server = Server::start().await;
     // 15 MiB: past gRPC's 4 MiB default, within kubelet's 16 MiB. The request is
-    // decoded and reaches the handler (which does not exist yet).
+    // decoded and reaches the handler, which rejects it for its missing metadata.
     let status = server.client().await.unwrap().run_pod_sandbox(sandbox_with_annotation(15 << 20)).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("config.metadata"), "{status:?}");
 
     // 17 MiB from a client with no limit of its own: the server refuses to decode it.
     let unlimited = server.client().await.unwrap().max_encoding_message_size(usize::MAX);

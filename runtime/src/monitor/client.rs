@@ -37,6 +37,7 @@ pub async fn spawn(bin: &Path, spec: &Path, log: &Path) -> Result<MonitorPids, M
     let mut child = Command::new(bin)
         .arg("--spec")
         .arg(spec)
+        .env(super::daemon::PARENT_ENV, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file)

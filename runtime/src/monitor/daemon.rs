@@ -30,6 +30,9 @@ use nix::{
 use super::{MonitorPids, MonitorSpec, Reply, Request, StartMessage};
 use crate::proc::ProcRef;
 
+/// Environment variable carrying the PID of the crustd that started the monitor.
+pub const PARENT_ENV: &str = "CRUST_MONITOR_PARENT";
+
 /// Entry point of the `crust-monitor` binary.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -54,6 +57,17 @@ pub fn main() -> ExitCode {
         }
     }
 
+    // If crustd dies while we set up, so do we: recovery then rolls the pod back, and
+    // a monitor finishing setup afterwards would leak what it made. crustd passes its
+    // PID so a launch that outlived it (we were reparented) can tell.
+    let _ = prctl::set_pdeathsig(Signal::SIGKILL);
+    if let Ok(parent) = std::env::var(PARENT_ENV)
+        && parent != nix::unistd::getppid().to_string()
+    {
+        return report_and_exit(&StartMessage::Error(format!("crustd (pid {parent}) exited before the monitor started")));
+    }
+    let launcher = getpid();
+
     let (read_end, write_end) = match pipe() {
         Ok(p) => p,
         Err(e) => return report_and_exit(&StartMessage::Error(format!("pipe: {e}"))),
@@ -73,6 +87,11 @@ pub fn main() -> ExitCode {
         }
         Ok(ForkResult::Child) => {
             drop(read_end);
+            // Until we report ready, the launcher's death (and so crustd's) ends us too.
+            let _ = prctl::set_pdeathsig(Signal::SIGKILL);
+            if nix::unistd::getppid() != launcher {
+                return ExitCode::FAILURE;
+            }
             daemon(spec, write_end)
         }
     }
@@ -108,6 +127,8 @@ fn daemon(spec: MonitorSpec, ready: OwnedFd) -> ExitCode {
         Ok((listener, init)) => {
             let pids = MonitorPids { monitor: ProcRef::of(getpid().as_raw()).expect("own /proc entry"), init };
             let _ = write_pid_file(&spec, &pids);
+            // From now on we outlive crustd and the launcher, by design.
+            let _ = prctl::set_pdeathsig(None);
             let _ = writeln!(ready, "{}", serde_json::to_string(&StartMessage::Ready(pids)).expect("serializes"));
             drop(ready);
             let mut monitor = Monitor { spec, init, init_exited: false };
@@ -201,6 +222,8 @@ fn pin(source: &str, target: &Path) -> Result<(), String> {
 /// does nothing else (no allocation, no locks: just close, prctl, waitpid, sigwait).
 fn pod_init(ready_fd: i32) -> ! {
     let _ = nix::unistd::close(ready_fd);
+    // The pod's PID namespace lives only as long as its monitor.
+    let _ = prctl::set_pdeathsig(Signal::SIGKILL);
     let _ = prctl::set_name(c"crust-pod-init");
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);

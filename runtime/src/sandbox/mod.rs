@@ -125,6 +125,9 @@ pub struct Sandbox {
     pub pod_dir: PathBuf,
     /// `<state>/ns/<id>`: namespace pins.
     pub pins_dir: PathBuf,
+    /// `<state>/sock/<id prefix>.sock`: the monitor's control socket. Kept short
+    /// because unix socket paths are limited to 107 bytes.
+    pub socket: PathBuf,
 }
 
 impl Record for Sandbox {
@@ -137,7 +140,7 @@ impl Record for Sandbox {
 
 impl Sandbox {
     pub fn monitor_socket(&self) -> PathBuf {
-        self.pod_dir.join("monitor.sock")
+        self.socket.clone()
     }
     pub fn shm_dir(&self) -> PathBuf {
         self.pod_dir.join("shm")
@@ -216,6 +219,11 @@ impl SandboxManager {
 
     fn pins_root(&self) -> PathBuf {
         self.config.state_dir.join("ns")
+    }
+
+    fn socket_for(&self, id: &str) -> PathBuf {
+        // 80 random bits of the id: unique in practice, and short enough for sun_path.
+        self.config.state_dir.join("sock").join(format!("{}.sock", &id[..20]))
     }
 
     /// Persists `sandbox` and publishes it to readers: the one place a pod's state

@@ -41,6 +41,7 @@ impl SandboxManager {
             monitor: None,
             pod_dir: self.pods_dir().join(&id),
             pins_dir: self.pins_root().join(&id),
+            socket: self.socket_for(&id),
         };
         // Intent first: a crash from here on leaves a Creating record, which recovery
         // rolls back.
@@ -161,6 +162,9 @@ impl SandboxManager {
         cgroups.create(&self.config.monitor_cgroup).map_err(cg_err)?;
 
         // The monitor.
+        if let Some(sock_dir) = sandbox.socket.parent() {
+            fs::create_dir_all(sock_dir).map_err(io("create", sock_dir))?;
+        }
         let spec_file = dir.join("monitor-spec.json");
         let monitor_spec = monitor::MonitorSpec {
             pod_id: id.clone(),

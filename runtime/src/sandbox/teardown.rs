@@ -55,11 +55,26 @@ impl SandboxManager {
         }
 
         for ns in PINS {
-            unmount(&sandbox.pin(ns), &mut errors);
+            let pin = sandbox.pin(ns);
+            let before = errors.len();
+            unmount(&pin, &mut errors);
+            // An unmounted pin is an empty file; remove it so nothing mistakes it for a
+            // live namespace.
+            if errors.len() == before
+                && let Err(e) = fs::remove_file(&pin)
+                && e.kind() != ErrorKind::NotFound
+            {
+                errors.push(format!("remove {}: {e}", pin.display()));
+            }
         }
         unmount(&sandbox.shm_dir(), &mut errors);
 
         if full {
+            match fs::remove_file(&sandbox.socket) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => errors.push(format!("remove {}: {e}", sandbox.socket.display())),
+            }
             for dir in [&sandbox.pins_dir, &sandbox.pod_dir] {
                 match fs::remove_dir_all(dir) {
                     Ok(()) => {}

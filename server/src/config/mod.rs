@@ -56,12 +56,30 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImageConfig {
     /// A containers-registries.conf v2 file with mirrors and rewrites; none if unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registries_conf: Option<PathBuf>,
+    /// A pull that receives nothing for this long fails with DEADLINE_EXCEEDED.
+    #[serde(with = "duration")]
+    pub pull_progress_timeout: Duration,
+    /// Layer downloads running at once, across all pulls.
+    pub max_concurrent_downloads: usize,
+    /// Image names (exact, as kubelet sees them) reported as pinned.
+    pub pinned_images: Vec<String>,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            registries_conf: None,
+            pull_progress_timeout: Duration::from_secs(60),
+            max_concurrent_downloads: 3,
+            pinned_images: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +98,10 @@ pub struct CgroupConfig {
     pub driver: CgroupDriver,
     /// Where cgroup filesystems are mounted.
     pub root: PathBuf,
+    /// Cgroup (cgroupfs path) of the pod monitors, outside every pod's limits.
+    pub monitor_cgroup: String,
+    /// Parent of the pod cgroup for pods whose config names no `cgroup_parent`.
+    pub pod_parent: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +118,11 @@ pub struct RuntimeSection {
     pub default_handler: String,
     /// Runtime handlers by name (RuntimeClass `handler`).
     pub handlers: BTreeMap<String, Handler>,
+    /// The `crust-monitor` binary; unset means next to the `crustd` executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor_path: Option<PathBuf>,
+    /// Size of each pod's `/dev/shm` tmpfs, in bytes.
+    pub shm_size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,7 +183,12 @@ impl Default for NetworkConfig {
 
 impl Default for CgroupConfig {
     fn default() -> Self {
-        CgroupConfig { driver: CgroupDriver::Cgroupfs, root: "/sys/fs/cgroup".into() }
+        CgroupConfig {
+            driver: CgroupDriver::Cgroupfs,
+            root: "/sys/fs/cgroup".into(),
+            monitor_cgroup: "/crust/monitors".into(),
+            pod_parent: "/crust/pods".into(),
+        }
     }
 }
 
@@ -171,6 +203,8 @@ impl Default for RuntimeSection {
         RuntimeSection {
             default_handler: "crust".into(),
             handlers: BTreeMap::from([("crust".into(), Handler { kind: HandlerKind::Builtin, path: None })]),
+            monitor_path: None,
+            shm_size: 64 << 20,
         }
     }
 }

@@ -25,6 +25,9 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
         absolute(&format!("network.cni_bin_dirs[{i}]"), dir);
     }
     absolute("cgroup.root", &c.cgroup.root);
+    if let Some(path) = &c.runtime.monitor_path {
+        absolute("runtime.monitor_path", path);
+    }
     for (name, handler) in &c.runtime.handlers {
         let key = format!("runtime.handlers.{name}");
         if let (HandlerKind::Oci, Some(path)) = (handler.kind, &handler.path) {
@@ -34,6 +37,20 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
 
     if c.network.cni_bin_dirs.is_empty() {
         errors.push(("network.cni_bin_dirs".into(), "must not be empty".into()));
+    }
+    for (key, path) in [("cgroup.monitor_cgroup", &c.cgroup.monitor_cgroup), ("cgroup.pod_parent", &c.cgroup.pod_parent)] {
+        if let Err(e) = crust_runtime::cgroup::validate_path(path) {
+            errors.push((key.into(), e.to_string()));
+        }
+    }
+    if c.runtime.shm_size < 4096 {
+        errors.push(("runtime.shm_size".into(), "must be at least one page (4096 bytes)".into()));
+    }
+    if c.image.pull_progress_timeout.is_zero() {
+        errors.push(("image.pull_progress_timeout".into(), "must be greater than zero".into()));
+    }
+    if c.image.max_concurrent_downloads == 0 {
+        errors.push(("image.max_concurrent_downloads".into(), "must be at least 1".into()));
     }
     if c.shutdown_timeout.is_zero() {
         errors.push(("shutdown_timeout".into(), "must be greater than zero".into()));

@@ -2,7 +2,18 @@
 //! response or an [`crate::error::ApiError`]; spans, metrics and status mapping are
 //! done once, in [`crate::daemon::Daemon::handle`].
 
+pub mod image_fs_info;
+pub mod image_status;
+pub mod list_images;
+pub mod pull_image;
+pub mod remove_image;
 pub mod runtime_config;
 pub mod status;
+pub mod stream_images;
 pub mod update_runtime_config;
 pub mod version;
+pub mod list_pod_sandbox;
+pub mod pod_sandbox_status;
+pub mod remove_pod_sandbox;
+pub mod run_pod_sandbox;
+pub mod stop_pod_sandbox;

@@ -111,24 +111,34 @@ impl RuntimeService for RuntimeApi {
         d.handle("Version", rpc_span!("Version"), crate::rpc::version::version(req)).await
     }
 
-    async fn run_pod_sandbox(&self, _request: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
-        self.unimplemented("RunPodSandbox").await
+    async fn run_pod_sandbox(&self, request: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("RunPodSandbox", rpc_span!("RunPodSandbox"), crate::rpc::run_pod_sandbox::run_pod_sandbox(d, req)).await
     }
 
-    async fn stop_pod_sandbox(&self, _request: Request<StopPodSandboxRequest>) -> Result<Response<StopPodSandboxResponse>, Status> {
-        self.unimplemented("StopPodSandbox").await
+    async fn stop_pod_sandbox(&self, request: Request<StopPodSandboxRequest>) -> Result<Response<StopPodSandboxResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("StopPodSandbox", rpc_span!("StopPodSandbox"), crate::rpc::stop_pod_sandbox::stop_pod_sandbox(d, req)).await
     }
 
-    async fn remove_pod_sandbox(&self, _request: Request<RemovePodSandboxRequest>) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        self.unimplemented("RemovePodSandbox").await
+    async fn remove_pod_sandbox(&self, request: Request<RemovePodSandboxRequest>) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("RemovePodSandbox", rpc_span!("RemovePodSandbox"), crate::rpc::remove_pod_sandbox::remove_pod_sandbox(d, req)).await
     }
 
-    async fn pod_sandbox_status(&self, _request: Request<PodSandboxStatusRequest>) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        self.unimplemented("PodSandboxStatus").await
+    async fn pod_sandbox_status(&self, request: Request<PodSandboxStatusRequest>) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("PodSandboxStatus", rpc_span!("PodSandboxStatus"), crate::rpc::pod_sandbox_status::pod_sandbox_status(d, req)).await
     }
 
-    async fn list_pod_sandbox(&self, _request: Request<ListPodSandboxRequest>) -> Result<Response<ListPodSandboxResponse>, Status> {
-        self.unimplemented("ListPodSandbox").await
+    async fn list_pod_sandbox(&self, request: Request<ListPodSandboxRequest>) -> Result<Response<ListPodSandboxResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("ListPodSandbox", rpc_span!("ListPodSandbox"), crate::rpc::list_pod_sandbox::list_pod_sandbox(d, req)).await
     }
 
     async fn create_container(&self, _request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
@@ -233,8 +243,18 @@ impl RuntimeService for RuntimeApi {
         self.unimplemented("UpdatePodSandboxResources").await
     }
 
-    async fn stream_pod_sandboxes(&self, _request: Request<StreamPodSandboxesRequest>) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
-        self.unimplemented("StreamPodSandboxes").await
+    async fn stream_pod_sandboxes(
+        &self,
+        request: Request<StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        let batches = d
+            .handle("StreamPodSandboxes", rpc_span!("StreamPodSandboxes"), crate::rpc::list_pod_sandbox::stream_pod_sandboxes(d, req))
+            .await?
+            .into_inner();
+        let messages = batches.into_iter().map(|pod_sandboxes| Ok(StreamPodSandboxesResponse { pod_sandboxes }));
+        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 
     async fn stream_containers(&self, _request: Request<StreamContainersRequest>) -> Result<Response<Self::StreamContainersStream>, Status> {

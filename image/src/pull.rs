@@ -1,0 +1,333 @@
+//! PullImage: resolve the reference, fetch manifest and config, stream every missing
+//! layer into its directory (bounded parallelism, shared with concurrent pulls), then
+//! publish the image record.
+
+use std::{path::PathBuf, sync::Arc};
+
+use futures::future::try_join_all;
+
+use crate::{
+    ImageError, Reference,
+    auth::Credentials,
+    oci::{self, ConfigFile, ManifestKind, Platform},
+    registry::Session,
+    store::{ImageConfig, ImageRecord, ImageStore, LayerInfo, digest_hex, remove_any, unique},
+    unpack::unpack_layer,
+};
+
+/// Chunks queued between the download and the unpacker: bounds memory per layer to a
+/// few chunks regardless of layer size.
+const CHUNK_QUEUE: usize = 16;
+
+/// Releases a pull's claim on its chain IDs, also when the pull is cancelled.
+struct InflightGuard<'a> {
+    store: &'a ImageStore,
+    chains: Vec<String>,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        let mut index = self.store.index.lock().expect("image index lock poisoned");
+        for chain in &self.chains {
+            if let Some(n) = index.inflight.get_mut(chain) {
+                *n -= 1;
+                if *n == 0 {
+                    index.inflight.remove(chain);
+                }
+            }
+        }
+    }
+}
+
+impl ImageStore {
+    /// Pulls `image` and returns its id (the config digest). Idempotent: pulling an
+    /// image that is present only refreshes its tag. Cancel-safe: dropping the future
+    /// stops the downloads, and the temp directories are removed.
+    pub async fn pull(&self, image: &str, credentials: Option<Credentials>) -> Result<String, ImageError> {
+        let reference = Reference::parse(image)?;
+        let sources = self.options.registries.sources(&reference);
+        if sources.is_empty() {
+            return Err(ImageError::PermissionDenied { image: image.into(), registry: reference.registry().into() });
+        }
+        let mut last_error = None;
+        for (i, source) in sources.iter().enumerate() {
+            let session = Session::new(
+                self.client.clone(),
+                source.endpoint.clone(),
+                source.reference.repository(),
+                credentials.clone(),
+                image,
+            );
+            match self.pull_from(&reference, &source.reference, &session).await {
+                Ok(id) => return Ok(id),
+                // Mirrors are best effort: fall through to the next source. The last
+                // source (the origin) reports its own error.
+                Err(e) if i + 1 < sources.len() => {
+                    tracing::warn!(mirror = %source.endpoint.base, error = %e, "mirror failed; trying the next source");
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.expect("at least one source"))
+    }
+
+    async fn pull_from(&self, reference: &Reference, remote: &Reference, session: &Session) -> Result<String, ImageError> {
+        let image = reference.to_string();
+        let top = session.manifest(remote.manifest_ref()).await?;
+        let invalid = |what, reason: String| ImageError::InvalidManifest { image: image.clone(), what, reason };
+        let mut manifest_digests = vec![top.digest.clone()];
+        let manifest = match ManifestKind::parse(&top.media_type, &top.body).map_err(|r| invalid("manifest", r))? {
+            ManifestKind::Manifest(m) => {
+                self.put_blob(&top.digest, &top.body)?;
+                m
+            }
+            ManifestKind::Index(index) => {
+                let platform = Platform::host();
+                let chosen = oci::select_platform(&index, &platform)
+                    .ok_or_else(|| ImageError::NoMatchingPlatform { image: image.clone(), platform: platform.to_string() })?;
+                let doc = session.manifest(&chosen.digest).await?;
+                match ManifestKind::parse(&doc.media_type, &doc.body).map_err(|r| invalid("manifest", r))? {
+                    ManifestKind::Manifest(m) => {
+                        self.put_blob(&top.digest, &top.body)?;
+                        self.put_blob(&doc.digest, &doc.body)?;
+                        manifest_digests.push(doc.digest);
+                        m
+                    }
+                    ManifestKind::Index(_) => return Err(invalid("index", "nested index".into())),
+                }
+            }
+        };
+        let config_bytes = session.small_blob(&manifest.config.digest).await?;
+        let config_file: ConfigFile = serde_json::from_slice(&config_bytes).map_err(|e| invalid("image config", e.to_string()))?;
+        let diff_ids = &config_file.rootfs.diff_ids;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(invalid(
+                "image config",
+                format!("{} diff_ids for {} layers", diff_ids.len(), manifest.layers.len()),
+            ));
+        }
+        let chains = oci::chain_ids(diff_ids);
+        let layers: Vec<LayerInfo> = manifest
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .zip(&chains)
+            .map(|((d, diff), chain)| LayerInfo { digest: d.digest.clone(), diff_id: diff.clone(), chain_id: chain.clone(), size: d.size })
+            .collect();
+
+        let _guard = {
+            let mut index = self.index.lock().expect("image index lock poisoned");
+            for chain in &chains {
+                *index.inflight.entry(chain.clone()).or_default() += 1;
+            }
+            InflightGuard { store: self, chains: chains.clone() }
+        };
+        try_join_all(layers.iter().map(|layer| self.ensure_layer(session, layer, &image))).await?;
+        self.put_blob(&manifest.config.digest, &config_bytes)?;
+
+        let id = manifest.config.digest.clone();
+        let record = ImageRecord {
+            id: id.clone(),
+            repo_tags: reference.repo_tag().into_iter().collect(),
+            repo_digests: vec![reference.repo_digest(&top.digest)],
+            size: manifest.config.size + layers.iter().map(|l| l.size).sum::<u64>(),
+            layers,
+            manifest_digests,
+            config: ImageConfig::from_file(&config_file),
+            annotations: manifest.annotations.clone(),
+        };
+        self.publish(record)?;
+        Ok(id)
+    }
+
+    /// Makes `record` visible, merging tags and digests into an existing record with
+    /// the same id, and moving its tag off any other image (a tag names one image).
+    fn publish(&self, new: ImageRecord) -> Result<(), ImageError> {
+        let mut index = self.index.lock().expect("image index lock poisoned");
+        let mut changed = Vec::new();
+        for other in index.images.values() {
+            if other.id != new.id && other.repo_tags.iter().any(|t| new.repo_tags.contains(t)) {
+                let mut other = other.clone();
+                other.repo_tags.retain(|t| !new.repo_tags.contains(t));
+                changed.push(other);
+            }
+        }
+        let merged = match index.images.get(&new.id) {
+            Some(old) => {
+                let mut merged = old.clone();
+                for tag in &new.repo_tags {
+                    if !merged.repo_tags.contains(tag) {
+                        merged.repo_tags.push(tag.clone());
+                    }
+                }
+                for digest in &new.repo_digests {
+                    if !merged.repo_digests.contains(digest) {
+                        merged.repo_digests.push(digest.clone());
+                    }
+                }
+                for digest in &new.manifest_digests {
+                    if !merged.manifest_digests.contains(digest) {
+                        merged.manifest_digests.push(digest.clone());
+                    }
+                }
+                merged
+            }
+            None => new,
+        };
+        // Persist first: the record on disk is what makes the image exist.
+        self.records.put(&merged)?;
+        for other in &changed {
+            self.records.put(other)?;
+        }
+        for other in changed {
+            index.images.insert(other.id.clone(), other);
+        }
+        index.images.insert(merged.id.clone(), merged);
+        Ok(())
+    }
+
+    /// Makes sure the layer directory for `layer.chain_id` exists, downloading and
+    /// unpacking it if needed. Concurrent callers for the same chain ID wait for one
+    /// download.
+    async fn ensure_layer(&self, session: &Session, layer: &LayerInfo, image: &str) -> Result<(), ImageError> {
+        let lock = {
+            let mut locks = self.layer_locks.lock().expect("layer lock map poisoned");
+            locks.entry(layer.chain_id.clone()).or_default().clone()
+        };
+        let result = async {
+            let _held = lock.lock().await;
+            let dir = self.layer_dir(&layer.chain_id);
+            if dir.is_dir() {
+                return Ok(());
+            }
+            let _permit = self.downloads.acquire().await.expect("download semaphore never closes");
+            self.fetch_layer(session, layer, image, dir).await
+        }
+        .await;
+        // Drop the map entry when nobody else holds the lock.
+        let mut locks = self.layer_locks.lock().expect("layer lock map poisoned");
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&layer.chain_id);
+        }
+        result
+    }
+
+    async fn fetch_layer(&self, session: &Session, layer: &LayerInfo, image: &str, dest: PathBuf) -> Result<(), ImageError> {
+        let started = std::time::Instant::now();
+        let tmp = self.tmp_dir().join(format!("{}-{}", &digest_hex(&layer.chain_id)[..12], unique()));
+        std::fs::create_dir(&tmp).map_err(ImageError::io("create", &tmp))?;
+        // Removes the temp dir on every early return, including cancellation.
+        struct TmpGuard(Option<PathBuf>);
+        impl Drop for TmpGuard {
+            fn drop(&mut self) {
+                if let Some(path) = self.0.take() {
+                    // Unpacking may still be writing into it on its blocking thread;
+                    // a late leftover is removed at the next start.
+                    let _ = remove_any(&path);
+                }
+            }
+        }
+        let mut guard = TmpGuard(Some(tmp.clone()));
+
+        let mut response = session.blob(&layer.digest).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(CHUNK_QUEUE);
+        let unpack_dir = tmp.clone();
+        let unpacker = tokio::task::spawn_blocking(move || {
+            let result = unpack_layer(ChannelReader { rx, current: bytes::Bytes::new() }, &unpack_dir);
+            match &result {
+                // One syncfs instead of an fsync per file: the layer is durable before
+                // the rename makes it count.
+                Ok(_) => {
+                    if let Ok(dir) = std::fs::File::open(&unpack_dir) {
+                        let _ = rustix::fs::syncfs(&dir);
+                    }
+                }
+                // Clean up here too: a cancelled pull's guard may have run before we
+                // stopped writing.
+                Err(_) => {
+                    let _ = remove_any(&unpack_dir);
+                }
+            }
+            result
+        });
+        let mut download_error = None;
+        loop {
+            match session.next_chunk(&mut response).await {
+                Ok(Some(chunk)) => {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the unpacker stopped: its error says why
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    download_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let unpacked = unpacker.await.expect("unpack thread panicked");
+        if let Some(e) = download_error {
+            return Err(e);
+        }
+        let unpacked = unpacked.map_err(|source| ImageError::Unpack { image: image.into(), layer: layer.digest.clone(), source })?;
+        if unpacked.digest != layer.digest {
+            return Err(ImageError::DigestMismatch {
+                image: image.into(),
+                what: format!("layer {}", layer.digest),
+                expected: layer.digest.clone(),
+                actual: unpacked.digest,
+            });
+        }
+        if unpacked.diff_id != layer.diff_id {
+            return Err(ImageError::DigestMismatch {
+                image: image.into(),
+                what: format!("uncompressed layer {}", layer.digest),
+                expected: layer.diff_id.clone(),
+                actual: unpacked.diff_id,
+            });
+        }
+        match std::fs::rename(&tmp, &dest) {
+            Ok(()) => {
+                guard.0 = None;
+                crust_state::fsync_dir(&self.root.join("layers")).map_err(ImageError::io("sync", &dest))?;
+            }
+            // Someone else finished the same layer first (after a cancelled pull let go
+            // of the lock); theirs is as good as ours.
+            Err(_) if dest.is_dir() => {}
+            Err(e) => return Err(ImageError::io("publish layer", dest)(e)),
+        }
+        tracing::info!(
+            layer = %layer.digest,
+            bytes = unpacked.size,
+            compression = ?unpacked.compression,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "layer unpacked"
+        );
+        Ok(())
+    }
+}
+
+/// A blocking `Read` over chunks sent from the async download.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                // The sender is gone: end of stream (or an aborted download, which the
+                // digest check then rejects).
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}

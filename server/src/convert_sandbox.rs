@@ -1,0 +1,124 @@
+//! CRI pod sandbox messages <-> the runtime's domain types.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crust_proto::runtime::v1 as cri;
+use crust_runtime::sandbox::{DnsConfig, Namespaces, NsMode, SandboxFilter, SandboxMetadata, SandboxSpec, SandboxView};
+
+use crate::error::ApiError;
+
+fn ns_mode(mode: i32) -> Result<NsMode, ApiError> {
+    Ok(match cri::NamespaceMode::try_from(mode) {
+        Ok(cri::NamespaceMode::Pod) => NsMode::Pod,
+        Ok(cri::NamespaceMode::Container) => NsMode::Container,
+        Ok(cri::NamespaceMode::Node) => NsMode::Node,
+        Ok(cri::NamespaceMode::Target) => NsMode::Target,
+        Err(_) => {
+            return Err(ApiError::InvalidArgument {
+                field: "config.linux.security_context.namespace_options",
+                reason: format!("unknown namespace mode {mode}"),
+            });
+        }
+    })
+}
+
+fn cri_mode(mode: NsMode) -> i32 {
+    match mode {
+        NsMode::Pod => cri::NamespaceMode::Pod,
+        NsMode::Container => cri::NamespaceMode::Container,
+        NsMode::Node => cri::NamespaceMode::Node,
+        NsMode::Target => cri::NamespaceMode::Target,
+    }
+    .into()
+}
+
+fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Builds the runtime's spec from `PodSandboxConfig`. `handler` is already resolved.
+pub fn sandbox_spec(config: Option<cri::PodSandboxConfig>, handler: String) -> Result<SandboxSpec, ApiError> {
+    let config = config.ok_or(ApiError::InvalidArgument { field: "config", reason: "is required".into() })?;
+    let metadata = config.metadata.ok_or(ApiError::InvalidArgument { field: "config.metadata", reason: "is required".into() })?;
+    let linux = config.linux.unwrap_or_default();
+    let ns = linux.security_context.as_ref().and_then(|s| s.namespace_options.clone()).unwrap_or_default();
+    if ns.userns_options.as_ref().is_some_and(|u| u.mode != i32::from(cri::NamespaceMode::Node)) {
+        return Err(ApiError::Unsupported {
+            what: "user namespaces",
+            reason: "config.linux.security_context.namespace_options.userns_options: only NODE mode is supported".into(),
+        });
+    }
+    let mut sysctls: Vec<(String, String)> = linux.sysctls.into_iter().collect();
+    sysctls.sort();
+    Ok(SandboxSpec {
+        metadata: SandboxMetadata { name: metadata.name, uid: metadata.uid, namespace: metadata.namespace, attempt: metadata.attempt },
+        hostname: config.hostname,
+        log_directory: config.log_directory,
+        dns: config.dns_config.map(|d| DnsConfig { servers: d.servers, searches: d.searches, options: d.options }),
+        labels: sorted(&config.labels),
+        annotations: sorted(&config.annotations),
+        cgroup_parent: linux.cgroup_parent,
+        namespaces: Namespaces { network: ns_mode(ns.network)?, pid: ns_mode(ns.pid)?, ipc: ns_mode(ns.ipc)? },
+        sysctls,
+        runtime_handler: handler,
+    })
+}
+
+fn metadata(m: &SandboxMetadata) -> cri::PodSandboxMetadata {
+    cri::PodSandboxMetadata { name: m.name.clone(), uid: m.uid.clone(), namespace: m.namespace.clone(), attempt: m.attempt }
+}
+
+fn state(ready: bool) -> i32 {
+    if ready { cri::PodSandboxState::SandboxReady } else { cri::PodSandboxState::SandboxNotready }.into()
+}
+
+/// The short form ListPodSandbox returns.
+pub fn pod_sandbox(v: &SandboxView) -> cri::PodSandbox {
+    let s = &v.sandbox;
+    cri::PodSandbox {
+        id: s.id.clone(),
+        metadata: Some(metadata(&s.spec.metadata)),
+        state: state(v.ready),
+        created_at: s.created_at,
+        labels: s.spec.labels.clone().into_iter().collect(),
+        annotations: s.spec.annotations.clone().into_iter().collect(),
+        runtime_handler: s.spec.runtime_handler.clone(),
+    }
+}
+
+/// The full form PodSandboxStatus returns.
+pub fn pod_sandbox_status(v: &SandboxView) -> cri::PodSandboxStatus {
+    let s = &v.sandbox;
+    let n = s.spec.namespaces;
+    cri::PodSandboxStatus {
+        id: s.id.clone(),
+        metadata: Some(metadata(&s.spec.metadata)),
+        state: state(v.ready),
+        created_at: s.created_at,
+        // Filled in once pod networking (CNI) assigns addresses.
+        network: Some(cri::PodSandboxNetworkStatus::default()),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(cri::NamespaceOption {
+                    network: cri_mode(n.network),
+                    pid: cri_mode(n.pid),
+                    ipc: cri_mode(n.ipc),
+                    ..Default::default()
+                }),
+            }),
+        }),
+        labels: s.spec.labels.clone().into_iter().collect(),
+        annotations: s.spec.annotations.clone().into_iter().collect(),
+        runtime_handler: s.spec.runtime_handler.clone(),
+    }
+}
+
+/// `PodSandboxFilter` -> the runtime's filter.
+pub fn filter(f: Option<cri::PodSandboxFilter>) -> SandboxFilter {
+    let f = f.unwrap_or_default();
+    SandboxFilter {
+        id: f.id,
+        ready: f.state.map(|s| s.state == i32::from(cri::PodSandboxState::SandboxReady)),
+        labels: sorted(&f.label_selector),
+    }
+}

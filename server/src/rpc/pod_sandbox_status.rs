@@ -1,0 +1,29 @@
+//! `PodSandboxStatus`: one pod, by id or unique id prefix; `verbose` adds JSON info.
+
+use std::collections::HashMap;
+
+use crust_proto::runtime::v1::{PodSandboxStatusRequest, PodSandboxStatusResponse};
+
+use crate::{convert_sandbox, daemon::Daemon, error::ApiError};
+
+pub async fn pod_sandbox_status(
+    daemon: &Daemon,
+    req: PodSandboxStatusRequest,
+) -> Result<PodSandboxStatusResponse, ApiError> {
+    tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
+    let view = daemon.sandboxes.status(&req.pod_sandbox_id)?;
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert("info".to_string(), daemon.sandboxes.verbose_info(&view).to_string());
+    }
+    Ok(PodSandboxStatusResponse {
+        status: Some(convert_sandbox::pod_sandbox_status(&view)),
+        info,
+        containers_statuses: Vec::new(),
+        timestamp: now_nanos(),
+    })
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
+}

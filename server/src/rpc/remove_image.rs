@@ -1,0 +1,21 @@
+//! `RemoveImage`: untag or delete; idempotent.
+
+use crust_proto::runtime::v1::{RemoveImageRequest, RemoveImageResponse};
+
+use crate::{convert_image, daemon::Daemon, error::ApiError};
+
+/// Removes by id, tag or digest. Removing an image that is not there succeeds (CRI:
+/// "This call is idempotent, and must not return an error if the image has already
+/// been removed").
+pub async fn remove_image(daemon: &Daemon, req: RemoveImageRequest) -> Result<RemoveImageResponse, ApiError> {
+    let image = convert_image::image_name(req.image.as_ref(), "image.image")?;
+    tracing::Span::current().record("image", image.as_str());
+    let store = daemon.images()?.clone();
+    // Containers are not tracked yet (their issue wires in the real check), so no
+    // image is considered in use.
+    let removed = tokio::task::spawn_blocking(move || store.remove(&image, &|_| false))
+        .await
+        .expect("remove image task panicked")?;
+    tracing::info!(outcome = ?removed, "removed");
+    Ok(RemoveImageResponse {})
+}
