@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use crust_ctl::output::{self, Format};
 use crust_proto::runtime::v1::{StatusRequest, VersionRequest};
 
+mod pod_cmds;
+
 const DEFAULT_ENDPOINT: &str = "unix:///run/crust/crust.sock";
 
 #[derive(Parser)]
@@ -39,6 +41,8 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    #[command(flatten)]
+    Pod(pod_cmds::PodCommand),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
     let channel = crust_ctl::connect(&cli.endpoint, cli.timeout).await?;
     let mut runtime = crust_ctl::runtime_client(channel);
     Ok(match cli.command {
+        Command::Pod(cmd) => pod_cmds::run(cmd, runtime).await?,
         Command::Version { output: format } => {
             let v = runtime.version(VersionRequest { version: "v1".into() }).await.context("Version")?.into_inner();
             match format {

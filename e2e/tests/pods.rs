@@ -418,3 +418,147 @@ async fn after_a_reboot_pods_are_not_ready_and_can_be_removed() {
     assert_eq!(list(&d, None).await, Vec::<String>::new());
     assert_no_leaks(&sb);
 }
+
+#[tokio::test]
+async fn a_crustd_crash_mid_run_leaves_a_whole_pod_or_nothing() {
+    let sb = Sandbox::new().unwrap();
+    // A monitor that takes 2 s to start, so crustd can be killed while it waits.
+    let wrapper = sb.path().join("slow-monitor.sh");
+    fs::write(&wrapper, format!("#!/bin/sh\nsleep 2\nexec {} \"$@\"\n", crust_e2e::binary("crust-monitor").display())).unwrap();
+    fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    sb.write_config(&format!("[runtime]\nmonitor_path = \"{}\"\n", wrapper.display())).unwrap();
+    let mut d = sb.start().unwrap();
+    d.wait_ready().await.unwrap();
+
+    let mut client = d.runtime().await.unwrap();
+    let pending = tokio::spawn(async move {
+        client.run_pod_sandbox(RunPodSandboxRequest { config: Some(pod("interrupted")), runtime_handler: String::new() }).await
+    });
+    // Wait until the pod is half made: its record says "creating" and its shm is mounted.
+    let records = sb.root().join("records/sandbox");
+    for _ in 0..500 {
+        let creating = fs::read_dir(&records)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| fs::read_to_string(e.path()).unwrap_or_default().contains("\"creating\""));
+        if creating && !sb.mounts().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!sb.mounts().is_empty(), "pod creation should be under way");
+    d.crash().await.unwrap();
+    assert!(pending.await.unwrap().is_err(), "the interrupted call cannot have succeeded");
+
+    sb.write_config("").unwrap();
+    let mut d = sb.start().unwrap();
+    d.wait_ready().await.unwrap();
+    assert_eq!(list(&d, None).await, Vec::<String>::new(), "no half-made pod is listed");
+    // The slow monitor wakes up after crustd died: it must give up, not build a pod.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_no_leaks(&sb);
+    assert_eq!(fs::read_dir(&records).unwrap().count(), 0, "the record is rolled back too");
+    // And the name is free.
+    let id = run(&d, pod("interrupted")).await.unwrap();
+    remove(&d, &id).await;
+}
+
+#[tokio::test]
+async fn fifty_pods_concurrently_leave_nothing_behind() {
+    let sb = Sandbox::new().unwrap();
+    let mut d = sb.start().unwrap();
+    d.wait_ready().await.unwrap();
+    let client = d.runtime().await.unwrap();
+    let runs: Vec<_> = (0..50)
+        .map(|i| {
+            let mut c = client.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let id = c
+                    .run_pod_sandbox(RunPodSandboxRequest { config: Some(pod(&format!("many-{i}"))), runtime_handler: String::new() })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .pod_sandbox_id;
+                (id, started.elapsed())
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut latencies = Vec::new();
+    for r in runs {
+        let (id, took) = r.await.unwrap();
+        ids.push(id);
+        latencies.push(took);
+    }
+    latencies.sort();
+    println!("50 concurrent RunPodSandbox: p50 {:?}, p95 {:?}", latencies[24], latencies[47]);
+    let ready_filter = Some(PodSandboxFilter { state: Some(PodSandboxStateValue { state: ready() }), ..Default::default() });
+    assert_eq!(list(&d, ready_filter).await.len(), 50);
+    assert_eq!(sb.live_monitor_pids().len(), 50, "one monitor per pod");
+
+    let removals: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let mut c = client.clone();
+            tokio::spawn(async move { c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id }).await.unwrap() })
+        })
+        .collect();
+    for r in removals {
+        r.await.unwrap();
+    }
+    assert_eq!(list(&d, None).await, Vec::<String>::new());
+    assert_no_leaks(&sb);
+    let pins: Vec<_> = fs::read_dir(sb.state().join("ns")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert_eq!(pins, Vec::<std::path::PathBuf>::new(), "pin directories removed");
+}
+
+#[tokio::test]
+async fn crustctl_pod_verbs() {
+    let sb = Sandbox::new().unwrap();
+    let mut d = sb.start().unwrap();
+    d.wait_ready().await.unwrap();
+    let ep = sb.endpoint();
+    let ctl = |args: &[&str]| {
+        let out = crust_e2e::crustctl(&ep, args).unwrap();
+        assert!(out.status.success(), "crustctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // crictl's own example format: snake_case keys, as Go's JSON decoder reads them.
+    let json = sb.path().join("pod.json");
+    fs::write(
+        &json,
+        r#"{"metadata":{"name":"ctl-json","namespace":"default","uid":"u1","attempt":1},"log_directory":"/tmp","hostname":"ctl-json","labels":{"tier":"front"},"linux":{}}"#,
+    )
+    .unwrap();
+    let yaml = sb.path().join("pod.yaml");
+    fs::write(&yaml, "metadata:\n  name: ctl-yaml\n  namespace: default\n  uid: u2\nlinux:\n  security_context:\n    namespace_options:\n      pid: POD\n").unwrap();
+
+    let a = ctl(&["runp", json.to_str().unwrap()]).trim().to_string();
+    let b = ctl(&["runp", yaml.to_str().unwrap()]).trim().to_string();
+    assert_eq!((a.len(), b.len()), (64, 64));
+
+    let quiet = ctl(&["pods", "-q"]);
+    assert_eq!(quiet.lines().count(), 2, "{quiet}");
+    assert_eq!(ctl(&["pods", "-q", "--label", "tier=front"]).trim(), a);
+    assert_eq!(ctl(&["pods", "-q", "--name", "yaml"]).trim(), b);
+    let table = ctl(&["pods"]);
+    assert!(table.starts_with("POD ID"), "{table}");
+    assert!(table.contains("ctl-json") && table.contains("Ready"), "{table}");
+
+    let inspect: Value = serde_json::from_str(&ctl(&["inspectp", &a[..8]])).unwrap();
+    assert_eq!(inspect["status"]["metadata"]["name"], "ctl-json");
+    assert_eq!(inspect["status"]["state"], "SANDBOX_READY");
+    assert_eq!(inspect["info"]["ready"], true);
+    let inspect_b: Value = serde_json::from_str(&ctl(&["inspectp", &b])).unwrap();
+    assert_eq!(inspect_b["status"]["linux"]["namespaces"]["options"]["pid"], "POD");
+
+    assert!(ctl(&["stopp", &a]).contains("Stopped sandbox"));
+    assert_eq!(ctl(&["pods", "-q", "--state", "notready"]).trim(), a);
+    let refused = crust_e2e::crustctl(&ep, &["rmp", &b]).unwrap();
+    assert!(!refused.status.success(), "a ready pod needs --force");
+    assert!(ctl(&["rmp", "--all", "--force"]).lines().count() == 2);
+    assert_eq!(ctl(&["pods", "-q"]), "");
+    assert_no_leaks(&sb);
+}
