@@ -33,14 +33,17 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Finds a binary built from this workspace (`crustd`, `crustctl`) next to the test
 /// executable's `deps/` directory, or at `$CRUST_<NAME>_BIN`.
 pub fn binary(name: &str) -> PathBuf {
-    let var = format!("CRUST_{}_BIN", name.to_uppercase());
+    let var = format!("CRUST_{}_BIN", name.to_uppercase().replace('-', "_"));
     if let Ok(path) = std::env::var(&var) {
         return PathBuf::from(path);
     }
-    let exe = std::env::current_exe().expect("current test executable");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let path = exe.parent().and_then(Path::parent).map(|dir| dir.join(name)).expect("target directory");
-    assert!(path.is_file(), "{} not found: build the workspace binaries first (cargo test --workspace does), or set {var}", path.display());
+    let exe = std::env::current_exe().expect("current executable");
+    // A test runs from target/<profile>/deps/, a harness binary from target/<profile>/.
+    let dir = exe.parent().expect("executable directory");
+    let candidates = [dir.join(name), dir.parent().map(|d| d.join(name)).unwrap_or_default()];
+    let path = candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!("{name} not found beside {}: build the workspace binaries first (cargo test --workspace does), or set {var}", exe.display())
+    });
     path
 }
 
