@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use crust_ctl::output::{self, Format};
 use crust_proto::runtime::v1::{StatusRequest, VersionRequest};
 
+mod image_cmds;
 mod pod_cmds;
 
 const DEFAULT_ENDPOINT: &str = "unix:///run/crust/crust.sock";
@@ -43,6 +44,8 @@ enum Command {
     },
     #[command(flatten)]
     Pod(pod_cmds::PodCommand),
+    #[command(flatten)]
+    Image(image_cmds::ImageCommand),
 }
 
 fn main() -> ExitCode {
@@ -68,9 +71,10 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<String> {
     let channel = crust_ctl::connect(&cli.endpoint, cli.timeout).await?;
-    let mut runtime = crust_ctl::runtime_client(channel);
+    let mut runtime = crust_ctl::runtime_client(channel.clone());
     Ok(match cli.command {
         Command::Pod(cmd) => pod_cmds::run(cmd, runtime).await?,
+        Command::Image(cmd) => image_cmds::run(cmd, channel, &cli.endpoint).await?,
         Command::Version { output: format } => {
             let v = runtime.version(VersionRequest { version: "v1".into() }).await.context("Version")?.into_inner();
             match format {

@@ -169,6 +169,26 @@ impl Image {
         Image { layers, config, manifest, manifest_media_type: OCI_MANIFEST }
     }
 
+    /// The same image as a Docker v2 schema 2 manifest (Docker media types; gzip or
+    /// uncompressed layers only, as Docker defines no zstd type).
+    pub fn build_docker(layers: Vec<Layer>, architecture: &str, container_config: Value) -> Image {
+        let oci = Image::build(layers, architecture, container_config);
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": sha256(&oci.config), "size": oci.config.len()},
+            "layers": oci.layers.iter().map(|l| {
+                let media_type = if l.media_type.ends_with("gzip") {
+                    "application/vnd.docker.image.rootfs.diff.tar.gzip"
+                } else {
+                    "application/vnd.docker.image.rootfs.diff.tar"
+                };
+                json!({"mediaType": media_type, "digest": l.digest(), "size": l.blob.len()})
+            }).collect::<Vec<_>>(),
+        });
+        Image { manifest: serde_json::to_vec(&manifest).expect("manifest json"), manifest_media_type: DOCKER_MANIFEST, ..oci }
+    }
+
     /// The image id crust must report: the config digest.
     pub fn id(&self) -> String {
         sha256(&self.config)

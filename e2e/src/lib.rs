@@ -9,6 +9,8 @@
 pub mod image_builder;
 pub mod registry;
 
+pub mod cni;
+
 use std::{
     fs,
     os::unix::process::CommandExt,

@@ -216,63 +216,153 @@ pub struct Route {
     pub stall_after: Option<usize>,
 }
 
-/// A minimal HTTP/1.1 registry that serves fixed routes and can stall mid-body: for
-/// progress-timeout and crash-mid-pull tests, which need a pull that hangs on purpose.
+/// Bearer-token auth for a [`FakeRegistry`], as Docker Hub and ghcr.io do it: `/v2/`
+/// paths want `Authorization: Bearer <ACCESS_TOKEN>` and answer 401 with a challenge
+/// naming `/token` on the same server. `/token` hands out the access token for Basic
+/// `username:password` (GET) or the refresh token (POST, OAuth2 refresh-token grant),
+/// an insufficient token to anonymous callers, and 401 for wrong credentials.
+#[derive(Debug, Clone)]
+pub struct BearerAuth {
+    pub username: String,
+    pub password: String,
+    pub refresh_token: String,
+}
+
+pub const ACCESS_TOKEN: &str = "fake-access-token";
+
+/// A minimal HTTP/1.1 registry that serves fixed routes and can stall mid-body or
+/// demand bearer tokens: for progress-timeout, crash-mid-pull and token-flow tests.
 /// Unknown paths answer 404. Stops when dropped.
 pub struct FakeRegistry {
     pub port: u16,
     task: tokio::task::JoinHandle<()>,
 }
 
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Request> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split_whitespace();
+    let method = first.next()?.to_string();
+    let path = first.next()?.to_string();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    let len = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).await.ok()?;
+    Some(Request { method, path, headers, body })
+}
+
+fn response(status: &str, extra_headers: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out =
+        format!("HTTP/1.1 {status}\r\n{extra_headers}content-type: {content_type}\r\ncontent-length: {}\r\n\r\n", body.len())
+            .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
 impl FakeRegistry {
     pub async fn start(routes: std::collections::HashMap<String, Route>) -> anyhow::Result<FakeRegistry> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        Self::start_with(routes, None).await
+    }
+
+    pub async fn start_with(
+        routes: std::collections::HashMap<String, Route>,
+        bearer: Option<BearerAuth>,
+    ) -> anyhow::Result<FakeRegistry> {
+        use base64::Engine;
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let routes = std::sync::Arc::new(routes);
+        let bearer = std::sync::Arc::new(bearer);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut conn, _)) = listener.accept().await else { return };
                 let routes = routes.clone();
+                let bearer = bearer.clone();
                 tokio::spawn(async move {
-                    loop {
-                        let mut head = Vec::new();
-                        let mut byte = [0u8; 1];
-                        while !head.ends_with(b"\r\n\r\n") {
-                            match conn.read(&mut byte).await {
-                                Ok(1) => head.push(byte[0]),
-                                _ => return,
+                    while let Some(req) = read_request(&mut conn).await {
+                        let path = req.path.split('?').next().unwrap_or("").to_string();
+                        if let Some(auth) = bearer.as_ref() {
+                            if path == "/token" {
+                                let query = req.path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
+                                let form = String::from_utf8_lossy(&req.body).into_owned();
+                                let basic = req.header("authorization").and_then(|h| h.strip_prefix("Basic ")).and_then(|b| {
+                                    base64::engine::general_purpose::STANDARD.decode(b).ok()
+                                });
+                                let good_basic = format!("{}:{}", auth.username, auth.password).into_bytes();
+                                let answer = match (req.method.as_str(), basic) {
+                                    ("POST", _) if form.contains(&format!("refresh_token={}", auth.refresh_token))
+                                        && form.contains("grant_type=refresh_token") =>
+                                    {
+                                        response("200 OK", "", "application/json", format!("{{\"access_token\":\"{ACCESS_TOKEN}\"}}").as_bytes())
+                                    }
+                                    ("GET", Some(b)) if b == good_basic && query.contains("scope=") => {
+                                        response("200 OK", "", "application/json", format!("{{\"token\":\"{ACCESS_TOKEN}\"}}").as_bytes())
+                                    }
+                                    ("GET", None) => response("200 OK", "", "application/json", b"{\"token\":\"anonymous\"}"),
+                                    _ => response("401 Unauthorized", "", "application/json", b"{}"),
+                                };
+                                if conn.write_all(&answer).await.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                            if req.header("authorization") != Some(&format!("Bearer {ACCESS_TOKEN}")) {
+                                let challenge = format!(
+                                    "www-authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\",scope=\"repository:x:pull\"\r\n"
+                                );
+                                if conn.write_all(&response("401 Unauthorized", &challenge, "application/json", b"{}")).await.is_err() {
+                                    return;
+                                }
+                                continue;
                             }
                         }
-                        let head = String::from_utf8_lossy(&head);
-                        let mut parts = head.split_whitespace();
-                        let method = parts.next().unwrap_or("").to_string();
-                        let path = parts.next().unwrap_or("").to_string();
                         let route = if path == "/v2/" {
                             Some(Route { content_type: "application/json".into(), body: b"{}".to_vec(), stall_after: None })
                         } else {
                             routes.get(&path).cloned()
                         };
                         let Some(route) = route else {
-                            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await;
+                            if conn.write_all(&response("404 Not Found", "", "application/json", b"{}")).await.is_err() {
+                                return;
+                            }
                             continue;
                         };
-                        let header = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncontent-length: {}\r\n\r\n",
-                            route.content_type,
-                            route.body.len()
-                        );
-                        if conn.write_all(header.as_bytes()).await.is_err() {
-                            return;
-                        }
-                        if method == "HEAD" {
-                            continue;
-                        }
                         let send = route.stall_after.unwrap_or(route.body.len()).min(route.body.len());
-                        if conn.write_all(&route.body[..send]).await.is_err() {
+                        let mut out = response("200 OK", "", &route.content_type, &route.body);
+                        let head_len = out.len() - route.body.len();
+                        if req.method == "HEAD" {
+                            out.truncate(head_len);
+                        } else {
+                            out.truncate(head_len + send);
+                        }
+                        if conn.write_all(&out).await.is_err() {
                             return;
                         }
-                        if route.stall_after.is_some() {
+                        if route.stall_after.is_some() && req.method != "HEAD" {
                             // Hold the connection open, sending nothing.
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                             return;

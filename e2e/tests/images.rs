@@ -11,7 +11,7 @@ use base64::Engine;
 use crust_e2e::{
     Crustd, Sandbox, crustctl,
     image_builder::{Compression, Image, LayerBuilder, host_arch, index, sha256},
-    registry::{FakeRegistry, Registry, free_port},
+    registry::{ACCESS_TOKEN, BearerAuth, FakeRegistry, Registry, free_port},
 };
 use crust_proto::runtime::v1::{
     AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest, PullImageRequest,
@@ -477,4 +477,92 @@ async fn crustctl_image_verbs() {
     assert!(stdout.contains("Deleted"), "prune removes images no container uses: {stdout}");
     let (_, stdout, _) = run(&["images", "-q"]);
     assert!(stdout.trim().is_empty(), "{stdout}");
+}
+
+#[tokio::test]
+async fn client_deadline_cancels_the_pull_and_cleans_up() {
+    let image = busybox_image("0");
+    let stall_at = image.layers[0].blob.len() / 2;
+    let fake = FakeRegistry::start(FakeRegistry::routes_for("slow/app", "v1", &image, Some((0, stall_at)))).await.unwrap();
+    let sb = Sandbox::new().unwrap();
+    let d = started(&sb, "").await;
+    let name = format!("{}/slow/app:v1", fake.host());
+    let mut client = d.image().await.unwrap();
+    let mut request = tonic::Request::new(PullImageRequest { image: spec(&name), ..Default::default() });
+    request.set_timeout(Duration::from_secs(2));
+    let err = client.pull_image(request).await.unwrap_err();
+    // tonic's client reports its own expired deadline as CANCELLED; either way the
+    // call ended because of the deadline.
+    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+    // The daemon drops the pull: its temp directory goes away without a restart.
+    let tmp = sb.root().join("image/tmp");
+    for _ in 0..250 {
+        if entries(&tmp).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_store_empty(&sb, "after the client's deadline");
+    assert!(list(&d, None).await.is_empty());
+}
+
+#[tokio::test]
+async fn registries_conf_rewrites_and_falls_back_from_a_dead_mirror() {
+    let registry = Registry::start().await.unwrap();
+    let image = busybox_image("0");
+    registry.push_image("upstream/team/app", &["v1"], &image).await.unwrap();
+    let dead = free_port().unwrap();
+    let sb = Sandbox::new().unwrap();
+    let conf = sb.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"example.invalid/team\"\nlocation = \"{host}/upstream/team\"\n\
+             [[registry.mirror]]\nlocation = \"127.0.0.1:{dead}/mirror\"\n\n\
+             [[registry]]\nlocation = \"blocked.invalid\"\nblocked = true\n",
+            host = registry.host()
+        ),
+    )
+    .unwrap();
+    let d = started(&sb, &format!("[image]\nregistries_conf = \"{}\"\n", conf.display())).await;
+    let id = pull(&d, "example.invalid/team/app:v1", None).await.unwrap();
+    assert_eq!(id, image.id(), "pulled through the rewrite after the dead mirror failed");
+    let got = status(&d, "example.invalid/team/app:v1", false).await.image.unwrap();
+    assert_eq!(got.repo_tags, vec!["example.invalid/team/app:v1".to_string()], "tagged with the name asked for");
+    assert!(d.logs().contains("mirror failed"), "the mirror was tried first");
+    let err = pull(&d, "blocked.invalid/x:v1", None).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+}
+
+#[tokio::test]
+async fn bearer_token_flow_with_each_auth_config_kind() {
+    let mut layer = LayerBuilder::new();
+    layer.busybox(APPLETS).unwrap();
+    let image = Image::build_docker(vec![layer.finish(Compression::Gzip)], host_arch(), json!({"User": "0"}));
+    let auth = BearerAuth { username: "carol".into(), password: "pw-carol".into(), refresh_token: "refresh-carol".into() };
+    let fake = FakeRegistry::start_with(FakeRegistry::routes_for("private/app", "v1", &image, None), Some(auth)).await.unwrap();
+    let sb = Sandbox::new().unwrap();
+    let d = started(&sb, "").await;
+    let name = format!("{}/private/app:v1", fake.host());
+
+    let err = pull(&d, &name, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "an anonymous token is not enough: {err:?}");
+    let wrong = AuthConfig { username: "carol".into(), password: "nope-pw".into(), ..Default::default() };
+    let err = pull(&d, &name, Some(wrong)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "token server refuses wrong credentials: {err:?}");
+
+    let kinds = [
+        ("username/password", AuthConfig { username: "carol".into(), password: "pw-carol".into(), ..Default::default() }),
+        ("identity_token", AuthConfig { username: "carol".into(), identity_token: "refresh-carol".into(), ..Default::default() }),
+        ("registry_token", AuthConfig { registry_token: ACCESS_TOKEN.into(), ..Default::default() }),
+    ];
+    for (kind, auth) in kinds {
+        let id = pull(&d, &name, Some(auth)).await.unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+        assert_eq!(id, image.id(), "{kind}: Docker schema 2 image pulled");
+        remove(&d, &name).await.unwrap();
+    }
+    let logs = d.logs();
+    for secret in ["pw-carol", "nope-pw", "refresh-carol", ACCESS_TOKEN] {
+        assert!(!logs.contains(secret), "{secret} must not be logged");
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, fs, os::unix::fs::MetadataExt, path::Path, process::Command, time::Duration};
 
-use crust_e2e::{Crustd, Sandbox};
+use crust_e2e::{Crustd, Sandbox, cni::TestNetwork};
 use crust_proto::runtime::v1::{
     DnsConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
     PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState, PodSandboxStateValue, PodSandboxStatusRequest,
@@ -104,6 +104,7 @@ fn assert_no_leaks(sb: &Sandbox) {
 #[tokio::test]
 async fn lifecycle_namespaces_files_and_cleanup() {
     let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
 
@@ -176,6 +177,7 @@ async fn lifecycle_namespaces_files_and_cleanup() {
 #[tokio::test]
 async fn namespace_modes() {
     let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
 
@@ -221,6 +223,7 @@ async fn namespace_modes() {
 #[tokio::test]
 async fn sysctls_apply_inside_the_pod() {
     let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
     let mut config = pod("tuned");
@@ -241,6 +244,7 @@ async fn sysctls_apply_inside_the_pod() {
 #[tokio::test]
 async fn errors_name_what_is_wrong_and_roll_back() {
     let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
 
@@ -290,6 +294,7 @@ async fn errors_name_what_is_wrong_and_roll_back() {
 #[tokio::test]
 async fn list_filters_and_stream() {
     let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
     let a = run(&d, pod("a")).await.unwrap();
@@ -344,6 +349,7 @@ async fn list_filters_and_stream() {
 #[tokio::test]
 async fn pods_survive_crustd_restarts_and_crashes() {
     let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
     let id = run(&d, with_ns(pod("durable"), NamespaceMode::Pod, NamespaceMode::Pod, NamespaceMode::Pod)).await.unwrap();
@@ -373,6 +379,7 @@ async fn pods_survive_crustd_restarts_and_crashes() {
 #[tokio::test]
 async fn a_killed_monitor_makes_the_pod_not_ready_and_cleanup_still_works() {
     let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
     let id = run(&d, pod("fragile")).await.unwrap();
@@ -394,6 +401,7 @@ async fn a_killed_monitor_makes_the_pod_not_ready_and_cleanup_still_works() {
 #[tokio::test]
 async fn after_a_reboot_pods_are_not_ready_and_can_be_removed() {
     let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
     let id = run(&d, with_ns(pod("rebooted"), NamespaceMode::Pod, NamespaceMode::Pod, NamespaceMode::Pod)).await.unwrap();
@@ -422,6 +430,7 @@ async fn after_a_reboot_pods_are_not_ready_and_can_be_removed() {
 #[tokio::test]
 async fn a_crustd_crash_mid_run_leaves_a_whole_pod_or_nothing() {
     let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
     // A monitor that takes 2 s to start, so crustd can be killed while it waits.
     let wrapper = sb.path().join("slow-monitor.sh");
     fs::write(&wrapper, format!("#!/bin/sh\nsleep 2\nexec {} \"$@\"\n", crust_e2e::binary("crust-monitor").display())).unwrap();
@@ -467,6 +476,7 @@ async fn a_crustd_crash_mid_run_leaves_a_whole_pod_or_nothing() {
 #[tokio::test]
 async fn fifty_pods_concurrently_leave_nothing_behind() {
     let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
     let client = d.runtime().await.unwrap();
@@ -517,6 +527,7 @@ async fn fifty_pods_concurrently_leave_nothing_behind() {
 #[tokio::test]
 async fn crustctl_pod_verbs() {
     let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
     let ep = sb.endpoint();

@@ -77,11 +77,10 @@ impl ImageStore {
         let top = session.manifest(remote.manifest_ref()).await?;
         let invalid = |what, reason: String| ImageError::InvalidManifest { image: image.clone(), what, reason };
         let mut manifest_digests = vec![top.digest.clone()];
+        // Documents to store once the layers are in: a failed pull writes nothing.
+        let mut documents = vec![(top.digest.clone(), top.body.clone())];
         let manifest = match ManifestKind::parse(&top.media_type, &top.body).map_err(|r| invalid("manifest", r))? {
-            ManifestKind::Manifest(m) => {
-                self.put_blob(&top.digest, &top.body)?;
-                m
-            }
+            ManifestKind::Manifest(m) => m,
             ManifestKind::Index(index) => {
                 let platform = Platform::host();
                 let chosen = oci::select_platform(&index, &platform)
@@ -89,9 +88,8 @@ impl ImageStore {
                 let doc = session.manifest(&chosen.digest).await?;
                 match ManifestKind::parse(&doc.media_type, &doc.body).map_err(|r| invalid("manifest", r))? {
                     ManifestKind::Manifest(m) => {
-                        self.put_blob(&top.digest, &top.body)?;
-                        self.put_blob(&doc.digest, &doc.body)?;
-                        manifest_digests.push(doc.digest);
+                        manifest_digests.push(doc.digest.clone());
+                        documents.push((doc.digest, doc.body));
                         m
                     }
                     ManifestKind::Index(_) => return Err(invalid("index", "nested index".into())),
@@ -124,6 +122,9 @@ impl ImageStore {
             InflightGuard { store: self, chains: chains.clone() }
         };
         try_join_all(layers.iter().map(|layer| self.ensure_layer(session, layer, &image))).await?;
+        for (digest, body) in &documents {
+            self.put_blob(digest, body)?;
+        }
         self.put_blob(&manifest.config.digest, &config_bytes)?;
 
         let id = manifest.config.digest.clone();

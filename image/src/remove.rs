@@ -83,3 +83,130 @@ impl ImageStore {
         Ok(deleted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        Registries,
+        store::{ImageConfig, LayerInfo, StoreOptions},
+    };
+
+    /// A store with one image (two tags, one layer, config blob) written by hand.
+    fn store_with_image(dir: &std::path::Path) -> (ImageStore, ImageRecord) {
+        let records = crust_state::Store::open(dir.join("records"), dir.join("quarantine")).unwrap();
+        let options = StoreOptions {
+            root: dir.join("image"),
+            progress_timeout: Duration::from_secs(5),
+            max_concurrent_downloads: 1,
+            pinned_images: vec!["docker.io/library/app:v2".into()],
+            registries: Registries::default(),
+        };
+        let chain = format!("sha256:{}", "a".repeat(64));
+        let id = format!("sha256:{}", "c".repeat(64));
+        let record = ImageRecord {
+            id: id.clone(),
+            repo_tags: vec!["docker.io/library/app:v1".into(), "docker.io/library/app:v2".into()],
+            repo_digests: vec![format!("docker.io/library/app@sha256:{}", "d".repeat(64))],
+            size: 10,
+            layers: vec![LayerInfo { digest: chain.clone(), diff_id: chain.clone(), chain_id: chain, size: 9 }],
+            manifest_digests: vec![format!("sha256:{}", "d".repeat(64))],
+            config: ImageConfig::default(),
+            annotations: Default::default(),
+        };
+        let layer = dir.join("image/layers").join("a".repeat(64));
+        std::fs::create_dir_all(layer.join("bin")).unwrap();
+        std::fs::create_dir_all(dir.join("image/blobs/sha256")).unwrap();
+        std::fs::write(dir.join("image/blobs/sha256").join("c".repeat(64)), b"{}").unwrap();
+        std::fs::write(dir.join("image/blobs/sha256").join("d".repeat(64)), b"{}").unwrap();
+        records.put(&record).unwrap();
+        let (store, quarantined) = ImageStore::open(options, records).unwrap();
+        assert!(quarantined.is_empty());
+        (store, record)
+    }
+
+    #[test]
+    fn open_removes_crash_leftovers_and_keeps_complete_images() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(store_with_image(dir.path()));
+        let image = dir.path().join("image");
+        // Leftovers of an interrupted pull: a half-unpacked layer, a finished layer and
+        // a manifest no record names.
+        std::fs::create_dir_all(image.join("tmp/abc-1/etc")).unwrap();
+        std::fs::create_dir_all(image.join("layers").join("b".repeat(64))).unwrap();
+        std::fs::write(image.join("blobs/sha256").join("e".repeat(64)), b"{}").unwrap();
+        let (store, record) = store_with_image(dir.path());
+        let names = |sub: &str| {
+            let mut v: Vec<String> =
+                std::fs::read_dir(image.join(sub)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            v.sort();
+            v
+        };
+        assert!(names("tmp").is_empty(), "tmp is emptied");
+        assert_eq!(names("layers"), vec!["a".repeat(64)], "unreferenced layer removed, referenced kept");
+        assert_eq!(names("blobs/sha256"), vec!["c".repeat(64), "d".repeat(64)], "unreferenced blob removed");
+        assert_eq!(store.list().len(), 1);
+        assert_eq!(store.find("app:v1").unwrap().unwrap().record, record, "short names normalise");
+        assert!(store.find("app:v2").unwrap().unwrap().pinned);
+        assert!(store.find(&"c".repeat(64)).unwrap().is_some(), "bare hex id");
+        assert!(store.find(&format!("app@sha256:{}", "d".repeat(64))).unwrap().is_some(), "repo digest");
+        assert!(store.find("app:v3").unwrap().is_none());
+        assert!(matches!(store.find("Bad"), Err(ImageError::InvalidReference(_))));
+        let rt = store.runtime_image("app:v1").unwrap();
+        assert_eq!(rt.lower_dirs, vec![image.join("layers").join("a".repeat(64))]);
+        assert_eq!(rt.lower_names, vec!["a".repeat(64)]);
+    }
+
+    #[test]
+    fn open_forgets_images_whose_layers_vanished() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(store_with_image(dir.path()));
+        let layer = dir.path().join("image/layers").join("a".repeat(64));
+        let records = crust_state::Store::open(dir.path().join("records"), dir.path().join("quarantine")).unwrap();
+        std::fs::remove_dir_all(&layer).unwrap();
+        let options = StoreOptions {
+            root: dir.path().join("image"),
+            progress_timeout: Duration::from_secs(5),
+            max_concurrent_downloads: 1,
+            pinned_images: vec![],
+            registries: Registries::default(),
+        };
+        let (store, _) = ImageStore::open(options, records.clone()).unwrap();
+        assert!(store.list().is_empty(), "an image without its layers is not usable");
+        assert!(records.load_all::<ImageRecord>().unwrap().records.is_empty(), "and its record is gone");
+    }
+
+    #[test]
+    fn untag_in_use_and_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, record) = store_with_image(dir.path());
+        let layer = dir.path().join("image/layers").join("a".repeat(64));
+        assert_eq!(store.remove("app:v1", &|_| false).unwrap(), Removed::Untagged { id: record.id.clone() });
+        assert_eq!(store.find(&record.id).unwrap().unwrap().record.repo_tags, vec!["docker.io/library/app:v2".to_string()]);
+        // The last tag of an image a container uses: untagged, files kept.
+        assert_eq!(store.remove("app:v2", &|_| true).unwrap(), Removed::Untagged { id: record.id.clone() });
+        assert!(store.find(&record.id).unwrap().unwrap().record.repo_tags.is_empty());
+        assert!(layer.is_dir(), "layers stay while a container uses the image");
+        assert_eq!(store.prune_unused(&|_| true).unwrap(), Vec::<String>::new());
+        assert_eq!(store.prune_unused(&|_| false).unwrap(), vec![record.id.clone()]);
+        assert!(!layer.exists(), "pruned image's layer is deleted");
+        assert_eq!(store.remove(&record.id, &|_| false).unwrap(), Removed::NotPresent, "idempotent");
+        // Survives reopening: the removal was persisted.
+        let records = crust_state::Store::open(dir.path().join("records"), dir.path().join("quarantine")).unwrap();
+        assert!(records.load_all::<ImageRecord>().unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn remove_by_id_deletes_every_tag_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, record) = store_with_image(dir.path());
+        assert_eq!(store.remove(&record.id, &|_| false).unwrap(), Removed::Deleted { id: record.id.clone() });
+        assert!(store.list().is_empty());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("image/layers")).unwrap().collect();
+        assert!(left.is_empty());
+        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("image/blobs/sha256")).unwrap().collect();
+        assert!(blobs.is_empty());
+    }
+}

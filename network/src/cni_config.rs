@@ -21,6 +21,10 @@ pub struct CniNetwork {
     pub plugins: Vec<String>,
     /// Where each plugin binary was found, in chain order.
     pub plugin_paths: Vec<PathBuf>,
+    /// The whole configuration as a conflist (a single-plugin `.conf` is wrapped into
+    /// one), which is what plugins are fed from.
+    #[serde(skip)]
+    pub config: Value,
 }
 
 /// Why there is no usable pod network.
@@ -32,6 +36,12 @@ pub enum NetworkError {
     NoConfig { dir: PathBuf, skipped: Vec<(PathBuf, String)> },
     #[error("CNI plugin {plugin:?} used by {file} not found in {dirs:?}")]
     PluginMissing { plugin: String, file: PathBuf, dirs: Vec<PathBuf> },
+    #[error("CNI plugin {plugin} {command}: {message}")]
+    Plugin { plugin: String, command: &'static str, message: String },
+    #[error("CNI result cache {path}: {source}")]
+    Cache { path: PathBuf, source: io::Error },
+    #[error("annotation {key}: {reason}")]
+    InvalidAnnotation { key: String, reason: String },
 }
 
 fn skipped_text(skipped: &[(PathBuf, String)]) -> String {
@@ -54,7 +64,7 @@ pub fn default_network(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Result<CniNetwo
     let mut skipped = Vec::new();
     for file in files {
         match parse(&file) {
-            Ok((name, cni_version, plugins)) => {
+            Ok((name, cni_version, plugins, config)) => {
                 let plugin_paths = plugins
                     .iter()
                     .map(|plugin| {
@@ -65,7 +75,7 @@ pub fn default_network(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Result<CniNetwo
                         })
                     })
                     .collect::<Result<_, _>>()?;
-                return Ok(CniNetwork { name, cni_version, file, plugins, plugin_paths });
+                return Ok(CniNetwork { name, cni_version, file, plugins, plugin_paths, config });
             }
             Err(why) => skipped.push((file, why)),
         }
@@ -74,7 +84,7 @@ pub fn default_network(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Result<CniNetwo
 }
 
 /// Parses a `.conflist` (`plugins` array) or a single-plugin `.conf` (`type` at the top).
-fn parse(file: &Path) -> Result<(String, String, Vec<String>), String> {
+fn parse(file: &Path) -> Result<(String, String, Vec<String>, Value), String> {
     let bytes = fs::read(file).map_err(|e| e.to_string())?;
     let json: Value = serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))?;
     let text = |key: &str| json.get(key).and_then(Value::as_str).map(str::to_string);
@@ -91,10 +101,20 @@ fn parse(file: &Path) -> Result<(String, String, Vec<String>), String> {
     if plugins.is_empty() {
         return Err("\"plugins\" is empty".into());
     }
-    Ok((name, cni_version, plugins))
+    let config = if json.get("plugins").is_some() {
+        json
+    } else {
+        let mut plugin = json.clone();
+        if let Some(map) = plugin.as_object_mut() {
+            map.remove("name");
+            map.remove("cniVersion");
+        }
+        serde_json::json!({"cniVersion": cni_version, "name": name, "plugins": [plugin]})
+    };
+    Ok((name, cni_version, plugins, config))
 }
 
-fn find_plugin(plugin: &str, bin_dirs: &[PathBuf]) -> Option<PathBuf> {
+pub(crate) fn find_plugin(plugin: &str, bin_dirs: &[PathBuf]) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     // A plugin type is a bare file name; anything with a slash would escape the dirs.
     if plugin.contains('/') || plugin.is_empty() {

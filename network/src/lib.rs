@@ -1,7 +1,13 @@
-//! Pod networking for crust through CNI plugins. Pod network setup lands with issue 6;
-//! what exists now is finding the node's CNI network configuration, which is what the
-//! runtime's `NetworkReady` condition reports.
+//! Pod networking for crust through CNI plugins: finding the node's network config
+//! (what `NetworkReady` reports), and running the plugin chain's ADD and DEL for pods
+//! with results cached so teardown works after a restart.
 
 mod cni_config;
+mod cni_exec;
+mod default_conflist;
+mod pod_network;
+mod quantity;
 
 pub use cni_config::{CniNetwork, NetworkError, default_network};
+pub use default_conflist::{DEFAULT_CONFLIST, DEFAULT_CONFLIST_NAME};
+pub use pod_network::{CniManager, Dns, PodNetworkRequest, PodNetworkResult, PortMapping, pod_ips};

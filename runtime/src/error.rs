@@ -29,6 +29,9 @@ pub enum RuntimeError {
     #[error("pod sandbox {id}: {op} {path}: {source}")]
     Io { id: String, op: &'static str, path: PathBuf, source: io::Error },
 
+    #[error("pod sandbox {id}: network setup failed: {message}")]
+    Network { id: String, message: String },
+
     #[error("pod sandbox {id}: teardown incomplete: {}", errors.join("; "))]
     Teardown { id: String, errors: Vec<String> },
 

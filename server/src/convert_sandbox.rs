@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crust_proto::runtime::v1 as cri;
-use crust_runtime::sandbox::{DnsConfig, Namespaces, NsMode, SandboxFilter, SandboxMetadata, SandboxSpec, SandboxView};
+use crust_runtime::sandbox::{DnsConfig, Namespaces, NsMode, PortMapping, SandboxFilter, SandboxMetadata, SandboxSpec, SandboxView};
 
 use crate::error::ApiError;
 
@@ -61,6 +61,21 @@ pub fn sandbox_spec(config: Option<cri::PodSandboxConfig>, handler: String) -> R
         namespaces: Namespaces { network: ns_mode(ns.network)?, pid: ns_mode(ns.pid)?, ipc: ns_mode(ns.ipc)? },
         sysctls,
         runtime_handler: handler,
+        port_mappings: config
+            .port_mappings
+            .iter()
+            .map(|p| PortMapping {
+                protocol: match cri::Protocol::try_from(p.protocol) {
+                    Ok(cri::Protocol::Udp) => "udp",
+                    Ok(cri::Protocol::Sctp) => "sctp",
+                    _ => "tcp",
+                }
+                .into(),
+                container_port: p.container_port,
+                host_port: p.host_port,
+                host_ip: p.host_ip.clone(),
+            })
+            .collect(),
     })
 }
 
@@ -95,8 +110,13 @@ pub fn pod_sandbox_status(v: &SandboxView) -> cri::PodSandboxStatus {
         metadata: Some(metadata(&s.spec.metadata)),
         state: state(v.ready),
         created_at: s.created_at,
-        // Filled in once pod networking (CNI) assigns addresses.
-        network: Some(cri::PodSandboxNetworkStatus::default()),
+        network: Some(match &s.network {
+            Some(net) => cri::PodSandboxNetworkStatus {
+                ip: net.ips.first().cloned().unwrap_or_default(),
+                additional_ips: net.ips.iter().skip(1).map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
+            },
+            None => cri::PodSandboxNetworkStatus::default(),
+        }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {
                 options: Some(cri::NamespaceOption {

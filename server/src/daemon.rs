@@ -29,7 +29,7 @@ pub struct Daemon {
     ready: AtomicBool,
     /// Node-wide settings kubelet pushes with `UpdateRuntimeConfig`. The mutex also
     /// serializes updates so the record on disk and in memory never disagree.
-    pub node: Mutex<NodeConfig>,
+    pub node: Arc<Mutex<NodeConfig>>,
     /// Records set aside at the last start because they could not be read.
     pub quarantined: Mutex<Vec<Quarantined>>,
     /// Pod sandboxes.
@@ -86,7 +86,10 @@ impl Daemon {
     /// [`crate::recovery::recover`]'s job, after which the daemon is marked ready.
     pub fn new(config: Config, config_files: Vec<PathBuf>) -> Result<Daemon, ApiError> {
         let store = Store::open(config.root.join("records"), config.root.join("quarantine"))?;
-        let sandboxes = crust_runtime::sandbox::SandboxManager::new(sandbox_config(&config), store.clone())?;
+        let node = Arc::new(Mutex::new(NodeConfig::default()));
+        let network: Arc<dyn crust_runtime::sandbox::PodNetwork> =
+            Arc::new(crate::pod_network::CniPodNetwork::new(&config, node.clone()));
+        let sandboxes = crust_runtime::sandbox::SandboxManager::new(sandbox_config(&config), store.clone(), Some(network))?;
         Ok(Daemon {
             config,
             config_files,
@@ -94,7 +97,7 @@ impl Daemon {
             metrics: Arc::new(Metrics::new()),
             metrics_address: OnceLock::new(),
             ready: AtomicBool::new(false),
-            node: Mutex::new(NodeConfig::default()),
+            node,
             quarantined: Mutex::new(Vec::new()),
             sandboxes,
             images: OnceLock::new(),

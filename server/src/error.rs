@@ -90,7 +90,9 @@ fn runtime_code(e: &crust_runtime::RuntimeError) -> Code {
         E::AlreadyExists { .. } => Code::AlreadyExists,
         E::Unsupported { .. } | E::InvalidTransition { .. } => Code::FailedPrecondition,
         E::State(StateError::InvalidId { .. }) => Code::InvalidArgument,
-        E::Cgroup { .. } | E::Monitor { .. } | E::Io { .. } | E::Teardown { .. } | E::State(_) => Code::Internal,
+        E::Cgroup { .. } | E::Monitor { .. } | E::Io { .. } | E::Teardown { .. } | E::Network { .. } | E::State(_) => {
+            Code::Internal
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod node_config;
+pub mod pod_network;
 pub mod recovery;
 pub mod rpc;
 pub mod serve;

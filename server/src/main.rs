@@ -44,6 +44,20 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Work with the CNI pod network configuration.
+    Cni {
+        #[command(subcommand)]
+        action: CniAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CniAction {
+    /// Write crust's default pod network (bridge crust0, 10.88.0.0/16, portmap) into
+    /// the configured CNI config dir, unless it already holds a network config.
+    InstallDefault,
+    /// Print crust's default pod network conflist.
+    Default,
 }
 
 #[derive(Subcommand)]
@@ -88,6 +102,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Cni { action: CniAction::Default }) => {
+            print!("{}", crust_network::DEFAULT_CONFLIST);
+            ExitCode::SUCCESS
+        }
+        Some(Command::Cni { action: CniAction::InstallDefault }) => {
+            let (path, required) = match &cli.config {
+                Some(p) => (p.clone(), true),
+                None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+            };
+            match config::load(&path, required, &overrides).map_err(anyhow::Error::from).and_then(|l| install_default_cni(&l.config)) {
+                Ok(message) => {
+                    println!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("crustd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
             let (path, required) = match &cli.config {
                 Some(p) => (p.clone(), true),
@@ -111,6 +145,24 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Installs the default conflist when the config dir has no network config file.
+fn install_default_cni(config: &config::Config) -> anyhow::Result<String> {
+    let dir = &config.network.cni_conf_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let existing: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json")))
+        .collect();
+    if let Some(first) = existing.first() {
+        return Ok(format!("{} already has a network config ({}); left unchanged", dir.display(), first.display()));
+    }
+    let file = dir.join(crust_network::DEFAULT_CONFLIST_NAME);
+    std::fs::write(&file, crust_network::DEFAULT_CONFLIST).with_context(|| format!("write {}", file.display()))?;
+    Ok(format!("installed {}", file.display()))
 }
 
 fn run(loaded: config::Loaded) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@
 
 use std::{fs, time::Instant};
 
-use crust_e2e::Sandbox;
+use crust_e2e::{Sandbox, cni::TestNetwork};
 use crust_proto::runtime::v1::{
     LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
     StopPodSandboxRequest,
@@ -28,6 +28,8 @@ fn kib(pid: i32, field: &str) -> u64 {
 async fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let sb = Sandbox::new()?;
+    // A bridge + host-local + portmap network of its own, as a node would have.
+    let _net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start()?;
     d.wait_ready().await?;
     let mut client = d.runtime().await?;
@@ -66,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     }
     run_ms.sort_by(f64::total_cmp);
     teardown_ms.sort_by(f64::total_cmp);
-    println!("pods: {n} (sequential; network, ipc and pid all POD, so each has a pod init; no CNI yet)");
+    println!("pods: {n} (sequential; network, ipc and pid all POD, so each has a pod init; CNI bridge + host-local + portmap)");
     println!(
         "RunPodSandbox ms: p50 {:.2}  p95 {:.2}  max {:.2}",
         percentile(&run_ms, 0.5),

@@ -165,6 +165,9 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
         flags |= CloneFlags::CLONE_NEWUTS;
     }
     unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
+    if spec.new_net {
+        loopback_up().map_err(|e| format!("bring up lo in the pod network namespace: {e}"))?;
+    }
     if spec.new_uts {
         sethostname(&spec.hostname).map_err(|e| format!("set hostname {:?}: {e}", spec.hostname))?;
     }
@@ -203,6 +206,30 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
     let _ = fs::remove_file(&spec.socket);
     let listener = UnixListener::bind(&spec.socket).map_err(|e| format!("bind {}: {e}", spec.socket.display()))?;
     Ok((listener, init))
+}
+
+/// Sets `lo` up in our (new) network namespace, as every pod expects 127.0.0.1 to work.
+/// The `SIOCGIFFLAGS`/`SIOCSIFFLAGS` ioctls need no netlink machinery.
+fn loopback_up() -> Result<(), nix::Error> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: the socket is open and `req` is a valid ifreq naming "lo"; the kernel
+    // writes only within it.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: reading and writing the flags member of the union the kernel just filled.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
 }
 
 /// `net.ipv4.ip_forward` -> `net/ipv4/ip_forward`. Names already using `/` (allowed by

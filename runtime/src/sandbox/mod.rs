@@ -13,7 +13,9 @@ mod teardown;
 
 use std::{
     collections::{BTreeMap, HashMap},
+    future::Future,
     path::{Path, PathBuf},
+    pin::Pin,
     sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
@@ -73,6 +75,51 @@ impl SandboxMetadata {
     }
 }
 
+/// A port the pod exposes on the host (CRI `PortMapping`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    pub container_port: i32,
+    pub host_port: i32,
+    pub host_ip: String,
+}
+
+/// A boxed future, for the [`PodNetwork`] trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the pod network provider is told about a pod.
+#[derive(Debug, Clone)]
+pub struct NetworkRequest {
+    pub pod_id: String,
+    pub metadata: SandboxMetadata,
+    /// The pod's pinned network namespace.
+    pub netns: PathBuf,
+    pub port_mappings: Vec<PortMapping>,
+    pub annotations: BTreeMap<String, String>,
+    pub dns: Option<DnsConfig>,
+}
+
+/// The pod's network as set up.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    /// Network (CNI config) name.
+    pub network: String,
+    /// Pod addresses, IPv4 first.
+    pub ips: Vec<String>,
+}
+
+/// The narrow seam to pod networking (CNI), implemented by crustd: the runtime crate
+/// does not depend on the network crate, it only sequences network setup inside the
+/// pod's state machine (after the namespace is pinned, before Ready; torn down before
+/// the namespace is released).
+pub trait PodNetwork: Send + Sync {
+    /// Sets the pod's network up in `req.netns`. On failure nothing it made remains.
+    fn setup<'a>(&'a self, req: &'a NetworkRequest) -> BoxFuture<'a, Result<NetworkStatus, String>>;
+    /// Tears the pod's network down. Idempotent; a namespace that is already gone is fine.
+    fn teardown<'a>(&'a self, pod_id: &'a str, netns: &'a Path) -> BoxFuture<'a, Result<(), String>>;
+}
+
 /// What the pod is asked to be: the domain form of `PodSandboxConfig`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SandboxSpec {
@@ -88,6 +135,8 @@ pub struct SandboxSpec {
     pub sysctls: Vec<(String, String)>,
     /// The resolved runtime handler name (never empty).
     pub runtime_handler: String,
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
 }
 
 /// Sandbox states.
@@ -128,6 +177,9 @@ pub struct Sandbox {
     /// `<state>/sock/<id prefix>.sock`: the monitor's control socket. Kept short
     /// because unix socket paths are limited to 107 bytes.
     pub socket: PathBuf,
+    /// The pod network once set up (none for host-network pods).
+    #[serde(default)]
+    pub network: Option<NetworkStatus>,
 }
 
 impl Record for Sandbox {
@@ -176,6 +228,7 @@ pub struct SandboxManager {
     config: SandboxConfig,
     store: Store,
     cgroups: Option<Cgroupfs>,
+    network: Option<Arc<dyn PodNetwork>>,
     /// Latest persisted record of every pod (what List and Status read).
     records: RwLock<HashMap<String, Sandbox>>,
     /// Per-pod operation locks.
@@ -190,7 +243,11 @@ const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
 impl SandboxManager {
     /// Creates the manager. The cgroupfs driver is opened here, so a host without
     /// usable cgroups fails at start rather than at the first pod.
-    pub fn new(config: SandboxConfig, store: Store) -> Result<SandboxManager, RuntimeError> {
+    pub fn new(
+        config: SandboxConfig,
+        store: Store,
+        network: Option<Arc<dyn PodNetwork>>,
+    ) -> Result<SandboxManager, RuntimeError> {
         let cgroups = match config.cgroup_driver {
             CgroupDriver::Cgroupfs => Some(
                 Cgroupfs::open(&config.cgroup_root)
@@ -203,6 +260,7 @@ impl SandboxManager {
             config,
             store,
             cgroups,
+            network,
             records: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),

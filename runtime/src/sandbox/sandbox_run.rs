@@ -42,6 +42,7 @@ impl SandboxManager {
             pod_dir: self.pods_dir().join(&id),
             pins_dir: self.pins_root().join(&id),
             socket: self.socket_for(&id),
+            network: None,
         };
         // Intent first: a crash from here on leaves a Creating record, which recovery
         // rolls back.
@@ -187,6 +188,28 @@ impl SandboxManager {
             .await
             .map_err(|source| RuntimeError::Monitor { id: id.clone(), source })?;
         sandbox.monitor = Some(pids);
+
+        // The pod network, in the pinned namespace, while the record still says
+        // Creating: a crash here is rolled back like any other partial pod.
+        if let (false, Some(network)) = (host_network, self.network.as_ref()) {
+            let req = super::NetworkRequest {
+                pod_id: id.clone(),
+                metadata: spec.metadata.clone(),
+                netns: sandbox.pin("net"),
+                port_mappings: spec.port_mappings.clone(),
+                annotations: spec.annotations.clone(),
+                dns: spec.dns.clone(),
+            };
+            let status = network.setup(&req).await.map_err(|message| RuntimeError::Network { id: id.clone(), message })?;
+            sandbox.network = Some(status.clone());
+            // The pod's own name resolves to its address, as kubelet-managed hosts do.
+            let hosts_path = dir.join("hosts");
+            let mut hosts = fs::read_to_string(&hosts_path).map_err(io("read", &hosts_path))?;
+            for ip in &status.ips {
+                hosts.push_str(&format!("{ip}\t{}\n", monitor_spec.hostname));
+            }
+            fs::write(&hosts_path, hosts).map_err(io("write", &hosts_path))?;
+        }
         sandbox.created_at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)

@@ -24,6 +24,16 @@ impl SandboxManager {
     pub(super) async fn teardown(&self, sandbox: &Sandbox, full: bool) -> Result<(), RuntimeError> {
         let mut errors: Vec<String> = Vec::new();
 
+        // The pod network, while its namespace is still pinned (CNI DEL needs it; after
+        // a reboot it is gone, which plugins tolerate).
+        if sandbox.spec.namespaces.network != super::NsMode::Node
+            && let Some(network) = self.network.as_ref()
+            && let Err(e) = network.teardown(&sandbox.id, &sandbox.pin("net")).await
+        {
+            errors.push(format!("network teardown: {e}"));
+        }
+
+
         // The monitor, from the record or (after a crash mid-create) its pid file.
         let pids: Option<MonitorPids> = sandbox.monitor.or_else(|| {
             fs::read(sandbox.pod_dir.join("monitor.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())

@@ -89,6 +89,9 @@ pub struct NetworkConfig {
     pub cni_conf_dir: PathBuf,
     /// Where CNI plugin binaries are searched, in order.
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// Bound on each CNI plugin invocation.
+    #[serde(with = "duration")]
+    pub plugin_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +180,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            plugin_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -52,6 +52,9 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
     if c.image.max_concurrent_downloads == 0 {
         errors.push(("image.max_concurrent_downloads".into(), "must be at least 1".into()));
     }
+    if c.network.plugin_timeout.is_zero() {
+        errors.push(("network.plugin_timeout".into(), "must be greater than zero".into()));
+    }
     if c.shutdown_timeout.is_zero() {
         errors.push(("shutdown_timeout".into(), "must be greater than zero".into()));
     }

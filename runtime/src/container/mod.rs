@@ -1,0 +1,319 @@
+//! Containers: the domain form of a CRI `ContainerConfig` and the generation of the one
+//! `oci_spec::runtime::Spec` that both launchers (the built-in one in the monitor and an
+//! OCI runtime such as runc) run.
+//!
+//! Everything here is plain data: the server converts CRI messages into these types, the
+//! caller reads files it needs (the image's `/etc/passwd` and `/etc/group`, a Localhost
+//! seccomp profile) and [`generate_spec`] turns them into a spec without touching the
+//! host, except through the narrow [`DeviceLookup`] trait for device nodes.
+
+mod seccomp_default;
+mod spec;
+mod spec_devices;
+mod spec_mounts;
+mod spec_resources;
+mod spec_security;
+mod spec_user;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use seccomp_default::default_seccomp_profile;
+pub use spec::{OOM_CLAMPED_ANNOTATION, generate_spec, stop_signal};
+pub use spec_devices::{DeviceLookup, HostDevice, HostDeviceKind, HostDevices};
+pub use spec_mounts::image_volumes;
+
+pub use crate::sandbox::NsMode;
+
+/// CRI `ContainerMetadata`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerMetadata {
+    pub name: String,
+    pub attempt: u32,
+}
+
+/// CRI `MountPropagation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Propagation {
+    /// `PROPAGATION_PRIVATE`: no propagation either way (rprivate).
+    #[default]
+    Private,
+    /// `PROPAGATION_HOST_TO_CONTAINER`: host mounts appear in the container (rslave).
+    HostToContainer,
+    /// `PROPAGATION_BIDIRECTIONAL`: both ways (rshared).
+    Bidirectional,
+}
+
+/// CRI `Mount`: a bind mount of a host path.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub container_path: String,
+    pub host_path: String,
+    pub readonly: bool,
+    pub propagation: Propagation,
+    /// Read-only all the way down (`rro`); CRI requires `readonly` and private propagation.
+    pub recursive_read_only: bool,
+}
+
+/// CRI `Device`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeviceSpec {
+    pub container_path: String,
+    pub host_path: String,
+    /// Cgroup permissions, a combination of `r`, `w`, `m`; empty means `rwm`.
+    pub permissions: String,
+}
+
+/// CRI `HugepageLimit`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HugepageLimit {
+    /// As in the cgroup file names: `2MB`, `1GB`.
+    pub page_size: String,
+    pub limit: u64,
+}
+
+/// CRI `LinuxContainerResources`. Zero means "not set", as in CRI.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResourcesSpec {
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub cpu_shares: i64,
+    pub memory_limit_in_bytes: i64,
+    pub memory_swap_limit_in_bytes: i64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    /// Not in CRI's container resources today; set from crust's config when wanted.
+    pub pids_limit: Option<i64>,
+    pub hugepage_limits: Vec<HugepageLimit>,
+    /// cgroup v2 files written as they are (`memory.high`, ...).
+    pub unified: BTreeMap<String, String>,
+    pub oom_score_adj: i64,
+}
+
+/// CRI `Capability`. Names without the `CAP_` prefix (a prefix is tolerated), or `ALL`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CapabilitiesSpec {
+    pub add: Vec<String>,
+    pub drop: Vec<String>,
+    pub add_ambient: Vec<String>,
+}
+
+/// CRI `SupplementalGroupsPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupplementalGroupsPolicy {
+    /// The image's groups of the user, plus `supplemental_groups`.
+    #[default]
+    Merge,
+    /// Only the primary group and `supplemental_groups`.
+    Strict,
+}
+
+/// CRI `SecurityProfile` (seccomp and AppArmor).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProfile {
+    /// What kubelet sends when the pod names no profile.
+    #[default]
+    Unconfined,
+    RuntimeDefault,
+    /// Seccomp: the profile file's path on the host (the caller passes its contents in
+    /// [`SpecInput::seccomp_localhost`]). AppArmor: the profile name.
+    Localhost(String),
+}
+
+/// CRI `SELinuxOption`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SelinuxOptions {
+    pub user: String,
+    pub role: String,
+    pub r#type: String,
+    pub level: String,
+}
+
+impl SelinuxOptions {
+    pub fn is_empty(&self) -> bool {
+        self.user.is_empty() && self.role.is_empty() && self.r#type.is_empty() && self.level.is_empty()
+    }
+}
+
+/// CRI `LinuxContainerSecurityContext`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SecurityContextSpec {
+    /// `None`: CRI sent no `capabilities` (the default set applies unchanged).
+    pub capabilities: Option<CapabilitiesSpec>,
+    pub privileged: bool,
+    /// Only `pid` is the container's choice; net and IPC follow the pod.
+    pub pid_mode: NsMode,
+    /// `namespace_options.target_id` when `pid_mode` is `Target`.
+    pub target_id: String,
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub run_as_username: String,
+    pub readonly_rootfs: bool,
+    pub supplemental_groups: Vec<i64>,
+    pub supplemental_groups_policy: SupplementalGroupsPolicy,
+    pub no_new_privs: bool,
+    /// Empty: the runtime defaults (see [`spec_security`]).
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub seccomp: SecurityProfile,
+    pub apparmor: SecurityProfile,
+    pub selinux: Option<SelinuxOptions>,
+}
+
+/// What the container is asked to be: the domain form of CRI `ContainerConfig`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub metadata: ContainerMetadata,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub working_dir: String,
+    pub envs: Vec<(String, String)>,
+    pub mounts: Vec<MountSpec>,
+    pub devices: Vec<DeviceSpec>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub log_path: String,
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+    pub resources: ResourcesSpec,
+    pub security: SecurityContextSpec,
+    /// `SIGTERM` style name; `None` for CRI `RUNTIME_DEFAULT`.
+    pub stop_signal: Option<String>,
+}
+
+/// The parts of an OCI image config that shape a container.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImageConfigView {
+    /// `None` when the image has no Entrypoint; `Some([""])` clears it, as in Docker.
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Vec<String>,
+    /// `KEY=value` entries.
+    pub env: Vec<String>,
+    pub working_dir: String,
+    /// `uid`, `name`, `uid:gid`, `name:group`, or empty.
+    pub user: String,
+    /// Container paths of the image's `VOLUME`s.
+    pub volumes: Vec<String>,
+    pub stop_signal: String,
+}
+
+/// What the container takes from its pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PodContext {
+    pub sandbox_id: String,
+    /// Pinned namespaces to join; `None` means the host's (NODE mode).
+    pub net_ns: Option<PathBuf>,
+    pub ipc_ns: Option<PathBuf>,
+    pub uts_ns: Option<PathBuf>,
+    /// Present only when the pod shares a PID namespace (`pid: POD`).
+    pub pid_ns: Option<PathBuf>,
+    /// The pod's hostname, exported as `HOSTNAME`; the caller fills in the node's name
+    /// when the pod config has none.
+    pub hostname: String,
+    pub hosts_file: Option<PathBuf>,
+    pub hostname_file: Option<PathBuf>,
+    pub resolv_conf: Option<PathBuf>,
+    /// The pod's `/dev/shm`; `None` gives the container a private tmpfs.
+    pub shm_dir: Option<PathBuf>,
+    pub sysctls: Vec<(String, String)>,
+    /// cgroupfs path of the container's own cgroup.
+    pub cgroup_path: String,
+    pub host_network: bool,
+    /// Whether the pod's security context allows privileged containers.
+    pub privileged: bool,
+}
+
+/// One POSIX rlimit (`RLIMIT_NOFILE` style type name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub r#type: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Facts about the host and crust's settings that change the spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostContext {
+    pub host_has_apparmor: bool,
+    pub host_has_selinux: bool,
+    /// crustd's own `oom_score_adj`: a process without CAP_SYS_RESOURCE cannot go lower.
+    pub min_oom_score_adj: i32,
+    /// Unified hierarchy: containers get a cgroup namespace.
+    pub cgroup_v2: bool,
+    /// Whether memory+swap limits can be set (swap accounting present).
+    pub swap_available: bool,
+    pub hugetlb_available: bool,
+    /// Rlimits for every container (default none: the monitor's own are inherited).
+    pub rlimits: Vec<Rlimit>,
+}
+
+impl Default for HostContext {
+    fn default() -> Self {
+        HostContext {
+            host_has_apparmor: false,
+            host_has_selinux: false,
+            min_oom_score_adj: -1000,
+            cgroup_v2: true,
+            swap_available: true,
+            hugetlb_available: true,
+            rlimits: Vec::new(),
+        }
+    }
+}
+
+/// Everything [`generate_spec`] needs. Files are read by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct SpecInput {
+    pub container: ContainerSpec,
+    pub image: ImageConfigView,
+    pub pod: PodContext,
+    pub host: HostContext,
+    /// The container's root filesystem (the overlay mount point).
+    pub rootfs: PathBuf,
+    /// Contents of the image's `/etc/passwd` and `/etc/group`; `None` when absent.
+    pub etc_passwd: Option<String>,
+    pub etc_group: Option<String>,
+    /// The target container's PID namespace for `pid: TARGET`, resolved by the caller.
+    pub target_pid_ns: Option<PathBuf>,
+    /// Contents of the Localhost seccomp profile file, when one is asked for.
+    pub seccomp_localhost: Option<String>,
+    /// Host directory under which each image `VOLUME` gets an empty directory (see
+    /// [`image_volumes`]).
+    pub volumes_root: PathBuf,
+}
+
+/// Why a spec could not be generated. `field` names the CRI field at fault, as a path
+/// from the request (`config.linux.security_context.run_as_group`).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid {field}: {reason}")]
+    InvalidField { field: String, reason: String },
+    #[error("{field}: {kind} {name:?} not found in the image's {file}")]
+    NotFound { field: String, kind: &'static str, name: String, file: &'static str },
+    #[error("{field}: {what} is not supported on this host: {reason}")]
+    Unsupported { field: String, what: String, reason: String },
+    #[error("{field}: device {path}: {source}")]
+    Device {
+        field: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SpecError {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+        SpecError::InvalidField { field: field.into(), reason: reason.into() }
+    }
+}
+
+/// CRI field paths used in errors.
+pub(crate) mod field {
+    pub const SC: &str = "config.linux.security_context";
+    pub const RESOURCES: &str = "config.linux.resources";
+}
