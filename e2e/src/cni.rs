@@ -27,6 +27,11 @@ impl TestNetwork {
     /// Writes `10-<name>.conflist` (bridge + host-local + portmap, plus `extra`
     /// plugins appended to the chain) into the sandbox's CNI conf dir.
     pub fn install(sb: &Sandbox, extra_plugins: &[&str]) -> TestNetwork {
+        Self::install_with(sb, true, extra_plugins)
+    }
+
+    /// As [`TestNetwork::install`], optionally without portmap.
+    pub fn install_with(sb: &Sandbox, portmap: bool, extra_plugins: &[&str]) -> TestNetwork {
         let n = N.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let (b, c) = (100 + pid % 100, (pid / 100 + n * 7) % 250 + 1);
@@ -40,8 +45,10 @@ impl TestNetwork {
                 r#"{{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{subnet}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
                 ipam_dir.display()
             ),
-            r#"{"type":"portmap","capabilities":{"portMappings":true}}"#.to_string(),
         ];
+        if portmap {
+            plugins.push(r#"{"type":"portmap","capabilities":{"portMappings":true}}"#.to_string());
+        }
         plugins.extend(extra_plugins.iter().map(|p| p.to_string()));
         let conflist = format!(r#"{{"cniVersion":"1.0.0","name":"{name}","plugins":[{}]}}"#, plugins.join(","));
         fs::write(sb.cni_conf_dir().join(format!("10-{name}.conflist")), conflist).expect("write conflist");

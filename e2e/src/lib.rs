@@ -167,11 +167,50 @@ fn walk_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     out.push(dir.to_path_buf());
 }
 
+impl Sandbox {
+    /// CNI DEL for every pod network crustd left set up (a failed test): host-side
+    /// state such as portmap's iptables rules would otherwise outlive the test.
+    fn undo_pod_networks(&self) {
+        let cache_dir = self.root().join("cni");
+        let pods: Vec<String> = fs::read_dir(&cache_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
+            .collect();
+        if pods.is_empty() {
+            return;
+        }
+        let cni = crust_network::CniManager {
+            conf_dir: self.cni_conf_dir(),
+            bin_dirs: vec![self.path().join("cni-bin"), PathBuf::from("/usr/lib/cni")],
+            cache_dir,
+            plugin_timeout: Duration::from_secs(30),
+        };
+        let state = self.state();
+        // Drop may run inside the test's runtime, which cannot be blocked on: use a
+        // thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                for pod in pods {
+                    let netns = state.join("ns").join(&pod).join("net");
+                    if let Err(e) = cni.teardown(&pod, &netns).await {
+                        eprintln!("cleanup: CNI DEL for pod {pod}: {e}");
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
 impl Drop for Sandbox {
     /// Leaves nothing behind even when a test failed midway: the pods' monitors and
     /// inits (by recorded PID and start time), mounts under the directory, and cgroups
     /// under the sandbox's prefix (deepest first).
     fn drop(&mut self) {
+        self.undo_pod_networks();
         for _ in 0..3 {
             for entry in fs::read_dir(self.state().join("pods")).into_iter().flatten().flatten() {
                 let Ok(bytes) = fs::read(entry.path().join("monitor.json")) else { continue };

@@ -169,6 +169,22 @@ impl CniManager {
         }
     }
 
+    /// Runs the chain's CHECK (CNI 0.4.0+) against the cached result: does the pod's
+    /// network still look as ADD left it?
+    pub async fn check(&self, pod_id: &str) -> Result<(), NetworkError> {
+        let path = self.cache_path(pod_id);
+        let bytes = fs::read(&path).map_err(|source| NetworkError::Cache { path: path.clone(), source })?;
+        let entry: CacheEntry = serde_json::from_slice(&bytes).map_err(|e| NetworkError::Cache {
+            path: path.clone(),
+            source: std::io::Error::new(ErrorKind::InvalidData, e),
+        })?;
+        for plugin in self.plugins(&entry) {
+            let config = plugin_config(&entry.config, plugin, &entry.runtime_config, entry.result.as_ref());
+            exec(&self.plugin_path(plugin)?, &config, &self.invocation("CHECK", pod_id, &entry)).await?;
+        }
+        Ok(())
+    }
+
     fn plugins<'a>(&self, entry: &'a CacheEntry) -> Vec<&'a Value> {
         entry.config.get("plugins").and_then(Value::as_array).map(|p| p.iter().collect()).unwrap_or_default()
     }

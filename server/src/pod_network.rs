@@ -63,4 +63,8 @@ impl PodNetwork for CniPodNetwork {
     fn teardown<'a>(&'a self, pod_id: &'a str, netns: &'a Path) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move { self.cni.teardown(pod_id, netns).await.map_err(|e| e.to_string()) })
     }
+
+    fn check<'a>(&'a self, pod_id: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.cni.check(pod_id).await.map_err(|e| e.to_string()) })
+    }
 }

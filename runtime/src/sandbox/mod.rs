@@ -118,6 +118,8 @@ pub trait PodNetwork: Send + Sync {
     fn setup<'a>(&'a self, req: &'a NetworkRequest) -> BoxFuture<'a, Result<NetworkStatus, String>>;
     /// Tears the pod's network down. Idempotent; a namespace that is already gone is fine.
     fn teardown<'a>(&'a self, pod_id: &'a str, netns: &'a Path) -> BoxFuture<'a, Result<(), String>>;
+    /// Checks the pod's network is still as set up (CNI CHECK). Read-only.
+    fn check<'a>(&'a self, pod_id: &'a str) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// What the pod is asked to be: the domain form of `PodSandboxConfig`.
@@ -349,6 +351,14 @@ impl SandboxManager {
             what: "cgroup driver \"systemd\"",
             reason: "pods need [cgroup] driver = \"cgroupfs\" until the systemd driver lands".into(),
         })
+    }
+
+    /// Runs the network provider's check for a pod with its own network; `None` when
+    /// there is nothing to check (host network, no provider, not set up).
+    pub async fn check_network(&self, id: &str) -> Option<Result<(), String>> {
+        let sandbox = self.snapshot(id)?;
+        sandbox.network.as_ref()?;
+        Some(self.network.as_ref()?.check(id).await)
     }
 
     /// Where the monitor binary is.

@@ -14,7 +14,18 @@ pub async fn pod_sandbox_status(
     let view = daemon.sandboxes.status(&req.pod_sandbox_id)?;
     let mut info = HashMap::new();
     if req.verbose {
-        info.insert("info".to_string(), daemon.sandboxes.verbose_info(&view).to_string());
+        let mut details = daemon.sandboxes.verbose_info(&view);
+        details["network"] = serde_json::json!(view.sandbox.network);
+        // CNI CHECK, only while the pod runs (its namespace must exist to be checked).
+        if view.ready
+            && let Some(check) = daemon.sandboxes.check_network(&view.sandbox.id).await
+        {
+            details["networkCheck"] = match check {
+                Ok(()) => serde_json::json!("ok"),
+                Err(e) => serde_json::json!(e),
+            };
+        }
+        info.insert("info".to_string(), details.to_string());
     }
     Ok(PodSandboxStatusResponse {
         status: Some(convert_sandbox::pod_sandbox_status(&view)),
