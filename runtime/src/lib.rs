@@ -3,6 +3,7 @@
 //! `UNIMPLEMENTED`.
 
 pub mod cgroup;
+pub mod container;
 mod error;
 pub mod ids;
 pub mod monitor;

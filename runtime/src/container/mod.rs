@@ -13,6 +13,8 @@ mod spec_devices;
 mod spec_mounts;
 mod spec_resources;
 mod spec_security;
+#[cfg(test)]
+mod spec_tests;
 mod spec_user;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -156,7 +158,7 @@ pub struct SecurityContextSpec {
     pub supplemental_groups: Vec<i64>,
     pub supplemental_groups_policy: SupplementalGroupsPolicy,
     pub no_new_privs: bool,
-    /// Empty: the runtime defaults (see [`spec_security`]).
+    /// Empty: the runtime defaults (Kubernetes' and containerd's lists).
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub seccomp: SecurityProfile,

@@ -80,7 +80,12 @@ pub(crate) fn resolve_user(
         if let Some(uid) = sc.run_as_user {
             let uid = id_from_i64(uid, format!("{sc_field}.run_as_user"))?;
             let gid = sc.run_as_group.map(|g| id_from_i64(g, format!("{sc_field}.run_as_group"))).transpose()?;
-            (uid.to_string(), gid.map(|g| g.to_string()), format!("{sc_field}.run_as_user"), format!("{sc_field}.run_as_group"))
+            (
+                uid.to_string(),
+                gid.map(|g| g.to_string()),
+                format!("{sc_field}.run_as_user"),
+                format!("{sc_field}.run_as_group"),
+            )
         } else if !sc.run_as_username.is_empty() {
             let gid = sc.run_as_group.map(|g| id_from_i64(g, format!("{sc_field}.run_as_group"))).transpose()?;
             (
@@ -187,7 +192,13 @@ audio:x:29:www-data
     #[test]
     fn user_resolution_table() {
         let cases = vec![
-            Case { name: "no user anywhere is root", sc: sc(), image_user: "", passwd: Some(PASSWD), want: Ok((0, 0, vec![0], "/root")) },
+            Case {
+                name: "no user anywhere is root",
+                sc: sc(),
+                image_user: "",
+                passwd: Some(PASSWD),
+                want: Ok((0, 0, vec![0], "/root")),
+            },
             Case {
                 name: "run_as_user found in passwd takes its gid and groups",
                 sc: SecurityContextSpec { run_as_user: Some(1000), ..sc() },
@@ -251,11 +262,41 @@ audio:x:29:www-data
                 passwd: Some(PASSWD),
                 want: Err("invalid config.linux.security_context.run_as_user"),
             },
-            Case { name: "image uid", sc: sc(), image_user: "33", passwd: Some(PASSWD), want: Ok((33, 33, vec![33, 44, 29], "/var/www")) },
-            Case { name: "image name", sc: sc(), image_user: "app", passwd: Some(PASSWD), want: Ok((1000, 1000, vec![1000, 1, 44], "/home/app")) },
-            Case { name: "image uid:gid", sc: sc(), image_user: "1000:29", passwd: Some(PASSWD), want: Ok((1000, 29, vec![29, 1, 44], "/home/app")) },
-            Case { name: "image name:group", sc: sc(), image_user: "app:audio", passwd: Some(PASSWD), want: Ok((1000, 29, vec![29, 1, 44], "/home/app")) },
-            Case { name: "image uid without passwd", sc: sc(), image_user: "1234:5", passwd: None, want: Ok((1234, 5, vec![5], "/")) },
+            Case {
+                name: "image uid",
+                sc: sc(),
+                image_user: "33",
+                passwd: Some(PASSWD),
+                want: Ok((33, 33, vec![33, 44, 29], "/var/www")),
+            },
+            Case {
+                name: "image name",
+                sc: sc(),
+                image_user: "app",
+                passwd: Some(PASSWD),
+                want: Ok((1000, 1000, vec![1000, 1, 44], "/home/app")),
+            },
+            Case {
+                name: "image uid:gid",
+                sc: sc(),
+                image_user: "1000:29",
+                passwd: Some(PASSWD),
+                want: Ok((1000, 29, vec![29, 1, 44], "/home/app")),
+            },
+            Case {
+                name: "image name:group",
+                sc: sc(),
+                image_user: "app:audio",
+                passwd: Some(PASSWD),
+                want: Ok((1000, 29, vec![29, 1, 44], "/home/app")),
+            },
+            Case {
+                name: "image uid without passwd",
+                sc: sc(),
+                image_user: "1234:5",
+                passwd: None,
+                want: Ok((1234, 5, vec![5], "/")),
+            },
             Case {
                 name: "image unknown group name",
                 sc: sc(),
