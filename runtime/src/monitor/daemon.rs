@@ -112,6 +112,7 @@ struct Monitor {
     spec: MonitorSpec,
     init: Option<ProcRef>,
     init_exited: bool,
+    containers: super::containers::Containers,
 }
 
 fn daemon(spec: MonitorSpec, ready: OwnedFd) -> ExitCode {
@@ -131,7 +132,7 @@ fn daemon(spec: MonitorSpec, ready: OwnedFd) -> ExitCode {
             let _ = prctl::set_pdeathsig(None);
             let _ = writeln!(ready, "{}", serde_json::to_string(&StartMessage::Ready(pids)).expect("serializes"));
             drop(ready);
-            let mut monitor = Monitor { spec, init, init_exited: false };
+            let mut monitor = Monitor { spec, init, init_exited: false, containers: Default::default() };
             monitor.serve(listener);
             ExitCode::SUCCESS
         }
@@ -282,12 +283,25 @@ impl Monitor {
         };
         let _ = listener.set_nonblocking(true);
         loop {
-            let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            let outputs = self.containers.output_fds();
+            let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            for (_, _, fd) in &outputs {
+                // SAFETY: the container map owns these fds and is not touched until the
+                // poll set is dropped below.
+                fds.push(PollFd::new(unsafe { super::containers::borrow(*fd) }, PollFlags::POLLIN));
+            }
             if poll(&mut fds, PollTimeout::NONE).is_err() {
                 continue;
             }
-            let signal_ready = fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
-            let conn_ready = fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR));
+            let signal_ready = ready(&fds[1]);
+            let conn_ready = ready(&fds[0]);
+            let readable: Vec<usize> = (0..outputs.len()).filter(|i| ready(&fds[i + 2])).collect();
+            drop(fds);
+            for i in readable {
+                let (id, stream, _) = &outputs[i];
+                self.containers.on_output(id, *stream);
+            }
             if signal_ready {
                 while let Ok(Some(info)) = signals.read_signal() {
                     match Signal::try_from(info.ssi_signo as i32) {
@@ -314,6 +328,9 @@ impl Monitor {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(status) => {
+                    if self.containers.on_exit(status) {
+                        continue;
+                    }
                     if let (Some(pid), Some(init)) = (status.pid(), self.init)
                         && pid.as_raw() == init.pid
                     {
@@ -336,9 +353,15 @@ impl Monitor {
         }
         let init_alive = self.init.map(|_| !self.init_exited);
         let (reply, stop) = match serde_json::from_str::<Request>(line.trim()) {
-            Ok(Request::Ping) => (Reply { ok: true, error: None, init_alive }, false),
-            Ok(Request::Shutdown) => (Reply { ok: true, error: None, init_alive }, true),
-            Err(e) => (Reply { ok: false, error: Some(format!("bad request: {e}")), init_alive }, false),
+            Ok(Request::Ping) => (Reply { ok: true, error: None, init_alive, pid: None }, false),
+            Ok(Request::Shutdown) => (Reply { ok: true, error: None, init_alive, pid: None }, true),
+            Ok(Request::CreateContainer { id, spec, log_path, exit_file, cgroup_dirs }) => {
+                (self.containers.create(&id, &spec, &log_path, &exit_file, &cgroup_dirs), false)
+            }
+            Ok(Request::StartContainer { id }) => (self.containers.start(&id), false),
+            Ok(Request::Signal { id, signal }) => (self.containers.signal(&id, signal), false),
+            Ok(Request::ReopenLog { id }) => (self.containers.reopen_log(&id), false),
+            Err(e) => (Reply { ok: false, error: Some(format!("bad request: {e}")), init_alive, pid: None }, false),
         };
         if stop {
             // Kill before answering: when crustd hears "ok", the pod's processes are gone.
@@ -350,6 +373,13 @@ impl Monitor {
     }
 
     fn kill_pod(&mut self) {
+        // Containers first (their exits are recorded), then the PID namespace.
+        self.containers.kill_all();
+        for pid in self.containers.running() {
+            if let Ok(status) = waitpid(pid, None) {
+                self.containers.on_exit(status);
+            }
+        }
         if let Some(init) = self.init
             && !self.init_exited
         {

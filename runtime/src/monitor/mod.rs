@@ -9,8 +9,12 @@
 //! the pod init when the pod has its own PID namespace, and answers [`Request`]s on a
 //! unix socket, one JSON line each way per connection.
 
+pub mod caps;
 mod client;
+mod containers;
+pub mod crilog;
 pub mod daemon;
+pub mod launch;
 
 use std::path::PathBuf;
 
@@ -69,6 +73,40 @@ pub enum Request {
     Ping,
     /// Kill the pod's processes, reap them and exit.
     Shutdown,
+    /// Create a container from the OCI spec at `spec` (its `root.path` is the mounted
+    /// rootfs); it waits for [`Request::StartContainer`].
+    CreateContainer {
+        id: String,
+        spec: PathBuf,
+        log_path: PathBuf,
+        /// Where the exit is recorded (JSON [`ExitRecord`]) when the process ends.
+        exit_file: PathBuf,
+        cgroup_dirs: Vec<PathBuf>,
+    },
+    StartContainer {
+        id: String,
+    },
+    /// Send `signal` to the container's process.
+    Signal {
+        id: String,
+        signal: i32,
+    },
+    /// Reopen the container's log file (kubelet rotated it).
+    ReopenLog {
+        id: String,
+    },
+}
+
+/// How a container process ended, written by the monitor before anything else learns
+/// of it, so exits survive crustd being down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit status, or 128 + signal number when killed by a signal (shell convention).
+    pub exit_code: i32,
+    /// The signal that killed it, if any.
+    pub signal: Option<i32>,
+    /// Unix nanoseconds.
+    pub finished_at: i64,
 }
 
 /// The answer to a [`Request`].
@@ -80,4 +118,7 @@ pub struct Reply {
     /// Whether the pod init still runs (None when the pod has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_alive: Option<bool>,
+    /// The container process, for container requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<crate::proc::ProcRef>,
 }

@@ -1,0 +1,409 @@
+//! The built-in launcher: turns an OCI runtime spec into a running container process.
+//!
+//! Runs inside the monitor, which is single-threaded: the cloned child is a full copy
+//! of a process with no other threads and no held locks, so it may allocate and run
+//! ordinary Rust until it execs. The child sets everything up, reports "ready" on the
+//! status pipe, waits for the start byte, then execs; a failure at any point is written
+//! to the status pipe (close-on-exec, so a successful exec reads as EOF).
+#![allow(unsafe_code)]
+
+use std::{
+    ffi::CString,
+    fs::{self, File, OpenOptions},
+    io::{Read, Write},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::fs::{OpenOptionsExt, symlink},
+    },
+    path::{Component, Path, PathBuf},
+};
+
+use nix::{
+    fcntl::OFlag,
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, setns},
+    sys::stat::Mode,
+    unistd::{Gid, Pid, Uid, chdir, dup2_stderr, dup2_stdout, dup2_stdin, execvpe, pipe2, pivot_root, setgid, setgroups, setuid},
+};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+/// The monitor's end of a freshly created container.
+pub struct Launched {
+    pub pid: Pid,
+    /// Write one byte to start the container.
+    pub start: OwnedFd,
+    /// Child's reports: `R` when set up, or an error text; EOF after a successful exec.
+    pub status: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Where a container's writes go and where it lives.
+pub struct LaunchConfig<'a> {
+    pub spec: &'a Spec,
+    /// Cgroup directories (one per hierarchy) the process is placed in before it runs.
+    pub cgroup_dirs: &'a [PathBuf],
+}
+
+/// Clones the container process. It sets itself up in new PID (unless it joins the
+/// pod's) and mount namespaces and then waits for [`Launched::start`].
+pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
+    let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (start_r, start_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+
+    let namespaces = cfg.spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    let wants_new_pid = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none());
+    if wants_new_pid {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    let status_fd = status_w.as_raw_fd();
+    let start_fd = start_r.as_raw_fd();
+    let (out_fd, err_fd) = (out_w.as_raw_fd(), err_w.as_raw_fd());
+    let mut stack = vec![0u8; 1 << 20];
+    let spec = cfg.spec.clone();
+    let child = Box::new(move || -> isize {
+        let mut status = unsafe_file(status_fd);
+        match child_main(&spec, status_fd, start_fd, out_fd, err_fd) {
+            Ok(never) => match never {},
+            Err(e) => {
+                let _ = status.write_all(format!("E{e}").as_bytes());
+                127
+            }
+        }
+    });
+    // SAFETY: the monitor is single-threaded, so the child (which does not share our
+    // memory: no CLONE_VM) is a consistent copy; the stack outlives the call because
+    // the child gets its own copy of it on its first write.
+    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map_err(|e| format!("clone container process: {e}"))?;
+    drop((status_w, start_r, out_w, err_w));
+
+    for dir in cfg.cgroup_dirs {
+        let procs = dir.join("cgroup.procs");
+        if let Err(e) = fs::write(&procs, pid.to_string()) {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            return Err(format!("place container in {}: {e}", procs.display()));
+        }
+    }
+    // Wait for the child's verdict on its setup.
+    let mut first = [0u8; 1];
+    let mut status_file = File::from(status_r);
+    match status_file.read(&mut first) {
+        Ok(1) if first[0] == b'R' => {}
+        Ok(1) => {
+            let mut rest = String::new();
+            let _ = status_file.read_to_string(&mut rest);
+            return Err(rest);
+        }
+        _ => return Err("container process died during setup".into()),
+    }
+    Ok(Launched { pid, start: start_w, status: status_file.into(), stdout: out_r, stderr: err_r })
+}
+
+/// Starts a created container (given its start and status pipes) and waits for the
+/// outcome of its exec.
+pub fn start(start_pipe: &OwnedFd, status_pipe: &OwnedFd) -> Result<(), String> {
+    let mut start = unsafe_file(start_pipe.as_raw_fd());
+    start.write_all(b"S").map_err(|e| format!("signal start: {e}"))?;
+    std::mem::forget(start);
+    let mut report = String::new();
+    let mut status = unsafe_file(status_pipe.as_raw_fd());
+    let _ = status.read_to_string(&mut report);
+    std::mem::forget(status);
+    match report.strip_prefix('E') {
+        Some(error) => Err(error.to_string()),
+        None => Ok(()),
+    }
+}
+
+/// A `File` view of a descriptor we keep owning elsewhere (callers forget it).
+fn unsafe_file(fd: RawFd) -> File {
+    // SAFETY: `fd` is open for the lifetime of the returned File; callers either own
+    // it (the child, which never returns) or `mem::forget` the File.
+    unsafe { File::from_raw_fd(fd) }
+}
+
+enum Never {}
+
+/// Everything the container process does between clone and exec.
+fn child_main(spec: &Spec, status_fd: RawFd, start_fd: RawFd, out_fd: RawFd, err_fd: RawFd) -> Result<Never, String> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    // Never run a container with less confinement than its spec asks for.
+    if linux.seccomp().is_some() {
+        return Err("seccomp filters are not supported by the built-in launcher yet".into());
+    }
+    // Join the namespaces the spec names by path (the pod's, pinned by the monitor).
+    for ns in linux.namespaces().clone().unwrap_or_default() {
+        let Some(path) = ns.path() else { continue };
+        let flag = match ns.typ() {
+            LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            // Joining a PID namespace only affects children; the monitor clones into
+            // the pod's PID namespace already when the pod has one.
+            LinuxNamespaceType::Pid => continue,
+            _ => continue,
+        };
+        let file = File::open(path).map_err(|e| format!("open namespace {}: {e}", path.display()))?;
+        setns(file, flag).map_err(|e| format!("join namespace {}: {e}", path.display()))?;
+    }
+
+    let root = spec.root().as_ref().ok_or("spec has no root")?;
+    let rootfs = root.path().clone();
+    setup_mounts(spec, &rootfs)?;
+
+    // Sysctls (namespaced: net.*, IPC) in the pod's namespaces.
+    for (key, value) in linux.sysctl().clone().unwrap_or_default() {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        fs::write(&path, &value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
+    }
+
+    let process = spec.process().clone().ok_or("spec has no process")?;
+    if let Some(adj) = process.oom_score_adj() {
+        fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| format!("oom_score_adj {adj}: {e}"))?;
+    }
+    for rlimit in process.rlimits().clone().unwrap_or_default() {
+        let resource = rlimit_resource(&format!("{:?}", rlimit.typ())).ok_or_else(|| format!("unknown rlimit {:?}", rlimit.typ()))?;
+        nix::sys::resource::setrlimit(resource, rlimit.soft(), rlimit.hard()).map_err(|e| format!("setrlimit {:?}: {e}", rlimit.typ()))?;
+    }
+
+    // Stdio: the monitor's pipes; no stdin until attach exists.
+    let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
+    // SAFETY: out_fd/err_fd are the pipe write ends this child inherited and owns.
+    let (out, err) = unsafe { (OwnedFd::from_raw_fd(out_fd), OwnedFd::from_raw_fd(err_fd)) };
+    dup2_stdout(&out).map_err(|e| format!("stdout: {e}"))?;
+    dup2_stderr(&err).map_err(|e| format!("stderr: {e}"))?;
+
+    // Identity and privileges: groups and ids first (needs CAP_SETUID/SETGID), keeping
+    // the permitted set across setuid, then the final capability sets.
+    let user = process.user();
+    let caps = super::caps::CapSets::from_spec(process.capabilities().as_ref())?;
+    caps.drop_bounding()?;
+    super::caps::keep_caps(true)?;
+    let groups: Vec<Gid> = user.additional_gids().clone().unwrap_or_default().into_iter().map(Gid::from_raw).collect();
+    setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    setgid(Gid::from_raw(user.gid())).map_err(|e| format!("setgid {}: {e}", user.gid()))?;
+    setuid(Uid::from_raw(user.uid())).map_err(|e| format!("setuid {}: {e}", user.uid()))?;
+    caps.apply()?;
+    if process.no_new_privileges() == Some(true) {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    }
+    chdir(process.cwd().as_path()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
+
+    let args: Vec<CString> = process
+        .args()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| CString::new(a).map_err(|_| "argument contains NUL".to_string()))
+        .collect::<Result<_, _>>()?;
+    let env: Vec<CString> = process
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| CString::new(a).map_err(|_| "environment contains NUL".to_string()))
+        .collect::<Result<_, _>>()?;
+    let program = args.first().cloned().ok_or("process.args is empty")?;
+
+    // Set up: tell the monitor, then wait for StartContainer.
+    let mut start = unsafe_file(start_fd);
+    let mut byte = [0u8; 1];
+    report_ready(status_fd)?;
+    match start.read(&mut byte) {
+        Ok(1) => {}
+        _ => return Err("monitor went away before start".into()),
+    }
+    // execvpe searches PATH from the container's environment (`env`), like runc.
+    if let Some(path) = env.iter().filter_map(|e| e.to_str().ok()).find_map(|e| e.strip_prefix("PATH=")) {
+        // SAFETY: single-threaded child; setenv cannot race.
+        unsafe { std::env::set_var("PATH", path) };
+    }
+    let error = execvpe(&program, &args, &env).unwrap_err();
+    Err(format!("exec {:?}: {error}", program))
+}
+
+fn report_ready(status_fd: RawFd) -> Result<(), String> {
+    let mut status = unsafe_file(status_fd);
+    let result = status.write_all(b"R").map_err(|e| format!("report ready: {e}"));
+    std::mem::forget(status);
+    result
+}
+
+/// Rootfs, spec mounts, devices, pivot_root, masked and read-only paths.
+fn setup_mounts(spec: &Spec, rootfs: &Path) -> Result<(), String> {
+    // Nothing we mount may propagate back to the host.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| format!("make / rslave: {e}"))?;
+    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| format!("bind rootfs {}: {e}", rootfs.display()))?;
+
+    for m in spec.mounts().clone().unwrap_or_default() {
+        let target = resolve_in_root(rootfs, m.destination())?;
+        let typ = m.typ().clone().unwrap_or_default();
+        let options = m.options().clone().unwrap_or_default();
+        let (flags, data) = mount_flags(&options);
+        let bind = flags.contains(MsFlags::MS_BIND);
+        let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+        if bind {
+            // Bind targets take the source's kind: a file over a file, a dir over a dir.
+            if source.is_dir() {
+                fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+            } else {
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+                }
+                if !target.exists() {
+                    File::create(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+                }
+            }
+            mount(Some(&source), &target, None::<&str>, flags & (MsFlags::MS_BIND | MsFlags::MS_REC), None::<&str>)
+                .map_err(|e| format!("bind {} at {}: {e}", source.display(), m.destination().display()))?;
+            if flags.contains(MsFlags::MS_RDONLY) {
+                // Read-only binds need a remount; keep the flags the source already has.
+                let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | (flags & !(MsFlags::MS_REC | MsFlags::MS_BIND));
+                mount(None::<&str>, &target, None::<&str>, remount, None::<&str>)
+                    .map_err(|e| format!("remount {} read-only: {e}", m.destination().display()))?;
+            }
+        } else if typ == "cgroup" || typ == "cgroup2" {
+            // The host's cgroup tree, read-only (a private cgroup namespace view comes
+            // with the cgroup namespace work).
+            fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+            mount(Some("/sys/fs/cgroup"), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .map_err(|e| format!("bind cgroups: {e}"))?;
+            let _ = mount(None::<&str>, &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
+        } else {
+            fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+            mount(Some(&source), &target, Some(typ.as_str()), flags, data.as_deref())
+                .map_err(|e| format!("mount {typ} at {}: {e}", m.destination().display()))?;
+        }
+    }
+
+    // Default devices: bind the host's nodes (works where mknod is not allowed, too).
+    let dev = rootfs.join("dev");
+    if dev.is_dir() {
+        for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let target = dev.join(name);
+            if !target.exists() {
+                let _ = OpenOptions::new().create(true).truncate(false).write(true).mode(0o666).open(&target);
+            }
+            mount(Some(&Path::new("/dev").join(name)), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(|e| format!("bind /dev/{name}: {e}"))?;
+        }
+        for (link, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
+            let _ = symlink(to, dev.join(link));
+        }
+    }
+
+    // pivot_root(".", ".") then detach the old root: the process sees only the rootfs.
+    chdir(rootfs).map_err(|e| format!("chdir rootfs: {e}"))?;
+    pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
+    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+
+    let linux = spec.linux().clone().unwrap_or_default();
+    for path in linux.masked_paths().clone().unwrap_or_default() {
+        let p = Path::new(&path);
+        match fs::metadata(p) {
+            Ok(meta) if meta.is_dir() => {
+                mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>).map_err(|e| format!("mask {path}: {e}"))?
+            }
+            Ok(_) => mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| format!("mask {path}: {e}"))?,
+            Err(_) => {}
+        }
+    }
+    for path in linux.readonly_paths().clone().unwrap_or_default() {
+        let p = Path::new(&path);
+        if !p.exists() {
+            continue;
+        }
+        mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|e| format!("readonly {path}: {e}"))?;
+        mount(None::<&str>, p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC, None::<&str>)
+            .map_err(|e| format!("readonly {path}: {e}"))?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
+            .map_err(|e| format!("read-only rootfs: {e}"))?;
+    }
+    let _ = Mode::empty();
+    Ok(())
+}
+
+/// `dest` inside `rootfs`, refusing any path that climbs out (`..`). Symlinks inside
+/// the rootfs are not followed here: targets are created as given.
+fn resolve_in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, String> {
+    let mut out = rootfs.to_path_buf();
+    for part in dest.components() {
+        match part {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(p) => out.push(p),
+            _ => return Err(format!("mount destination {} leaves the rootfs", dest.display())),
+        }
+    }
+    Ok(out)
+}
+
+/// OCI mount options -> flags and the data string for the rest.
+fn mount_flags(options: &[String]) -> (MsFlags, Option<String>) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for option in options {
+        match option.as_str() {
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => {}
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "rro" => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, (!data.is_empty()).then(|| data.join(",")))
+}
+
+fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource::*;
+    Some(match name {
+        "RlimitNofile" => RLIMIT_NOFILE,
+        "RlimitNproc" => RLIMIT_NPROC,
+        "RlimitCore" => RLIMIT_CORE,
+        "RlimitMemlock" => RLIMIT_MEMLOCK,
+        "RlimitStack" => RLIMIT_STACK,
+        "RlimitAs" => RLIMIT_AS,
+        "RlimitCpu" => RLIMIT_CPU,
+        "RlimitData" => RLIMIT_DATA,
+        "RlimitFsize" => RLIMIT_FSIZE,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_stay_in_the_rootfs() {
+        let root = Path::new("/r");
+        assert_eq!(resolve_in_root(root, Path::new("/etc/hosts")).unwrap(), PathBuf::from("/r/etc/hosts"));
+        assert!(resolve_in_root(root, Path::new("/../etc")).is_err());
+        assert!(resolve_in_root(root, Path::new("/a/../../b")).is_err());
+    }
+
+    #[test]
+    fn mount_options() {
+        let (f, d) = mount_flags(&["nosuid".into(), "noexec".into(), "mode=755".into(), "size=65536k".into()]);
+        assert!(f.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC));
+        assert_eq!(d.as_deref(), Some("mode=755,size=65536k"));
+        let (f, d) = mount_flags(&["rbind".into(), "ro".into(), "rprivate".into()]);
+        assert!(f.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        assert_eq!(d, None);
+    }
+}
