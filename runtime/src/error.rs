@@ -29,6 +29,15 @@ pub enum RuntimeError {
     #[error("pod sandbox {id}: {op} {path}: {source}")]
     Io { id: String, op: &'static str, path: PathBuf, source: io::Error },
 
+    #[error("pod sandbox {id} is not ready")]
+    NotReady { id: String },
+
+    #[error("container {id}: {message}")]
+    Launch { id: String, message: String },
+
+    #[error("container {id} is {state:?}, not {wanted}")]
+    ContainerState { id: String, state: crate::container::ContainerState, wanted: &'static str },
+
     #[error("pod sandbox {id}: network setup failed: {message}")]
     Network { id: String, message: String },
 

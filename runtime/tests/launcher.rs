@@ -124,7 +124,7 @@ async fn create_and_start(pod: &Pod, id: &str, input: &SpecInput) -> (crust_runt
     let spec_path = d.join(format!("{id}.json"));
     fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
     let (log, exit) = (d.join(format!("{id}.log")), d.join(format!("{id}.exit")));
-    let req = Request::CreateContainer { id: id.into(), spec: spec_path, log_path: log.clone(), exit_file: exit.clone(), cgroup_dirs: vec![] };
+    let req = Request::CreateContainer { id: id.into(), spec: spec_path, log_path: log.clone(), exit_file: exit.clone(), cgroup_dirs: vec![], overlay: None };
     let reply = monitor::request(&pod.spec.socket, &req, Duration::from_secs(10)).await.unwrap();
     assert!(reply.ok, "create: {:?}", reply.error);
     let pid = reply.pid.expect("pid");
@@ -222,6 +222,7 @@ async fn exec_failure_is_reported_by_start() {
         log_path: pod.dir.path().join("bad.log"),
         exit_file: pod.dir.path().join("bad.exit"),
         cgroup_dirs: vec![],
+        overlay: None,
     };
     assert!(monitor::request(&pod.spec.socket, &req, Duration::from_secs(10)).await.unwrap().ok);
     let reply = monitor::request(&pod.spec.socket, &Request::StartContainer { id: "bad".into() }, Duration::from_secs(10)).await.unwrap();

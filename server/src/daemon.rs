@@ -49,6 +49,11 @@ fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
         monitor_cgroup: config.cgroup.monitor_cgroup.clone(),
         pod_cgroup_parent: config.cgroup.pod_parent.clone(),
         shm_size: config.runtime.shm_size,
+        containers_dir: config.root.join("containers"),
+        min_oom_score_adj: std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0),
         host_resolv_conf: "/etc/resolv.conf".into(),
         host_hosts: "/etc/hosts".into(),
     }

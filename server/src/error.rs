@@ -88,6 +88,8 @@ fn runtime_code(e: &crust_runtime::RuntimeError) -> Code {
         E::NotFound { .. } => Code::NotFound,
         E::Ambiguous { .. } | E::InvalidArgument { .. } => Code::InvalidArgument,
         E::AlreadyExists { .. } => Code::AlreadyExists,
+        E::NotReady { .. } | E::ContainerState { .. } => Code::FailedPrecondition,
+        E::Launch { .. } => Code::Unknown,
         E::Unsupported { .. } | E::InvalidTransition { .. } => Code::FailedPrecondition,
         E::State(StateError::InvalidId { .. }) => Code::InvalidArgument,
         E::Cgroup { .. } | E::Monitor { .. } | E::Io { .. } | E::Teardown { .. } | E::Network { .. } | E::State(_) => {

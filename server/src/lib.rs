@@ -3,6 +3,7 @@
 //! over [`serve::serve`].
 
 pub mod config;
+pub mod convert_container;
 pub mod convert_sandbox;
 pub mod convert_image;
 pub mod daemon;

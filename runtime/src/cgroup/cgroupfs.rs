@@ -219,10 +219,22 @@ impl Cgroupfs {
         }
     }
 
-    /// Kills what is left in `path` and removes it from every hierarchy. A cgroup that
-    /// does not exist is already removed.
+    /// Kills what is left in `path` and below, and removes it (children first) from
+    /// every hierarchy. A cgroup that does not exist is already removed.
     pub fn remove(&self, path: &str) -> Result<(), CgroupError> {
         validate_path(path)?;
+        // Child cgroups first: a cgroup with children cannot be removed (EBUSY).
+        let mut children = BTreeSet::new();
+        for dir in self.dirs(path) {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    children.insert(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        for child in children {
+            self.remove(&format!("{path}/{child}"))?;
+        }
         self.kill_all(path)?;
         let mut errors = Vec::new();
         for dir in self.dirs(path) {
@@ -246,6 +258,65 @@ impl Cgroupfs {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Writes the OCI resource limits into `path`: each limit goes to the file of
+    /// whichever hierarchy has it (v1 `memory.limit_in_bytes`, v2 `memory.max`...). A
+    /// limit no hierarchy can hold is an error, never silently dropped.
+    pub fn apply_resources(&self, path: &str, r: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError> {
+        validate_path(path)?;
+        let mut writes: Vec<(&str, &str, String)> = Vec::new();
+        if let Some(mem) = r.memory() {
+            if let Some(limit) = mem.limit().filter(|l| *l > 0) {
+                writes.push(("memory.limit_in_bytes", "memory.max", limit.to_string()));
+            }
+            if let Some(swap) = mem.swap().filter(|s| *s > 0) {
+                writes.push(("memory.memsw.limit_in_bytes", "memory.swap.max", swap.to_string()));
+            }
+        }
+        if let Some(cpu) = r.cpu() {
+            if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
+                // cgroup v2 weight from v1 shares, as runc converts it.
+                let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+                writes.push(("cpu.shares", "cpu.weight", format!("{shares}\u{0}{weight}")));
+            }
+            if let Some(period) = cpu.period().filter(|p| *p > 0) {
+                writes.push(("cpu.cfs_period_us", "", period.to_string()));
+            }
+            if let Some(quota) = cpu.quota().filter(|q| *q > 0) {
+                let period = cpu.period().filter(|p| *p > 0).unwrap_or(100_000);
+                writes.push(("cpu.cfs_quota_us", "cpu.max", format!("{quota}\u{0}{quota} {period}")));
+            }
+            if let Some(cpus) = cpu.cpus().as_ref().filter(|c| !c.is_empty()) {
+                writes.push(("cpuset.cpus", "cpuset.cpus", cpus.clone()));
+            }
+            if let Some(mems) = cpu.mems().as_ref().filter(|m| !m.is_empty()) {
+                writes.push(("cpuset.mems", "cpuset.mems", mems.clone()));
+            }
+        }
+        if let Some(pids) = r.pids().as_ref().filter(|p| p.limit() > 0) {
+            writes.push(("pids.max", "pids.max", pids.limit().to_string()));
+        }
+        for (v1_file, v2_file, value) in writes {
+            // "v1\0v2" carries different values for the two versions.
+            let (v1_value, v2_value) = value.split_once('\u{0}').unwrap_or((&value, &value));
+            let mut done = false;
+            for h in &self.hierarchies {
+                let (file, value) = if h.v2 { (v2_file, v2_value) } else { (v1_file, v1_value) };
+                if file.is_empty() {
+                    continue;
+                }
+                let target = h.dir.join(&path[1..]).join(file);
+                if target.exists() {
+                    fs::write(&target, value).map_err(io_err("write", &target))?;
+                    done = true;
+                }
+            }
+            if !done && !v1_file.ends_with("cfs_period_us") {
+                return Err(CgroupError::Unsupported { path: path.to_string(), file: v1_file.to_string() });
+            }
+        }
+        Ok(())
     }
 
     /// True if `path` exists in any hierarchy.

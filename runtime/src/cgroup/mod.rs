@@ -42,6 +42,8 @@ pub enum CgroupError {
     InvalidPath { path: String, reason: &'static str },
     #[error("{op} {path}: {source}")]
     Io { op: &'static str, path: PathBuf, source: io::Error },
+    #[error("cgroup {path}: no mounted controller provides {file}")]
+    Unsupported { path: String, file: String },
     #[error("cgroup {path} still has processes {pids:?} after killing them")]
     Busy { path: String, pids: Vec<i32> },
 }

@@ -7,6 +7,12 @@
 //! seccomp profile) and [`generate_spec`] turns them into a spec without touching the
 //! host, except through the narrow [`DeviceLookup`] trait for device nodes.
 
+mod container_create;
+mod container_list;
+mod container_remove;
+mod container_start;
+mod container_stop;
+mod record;
 mod seccomp_default;
 mod spec;
 mod spec_devices;
@@ -21,6 +27,8 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use container_list::ContainerFilter;
+pub use record::{Container, ContainerState, ImageForContainer};
 pub use seccomp_default::default_seccomp_profile;
 pub use spec::{OOM_CLAMPED_ANNOTATION, generate_spec, stop_signal};
 pub use spec_devices::{DeviceLookup, HostDevice, HostDeviceKind, HostDevices};

@@ -63,7 +63,15 @@ fn set_nonblocking(fd: &OwnedFd) {
 }
 
 impl Containers {
-    pub(super) fn create(&mut self, id: &str, spec: &Path, log_path: &Path, exit_file: &Path, cgroup_dirs: &[PathBuf]) -> Reply {
+    pub(super) fn create(
+        &mut self,
+        id: &str,
+        spec: &Path,
+        log_path: &Path,
+        exit_file: &Path,
+        cgroup_dirs: &[PathBuf],
+        overlay: Option<&super::OverlayMount>,
+    ) -> Reply {
         if self.map.contains_key(id) {
             return fail(format!("container {id} already exists in this monitor"));
         }
@@ -77,7 +85,7 @@ impl Containers {
             Ok(log) => log,
             Err(e) => return fail(format!("open log {}: {e}", log_path.display())),
         };
-        match launch::create(&LaunchConfig { spec: &spec, cgroup_dirs }) {
+        match launch::create(&LaunchConfig { spec: &spec, cgroup_dirs, overlay }) {
             Ok(Launched { pid, start, status, stdout, stderr }) => {
                 set_nonblocking(&stdout);
                 set_nonblocking(&stderr);

@@ -355,8 +355,8 @@ impl Monitor {
         let (reply, stop) = match serde_json::from_str::<Request>(line.trim()) {
             Ok(Request::Ping) => (Reply { ok: true, error: None, init_alive, pid: None }, false),
             Ok(Request::Shutdown) => (Reply { ok: true, error: None, init_alive, pid: None }, true),
-            Ok(Request::CreateContainer { id, spec, log_path, exit_file, cgroup_dirs }) => {
-                (self.containers.create(&id, &spec, &log_path, &exit_file, &cgroup_dirs), false)
+            Ok(Request::CreateContainer { id, spec, log_path, exit_file, cgroup_dirs, overlay }) => {
+                (self.containers.create(&id, &spec, &log_path, &exit_file, &cgroup_dirs, overlay.as_ref()), false)
             }
             Ok(Request::StartContainer { id }) => (self.containers.start(&id), false),
             Ok(Request::Signal { id, signal }) => (self.containers.signal(&id, signal), false),

@@ -43,6 +43,8 @@ pub struct LaunchConfig<'a> {
     pub spec: &'a Spec,
     /// Cgroup directories (one per hierarchy) the process is placed in before it runs.
     pub cgroup_dirs: &'a [PathBuf],
+    /// The rootfs overlay to mount at `root.path` in the container's mount namespace.
+    pub overlay: Option<&'a super::OverlayMount>,
 }
 
 /// Clones the container process. It sets itself up in new PID (unless it joins the
@@ -64,9 +66,10 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     let (out_fd, err_fd) = (out_w.as_raw_fd(), err_w.as_raw_fd());
     let mut stack = vec![0u8; 1 << 20];
     let spec = cfg.spec.clone();
+    let overlay = cfg.overlay.cloned();
     let child = Box::new(move || -> isize {
         let mut status = unsafe_file(status_fd);
-        match child_main(&spec, status_fd, start_fd, out_fd, err_fd) {
+        match child_main(&spec, overlay.as_ref(), status_fd, start_fd, out_fd, err_fd) {
             Ok(never) => match never {},
             Err(e) => {
                 let _ = status.write_all(format!("E{e}").as_bytes());
@@ -129,7 +132,14 @@ fn unsafe_file(fd: RawFd) -> File {
 enum Never {}
 
 /// Everything the container process does between clone and exec.
-fn child_main(spec: &Spec, status_fd: RawFd, start_fd: RawFd, out_fd: RawFd, err_fd: RawFd) -> Result<Never, String> {
+fn child_main(
+    spec: &Spec,
+    overlay: Option<&super::OverlayMount>,
+    status_fd: RawFd,
+    start_fd: RawFd,
+    out_fd: RawFd,
+    err_fd: RawFd,
+) -> Result<Never, String> {
     let linux = spec.linux().clone().unwrap_or_default();
     // Never run a container with less confinement than its spec asks for.
     if linux.seccomp().is_some() {
@@ -153,7 +163,7 @@ fn child_main(spec: &Spec, status_fd: RawFd, start_fd: RawFd, out_fd: RawFd, err
 
     let root = spec.root().as_ref().ok_or("spec has no root")?;
     let rootfs = root.path().clone();
-    setup_mounts(spec, &rootfs)?;
+    setup_mounts(spec, &rootfs, overlay)?;
 
     // Sysctls (namespaced: net.*, IPC) in the pod's namespaces.
     for (key, value) in linux.sysctl().clone().unwrap_or_default() {
@@ -235,10 +245,20 @@ fn report_ready(status_fd: RawFd) -> Result<(), String> {
 }
 
 /// Rootfs, spec mounts, devices, pivot_root, masked and read-only paths.
-fn setup_mounts(spec: &Spec, rootfs: &Path) -> Result<(), String> {
+fn setup_mounts(spec: &Spec, rootfs: &Path, overlay: Option<&super::OverlayMount>) -> Result<(), String> {
     // Nothing we mount may propagate back to the host.
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
         .map_err(|e| format!("make / rslave: {e}"))?;
+    if let Some(o) = overlay {
+        if o.lower.is_empty() {
+            return Err("image has no layers".into());
+        }
+        // Relative lowerdir names, resolved against our cwd: short option strings.
+        chdir(o.layers_root.as_path()).map_err(|e| format!("chdir {}: {e}", o.layers_root.display()))?;
+        let data = format!("lowerdir={},upperdir={},workdir={}", o.lower.join(":"), o.upper.display(), o.work.display());
+        mount(Some("overlay"), rootfs, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
+            .map_err(|e| format!("mount overlay rootfs at {}: {e}", rootfs.display()))?;
+    }
     mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(|e| format!("bind rootfs {}: {e}", rootfs.display()))?;
 

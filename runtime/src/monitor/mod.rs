@@ -82,6 +82,10 @@ pub enum Request {
         /// Where the exit is recorded (JSON [`ExitRecord`]) when the process ends.
         exit_file: PathBuf,
         cgroup_dirs: Vec<PathBuf>,
+        /// The rootfs overlay, mounted inside the container's own mount namespace (so
+        /// it never appears on the host and vanishes with the container).
+        #[serde(default)]
+        overlay: Option<OverlayMount>,
     },
     StartContainer {
         id: String,
@@ -95,6 +99,19 @@ pub enum Request {
     ReopenLog {
         id: String,
     },
+}
+
+/// An overlay rootfs: read-only image layers under a per-container writable upper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayMount {
+    /// Directory holding the layer directories; the mount is made from there with
+    /// relative `lowerdir` names, which keeps the option string short enough for many
+    /// layers (the kernel limits mount data to one page).
+    pub layers_root: PathBuf,
+    /// Layer directory names relative to `layers_root`, top-most first.
+    pub lower: Vec<String>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
 }
 
 /// How a container process ended, written by the monitor before anything else learns

@@ -219,6 +219,10 @@ pub struct SandboxConfig {
     pub pod_cgroup_parent: String,
     /// Size of each pod's /dev/shm in bytes.
     pub shm_size: u64,
+    /// Persistent per-container directories (writable layers): `<root>/containers`.
+    pub containers_dir: PathBuf,
+    /// crustd's own `oom_score_adj`: without CAP_SYS_RESOURCE no container can go lower.
+    pub min_oom_score_adj: i32,
     /// The host's resolv.conf and hosts, used for pods without DNS config / with the
     /// host network.
     pub host_resolv_conf: PathBuf,
@@ -227,7 +231,7 @@ pub struct SandboxConfig {
 
 /// Runs pods. Operations on one pod are serialized; different pods proceed in parallel.
 pub struct SandboxManager {
-    config: SandboxConfig,
+    pub(crate) config: SandboxConfig,
     store: Store,
     cgroups: Option<Cgroupfs>,
     network: Option<Arc<dyn PodNetwork>>,
@@ -237,10 +241,14 @@ pub struct SandboxManager {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Reserved metadata keys -> pod id.
     names: Mutex<HashMap<String, String>>,
+    /// Latest persisted record of every container.
+    pub(crate) containers: RwLock<HashMap<String, crate::container::Container>>,
+    /// (pod, name, attempt) -> container id.
+    pub(crate) container_names: Mutex<HashMap<String, String>>,
 }
 
 /// How long crustd waits for a monitor to answer.
-const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl SandboxManager {
     /// Creates the manager. The cgroupfs driver is opened here, so a host without
@@ -266,10 +274,12 @@ impl SandboxManager {
             records: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            containers: RwLock::new(HashMap::new()),
+            container_names: Mutex::new(HashMap::new()),
         })
     }
 
-    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks.lock().expect("locks poisoned").entry(id.to_string()).or_default().clone()
     }
 
@@ -341,12 +351,12 @@ impl SandboxManager {
         }
     }
 
-    fn snapshot(&self, id: &str) -> Option<Sandbox> {
+    pub(crate) fn snapshot(&self, id: &str) -> Option<Sandbox> {
         self.records.read().expect("records poisoned").get(id).cloned()
     }
 
     /// The cgroup manager, or why pods cannot run.
-    fn cgroups(&self) -> Result<&Cgroupfs, RuntimeError> {
+    pub(crate) fn cgroups(&self) -> Result<&Cgroupfs, RuntimeError> {
         self.cgroups.as_ref().ok_or(RuntimeError::Unsupported {
             what: "cgroup driver \"systemd\"",
             reason: "pods need [cgroup] driver = \"cgroupfs\" until the systemd driver lands".into(),
@@ -359,6 +369,65 @@ impl SandboxManager {
         let sandbox = self.snapshot(id)?;
         sandbox.network.as_ref()?;
         Some(self.network.as_ref()?.check(id).await)
+    }
+
+    /// Persists a container and publishes it: the one place a container's state
+    /// changes, checked against the state machine in `container::record`.
+    pub(crate) fn commit_container(
+        &self,
+        c: &crate::container::Container,
+        from: Option<crate::container::ContainerState>,
+    ) -> Result<(), RuntimeError> {
+        use crate::container::ContainerState::*;
+        let allowed = matches!(
+            (from, c.state),
+            (None, Creating) | (Some(Creating), Created) | (Some(Created), Running | Exited) | (Some(Running), Exited)
+        );
+        if !allowed {
+            return Err(RuntimeError::ContainerState { id: c.id.clone(), state: from.unwrap_or(Creating), wanted: "a valid transition" });
+        }
+        self.store.put(c)?;
+        self.containers.write().expect("containers poisoned").insert(c.id.clone(), c.clone());
+        Ok(())
+    }
+
+    pub(crate) fn forget_container(&self, c: &crate::container::Container) -> Result<(), RuntimeError> {
+        self.store.remove::<crate::container::Container>(&c.id)?;
+        self.containers.write().expect("containers poisoned").remove(&c.id);
+        let mut names = self.container_names.lock().expect("names poisoned");
+        if names.get(&c.name_key()) == Some(&c.id) {
+            names.remove(&c.name_key());
+        }
+        self.locks.lock().expect("locks poisoned").remove(&c.id);
+        Ok(())
+    }
+
+    /// A visible container's full id from an id or unique prefix.
+    pub fn resolve_container(&self, id_or_prefix: &str) -> Result<String, RuntimeError> {
+        let containers = self.containers.read().expect("containers poisoned");
+        let visible = |c: &&crate::container::Container| c.state != crate::container::ContainerState::Creating;
+        if containers.get(id_or_prefix).is_some_and(|c| visible(&c)) {
+            return Ok(id_or_prefix.to_string());
+        }
+        let matches: Vec<&String> = if id_or_prefix.is_empty() {
+            Vec::new()
+        } else {
+            containers.values().filter(visible).filter(|c| c.id.starts_with(id_or_prefix)).map(|c| &c.id).collect()
+        };
+        match matches.as_slice() {
+            [] => Err(RuntimeError::NotFound { kind: "container", id: id_or_prefix.to_string() }),
+            [one] => Ok((*one).clone()),
+            many => Err(RuntimeError::Ambiguous { kind: "container", prefix: id_or_prefix.to_string(), count: many.len() }),
+        }
+    }
+
+    pub(crate) fn container_snapshot(&self, id: &str) -> Result<crate::container::Container, RuntimeError> {
+        self.containers
+            .read()
+            .expect("containers poisoned")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound { kind: "container", id: id.to_string() })
     }
 
     /// Where the monitor binary is.

@@ -26,6 +26,21 @@ impl SandboxManager {
             tracing::info!(pod_id = %sandbox.id, ready = view.ready, "restored pod sandbox");
             self.records.write().expect("records poisoned").insert(sandbox.id.clone(), sandbox);
         }
-        Ok(loaded.quarantined)
+        let mut quarantined = loaded.quarantined;
+        let containers = self.store.load_all::<crate::container::Container>()?;
+        quarantined.extend(containers.quarantined);
+        for c in containers.records {
+            let orphan = !self.records.read().expect("records poisoned").contains_key(&c.pod_id);
+            if c.state == crate::container::ContainerState::Creating || orphan {
+                tracing::warn!(container_id = %c.id, "rolling back container interrupted while being created");
+                if self.remove_container_files(&c).await.is_ok() {
+                    self.store.remove::<crate::container::Container>(&c.id)?;
+                }
+                continue;
+            }
+            self.container_names.lock().expect("names poisoned").insert(c.name_key(), c.id.clone());
+            self.containers.write().expect("containers poisoned").insert(c.id.clone(), c);
+        }
+        Ok(quarantined)
     }
 }

@@ -15,6 +15,13 @@ impl SandboxManager {
         let _guard = lock.lock().await;
         let Some(sandbox) = self.snapshot(&id) else { return Ok(()) };
         self.teardown(&sandbox, true).await?;
+        // The pod's containers went with its monitor; delete what they left.
+        let containers: Vec<_> =
+            self.containers.read().expect("containers poisoned").values().filter(|c| c.pod_id == id).cloned().collect();
+        for c in containers {
+            self.remove_container_files(&c).await?;
+            self.forget_container(&c)?;
+        }
         self.forget(&sandbox)?;
         self.locks.lock().expect("locks poisoned").remove(&id);
         tracing::info!(pod_id = %id, "pod sandbox removed");

@@ -17,3 +17,8 @@ pub mod pod_sandbox_status;
 pub mod remove_pod_sandbox;
 pub mod run_pod_sandbox;
 pub mod stop_pod_sandbox;
+pub mod container_status;
+pub mod create_container;
+pub mod remove_container;
+pub mod start_container;
+pub mod stop_container;

@@ -141,28 +141,40 @@ impl RuntimeService for RuntimeApi {
         d.handle("ListPodSandbox", rpc_span!("ListPodSandbox"), crate::rpc::list_pod_sandbox::list_pod_sandbox(d, req)).await
     }
 
-    async fn create_container(&self, _request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
-        self.unimplemented("CreateContainer").await
+    async fn create_container(&self, request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("CreateContainer", rpc_span!("CreateContainer"), crate::rpc::create_container::create_container(d, req)).await
     }
 
-    async fn start_container(&self, _request: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
-        self.unimplemented("StartContainer").await
+    async fn start_container(&self, request: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("StartContainer", rpc_span!("StartContainer"), crate::rpc::start_container::start_container(d, req)).await
     }
 
-    async fn stop_container(&self, _request: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
-        self.unimplemented("StopContainer").await
+    async fn stop_container(&self, request: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("StopContainer", rpc_span!("StopContainer"), crate::rpc::stop_container::stop_container(d, req)).await
     }
 
-    async fn remove_container(&self, _request: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
-        self.unimplemented("RemoveContainer").await
+    async fn remove_container(&self, request: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("RemoveContainer", rpc_span!("RemoveContainer"), crate::rpc::remove_container::remove_container(d, req)).await
     }
 
-    async fn list_containers(&self, _request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
-        self.unimplemented("ListContainers").await
+    async fn list_containers(&self, request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("ListContainers", rpc_span!("ListContainers"), crate::rpc::container_status::list_containers(d, req)).await
     }
 
-    async fn container_status(&self, _request: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
-        self.unimplemented("ContainerStatus").await
+    async fn container_status(&self, request: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("ContainerStatus", rpc_span!("ContainerStatus"), crate::rpc::container_status::container_status(d, req)).await
     }
 
     async fn update_container_resources(&self, _request: Request<UpdateContainerResourcesRequest>) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
@@ -257,8 +269,18 @@ impl RuntimeService for RuntimeApi {
         Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 
-    async fn stream_containers(&self, _request: Request<StreamContainersRequest>) -> Result<Response<Self::StreamContainersStream>, Status> {
-        self.unimplemented("StreamContainers").await
+    async fn stream_containers(
+        &self,
+        request: Request<StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        let batches = d
+            .handle("StreamContainers", rpc_span!("StreamContainers"), crate::rpc::container_status::stream_containers(d, req))
+            .await?
+            .into_inner();
+        let messages = batches.into_iter().map(|containers| Ok(StreamContainersResponse { containers }));
+        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 
     async fn stream_container_stats(&self, _request: Request<StreamContainerStatsRequest>) -> Result<Response<Self::StreamContainerStatsStream>, Status> {

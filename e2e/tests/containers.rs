@@ -1,0 +1,265 @@
+//! Containers through the real crustd, monitor and built-in launcher: an image pulled
+//! from a real registry, run in a real pod; lifecycle, logs, exits, OOM, restarts.
+
+use std::{collections::HashMap, fs, path::Path, time::Duration};
+
+use crust_e2e::{
+    Crustd, Sandbox,
+    cni::TestNetwork,
+    image_builder::{Compression, Image, LayerBuilder, host_arch},
+    registry::Registry,
+};
+use crust_proto::runtime::v1::{
+    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStateValue, ContainerStatusRequest,
+    CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
+    ListContainersRequest, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest, security_profile::ProfileType,
+};
+use serde_json::json;
+use tonic::Code;
+
+const APPLETS: &[&str] = &["sh", "echo", "cat", "id", "sleep", "hostname", "head", "tr", "ls", "grep"];
+
+fn busybox_image() -> Image {
+    let mut layer = LayerBuilder::new();
+    layer.busybox(APPLETS).unwrap();
+    for dir in ["etc", "proc", "sys", "dev", "tmp"] {
+        layer.dir(dir, 0o755);
+    }
+    layer
+        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n", 0o644)
+        .file("etc/group", b"root:x:0:\napp:x:1000:\n", 0o644);
+    Image::build(vec![layer.finish(Compression::Gzip)], host_arch(), json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}))
+}
+
+struct World {
+    _registry: Registry,
+    image: String,
+    d: Crustd,
+    pod: String,
+    logs: std::path::PathBuf,
+    _net: TestNetwork,
+    sb: Sandbox,
+}
+
+async fn world() -> World {
+    let registry = Registry::start().await.unwrap();
+    registry.push_image("test/busybox", &["v1"], &busybox_image()).await.unwrap();
+    let image = format!("{}/test/busybox:v1", registry.host());
+    let sb = Sandbox::new().unwrap();
+    let net = TestNetwork::install(&sb, &[]);
+    let mut d = sb.start().unwrap();
+    d.wait_ready().await.unwrap();
+    d.image()
+        .await
+        .unwrap()
+        .pull_image(PullImageRequest { image: Some(ImageSpec { image: image.clone(), ..Default::default() }), auth: None, sandbox_config: None })
+        .await
+        .unwrap();
+    let logs = sb.path().join("logs");
+    let pod = run_pod(&d, "app", &logs).await;
+    World { _registry: registry, image, d, pod, logs, _net: net, sb }
+}
+
+async fn run_pod(d: &Crustd, name: &str, logs: &Path) -> String {
+    let config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata { name: name.into(), uid: format!("uid-{name}"), namespace: "ctr".into(), attempt: 0 }),
+        hostname: name.into(),
+        log_directory: logs.display().to_string(),
+        ..Default::default()
+    };
+    let req = RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
+    d.runtime().await.unwrap().run_pod_sandbox(req).await.unwrap().into_inner().pod_sandbox_id
+}
+
+fn config(w: &World, name: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(ImageSpec { image: w.image.clone(), ..Default::default() }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        envs: vec![KeyValue { key: "WHO".into(), value: "crust".into() }],
+        log_path: format!("{name}.log"),
+        labels: HashMap::from([("name".into(), name.into())]),
+        ..Default::default()
+    }
+}
+
+async fn create(w: &World, config: ContainerConfig) -> Result<String, tonic::Status> {
+    let req = CreateContainerRequest { pod_sandbox_id: w.pod.clone(), config: Some(config), sandbox_config: None };
+    Ok(w.d.runtime().await.unwrap().create_container(req).await?.into_inner().container_id)
+}
+
+async fn start(w: &World, id: &str) -> Result<(), tonic::Status> {
+    w.d.runtime().await.unwrap().start_container(StartContainerRequest { container_id: id.into() }).await.map(|_| ())
+}
+
+async fn status(d: &Crustd, id: &str) -> crust_proto::runtime::v1::ContainerStatus {
+    let req = ContainerStatusRequest { container_id: id.into(), verbose: false };
+    d.runtime().await.unwrap().container_status(req).await.unwrap().into_inner().status.unwrap()
+}
+
+async fn wait_exited(d: &Crustd, id: &str) -> crust_proto::runtime::v1::ContainerStatus {
+    for _ in 0..1000 {
+        let s = status(d, id).await;
+        if s.state == i32::from(ContainerState::ContainerExited) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("container {id} did not exit");
+}
+
+/// (stream, text) of every record, checking the CRI format on the way.
+fn log(path: &str) -> Vec<(String, String)> {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .lines()
+        .map(|l| {
+            let mut p = l.splitn(4, ' ');
+            let ts = p.next().unwrap();
+            assert!(humantime_ok(ts), "timestamp {ts:?} in {l:?}");
+            let stream = p.next().unwrap().to_string();
+            assert_eq!(p.next(), Some("F"), "{l:?}");
+            (stream, p.next().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+fn humantime_ok(ts: &str) -> bool {
+    ts.ends_with('Z') && ts.contains('T') && ts.len() >= 20
+}
+
+#[tokio::test]
+async fn a_container_runs_logs_and_exits_with_its_code() {
+    let w = world().await;
+    let script = "echo hello $WHO; echo oops >&2; hostname; cat /etc/resolv.conf | head -n 1; id -u; exit 7";
+    let id = create(&w, config(&w, "once", &["sh", "-c", script])).await.unwrap();
+    let created = status(&w.d, &id).await;
+    assert_eq!(created.state, i32::from(ContainerState::ContainerCreated));
+    assert_eq!(created.started_at, 0);
+    start(&w, &id).await.unwrap();
+    let s = wait_exited(&w.d, &id).await;
+    assert_eq!(s.exit_code, 7);
+    assert_eq!(s.reason, "Error");
+    assert!(s.started_at > 0 && s.finished_at >= s.started_at, "{s:?}");
+    assert_eq!(s.log_path, w.logs.join("once.log").display().to_string());
+    let lines = log(&s.log_path);
+    assert_eq!(lines[0], ("stdout".to_string(), "hello crust".to_string()));
+    assert!(lines.contains(&("stderr".to_string(), "oops".to_string())), "{lines:?}");
+    assert!(lines.contains(&("stdout".to_string(), "app".to_string())), "pod hostname: {lines:?}");
+    assert!(lines.iter().any(|(_, t)| t.starts_with("nameserver")), "pod resolv.conf: {lines:?}");
+    assert!(lines.contains(&("stdout".to_string(), "0".to_string())), "uid 0: {lines:?}");
+
+    let ok = create(&w, config(&w, "fine", &["true-not-in-image-so-use-sh"])).await.unwrap();
+    let err = start(&w, &ok).await.unwrap_err();
+    assert!(err.message().contains("true-not-in-image-so-use-sh"), "{}", err.message());
+    let s = status(&w.d, &ok).await;
+    assert_eq!((s.state, s.reason.as_str()), (i32::from(ContainerState::ContainerExited), "StartError"));
+
+    let done = create(&w, config(&w, "zero", &["sh", "-c", "exit 0"])).await.unwrap();
+    start(&w, &done).await.unwrap();
+    assert_eq!(wait_exited(&w.d, &done).await.reason, "Completed");
+}
+
+#[tokio::test]
+async fn stop_list_remove_and_the_cri_rules() {
+    let w = world().await;
+    let id = create(&w, config(&w, "sleeper", &["sleep", "1000"])).await.unwrap();
+    start(&w, &id).await.unwrap();
+    let mut rt = w.d.runtime().await.unwrap();
+
+    let running = Some(ContainerFilter {
+        state: Some(ContainerStateValue { state: ContainerState::ContainerRunning.into() }),
+        ..Default::default()
+    });
+    let listed = rt.list_containers(ListContainersRequest { filter: running }).await.unwrap().into_inner().containers;
+    assert_eq!(listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec![id.as_str()]);
+    assert_eq!(listed[0].pod_sandbox_id, w.pod);
+    let by_label = Some(ContainerFilter { label_selector: HashMap::from([("name".into(), "nope".into())]), ..Default::default() });
+    assert!(rt.list_containers(ListContainersRequest { filter: by_label }).await.unwrap().into_inner().containers.is_empty());
+
+    // Same name in the same pod.
+    assert_eq!(create(&w, config(&w, "sleeper", &["sleep", "1"])).await.unwrap_err().code(), Code::AlreadyExists);
+    // A missing image.
+    let mut missing = config(&w, "missing", &["sh"]);
+    missing.image = Some(ImageSpec { image: "example.invalid/nothing:1".into(), ..Default::default() });
+    assert_eq!(create(&w, missing).await.unwrap_err().code(), Code::NotFound);
+    // Seccomp profiles are not built yet: refused, not ignored.
+    let mut seccomp = config(&w, "seccomp", &["sh"]);
+    seccomp.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile { profile_type: ProfileType::RuntimeDefault.into(), localhost_ref: String::new() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = create(&w, seccomp).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("seccomp"), "{}", err.message());
+
+    // sleep is PID 1 and ignores SIGTERM: after the 1 s grace it is SIGKILLed.
+    rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 1 }).await.unwrap();
+    let s = status(&w.d, &id).await;
+    assert_eq!((s.state, s.exit_code), (i32::from(ContainerState::ContainerExited), 137));
+    rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 1 }).await.expect("idempotent");
+    rt.remove_container(RemoveContainerRequest { container_id: id.clone() }).await.unwrap();
+    rt.remove_container(RemoveContainerRequest { container_id: id.clone() }).await.expect("idempotent");
+    let gone = rt.container_status(ContainerStatusRequest { container_id: id.clone(), verbose: false }).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // A running container is killed by RemoveContainer; a stopped pod refuses new ones.
+    let busy = create(&w, config(&w, "busy", &["sleep", "1000"])).await.unwrap();
+    start(&w, &busy).await.unwrap();
+    rt.remove_container(RemoveContainerRequest { container_id: busy.clone() }).await.unwrap();
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: w.pod.clone() }).await.unwrap();
+    assert_eq!(create(&w, config(&w, "late", &["sh"])).await.unwrap_err().code(), Code::FailedPrecondition);
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: w.pod.clone() }).await.unwrap();
+    let left: Vec<_> = fs::read_dir(w.sb.root().join("containers")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert_eq!(left, Vec::<std::path::PathBuf>::new(), "container dirs left");
+}
+
+#[tokio::test]
+async fn a_container_over_its_memory_limit_is_oom_killed() {
+    let w = world().await;
+    let mut c = config(&w, "hog", &["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"]);
+    c.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources { memory_limit_in_bytes: 32 << 20, ..Default::default() }),
+        ..Default::default()
+    });
+    let id = create(&w, c).await.unwrap();
+    start(&w, &id).await.unwrap();
+    let s = wait_exited(&w.d, &id).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "OOMKilled"), "{s:?}");
+}
+
+#[tokio::test]
+async fn containers_keep_running_across_a_crustd_restart_and_exits_while_down_are_reported() {
+    let mut w = world().await;
+    let long = create(&w, config(&w, "long", &["sleep", "1000"])).await.unwrap();
+    start(&w, &long).await.unwrap();
+    let short = create(&w, config(&w, "short", &["sh", "-c", "sleep 1; exit 3"])).await.unwrap();
+    start(&w, &short).await.unwrap();
+
+    assert!(w.d.terminate().await.unwrap().success());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w.d = w.sb.start().unwrap();
+    w.d.wait_ready().await.unwrap();
+    assert_eq!(status(&w.d, &long).await.state, i32::from(ContainerState::ContainerRunning), "still running");
+    let s = status(&w.d, &short).await;
+    assert_eq!((s.state, s.exit_code), (i32::from(ContainerState::ContainerExited), 3), "exit while crustd was down");
+
+    let mut rt = w.d.runtime().await.unwrap();
+    if let Err(e) = rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: w.pod.clone() }).await {
+        let monitor_log = fs::read_dir(w.sb.state().join("pods"))
+            .unwrap()
+            .flatten()
+            .map(|e| fs::read_to_string(e.path().join("monitor.log")).unwrap_or_default())
+            .collect::<String>();
+        panic!("{e:?}\ncrustd:\n{}\nmonitor:\n{monitor_log}", w.d.logs());
+    }
+    assert_eq!(status(&w.d, &long).await.state, i32::from(ContainerState::ContainerExited), "stopping the pod stops its containers");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: w.pod.clone() }).await.unwrap();
+    let all = rt.list_containers(ListContainersRequest::default()).await.unwrap().into_inner().containers;
+    assert!(all.is_empty(), "removing the pod removes its containers: {all:?}");
+}

@@ -1,0 +1,175 @@
+//! CreateContainer: record intent, prepare the rootfs dirs and cgroup, generate the OCI
+//! spec, and have the pod's monitor create the (waiting) process.
+
+use std::{fs, path::PathBuf, time::SystemTime};
+
+use super::{
+    Container, ContainerSpec, ContainerState, HostContext, HostDevices, ImageForContainer, PodContext, SpecInput,
+    generate_spec,
+};
+use crate::{
+    error::RuntimeError,
+    ids,
+    monitor::{self, OverlayMount, Request},
+    sandbox::{MONITOR_TIMEOUT, NsMode, SandboxManager},
+};
+
+pub(crate) fn now() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+fn read_in_rootfs(layers_root: &std::path::Path, lower: &[String], path: &str) -> Option<String> {
+    // The top-most layer that has the file wins (no whiteout handling needed for the
+    // common /etc/passwd case: a deleted passwd is vanishingly rare).
+    lower.iter().find_map(|l| fs::read_to_string(layers_root.join(l).join(path)).ok())
+}
+
+impl SandboxManager {
+    /// Creates a container in pod `pod_id` from `spec` and `image`; returns its id.
+    pub async fn create_container(
+        &self,
+        pod_id: &str,
+        spec: ContainerSpec,
+        image: ImageForContainer,
+    ) -> Result<String, RuntimeError> {
+        let pod_id = self.resolve(pod_id)?;
+        let lock = self.lock_for(&pod_id);
+        let _guard = lock.lock().await;
+        let pod = self.status(&pod_id)?;
+        if !pod.ready {
+            return Err(RuntimeError::NotReady { id: pod_id.clone() });
+        }
+        let sandbox = pod.sandbox;
+        if spec.metadata.name.is_empty() {
+            return Err(RuntimeError::InvalidArgument { field: "config.metadata.name", reason: "is required".into() });
+        }
+
+        let id = ids::new_id();
+        let bundle = sandbox.pod_dir.join("containers").join(&id);
+        let log_path = if sandbox.spec.log_directory.is_empty() || spec.log_path.is_empty() {
+            bundle.join("container.log")
+        } else {
+            PathBuf::from(&sandbox.spec.log_directory).join(&spec.log_path)
+        };
+        let container = Container {
+            id: id.clone(),
+            pod_id: pod_id.clone(),
+            state: ContainerState::Creating,
+            created_at: now(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid: None,
+            log_path,
+            dir: self.config.containers_dir.join(&id),
+            bundle,
+            cgroup: format!("{}/{id}", sandbox.cgroup),
+            spec,
+            image,
+        };
+        {
+            let mut names = self.container_names.lock().expect("names poisoned");
+            if let Some(existing) = names.get(&container.name_key()) {
+                return Err(RuntimeError::AlreadyExists { name: container.name_key(), id: existing.clone() });
+            }
+            names.insert(container.name_key(), id.clone());
+        }
+        if let Err(e) = self.commit_container(&container, None) {
+            self.container_names.lock().expect("names poisoned").remove(&container.name_key());
+            return Err(e);
+        }
+        let mut container = container;
+        match self.make_container(&mut container, &sandbox).await {
+            Ok(()) => Ok(id),
+            Err(error) => {
+                tracing::warn!(container_id = %id, %error, "CreateContainer failed; rolling back");
+                if let Err(e) = self.remove_container_files(&container).await {
+                    tracing::error!(container_id = %id, error = %e, "rollback incomplete");
+                    return Err(error);
+                }
+                let _ = self.forget_container(&container);
+                Err(error)
+            }
+        }
+    }
+
+    async fn make_container(&self, c: &mut Container, sandbox: &crate::sandbox::Sandbox) -> Result<(), RuntimeError> {
+        let id = c.id.clone();
+        let io = |op: &'static str, path: &std::path::Path| {
+            let (id, path) = (id.clone(), path.to_path_buf());
+            move |source| RuntimeError::Io { id, op, path, source }
+        };
+        for dir in [c.dir.join("upper"), c.dir.join("work"), c.dir.join("rootfs"), c.bundle.clone()] {
+            fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        }
+        if let Some(parent) = c.log_path.parent() {
+            fs::create_dir_all(parent).map_err(io("create", parent))?;
+        }
+        let cgroups = self.cgroups()?;
+        cgroups.create(&c.cgroup).map_err(|source| RuntimeError::Cgroup { id: id.clone(), source })?;
+
+        let ns = &sandbox.spec.namespaces;
+        let pin = |name: &str| {
+            let p = sandbox.pin(name);
+            p.exists().then_some(p)
+        };
+        let input = SpecInput {
+            container: c.spec.clone(),
+            image: c.image.config.clone(),
+            pod: PodContext {
+                sandbox_id: sandbox.id.clone(),
+                net_ns: pin("net"),
+                ipc_ns: pin("ipc"),
+                uts_ns: pin("uts"),
+                pid_ns: pin("pid"),
+                hostname: fs::read_to_string(sandbox.pod_dir.join("hostname")).unwrap_or_default().trim().to_string(),
+                hosts_file: Some(sandbox.pod_dir.join("hosts")),
+                hostname_file: Some(sandbox.pod_dir.join("hostname")),
+                resolv_conf: Some(sandbox.pod_dir.join("resolv.conf")),
+                shm_dir: (ns.ipc != NsMode::Node).then(|| sandbox.shm_dir()),
+                sysctls: sandbox.spec.sysctls.clone(),
+                cgroup_path: c.cgroup.clone(),
+                host_network: ns.network == NsMode::Node,
+                ..Default::default()
+            },
+            host: HostContext { min_oom_score_adj: self.config.min_oom_score_adj, ..Default::default() },
+            rootfs: c.dir.join("rootfs"),
+            etc_passwd: read_in_rootfs(&c.image.layers_root, &c.image.lower, "etc/passwd"),
+            etc_group: read_in_rootfs(&c.image.layers_root, &c.image.lower, "etc/group"),
+            volumes_root: c.dir.join("volumes"),
+            ..Default::default()
+        };
+        let spec = generate_spec(&input, &HostDevices::default())
+            .map_err(|e| RuntimeError::InvalidArgument { field: "config", reason: e.to_string() })?;
+        if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().clone()) {
+            cgroups.apply_resources(&c.cgroup, &resources).map_err(|source| RuntimeError::Cgroup { id: id.clone(), source })?;
+        }
+        let spec_file = c.spec_file();
+        fs::write(&spec_file, serde_json::to_vec_pretty(&spec).expect("spec serializes")).map_err(io("write", &spec_file))?;
+
+        let req = Request::CreateContainer {
+            id: id.clone(),
+            spec: spec_file,
+            log_path: c.log_path.clone(),
+            exit_file: c.exit_file(),
+            cgroup_dirs: cgroups.dirs(&c.cgroup),
+            overlay: Some(OverlayMount {
+                layers_root: c.image.layers_root.clone(),
+                lower: c.image.lower.clone(),
+                upper: c.dir.join("upper"),
+                work: c.dir.join("work"),
+            }),
+        };
+        let reply = monitor::request(&sandbox.monitor_socket(), &req, MONITOR_TIMEOUT)
+            .await
+            .map_err(|source| RuntimeError::Monitor { id: id.clone(), source })?;
+        if !reply.ok {
+            return Err(RuntimeError::Launch { id: id.clone(), message: reply.error.unwrap_or_default() });
+        }
+        c.pid = reply.pid;
+        c.state = ContainerState::Created;
+        self.commit_container(c, Some(ContainerState::Creating))
+    }
+}

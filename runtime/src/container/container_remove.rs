@@ -1,0 +1,45 @@
+//! RemoveContainer: stop it if needed, then delete its files, cgroup and record.
+
+use std::{fs, io::ErrorKind, time::Duration};
+
+use super::Container;
+use crate::{error::RuntimeError, sandbox::SandboxManager};
+
+impl SandboxManager {
+    /// Idempotent: removing a missing container succeeds (CRI contract).
+    pub async fn remove_container(&self, id_or_prefix: &str) -> Result<(), RuntimeError> {
+        let id = match self.resolve_container(id_or_prefix) {
+            Ok(id) => id,
+            Err(RuntimeError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+        let mut c = self.container_snapshot(&id)?;
+        self.kill_container(&mut c, Duration::ZERO).await?;
+        self.remove_container_files(&c).await?;
+        self.forget_container(&c)?;
+        tracing::info!(container_id = %id, "container removed");
+        Ok(())
+    }
+
+    /// Deletes what a container has on disk and its cgroup. Best-effort and
+    /// idempotent; the rootfs overlay lives in the container's mount namespace, so
+    /// there is nothing to unmount.
+    pub(crate) async fn remove_container_files(&self, c: &Container) -> Result<(), RuntimeError> {
+        let mut errors = Vec::new();
+        if let Ok(cgroups) = self.cgroups()
+            && let Err(e) = cgroups.remove(&c.cgroup)
+        {
+            errors.push(e.to_string());
+        }
+        for dir in [&c.dir, &c.bundle] {
+            match fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => errors.push(format!("remove {}: {e}", dir.display())),
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(RuntimeError::Teardown { id: c.id.clone(), errors }) }
+    }
+}

@@ -1,0 +1,138 @@
+//! StopContainer, and learning exits from the monitor's exit files.
+
+use std::{fs, time::Duration};
+
+use super::{Container, ContainerState, container_create::now, stop_signal};
+use crate::{
+    error::RuntimeError,
+    monitor::{self, ExitRecord, Request},
+    sandbox::{MONITOR_TIMEOUT, SandboxManager},
+};
+
+impl SandboxManager {
+    /// Turns a recorded exit into state: Running (or Created) with an exit file becomes
+    /// Exited with its code, time and reason (`OOMKilled` when the cgroup's OOM killer
+    /// fired and the process died of SIGKILL).
+    pub(crate) fn refresh_container(&self, c: &mut Container) -> Result<(), RuntimeError> {
+        if !matches!(c.state, ContainerState::Running | ContainerState::Created) {
+            return Ok(());
+        }
+        let Ok(bytes) = fs::read(c.exit_file()) else {
+            // A process that vanished without an exit file, and no monitor left to write
+            // one (monitor killed, reboot). While the monitor lives, the file is coming.
+            let monitor_alive =
+                self.snapshot(&c.pod_id).and_then(|s| s.monitor).is_some_and(|m| m.monitor.is_alive());
+            if c.pid.is_some_and(|p| !p.is_alive()) && !monitor_alive {
+                let from = c.state;
+                c.state = ContainerState::Exited;
+                c.finished_at = now();
+                c.exit_code = 255;
+                c.reason = "Unknown".into();
+                c.message = "the container's process is gone and its exit was not recorded".into();
+                self.commit_container(c, Some(from))?;
+            }
+            return Ok(());
+        };
+        let Ok(exit) = serde_json::from_slice::<ExitRecord>(&bytes) else { return Ok(()) };
+        let from = c.state;
+        c.state = ContainerState::Exited;
+        c.finished_at = exit.finished_at;
+        c.exit_code = exit.exit_code;
+        c.reason = if exit.signal == Some(9) && self.oom_killed(&c.cgroup) {
+            "OOMKilled".into()
+        } else if exit.exit_code == 0 {
+            "Completed".into()
+        } else {
+            "Error".into()
+        };
+        self.commit_container(c, Some(from))
+    }
+
+    fn oom_killed(&self, cgroup: &str) -> bool {
+        let Ok(cgroups) = self.cgroups() else { return false };
+        cgroups.dirs(cgroup).iter().any(|dir| {
+            // v1: memory.oom_control has "oom_kill N"; v2: memory.events has "oom_kill N".
+            ["memory.oom_control", "memory.events"].iter().any(|f| {
+                fs::read_to_string(dir.join(f))
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+            })
+        })
+    }
+
+    /// Stops a container: its stop signal, then after `timeout` SIGKILL to every process
+    /// in its cgroup (the whole tree). A missing or stopped container is fine.
+    pub async fn stop_container(&self, id_or_prefix: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let id = match self.resolve_container(id_or_prefix) {
+            Ok(id) => id,
+            Err(RuntimeError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let lock = self.lock_for(&id);
+        let _guard = lock.lock().await;
+        let mut c = self.container_snapshot(&id)?;
+        self.kill_container(&mut c, timeout).await
+    }
+
+    pub(crate) async fn kill_container(&self, c: &mut Container, timeout: Duration) -> Result<(), RuntimeError> {
+        self.refresh_container(c)?;
+        if !matches!(c.state, ContainerState::Running | ContainerState::Created) {
+            return Ok(());
+        }
+        let socket = self.snapshot(&c.pod_id).map(|s| s.monitor_socket());
+        if c.state == ContainerState::Running && !timeout.is_zero() {
+            let name = stop_signal(&c.spec, &c.image.config);
+            let signal = signal_number(&name).unwrap_or(15);
+            if let Some(socket) = &socket {
+                let _ = monitor::request(socket, &Request::Signal { id: c.id.clone(), signal }, MONITOR_TIMEOUT).await;
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            while tokio::time::Instant::now() < deadline && !c.exit_file().exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if !c.exit_file().exists() {
+            if let Ok(cgroups) = self.cgroups() {
+                let _ = cgroups.kill_all(&c.cgroup);
+            }
+            if let Some(socket) = &socket {
+                let _ = monitor::request(socket, &Request::Signal { id: c.id.clone(), signal: 9 }, MONITOR_TIMEOUT).await;
+            }
+            for _ in 0..500 {
+                if c.exit_file().exists() || c.pid.is_some_and(|p| !p.is_alive()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        self.refresh_container(c)?;
+        if matches!(c.state, ContainerState::Running | ContainerState::Created) {
+            return Err(RuntimeError::Teardown { id: c.id.clone(), errors: vec!["container still running after SIGKILL".into()] });
+        }
+        tracing::info!(container_id = %c.id, exit_code = c.exit_code, "container stopped");
+        Ok(())
+    }
+}
+
+/// `SIGTERM`, `TERM` or `15` -> 15.
+pub(crate) fn signal_number(name: &str) -> Option<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        return Some(n);
+    }
+    let upper = name.to_uppercase();
+    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    full.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names() {
+        for (name, want) in [("SIGTERM", Some(15)), ("TERM", Some(15)), ("sigquit", Some(3)), ("9", Some(9)), ("SIGNOPE", None)] {
+            assert_eq!(signal_number(name), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! CRI container messages <-> the runtime's domain types.
+
+use std::collections::BTreeMap;
+
+use crust_proto::runtime::v1 as cri;
+use crust_runtime::container::{
+    CapabilitiesSpec, Container, ContainerFilter, ContainerMetadata, ContainerSpec, ContainerState, DeviceSpec,
+    HugepageLimit, ImageConfigView, MountSpec, Propagation, ResourcesSpec, SecurityContextSpec, SecurityProfile,
+    SelinuxOptions, SupplementalGroupsPolicy,
+};
+use crust_runtime::sandbox::NsMode;
+
+use crate::error::ApiError;
+
+fn profile(p: Option<&cri::SecurityProfile>) -> SecurityProfile {
+    match p {
+        None => SecurityProfile::Unconfined,
+        Some(p) => match cri::security_profile::ProfileType::try_from(p.profile_type) {
+            Ok(cri::security_profile::ProfileType::Unconfined) => SecurityProfile::Unconfined,
+            Ok(cri::security_profile::ProfileType::Localhost) => SecurityProfile::Localhost(p.localhost_ref.clone()),
+            _ => SecurityProfile::RuntimeDefault,
+        },
+    }
+}
+
+fn ns_mode(mode: i32) -> NsMode {
+    match cri::NamespaceMode::try_from(mode) {
+        Ok(cri::NamespaceMode::Container) => NsMode::Container,
+        Ok(cri::NamespaceMode::Node) => NsMode::Node,
+        Ok(cri::NamespaceMode::Target) => NsMode::Target,
+        _ => NsMode::Pod,
+    }
+}
+
+/// `ContainerConfig` -> the runtime's spec. Features the built-in launcher does not
+/// have yet are refused with UNIMPLEMENTED naming the field, never ignored.
+pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, ApiError> {
+    let metadata = config.metadata.ok_or(ApiError::InvalidArgument { field: "config.metadata", reason: "is required".into() })?;
+    let linux = config.linux.unwrap_or_default();
+    let sc = linux.security_context.unwrap_or_default();
+    let seccomp = profile(sc.seccomp.as_ref());
+    if !sc.privileged && seccomp != SecurityProfile::Unconfined {
+        return Err(ApiError::Unsupported {
+            what: "seccomp profiles",
+            reason: "config.linux.security_context.seccomp: the built-in launcher runs Unconfined only for now".into(),
+        });
+    }
+    if config.tty || config.stdin {
+        return Err(ApiError::Unsupported { what: "stdin and tty", reason: "config.stdin/config.tty need attach (issue 7)".into() });
+    }
+    let r = linux.resources.unwrap_or_default();
+    let ns = sc.namespace_options.unwrap_or_default();
+    Ok(ContainerSpec {
+        metadata: ContainerMetadata { name: metadata.name, attempt: metadata.attempt },
+        command: config.command,
+        args: config.args,
+        working_dir: config.working_dir,
+        envs: config.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+        mounts: config
+            .mounts
+            .into_iter()
+            .map(|m| MountSpec {
+                container_path: m.container_path,
+                host_path: m.host_path,
+                readonly: m.readonly,
+                propagation: match cri::MountPropagation::try_from(m.propagation) {
+                    Ok(cri::MountPropagation::PropagationHostToContainer) => Propagation::HostToContainer,
+                    Ok(cri::MountPropagation::PropagationBidirectional) => Propagation::Bidirectional,
+                    _ => Propagation::Private,
+                },
+                recursive_read_only: m.recursive_read_only,
+            })
+            .collect(),
+        devices: config
+            .devices
+            .into_iter()
+            .map(|d| DeviceSpec { container_path: d.container_path, host_path: d.host_path, permissions: d.permissions })
+            .collect(),
+        labels: config.labels.into_iter().collect(),
+        annotations: config.annotations.into_iter().collect(),
+        log_path: config.log_path,
+        stdin: config.stdin,
+        stdin_once: config.stdin_once,
+        tty: config.tty,
+        resources: ResourcesSpec {
+            cpu_period: r.cpu_period,
+            cpu_quota: r.cpu_quota,
+            cpu_shares: r.cpu_shares,
+            memory_limit_in_bytes: r.memory_limit_in_bytes,
+            memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
+            cpuset_cpus: r.cpuset_cpus,
+            cpuset_mems: r.cpuset_mems,
+            pids_limit: None,
+            hugepage_limits: r.hugepage_limits.into_iter().map(|h| HugepageLimit { page_size: h.page_size, limit: h.limit }).collect(),
+            unified: r.unified.into_iter().collect(),
+            oom_score_adj: r.oom_score_adj,
+        },
+        security: SecurityContextSpec {
+            capabilities: sc.capabilities.map(|c| CapabilitiesSpec {
+                add: c.add_capabilities,
+                drop: c.drop_capabilities,
+                add_ambient: c.add_ambient_capabilities,
+            }),
+            privileged: sc.privileged,
+            pid_mode: ns_mode(ns.pid),
+            target_id: ns.target_id,
+            run_as_user: sc.run_as_user.map(|v| v.value),
+            run_as_group: sc.run_as_group.map(|v| v.value),
+            run_as_username: sc.run_as_username,
+            readonly_rootfs: sc.readonly_rootfs,
+            supplemental_groups: sc.supplemental_groups,
+            supplemental_groups_policy: match cri::SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy) {
+                Ok(cri::SupplementalGroupsPolicy::Strict) => SupplementalGroupsPolicy::Strict,
+                _ => SupplementalGroupsPolicy::Merge,
+            },
+            no_new_privs: sc.no_new_privs,
+            masked_paths: sc.masked_paths,
+            readonly_paths: sc.readonly_paths,
+            seccomp,
+            apparmor: profile(sc.apparmor.as_ref()),
+            selinux: sc
+                .selinux_options
+                .map(|o| SelinuxOptions { user: o.user, role: o.role, r#type: o.r#type, level: o.level })
+                .filter(|o| !o.is_empty()),
+        },
+        stop_signal: match cri::Signal::try_from(config.stop_signal) {
+            Ok(cri::Signal::RuntimeDefault) | Err(_) => None,
+            Ok(sig) => Some(sig.as_str_name().to_string()),
+        },
+    })
+}
+
+/// The image store's config, as the spec generator reads it.
+pub fn image_config(c: &crust_image::ImageConfig) -> ImageConfigView {
+    ImageConfigView {
+        entrypoint: (!c.entrypoint.is_empty()).then(|| c.entrypoint.clone()),
+        cmd: c.cmd.clone(),
+        env: c.env.clone(),
+        working_dir: c.working_dir.clone(),
+        user: c.user.clone(),
+        volumes: c.volumes.clone(),
+        stop_signal: c.stop_signal.clone(),
+    }
+}
+
+pub fn state(s: ContainerState) -> i32 {
+    match s {
+        ContainerState::Creating | ContainerState::Created => cri::ContainerState::ContainerCreated,
+        ContainerState::Running => cri::ContainerState::ContainerRunning,
+        ContainerState::Exited => cri::ContainerState::ContainerExited,
+    }
+    .into()
+}
+
+fn map(m: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn image_spec(c: &Container) -> cri::ImageSpec {
+    cri::ImageSpec { image: c.image.reference.clone(), ..Default::default() }
+}
+
+/// The short form ListContainers returns.
+pub fn container(c: &Container) -> cri::Container {
+    cri::Container {
+        id: c.id.clone(),
+        pod_sandbox_id: c.pod_id.clone(),
+        metadata: Some(cri::ContainerMetadata { name: c.spec.metadata.name.clone(), attempt: c.spec.metadata.attempt }),
+        image: Some(image_spec(c)),
+        image_ref: c.image.id.clone(),
+        state: state(c.state),
+        created_at: c.created_at,
+        labels: map(&c.spec.labels),
+        annotations: map(&c.spec.annotations),
+        image_id: c.image.id.clone(),
+    }
+}
+
+/// The full form ContainerStatus returns.
+pub fn container_status(c: &Container) -> cri::ContainerStatus {
+    cri::ContainerStatus {
+        id: c.id.clone(),
+        metadata: Some(cri::ContainerMetadata { name: c.spec.metadata.name.clone(), attempt: c.spec.metadata.attempt }),
+        state: state(c.state),
+        created_at: c.created_at,
+        started_at: c.started_at,
+        finished_at: c.finished_at,
+        exit_code: c.exit_code,
+        image: Some(image_spec(c)),
+        image_ref: c.image.id.clone(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        labels: map(&c.spec.labels),
+        annotations: map(&c.spec.annotations),
+        mounts: c
+            .spec
+            .mounts
+            .iter()
+            .map(|m| cri::Mount {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.clone(),
+                readonly: m.readonly,
+                ..Default::default()
+            })
+            .collect(),
+        log_path: c.log_path.display().to_string(),
+        image_id: c.image.id.clone(),
+        ..Default::default()
+    }
+}
+
+/// `ContainerFilter` -> the runtime's filter.
+pub fn filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
+    let f = f.unwrap_or_default();
+    ContainerFilter {
+        id: f.id,
+        pod_id: f.pod_sandbox_id,
+        labels: f.label_selector.into_iter().collect(),
+        state: f.state.map(|s| match cri::ContainerState::try_from(s.state) {
+            Ok(cri::ContainerState::ContainerRunning) => ContainerState::Running,
+            Ok(cri::ContainerState::ContainerExited) => ContainerState::Exited,
+            _ => ContainerState::Created,
+        }),
+    }
+}

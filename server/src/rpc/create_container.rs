@@ -1,0 +1,28 @@
+//! `CreateContainer`: resolve the image, then have the runtime create the container.
+
+use crust_proto::runtime::v1::{CreateContainerRequest, CreateContainerResponse};
+use crust_runtime::container::ImageForContainer;
+
+use crate::{convert_container, daemon::Daemon, error::ApiError};
+
+pub async fn create_container(daemon: &Daemon, req: CreateContainerRequest) -> Result<CreateContainerResponse, ApiError> {
+    tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
+    let config = req.config.ok_or(ApiError::InvalidArgument { field: "config", reason: "is required".into() })?;
+    let reference = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+    if reference.is_empty() {
+        return Err(ApiError::InvalidArgument { field: "config.image.image", reason: "is required".into() });
+    }
+    tracing::Span::current().record("image", reference.as_str());
+    let image = daemon.images()?.runtime_image(&reference)?;
+    let spec = convert_container::container_spec(config)?;
+    let image = ImageForContainer {
+        id: image.id.clone(),
+        reference,
+        layers_root: image.layers_root.clone(),
+        lower: image.lower_names.clone(),
+        config: convert_container::image_config(&image.config),
+    };
+    let id = daemon.sandboxes.create_container(&req.pod_sandbox_id, spec, image).await?;
+    tracing::Span::current().record("container_id", id.as_str());
+    Ok(CreateContainerResponse { container_id: id })
+}
