@@ -8,6 +8,7 @@ use crust_ctl::output::{self, Format};
 use crust_proto::runtime::v1::{StatusRequest, VersionRequest};
 
 mod image_cmds;
+mod ctr_cmds;
 mod pod_cmds;
 
 const DEFAULT_ENDPOINT: &str = "unix:///run/crust/crust.sock";
@@ -19,7 +20,7 @@ struct Cli {
     #[arg(short = 'r', long = "runtime-endpoint", visible_alias = "endpoint", env = "CONTAINER_RUNTIME_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
     endpoint: String,
     /// Timeout for connecting and for each call (e.g. 2s, 500ms, 1m).
-    #[arg(short = 't', long, default_value = "2s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(short = 't', long, default_value = "2s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     #[command(subcommand)]
     command: Command,
@@ -44,6 +45,8 @@ enum Command {
     },
     #[command(flatten)]
     Pod(pod_cmds::PodCommand),
+    #[command(flatten)]
+    Container(ctr_cmds::ContainerCommand),
     #[command(flatten)]
     Image(image_cmds::ImageCommand),
 }
@@ -74,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
     let mut runtime = crust_ctl::runtime_client(channel.clone());
     Ok(match cli.command {
         Command::Pod(cmd) => pod_cmds::run(cmd, runtime).await?,
+        Command::Container(cmd) => ctr_cmds::run(cmd, runtime).await?,
         Command::Image(cmd) => image_cmds::run(cmd, channel, &cli.endpoint).await?,
         Command::Version { output: format } => {
             let v = runtime.version(VersionRequest { version: "v1".into() }).await.context("Version")?.into_inner();

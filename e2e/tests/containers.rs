@@ -263,3 +263,46 @@ async fn containers_keep_running_across_a_crustd_restart_and_exits_while_down_ar
     let all = rt.list_containers(ListContainersRequest::default()).await.unwrap().into_inner().containers;
     assert!(all.is_empty(), "removing the pod removes its containers: {all:?}");
 }
+
+#[tokio::test]
+async fn crustctl_container_verbs() {
+    let w = world().await;
+    let ep = w.sb.endpoint();
+    let ctl = |args: &[&str]| {
+        let out = crust_e2e::crustctl(&ep, args).unwrap();
+        assert!(out.status.success(), "crustctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dir = w.sb.path();
+    fs::write(
+        dir.join("pod.json"),
+        format!(r#"{{"metadata":{{"name":"ctl","namespace":"default","uid":"ctl-uid"}},"log_directory":"{}","linux":{{}}}}"#, w.logs.display()),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("ctr.yaml"),
+        format!("metadata:\n  name: talker\nimage:\n  image: {}\ncommand: [sh, -c, 'echo one; echo two; sleep 1000']\nlog_path: talker.log\n", w.image),
+    )
+    .unwrap();
+    let id = ctl(&["run", dir.join("ctr.yaml").to_str().unwrap(), dir.join("pod.json").to_str().unwrap()]).trim().to_string();
+    assert_eq!(id.len(), 64);
+    assert!(ctl(&["ps", "-q"]).contains(&id));
+    let table = ctl(&["ps"]);
+    assert!(table.contains("talker") && table.contains("Running"), "{table}");
+    for _ in 0..200 {
+        if ctl(&["logs", &id]) == "one\ntwo\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ctl(&["logs", &id]), "one\ntwo\n");
+    assert_eq!(ctl(&["logs", "--tail", "1", &id]), "two\n");
+    let inspect: serde_json::Value = serde_json::from_str(&ctl(&["inspect", &id[..10]])).unwrap();
+    assert_eq!(inspect["status"]["state"], "CONTAINER_RUNNING");
+    assert!(inspect["info"]["pid"].as_i64().unwrap() > 0, "{inspect}");
+    ctl(&["stop", "-t", "0", &id]);
+    assert!(ctl(&["ps", "-q"]).is_empty(), "not running any more");
+    assert!(ctl(&["ps", "-a", "-q"]).contains(&id));
+    ctl(&["rm", &id]);
+    assert!(!ctl(&["ps", "-a", "-q"]).contains(&id));
+}

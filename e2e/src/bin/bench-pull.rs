@@ -377,6 +377,15 @@ async fn main() -> anyhow::Result<()> {
     if n == 0 {
         bail!("usage: bench-pull [N], N >= 1");
     }
+    // On Ctrl-C the benchmark future is dropped, so the daemons are killed and their
+    // mounts and temp dirs removed by their guards.
+    tokio::select! {
+        result = bench(n) => result,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    }
+}
+
+async fn bench(n: usize) -> anyhow::Result<()> {
     if which("containerd").is_none() {
         bail!("containerd not found: apt-get install -y --no-install-recommends containerd");
     }

@@ -1,0 +1,343 @@
+//! Container verbs, as crictl has them: create, start, run, stop, rm, ps, inspect, logs.
+
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Subcommand, ValueEnum};
+use crust_ctl::output::{self, Format};
+use crust_proto::runtime::v1::{
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatusRequest, CreateContainerRequest,
+    ListContainersRequest, RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    runtime_service_client::RuntimeServiceClient,
+};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+#[derive(Subcommand)]
+pub enum ContainerCommand {
+    /// Create a container in a pod from a container config file (JSON or YAML).
+    Create {
+        pod_id: String,
+        container_config: PathBuf,
+        pod_config: PathBuf,
+    },
+    /// Start created containers.
+    Start {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Run a pod and a container in it in one step; prints the container id.
+    Run {
+        container_config: PathBuf,
+        pod_config: PathBuf,
+        /// Runtime handler for the pod.
+        #[arg(long)]
+        runtime: Option<String>,
+    },
+    /// Stop running containers.
+    Stop {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Seconds to wait after the stop signal before SIGKILL.
+        #[arg(short, long, default_value_t = 10)]
+        timeout: i64,
+    },
+    /// Remove containers.
+    Rm {
+        ids: Vec<String>,
+        /// Stop running containers first.
+        #[arg(short, long)]
+        force: bool,
+        /// Remove every container.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// List containers.
+    Ps {
+        /// Show all containers (default: running only).
+        #[arg(short, long)]
+        all: bool,
+        #[arg(long)]
+        id: Option<String>,
+        /// Only containers of this pod.
+        #[arg(short, long)]
+        pod: Option<String>,
+        #[arg(short, long, value_enum)]
+        state: Option<StateArg>,
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        no_trunc: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Show containers' status.
+    Inspect {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: Format,
+    },
+    /// Print a container's logs (from its CRI log file).
+    Logs {
+        id: String,
+        /// Keep printing new output until the container exits.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Prefix each line with its timestamp.
+        #[arg(short, long)]
+        timestamps: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum StateArg {
+    Created,
+    Running,
+    Exited,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &PathBuf, what: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let value: Value = match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => serde_yaml::from_str(&text).with_context(|| format!("parse YAML {}", path.display()))?,
+        _ => serde_json::from_str(&text).with_context(|| format!("parse JSON {}", path.display()))?,
+    };
+    serde_json::from_value(value).with_context(|| format!("{} is not a {what}", path.display()))
+}
+
+fn state_name(state: i32) -> &'static str {
+    match ContainerState::try_from(state) {
+        Ok(ContainerState::ContainerCreated) => "Created",
+        Ok(ContainerState::ContainerRunning) => "Running",
+        Ok(ContainerState::ContainerExited) => "Exited",
+        _ => "Unknown",
+    }
+}
+
+/// One CRI log record: (timestamp, stream, partial, content).
+fn parse_log_line(line: &str) -> Option<(&str, &str, bool, &str)> {
+    let mut parts = line.splitn(4, ' ');
+    let (ts, stream, tag) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((ts, stream, tag == "P", parts.next().unwrap_or("")))
+}
+
+/// Rebuilds the container's output from CRI records (joining `P` parts).
+pub fn render_log(text: &str, timestamps: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines() {
+        let Some((ts, _, partial, content)) = parse_log_line(line) else { continue };
+        if pending.is_empty() && timestamps {
+            pending.push_str(ts);
+            pending.push(' ');
+        }
+        pending.push_str(content);
+        if !partial {
+            out.push(std::mem::take(&mut pending));
+        }
+    }
+    if !pending.is_empty() {
+        out.push(pending);
+    }
+    out
+}
+
+pub async fn run(cmd: ContainerCommand, mut client: RuntimeServiceClient<Channel>) -> anyhow::Result<String> {
+    match cmd {
+        ContainerCommand::Create { pod_id, container_config, pod_config } => {
+            let config: ContainerConfig = parse(&container_config, "ContainerConfig")?;
+            let sandbox_config = Some(crate::pod_cmds::parse_pod_config(&pod_config)?);
+            let req = CreateContainerRequest { pod_sandbox_id: pod_id, config: Some(config), sandbox_config };
+            Ok(format!("{}\n", client.create_container(req).await.context("CreateContainer")?.into_inner().container_id))
+        }
+        ContainerCommand::Start { ids } => {
+            let mut out = String::new();
+            for id in ids {
+                client.start_container(StartContainerRequest { container_id: id.clone() }).await.with_context(|| format!("start {id}"))?;
+                out.push_str(&format!("{id}\n"));
+            }
+            Ok(out)
+        }
+        ContainerCommand::Run { container_config, pod_config, runtime } => {
+            let config: ContainerConfig = parse(&container_config, "ContainerConfig")?;
+            let pod = crate::pod_cmds::parse_pod_config(&pod_config)?;
+            let pod_id = client
+                .run_pod_sandbox(RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: runtime.unwrap_or_default() })
+                .await
+                .context("RunPodSandbox")?
+                .into_inner()
+                .pod_sandbox_id;
+            let req = CreateContainerRequest { pod_sandbox_id: pod_id, config: Some(config), sandbox_config: Some(pod) };
+            let id = client.create_container(req).await.context("CreateContainer")?.into_inner().container_id;
+            client.start_container(StartContainerRequest { container_id: id.clone() }).await.context("StartContainer")?;
+            Ok(format!("{id}\n"))
+        }
+        ContainerCommand::Stop { ids, timeout } => {
+            let mut out = String::new();
+            for id in ids {
+                client.stop_container(StopContainerRequest { container_id: id.clone(), timeout }).await.with_context(|| format!("stop {id}"))?;
+                out.push_str(&format!("{id}\n"));
+            }
+            Ok(out)
+        }
+        ContainerCommand::Rm { ids, force, all } => {
+            let list = client.list_containers(ListContainersRequest::default()).await.context("ListContainers")?.into_inner().containers;
+            let targets: Vec<_> = if all {
+                list
+            } else {
+                if ids.is_empty() {
+                    bail!("name the containers to remove, or use --all");
+                }
+                let mut t = Vec::new();
+                for id in &ids {
+                    let m: Vec<_> = list.iter().filter(|c| c.id.starts_with(id.as_str())).cloned().collect();
+                    match m.len() {
+                        0 => bail!("container {id:?} not found"),
+                        1 => t.extend(m),
+                        n => bail!("container id prefix {id:?} is ambiguous ({n} containers)"),
+                    }
+                }
+                t
+            };
+            let mut out = String::new();
+            for c in targets {
+                if c.state == i32::from(ContainerState::ContainerRunning) && !force {
+                    bail!("container {} is running; stop it first or use --force", c.id);
+                }
+                client.remove_container(RemoveContainerRequest { container_id: c.id.clone() }).await.with_context(|| format!("remove {}", c.id))?;
+                out.push_str(&format!("{}\n", c.id));
+            }
+            Ok(out)
+        }
+        ContainerCommand::Ps { all, id, pod, state, labels, quiet, no_trunc, output: format } => {
+            let mut label_selector = HashMap::new();
+            for l in labels {
+                let (k, v) = l.split_once('=').with_context(|| format!("label {l:?} is not key=value"))?;
+                label_selector.insert(k.to_string(), v.to_string());
+            }
+            let state = match state {
+                Some(StateArg::Created) => Some(ContainerState::ContainerCreated),
+                Some(StateArg::Running) => Some(ContainerState::ContainerRunning),
+                Some(StateArg::Exited) => Some(ContainerState::ContainerExited),
+                None if all => None,
+                None => Some(ContainerState::ContainerRunning),
+            };
+            let filter = ContainerFilter {
+                id: id.unwrap_or_default(),
+                pod_sandbox_id: pod.unwrap_or_default(),
+                state: state.map(|s| ContainerStateValue { state: s.into() }),
+                label_selector,
+            };
+            let mut list = client
+                .list_containers(ListContainersRequest { filter: Some(filter) })
+                .await
+                .context("ListContainers")?
+                .into_inner()
+                .containers;
+            list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            if quiet {
+                return Ok(list.iter().map(|c| format!("{}\n", c.id)).collect());
+            }
+            match format {
+                Format::Table => {
+                    let short = |s: &str| if no_trunc { s.to_string() } else { s.chars().take(13).collect() };
+                    let mut out = format!("{:<13} {:<40} {:<9} {:<20} {:<7} {}\n", "CONTAINER", "IMAGE", "STATE", "NAME", "ATTEMPT", "POD ID");
+                    for c in &list {
+                        let m = c.metadata.clone().unwrap_or_default();
+                        let image = c.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+                        out.push_str(&format!(
+                            "{:<13} {:<40} {:<9} {:<20} {:<7} {}\n",
+                            short(&c.id),
+                            image,
+                            state_name(c.state),
+                            m.name,
+                            m.attempt,
+                            short(&c.pod_sandbox_id)
+                        ));
+                    }
+                    Ok(out)
+                }
+                _ => Ok(output::render(&json!({ "containers": serde_json::to_value(&list)? }), format)),
+            }
+        }
+        ContainerCommand::Inspect { ids, output: format } => {
+            let mut out = String::new();
+            for id in ids {
+                let resp = client
+                    .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: true })
+                    .await
+                    .with_context(|| format!("inspect {id}"))?
+                    .into_inner();
+                let mut doc = serde_json::Map::new();
+                doc.insert("status".into(), serde_json::to_value(&resp.status)?);
+                for (k, raw) in &resp.info {
+                    doc.insert(k.clone(), serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone())));
+                }
+                out.push_str(&output::render(&Value::Object(doc), format));
+            }
+            Ok(out)
+        }
+        ContainerCommand::Logs { id, follow, tail, timestamps } => {
+            let status = client
+                .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: false })
+                .await
+                .with_context(|| format!("container {id}"))?
+                .into_inner()
+                .status
+                .unwrap_or_default();
+            let path = status.log_path.clone();
+            let mut printed = 0usize;
+            let mut out = String::new();
+            loop {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("read log {path}"))?;
+                let lines = render_log(&text, timestamps);
+                let start = if printed == 0 { tail.map_or(0, |n| lines.len().saturating_sub(n)) } else { printed };
+                for line in lines.iter().skip(start) {
+                    if follow {
+                        println!("{line}");
+                    } else {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                }
+                printed = lines.len().max(start);
+                if !follow {
+                    return Ok(out);
+                }
+                let st = client
+                    .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: false })
+                    .await?
+                    .into_inner()
+                    .status
+                    .unwrap_or_default();
+                if st.state == i32::from(ContainerState::ContainerExited) {
+                    // One last read picks up the final output.
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    for line in render_log(&text, timestamps).iter().skip(printed) {
+                        println!("{line}");
+                    }
+                    return Ok(String::new());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_join_partials_and_add_timestamps() {
+        let text = "2026-01-01T00:00:00.1Z stdout P hel\n2026-01-01T00:00:00.2Z stdout F lo\n2026-01-01T00:00:00.3Z stderr F oops\n";
+        assert_eq!(render_log(text, false), vec!["hello", "oops"]);
+        assert_eq!(render_log(text, true)[0], "2026-01-01T00:00:00.1Z hello");
+    }
+}
