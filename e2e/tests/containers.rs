@@ -306,3 +306,72 @@ async fn crustctl_container_verbs() {
     ctl(&["rm", &id]);
     assert!(!ctl(&["ps", "-a", "-q"]).contains(&id));
 }
+
+async fn exec(w: &World, id: &str, cmd: &[&str], timeout: i64) -> Result<crust_proto::runtime::v1::ExecSyncResponse, tonic::Status> {
+    let req = crust_proto::runtime::v1::ExecSyncRequest { container_id: id.into(), cmd: cmd.iter().map(|s| s.to_string()).collect(), timeout };
+    Ok(w.d.runtime().await.unwrap().exec_sync(req).await?.into_inner())
+}
+
+#[tokio::test]
+async fn exec_sync_runs_inside_the_container_and_honours_its_timeout() {
+    let w = world().await;
+    let id = create(&w, config(&w, "target", &["sleep", "1000"])).await.unwrap();
+    start(&w, &id).await.unwrap();
+
+    let r = exec(&w, &id, &["sh", "-c", "echo out $WHO; echo err >&2; hostname; exit 5"], 10).await.unwrap();
+    assert_eq!(r.exit_code, 5);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "out crust\napp\n", "the container's env and the pod's hostname");
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "err\n");
+    let r = exec(&w, &id, &["ls", "/"], 10).await.unwrap();
+    let root = String::from_utf8_lossy(&r.stdout).to_string();
+    assert!(root.contains("bin") && !root.contains("work"), "the container's root: {root}");
+    let r = exec(&w, &id, &["no-such-command"], 10).await.unwrap();
+    assert_eq!(r.exit_code, 127);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("no-such-command"));
+
+    // A background child that keeps the pipes open must not hold the call up.
+    let r = exec(&w, &id, &["sh", "-c", "sleep 100 & echo done"], 30).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "done\n");
+    // A command past its timeout is killed, with everything it forked.
+    let err = exec(&w, &id, &["sh", "-c", "sleep 100 & sleep 100"], 1).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let inspect = w.d.runtime().await.unwrap()
+        .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: true })
+        .await.unwrap().into_inner();
+    let info: serde_json::Value = serde_json::from_str(&inspect.info["info"]).unwrap();
+    let cgroup = info["cgroup"].as_str().unwrap();
+    let procs = fs::read_to_string(format!("/sys/fs/cgroup/pids{cgroup}/cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 1, "only the container's own process is left: {procs}");
+    let execs: Vec<_> = fs::read_dir(format!("/sys/fs/cgroup/pids{cgroup}")).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+    assert!(execs.is_empty(), "exec cgroups removed");
+
+    w.d.runtime().await.unwrap().stop_container(StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.unwrap();
+    assert_eq!(exec(&w, &id, &["true"], 1).await.unwrap_err().code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn reopen_container_log_follows_rotation() {
+    let w = world().await;
+    let id = create(&w, config(&w, "chatty", &["sh", "-c", "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.05; done"])).await.unwrap();
+    start(&w, &id).await.unwrap();
+    let path = w.logs.join("chatty.log");
+    for _ in 0..200 {
+        if fs::read_to_string(&path).map(|t| t.lines().count() >= 2).unwrap_or(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    fs::rename(&path, w.logs.join("chatty.log.1")).unwrap();
+    let req = crust_proto::runtime::v1::ReopenContainerLogRequest { container_id: id.clone() };
+    w.d.runtime().await.unwrap().reopen_container_log(req).await.unwrap();
+    for _ in 0..200 {
+        if fs::read_to_string(&path).map(|t| !t.is_empty()).unwrap_or(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fresh = log(path.to_str().unwrap());
+    assert!(!fresh.is_empty() && fresh[0].1.starts_with("line"), "{fresh:?}");
+    let rotated = log(w.logs.join("chatty.log.1").to_str().unwrap());
+    assert!(rotated[0].1 == "line0", "{rotated:?}");
+}

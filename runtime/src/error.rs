@@ -35,6 +35,9 @@ pub enum RuntimeError {
     #[error("container {id}: {message}")]
     Launch { id: String, message: String },
 
+    #[error("container {id}: {what} did not finish within {after:?} (killed)")]
+    DeadlineExceeded { id: String, what: String, after: std::time::Duration },
+
     #[error("container {id} is {state:?}, not {wanted}")]
     ContainerState { id: String, state: crate::container::ContainerState, wanted: &'static str },
 

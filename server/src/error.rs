@@ -90,6 +90,7 @@ fn runtime_code(e: &crust_runtime::RuntimeError) -> Code {
         E::AlreadyExists { .. } => Code::AlreadyExists,
         E::NotReady { .. } | E::ContainerState { .. } => Code::FailedPrecondition,
         E::Launch { .. } => Code::Unknown,
+        E::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         E::Unsupported { .. } | E::InvalidTransition { .. } => Code::FailedPrecondition,
         E::State(StateError::InvalidId { .. }) => Code::InvalidArgument,
         E::Cgroup { .. } | E::Monitor { .. } | E::Io { .. } | E::Teardown { .. } | E::Network { .. } | E::State(_) => {

@@ -8,6 +8,7 @@
 //! host, except through the narrow [`DeviceLookup`] trait for device nodes.
 
 mod container_create;
+mod container_exec;
 mod container_list;
 mod container_remove;
 mod container_start;
@@ -27,6 +28,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use container_exec::{EXEC_OUTPUT_LIMIT, ExecResult};
 pub use container_list::ContainerFilter;
 pub use record::{Container, ContainerState, ImageForContainer};
 pub use seccomp_default::default_seccomp_profile;

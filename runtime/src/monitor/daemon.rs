@@ -36,6 +36,9 @@ pub const PARENT_ENV: &str = "CRUST_MONITOR_PARENT";
 /// Entry point of the `crust-monitor` binary.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("exec") {
+        return super::exec::main(&args[2..]);
+    }
     let spec_path = match args.as_slice() {
         [_, flag, path] if flag == "--spec" => path.clone(),
         _ => {

@@ -188,20 +188,7 @@ fn child_main(
     dup2_stdout(&out).map_err(|e| format!("stdout: {e}"))?;
     dup2_stderr(&err).map_err(|e| format!("stderr: {e}"))?;
 
-    // Identity and privileges: groups and ids first (needs CAP_SETUID/SETGID), keeping
-    // the permitted set across setuid, then the final capability sets.
-    let user = process.user();
-    let caps = super::caps::CapSets::from_spec(process.capabilities().as_ref())?;
-    caps.drop_bounding()?;
-    super::caps::keep_caps(true)?;
-    let groups: Vec<Gid> = user.additional_gids().clone().unwrap_or_default().into_iter().map(Gid::from_raw).collect();
-    setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
-    setgid(Gid::from_raw(user.gid())).map_err(|e| format!("setgid {}: {e}", user.gid()))?;
-    setuid(Uid::from_raw(user.uid())).map_err(|e| format!("setuid {}: {e}", user.uid()))?;
-    caps.apply()?;
-    if process.no_new_privileges() == Some(true) {
-        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
-    }
+    apply_identity(&process)?;
     chdir(process.cwd().as_path()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
 
     let args: Vec<CString> = process
@@ -242,6 +229,25 @@ fn report_ready(status_fd: RawFd) -> Result<(), String> {
     let result = status.write_all(b"R").map_err(|e| format!("report ready: {e}"));
     std::mem::forget(status);
     result
+}
+
+/// Identity and privileges, as the spec's process asks: groups and ids first (needs
+/// CAP_SETUID/SETGID), keeping the permitted set across setuid, then the final
+/// capability sets and no_new_privs. Shared by containers and execs in them.
+pub(crate) fn apply_identity(process: &oci_spec::runtime::Process) -> Result<(), String> {
+    let user = process.user();
+    let caps = super::caps::CapSets::from_spec(process.capabilities().as_ref())?;
+    caps.drop_bounding()?;
+    super::caps::keep_caps(true)?;
+    let groups: Vec<Gid> = user.additional_gids().clone().unwrap_or_default().into_iter().map(Gid::from_raw).collect();
+    setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    setgid(Gid::from_raw(user.gid())).map_err(|e| format!("setgid {}: {e}", user.gid()))?;
+    setuid(Uid::from_raw(user.uid())).map_err(|e| format!("setuid {}: {e}", user.uid()))?;
+    caps.apply()?;
+    if process.no_new_privileges() == Some(true) {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Rootfs, spec mounts, devices, pivot_root, masked and read-only paths.

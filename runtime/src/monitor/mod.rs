@@ -14,6 +14,7 @@ mod client;
 mod containers;
 pub mod crilog;
 pub mod daemon;
+pub mod exec;
 pub mod launch;
 
 use std::path::PathBuf;

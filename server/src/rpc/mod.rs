@@ -22,3 +22,4 @@ pub mod create_container;
 pub mod remove_container;
 pub mod start_container;
 pub mod stop_container;
+pub mod exec_sync;

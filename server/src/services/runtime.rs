@@ -181,12 +181,16 @@ impl RuntimeService for RuntimeApi {
         self.unimplemented("UpdateContainerResources").await
     }
 
-    async fn reopen_container_log(&self, _request: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        self.unimplemented("ReopenContainerLog").await
+    async fn reopen_container_log(&self, request: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("ReopenContainerLog", rpc_span!("ReopenContainerLog"), crate::rpc::exec_sync::reopen_container_log(d, req)).await
     }
 
-    async fn exec_sync(&self, _request: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
-        self.unimplemented("ExecSync").await
+    async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("ExecSync", rpc_span!("ExecSync"), crate::rpc::exec_sync::exec_sync(d, req)).await
     }
 
     async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {

@@ -1,0 +1,117 @@
+//! ExecSync: run a command in a running container and collect its output.
+//!
+//! crustd starts `crust-monitor exec` (a fresh process: it may setns and fork) in a
+//! cgroup of its own below the container's, so a timeout, or a child that keeps the
+//! output pipes open after the command exits, is dealt with by killing that cgroup:
+//! the whole process tree, whatever it forked.
+
+use std::{process::Stdio, time::Duration};
+
+use tokio::{io::AsyncReadExt, process::Command};
+
+use super::ContainerState;
+use crate::{error::RuntimeError, ids, sandbox::SandboxManager};
+
+/// The most output kept per stream (the rest is read and dropped, and the truncation
+/// noted on stderr).
+pub const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
+
+/// What an exec produced.
+#[derive(Debug, Clone, Default)]
+pub struct ExecResult {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+async fn read_capped(mut pipe: impl tokio::io::AsyncRead + Unpin) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut truncated = false;
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return (kept, truncated),
+            Ok(n) => {
+                let room = EXEC_OUTPUT_LIMIT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                truncated |= n > room;
+            }
+        }
+    }
+}
+
+impl SandboxManager {
+    /// Runs `command` in the running container `id`. `timeout` zero means none. A
+    /// command still running at the timeout is killed with its whole process tree and
+    /// the call fails with [`RuntimeError::DeadlineExceeded`].
+    pub async fn exec_sync(&self, id: &str, command: &[String], timeout: Duration) -> Result<ExecResult, RuntimeError> {
+        let id = self.resolve_container(id)?;
+        let c = self.container_status(&id)?;
+        if c.state != ContainerState::Running {
+            return Err(RuntimeError::ContainerState { id, state: c.state, wanted: "running" });
+        }
+        if command.is_empty() {
+            return Err(RuntimeError::InvalidArgument { field: "cmd", reason: "is empty".into() });
+        }
+        let pid = c.pid.ok_or_else(|| RuntimeError::ContainerState { id: id.clone(), state: c.state, wanted: "running" })?;
+        let cgroups = self.cgroups()?;
+        let exec_cgroup = format!("{}/exec-{}", c.cgroup, &ids::new_id()[..12]);
+        cgroups.create(&exec_cgroup).map_err(|source| RuntimeError::Cgroup { id: id.clone(), source })?;
+
+        let mut cmd = Command::new(&self.config.monitor_bin);
+        cmd.arg("exec").arg("--spec").arg(c.spec_file()).arg("--pid").arg(pid.pid.to_string());
+        for dir in cgroups.dirs(&exec_cgroup) {
+            cmd.arg("--cgroup").arg(dir);
+        }
+        cmd.arg("--").args(command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let spawned = cmd.spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = cgroups.remove(&exec_cgroup);
+                return Err(RuntimeError::Io { id, op: "start exec helper", path: self.config.monitor_bin.clone(), source: e });
+            }
+        };
+        let stdout = tokio::spawn(read_capped(child.stdout.take().expect("piped")));
+        let stderr = tokio::spawn(read_capped(child.stderr.take().expect("piped")));
+        let waited = if timeout.is_zero() {
+            Ok(child.wait().await)
+        } else {
+            tokio::time::timeout(timeout, child.wait()).await
+        };
+        // Whatever the outcome, nothing of this exec may outlive it: this also closes
+        // pipes a lingering child still held, so the readers below finish.
+        let _ = cgroups.kill_all(&exec_cgroup);
+        let _ = child.kill().await;
+        let collect = |task: tokio::task::JoinHandle<(Vec<u8>, bool)>| async move {
+            tokio::time::timeout(Duration::from_secs(5), task).await.ok().and_then(Result::ok).unwrap_or_default()
+        };
+        let ((out, out_cut), (mut err, err_cut)) = (collect(stdout).await, collect(stderr).await);
+        let _ = cgroups.remove(&exec_cgroup);
+        let status = match waited {
+            Err(_) => return Err(RuntimeError::DeadlineExceeded { id, what: format!("exec {:?}", command[0]), after: timeout }),
+            Ok(status) => status.map_err(|e| RuntimeError::Io { id: id.clone(), op: "wait for exec", path: self.config.monitor_bin.clone(), source: e })?,
+        };
+        if out_cut || err_cut {
+            err.extend_from_slice(format!("\n[crust: exec output truncated at {EXEC_OUTPUT_LIMIT} bytes per stream]\n").as_bytes());
+        }
+        Ok(ExecResult { stdout: out, stderr: err, exit_code: status.code().unwrap_or(255) })
+    }
+
+    /// ReopenContainerLog: the monitor reopens the log file (kubelet rotated it).
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
+        let id = self.resolve_container(id)?;
+        let c = self.container_status(&id)?;
+        if c.state != ContainerState::Running {
+            return Err(RuntimeError::ContainerState { id, state: c.state, wanted: "running" });
+        }
+        let socket = self.snapshot(&c.pod_id).map(|s| s.monitor_socket()).ok_or(RuntimeError::NotReady { id: c.pod_id.clone() })?;
+        let reply = crate::monitor::request(&socket, &crate::monitor::Request::ReopenLog { id: id.clone() }, crate::sandbox::MONITOR_TIMEOUT)
+            .await
+            .map_err(|source| RuntimeError::Monitor { id: id.clone(), source })?;
+        if !reply.ok {
+            return Err(RuntimeError::Launch { id, message: reply.error.unwrap_or_default() });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! `crust-monitor exec`: runs a command inside a running container (ExecSync). crustd
+//! starts it with `Command`; it is a fresh single-threaded process, so it may join the
+//! container's namespaces (`setns`) and fork into its PID namespace safely.
+#![allow(unsafe_code)]
+
+use std::{ffi::CString, fs::File, process::ExitCode};
+
+use nix::{
+    sched::{CloneFlags, setns},
+    sys::wait::{WaitStatus, waitpid},
+    unistd::{ForkResult, chdir, execvpe, fork, getpid},
+};
+
+/// Usage: `crust-monitor exec --spec FILE --pid PID [--cgroup DIR]... -- CMD [ARG]...`
+pub fn main(args: &[String]) -> ExitCode {
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("crust exec: {e}");
+            ExitCode::from(126)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<ExitCode, String> {
+    let mut spec_path = None;
+    let mut pid = None;
+    let mut cgroups = Vec::new();
+    let mut i = 0;
+    let command: Vec<String> = loop {
+        match args.get(i).map(String::as_str) {
+            Some("--spec") => spec_path = args.get(i + 1).cloned(),
+            Some("--pid") => pid = args.get(i + 1).and_then(|p| p.parse::<i32>().ok()),
+            Some("--cgroup") => cgroups.extend(args.get(i + 1).cloned()),
+            Some("--") => break args[i + 1..].to_vec(),
+            _ => return Err("usage: crust-monitor exec --spec FILE --pid PID [--cgroup DIR]... -- CMD [ARG]...".into()),
+        }
+        i += 2;
+    };
+    let spec_path = spec_path.ok_or("--spec is required")?;
+    let pid = pid.ok_or("--pid is required")?;
+    if command.is_empty() {
+        return Err("no command".into());
+    }
+    let spec: oci_spec::runtime::Spec = std::fs::read(&spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .map_err(|e| format!("read spec {spec_path}: {e}"))?;
+    let process = spec.process().clone().ok_or("spec has no process")?;
+
+    // The exec's own cgroup (below the container's), so crustd can kill its whole tree.
+    for dir in &cgroups {
+        std::fs::write(format!("{dir}/cgroup.procs"), getpid().to_string()).map_err(|e| format!("join cgroup {dir}: {e}"))?;
+    }
+    // Open every namespace first: after joining the mount namespace, /proc/<pid> of
+    // the host is out of reach. The mount namespace comes last.
+    let kinds = [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let mut files = Vec::new();
+    for (name, flag) in kinds {
+        let path = format!("/proc/{pid}/ns/{name}");
+        files.push((File::open(&path).map_err(|e| format!("open {path}: {e}"))?, flag, path));
+    }
+    for (file, flag, path) in files {
+        setns(file, flag).map_err(|e| format!("join {path}: {e}"))?;
+    }
+
+    let env: Vec<CString> = process.env().clone().unwrap_or_default().into_iter().filter_map(|e| CString::new(e).ok()).collect();
+    let argv: Vec<CString> = command.iter().map(|a| CString::new(a.as_str()).map_err(|_| "argument contains NUL")).collect::<Result<_, _>>()?;
+    // A PID namespace joined with setns applies to children only: fork into it.
+    // SAFETY: this process is single-threaded (nothing spawned threads).
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let result = (|| -> Result<(), String> {
+                super::launch::apply_identity(&process)?;
+                chdir(process.cwd().as_path()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
+                if let Some(path) = env.iter().filter_map(|e| e.to_str().ok()).find_map(|e| e.strip_prefix("PATH=")) {
+                    // SAFETY: single-threaded child; nothing else reads the environment.
+                    unsafe { std::env::set_var("PATH", path) };
+                }
+                let err = execvpe(&argv[0], &argv, &env).unwrap_err();
+                Err(format!("exec {:?}: {err}", command[0]))
+            })();
+            if let Err(e) = result {
+                eprintln!("crust exec: {e}");
+            }
+            // 127: command not found / not runnable, as shells report it.
+            std::process::exit(127)
+        }
+        ForkResult::Parent { child } => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(ExitCode::from(code as u8)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitCode::from((128 + sig as i32) as u8)),
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(format!("wait: {e}")),
+            }
+        },
+    }
+}

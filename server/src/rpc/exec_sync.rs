@@ -1,0 +1,25 @@
+//! `ExecSync` and `ReopenContainerLog`.
+
+use std::time::Duration;
+
+use crust_proto::runtime::v1::{ExecSyncRequest, ExecSyncResponse, ReopenContainerLogRequest, ReopenContainerLogResponse};
+
+use crate::{daemon::Daemon, error::ApiError};
+
+/// Runs a command in a container; `timeout` seconds (0 = none) bound it, after which
+/// its whole process tree is killed and the call answers DEADLINE_EXCEEDED.
+pub async fn exec_sync(daemon: &Daemon, req: ExecSyncRequest) -> Result<ExecSyncResponse, ApiError> {
+    tracing::Span::current().record("container_id", req.container_id.as_str());
+    let timeout = Duration::from_secs(req.timeout.max(0) as u64);
+    let result = daemon.sandboxes.exec_sync(&req.container_id, &req.cmd, timeout).await?;
+    Ok(ExecSyncResponse { stdout: result.stdout, stderr: result.stderr, exit_code: result.exit_code })
+}
+
+pub async fn reopen_container_log(
+    daemon: &Daemon,
+    req: ReopenContainerLogRequest,
+) -> Result<ReopenContainerLogResponse, ApiError> {
+    tracing::Span::current().record("container_id", req.container_id.as_str());
+    daemon.sandboxes.reopen_container_log(&req.container_id).await?;
+    Ok(ReopenContainerLogResponse {})
+}
