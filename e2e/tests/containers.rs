@@ -375,3 +375,35 @@ async fn reopen_container_log_follows_rotation() {
     let rotated = log(w.logs.join("chatty.log.1").to_str().unwrap());
     assert!(rotated[0].1 == "line0", "{rotated:?}");
 }
+
+#[tokio::test]
+async fn update_container_resources_changes_limits_live() {
+    let w = world().await;
+    let mut c = config(&w, "tunable", &["sleep", "1000"]);
+    c.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources { memory_limit_in_bytes: 64 << 20, cpu_shares: 512, ..Default::default() }),
+        ..Default::default()
+    });
+    let id = create(&w, c).await.unwrap();
+    start(&w, &id).await.unwrap();
+    let mut rt = w.d.runtime().await.unwrap();
+    let info = rt.container_status(ContainerStatusRequest { container_id: id.clone(), verbose: true }).await.unwrap().into_inner();
+    let cgroup = serde_json::from_str::<serde_json::Value>(&info.info["info"]).unwrap()["cgroup"].as_str().unwrap().to_string();
+    let read = |file: &str| fs::read_to_string(format!("/sys/fs/cgroup/{file}")).unwrap().trim().to_string();
+    assert_eq!(read(&format!("memory{cgroup}/memory.limit_in_bytes")), (64u64 << 20).to_string());
+    assert_eq!(read(&format!("cpu{cgroup}/cpu.shares")), "512");
+
+    let new = LinuxContainerResources { memory_limit_in_bytes: 128 << 20, cpu_shares: 1024, ..Default::default() };
+    rt.update_container_resources(crust_proto::runtime::v1::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(new),
+        windows: None,
+        annotations: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(read(&format!("memory{cgroup}/memory.limit_in_bytes")), (128u64 << 20).to_string());
+    assert_eq!(read(&format!("cpu{cgroup}/cpu.shares")), "1024");
+    let s = status(&w.d, &id).await;
+    assert_eq!(s.resources.unwrap().linux.unwrap().memory_limit_in_bytes, 128 << 20, "status shows the new limits");
+}

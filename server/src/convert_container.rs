@@ -82,19 +82,7 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
         stdin: config.stdin,
         stdin_once: config.stdin_once,
         tty: config.tty,
-        resources: ResourcesSpec {
-            cpu_period: r.cpu_period,
-            cpu_quota: r.cpu_quota,
-            cpu_shares: r.cpu_shares,
-            memory_limit_in_bytes: r.memory_limit_in_bytes,
-            memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
-            cpuset_cpus: r.cpuset_cpus,
-            cpuset_mems: r.cpuset_mems,
-            pids_limit: None,
-            hugepage_limits: r.hugepage_limits.into_iter().map(|h| HugepageLimit { page_size: h.page_size, limit: h.limit }).collect(),
-            unified: r.unified.into_iter().collect(),
-            oom_score_adj: r.oom_score_adj,
-        },
+        resources: resources(r),
         security: SecurityContextSpec {
             capabilities: sc.capabilities.map(|c| CapabilitiesSpec {
                 add: c.add_capabilities,
@@ -128,6 +116,38 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
             Ok(sig) => Some(sig.as_str_name().to_string()),
         },
     })
+}
+
+/// CRI `LinuxContainerResources` -> the runtime's form.
+pub fn resources(r: cri::LinuxContainerResources) -> ResourcesSpec {
+    ResourcesSpec {
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpu_shares: r.cpu_shares,
+        memory_limit_in_bytes: r.memory_limit_in_bytes,
+        memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
+        cpuset_cpus: r.cpuset_cpus,
+        cpuset_mems: r.cpuset_mems,
+        pids_limit: None,
+        hugepage_limits: r.hugepage_limits.into_iter().map(|h| HugepageLimit { page_size: h.page_size, limit: h.limit }).collect(),
+        unified: r.unified.into_iter().collect(),
+        oom_score_adj: r.oom_score_adj,
+    }
+}
+
+fn cri_resources(r: &ResourcesSpec) -> cri::LinuxContainerResources {
+    cri::LinuxContainerResources {
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpu_shares: r.cpu_shares,
+        memory_limit_in_bytes: r.memory_limit_in_bytes,
+        memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: r.cpuset_mems.clone(),
+        hugepage_limits: r.hugepage_limits.iter().map(|h| cri::HugepageLimit { page_size: h.page_size.clone(), limit: h.limit }).collect(),
+        unified: r.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        oom_score_adj: r.oom_score_adj,
+    }
 }
 
 /// The image store's config, as the spec generator reads it.
@@ -205,6 +225,7 @@ pub fn container_status(c: &Container) -> cri::ContainerStatus {
             .collect(),
         log_path: c.log_path.display().to_string(),
         image_id: c.image.id.clone(),
+        resources: Some(cri::ContainerResources { linux: Some(cri_resources(&c.spec.resources)), windows: None }),
         ..Default::default()
     }
 }

@@ -267,11 +267,20 @@ impl Cgroupfs {
         validate_path(path)?;
         let mut writes: Vec<(&str, &str, String)> = Vec::new();
         if let Some(mem) = r.memory() {
-            if let Some(limit) = mem.limit().filter(|l| *l > 0) {
-                writes.push(("memory.limit_in_bytes", "memory.max", limit.to_string()));
-            }
-            if let Some(swap) = mem.swap().filter(|s| *s > 0) {
-                writes.push(("memory.memsw.limit_in_bytes", "memory.swap.max", swap.to_string()));
+            let limit = mem.limit().filter(|l| *l > 0).map(|l| ("memory.limit_in_bytes", "memory.max", l.to_string()));
+            let swap = mem.swap().filter(|s| *s > 0).map(|s| ("memory.memsw.limit_in_bytes", "memory.swap.max", s.to_string()));
+            // v1 requires memory <= memory+swap at every step: when raising, raise the
+            // memsw limit first; when lowering, lower the memory limit first.
+            let raising = match (&limit, self.current_v1(path, "memory.limit_in_bytes")) {
+                (Some((_, _, new)), Some(current)) => new.parse::<i64>().unwrap_or(0) > current,
+                _ => false,
+            };
+            if raising {
+                writes.extend(swap.clone());
+                writes.extend(limit);
+            } else {
+                writes.extend(limit);
+                writes.extend(swap);
             }
         }
         if let Some(cpu) = r.cpu() {
@@ -317,6 +326,15 @@ impl Cgroupfs {
             }
         }
         Ok(())
+    }
+
+    /// The current value of a v1 file of `path`, if some hierarchy has it.
+    fn current_v1(&self, path: &str, file: &str) -> Option<i64> {
+        self.hierarchies
+            .iter()
+            .filter(|h| !h.v2)
+            .find_map(|h| fs::read_to_string(h.dir.join(&path[1..]).join(file)).ok())
+            .and_then(|v| v.trim().parse().ok())
     }
 
     /// True if `path` exists in any hierarchy.

@@ -13,6 +13,7 @@ mod container_list;
 mod container_remove;
 mod container_start;
 mod container_stop;
+mod container_update;
 mod record;
 mod seccomp_default;
 mod spec;

@@ -391,6 +391,13 @@ impl SandboxManager {
         Ok(())
     }
 
+    /// Persists a change that is not a state transition (new resource limits).
+    pub(crate) fn update_container_record(&self, c: &crate::container::Container) -> Result<(), RuntimeError> {
+        self.store.put(c)?;
+        self.containers.write().expect("containers poisoned").insert(c.id.clone(), c.clone());
+        Ok(())
+    }
+
     pub(crate) fn forget_container(&self, c: &crate::container::Container) -> Result<(), RuntimeError> {
         self.store.remove::<crate::container::Container>(&c.id)?;
         self.containers.write().expect("containers poisoned").remove(&c.id);

@@ -15,6 +15,17 @@ pub async fn exec_sync(daemon: &Daemon, req: ExecSyncRequest) -> Result<ExecSync
     Ok(ExecSyncResponse { stdout: result.stdout, stderr: result.stderr, exit_code: result.exit_code })
 }
 
+/// `UpdateContainerResources`: new cgroup limits, live.
+pub async fn update_container_resources(
+    daemon: &Daemon,
+    req: crust_proto::runtime::v1::UpdateContainerResourcesRequest,
+) -> Result<crust_proto::runtime::v1::UpdateContainerResourcesResponse, ApiError> {
+    tracing::Span::current().record("container_id", req.container_id.as_str());
+    let linux = req.linux.ok_or(ApiError::InvalidArgument { field: "linux", reason: "is required".into() })?;
+    daemon.sandboxes.update_container_resources(&req.container_id, crate::convert_container::resources(linux)).await?;
+    Ok(crust_proto::runtime::v1::UpdateContainerResourcesResponse {})
+}
+
 pub async fn reopen_container_log(
     daemon: &Daemon,
     req: ReopenContainerLogRequest,

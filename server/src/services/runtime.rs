@@ -177,8 +177,10 @@ impl RuntimeService for RuntimeApi {
         d.handle("ContainerStatus", rpc_span!("ContainerStatus"), crate::rpc::container_status::container_status(d, req)).await
     }
 
-    async fn update_container_resources(&self, _request: Request<UpdateContainerResourcesRequest>) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        self.unimplemented("UpdateContainerResources").await
+    async fn update_container_resources(&self, request: Request<UpdateContainerResourcesRequest>) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("UpdateContainerResources", rpc_span!("UpdateContainerResources"), crate::rpc::exec_sync::update_container_resources(d, req)).await
     }
 
     async fn reopen_container_log(&self, request: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
