@@ -240,7 +240,7 @@ pub async fn run(cmd: ContainerCommand, mut client: RuntimeServiceClient<Channel
                 .context("ListContainers")?
                 .into_inner()
                 .containers;
-            list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            list.sort_by_key(|c| std::cmp::Reverse(c.created_at));
             if quiet {
                 return Ok(list.iter().map(|c| format!("{}\n", c.id)).collect());
             }

@@ -200,7 +200,7 @@ pub async fn run(cmd: PodCommand, mut client: RuntimeServiceClient<Channel>) -> 
                 name.as_deref().is_none_or(|n| m.name.contains(n)) && namespace.as_deref().is_none_or(|ns| m.namespace == ns)
             });
             // Newest first, as crictl prints them.
-            pods.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            pods.sort_by_key(|p| std::cmp::Reverse(p.created_at));
             let keep = if latest { 1 } else { last };
             if keep > 0 {
                 pods.truncate(keep);

@@ -43,10 +43,9 @@ pub fn binary(name: &str) -> PathBuf {
     // A test runs from target/<profile>/deps/, a harness binary from target/<profile>/.
     let dir = exe.parent().expect("executable directory");
     let candidates = [dir.join(name), dir.parent().map(|d| d.join(name)).unwrap_or_default()];
-    let path = candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
         panic!("{name} not found beside {}: build the workspace binaries first (cargo test --workspace does), or set {var}", exe.display())
-    });
-    path
+    })
 }
 
 /// A private directory for one daemon: root, state and config live inside. Removed on

@@ -19,9 +19,7 @@ struct Server {
 impl Server {
     async fn start() -> Server {
         let dir = tempfile::Builder::new().prefix("crust-it-").tempdir_in("/var/tmp").unwrap();
-        let mut config = Config::default();
-        config.root = dir.path().join("root");
-        config.state = dir.path().join("state");
+        let mut config = Config { root: dir.path().join("root"), state: dir.path().join("state"), ..Config::default() };
         config.network.cni_conf_dir = dir.path().join("net.d");
         let endpoint = format!("unix://{}", config.socket_path().display());
         let (stop, stopped) = oneshot::channel::<()>();

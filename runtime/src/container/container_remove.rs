@@ -8,11 +8,7 @@ use crate::{error::RuntimeError, sandbox::SandboxManager};
 impl SandboxManager {
     /// Idempotent: removing a missing container succeeds (CRI contract).
     pub async fn remove_container(&self, id_or_prefix: &str) -> Result<(), RuntimeError> {
-        let id = match self.resolve_container(id_or_prefix) {
-            Ok(id) => id,
-            Err(RuntimeError::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        let Some(id) = self.resolve_container_if_present(id_or_prefix)? else { return Ok(()) };
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let mut c = self.container_snapshot(&id)?;

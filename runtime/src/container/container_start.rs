@@ -31,7 +31,7 @@ impl SandboxManager {
             return Err(RuntimeError::Launch { id, message: reply.error.unwrap_or_default() });
         }
         c.state = ContainerState::Running;
-        c.started_at = now();
+        c.started_at = reply.started_at.unwrap_or_else(now);
         self.commit_container(&c, Some(ContainerState::Created))?;
         tracing::info!(container_id = %id, "container started");
         Ok(())

@@ -64,11 +64,7 @@ impl SandboxManager {
     /// Stops a container: its stop signal, then after `timeout` SIGKILL to every process
     /// in its cgroup (the whole tree). A missing or stopped container is fine.
     pub async fn stop_container(&self, id_or_prefix: &str, timeout: Duration) -> Result<(), RuntimeError> {
-        let id = match self.resolve_container(id_or_prefix) {
-            Ok(id) => id,
-            Err(RuntimeError::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        let Some(id) = self.resolve_container_if_present(id_or_prefix)? else { return Ok(()) };
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let mut c = self.container_snapshot(&id)?;

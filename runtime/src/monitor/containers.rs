@@ -49,11 +49,11 @@ pub(super) struct Containers {
 }
 
 fn ok(pid: Option<ProcRef>) -> Reply {
-    Reply { ok: true, error: None, init_alive: None, pid }
+    Reply { ok: true, error: None, init_alive: None, pid, started_at: None }
 }
 
 fn fail(error: String) -> Reply {
-    Reply { ok: false, error: Some(error), init_alive: None, pid: None }
+    Reply { ok: false, error: Some(error), init_alive: None, pid: None, started_at: None }
 }
 
 fn set_nonblocking(fd: &OwnedFd) {
@@ -112,8 +112,9 @@ impl Containers {
     pub(super) fn start(&mut self, id: &str) -> Reply {
         let Some(c) = self.map.get_mut(id) else { return fail(format!("container {id} not found")) };
         let Some((start, status)) = c.pending.take() else { return fail(format!("container {id} was already started")) };
+        let started_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
         match launch::start(&start, &status) {
-            Ok(()) => ok(c.proc_ref),
+            Ok(()) => Reply { started_at: Some(started_at), ..ok(c.proc_ref) },
             Err(e) => fail(e),
         }
     }

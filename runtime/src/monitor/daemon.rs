@@ -356,15 +356,15 @@ impl Monitor {
         }
         let init_alive = self.init.map(|_| !self.init_exited);
         let (reply, stop) = match serde_json::from_str::<Request>(line.trim()) {
-            Ok(Request::Ping) => (Reply { ok: true, error: None, init_alive, pid: None }, false),
-            Ok(Request::Shutdown) => (Reply { ok: true, error: None, init_alive, pid: None }, true),
+            Ok(Request::Ping) => (Reply { ok: true, error: None, init_alive, pid: None, started_at: None }, false),
+            Ok(Request::Shutdown) => (Reply { ok: true, error: None, init_alive, pid: None, started_at: None }, true),
             Ok(Request::CreateContainer { id, spec, log_path, exit_file, cgroup_dirs, overlay }) => {
                 (self.containers.create(&id, &spec, &log_path, &exit_file, &cgroup_dirs, overlay.as_ref()), false)
             }
             Ok(Request::StartContainer { id }) => (self.containers.start(&id), false),
             Ok(Request::Signal { id, signal }) => (self.containers.signal(&id, signal), false),
             Ok(Request::ReopenLog { id }) => (self.containers.reopen_log(&id), false),
-            Err(e) => (Reply { ok: false, error: Some(format!("bad request: {e}")), init_alive, pid: None }, false),
+            Err(e) => (Reply { ok: false, error: Some(format!("bad request: {e}")), init_alive, pid: None, started_at: None }, false),
         };
         if stop {
             // Kill before answering: when crustd hears "ok", the pod's processes are gone.

@@ -139,4 +139,8 @@ pub struct Reply {
     /// The container process, for container requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<crate::proc::ProcRef>,
+    /// When the container was released into its exec (unix nanoseconds), for
+    /// StartContainer: taken by the monitor, so it is never after the exit time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
 }

@@ -351,6 +351,25 @@ impl SandboxManager {
         }
     }
 
+    /// [`SandboxManager::resolve`], except that a pod that is not there is `Ok(None)`:
+    /// Stop and Remove of a missing pod succeed (CRI idempotence).
+    pub(crate) fn resolve_if_present(&self, id_or_prefix: &str) -> Result<Option<String>, RuntimeError> {
+        match self.resolve(id_or_prefix) {
+            Ok(id) => Ok(Some(id)),
+            Err(RuntimeError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The same for containers.
+    pub(crate) fn resolve_container_if_present(&self, id_or_prefix: &str) -> Result<Option<String>, RuntimeError> {
+        match self.resolve_container(id_or_prefix) {
+            Ok(id) => Ok(Some(id)),
+            Err(RuntimeError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub(crate) fn snapshot(&self, id: &str) -> Option<Sandbox> {
         self.records.read().expect("records poisoned").get(id).cloned()
     }

@@ -6,11 +6,7 @@ use crate::error::RuntimeError;
 
 impl SandboxManager {
     pub async fn remove(&self, id_or_prefix: &str) -> Result<(), RuntimeError> {
-        let id = match self.resolve(id_or_prefix) {
-            Ok(id) => id,
-            Err(RuntimeError::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        let Some(id) = self.resolve_if_present(id_or_prefix)? else { return Ok(()) };
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let Some(sandbox) = self.snapshot(&id) else { return Ok(()) };
