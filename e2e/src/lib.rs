@@ -204,12 +204,43 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Kills, by PID, every process whose command line names this sandbox's directory:
+    /// monitors (and their launchers) still in setup when the test ended, which have
+    /// not written their pid file yet.
+    fn kill_strays(&self) {
+        let me = std::process::id().to_string();
+        let needle = self.path().display().to_string();
+        for _ in 0..5 {
+            let mut found = false;
+            for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
+                    continue;
+                }
+                let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains(&needle)
+                    && let Ok(pid) = name.parse::<i32>()
+                {
+                    found = true;
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            if !found {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Sandbox {
     /// Leaves nothing behind even when a test failed midway: the pods' monitors and
     /// inits (by recorded PID and start time), mounts under the directory, and cgroups
     /// under the sandbox's prefix (deepest first).
     fn drop(&mut self) {
         self.undo_pod_networks();
+        self.kill_strays();
         for _ in 0..3 {
             for entry in fs::read_dir(self.state().join("pods")).into_iter().flatten().flatten() {
                 let Ok(bytes) = fs::read(entry.path().join("monitor.json")) else { continue };
@@ -313,7 +344,9 @@ impl Crustd {
     }
 
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        Ok(crust_ctl::connect(&format!("unix://{}", self.socket.display()), Duration::from_secs(10)).await?)
+        // Generous: a loaded 2-core CI machine creating 100 pods at once is slow, and a
+        // test must fail on what it checks, not on time.
+        Ok(crust_ctl::connect(&format!("unix://{}", self.socket.display()), Duration::from_secs(120)).await?)
     }
 
     pub async fn runtime(&self) -> anyhow::Result<RuntimeServiceClient<Channel>> {

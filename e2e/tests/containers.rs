@@ -185,19 +185,6 @@ async fn stop_list_remove_and_the_cri_rules() {
     let mut missing = config(&w, "missing", &["sh"]);
     missing.image = Some(ImageSpec { image: "example.invalid/nothing:1".into(), ..Default::default() });
     assert_eq!(create(&w, missing).await.unwrap_err().code(), Code::NotFound);
-    // Seccomp profiles are not built yet: refused, not ignored.
-    let mut seccomp = config(&w, "seccomp", &["sh"]);
-    seccomp.linux = Some(LinuxContainerConfig {
-        security_context: Some(LinuxContainerSecurityContext {
-            seccomp: Some(SecurityProfile { profile_type: ProfileType::RuntimeDefault.into(), localhost_ref: String::new() }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let err = create(&w, seccomp).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("seccomp"), "{}", err.message());
-
     // sleep is PID 1 and ignores SIGTERM: after the 1 s grace it is SIGKILLed.
     rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 1 }).await.unwrap();
     let s = status(&w.d, &id).await;
@@ -406,4 +393,56 @@ async fn update_container_resources_changes_limits_live() {
     assert_eq!(read(&format!("cpu{cgroup}/cpu.shares")), "1024");
     let s = status(&w.d, &id).await;
     assert_eq!(s.resources.unwrap().linux.unwrap().memory_limit_in_bytes, 128 << 20, "status shows the new limits");
+}
+
+fn with_seccomp(mut c: ContainerConfig, profile: ProfileType, localhost: &str) -> ContainerConfig {
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile { profile_type: profile.into(), localhost_ref: localhost.into() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c
+}
+
+#[tokio::test]
+async fn seccomp_profiles_confine_the_container_and_its_execs() {
+    let w = world().await;
+    // RuntimeDefault: filtered (mode 2), and ordinary work still runs.
+    let c = with_seccomp(config(&w, "confined", &["sh", "-c", "grep -E '^Seccomp:' /proc/self/status; echo ok; sleep 1000"]), ProfileType::RuntimeDefault, "");
+    let id = create(&w, c).await.unwrap();
+    start(&w, &id).await.unwrap();
+    let path = w.logs.join("confined.log");
+    for _ in 0..200 {
+        if fs::read_to_string(&path).map(|t| t.contains(" ok")).unwrap_or(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lines: Vec<String> = log(path.to_str().unwrap()).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(lines, vec!["Seccomp:\t2".to_string(), "ok".to_string()]);
+    let r = exec(&w, &id, &["grep", "-E", "^Seccomp:", "/proc/self/status"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "Seccomp:\t2\n", "execs get the container's filter too");
+
+    // Localhost: a profile of our own that denies mkdir with EPERM and allows the rest.
+    let profile = w.sb.path().join("no-mkdir.json");
+    fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let c = with_seccomp(config(&w, "nomkdir", &["sh", "-c", "mkdir /tmp/x; echo rc=$?; touch /tmp/y && echo touched"]), ProfileType::Localhost, profile.to_str().unwrap());
+    let id = create(&w, c).await.unwrap();
+    start(&w, &id).await.unwrap();
+    wait_exited(&w.d, &id).await;
+    let lines: Vec<String> = log(w.logs.join("nomkdir.log").to_str().unwrap()).into_iter().map(|(_, t)| t).collect();
+    assert!(lines.iter().any(|l| l.contains("Operation not permitted")), "{lines:?}");
+    assert!(lines.contains(&"rc=1".to_string()) && lines.contains(&"touched".to_string()), "{lines:?}");
+
+    // A Localhost profile that is not there is an error naming the field.
+    let c = with_seccomp(config(&w, "missing-profile", &["sh"]), ProfileType::Localhost, "/nonexistent/profile.json");
+    let err = create(&w, c).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("localhost_ref"), "{}", err.message());
 }

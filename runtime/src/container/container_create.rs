@@ -139,6 +139,14 @@ impl SandboxManager {
             etc_passwd: read_in_rootfs(&c.image.layers_root, &c.image.lower, "etc/passwd"),
             etc_group: read_in_rootfs(&c.image.layers_root, &c.image.lower, "etc/group"),
             volumes_root: c.dir.join("volumes"),
+            // A Localhost profile is a file on the host; its contents go into the spec.
+            seccomp_localhost: match &c.spec.security.seccomp {
+                super::SecurityProfile::Localhost(path) => Some(fs::read_to_string(path).map_err(|e| RuntimeError::InvalidArgument {
+                    field: "config.linux.security_context.seccomp.localhost_ref",
+                    reason: format!("read {path}: {e}"),
+                })?),
+                _ => None,
+            },
             ..Default::default()
         };
         let spec = generate_spec(&input, &HostDevices::default())

@@ -47,6 +47,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
         .map_err(|e| format!("read spec {spec_path}: {e}"))?;
     let process = spec.process().clone().ok_or("spec has no process")?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone()).map(|p| super::seccomp::compile(&p)).transpose()?;
 
     // The exec's own cgroup (below the container's), so crustd can kill its whole tree.
     for dir in &cgroups {
@@ -77,7 +78,15 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             let result = (|| -> Result<(), String> {
+                // The same confinement as the container's own process, in runc's order.
+                let no_new_privs = process.no_new_privileges() == Some(true);
+                if let (Some(programs), false) = (&seccomp, no_new_privs) {
+                    super::seccomp::apply(programs)?;
+                }
                 super::launch::apply_identity(&process)?;
+                if let (Some(programs), true) = (&seccomp, no_new_privs) {
+                    super::seccomp::apply(programs)?;
+                }
                 chdir(process.cwd().as_path()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
                 if let Some(path) = env.iter().filter_map(|e| e.to_str().ok()).find_map(|e| e.strip_prefix("PATH=")) {
                     // SAFETY: single-threaded child; nothing else reads the environment.

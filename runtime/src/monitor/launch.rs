@@ -141,10 +141,8 @@ fn child_main(
     err_fd: RawFd,
 ) -> Result<Never, String> {
     let linux = spec.linux().clone().unwrap_or_default();
-    // Never run a container with less confinement than its spec asks for.
-    if linux.seccomp().is_some() {
-        return Err("seccomp filters are not supported by the built-in launcher yet".into());
-    }
+    // Compiled now so a bad profile fails CreateContainer; loaded as late as possible.
+    let seccomp = linux.seccomp().as_ref().map(super::seccomp::compile).transpose()?;
     // Join the namespaces the spec names by path (the pod's, pinned by the monitor).
     for ns in linux.namespaces().clone().unwrap_or_default() {
         let Some(path) = ns.path() else { continue };
@@ -188,6 +186,12 @@ fn child_main(
     dup2_stdout(&out).map_err(|e| format!("stdout: {e}"))?;
     dup2_stderr(&err).map_err(|e| format!("stderr: {e}"))?;
 
+    let no_new_privs = process.no_new_privileges() == Some(true);
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we
+    // still have it (runc's order). With it, load it right before exec.
+    if let (Some(programs), false) = (&seccomp, no_new_privs) {
+        super::seccomp::apply(programs)?;
+    }
     apply_identity(&process)?;
     chdir(process.cwd().as_path()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
 
@@ -214,6 +218,9 @@ fn child_main(
     match start.read(&mut byte) {
         Ok(1) => {}
         _ => return Err("monitor went away before start".into()),
+    }
+    if let (Some(programs), true) = (&seccomp, no_new_privs) {
+        super::seccomp::apply(programs)?;
     }
     // execvpe searches PATH from the container's environment (`env`), like runc.
     if let Some(path) = env.iter().filter_map(|e| e.to_str().ok()).find_map(|e| e.strip_prefix("PATH=")) {

@@ -16,6 +16,8 @@ pub mod crilog;
 pub mod daemon;
 pub mod exec;
 pub mod launch;
+pub mod seccomp;
+mod syscalls_x86_64;
 
 use std::path::PathBuf;
 
