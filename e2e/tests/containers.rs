@@ -185,10 +185,10 @@ async fn stop_list_remove_and_the_cri_rules() {
     let mut missing = config(&w, "missing", &["sh"]);
     missing.image = Some(ImageSpec { image: "example.invalid/nothing:1".into(), ..Default::default() });
     assert_eq!(create(&w, missing).await.unwrap_err().code(), Code::NotFound);
-    // sleep is PID 1 and ignores SIGTERM: after the 1 s grace it is SIGKILLed.
+    // The pod shares a PID namespace, so sleep is not PID 1 and SIGTERM ends it.
     rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 1 }).await.unwrap();
     let s = status(&w.d, &id).await;
-    assert_eq!((s.state, s.exit_code), (i32::from(ContainerState::ContainerExited), 137));
+    assert_eq!((s.state, s.exit_code), (i32::from(ContainerState::ContainerExited), 143));
     rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 1 }).await.expect("idempotent");
     rt.remove_container(RemoveContainerRequest { container_id: id.clone() }).await.unwrap();
     rt.remove_container(RemoveContainerRequest { container_id: id.clone() }).await.expect("idempotent");
@@ -445,4 +445,47 @@ async fn seccomp_profiles_confine_the_container_and_its_execs() {
     let err = create(&w, c).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("localhost_ref"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn stop_signal_reaches_the_container() {
+    let w = world().await;
+    // The monitor blocks SIGTERM for itself; the container must not inherit that.
+    let id = create(&w, config(&w, "trapper", &["sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done"])).await.unwrap();
+    start(&w, &id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.d.runtime().await.unwrap().stop_container(StopContainerRequest { container_id: id.clone(), timeout: 30 }).await.unwrap();
+    let s = status(&w.d, &id).await;
+    assert_eq!(s.exit_code, 42, "SIGTERM delivered and handled, not SIGKILL after the grace: {s:?}");
+}
+
+#[tokio::test]
+async fn image_symlinks_cannot_point_mounts_at_the_host() {
+    let registry = Registry::start().await.unwrap();
+    let escape = format!("/var/tmp/crust-escape-{}", std::process::id());
+    let _ = fs::remove_file(&escape);
+    let mut layer = LayerBuilder::new();
+    layer.busybox(APPLETS).unwrap();
+    for dir in ["etc", "proc", "sys", "dev", "tmp"] {
+        layer.dir(dir, 0o755);
+    }
+    layer.symlink("etc/hosts", &escape).symlink("etc/resolv.conf", "../../../../../etc/crust-escape-resolv");
+    let image = Image::build(vec![layer.finish(Compression::Gzip)], host_arch(), json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}));
+    registry.push_image("test/hostile", &["v1"], &image).await.unwrap();
+    let mut w = world().await;
+    w.image = format!("{}/test/hostile:v1", registry.host());
+    w.d.image()
+        .await
+        .unwrap()
+        .pull_image(PullImageRequest { image: Some(ImageSpec { image: w.image.clone(), ..Default::default() }), auth: None, sandbox_config: None })
+        .await
+        .unwrap();
+    let id = create(&w, config(&w, "hostile", &["sh", "-c", "cat /etc/hosts | head -n 1"])).await.unwrap();
+    start(&w, &id).await.unwrap();
+    let s = wait_exited(&w.d, &id).await;
+    assert_eq!(s.exit_code, 0, "{s:?}");
+    assert!(!Path::new(&escape).exists(), "a file was created on the host through the image's symlink");
+    assert!(!Path::new("/etc/crust-escape-resolv").exists(), "relative escape");
+    let lines = log(&s.log_path);
+    assert!(lines[0].1.starts_with("127.0.0.1"), "the pod's hosts file is what the container sees: {lines:?}");
 }

@@ -39,11 +39,33 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
     let linux = config.linux.unwrap_or_default();
     let sc = linux.security_context.unwrap_or_default();
     let seccomp = profile(sc.seccomp.as_ref());
+    let r = linux.resources.unwrap_or_default();
+    let ns = sc.namespace_options.clone().unwrap_or_default();
+    let unsupported = |what: &'static str, field: &str| Err(ApiError::Unsupported { what, reason: format!("{field} is not supported yet") });
+    if !config.cdi_devices.is_empty() {
+        return unsupported("CDI devices", "config.CDI_devices");
+    }
+    for (i, m) in config.mounts.iter().enumerate() {
+        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+            return unsupported("ID-mapped mounts", &format!("config.mounts[{i}].uidMappings/gidMappings"));
+        }
+        if !m.image.as_ref().is_none_or(|i| i.image.is_empty()) {
+            return unsupported("image volumes", &format!("config.mounts[{i}].image"));
+        }
+    }
+    if ns.userns_options.as_ref().is_some_and(|u| u.mode != i32::from(cri::NamespaceMode::Node)) {
+        return unsupported("user namespaces", "config.linux.security_context.namespace_options.userns_options");
+    }
+    if cri::NamespaceMode::try_from(ns.pid).is_err() {
+        return Err(ApiError::InvalidArgument {
+            field: "config.linux.security_context.namespace_options.pid",
+            reason: format!("unknown namespace mode {}", ns.pid),
+        });
+    }
     if config.tty || config.stdin {
         return Err(ApiError::Unsupported { what: "stdin and tty", reason: "config.stdin/config.tty need attach (issue 7)".into() });
     }
-    let r = linux.resources.unwrap_or_default();
-    let ns = sc.namespace_options.unwrap_or_default();
+
     Ok(ContainerSpec {
         metadata: ContainerMetadata { name: metadata.name, attempt: metadata.attempt },
         command: config.command,

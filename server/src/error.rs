@@ -31,6 +31,9 @@ pub enum ApiError {
     #[error("{what} is not supported yet: {reason}")]
     Unsupported { what: &'static str, reason: String },
 
+    #[error("{rpc} failed internally (its task panicked)")]
+    TaskFailed { rpc: &'static str },
+
     #[error(transparent)]
     Runtime(#[from] crust_runtime::RuntimeError),
 
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::State(StateError::InvalidId { .. }) => Code::InvalidArgument,
             ApiError::State(_) => Code::Internal,
             ApiError::Unsupported { .. } => Code::Unimplemented,
+            ApiError::TaskFailed { .. } => Code::Internal,
             ApiError::Runtime(e) => runtime_code(e),
             ApiError::Image(e) => image_code(e),
             ApiError::ImageStoreUnavailable { .. } => Code::Unavailable,

@@ -13,8 +13,8 @@ use super::ContainerState;
 use crate::{error::RuntimeError, ids, sandbox::SandboxManager};
 
 /// The most output kept per stream (the rest is read and dropped, and the truncation
-/// noted on stderr).
-pub const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
+/// noted on stderr). Both streams together stay below the 16 MiB gRPC message limit.
+pub const EXEC_OUTPUT_LIMIT: usize = (16 << 20) / 2 - 64 * 1024;
 
 /// What an exec produced.
 #[derive(Debug, Clone, Default)]

@@ -24,6 +24,14 @@ impl SandboxManager {
     /// there is nothing to unmount.
     pub(crate) async fn remove_container_files(&self, c: &Container) -> Result<(), RuntimeError> {
         let mut errors = Vec::new();
+        // The monitor forgets it too (closes its pipes and log). A dead monitor has
+        // nothing to forget, so a failure here is not an error.
+        if let Some(sandbox) = self.snapshot(&c.pod_id)
+            && sandbox.monitor.is_some_and(|m| m.monitor.is_alive())
+        {
+            let req = crate::monitor::Request::RemoveContainer { id: c.id.clone() };
+            let _ = crate::monitor::request(&sandbox.monitor_socket(), &req, crate::sandbox::MONITOR_TIMEOUT).await;
+        }
         if let Ok(cgroups) = self.cgroups()
             && let Err(e) = cgroups.remove(&c.cgroup)
         {

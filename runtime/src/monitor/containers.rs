@@ -139,6 +139,20 @@ impl Containers {
         }
     }
 
+    /// Drops a container's state (its fds and log file), killing it first if needed.
+    pub(super) fn remove(&mut self, id: &str) -> Reply {
+        if let Some(c) = self.map.get(id)
+            && !c.exited
+        {
+            let _ = kill(c.pid, Signal::SIGKILL);
+            if let Ok(status) = nix::sys::wait::waitpid(c.pid, None) {
+                self.on_exit(status);
+            }
+        }
+        self.map.remove(id);
+        ok(None)
+    }
+
     /// The output pipes to watch: (container, stream, fd).
     pub(super) fn output_fds(&self) -> Vec<(String, Stream, RawFd)> {
         let mut fds = Vec::new();

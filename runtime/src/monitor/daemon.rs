@@ -364,6 +364,7 @@ impl Monitor {
             Ok(Request::StartContainer { id }) => (self.containers.start(&id), false),
             Ok(Request::Signal { id, signal }) => (self.containers.signal(&id, signal), false),
             Ok(Request::ReopenLog { id }) => (self.containers.reopen_log(&id), false),
+            Ok(Request::RemoveContainer { id }) => (self.containers.remove(&id), false),
             Err(e) => (Reply { ok: false, error: Some(format!("bad request: {e}")), init_alive, pid: None, started_at: None }, false),
         };
         if stop {

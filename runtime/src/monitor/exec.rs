@@ -84,6 +84,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                     super::seccomp::apply(programs)?;
                 }
                 super::launch::apply_identity(&process)?;
+                super::launch::reset_signals()?;
                 if let (Some(programs), true) = (&seccomp, no_new_privs) {
                     super::seccomp::apply(programs)?;
                 }

@@ -219,6 +219,7 @@ fn child_main(
         Ok(1) => {}
         _ => return Err("monitor went away before start".into()),
     }
+    reset_signals()?;
     if let (Some(programs), true) = (&seccomp, no_new_privs) {
         super::seccomp::apply(programs)?;
     }
@@ -236,6 +237,22 @@ fn report_ready(status_fd: RawFd) -> Result<(), String> {
     let result = status.write_all(b"R").map_err(|e| format!("report ready: {e}"));
     std::mem::forget(status);
     result
+}
+
+/// Gives the process the signal state a fresh program expects: nothing blocked and
+/// every handler at its default. The monitor blocks SIGCHLD/SIGTERM/... (it reads them
+/// from a signalfd) and Rust ignores SIGPIPE; both survive exec, and a container that
+/// inherited them would ignore StopContainer's SIGTERM and never get SIGPIPE.
+pub(crate) fn reset_signals() -> Result<(), String> {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(|e| format!("reset signal mask: {e}"))
 }
 
 /// Identity and privileges, as the spec's process asks: groups and ids first (needs
@@ -317,7 +334,7 @@ fn setup_mounts(spec: &Spec, rootfs: &Path, overlay: Option<&super::OverlayMount
     }
 
     // Default devices: bind the host's nodes (works where mknod is not allowed, too).
-    let dev = rootfs.join("dev");
+    let dev = resolve_in_root(rootfs, Path::new("/dev"))?;
     if dev.is_dir() {
         for name in ["null", "zero", "full", "random", "urandom", "tty"] {
             let target = dev.join(name);
@@ -366,18 +383,44 @@ fn setup_mounts(spec: &Spec, rootfs: &Path, overlay: Option<&super::OverlayMount
     Ok(())
 }
 
-/// `dest` inside `rootfs`, refusing any path that climbs out (`..`). Symlinks inside
-/// the rootfs are not followed here: targets are created as given.
+/// `dest` inside `rootfs`, resolving every symlink on the way as if `rootfs` were `/`
+/// (an absolute link restarts at the rootfs, `..` stops at it), so nothing created or
+/// mounted for the container can land on the host, whatever links the image holds.
+/// (Only the image and crust write the rootfs before the container starts, so the
+/// walk is not racing the container.)
 fn resolve_in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, String> {
-    let mut out = rootfs.to_path_buf();
-    for part in dest.components() {
-        match part {
-            Component::RootDir | Component::CurDir => {}
-            Component::Normal(p) => out.push(p),
-            _ => return Err(format!("mount destination {} leaves the rootfs", dest.display())),
+    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
+    let mut pending: Vec<std::ffi::OsString> =
+        dest.components().rev().filter_map(|c| match c { Component::Normal(p) => Some(p.to_os_string()), Component::ParentDir => Some("..".into()), _ => None }).collect();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate: PathBuf = std::iter::once(rootfs.as_os_str().to_os_string()).chain(resolved.iter().cloned()).chain(std::iter::once(part.clone())).collect();
+        match fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(format!("too many symlinks resolving {} in the rootfs", dest.display()));
+                }
+                let target = fs::read_link(&candidate).map_err(|e| format!("read link {}: {e}", candidate.display()))?;
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(p) => pending.push(p.to_os_string()),
+                        Component::ParentDir => pending.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => resolved.push(part),
         }
     }
-    Ok(out)
+    Ok(std::iter::once(rootfs.as_os_str().to_os_string()).chain(resolved).collect())
 }
 
 /// OCI mount options -> flags and the data string for the rest.
@@ -423,11 +466,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn destinations_stay_in_the_rootfs() {
-        let root = Path::new("/r");
-        assert_eq!(resolve_in_root(root, Path::new("/etc/hosts")).unwrap(), PathBuf::from("/r/etc/hosts"));
-        assert!(resolve_in_root(root, Path::new("/../etc")).is_err());
-        assert!(resolve_in_root(root, Path::new("/a/../../b")).is_err());
+    fn destinations_stay_in_the_rootfs_whatever_the_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(root.join("real")).unwrap();
+        symlink("/run/nologin", root.join("etc/hosts")).unwrap();
+        symlink("../../../../..", root.join("up")).unwrap();
+        symlink("/real", root.join("abs")).unwrap();
+        symlink("loop2", root.join("loop1")).unwrap();
+        symlink("loop1", root.join("loop2")).unwrap();
+        let cases: &[(&str, PathBuf)] = &[
+            ("/etc/resolv.conf", root.join("etc/resolv.conf")),
+            ("/etc/hosts", root.join("run/nologin")),
+            ("/up/etc", root.join("etc")),
+            ("/abs/x", root.join("real/x")),
+            ("/../../etc", root.join("etc")),
+            ("/a/../../b", root.join("b")),
+        ];
+        for (dest, want) in cases {
+            let got = resolve_in_root(root, Path::new(dest)).unwrap();
+            assert_eq!(&got, want, "{dest}");
+            assert!(got.starts_with(root), "{dest} escaped to {}", got.display());
+        }
+        assert!(resolve_in_root(root, Path::new("/loop1/x")).is_err(), "symlink loops are refused");
     }
 
     #[test]

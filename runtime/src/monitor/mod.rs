@@ -102,6 +102,10 @@ pub enum Request {
     ReopenLog {
         id: String,
     },
+    /// Forget a container: kill it if it still runs, close its pipes and log file.
+    RemoveContainer {
+        id: String,
+    },
 }
 
 /// An overlay rootfs: read-only image layers under a per-container writable upper.

@@ -152,11 +152,10 @@ impl SandboxManager {
 
         // Cgroups: the pod's (created if missing), the init's below it, the monitors'.
         let cg_err = |source| RuntimeError::Cgroup { id: id.clone(), source };
-        let created = cgroups.create(&sandbox.cgroup).map_err(cg_err)?;
-        if created && !sandbox.cgroup_created {
-            sandbox.cgroup_created = true;
-            self.commit(sandbox, Some(SandboxState::Creating))?;
-        }
+        // A cgroup_parent named in the config belongs to whoever named it (kubelet, or
+        // several crictl pods sharing one): created if missing, never removed by us.
+        // Only the cgroup crust picks (`<pod_parent>/<id>`) is the pod's to remove.
+        cgroups.create(&sandbox.cgroup).map_err(cg_err)?;
         if let Some(init_cgroup) = &sandbox.init_cgroup {
             cgroups.create(init_cgroup).map_err(cg_err)?;
         }

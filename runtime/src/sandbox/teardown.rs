@@ -57,6 +57,25 @@ impl SandboxManager {
             }
         }
 
+        // Every container of the pod, by cgroup: whatever state the monitor was in (dead,
+        // hung, or a hostPID container whose children are not in a pod PID namespace),
+        // nothing of the pod may keep running once it is stopped (CRI: "force-kill").
+        if let Some(cgroups) = self.cgroups.as_ref() {
+            let containers: Vec<String> = self
+                .containers
+                .read()
+                .expect("containers poisoned")
+                .values()
+                .filter(|c| c.pod_id == sandbox.id)
+                .map(|c| c.cgroup.clone())
+                .collect();
+            for cgroup in containers {
+                if let Err(e) = cgroups.kill_all(&cgroup) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+
         // Every process left in the pod's init cgroup.
         if let (Some(cgroups), Some(init_cgroup)) = (self.cgroups.as_ref(), &sandbox.init_cgroup)
             && let Err(e) = cgroups.kill_all(init_cgroup)

@@ -76,6 +76,7 @@ use crust_proto::runtime::v1::{
     VersionResponse,
 };
 use futures::Stream;
+use tracing::Instrument;
 use tonic::{Request, Response, Status};
 
 use crate::{daemon::Daemon, error::ApiError, rpc_span};
@@ -113,8 +114,16 @@ impl RuntimeService for RuntimeApi {
 
     async fn run_pod_sandbox(&self, request: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
         let d = &*self.daemon;
+        let daemon = self.daemon.clone();
         let req = request.into_inner();
-        d.handle("RunPodSandbox", rpc_span!("RunPodSandbox"), crate::rpc::run_pod_sandbox::run_pod_sandbox(d, req)).await
+        // Creation runs as a task of its own: if the client gives up (kubelet's
+        // deadline), dropping this future must not cut creation or its rollback short
+        // halfway, leaving a half-made object behind.
+        d.handle("RunPodSandbox", rpc_span!("RunPodSandbox"), async move {
+            let work = async move { crate::rpc::run_pod_sandbox::run_pod_sandbox(&daemon, req).await }.instrument(tracing::Span::current());
+            tokio::spawn(work).await.map_err(|_| ApiError::TaskFailed { rpc: "RunPodSandbox" })?
+        })
+        .await
     }
 
     async fn stop_pod_sandbox(&self, request: Request<StopPodSandboxRequest>) -> Result<Response<StopPodSandboxResponse>, Status> {
@@ -143,8 +152,16 @@ impl RuntimeService for RuntimeApi {
 
     async fn create_container(&self, request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
         let d = &*self.daemon;
+        let daemon = self.daemon.clone();
         let req = request.into_inner();
-        d.handle("CreateContainer", rpc_span!("CreateContainer"), crate::rpc::create_container::create_container(d, req)).await
+        // Creation runs as a task of its own: if the client gives up (kubelet's
+        // deadline), dropping this future must not cut creation or its rollback short
+        // halfway, leaving a half-made object behind.
+        d.handle("CreateContainer", rpc_span!("CreateContainer"), async move {
+            let work = async move { crate::rpc::create_container::create_container(&daemon, req).await }.instrument(tracing::Span::current());
+            tokio::spawn(work).await.map_err(|_| ApiError::TaskFailed { rpc: "CreateContainer" })?
+        })
+        .await
     }
 
     async fn start_container(&self, request: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
