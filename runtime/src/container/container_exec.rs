@@ -59,7 +59,13 @@ impl SandboxManager {
         cgroups.create(&exec_cgroup).map_err(|source| RuntimeError::Cgroup { id: id.clone(), source })?;
 
         let mut cmd = Command::new(&self.config.monitor_bin);
-        cmd.arg("exec").arg("--spec").arg(c.spec_file()).arg("--pid").arg(pid.pid.to_string());
+        cmd.arg("exec")
+            .arg("--spec")
+            .arg(c.spec_file())
+            .arg("--pid")
+            .arg(pid.pid.to_string())
+            .arg("--start-time")
+            .arg(pid.start_time.to_string());
         for dir in cgroups.dirs(&exec_cgroup) {
             cmd.arg("--cgroup").arg(dir);
         }
@@ -81,13 +87,14 @@ impl SandboxManager {
         };
         // Whatever the outcome, nothing of this exec may outlive it: this also closes
         // pipes a lingering child still held, so the readers below finish.
-        let _ = cgroups.kill_all(&exec_cgroup);
+        let doomed = exec_cgroup.clone();
+        let _ = self.cgroup_blocking(move |cgroups| cgroups.kill_all(&doomed)).await;
         let _ = child.kill().await;
         let collect = |task: tokio::task::JoinHandle<(Vec<u8>, bool)>| async move {
             tokio::time::timeout(Duration::from_secs(5), task).await.ok().and_then(Result::ok).unwrap_or_default()
         };
         let ((out, out_cut), (mut err, err_cut)) = (collect(stdout).await, collect(stderr).await);
-        let _ = cgroups.remove(&exec_cgroup);
+        let _ = self.cgroup_blocking(move |cgroups| cgroups.remove(&exec_cgroup)).await;
         let status = match waited {
             Err(_) => return Err(RuntimeError::DeadlineExceeded { id, what: format!("exec {:?}", command[0]), after: timeout }),
             Ok(status) => status.map_err(|e| RuntimeError::Io { id: id.clone(), op: "wait for exec", path: self.config.monitor_bin.clone(), source: e })?,

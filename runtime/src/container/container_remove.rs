@@ -32,9 +32,8 @@ impl SandboxManager {
             let req = crate::monitor::Request::RemoveContainer { id: c.id.clone() };
             let _ = crate::monitor::request(&sandbox.monitor_socket(), &req, crate::sandbox::MONITOR_TIMEOUT).await;
         }
-        if let Ok(cgroups) = self.cgroups()
-            && let Err(e) = cgroups.remove(&c.cgroup)
-        {
+        let cgroup = c.cgroup.clone();
+        if let Some(Err(e)) = self.cgroup_blocking(move |cgroups| cgroups.remove(&cgroup)).await {
             errors.push(e.to_string());
         }
         for dir in [&c.dir, &c.bundle] {

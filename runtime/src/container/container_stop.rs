@@ -23,29 +23,50 @@ impl SandboxManager {
             let monitor_alive =
                 self.snapshot(&c.pod_id).and_then(|s| s.monitor).is_some_and(|m| m.monitor.is_alive());
             if c.pid.is_some_and(|p| !p.is_alive()) && !monitor_alive {
-                let from = c.state;
-                c.state = ContainerState::Exited;
-                c.finished_at = now();
-                c.exit_code = 255;
-                c.reason = "Unknown".into();
-                c.message = "the container's process is gone and its exit was not recorded".into();
-                self.commit_container(c, Some(from))?;
+                let message = "the container's process is gone and its exit was not recorded".to_string();
+                self.record_exit(c, now(), 255, "Unknown", message)?;
             }
             return Ok(());
         };
         let Ok(exit) = serde_json::from_slice::<ExitRecord>(&bytes) else { return Ok(()) };
-        let from = c.state;
-        c.state = ContainerState::Exited;
-        c.finished_at = exit.finished_at;
-        c.exit_code = exit.exit_code;
-        c.reason = if exit.signal == Some(9) && self.oom_killed(&c.cgroup) {
-            "OOMKilled".into()
+        let reason = if exit.signal == Some(9) && self.oom_killed(&c.cgroup) {
+            "OOMKilled"
         } else if exit.exit_code == 0 {
-            "Completed".into()
+            "Completed"
         } else {
-            "Error".into()
+            "Error"
         };
-        self.commit_container(c, Some(from))
+        self.record_exit(c, exit.finished_at, exit.exit_code, reason, String::new())
+    }
+
+    /// Moves the current record (not `c`, which may be a stale copy) to Exited, and
+    /// refreshes `c` from it. Losing a race to another transition or a removal is fine:
+    /// `c` then shows whatever won.
+    fn record_exit(&self, c: &mut Container, finished_at: i64, exit_code: i32, reason: &str, message: String) -> Result<(), RuntimeError> {
+        let Ok(mut current) = self.container_snapshot(&c.id) else { return Ok(()) };
+        if !matches!(current.state, ContainerState::Running | ContainerState::Created) {
+            *c = current;
+            return Ok(());
+        }
+        let from = current.state;
+        current.state = ContainerState::Exited;
+        current.finished_at = finished_at;
+        current.exit_code = exit_code;
+        current.reason = reason.into();
+        current.message = message;
+        match self.commit_container(&current, Some(from)) {
+            Ok(()) => {
+                *c = current;
+                Ok(())
+            }
+            Err(RuntimeError::ContainerState { .. }) => {
+                if let Ok(now) = self.container_snapshot(&c.id) {
+                    *c = now;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn oom_killed(&self, cgroup: &str) -> bool {
@@ -89,9 +110,8 @@ impl SandboxManager {
             }
         }
         if !c.exit_file().exists() {
-            if let Ok(cgroups) = self.cgroups() {
-                let _ = cgroups.kill_all(&c.cgroup);
-            }
+            let cgroup = c.cgroup.clone();
+            let _ = self.cgroup_blocking(move |cgroups| cgroups.kill_all(&cgroup)).await;
             if let Some(socket) = &socket {
                 let _ = monitor::request(socket, &Request::Signal { id: c.id.clone(), signal: 9 }, MONITOR_TIMEOUT).await;
             }

@@ -25,12 +25,14 @@ pub fn main(args: &[String]) -> ExitCode {
 fn run(args: &[String]) -> Result<ExitCode, String> {
     let mut spec_path = None;
     let mut pid = None;
+    let mut start_time = None;
     let mut cgroups = Vec::new();
     let mut i = 0;
     let command: Vec<String> = loop {
         match args.get(i).map(String::as_str) {
             Some("--spec") => spec_path = args.get(i + 1).cloned(),
             Some("--pid") => pid = args.get(i + 1).and_then(|p| p.parse::<i32>().ok()),
+            Some("--start-time") => start_time = args.get(i + 1).and_then(|p| p.parse::<u64>().ok()),
             Some("--cgroup") => cgroups.extend(args.get(i + 1).cloned()),
             Some("--") => break args[i + 1..].to_vec(),
             _ => return Err("usage: crust-monitor exec --spec FILE --pid PID [--cgroup DIR]... -- CMD [ARG]...".into()),
@@ -66,6 +68,13 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     for (name, flag) in kinds {
         let path = format!("/proc/{pid}/ns/{name}");
         files.push((File::open(&path).map_err(|e| format!("open {path}: {e}"))?, flag, path));
+    }
+    // The namespace files were opened from a process that still had the container's
+    // start time, so they are the container's even if its PID is reused right after.
+    if let Some(expected) = start_time
+        && crate::proc::start_time(pid) != Some(expected)
+    {
+        return Err(format!("container process {pid} is gone"));
     }
     for (file, flag, path) in files {
         setns(file, flag).map_err(|e| format!("join {path}: {e}"))?;

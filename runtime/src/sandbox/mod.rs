@@ -405,15 +405,33 @@ impl SandboxManager {
         if !allowed {
             return Err(RuntimeError::ContainerState { id: c.id.clone(), state: from.unwrap_or(Creating), wanted: "a valid transition" });
         }
+        // Compare and swap: the record must still be in `from` (a concurrent remove or
+        // transition wins, and a stale copy can never bring a removed container back).
+        let mut map = self.containers.write().expect("containers poisoned");
+        match (from, map.get(&c.id)) {
+            (None, None) => {}
+            (Some(f), Some(current)) if current.state == f => {}
+            (_, current) => {
+                return Err(RuntimeError::ContainerState {
+                    id: c.id.clone(),
+                    state: current.map_or(from.unwrap_or(Creating), |x| x.state),
+                    wanted: "unchanged since it was read",
+                });
+            }
+        }
         self.store.put(c)?;
-        self.containers.write().expect("containers poisoned").insert(c.id.clone(), c.clone());
+        map.insert(c.id.clone(), c.clone());
         Ok(())
     }
 
     /// Persists a change that is not a state transition (new resource limits).
     pub(crate) fn update_container_record(&self, c: &crate::container::Container) -> Result<(), RuntimeError> {
+        let mut map = self.containers.write().expect("containers poisoned");
+        if !map.contains_key(&c.id) {
+            return Err(RuntimeError::NotFound { kind: "container", id: c.id.clone() });
+        }
         self.store.put(c)?;
-        self.containers.write().expect("containers poisoned").insert(c.id.clone(), c.clone());
+        map.insert(c.id.clone(), c.clone());
         Ok(())
     }
 
@@ -454,6 +472,17 @@ impl SandboxManager {
             .get(id)
             .cloned()
             .ok_or_else(|| RuntimeError::NotFound { kind: "container", id: id.to_string() })
+    }
+
+    /// Runs a cgroup operation on the blocking pool: killing and removing cgroups waits
+    /// (sleeps) for processes to die, which must not stall the async workers serving
+    /// every other RPC. `None` when there is no cgroup manager.
+    pub(crate) async fn cgroup_blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Cgroupfs) -> T + Send + 'static,
+    ) -> Option<T> {
+        let cgroups = self.cgroups.clone()?;
+        tokio::task::spawn_blocking(move || op(&cgroups)).await.ok()
     }
 
     /// Where the monitor binary is.

@@ -60,28 +60,21 @@ impl SandboxManager {
         // Every container of the pod, by cgroup: whatever state the monitor was in (dead,
         // hung, or a hostPID container whose children are not in a pod PID namespace),
         // nothing of the pod may keep running once it is stopped (CRI: "force-kill").
-        if let Some(cgroups) = self.cgroups.as_ref() {
-            let containers: Vec<String> = self
-                .containers
-                .read()
-                .expect("containers poisoned")
-                .values()
-                .filter(|c| c.pod_id == sandbox.id)
-                .map(|c| c.cgroup.clone())
-                .collect();
-            for cgroup in containers {
-                if let Err(e) = cgroups.kill_all(&cgroup) {
-                    errors.push(e.to_string());
-                }
-            }
-        }
-
-        // Every process left in the pod's init cgroup.
-        if let (Some(cgroups), Some(init_cgroup)) = (self.cgroups.as_ref(), &sandbox.init_cgroup)
-            && let Err(e) = cgroups.kill_all(init_cgroup)
-        {
-            errors.push(e.to_string());
-        }
+        let containers: Vec<String> = self
+            .containers
+            .read()
+            .expect("containers poisoned")
+            .values()
+            .filter(|c| c.pod_id == sandbox.id)
+            .map(|c| c.cgroup.clone())
+            .collect();
+        let init_cgroup = sandbox.init_cgroup.clone();
+        let killed = self
+            .cgroup_blocking(move |cgroups| {
+                containers.iter().chain(init_cgroup.iter()).filter_map(|cg| cgroups.kill_all(cg).err()).map(|e| e.to_string()).collect::<Vec<_>>()
+            })
+            .await;
+        errors.extend(killed.unwrap_or_default());
 
         for ns in PINS {
             let pin = sandbox.pin(ns);
@@ -111,17 +104,14 @@ impl SandboxManager {
                     Err(e) => errors.push(format!("remove {}: {e}", dir.display())),
                 }
             }
-            if let Some(cgroups) = self.cgroups.as_ref() {
-                let mut owned: Vec<&str> = sandbox.init_cgroup.iter().map(String::as_str).collect();
-                if sandbox.cgroup_created {
-                    owned.push(&sandbox.cgroup);
-                }
-                for cgroup in owned {
-                    if let Err(e) = cgroups.remove(cgroup) {
-                        errors.push(e.to_string());
-                    }
-                }
+            let mut owned: Vec<String> = sandbox.init_cgroup.iter().cloned().collect();
+            if sandbox.cgroup_created {
+                owned.push(sandbox.cgroup.clone());
             }
+            let removed = self
+                .cgroup_blocking(move |cgroups| owned.iter().filter_map(|cg| cgroups.remove(cg).err()).map(|e| e.to_string()).collect::<Vec<_>>())
+                .await;
+            errors.extend(removed.unwrap_or_default());
         }
 
         if errors.is_empty() { Ok(()) } else { Err(RuntimeError::Teardown { id: sandbox.id.clone(), errors }) }
