@@ -489,3 +489,54 @@ async fn image_symlinks_cannot_point_mounts_at_the_host() {
     let lines = log(&s.log_path);
     assert!(lines[0].1.starts_with("127.0.0.1"), "the pod's hosts file is what the container sees: {lines:?}");
 }
+
+#[tokio::test]
+async fn mounts_honour_recursive_read_only_and_propagation() {
+    use crust_proto::runtime::v1::{Mount, MountPropagation};
+    use nix::mount::{MsFlags, mount};
+    let w = world().await;
+    // A host directory with a submount, shared so that later host mounts propagate.
+    let data = w.sb.path().join("data");
+    fs::create_dir_all(data.join("sub")).unwrap();
+    mount(Some(&data), &data, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+    mount(None::<&str>, &data, None::<&str>, MsFlags::MS_SHARED, None::<&str>).unwrap();
+    mount(Some("tmpfs"), &data.join("sub"), Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+    fs::create_dir_all(data.join("late")).unwrap();
+    let host_path = data.display().to_string();
+    let m = |ro: bool, rro: bool, prop: MountPropagation, at: &str| Mount {
+        container_path: at.into(),
+        host_path: host_path.clone(),
+        readonly: ro,
+        recursive_read_only: rro,
+        propagation: prop.into(),
+        ..Default::default()
+    };
+    let script = "touch /rro/x 2>/dev/null || echo rro-top-ro; touch /rro/sub/x 2>/dev/null || echo rro-sub-ro; \
+                  touch /ro/sub/y 2>/dev/null && echo ro-sub-rw; sleep 1000";
+    let mut c = config(&w, "mounter", &["sh", "-c", script]);
+    c.mounts = vec![
+        m(true, true, MountPropagation::PropagationPrivate, "/rro"),
+        m(true, false, MountPropagation::PropagationPrivate, "/ro"),
+        m(false, false, MountPropagation::PropagationHostToContainer, "/slave"),
+    ];
+    let id = create(&w, c).await.unwrap();
+    start(&w, &id).await.unwrap();
+    let path = w.logs.join("mounter.log");
+    for _ in 0..300 {
+        if fs::read_to_string(&path).map(|t| t.lines().count() >= 3).unwrap_or(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lines: Vec<String> = log(path.to_str().unwrap()).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(lines, vec!["rro-top-ro", "rro-sub-ro", "ro-sub-rw"], "rro covers submounts; plain ro does not");
+
+    // A mount made on the host after start shows up under the rslave mount only.
+    mount(Some("tmpfs"), &data.join("late"), Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+    fs::write(data.join("late/hello"), "from the host").unwrap();
+    let r = exec(&w, &id, &["cat", "/slave/late/hello"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "from the host", "{}", String::from_utf8_lossy(&r.stderr));
+    let r = exec(&w, &id, &["cat", "/ro/late/hello"], 10).await.unwrap();
+    assert_ne!(r.exit_code, 0, "a private mount does not receive it");
+    w.d.runtime().await.unwrap().remove_container(RemoveContainerRequest { container_id: id }).await.unwrap();
+}

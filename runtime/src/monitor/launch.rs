@@ -319,6 +319,23 @@ fn setup_mounts(spec: &Spec, rootfs: &Path, overlay: Option<&super::OverlayMount
                 mount(None::<&str>, &target, None::<&str>, remount, None::<&str>)
                     .map_err(|e| format!("remount {} read-only: {e}", m.destination().display()))?;
             }
+            if options.iter().any(|o| o == "rro") {
+                recursive_read_only(&target).map_err(|e| format!("make {} recursively read-only: {e}", m.destination().display()))?;
+            }
+            // Propagation as CRI asked (rslave: host mounts appear; rshared: both ways).
+            let propagation = options.iter().find_map(|o| match o.as_str() {
+                "rprivate" => Some(MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+                "private" => Some(MsFlags::MS_PRIVATE),
+                "rslave" => Some(MsFlags::MS_SLAVE | MsFlags::MS_REC),
+                "slave" => Some(MsFlags::MS_SLAVE),
+                "rshared" => Some(MsFlags::MS_SHARED | MsFlags::MS_REC),
+                "shared" => Some(MsFlags::MS_SHARED),
+                _ => None,
+            });
+            if let Some(p) = propagation {
+                mount(None::<&str>, &target, None::<&str>, p, None::<&str>)
+                    .map_err(|e| format!("set propagation of {}: {e}", m.destination().display()))?;
+            }
         } else if typ == "cgroup" || typ == "cgroup2" {
             // The host's cgroup tree, read-only (a private cgroup namespace view comes
             // with the cgroup namespace work).
@@ -421,6 +438,35 @@ fn resolve_in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, String> {
         }
     }
     Ok(std::iter::once(rootfs.as_os_str().to_os_string()).chain(resolved).collect())
+}
+
+/// Makes a mount and every mount below it read-only (`mount_setattr(2)`, Linux 5.12):
+/// a plain read-only bind leaves submounts writable, which `recursive_read_only`
+/// exists to prevent. Fails (never silently degrades) on older kernels.
+fn recursive_read_only(target: &Path) -> Result<(), String> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const AT_RECURSIVE: libc::c_int = 0x8000;
+    let path = CString::new(target.as_os_str().as_encoded_bytes()).map_err(|_| "path contains NUL".to_string())?;
+    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    // SAFETY: a valid C path, a correctly laid out mount_attr and its size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 { Err(nix::Error::last().to_string()) } else { Ok(()) }
 }
 
 /// OCI mount options -> flags and the data string for the rest.
