@@ -11,7 +11,7 @@ use crate::{
     error::RuntimeError,
     ids,
     monitor::{self, OverlayMount, Request},
-    sandbox::{MONITOR_TIMEOUT, NsMode, SandboxManager},
+    sandbox::{NsMode, SandboxManager},
 };
 
 pub(crate) fn now() -> i64 {
@@ -170,7 +170,7 @@ impl SandboxManager {
                 work: c.dir.join("work"),
             }),
         };
-        let reply = monitor::request(&sandbox.monitor_socket(), &req, MONITOR_TIMEOUT)
+        let reply = monitor::request(&sandbox.monitor_socket(), &req, crate::sandbox::CONTAINER_TIMEOUT)
             .await
             .map_err(|source| RuntimeError::Monitor { id: id.clone(), source })?;
         if !reply.ok {

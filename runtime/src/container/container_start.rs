@@ -4,7 +4,7 @@ use super::{ContainerState, container_create::now};
 use crate::{
     error::RuntimeError,
     monitor::{self, Request},
-    sandbox::{MONITOR_TIMEOUT, SandboxManager},
+    sandbox::SandboxManager,
 };
 
 impl SandboxManager {
@@ -17,7 +17,7 @@ impl SandboxManager {
             return Err(RuntimeError::ContainerState { id, state: c.state, wanted: "created" });
         }
         let sandbox = self.status(&c.pod_id)?.sandbox;
-        let reply = monitor::request(&sandbox.monitor_socket(), &Request::StartContainer { id: id.clone() }, MONITOR_TIMEOUT)
+        let reply = monitor::request(&sandbox.monitor_socket(), &Request::StartContainer { id: id.clone() }, crate::sandbox::CONTAINER_TIMEOUT)
             .await
             .map_err(|source| RuntimeError::Monitor { id: id.clone(), source })?;
         if !reply.ok {

@@ -12,7 +12,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{Read, Write},
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::fs::{OpenOptionsExt, symlink},
     },
     path::{Component, Path, PathBuf},
@@ -91,7 +91,12 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
             return Err(format!("place container in {}: {e}", procs.display()));
         }
     }
-    // Wait for the child's verdict on its setup.
+    // Wait for the child's verdict on its setup, but not forever: a mount on a hung
+    // filesystem must not freeze the pod's monitor (it serves every container).
+    if !readable_within(&status_r, SETUP_TIMEOUT_MS) {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        return Err(format!("container setup did not finish within {} s (killed)", SETUP_TIMEOUT_MS / 1000));
+    }
     let mut first = [0u8; 1];
     let mut status_file = File::from(status_r);
     match status_file.read(&mut first) {
@@ -112,6 +117,9 @@ pub fn start(start_pipe: &OwnedFd, status_pipe: &OwnedFd) -> Result<(), String> 
     let mut start = unsafe_file(start_pipe.as_raw_fd());
     start.write_all(b"S").map_err(|e| format!("signal start: {e}"))?;
     std::mem::forget(start);
+    if !readable_within(status_pipe, SETUP_TIMEOUT_MS) {
+        return Err(format!("container did not exec within {} s", SETUP_TIMEOUT_MS / 1000));
+    }
     let mut report = String::new();
     let mut status = unsafe_file(status_pipe.as_raw_fd());
     let _ = status.read_to_string(&mut report);
@@ -119,6 +127,24 @@ pub fn start(start_pipe: &OwnedFd, status_pipe: &OwnedFd) -> Result<(), String> 
     match report.strip_prefix('E') {
         Some(error) => Err(error.to_string()),
         None => Ok(()),
+    }
+}
+
+/// How long a container may take to set itself up, or to exec once started. Below
+/// crustd's own timeout for these requests, so crustd always hears the outcome.
+const SETUP_TIMEOUT_MS: u16 = 20_000;
+
+/// Waits until `fd` has data or EOF, for at most `ms` milliseconds.
+fn readable_within(fd: &OwnedFd, ms: u16) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return true,
+        }
     }
 }
 

@@ -248,6 +248,10 @@ pub struct SandboxManager {
 }
 
 /// How long crustd waits for a monitor to answer.
+/// How long crustd waits for a monitor to create or start a container: longer than
+/// the monitor's own 20 s bound on a container's setup, so the outcome is always heard.
+pub(crate) const CONTAINER_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub(crate) const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl SandboxManager {
