@@ -66,7 +66,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("crustctl: {e:#}");
+            eprintln!("crustctl: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -94,4 +94,21 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
             }
         }
     })
+}
+
+/// The error and its causes, each once: transport errors repeat their source in their
+/// own message, which `{:#}` would print twice.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
