@@ -540,3 +540,41 @@ async fn mounts_honour_recursive_read_only_and_propagation() {
     assert_ne!(r.exit_code, 0, "a private mount does not receive it");
     w.d.runtime().await.unwrap().remove_container(RemoveContainerRequest { container_id: id }).await.unwrap();
 }
+
+#[tokio::test]
+async fn container_and_pod_stats_come_from_the_cgroups_and_the_writable_layer() {
+    use crust_proto::runtime::v1::{ContainerStatsRequest, ListContainerStatsRequest, ListPodSandboxStatsRequest, PodSandboxStatsRequest};
+    let w = world().await;
+    let script = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; head -c 3000000 /dev/zero > /tmp/blob; echo ready; sleep 1000";
+    let id = create(&w, config(&w, "busy", &["sh", "-c", script])).await.unwrap();
+    start(&w, &id).await.unwrap();
+    let path = w.logs.join("busy.log");
+    for _ in 0..1000 {
+        if fs::read_to_string(&path).map(|t| t.contains("ready")).unwrap_or(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut rt = w.d.runtime().await.unwrap();
+    let stats = rt.container_stats(ContainerStatsRequest { container_id: id.clone() }).await.unwrap().into_inner().stats.unwrap();
+    assert_eq!(stats.attributes.as_ref().unwrap().id, id);
+    let cpu = stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
+    assert!(cpu > 0, "the loop used CPU");
+    assert!(stats.memory.as_ref().unwrap().working_set_bytes.as_ref().unwrap().value > 0);
+    let layer = stats.writable_layer.unwrap();
+    assert!(layer.used_bytes.unwrap().value >= 3_000_000, "the 3 MB file is in the writable layer");
+    assert!(layer.fs_id.unwrap().mountpoint.ends_with("/upper"));
+    // A second sample has a rate.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let again = rt.container_stats(ContainerStatsRequest { container_id: id.clone() }).await.unwrap().into_inner().stats.unwrap();
+    assert!(again.cpu.unwrap().usage_nano_cores.is_some(), "usage_nano_cores from consecutive samples");
+
+    let listed = rt.list_container_stats(ListContainerStatsRequest { filter: None }).await.unwrap().into_inner().stats;
+    assert_eq!(listed.iter().map(|s| s.attributes.as_ref().unwrap().id.clone()).collect::<Vec<_>>(), vec![id.clone()]);
+    let pod = rt.pod_sandbox_stats(PodSandboxStatsRequest { pod_sandbox_id: w.pod.clone() }).await.unwrap().into_inner().stats.unwrap();
+    let linux = pod.linux.unwrap();
+    assert!(linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value >= cpu, "the pod cgroup counts its containers");
+    assert_eq!(linux.containers.len(), 1);
+    let pods = rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None }).await.unwrap().into_inner().stats;
+    assert_eq!(pods.len(), 1);
+}

@@ -4,9 +4,8 @@ use std::{fs, os::unix::fs::PermissionsExt, time::Duration};
 
 use crust_e2e::{Crustd, Sandbox, crustctl};
 use crust_proto::runtime::v1::{
-    CgroupDriver, CheckpointContainerRequest, ContainerStatsRequest, ListContainerStatsRequest, NetworkConfig, PortForwardRequest,
-    RuntimeConfig, RuntimeConfigRequest, StatusRequest, StreamContainerStatsRequest, UpdateRuntimeConfigRequest,
-    VersionRequest,
+    AttachRequest, CgroupDriver, CheckpointContainerRequest, ExecRequest, ListMetricDescriptorsRequest, NetworkConfig,
+    PortForwardRequest, RuntimeConfig, RuntimeConfigRequest, StatusRequest, UpdateRuntimeConfigRequest, VersionRequest,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -121,10 +120,10 @@ async fn unimplemented_rpcs_say_so_by_name() {
 
     let checks = [
         ("CheckpointContainer", rt.checkpoint_container(CheckpointContainerRequest::default()).await.map(|_| ()).unwrap_err()),
-        ("ContainerStats", rt.container_stats(ContainerStatsRequest::default()).await.map(|_| ()).unwrap_err()),
+        ("Attach", rt.attach(AttachRequest::default()).await.map(|_| ()).unwrap_err()),
         ("PortForward", rt.port_forward(PortForwardRequest::default()).await.map(|_| ()).unwrap_err()),
-        ("ListContainerStats", rt.list_container_stats(ListContainerStatsRequest::default()).await.map(|_| ()).unwrap_err()),
-        ("StreamContainerStats", rt.stream_container_stats(StreamContainerStatsRequest::default()).await.map(|_| ()).unwrap_err()),
+        ("Exec", rt.exec(ExecRequest::default()).await.map(|_| ()).unwrap_err()),
+        ("ListMetricDescriptors", rt.list_metric_descriptors(ListMetricDescriptorsRequest::default()).await.map(|_| ()).unwrap_err()),
     ];
     for (rpc, status) in checks {
         assert_eq!(status.code(), Code::Unimplemented, "{rpc}: {status:?}");
@@ -247,7 +246,7 @@ async fn metrics_count_rpcs_and_errors() {
     d.wait_ready().await.unwrap();
     let mut rt = d.runtime().await.unwrap();
     rt.version(VersionRequest::default()).await.unwrap();
-    let _ = rt.container_stats(ContainerStatsRequest::default()).await;
+    let _ = rt.attach(AttachRequest::default()).await;
     let address = verbose_info(&d).await["metrics"]["address"].as_str().unwrap().to_string();
 
     let mut conn = tokio::net::TcpStream::connect(&address).await.unwrap();
@@ -256,7 +255,7 @@ async fn metrics_count_rpcs_and_errors() {
     conn.read_to_string(&mut body).await.unwrap();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains(r#"crust_rpc_requests_total{rpc="Version"}"#), "{body}");
-    assert!(body.contains(r#"crust_rpc_errors_total{rpc="ContainerStats",code="UNIMPLEMENTED"} 1"#), "{body}");
+    assert!(body.contains(r#"crust_rpc_errors_total{rpc="Attach",code="UNIMPLEMENTED"} 1"#), "{body}");
     assert!(body.contains(r#"crust_rpc_duration_seconds_bucket{le="#), "{body}");
 }
 
@@ -266,13 +265,13 @@ async fn json_logs_carry_the_rpc_span() {
     sb.write_config("log_format = \"json\"\n").unwrap();
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
-    let _ = d.runtime().await.unwrap().container_stats(ContainerStatsRequest::default()).await;
+    let _ = d.runtime().await.unwrap().attach(AttachRequest::default()).await;
     let logs = d.logs();
     let line = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["span"]["rpc"] == "ContainerStats")
-        .unwrap_or_else(|| panic!("no JSON log line in the ContainerStats span:\n{logs}"));
+        .find(|v| v["span"]["rpc"] == "Attach")
+        .unwrap_or_else(|| panic!("no JSON log line in the Attach span:\n{logs}"));
     assert_eq!(line["span"]["name"], "rpc");
 }
 

@@ -108,6 +108,11 @@ impl Cgroupfs {
         self.mode
     }
 
+    /// The directory of `path` in every hierarchy, with whether it is cgroup v2.
+    pub(crate) fn dirs_with_version(&self, path: &str) -> Vec<(PathBuf, bool)> {
+        self.hierarchies.iter().map(|h| (h.dir.join(&path[1..]), h.v2)).collect()
+    }
+
     /// The directory of `path` in every hierarchy.
     pub fn dirs(&self, path: &str) -> Vec<PathBuf> {
         self.hierarchies.iter().map(|h| h.dir.join(&path[1..])).collect()

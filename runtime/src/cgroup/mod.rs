@@ -2,8 +2,10 @@
 //! and container cgroups, places processes, freezes, kills and removes them.
 
 mod cgroupfs;
+mod stats;
 
 pub use cgroupfs::{Cgroupfs, validate_path};
+pub use stats::CgroupUsage;
 
 use std::{io, path::{Path, PathBuf}};
 

@@ -10,6 +10,7 @@
 mod container_create;
 mod container_exec;
 mod container_list;
+mod container_stats;
 mod container_remove;
 mod container_start;
 mod container_stop;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use container_exec::{EXEC_OUTPUT_LIMIT, ExecResult};
 pub use container_list::ContainerFilter;
+pub use container_stats::{ContainerStatsView, UsageSample};
 pub use record::{Container, ContainerState, ImageForContainer};
 pub use seccomp_default::default_seccomp_profile;
 pub use spec::{OOM_CLAMPED_ANNOTATION, generate_spec, stop_signal};

@@ -5,10 +5,10 @@
 //! match and one mismatch action. So a profile becomes a stack of filters: a base
 //! filter (the profile's allowed syscalls; anything else gets the default action) and
 //! one filter per other action (matching syscalls get it; the rest are allowed). The
-//! kernel runs every filter and keeps the strongest action (KILL > TRAP > ERRNO > TRACE
-//! > LOG > ALLOW), and between equal actions the most recently loaded filter's, which
-//! is why the base filter is loaded first: a per-syscall ERRNO (`clone3` -> ENOSYS)
-//! then wins over the default EPERM.
+//! kernel runs every filter and keeps the strongest action (KILL, then TRAP, ERRNO,
+//! TRACE, LOG, ALLOW), and between equal actions the most recently loaded filter's,
+//! which is why the base filter is loaded first: a per-syscall ERRNO (`clone3` gets
+//! ENOSYS) then wins over the default EPERM.
 //!
 //! Limits: syscalls are resolved for the native architecture (x86_64) only; names the
 //! table does not know are skipped, as libseccomp does for names unknown to the kernel;
@@ -48,7 +48,9 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, String> {
     }
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     // action -> syscall -> rules (an empty rule list matches unconditionally)
-    let mut groups: Vec<(SeccompAction, BTreeMap<i64, Option<Vec<SeccompRule>>>)> = Vec::new();
+    // Per action: syscall -> rules (`None`: matches unconditionally).
+    type Rules = BTreeMap<i64, Option<Vec<SeccompRule>>>;
+    let mut groups: Vec<(SeccompAction, Rules)> = Vec::new();
     for entry in profile.syscalls().clone().unwrap_or_default() {
         let act = action(entry.action(), entry.errno_ret())?;
         if act == default {

@@ -245,6 +245,8 @@ pub struct SandboxManager {
     pub(crate) containers: RwLock<HashMap<String, crate::container::Container>>,
     /// (pod, name, attempt) -> container id.
     pub(crate) container_names: Mutex<HashMap<String, String>>,
+    /// Last CPU sample (unix ns, cumulative CPU ns) per container or pod, for rates.
+    pub(crate) cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
 }
 
 /// How long crustd waits for a monitor to answer.
@@ -280,6 +282,7 @@ impl SandboxManager {
             names: Mutex::new(HashMap::new()),
             containers: RwLock::new(HashMap::new()),
             container_names: Mutex::new(HashMap::new()),
+            cpu_samples: Mutex::new(HashMap::new()),
         })
     }
 

@@ -23,3 +23,4 @@ pub mod remove_container;
 pub mod start_container;
 pub mod stop_container;
 pub mod exec_sync;
+pub mod stats;

@@ -224,20 +224,28 @@ impl RuntimeService for RuntimeApi {
         self.unimplemented("PortForward").await
     }
 
-    async fn container_stats(&self, _request: Request<ContainerStatsRequest>) -> Result<Response<ContainerStatsResponse>, Status> {
-        self.unimplemented("ContainerStats").await
+    async fn container_stats(&self, request: Request<ContainerStatsRequest>) -> Result<Response<ContainerStatsResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("ContainerStats", rpc_span!("ContainerStats"), crate::rpc::stats::container_stats_one(d, req)).await
     }
 
-    async fn list_container_stats(&self, _request: Request<ListContainerStatsRequest>) -> Result<Response<ListContainerStatsResponse>, Status> {
-        self.unimplemented("ListContainerStats").await
+    async fn list_container_stats(&self, request: Request<ListContainerStatsRequest>) -> Result<Response<ListContainerStatsResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("ListContainerStats", rpc_span!("ListContainerStats"), crate::rpc::stats::list_container_stats(d, req)).await
     }
 
-    async fn pod_sandbox_stats(&self, _request: Request<PodSandboxStatsRequest>) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        self.unimplemented("PodSandboxStats").await
+    async fn pod_sandbox_stats(&self, request: Request<PodSandboxStatsRequest>) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("PodSandboxStats", rpc_span!("PodSandboxStats"), crate::rpc::stats::pod_sandbox_stats(d, req)).await
     }
 
-    async fn list_pod_sandbox_stats(&self, _request: Request<ListPodSandboxStatsRequest>) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        self.unimplemented("ListPodSandboxStats").await
+    async fn list_pod_sandbox_stats(&self, request: Request<ListPodSandboxStatsRequest>) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("ListPodSandboxStats", rpc_span!("ListPodSandboxStats"), crate::rpc::stats::list_pod_sandbox_stats(d, req)).await
     }
 
     async fn update_runtime_config(&self, request: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
@@ -306,12 +314,20 @@ impl RuntimeService for RuntimeApi {
         Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 
-    async fn stream_container_stats(&self, _request: Request<StreamContainerStatsRequest>) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
-        self.unimplemented("StreamContainerStats").await
+    async fn stream_container_stats(&self, request: Request<StreamContainerStatsRequest>) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        let batches = d.handle("StreamContainerStats", rpc_span!("StreamContainerStats"), crate::rpc::stats::stream_container_stats(d, req)).await?.into_inner();
+        let messages = batches.into_iter().map(|container_stats| Ok(StreamContainerStatsResponse { container_stats }));
+        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 
-    async fn stream_pod_sandbox_stats(&self, _request: Request<StreamPodSandboxStatsRequest>) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
-        self.unimplemented("StreamPodSandboxStats").await
+    async fn stream_pod_sandbox_stats(&self, request: Request<StreamPodSandboxStatsRequest>) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        let batches = d.handle("StreamPodSandboxStats", rpc_span!("StreamPodSandboxStats"), crate::rpc::stats::stream_pod_sandbox_stats(d, req)).await?.into_inner();
+        let messages = batches.into_iter().map(|pod_sandbox_stats| Ok(StreamPodSandboxStatsResponse { pod_sandbox_stats }));
+        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 
     async fn stream_pod_sandbox_metrics(&self, _request: Request<StreamPodSandboxMetricsRequest>) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {

@@ -1,0 +1,134 @@
+//! Container and pod stats: ContainerStats, ListContainerStats, PodSandboxStats,
+//! ListPodSandboxStats and their Stream* twins.
+
+use crust_proto::runtime::v1 as cri;
+use crust_runtime::container::{ContainerFilter, ContainerState, ContainerStatsView, UsageSample};
+
+use crate::{daemon::Daemon, error::ApiError};
+
+/// Stats per Stream* message.
+pub const STREAM_BATCH: usize = 128;
+
+fn value(v: Option<u64>) -> Option<cri::UInt64Value> {
+    v.map(|value| cri::UInt64Value { value })
+}
+
+fn cpu(s: &UsageSample) -> cri::CpuUsage {
+    cri::CpuUsage {
+        timestamp: s.timestamp,
+        usage_core_nano_seconds: value(s.usage.cpu_ns),
+        usage_nano_cores: value(s.nano_cores),
+        ..Default::default()
+    }
+}
+
+fn memory(s: &UsageSample) -> cri::MemoryUsage {
+    let u = &s.usage;
+    cri::MemoryUsage {
+        timestamp: s.timestamp,
+        working_set_bytes: value(u.working_set),
+        available_bytes: value(u.available),
+        usage_bytes: value(u.memory_usage),
+        rss_bytes: value(u.rss),
+        page_faults: value(u.page_faults),
+        major_page_faults: value(u.major_page_faults),
+        ..Default::default()
+    }
+}
+
+fn container_stats(v: &ContainerStatsView) -> cri::ContainerStats {
+    let c = &v.container;
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: c.id.clone(),
+            metadata: Some(cri::ContainerMetadata { name: c.spec.metadata.name.clone(), attempt: c.spec.metadata.attempt }),
+            labels: c.spec.labels.clone().into_iter().collect(),
+            annotations: c.spec.annotations.clone().into_iter().collect(),
+        }),
+        cpu: Some(cpu(&v.sample)),
+        memory: Some(memory(&v.sample)),
+        writable_layer: Some(cri::FilesystemUsage {
+            timestamp: v.sample.timestamp,
+            fs_id: Some(cri::FilesystemIdentifier { mountpoint: v.writable_dir.display().to_string() }),
+            used_bytes: Some(cri::UInt64Value { value: v.writable_bytes }),
+            inodes_used: Some(cri::UInt64Value { value: v.writable_inodes }),
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn container_stats_one(daemon: &Daemon, req: cri::ContainerStatsRequest) -> Result<cri::ContainerStatsResponse, ApiError> {
+    tracing::Span::current().record("container_id", req.container_id.as_str());
+    let view = daemon.sandboxes.container_stats(&req.container_id)?;
+    Ok(cri::ContainerStatsResponse { stats: Some(container_stats(&view)) })
+}
+
+fn list(daemon: &Daemon, filter: Option<cri::ContainerStatsFilter>) -> Vec<cri::ContainerStats> {
+    let f = filter.unwrap_or_default();
+    let filter = ContainerFilter {
+        id: f.id,
+        pod_id: f.pod_sandbox_id,
+        labels: f.label_selector.into_iter().collect(),
+        // kubelet wants stats of running containers (as containerd lists them).
+        state: Some(ContainerState::Running),
+    };
+    daemon
+        .sandboxes
+        .list_containers(&filter)
+        .into_iter()
+        .filter_map(|c| daemon.sandboxes.container_stats(&c.id).ok())
+        .map(|v| container_stats(&v))
+        .collect()
+}
+
+pub async fn list_container_stats(daemon: &Daemon, req: cri::ListContainerStatsRequest) -> Result<cri::ListContainerStatsResponse, ApiError> {
+    Ok(cri::ListContainerStatsResponse { stats: list(daemon, req.filter) })
+}
+
+pub async fn stream_container_stats(daemon: &Daemon, req: cri::StreamContainerStatsRequest) -> Result<Vec<Vec<cri::ContainerStats>>, ApiError> {
+    Ok(list(daemon, req.filter).chunks(STREAM_BATCH).map(<[cri::ContainerStats]>::to_vec).collect())
+}
+
+fn pod_stats(daemon: &Daemon, id: &str) -> Result<cri::PodSandboxStats, ApiError> {
+    let (view, sample, containers) = daemon.sandboxes.pod_stats(id)?;
+    let s = &view.sandbox;
+    Ok(cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: s.id.clone(),
+            metadata: Some(cri::PodSandboxMetadata {
+                name: s.spec.metadata.name.clone(),
+                uid: s.spec.metadata.uid.clone(),
+                namespace: s.spec.metadata.namespace.clone(),
+                attempt: s.spec.metadata.attempt,
+            }),
+            labels: s.spec.labels.clone().into_iter().collect(),
+            annotations: s.spec.annotations.clone().into_iter().collect(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: Some(cpu(&sample)),
+            memory: Some(memory(&sample)),
+            containers: containers.iter().map(container_stats).collect(),
+            ..Default::default()
+        }),
+        windows: None,
+    })
+}
+
+pub async fn pod_sandbox_stats(daemon: &Daemon, req: cri::PodSandboxStatsRequest) -> Result<cri::PodSandboxStatsResponse, ApiError> {
+    tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
+    Ok(cri::PodSandboxStatsResponse { stats: Some(pod_stats(daemon, &req.pod_sandbox_id)?) })
+}
+
+fn list_pods(daemon: &Daemon, filter: Option<cri::PodSandboxStatsFilter>) -> Vec<cri::PodSandboxStats> {
+    let f = filter.unwrap_or_default();
+    let filter = crust_runtime::sandbox::SandboxFilter { id: f.id, ready: Some(true), labels: f.label_selector.into_iter().collect() };
+    daemon.sandboxes.list(&filter).iter().filter_map(|v| pod_stats(daemon, &v.sandbox.id).ok()).collect()
+}
+
+pub async fn list_pod_sandbox_stats(daemon: &Daemon, req: cri::ListPodSandboxStatsRequest) -> Result<cri::ListPodSandboxStatsResponse, ApiError> {
+    Ok(cri::ListPodSandboxStatsResponse { stats: list_pods(daemon, req.filter) })
+}
+
+pub async fn stream_pod_sandbox_stats(daemon: &Daemon, req: cri::StreamPodSandboxStatsRequest) -> Result<Vec<Vec<cri::PodSandboxStats>>, ApiError> {
+    Ok(list_pods(daemon, req.filter).chunks(STREAM_BATCH).map(<[cri::PodSandboxStats]>::to_vec).collect())
+}
