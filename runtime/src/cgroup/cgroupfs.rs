@@ -129,14 +129,15 @@ impl Cgroupfs {
                 let parent = dir.clone();
                 dir.push(part);
                 match fs::create_dir(&dir) {
-                    Ok(()) => {
-                        created = true;
-                        if h.cpuset {
-                            inherit_cpuset(&parent, &dir)?;
-                        }
-                    }
+                    Ok(()) => created = true,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(io_err("create", &dir)(e)),
+                }
+                // Also when the directory already existed: a concurrent creator may
+                // not have filled it in yet, and a child inheriting empty cpus/mems
+                // could never take a process (ENOSPC).
+                if h.cpuset {
+                    inherit_cpuset(&parent, &dir)?;
                 }
             }
         }
@@ -356,9 +357,12 @@ fn libc_ebusy() -> i32 {
 /// until they are set, so copy the parent's (what runc and libcgroup do).
 fn inherit_cpuset(parent: &Path, dir: &Path) -> Result<(), CgroupError> {
     for file in ["cpuset.cpus", "cpuset.mems"] {
+        let to = dir.join(file);
+        if fs::read_to_string(&to).is_ok_and(|v| !v.trim().is_empty()) {
+            continue;
+        }
         let from = parent.join(file);
         let value = fs::read_to_string(&from).map_err(io_err("read", &from))?;
-        let to = dir.join(file);
         fs::write(&to, value.trim()).map_err(io_err("write", &to))?;
     }
     Ok(())
