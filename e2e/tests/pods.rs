@@ -573,3 +573,27 @@ async fn crustctl_pod_verbs() {
     assert_eq!(ctl(&["pods", "-q"]), "");
     assert_no_leaks(&sb);
 }
+
+#[tokio::test]
+async fn update_pod_sandbox_resources_sets_limits_on_crusts_own_pod_cgroup() {
+    use crust_proto::runtime::v1::{LinuxContainerResources, UpdatePodSandboxResourcesRequest};
+    let sb = Sandbox::new().unwrap();
+    let _net = TestNetwork::install(&sb, &[]);
+    let mut d = sb.start().unwrap();
+    d.wait_ready().await.unwrap();
+    let id = run(&d, pod("resized")).await.unwrap();
+    let (_, info) = status(&d, &id).await.unwrap();
+    let cgroup = info["cgroup"]["pod"].as_str().unwrap().to_string();
+    let req = UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: id.clone(),
+        overhead: Some(LinuxContainerResources { memory_limit_in_bytes: 16 << 20, ..Default::default() }),
+        resources: Some(LinuxContainerResources { memory_limit_in_bytes: 256 << 20, ..Default::default() }),
+    };
+    d.runtime().await.unwrap().update_pod_sandbox_resources(req.clone()).await.unwrap();
+    let limit = fs::read_to_string(format!("/sys/fs/cgroup/memory{cgroup}/memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit.trim(), (272u64 << 20).to_string(), "containers plus overhead");
+    let missing = UpdatePodSandboxResourcesRequest { pod_sandbox_id: "f".repeat(64), ..req };
+    let err = d.runtime().await.unwrap().update_pod_sandbox_resources(missing).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    remove(&d, &id).await;
+}

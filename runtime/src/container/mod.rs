@@ -20,7 +20,7 @@ mod seccomp_default;
 mod spec;
 mod spec_devices;
 mod spec_mounts;
-mod spec_resources;
+pub(crate) mod spec_resources;
 mod spec_security;
 #[cfg(test)]
 mod spec_tests;

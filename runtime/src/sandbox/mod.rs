@@ -8,6 +8,7 @@ mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_status;
 mod sandbox_stop;
+mod sandbox_update;
 pub mod sysctl;
 mod teardown;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use sandbox_list::SandboxFilter;
 pub use sandbox_status::SandboxView;
+pub use sandbox_update::PodResources;
 
 use crate::{
     cgroup::{CgroupDriver, Cgroupfs},
@@ -182,6 +184,9 @@ pub struct Sandbox {
     /// The pod network once set up (none for host-network pods).
     #[serde(default)]
     pub network: Option<NetworkStatus>,
+    /// Pod-level resources from UpdatePodSandboxResources, if any.
+    #[serde(default)]
+    pub resources: Option<PodResources>,
 }
 
 impl Record for Sandbox {

@@ -43,6 +43,7 @@ impl SandboxManager {
             pins_dir: self.pins_root().join(&id),
             socket: self.socket_for(&id),
             network: None,
+            resources: None,
         };
         // Intent first: a crash from here on leaves a Creating record, which recovery
         // rolls back.

@@ -34,3 +34,17 @@ pub async fn reopen_container_log(
     daemon.sandboxes.reopen_container_log(&req.container_id).await?;
     Ok(ReopenContainerLogResponse {})
 }
+
+/// `UpdatePodSandboxResources`: recorded, and applied to pod cgroups crust owns.
+pub async fn update_pod_sandbox_resources(
+    daemon: &Daemon,
+    req: crust_proto::runtime::v1::UpdatePodSandboxResourcesRequest,
+) -> Result<crust_proto::runtime::v1::UpdatePodSandboxResourcesResponse, ApiError> {
+    tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
+    let update = crust_runtime::sandbox::PodResources {
+        overhead: crate::convert_container::resources(req.overhead.unwrap_or_default()),
+        resources: crate::convert_container::resources(req.resources.unwrap_or_default()),
+    };
+    daemon.sandboxes.update_pod_resources(&req.pod_sandbox_id, update).await?;
+    Ok(crust_proto::runtime::v1::UpdatePodSandboxResourcesResponse {})
+}

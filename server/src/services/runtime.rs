@@ -282,8 +282,10 @@ impl RuntimeService for RuntimeApi {
         d.handle("RuntimeConfig", rpc_span!("RuntimeConfig"), crate::rpc::runtime_config::runtime_config(d, req)).await
     }
 
-    async fn update_pod_sandbox_resources(&self, _request: Request<UpdatePodSandboxResourcesRequest>) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
-        self.unimplemented("UpdatePodSandboxResources").await
+    async fn update_pod_sandbox_resources(&self, request: Request<UpdatePodSandboxResourcesRequest>) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle("UpdatePodSandboxResources", rpc_span!("UpdatePodSandboxResources"), crate::rpc::exec_sync::update_pod_sandbox_resources(d, req)).await
     }
 
     async fn stream_pod_sandboxes(
