@@ -177,8 +177,17 @@ fn child_main(
             LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
             LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
             // Joining a PID namespace only affects children; the monitor clones into
-            // the pod's PID namespace already when the pod has one.
-            LinuxNamespaceType::Pid => continue,
+            // the pod's PID namespace already when the pod has one. Any other PID
+            // namespace (a TARGET container's) would need a second fork: refuse rather
+            // than run in the wrong one.
+            LinuxNamespaceType::Pid => {
+                use std::os::unix::fs::MetadataExt;
+                let ino = |p: &Path| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+                if ino(path) != ino(Path::new("/proc/self/ns/pid")) {
+                    return Err(format!("PID namespace {} is not the pod's; joining it is not supported", path.display()));
+                }
+                continue;
+            }
             _ => continue,
         };
         let file = File::open(path).map_err(|e| format!("open namespace {}: {e}", path.display()))?;
