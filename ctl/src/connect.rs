@@ -4,7 +4,9 @@ use std::{path::PathBuf, time::Duration};
 
 use crust_proto::{
     MAX_MESSAGE_SIZE,
-    runtime::v1::{image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient},
+    runtime::v1::{
+        image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+    },
 };
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
@@ -16,14 +18,21 @@ pub enum ConnectError {
     #[error("unsupported endpoint {0:?}: use unix:///path/to/socket or an absolute socket path")]
     Endpoint(String),
     #[error("connect to {endpoint}")]
-    Connect { endpoint: String, source: tonic::transport::Error },
+    Connect {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
 }
 
 /// The socket path named by `endpoint`: `unix:///path` or a bare absolute path, as
 /// crictl accepts them.
 pub fn socket_path(endpoint: &str) -> Result<PathBuf, ConnectError> {
     let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
-    if path.starts_with('/') { Ok(PathBuf::from(path)) } else { Err(ConnectError::Endpoint(endpoint.to_string())) }
+    if path.starts_with('/') {
+        Ok(PathBuf::from(path))
+    } else {
+        Err(ConnectError::Endpoint(endpoint.to_string()))
+    }
 }
 
 /// Opens a gRPC channel to `endpoint`. `timeout` bounds the connection and every call
@@ -39,7 +48,10 @@ pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel, Conne
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
         }))
         .await
-        .map_err(|source| ConnectError::Connect { endpoint: endpoint.to_string(), source })
+        .map_err(|source| ConnectError::Connect {
+            endpoint: endpoint.to_string(),
+            source,
+        })
 }
 
 /// A RuntimeService client that accepts kubelet-sized (16 MiB) messages.
@@ -62,8 +74,14 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(socket_path("unix:///run/crust/crust.sock").unwrap(), PathBuf::from("/run/crust/crust.sock"));
-        assert_eq!(socket_path("/run/x.sock").unwrap(), PathBuf::from("/run/x.sock"));
+        assert_eq!(
+            socket_path("unix:///run/crust/crust.sock").unwrap(),
+            PathBuf::from("/run/crust/crust.sock")
+        );
+        assert_eq!(
+            socket_path("/run/x.sock").unwrap(),
+            PathBuf::from("/run/x.sock")
+        );
         for bad in ["tcp://127.0.0.1:1", "relative.sock", "unix://relative", ""] {
             assert!(socket_path(bad).is_err(), "{bad:?}");
         }

@@ -6,9 +6,9 @@ use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
 use crust_ctl::output::{self, Format};
 use crust_proto::runtime::v1::{
-    ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatusRequest, CreateContainerRequest,
-    ListContainersRequest, RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    runtime_service_client::RuntimeServiceClient,
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatusRequest,
+    CreateContainerRequest, ListContainersRequest, RemoveContainerRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, runtime_service_client::RuntimeServiceClient,
 };
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -104,10 +104,13 @@ pub enum StateArg {
 
 fn parse<T: serde::de::DeserializeOwned>(path: &PathBuf, what: &str) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let value: Value = match path.extension().and_then(|e| e.to_str()) {
-        Some("yaml" | "yml") => serde_yaml::from_str(&text).with_context(|| format!("parse YAML {}", path.display()))?,
-        _ => serde_json::from_str(&text).with_context(|| format!("parse JSON {}", path.display()))?,
-    };
+    let value: Value =
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => serde_yaml::from_str(&text)
+                .with_context(|| format!("parse YAML {}", path.display()))?,
+            _ => serde_json::from_str(&text)
+                .with_context(|| format!("parse JSON {}", path.display()))?,
+        };
     serde_json::from_value(value).with_context(|| format!("{} is not a {what}", path.display()))
 }
 
@@ -132,7 +135,9 @@ pub fn render_log(text: &str, timestamps: bool) -> Vec<String> {
     let mut out = Vec::new();
     let mut pending = String::new();
     for line in text.lines() {
-        let Some((ts, _, partial, content)) = parse_log_line(line) else { continue };
+        let Some((ts, _, partial, content)) = parse_log_line(line) else {
+            continue;
+        };
         if pending.is_empty() && timestamps {
             pending.push_str(ts);
             pending.push(' ');
@@ -148,46 +153,102 @@ pub fn render_log(text: &str, timestamps: bool) -> Vec<String> {
     out
 }
 
-pub async fn run(cmd: ContainerCommand, mut client: RuntimeServiceClient<Channel>) -> anyhow::Result<String> {
+pub async fn run(
+    cmd: ContainerCommand,
+    mut client: RuntimeServiceClient<Channel>,
+) -> anyhow::Result<String> {
     match cmd {
-        ContainerCommand::Create { pod_id, container_config, pod_config } => {
+        ContainerCommand::Create {
+            pod_id,
+            container_config,
+            pod_config,
+        } => {
             let config: ContainerConfig = parse(&container_config, "ContainerConfig")?;
             let sandbox_config = Some(crate::pod_cmds::parse_pod_config(&pod_config)?);
-            let req = CreateContainerRequest { pod_sandbox_id: pod_id, config: Some(config), sandbox_config };
-            Ok(format!("{}\n", client.create_container(req).await.context("CreateContainer")?.into_inner().container_id))
+            let req = CreateContainerRequest {
+                pod_sandbox_id: pod_id,
+                config: Some(config),
+                sandbox_config,
+            };
+            Ok(format!(
+                "{}\n",
+                client
+                    .create_container(req)
+                    .await
+                    .context("CreateContainer")?
+                    .into_inner()
+                    .container_id
+            ))
         }
         ContainerCommand::Start { ids } => {
             let mut out = String::new();
             for id in ids {
-                client.start_container(StartContainerRequest { container_id: id.clone() }).await.with_context(|| format!("start {id}"))?;
+                client
+                    .start_container(StartContainerRequest {
+                        container_id: id.clone(),
+                    })
+                    .await
+                    .with_context(|| format!("start {id}"))?;
                 out.push_str(&format!("{id}\n"));
             }
             Ok(out)
         }
-        ContainerCommand::Run { container_config, pod_config, runtime } => {
+        ContainerCommand::Run {
+            container_config,
+            pod_config,
+            runtime,
+        } => {
             let config: ContainerConfig = parse(&container_config, "ContainerConfig")?;
             let pod = crate::pod_cmds::parse_pod_config(&pod_config)?;
             let pod_id = client
-                .run_pod_sandbox(RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: runtime.unwrap_or_default() })
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(pod.clone()),
+                    runtime_handler: runtime.unwrap_or_default(),
+                })
                 .await
                 .context("RunPodSandbox")?
                 .into_inner()
                 .pod_sandbox_id;
-            let req = CreateContainerRequest { pod_sandbox_id: pod_id, config: Some(config), sandbox_config: Some(pod) };
-            let id = client.create_container(req).await.context("CreateContainer")?.into_inner().container_id;
-            client.start_container(StartContainerRequest { container_id: id.clone() }).await.context("StartContainer")?;
+            let req = CreateContainerRequest {
+                pod_sandbox_id: pod_id,
+                config: Some(config),
+                sandbox_config: Some(pod),
+            };
+            let id = client
+                .create_container(req)
+                .await
+                .context("CreateContainer")?
+                .into_inner()
+                .container_id;
+            client
+                .start_container(StartContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await
+                .context("StartContainer")?;
             Ok(format!("{id}\n"))
         }
         ContainerCommand::Stop { ids, timeout } => {
             let mut out = String::new();
             for id in ids {
-                client.stop_container(StopContainerRequest { container_id: id.clone(), timeout }).await.with_context(|| format!("stop {id}"))?;
+                client
+                    .stop_container(StopContainerRequest {
+                        container_id: id.clone(),
+                        timeout,
+                    })
+                    .await
+                    .with_context(|| format!("stop {id}"))?;
                 out.push_str(&format!("{id}\n"));
             }
             Ok(out)
         }
         ContainerCommand::Rm { ids, force, all } => {
-            let list = client.list_containers(ListContainersRequest::default()).await.context("ListContainers")?.into_inner().containers;
+            let list = client
+                .list_containers(ListContainersRequest::default())
+                .await
+                .context("ListContainers")?
+                .into_inner()
+                .containers;
             let targets: Vec<_> = if all {
                 list
             } else {
@@ -196,7 +257,11 @@ pub async fn run(cmd: ContainerCommand, mut client: RuntimeServiceClient<Channel
                 }
                 let mut t = Vec::new();
                 for id in &ids {
-                    let m: Vec<_> = list.iter().filter(|c| c.id.starts_with(id.as_str())).cloned().collect();
+                    let m: Vec<_> = list
+                        .iter()
+                        .filter(|c| c.id.starts_with(id.as_str()))
+                        .cloned()
+                        .collect();
                     match m.len() {
                         0 => bail!("container {id:?} not found"),
                         1 => t.extend(m),
@@ -208,17 +273,36 @@ pub async fn run(cmd: ContainerCommand, mut client: RuntimeServiceClient<Channel
             let mut out = String::new();
             for c in targets {
                 if c.state == i32::from(ContainerState::ContainerRunning) && !force {
-                    bail!("container {} is running; stop it first or use --force", c.id);
+                    bail!(
+                        "container {} is running; stop it first or use --force",
+                        c.id
+                    );
                 }
-                client.remove_container(RemoveContainerRequest { container_id: c.id.clone() }).await.with_context(|| format!("remove {}", c.id))?;
+                client
+                    .remove_container(RemoveContainerRequest {
+                        container_id: c.id.clone(),
+                    })
+                    .await
+                    .with_context(|| format!("remove {}", c.id))?;
                 out.push_str(&format!("{}\n", c.id));
             }
             Ok(out)
         }
-        ContainerCommand::Ps { all, id, pod, state, labels, quiet, no_trunc, output: format } => {
+        ContainerCommand::Ps {
+            all,
+            id,
+            pod,
+            state,
+            labels,
+            quiet,
+            no_trunc,
+            output: format,
+        } => {
             let mut label_selector = HashMap::new();
             for l in labels {
-                let (k, v) = l.split_once('=').with_context(|| format!("label {l:?} is not key=value"))?;
+                let (k, v) = l
+                    .split_once('=')
+                    .with_context(|| format!("label {l:?} is not key=value"))?;
                 label_selector.insert(k.to_string(), v.to_string());
             }
             let state = match state {
@@ -235,7 +319,9 @@ pub async fn run(cmd: ContainerCommand, mut client: RuntimeServiceClient<Channel
                 label_selector,
             };
             let mut list = client
-                .list_containers(ListContainersRequest { filter: Some(filter) })
+                .list_containers(ListContainersRequest {
+                    filter: Some(filter),
+                })
                 .await
                 .context("ListContainers")?
                 .into_inner()
@@ -246,11 +332,24 @@ pub async fn run(cmd: ContainerCommand, mut client: RuntimeServiceClient<Channel
             }
             match format {
                 Format::Table => {
-                    let short = |s: &str| if no_trunc { s.to_string() } else { s.chars().take(13).collect() };
-                    let mut out = format!("{:<13} {:<40} {:<9} {:<20} {:<7} {}\n", "CONTAINER", "IMAGE", "STATE", "NAME", "ATTEMPT", "POD ID");
+                    let short = |s: &str| {
+                        if no_trunc {
+                            s.to_string()
+                        } else {
+                            s.chars().take(13).collect()
+                        }
+                    };
+                    let mut out = format!(
+                        "{:<13} {:<40} {:<9} {:<20} {:<7} {}\n",
+                        "CONTAINER", "IMAGE", "STATE", "NAME", "ATTEMPT", "POD ID"
+                    );
                     for c in &list {
                         let m = c.metadata.clone().unwrap_or_default();
-                        let image = c.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+                        let image = c
+                            .image
+                            .as_ref()
+                            .map(|i| i.image.clone())
+                            .unwrap_or_default();
                         out.push_str(&format!(
                             "{:<13} {:<40} {:<9} {:<20} {:<7} {}\n",
                             short(&c.id),
@@ -263,29 +362,49 @@ pub async fn run(cmd: ContainerCommand, mut client: RuntimeServiceClient<Channel
                     }
                     Ok(out)
                 }
-                _ => Ok(output::render(&json!({ "containers": serde_json::to_value(&list)? }), format)),
+                _ => Ok(output::render(
+                    &json!({ "containers": serde_json::to_value(&list)? }),
+                    format,
+                )),
             }
         }
-        ContainerCommand::Inspect { ids, output: format } => {
+        ContainerCommand::Inspect {
+            ids,
+            output: format,
+        } => {
             let mut out = String::new();
             for id in ids {
                 let resp = client
-                    .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: true })
+                    .container_status(ContainerStatusRequest {
+                        container_id: id.clone(),
+                        verbose: true,
+                    })
                     .await
                     .with_context(|| format!("inspect {id}"))?
                     .into_inner();
                 let mut doc = serde_json::Map::new();
                 doc.insert("status".into(), serde_json::to_value(&resp.status)?);
                 for (k, raw) in &resp.info {
-                    doc.insert(k.clone(), serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone())));
+                    doc.insert(
+                        k.clone(),
+                        serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone())),
+                    );
                 }
                 out.push_str(&output::render(&Value::Object(doc), format));
             }
             Ok(out)
         }
-        ContainerCommand::Logs { id, follow, tail, timestamps } => {
+        ContainerCommand::Logs {
+            id,
+            follow,
+            tail,
+            timestamps,
+        } => {
             let status = client
-                .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: false })
+                .container_status(ContainerStatusRequest {
+                    container_id: id.clone(),
+                    verbose: false,
+                })
                 .await
                 .with_context(|| format!("container {id}"))?
                 .into_inner()
@@ -295,9 +414,14 @@ pub async fn run(cmd: ContainerCommand, mut client: RuntimeServiceClient<Channel
             let mut printed = 0usize;
             let mut out = String::new();
             loop {
-                let text = std::fs::read_to_string(&path).with_context(|| format!("read log {path}"))?;
+                let text =
+                    std::fs::read_to_string(&path).with_context(|| format!("read log {path}"))?;
                 let lines = render_log(&text, timestamps);
-                let start = if printed == 0 { tail.map_or(0, |n| lines.len().saturating_sub(n)) } else { printed };
+                let start = if printed == 0 {
+                    tail.map_or(0, |n| lines.len().saturating_sub(n))
+                } else {
+                    printed
+                };
                 for line in lines.iter().skip(start) {
                     if follow {
                         println!("{line}");
@@ -311,7 +435,10 @@ pub async fn run(cmd: ContainerCommand, mut client: RuntimeServiceClient<Channel
                     return Ok(out);
                 }
                 let st = client
-                    .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: false })
+                    .container_status(ContainerStatusRequest {
+                        container_id: id.clone(),
+                        verbose: false,
+                    })
                     .await?
                     .into_inner()
                     .status

@@ -7,8 +7,8 @@ use base64::Engine;
 use clap::Subcommand;
 use crust_ctl::output::{self, Format};
 use crust_proto::runtime::v1::{
-    AuthConfig, Image, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListContainersRequest,
-    ListImagesRequest, PullImageRequest, RemoveImageRequest,
+    AuthConfig, Image, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest,
+    ListContainersRequest, ListImagesRequest, PullImageRequest, RemoveImageRequest,
 };
 use serde_json::{Map, Value, json};
 use tonic::{Code, transport::Channel};
@@ -81,7 +81,10 @@ pub enum ImageCommand {
 }
 
 fn spec(image: &str) -> Option<ImageSpec> {
-    Some(ImageSpec { image: image.to_string(), ..Default::default() })
+    Some(ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    })
 }
 
 /// Runs an image verb. `endpoint` is needed because a pull takes longer than the
@@ -89,22 +92,47 @@ fn spec(image: &str) -> Option<ImageSpec> {
 pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow::Result<String> {
     let mut client = crust_ctl::image_client(channel.clone());
     match cmd {
-        ImageCommand::Pull { image, creds, auth, pull_timeout } => {
+        ImageCommand::Pull {
+            image,
+            creds,
+            auth,
+            pull_timeout,
+        } => {
             let auth = auth_config(creds.as_deref(), auth.as_deref())?;
             // A day stands for "no limit": tonic needs a finite timeout.
-            let limit = if pull_timeout.is_zero() { Duration::from_secs(86_400) } else { pull_timeout };
+            let limit = if pull_timeout.is_zero() {
+                Duration::from_secs(86_400)
+            } else {
+                pull_timeout
+            };
             let long = crust_ctl::connect(endpoint, limit).await?;
             let mut client = crust_ctl::image_client(long);
             let resp = client
-                .pull_image(PullImageRequest { image: spec(&image), auth, sandbox_config: None })
+                .pull_image(PullImageRequest {
+                    image: spec(&image),
+                    auth,
+                    sandbox_config: None,
+                })
                 .await
                 .with_context(|| format!("pull image {image:?}"))?
                 .into_inner();
             Ok(format!("Image is up to date for {}\n", resp.image_ref))
         }
-        ImageCommand::Images { image, quiet, digests, verbose, no_trunc, output: format } => {
+        ImageCommand::Images {
+            image,
+            quiet,
+            digests,
+            verbose,
+            no_trunc,
+            output: format,
+        } => {
             let filter = image.as_deref().map(|i| ImageFilter { image: spec(i) });
-            let mut images = client.list_images(ListImagesRequest { filter }).await.context("ListImages")?.into_inner().images;
+            let mut images = client
+                .list_images(ListImagesRequest { filter })
+                .await
+                .context("ListImages")?
+                .into_inner()
+                .images;
             images.sort_by_key(first_name);
             Ok(match format {
                 Format::Json | Format::Yaml => output::render(&json!({ "images": images }), format),
@@ -113,15 +141,24 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
                 Format::Table => images_table(&images, digests, no_trunc),
             })
         }
-        ImageCommand::Inspecti { images, output: format, quiet } => {
+        ImageCommand::Inspecti {
+            images,
+            output: format,
+            quiet,
+        } => {
             let mut out = String::new();
             for image in images {
                 let resp = client
-                    .image_status(ImageStatusRequest { image: spec(&image), verbose: !quiet })
+                    .image_status(ImageStatusRequest {
+                        image: spec(&image),
+                        verbose: !quiet,
+                    })
                     .await
                     .with_context(|| format!("ImageStatus {image:?}"))?
                     .into_inner();
-                let Some(status) = resp.image else { bail!("no such image {image:?} present") };
+                let Some(status) = resp.image else {
+                    bail!("no such image {image:?} present")
+                };
                 let mut doc = Map::new();
                 doc.insert("status".into(), serde_json::to_value(&status)?);
                 if !quiet {
@@ -146,10 +183,18 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
         }
         ImageCommand::Rmi { images, all, prune } => {
             let targets: Vec<Image> = if all || prune {
-                let listed = client.list_images(ListImagesRequest::default()).await.context("ListImages")?.into_inner().images;
+                let listed = client
+                    .list_images(ListImagesRequest::default())
+                    .await
+                    .context("ListImages")?
+                    .into_inner()
+                    .images;
                 if prune {
                     let used = images_in_use(channel).await?;
-                    listed.into_iter().filter(|i| !used.contains(&i.id)).collect()
+                    listed
+                        .into_iter()
+                        .filter(|i| !used.contains(&i.id))
+                        .collect()
                 } else {
                     listed
                 }
@@ -159,11 +204,19 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
                 }
                 let mut found = Vec::new();
                 for name in &images {
-                    let status =
-                        client.image_status(ImageStatusRequest { image: spec(name), verbose: false }).await?.into_inner();
+                    let status = client
+                        .image_status(ImageStatusRequest {
+                            image: spec(name),
+                            verbose: false,
+                        })
+                        .await?
+                        .into_inner();
                     match status.image {
                         // Remove by the name given, so a tag only untags.
-                        Some(_) => found.push(Image { id: name.clone(), ..Default::default() }),
+                        Some(_) => found.push(Image {
+                            id: name.clone(),
+                            ..Default::default()
+                        }),
                         None => bail!("no such image {name:?}"),
                     }
                 }
@@ -171,8 +224,17 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
             };
             let mut out = String::new();
             for image in targets {
-                client.remove_image(RemoveImageRequest { image: spec(&image.id) }).await.with_context(|| format!("remove {}", image.id))?;
-                let names = if image.repo_tags.is_empty() { vec![image.id.clone()] } else { image.repo_tags.clone() };
+                client
+                    .remove_image(RemoveImageRequest {
+                        image: spec(&image.id),
+                    })
+                    .await
+                    .with_context(|| format!("remove {}", image.id))?;
+                let names = if image.repo_tags.is_empty() {
+                    vec![image.id.clone()]
+                } else {
+                    image.repo_tags.clone()
+                };
                 for name in names {
                     out.push_str(&format!("Deleted: {name}\n"));
                 }
@@ -180,7 +242,11 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
             Ok(out)
         }
         ImageCommand::Imagefsinfo { output: format } => {
-            let resp = client.image_fs_info(ImageFsInfoRequest {}).await.context("ImageFsInfo")?.into_inner();
+            let resp = client
+                .image_fs_info(ImageFsInfoRequest {})
+                .await
+                .context("ImageFsInfo")?
+                .into_inner();
             let value = json!({ "status": resp });
             Ok(match format {
                 Format::Table => {
@@ -188,7 +254,10 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
                     for fs in &resp.image_filesystems {
                         out.push_str(&format!(
                             "{:<40} {:>12} {:>12}\n",
-                            fs.fs_id.as_ref().map(|f| f.mountpoint.as_str()).unwrap_or(""),
+                            fs.fs_id
+                                .as_ref()
+                                .map(|f| f.mountpoint.as_str())
+                                .unwrap_or(""),
                             human_size(fs.used_bytes.map(|v| v.value).unwrap_or(0)),
                             fs.inodes_used.map(|v| v.value).unwrap_or(0)
                         ));
@@ -205,8 +274,16 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
 /// UNIMPLEMENTED: then no image is in use.
 async fn images_in_use(channel: Channel) -> anyhow::Result<Vec<String>> {
     let mut runtime = crust_ctl::runtime_client(channel);
-    match runtime.list_containers(ListContainersRequest::default()).await {
-        Ok(resp) => Ok(resp.into_inner().containers.into_iter().flat_map(|c| [c.image_ref, c.image_id]).collect()),
+    match runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+    {
+        Ok(resp) => Ok(resp
+            .into_inner()
+            .containers
+            .into_iter()
+            .flat_map(|c| [c.image_ref, c.image_id])
+            .collect()),
         Err(status) if status.code() == Code::Unimplemented => Ok(Vec::new()),
         Err(status) => Err(status).context("ListContainers"),
     }
@@ -215,8 +292,13 @@ async fn images_in_use(channel: Channel) -> anyhow::Result<Vec<String>> {
 /// `--creds user[:pass]` or `--auth base64`, as crictl takes them.
 fn auth_config(creds: Option<&str>, auth: Option<&str>) -> anyhow::Result<Option<AuthConfig>> {
     if let Some(auth) = auth {
-        base64::engine::general_purpose::STANDARD.decode(auth.trim()).context("--auth must be base64 of USERNAME:PASSWORD")?;
-        return Ok(Some(AuthConfig { auth: auth.trim().to_string(), ..Default::default() }));
+        base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .context("--auth must be base64 of USERNAME:PASSWORD")?;
+        return Ok(Some(AuthConfig {
+            auth: auth.trim().to_string(),
+            ..Default::default()
+        }));
     }
     let Some(creds) = creds else { return Ok(None) };
     let (username, password) = match creds.split_once(':') {
@@ -224,18 +306,31 @@ fn auth_config(creds: Option<&str>, auth: Option<&str>) -> anyhow::Result<Option
         None => {
             eprint!("Password: ");
             let mut line = String::new();
-            std::io::stdin().read_line(&mut line).context("read password")?;
-            (creds.to_string(), line.trim_end_matches(['\r', '\n']).to_string())
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("read password")?;
+            (
+                creds.to_string(),
+                line.trim_end_matches(['\r', '\n']).to_string(),
+            )
         }
     };
     if username.is_empty() {
         bail!("--creds needs a username");
     }
-    Ok(Some(AuthConfig { username, password, ..Default::default() }))
+    Ok(Some(AuthConfig {
+        username,
+        password,
+        ..Default::default()
+    }))
 }
 
 fn first_name(i: &Image) -> String {
-    i.repo_tags.first().or(i.repo_digests.first()).cloned().unwrap_or_else(|| i.id.clone())
+    i.repo_tags
+        .first()
+        .or(i.repo_digests.first())
+        .cloned()
+        .unwrap_or_else(|| i.id.clone())
 }
 
 /// `repo:tag` -> (`repo`, `tag`); the tag follows the last ':' after the last '/'.
@@ -248,23 +343,55 @@ fn split_tag(tag: &str) -> (&str, &str) {
 
 fn truncate_id(id: &str, no_trunc: bool) -> String {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    if no_trunc { id.to_string() } else { hex.chars().take(13).collect() }
+    if no_trunc {
+        id.to_string()
+    } else {
+        hex.chars().take(13).collect()
+    }
 }
 
 /// crictl's `images` table: one row per tag (or one `<none>` row).
 fn images_table(images: &[Image], digests: bool, no_trunc: bool) -> String {
     let mut rows = vec![if digests {
-        vec!["IMAGE".to_string(), "TAG".into(), "DIGEST".into(), "IMAGE ID".into(), "SIZE".into()]
+        vec![
+            "IMAGE".to_string(),
+            "TAG".into(),
+            "DIGEST".into(),
+            "IMAGE ID".into(),
+            "SIZE".into(),
+        ]
     } else {
-        vec!["IMAGE".to_string(), "TAG".into(), "IMAGE ID".into(), "SIZE".into()]
+        vec![
+            "IMAGE".to_string(),
+            "TAG".into(),
+            "IMAGE ID".into(),
+            "SIZE".into(),
+        ]
     }];
     for image in images {
-        let digest = image.repo_digests.first().and_then(|d| d.split_once('@')).map(|(_, d)| truncate_id(d, no_trunc)).unwrap_or_default();
-        let digest_repo = image.repo_digests.first().and_then(|d| d.split_once('@')).map(|(r, _)| r.to_string());
+        let digest = image
+            .repo_digests
+            .first()
+            .and_then(|d| d.split_once('@'))
+            .map(|(_, d)| truncate_id(d, no_trunc))
+            .unwrap_or_default();
+        let digest_repo = image
+            .repo_digests
+            .first()
+            .and_then(|d| d.split_once('@'))
+            .map(|(r, _)| r.to_string());
         let names: Vec<(String, String)> = if image.repo_tags.is_empty() {
-            vec![(digest_repo.unwrap_or_else(|| "<none>".into()), "<none>".into())]
+            vec![(
+                digest_repo.unwrap_or_else(|| "<none>".into()),
+                "<none>".into(),
+            )]
         } else {
-            image.repo_tags.iter().map(|t| split_tag(t)).map(|(r, t)| (r.to_string(), t.to_string())).collect()
+            image
+                .repo_tags
+                .iter()
+                .map(|t| split_tag(t))
+                .map(|(r, t)| (r.to_string(), t.to_string()))
+                .collect()
         };
         for (repo, tag) in names {
             let mut row = vec![repo, tag];
@@ -276,10 +403,16 @@ fn images_table(images: &[Image], digests: bool, no_trunc: bool) -> String {
             rows.push(row);
         }
     }
-    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
     rows.iter()
         .map(|r| {
-            let cells: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
             format!("{}\n", cells.join("   ").trim_end())
         })
         .collect()
@@ -309,7 +442,13 @@ fn human_size(bytes: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    let digits = if value >= 100.0 { 0 } else if value >= 10.0 { 1 } else { 2 };
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
     format!("{value:.digits$}{}", UNITS[unit])
 }
 
@@ -319,7 +458,13 @@ mod tests {
 
     #[test]
     fn sizes_like_crictl() {
-        for (bytes, want) in [(0, "0.00B"), (999, "999B"), (1_234_567, "1.23MB"), (45_600_000, "45.6MB"), (2_000_000_000, "2.00GB")] {
+        for (bytes, want) in [
+            (0, "0.00B"),
+            (999, "999B"),
+            (1_234_567, "1.23MB"),
+            (45_600_000, "45.6MB"),
+            (2_000_000_000, "2.00GB"),
+        ] {
             assert_eq!(human_size(bytes), want, "{bytes}");
         }
     }
@@ -329,18 +474,36 @@ mod tests {
         let images = vec![
             Image {
                 id: format!("sha256:{}", "ab".repeat(32)),
-                repo_tags: vec!["127.0.0.1:5000/a/b:v1".into(), "127.0.0.1:5000/a/b:v2".into()],
+                repo_tags: vec![
+                    "127.0.0.1:5000/a/b:v1".into(),
+                    "127.0.0.1:5000/a/b:v2".into(),
+                ],
                 repo_digests: vec![format!("127.0.0.1:5000/a/b@sha256:{}", "cd".repeat(32))],
                 size: 1_500_000,
                 ..Default::default()
             },
-            Image { id: format!("sha256:{}", "ef".repeat(32)), size: 10, ..Default::default() },
+            Image {
+                id: format!("sha256:{}", "ef".repeat(32)),
+                size: 10,
+                ..Default::default()
+            },
         ];
         let table = images_table(&images, true, false);
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].starts_with("IMAGE") && lines[0].contains("DIGEST"), "{table}");
-        assert!(lines[1].starts_with("127.0.0.1:5000/a/b") && lines[1].contains("v1") && lines[1].contains("abababababab"), "{table}");
-        assert!(lines[1].contains("cdcdcdcdcdcdc") && lines[1].contains("1.50MB"), "{table}");
+        assert!(
+            lines[0].starts_with("IMAGE") && lines[0].contains("DIGEST"),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("127.0.0.1:5000/a/b")
+                && lines[1].contains("v1")
+                && lines[1].contains("abababababab"),
+            "{table}"
+        );
+        assert!(
+            lines[1].contains("cdcdcdcdcdcdc") && lines[1].contains("1.50MB"),
+            "{table}"
+        );
         assert!(lines[2].contains("v2"));
         assert!(lines[3].starts_with("<none>"), "{table}");
     }

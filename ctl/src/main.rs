@@ -7,14 +7,18 @@ use clap::{Parser, Subcommand};
 use crust_ctl::output::{self, Format};
 use crust_proto::runtime::v1::{StatusRequest, VersionRequest};
 
-mod image_cmds;
 mod ctr_cmds;
+mod image_cmds;
 mod pod_cmds;
 
 const DEFAULT_ENDPOINT: &str = "unix:///run/crust/crust.sock";
 
 #[derive(Parser)]
-#[command(name = "crustctl", version, about = "A CRI client for crust (and any other CRI runtime)")]
+#[command(
+    name = "crustctl",
+    version,
+    about = "A CRI client for crust (and any other CRI runtime)"
+)]
 struct Cli {
     /// Runtime endpoint: unix:///path/to/socket.
     #[arg(short = 'r', long = "runtime-endpoint", visible_alias = "endpoint", env = "CONTAINER_RUNTIME_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
@@ -53,7 +57,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("crustctl: start async runtime: {e}");
@@ -80,14 +87,27 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
         Command::Container(cmd) => ctr_cmds::run(cmd, runtime).await?,
         Command::Image(cmd) => image_cmds::run(cmd, channel, &cli.endpoint).await?,
         Command::Version { output: format } => {
-            let v = runtime.version(VersionRequest { version: "v1".into() }).await.context("Version")?.into_inner();
+            let v = runtime
+                .version(VersionRequest {
+                    version: "v1".into(),
+                })
+                .await
+                .context("Version")?
+                .into_inner();
             match format {
                 Format::Table => output::version_table(&v),
                 _ => output::render(&serde_json::to_value(&v)?, format),
             }
         }
-        Command::Info { output: format, quiet } => {
-            let s = runtime.status(StatusRequest { verbose: !quiet }).await.context("Status")?.into_inner();
+        Command::Info {
+            output: format,
+            quiet,
+        } => {
+            let s = runtime
+                .status(StatusRequest { verbose: !quiet })
+                .await
+                .context("Status")?
+                .into_inner();
             match format {
                 Format::Table => output::info_table(&s),
                 _ => output::render(&output::info_value(&s, quiet), format),

@@ -15,9 +15,12 @@ pub enum Format {
 /// Renders a JSON value as pretty JSON or YAML. (Tables are verb-specific.)
 pub fn render(value: &Value, format: Format) -> String {
     match format {
-        Format::Yaml => serde_yaml::to_string(value).expect("a JSON value always serializes to YAML"),
+        Format::Yaml => {
+            serde_yaml::to_string(value).expect("a JSON value always serializes to YAML")
+        }
         Format::Json | Format::Table => {
-            let mut s = serde_json::to_string_pretty(value).expect("a JSON value always serializes");
+            let mut s =
+                serde_json::to_string_pretty(value).expect("a JSON value always serializes");
             s.push('\n');
             s
         }
@@ -37,17 +40,29 @@ pub fn version_table(v: &VersionResponse) -> String {
 /// its key. An entry that is not valid JSON is kept as a string.
 pub fn info_value(resp: &StatusResponse, quiet: bool) -> Value {
     let mut doc = Map::new();
-    doc.insert("status".into(), serde_json::to_value(&resp.status).expect("protojson serialization"));
+    doc.insert(
+        "status".into(),
+        serde_json::to_value(&resp.status).expect("protojson serialization"),
+    );
     if !quiet {
-        doc.insert("runtimeHandlers".into(), serde_json::to_value(&resp.runtime_handlers).expect("protojson serialization"));
+        doc.insert(
+            "runtimeHandlers".into(),
+            serde_json::to_value(&resp.runtime_handlers).expect("protojson serialization"),
+        );
         if let Some(features) = &resp.features {
-            doc.insert("features".into(), serde_json::to_value(features).expect("protojson serialization"));
+            doc.insert(
+                "features".into(),
+                serde_json::to_value(features).expect("protojson serialization"),
+            );
         }
         let mut keys: Vec<_> = resp.info.keys().collect();
         keys.sort();
         for key in keys {
             let raw = &resp.info[key];
-            doc.insert(key.clone(), serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone())));
+            doc.insert(
+                key.clone(),
+                serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone())),
+            );
         }
     }
     Value::Object(doc)
@@ -55,9 +70,15 @@ pub fn info_value(resp: &StatusResponse, quiet: bool) -> Value {
 
 /// `info -o table`: one line per condition.
 pub fn info_table(resp: &StatusResponse) -> String {
-    let mut out = format!("{:<16} {:<7} {:<24} {}\n", "CONDITION", "STATUS", "REASON", "MESSAGE");
+    let mut out = format!(
+        "{:<16} {:<7} {:<24} {}\n",
+        "CONDITION", "STATUS", "REASON", "MESSAGE"
+    );
     for c in resp.status.iter().flat_map(|s| &s.conditions) {
-        out.push_str(&format!("{:<16} {:<7} {:<24} {}\n", c.r#type, c.status, c.reason, c.message));
+        out.push_str(&format!(
+            "{:<16} {:<7} {:<24} {}\n",
+            c.r#type, c.status, c.reason, c.message
+        ));
     }
     out
 }
@@ -71,7 +92,11 @@ mod tests {
         StatusResponse {
             status: Some(RuntimeStatus {
                 conditions: vec![
-                    RuntimeCondition { r#type: "RuntimeReady".into(), status: true, ..Default::default() },
+                    RuntimeCondition {
+                        r#type: "RuntimeReady".into(),
+                        status: true,
+                        ..Default::default()
+                    },
                     RuntimeCondition {
                         r#type: "NetworkReady".into(),
                         status: false,
@@ -80,9 +105,15 @@ mod tests {
                     },
                 ],
             }),
-            info: [("config".to_string(), r#"{"root":"/var/lib/crust"}"#.to_string()), ("raw".into(), "not json".into())]
-                .into_iter()
-                .collect(),
+            info: [
+                (
+                    "config".to_string(),
+                    r#"{"root":"/var/lib/crust"}"#.to_string(),
+                ),
+                ("raw".into(), "not json".into()),
+            ]
+            .into_iter()
+            .collect(),
             ..Default::default()
         }
     }
@@ -93,7 +124,10 @@ mod tests {
         assert_eq!(v["config"]["root"], "/var/lib/crust");
         assert_eq!(v["raw"], "not json");
         let conditions = v["status"]["conditions"].as_array().unwrap();
-        assert_eq!(conditions[1]["status"], false, "false must be printed, not omitted: {v}");
+        assert_eq!(
+            conditions[1]["status"], false,
+            "false must be printed, not omitted: {v}"
+        );
         assert_eq!(conditions[1]["reason"], "NetworkPluginNotReady");
         let quiet = info_value(&status(), true);
         assert!(quiet.get("config").is_none());
@@ -104,7 +138,14 @@ mod tests {
         let yaml = render(&info_value(&status(), true), Format::Yaml);
         assert!(yaml.contains("type: NetworkReady"), "{yaml}");
         let table = info_table(&status());
-        assert!(table.lines().nth(2).unwrap().starts_with("NetworkReady     false"), "{table}");
+        assert!(
+            table
+                .lines()
+                .nth(2)
+                .unwrap()
+                .starts_with("NetworkReady     false"),
+            "{table}"
+        );
     }
 
     #[test]

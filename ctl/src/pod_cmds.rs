@@ -6,9 +6,9 @@ use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
 use crust_ctl::output::{self, Format};
 use crust_proto::runtime::v1::{
-    ListPodSandboxRequest, PodSandbox, PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStateValue,
-    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
-    runtime_service_client::RuntimeServiceClient,
+    ListPodSandboxRequest, PodSandbox, PodSandboxConfig, PodSandboxFilter, PodSandboxState,
+    PodSandboxStateValue, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StopPodSandboxRequest, runtime_service_client::RuntimeServiceClient,
 };
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -92,15 +92,23 @@ pub enum StateArg {
 /// accepted, as pbjson does.
 pub fn parse_pod_config(path: &PathBuf) -> anyhow::Result<PodSandboxConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let value: Value = match path.extension().and_then(|e| e.to_str()) {
-        Some("yaml" | "yml") => serde_yaml::from_str(&text).with_context(|| format!("parse YAML {}", path.display()))?,
-        _ => serde_json::from_str(&text).with_context(|| format!("parse JSON {}", path.display()))?,
-    };
-    serde_json::from_value(value).with_context(|| format!("{} is not a PodSandboxConfig", path.display()))
+    let value: Value =
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => serde_yaml::from_str(&text)
+                .with_context(|| format!("parse YAML {}", path.display()))?,
+            _ => serde_json::from_str(&text)
+                .with_context(|| format!("parse JSON {}", path.display()))?,
+        };
+    serde_json::from_value(value)
+        .with_context(|| format!("{} is not a PodSandboxConfig", path.display()))
 }
 
 fn short(id: &str, no_trunc: bool) -> &str {
-    if no_trunc { id } else { &id[..id.len().min(13)] }
+    if no_trunc {
+        id
+    } else {
+        &id[..id.len().min(13)]
+    }
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -111,7 +119,10 @@ fn state_name(state: i32) -> &'static str {
 }
 
 fn ago(created_at: i64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
     let secs = (now - created_at).max(0) / 1_000_000_000;
     match secs {
         0..60 => format!("{secs} seconds ago"),
@@ -121,19 +132,32 @@ fn ago(created_at: i64) -> String {
     }
 }
 
-pub async fn run(cmd: PodCommand, mut client: RuntimeServiceClient<Channel>) -> anyhow::Result<String> {
+pub async fn run(
+    cmd: PodCommand,
+    mut client: RuntimeServiceClient<Channel>,
+) -> anyhow::Result<String> {
     match cmd {
         PodCommand::Runp { config, runtime } => {
             let config = parse_pod_config(&config)?;
-            let req = RunPodSandboxRequest { config: Some(config), runtime_handler: runtime.unwrap_or_default() };
-            let id = client.run_pod_sandbox(req).await.context("RunPodSandbox")?.into_inner().pod_sandbox_id;
+            let req = RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: runtime.unwrap_or_default(),
+            };
+            let id = client
+                .run_pod_sandbox(req)
+                .await
+                .context("RunPodSandbox")?
+                .into_inner()
+                .pod_sandbox_id;
             Ok(format!("{id}\n"))
         }
         PodCommand::Stopp { ids } => {
             let mut out = String::new();
             for id in ids {
                 client
-                    .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() })
+                    .stop_pod_sandbox(StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    })
                     .await
                     .with_context(|| format!("stop pod {id}"))?;
                 out.push_str(&format!("Stopped sandbox {id}\n"));
@@ -141,7 +165,12 @@ pub async fn run(cmd: PodCommand, mut client: RuntimeServiceClient<Channel>) -> 
             Ok(out)
         }
         PodCommand::Rmp { ids, all, force } => {
-            let pods = client.list_pod_sandbox(ListPodSandboxRequest::default()).await.context("ListPodSandbox")?.into_inner().items;
+            let pods = client
+                .list_pod_sandbox(ListPodSandboxRequest::default())
+                .await
+                .context("ListPodSandbox")?
+                .into_inner()
+                .items;
             let targets: Vec<PodSandbox> = if all {
                 pods
             } else {
@@ -150,7 +179,11 @@ pub async fn run(cmd: PodCommand, mut client: RuntimeServiceClient<Channel>) -> 
                 }
                 let mut targets = Vec::new();
                 for id in &ids {
-                    let matching: Vec<_> = pods.iter().filter(|p| p.id.starts_with(id.as_str())).cloned().collect();
+                    let matching: Vec<_> = pods
+                        .iter()
+                        .filter(|p| p.id.starts_with(id.as_str()))
+                        .cloned()
+                        .collect();
                     match matching.len() {
                         0 => bail!("pod {id:?} not found"),
                         1 => targets.extend(matching),
@@ -165,20 +198,40 @@ pub async fn run(cmd: PodCommand, mut client: RuntimeServiceClient<Channel>) -> 
                     if !force {
                         bail!("pod {} is ready; stop it first or use --force", pod.id);
                     }
-                    client.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.context("StopPodSandbox")?;
+                    client
+                        .stop_pod_sandbox(StopPodSandboxRequest {
+                            pod_sandbox_id: pod.id.clone(),
+                        })
+                        .await
+                        .context("StopPodSandbox")?;
                 }
                 client
-                    .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id.clone() })
+                    .remove_pod_sandbox(RemovePodSandboxRequest {
+                        pod_sandbox_id: pod.id.clone(),
+                    })
                     .await
                     .with_context(|| format!("remove pod {}", pod.id))?;
                 out.push_str(&format!("Removed sandbox {}\n", pod.id));
             }
             Ok(out)
         }
-        PodCommand::Pods { id, name, namespace, labels, state, quiet, latest, last, no_trunc, output: format } => {
+        PodCommand::Pods {
+            id,
+            name,
+            namespace,
+            labels,
+            state,
+            quiet,
+            latest,
+            last,
+            no_trunc,
+            output: format,
+        } => {
             let mut label_selector = HashMap::new();
             for label in labels {
-                let (k, v) = label.split_once('=').with_context(|| format!("label {label:?} is not key=value"))?;
+                let (k, v) = label
+                    .split_once('=')
+                    .with_context(|| format!("label {label:?} is not key=value"))?;
                 label_selector.insert(k.to_string(), v.to_string());
             }
             let state = state.map(|s| PodSandboxStateValue {
@@ -188,16 +241,23 @@ pub async fn run(cmd: PodCommand, mut client: RuntimeServiceClient<Channel>) -> 
                 }
                 .into(),
             });
-            let filter = PodSandboxFilter { id: id.unwrap_or_default(), state, label_selector };
+            let filter = PodSandboxFilter {
+                id: id.unwrap_or_default(),
+                state,
+                label_selector,
+            };
             let mut pods = client
-                .list_pod_sandbox(ListPodSandboxRequest { filter: Some(filter) })
+                .list_pod_sandbox(ListPodSandboxRequest {
+                    filter: Some(filter),
+                })
                 .await
                 .context("ListPodSandbox")?
                 .into_inner()
                 .items;
             pods.retain(|p| {
                 let m = p.metadata.clone().unwrap_or_default();
-                name.as_deref().is_none_or(|n| m.name.contains(n)) && namespace.as_deref().is_none_or(|ns| m.namespace == ns)
+                name.as_deref().is_none_or(|n| m.name.contains(n))
+                    && namespace.as_deref().is_none_or(|ns| m.namespace == ns)
             });
             // Newest first, as crictl prints them.
             pods.sort_by_key(|p| std::cmp::Reverse(p.created_at));
@@ -229,27 +289,44 @@ pub async fn run(cmd: PodCommand, mut client: RuntimeServiceClient<Channel>) -> 
                     }
                     Ok(out)
                 }
-                _ => Ok(output::render(&json!({ "items": serde_json::to_value(&pods)? }), format)),
+                _ => Ok(output::render(
+                    &json!({ "items": serde_json::to_value(&pods)? }),
+                    format,
+                )),
             }
         }
-        PodCommand::Inspectp { ids, output: format } => {
+        PodCommand::Inspectp {
+            ids,
+            output: format,
+        } => {
             let mut out = String::new();
             for id in ids {
                 let resp = client
-                    .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: true })
+                    .pod_sandbox_status(PodSandboxStatusRequest {
+                        pod_sandbox_id: id.clone(),
+                        verbose: true,
+                    })
                     .await
                     .with_context(|| format!("inspect pod {id}"))?
                     .into_inner();
                 let mut doc = serde_json::Map::new();
                 doc.insert("status".into(), serde_json::to_value(&resp.status)?);
                 for (key, raw) in &resp.info {
-                    doc.insert(key.clone(), serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone())));
+                    doc.insert(
+                        key.clone(),
+                        serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone())),
+                    );
                 }
                 let doc = Value::Object(doc);
                 out.push_str(&match format {
                     Format::Table => {
                         let st = resp.status.unwrap_or_default();
-                        format!("ID: {}\nName: {}\nState: {}\n", st.id, st.metadata.unwrap_or_default().name, state_name(st.state))
+                        format!(
+                            "ID: {}\nName: {}\nState: {}\n",
+                            st.id,
+                            st.metadata.unwrap_or_default().name,
+                            state_name(st.state)
+                        )
                     }
                     _ => output::render(&doc, format),
                 });

@@ -13,7 +13,10 @@ fn crustctl(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 
 #[test]
 fn unreachable_endpoint_fails_naming_it() {
-    let out = crustctl(&["-r", "unix:///nonexistent/crust-ctl-test.sock", "version"], &[]);
+    let out = crustctl(
+        &["-r", "unix:///nonexistent/crust-ctl-test.sock", "version"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/crust-ctl-test.sock"), "{err}");
@@ -21,7 +24,13 @@ fn unreachable_endpoint_fails_naming_it() {
 
 #[test]
 fn endpoint_comes_from_the_environment() {
-    let out = crustctl(&["info"], &[("CONTAINER_RUNTIME_ENDPOINT", "unix:///nonexistent/from-env.sock")]);
+    let out = crustctl(
+        &["info"],
+        &[(
+            "CONTAINER_RUNTIME_ENDPOINT",
+            "unix:///nonexistent/from-env.sock",
+        )],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("from-env.sock"));
 }

@@ -40,28 +40,45 @@ impl TestNetwork {
         let ipam_dir = sb.path().join("ipam");
         let subnet = format!("10.{b}.{c}.0/24");
         let gateway = format!("10.{b}.{c}.1");
-        let mut plugins = vec![
-            format!(
-                r#"{{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{subnet}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
-                ipam_dir.display()
-            ),
-        ];
+        let mut plugins = vec![format!(
+            r#"{{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{subnet}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
+            ipam_dir.display()
+        )];
         if portmap {
             plugins.push(r#"{"type":"portmap","capabilities":{"portMappings":true}}"#.to_string());
         }
         plugins.extend(extra_plugins.iter().map(|p| p.to_string()));
-        let conflist = format!(r#"{{"cniVersion":"1.0.0","name":"{name}","plugins":[{}]}}"#, plugins.join(","));
-        fs::write(sb.cni_conf_dir().join(format!("10-{name}.conflist")), conflist).expect("write conflist");
-        TestNetwork { name, bridge, subnet, gateway, ipam_dir }
+        let conflist = format!(
+            r#"{{"cniVersion":"1.0.0","name":"{name}","plugins":[{}]}}"#,
+            plugins.join(",")
+        );
+        fs::write(
+            sb.cni_conf_dir().join(format!("10-{name}.conflist")),
+            conflist,
+        )
+        .expect("write conflist");
+        TestNetwork {
+            name,
+            bridge,
+            subnet,
+            gateway,
+            ipam_dir,
+        }
     }
 
     /// veth interfaces still attached to the test bridge.
     pub fn attached_veths(&self) -> Vec<String> {
-        let out = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output();
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output();
         match out {
             Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_string()))
+                .filter_map(|l| {
+                    l.split(": ")
+                        .nth(1)
+                        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+                })
                 .collect(),
             _ => Vec::new(),
         }
@@ -81,13 +98,21 @@ impl TestNetwork {
 
     /// iptables rules (any table) that mention this network.
     pub fn iptables_rules(&self) -> Vec<String> {
-        let out = Command::new("iptables-save").output().expect("iptables-save");
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&self.name)).map(str::to_string).collect()
+        let out = Command::new("iptables-save")
+            .output()
+            .expect("iptables-save");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&self.name))
+            .map(str::to_string)
+            .collect()
     }
 }
 
 impl Drop for TestNetwork {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
     }
 }

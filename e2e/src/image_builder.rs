@@ -38,7 +38,9 @@ impl Default for LayerBuilder {
 
 impl LayerBuilder {
     pub fn new() -> Self {
-        LayerBuilder { builder: tar::Builder::new(Vec::new()) }
+        LayerBuilder {
+            builder: tar::Builder::new(Vec::new()),
+        }
     }
 
     fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -54,32 +56,44 @@ impl LayerBuilder {
 
     pub fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
         let mut h = Self::header(tar::EntryType::Directory, mode, 0);
-        self.builder.append_data(&mut h, path, std::io::empty()).expect("append dir");
+        self.builder
+            .append_data(&mut h, path, std::io::empty())
+            .expect("append dir");
         self
     }
 
     pub fn file(&mut self, path: &str, data: &[u8], mode: u32) -> &mut Self {
         let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
-        self.builder.append_data(&mut h, path, data).expect("append file");
+        self.builder
+            .append_data(&mut h, path, data)
+            .expect("append file");
         self
     }
 
     pub fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
         let mut h = Self::header(tar::EntryType::Link, 0o755, 0);
-        self.builder.append_link(&mut h, path, target).expect("append hard link");
+        self.builder
+            .append_link(&mut h, path, target)
+            .expect("append hard link");
         self
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
-        self.builder.append_link(&mut h, path, target).expect("append symlink");
+        self.builder
+            .append_link(&mut h, path, target)
+            .expect("append symlink");
         self
     }
 
     /// `.wh.<name>` next to `path`'s file name: deletes `path` from lower layers.
     pub fn whiteout(&mut self, path: &str) -> &mut Self {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        let wh = if dir.is_empty() { format!(".wh.{name}") } else { format!("{dir}/.wh.{name}") };
+        let wh = if dir.is_empty() {
+            format!(".wh.{name}")
+        } else {
+            format!("{dir}/.wh.{name}")
+        };
         self.file(&wh, b"", 0o644)
     }
 
@@ -91,7 +105,8 @@ impl LayerBuilder {
     /// `/bin/busybox` from the host (Debian busybox-static) plus hard links for
     /// `applets`, as upstream busybox images do.
     pub fn busybox(&mut self, applets: &[&str]) -> anyhow::Result<&mut Self> {
-        let bin = std::fs::read("/bin/busybox").context("read /bin/busybox (apt-get install busybox-static)")?;
+        let bin = std::fs::read("/bin/busybox")
+            .context("read /bin/busybox (apt-get install busybox-static)")?;
         self.dir("bin", 0o755).file("bin/busybox", &bin, 0o755);
         for applet in applets {
             self.hardlink(&format!("bin/{applet}"), "bin/busybox");
@@ -119,13 +134,24 @@ impl Layer {
             Compression::None => (tar.clone(), "application/vnd.oci.image.layer.v1.tar"),
             Compression::Gzip => {
                 // GzEncoder writes mtime 0 and no file name: `gzip -n`.
-                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let mut gz =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
                 gz.write_all(&tar).expect("gzip");
-                (gz.finish().expect("gzip"), "application/vnd.oci.image.layer.v1.tar+gzip")
+                (
+                    gz.finish().expect("gzip"),
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                )
             }
-            Compression::Zstd => (zstd::encode_all(&tar[..], 3).expect("zstd"), "application/vnd.oci.image.layer.v1.tar+zstd"),
+            Compression::Zstd => (
+                zstd::encode_all(&tar[..], 3).expect("zstd"),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
         };
-        Layer { tar, blob, media_type }
+        Layer {
+            tar,
+            blob,
+            media_type,
+        }
     }
 
     pub fn digest(&self) -> String {
@@ -166,7 +192,12 @@ impl Image {
             "annotations": {"org.opencontainers.image.title": "crust-test"},
         });
         let manifest = serde_json::to_vec(&manifest).expect("manifest json");
-        Image { layers, config, manifest, manifest_media_type: OCI_MANIFEST }
+        Image {
+            layers,
+            config,
+            manifest,
+            manifest_media_type: OCI_MANIFEST,
+        }
     }
 
     /// The same image as a Docker v2 schema 2 manifest (Docker media types; gzip or
@@ -186,7 +217,11 @@ impl Image {
                 json!({"mediaType": media_type, "digest": l.digest(), "size": l.blob.len()})
             }).collect::<Vec<_>>(),
         });
-        Image { manifest: serde_json::to_vec(&manifest).expect("manifest json"), manifest_media_type: DOCKER_MANIFEST, ..oci }
+        Image {
+            manifest: serde_json::to_vec(&manifest).expect("manifest json"),
+            manifest_media_type: DOCKER_MANIFEST,
+            ..oci
+        }
     }
 
     /// The image id crust must report: the config digest.
@@ -220,7 +255,8 @@ pub fn index(entries: &[(&Image, &str, Option<&str>)]) -> Vec<u8> {
             })
         })
         .collect();
-    serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})).expect("index json")
+    serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
+        .expect("index json")
 }
 
 /// The node's architecture in registry (GOARCH) naming.

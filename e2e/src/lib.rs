@@ -21,7 +21,8 @@ use std::{
 
 use anyhow::{Context, bail};
 use crust_proto::runtime::v1::{
-    VersionRequest, image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+    VersionRequest, image_service_client::ImageServiceClient,
+    runtime_service_client::RuntimeServiceClient,
 };
 use nix::{
     sys::signal::{Signal, kill},
@@ -42,7 +43,10 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current executable");
     // A test runs from target/<profile>/deps/, a harness binary from target/<profile>/.
     let dir = exe.parent().expect("executable directory");
-    let candidates = [dir.join(name), dir.parent().map(|d| d.join(name)).unwrap_or_default()];
+    let candidates = [
+        dir.join(name),
+        dir.parent().map(|d| d.join(name)).unwrap_or_default(),
+    ];
     candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
         panic!("{name} not found beside {}: build the workspace binaries first (cargo test --workspace does), or set {var}", exe.display())
     })
@@ -57,7 +61,10 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> anyhow::Result<Sandbox> {
-        let dir = tempfile::Builder::new().prefix("crust-e2e-").tempdir_in("/var/tmp").context("create temp dir")?;
+        let dir = tempfile::Builder::new()
+            .prefix("crust-e2e-")
+            .tempdir_in("/var/tmp")
+            .context("create temp dir")?;
         for sub in ["root", "state", "net.d", "cni-bin"] {
             fs::create_dir_all(dir.path().join(sub))?;
         }
@@ -108,17 +115,35 @@ impl Sandbox {
 
     /// Cgroup path prefix of everything this sandbox's daemon creates.
     pub fn cgroup_prefix(&self) -> String {
-        let name = self.path().file_name().expect("temp dir name").to_string_lossy();
+        let name = self
+            .path()
+            .file_name()
+            .expect("temp dir name")
+            .to_string_lossy();
         format!("/{name}")
     }
 
     /// Monitors (and pod inits) recorded under this sandbox's state dir that still run.
     pub fn live_monitor_pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
-        for entry in fs::read_dir(self.state().join("pods")).into_iter().flatten().flatten() {
-            let Ok(bytes) = fs::read(entry.path().join("monitor.json")) else { continue };
-            let Ok(p) = serde_json::from_slice::<crust_runtime::monitor::MonitorPids>(&bytes) else { continue };
-            pids.extend(std::iter::once(p.monitor).chain(p.init).filter(|r| r.is_alive()).map(|r| r.pid));
+        for entry in fs::read_dir(self.state().join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(bytes) = fs::read(entry.path().join("monitor.json")) else {
+                continue;
+            };
+            let Ok(p) = serde_json::from_slice::<crust_runtime::monitor::MonitorPids>(&bytes)
+            else {
+                continue;
+            };
+            pids.extend(
+                std::iter::once(p.monitor)
+                    .chain(p.init)
+                    .filter(|r| r.is_alive())
+                    .map(|r| r.pid),
+            );
         }
         pids
     }
@@ -137,7 +162,8 @@ impl Sandbox {
 
     /// Cgroup directories under this sandbox's prefix, in any hierarchy.
     pub fn cgroups(&self) -> Vec<PathBuf> {
-        let manager = crust_runtime::cgroup::Cgroupfs::open(Path::new("/sys/fs/cgroup")).expect("cgroups mounted");
+        let manager = crust_runtime::cgroup::Cgroupfs::open(Path::new("/sys/fs/cgroup"))
+            .expect("cgroups mounted");
         let mut found = Vec::new();
         for dir in manager.dirs(&self.cgroup_prefix()) {
             walk_dirs(&dir, &mut found);
@@ -175,7 +201,12 @@ impl Sandbox {
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_suffix(".json")
+                    .map(str::to_string)
+            })
             .collect();
         if pods.is_empty() {
             return;
@@ -190,7 +221,12 @@ impl Sandbox {
         // Drop may run inside the test's runtime, which cannot be blocked on: use a
         // thread with a runtime of its own.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async {
                 for pod in pods {
                     let netns = state.join("ns").join(&pod).join("net");
@@ -242,9 +278,16 @@ impl Drop for Sandbox {
         self.undo_pod_networks();
         self.kill_strays();
         for _ in 0..3 {
-            for entry in fs::read_dir(self.state().join("pods")).into_iter().flatten().flatten() {
-                let Ok(bytes) = fs::read(entry.path().join("monitor.json")) else { continue };
-                if let Ok(p) = serde_json::from_slice::<crust_runtime::monitor::MonitorPids>(&bytes) {
+            for entry in fs::read_dir(self.state().join("pods"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let Ok(bytes) = fs::read(entry.path().join("monitor.json")) else {
+                    continue;
+                };
+                if let Ok(p) = serde_json::from_slice::<crust_runtime::monitor::MonitorPids>(&bytes)
+                {
                     p.monitor.kill();
                     if let Some(init) = p.init {
                         init.kill();
@@ -307,10 +350,16 @@ impl Crustd {
         // test's) dies, so a killed test run cannot leak daemons.
         #[allow(unsafe_code)]
         unsafe {
-            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
         }
         let child = cmd.spawn().context("spawn crustd")?;
-        Ok(Crustd { child: Some(child), socket: sandbox.socket(), log })
+        Ok(Crustd {
+            child: Some(child),
+            socket: sandbox.socket(),
+            log,
+        })
     }
 
     pub fn pid(&self) -> Pid {
@@ -329,7 +378,10 @@ impl Crustd {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().expect("running").try_wait()? {
-                bail!("crustd exited with {status} before serving:\n{}", self.logs());
+                bail!(
+                    "crustd exited with {status} before serving:\n{}",
+                    self.logs()
+                );
             }
             if let Ok(mut client) = self.runtime().await
                 && client.version(VersionRequest::default()).await.is_ok()
@@ -346,7 +398,11 @@ impl Crustd {
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         // Generous: a loaded 2-core CI machine creating 100 pods at once is slow, and a
         // test must fail on what it checks, not on time.
-        Ok(crust_ctl::connect(&format!("unix://{}", self.socket.display()), Duration::from_secs(120)).await?)
+        Ok(crust_ctl::connect(
+            &format!("unix://{}", self.socket.display()),
+            Duration::from_secs(120),
+        )
+        .await?)
     }
 
     pub async fn runtime(&self) -> anyhow::Result<RuntimeServiceClient<Channel>> {
@@ -372,7 +428,10 @@ impl Crustd {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("crustd still running {timeout:?} after being asked to exit:\n{}", self.logs());
+                bail!(
+                    "crustd still running {timeout:?} after being asked to exit:\n{}",
+                    self.logs()
+                );
             }
             // Async sleep: the test's gRPC connections must keep running to answer
             // the server's graceful-shutdown GOAWAY/PING.

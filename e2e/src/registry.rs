@@ -40,18 +40,26 @@ impl Registry {
     }
 
     async fn spawn(credentials: Option<(String, String)>) -> anyhow::Result<Registry> {
-        let mut dir = tempfile::Builder::new().prefix("crust-registry-").tempdir_in("/var/tmp")?;
+        let mut dir = tempfile::Builder::new()
+            .prefix("crust-registry-")
+            .tempdir_in("/var/tmp")?;
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage)?;
         let mut auth = String::new();
         if let Some((user, pass)) = &credentials {
-            let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output().context("run htpasswd (apt-get install apache2-utils)")?;
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .context("run htpasswd (apt-get install apache2-utils)")?;
             if !out.status.success() {
                 bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
             }
             let file = dir.path().join("htpasswd");
             fs::write(&file, out.stdout)?;
-            auth = format!("auth:\n  htpasswd:\n    realm: crust-test\n    path: {}\n", file.display());
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: crust-test\n    path: {}\n",
+                file.display()
+            );
         }
         // Ports are picked per run; retry if another process grabbed ours meanwhile.
         for _ in 0..5 {
@@ -71,8 +79,13 @@ impl Registry {
                 .stderr(log)
                 .spawn()
                 .context("spawn docker-registry (apt-get install docker-registry)")?;
-            let mut registry =
-                Registry { child: Some(child), dir, port, credentials: credentials.clone(), http: reqwest::Client::new() };
+            let mut registry = Registry {
+                child: Some(child),
+                dir,
+                port,
+                credentials: credentials.clone(),
+                http: reqwest::Client::new(),
+            };
             if registry.wait_ready().await? {
                 return Ok(registry);
             }
@@ -111,7 +124,8 @@ impl Registry {
     }
 
     fn log_text(&self) -> String {
-        fs::read_to_string(self.dir.path().join(format!("registry-{}.log", self.port))).unwrap_or_default()
+        fs::read_to_string(self.dir.path().join(format!("registry-{}.log", self.port)))
+            .unwrap_or_default()
     }
 
     /// `127.0.0.1:<port>`, the registry part of image references.
@@ -138,16 +152,37 @@ impl Registry {
     /// Uploads a blob (monolithic upload) unless the registry has it.
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> anyhow::Result<String> {
         let digest = sha256(bytes);
-        let head = self.auth(self.http.head(format!("{}/v2/{repo}/blobs/{digest}", self.url()))).send().await?;
+        let head = self
+            .auth(
+                self.http
+                    .head(format!("{}/v2/{repo}/blobs/{digest}", self.url())),
+            )
+            .send()
+            .await?;
         if head.status() == StatusCode::OK {
             return Ok(digest);
         }
-        let start = self.auth(self.http.post(format!("{}/v2/{repo}/blobs/uploads/", self.url()))).send().await?;
+        let start = self
+            .auth(
+                self.http
+                    .post(format!("{}/v2/{repo}/blobs/uploads/", self.url())),
+            )
+            .send()
+            .await?;
         if start.status() != StatusCode::ACCEPTED {
             bail!("start upload to {repo}: {}", start.status());
         }
-        let location = start.headers().get("location").context("upload location")?.to_str()?.to_string();
-        let location = if location.starts_with("http") { location } else { format!("{}{location}", self.url()) };
+        let location = start
+            .headers()
+            .get("location")
+            .context("upload location")?
+            .to_str()?
+            .to_string();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("{}{location}", self.url())
+        };
         let sep = if location.contains('?') { '&' } else { '?' };
         let put = self
             .auth(self.http.put(format!("{location}{sep}digest={digest}")))
@@ -156,21 +191,38 @@ impl Registry {
             .send()
             .await?;
         if put.status() != StatusCode::CREATED {
-            bail!("finish upload of {digest} to {repo}: {} {}", put.status(), put.text().await.unwrap_or_default());
+            bail!(
+                "finish upload of {digest} to {repo}: {} {}",
+                put.status(),
+                put.text().await.unwrap_or_default()
+            );
         }
         Ok(digest)
     }
 
     /// Uploads a manifest or index under `reference` (a tag or its digest).
-    pub async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<()> {
         let put = self
-            .auth(self.http.put(format!("{}/v2/{repo}/manifests/{reference}", self.url())))
+            .auth(
+                self.http
+                    .put(format!("{}/v2/{repo}/manifests/{reference}", self.url())),
+            )
             .header("content-type", media_type)
             .body(bytes.to_vec())
             .send()
             .await?;
         if put.status() != StatusCode::CREATED {
-            bail!("push manifest {repo}:{reference}: {} {}", put.status(), put.text().await.unwrap_or_default());
+            bail!(
+                "push manifest {repo}:{reference}: {} {}",
+                put.status(),
+                put.text().await.unwrap_or_default()
+            );
         }
         Ok(())
     }
@@ -182,10 +234,17 @@ impl Registry {
         }
         self.push_blob(repo, &image.config).await?;
         for tag in tags {
-            self.push_manifest(repo, tag, image.manifest_media_type, &image.manifest).await?;
+            self.push_manifest(repo, tag, image.manifest_media_type, &image.manifest)
+                .await?;
         }
         if tags.is_empty() {
-            self.push_manifest(repo, &image.manifest_digest(), image.manifest_media_type, &image.manifest).await?;
+            self.push_manifest(
+                repo,
+                &image.manifest_digest(),
+                image.manifest_media_type,
+                &image.manifest,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -247,7 +306,10 @@ struct Request {
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -266,12 +328,23 @@ async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Request> {
     let mut first = lines.next()?.split_whitespace();
     let method = first.next()?.to_string();
     let path = first.next()?.to_string();
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-    let len = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0u8; len];
     conn.read_exact(&mut body).await.ok()?;
-    Some(Request { method, path, headers, body })
+    Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    })
 }
 
 fn response(status: &str, extra_headers: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
@@ -283,7 +356,9 @@ fn response(status: &str, extra_headers: &str, content_type: &str, body: &[u8]) 
 }
 
 impl FakeRegistry {
-    pub async fn start(routes: std::collections::HashMap<String, Route>) -> anyhow::Result<FakeRegistry> {
+    pub async fn start(
+        routes: std::collections::HashMap<String, Route>,
+    ) -> anyhow::Result<FakeRegistry> {
         Self::start_with(routes, None).await
     }
 
@@ -299,7 +374,9 @@ impl FakeRegistry {
         let bearer = std::sync::Arc::new(bearer);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut conn, _)) = listener.accept().await else { return };
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
                 let routes = routes.clone();
                 let bearer = bearer.clone();
                 tokio::spawn(async move {
@@ -307,51 +384,109 @@ impl FakeRegistry {
                         let path = req.path.split('?').next().unwrap_or("").to_string();
                         if let Some(auth) = bearer.as_ref() {
                             if path == "/token" {
-                                let query = req.path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
+                                let query = req
+                                    .path
+                                    .split_once('?')
+                                    .map(|(_, q)| q.to_string())
+                                    .unwrap_or_default();
                                 let form = String::from_utf8_lossy(&req.body).into_owned();
-                                let basic = req.header("authorization").and_then(|h| h.strip_prefix("Basic ")).and_then(|b| {
-                                    base64::engine::general_purpose::STANDARD.decode(b).ok()
-                                });
-                                let good_basic = format!("{}:{}", auth.username, auth.password).into_bytes();
+                                let basic = req
+                                    .header("authorization")
+                                    .and_then(|h| h.strip_prefix("Basic "))
+                                    .and_then(|b| {
+                                        base64::engine::general_purpose::STANDARD.decode(b).ok()
+                                    });
+                                let good_basic =
+                                    format!("{}:{}", auth.username, auth.password).into_bytes();
                                 let answer = match (req.method.as_str(), basic) {
-                                    ("POST", _) if form.contains(&format!("refresh_token={}", auth.refresh_token))
-                                        && form.contains("grant_type=refresh_token") =>
+                                    ("POST", _)
+                                        if form.contains(&format!(
+                                            "refresh_token={}",
+                                            auth.refresh_token
+                                        )) && form.contains("grant_type=refresh_token") =>
                                     {
-                                        response("200 OK", "", "application/json", format!("{{\"access_token\":\"{ACCESS_TOKEN}\"}}").as_bytes())
+                                        response(
+                                            "200 OK",
+                                            "",
+                                            "application/json",
+                                            format!("{{\"access_token\":\"{ACCESS_TOKEN}\"}}")
+                                                .as_bytes(),
+                                        )
                                     }
-                                    ("GET", Some(b)) if b == good_basic && query.contains("scope=") => {
-                                        response("200 OK", "", "application/json", format!("{{\"token\":\"{ACCESS_TOKEN}\"}}").as_bytes())
+                                    ("GET", Some(b))
+                                        if b == good_basic && query.contains("scope=") =>
+                                    {
+                                        response(
+                                            "200 OK",
+                                            "",
+                                            "application/json",
+                                            format!("{{\"token\":\"{ACCESS_TOKEN}\"}}").as_bytes(),
+                                        )
                                     }
-                                    ("GET", None) => response("200 OK", "", "application/json", b"{\"token\":\"anonymous\"}"),
-                                    _ => response("401 Unauthorized", "", "application/json", b"{}"),
+                                    ("GET", None) => response(
+                                        "200 OK",
+                                        "",
+                                        "application/json",
+                                        b"{\"token\":\"anonymous\"}",
+                                    ),
+                                    _ => {
+                                        response("401 Unauthorized", "", "application/json", b"{}")
+                                    }
                                 };
                                 if conn.write_all(&answer).await.is_err() {
                                     return;
                                 }
                                 continue;
                             }
-                            if req.header("authorization") != Some(&format!("Bearer {ACCESS_TOKEN}")) {
+                            if req.header("authorization")
+                                != Some(&format!("Bearer {ACCESS_TOKEN}"))
+                            {
                                 let challenge = format!(
                                     "www-authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\",scope=\"repository:x:pull\"\r\n"
                                 );
-                                if conn.write_all(&response("401 Unauthorized", &challenge, "application/json", b"{}")).await.is_err() {
+                                if conn
+                                    .write_all(&response(
+                                        "401 Unauthorized",
+                                        &challenge,
+                                        "application/json",
+                                        b"{}",
+                                    ))
+                                    .await
+                                    .is_err()
+                                {
                                     return;
                                 }
                                 continue;
                             }
                         }
                         let route = if path == "/v2/" {
-                            Some(Route { content_type: "application/json".into(), body: b"{}".to_vec(), stall_after: None })
+                            Some(Route {
+                                content_type: "application/json".into(),
+                                body: b"{}".to_vec(),
+                                stall_after: None,
+                            })
                         } else {
                             routes.get(&path).cloned()
                         };
                         let Some(route) = route else {
-                            if conn.write_all(&response("404 Not Found", "", "application/json", b"{}")).await.is_err() {
+                            if conn
+                                .write_all(&response(
+                                    "404 Not Found",
+                                    "",
+                                    "application/json",
+                                    b"{}",
+                                ))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                             continue;
                         };
-                        let send = route.stall_after.unwrap_or(route.body.len()).min(route.body.len());
+                        let send = route
+                            .stall_after
+                            .unwrap_or(route.body.len())
+                            .min(route.body.len());
                         let mut out = response("200 OK", "", &route.content_type, &route.body);
                         let head_len = out.len() - route.body.len();
                         if req.method == "HEAD" {
@@ -380,21 +515,38 @@ impl FakeRegistry {
 
     /// Routes that serve `image` as `repo:tag`, with `stall_layer` (index) stalling
     /// after `stall_after` bytes.
-    pub fn routes_for(repo: &str, tag: &str, image: &Image, stall_layer: Option<(usize, usize)>) -> std::collections::HashMap<String, Route> {
+    pub fn routes_for(
+        repo: &str,
+        tag: &str,
+        image: &Image,
+        stall_layer: Option<(usize, usize)>,
+    ) -> std::collections::HashMap<String, Route> {
         let mut routes = std::collections::HashMap::new();
         routes.insert(
             format!("/v2/{repo}/manifests/{tag}"),
-            Route { content_type: image.manifest_media_type.into(), body: image.manifest.clone(), stall_after: None },
+            Route {
+                content_type: image.manifest_media_type.into(),
+                body: image.manifest.clone(),
+                stall_after: None,
+            },
         );
         routes.insert(
             format!("/v2/{repo}/blobs/{}", sha256(&image.config)),
-            Route { content_type: "application/octet-stream".into(), body: image.config.clone(), stall_after: None },
+            Route {
+                content_type: "application/octet-stream".into(),
+                body: image.config.clone(),
+                stall_after: None,
+            },
         );
         for (i, layer) in image.layers.iter().enumerate() {
             let stall_after = stall_layer.filter(|(n, _)| *n == i).map(|(_, after)| after);
             routes.insert(
                 format!("/v2/{repo}/blobs/{}", layer.digest()),
-                Route { content_type: "application/octet-stream".into(), body: layer.blob.clone(), stall_after },
+                Route {
+                    content_type: "application/octet-stream".into(),
+                    body: layer.blob.clone(),
+                    stall_after,
+                },
             );
         }
         routes

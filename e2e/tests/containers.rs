@@ -10,16 +10,19 @@ use crust_e2e::{
     registry::Registry,
 };
 use crust_proto::runtime::v1::{
-    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStateValue, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
-    ListContainersRequest, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest, security_profile::ProfileType,
+    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStateValue,
+    ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, ListContainersRequest,
+    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest, security_profile::ProfileType,
 };
 use serde_json::json;
 use tonic::Code;
 
-const APPLETS: &[&str] = &["sh", "echo", "cat", "id", "sleep", "hostname", "head", "tr", "ls", "grep"];
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "id", "sleep", "hostname", "head", "tr", "ls", "grep",
+];
 
 fn busybox_image() -> Image {
     let mut layer = LayerBuilder::new();
@@ -28,9 +31,17 @@ fn busybox_image() -> Image {
         layer.dir(dir, 0o755);
     }
     layer
-        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n", 0o644)
+        .file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+            0o644,
+        )
         .file("etc/group", b"root:x:0:\napp:x:1000:\n", 0o644);
-    Image::build(vec![layer.finish(Compression::Gzip)], host_arch(), json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}))
+    Image::build(
+        vec![layer.finish(Compression::Gzip)],
+        host_arch(),
+        json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}),
+    )
 }
 
 struct World {
@@ -45,7 +56,10 @@ struct World {
 
 async fn world() -> World {
     let registry = Registry::start().await.unwrap();
-    registry.push_image("test/busybox", &["v1"], &busybox_image()).await.unwrap();
+    registry
+        .push_image("test/busybox", &["v1"], &busybox_image())
+        .await
+        .unwrap();
     let image = format!("{}/test/busybox:v1", registry.host());
     let sb = Sandbox::new().unwrap();
     let net = TestNetwork::install(&sb, &[]);
@@ -54,31 +68,70 @@ async fn world() -> World {
     d.image()
         .await
         .unwrap()
-        .pull_image(PullImageRequest { image: Some(ImageSpec { image: image.clone(), ..Default::default() }), auth: None, sandbox_config: None })
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
         .await
         .unwrap();
     let logs = sb.path().join("logs");
     let pod = run_pod(&d, "app", &logs).await;
-    World { _registry: registry, image, d, pod, logs, _net: net, sb }
+    World {
+        _registry: registry,
+        image,
+        d,
+        pod,
+        logs,
+        _net: net,
+        sb,
+    }
 }
 
 async fn run_pod(d: &Crustd, name: &str, logs: &Path) -> String {
     let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata { name: name.into(), uid: format!("uid-{name}"), namespace: "ctr".into(), attempt: 0 }),
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "ctr".into(),
+            attempt: 0,
+        }),
         hostname: name.into(),
         log_directory: logs.display().to_string(),
         ..Default::default()
     };
-    let req = RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
-    d.runtime().await.unwrap().run_pod_sandbox(req).await.unwrap().into_inner().pod_sandbox_id
+    let req = RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    };
+    d.runtime()
+        .await
+        .unwrap()
+        .run_pod_sandbox(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id
 }
 
 fn config(w: &World, name: &str, command: &[&str]) -> ContainerConfig {
     ContainerConfig {
-        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
-        image: Some(ImageSpec { image: w.image.clone(), ..Default::default() }),
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: w.image.clone(),
+            ..Default::default()
+        }),
         command: command.iter().map(|s| s.to_string()).collect(),
-        envs: vec![KeyValue { key: "WHO".into(), value: "crust".into() }],
+        envs: vec![KeyValue {
+            key: "WHO".into(),
+            value: "crust".into(),
+        }],
         log_path: format!("{name}.log"),
         labels: HashMap::from([("name".into(), name.into())]),
         ..Default::default()
@@ -86,17 +139,46 @@ fn config(w: &World, name: &str, command: &[&str]) -> ContainerConfig {
 }
 
 async fn create(w: &World, config: ContainerConfig) -> Result<String, tonic::Status> {
-    let req = CreateContainerRequest { pod_sandbox_id: w.pod.clone(), config: Some(config), sandbox_config: None };
-    Ok(w.d.runtime().await.unwrap().create_container(req).await?.into_inner().container_id)
+    let req = CreateContainerRequest {
+        pod_sandbox_id: w.pod.clone(),
+        config: Some(config),
+        sandbox_config: None,
+    };
+    Ok(w.d
+        .runtime()
+        .await
+        .unwrap()
+        .create_container(req)
+        .await?
+        .into_inner()
+        .container_id)
 }
 
 async fn start(w: &World, id: &str) -> Result<(), tonic::Status> {
-    w.d.runtime().await.unwrap().start_container(StartContainerRequest { container_id: id.into() }).await.map(|_| ())
+    w.d.runtime()
+        .await
+        .unwrap()
+        .start_container(StartContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .map(|_| ())
 }
 
 async fn status(d: &Crustd, id: &str) -> crust_proto::runtime::v1::ContainerStatus {
-    let req = ContainerStatusRequest { container_id: id.into(), verbose: false };
-    d.runtime().await.unwrap().container_status(req).await.unwrap().into_inner().status.unwrap()
+    let req = ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    };
+    d.runtime()
+        .await
+        .unwrap()
+        .container_status(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
 }
 
 async fn wait_exited(d: &Crustd, id: &str) -> crust_proto::runtime::v1::ContainerStatus {
@@ -133,8 +215,11 @@ fn humantime_ok(ts: &str) -> bool {
 #[tokio::test]
 async fn a_container_runs_logs_and_exits_with_its_code() {
     let w = world().await;
-    let script = "echo hello $WHO; echo oops >&2; hostname; cat /etc/resolv.conf | head -n 1; id -u; exit 7";
-    let id = create(&w, config(&w, "once", &["sh", "-c", script])).await.unwrap();
+    let script =
+        "echo hello $WHO; echo oops >&2; hostname; cat /etc/resolv.conf | head -n 1; id -u; exit 7";
+    let id = create(&w, config(&w, "once", &["sh", "-c", script]))
+        .await
+        .unwrap();
     let created = status(&w.d, &id).await;
     assert_eq!(created.state, i32::from(ContainerState::ContainerCreated));
     assert_eq!(created.started_at, 0);
@@ -146,18 +231,41 @@ async fn a_container_runs_logs_and_exits_with_its_code() {
     assert_eq!(s.log_path, w.logs.join("once.log").display().to_string());
     let lines = log(&s.log_path);
     assert_eq!(lines[0], ("stdout".to_string(), "hello crust".to_string()));
-    assert!(lines.contains(&("stderr".to_string(), "oops".to_string())), "{lines:?}");
-    assert!(lines.contains(&("stdout".to_string(), "app".to_string())), "pod hostname: {lines:?}");
-    assert!(lines.iter().any(|(_, t)| t.starts_with("nameserver")), "pod resolv.conf: {lines:?}");
-    assert!(lines.contains(&("stdout".to_string(), "0".to_string())), "uid 0: {lines:?}");
+    assert!(
+        lines.contains(&("stderr".to_string(), "oops".to_string())),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&("stdout".to_string(), "app".to_string())),
+        "pod hostname: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|(_, t)| t.starts_with("nameserver")),
+        "pod resolv.conf: {lines:?}"
+    );
+    assert!(
+        lines.contains(&("stdout".to_string(), "0".to_string())),
+        "uid 0: {lines:?}"
+    );
 
-    let ok = create(&w, config(&w, "fine", &["true-not-in-image-so-use-sh"])).await.unwrap();
+    let ok = create(&w, config(&w, "fine", &["true-not-in-image-so-use-sh"]))
+        .await
+        .unwrap();
     let err = start(&w, &ok).await.unwrap_err();
-    assert!(err.message().contains("true-not-in-image-so-use-sh"), "{}", err.message());
+    assert!(
+        err.message().contains("true-not-in-image-so-use-sh"),
+        "{}",
+        err.message()
+    );
     let s = status(&w.d, &ok).await;
-    assert_eq!((s.state, s.reason.as_str()), (i32::from(ContainerState::ContainerExited), "StartError"));
+    assert_eq!(
+        (s.state, s.reason.as_str()),
+        (i32::from(ContainerState::ContainerExited), "StartError")
+    );
 
-    let done = create(&w, config(&w, "zero", &["sh", "-c", "exit 0"])).await.unwrap();
+    let done = create(&w, config(&w, "zero", &["sh", "-c", "exit 0"]))
+        .await
+        .unwrap();
     start(&w, &done).await.unwrap();
     assert_eq!(wait_exited(&w.d, &done).await.reason, "Completed");
 }
@@ -165,79 +273,198 @@ async fn a_container_runs_logs_and_exits_with_its_code() {
 #[tokio::test]
 async fn stop_list_remove_and_the_cri_rules() {
     let w = world().await;
-    let id = create(&w, config(&w, "sleeper", &["sleep", "1000"])).await.unwrap();
+    let id = create(&w, config(&w, "sleeper", &["sleep", "1000"]))
+        .await
+        .unwrap();
     start(&w, &id).await.unwrap();
     let mut rt = w.d.runtime().await.unwrap();
 
     let running = Some(ContainerFilter {
-        state: Some(ContainerStateValue { state: ContainerState::ContainerRunning.into() }),
+        state: Some(ContainerStateValue {
+            state: ContainerState::ContainerRunning.into(),
+        }),
         ..Default::default()
     });
-    let listed = rt.list_containers(ListContainersRequest { filter: running }).await.unwrap().into_inner().containers;
-    assert_eq!(listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec![id.as_str()]);
+    let listed = rt
+        .list_containers(ListContainersRequest { filter: running })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec![id.as_str()]
+    );
     assert_eq!(listed[0].pod_sandbox_id, w.pod);
-    let by_label = Some(ContainerFilter { label_selector: HashMap::from([("name".into(), "nope".into())]), ..Default::default() });
-    assert!(rt.list_containers(ListContainersRequest { filter: by_label }).await.unwrap().into_inner().containers.is_empty());
+    let by_label = Some(ContainerFilter {
+        label_selector: HashMap::from([("name".into(), "nope".into())]),
+        ..Default::default()
+    });
+    assert!(
+        rt.list_containers(ListContainersRequest { filter: by_label })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .is_empty()
+    );
 
     // Same name in the same pod.
-    assert_eq!(create(&w, config(&w, "sleeper", &["sleep", "1"])).await.unwrap_err().code(), Code::AlreadyExists);
+    assert_eq!(
+        create(&w, config(&w, "sleeper", &["sleep", "1"]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::AlreadyExists
+    );
     // A missing image.
     let mut missing = config(&w, "missing", &["sh"]);
-    missing.image = Some(ImageSpec { image: "example.invalid/nothing:1".into(), ..Default::default() });
-    assert_eq!(create(&w, missing).await.unwrap_err().code(), Code::NotFound);
+    missing.image = Some(ImageSpec {
+        image: "example.invalid/nothing:1".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        create(&w, missing).await.unwrap_err().code(),
+        Code::NotFound
+    );
     // The pod shares a PID namespace, so sleep is not PID 1 and SIGTERM ends it.
-    rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 1 }).await.unwrap();
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
     let s = status(&w.d, &id).await;
-    assert_eq!((s.state, s.exit_code), (i32::from(ContainerState::ContainerExited), 143));
-    rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 1 }).await.expect("idempotent");
-    rt.remove_container(RemoveContainerRequest { container_id: id.clone() }).await.unwrap();
-    rt.remove_container(RemoveContainerRequest { container_id: id.clone() }).await.expect("idempotent");
-    let gone = rt.container_status(ContainerStatusRequest { container_id: id.clone(), verbose: false }).await.unwrap_err();
+    assert_eq!(
+        (s.state, s.exit_code),
+        (i32::from(ContainerState::ContainerExited), 143)
+    );
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 1,
+    })
+    .await
+    .expect("idempotent");
+    rt.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("idempotent");
+    let gone = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
 
     // A running container is killed by RemoveContainer; a stopped pod refuses new ones.
-    let busy = create(&w, config(&w, "busy", &["sleep", "1000"])).await.unwrap();
+    let busy = create(&w, config(&w, "busy", &["sleep", "1000"]))
+        .await
+        .unwrap();
     start(&w, &busy).await.unwrap();
-    rt.remove_container(RemoveContainerRequest { container_id: busy.clone() }).await.unwrap();
-    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: w.pod.clone() }).await.unwrap();
-    assert_eq!(create(&w, config(&w, "late", &["sh"])).await.unwrap_err().code(), Code::FailedPrecondition);
-    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: w.pod.clone() }).await.unwrap();
-    let left: Vec<_> = fs::read_dir(w.sb.root().join("containers")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    assert_eq!(left, Vec::<std::path::PathBuf>::new(), "container dirs left");
+    rt.remove_container(RemoveContainerRequest {
+        container_id: busy.clone(),
+    })
+    .await
+    .unwrap();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: w.pod.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        create(&w, config(&w, "late", &["sh"]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: w.pod.clone(),
+    })
+    .await
+    .unwrap();
+    let left: Vec<_> = fs::read_dir(w.sb.root().join("containers"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        left,
+        Vec::<std::path::PathBuf>::new(),
+        "container dirs left"
+    );
 }
 
 #[tokio::test]
 async fn a_container_over_its_memory_limit_is_oom_killed() {
     let w = world().await;
-    let mut c = config(&w, "hog", &["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"]);
+    let mut c = config(
+        &w,
+        "hog",
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+    );
     c.linux = Some(LinuxContainerConfig {
-        resources: Some(LinuxContainerResources { memory_limit_in_bytes: 32 << 20, ..Default::default() }),
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
         ..Default::default()
     });
     let id = create(&w, c).await.unwrap();
     start(&w, &id).await.unwrap();
     let s = wait_exited(&w.d, &id).await;
-    assert_eq!((s.exit_code, s.reason.as_str()), (137, "OOMKilled"), "{s:?}");
+    assert_eq!(
+        (s.exit_code, s.reason.as_str()),
+        (137, "OOMKilled"),
+        "{s:?}"
+    );
 }
 
 #[tokio::test]
 async fn containers_keep_running_across_a_crustd_restart_and_exits_while_down_are_reported() {
     let mut w = world().await;
-    let long = create(&w, config(&w, "long", &["sleep", "1000"])).await.unwrap();
+    let long = create(&w, config(&w, "long", &["sleep", "1000"]))
+        .await
+        .unwrap();
     start(&w, &long).await.unwrap();
-    let short = create(&w, config(&w, "short", &["sh", "-c", "sleep 1; exit 3"])).await.unwrap();
+    let short = create(&w, config(&w, "short", &["sh", "-c", "sleep 1; exit 3"]))
+        .await
+        .unwrap();
     start(&w, &short).await.unwrap();
 
     assert!(w.d.terminate().await.unwrap().success());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     w.d = w.sb.start().unwrap();
     w.d.wait_ready().await.unwrap();
-    assert_eq!(status(&w.d, &long).await.state, i32::from(ContainerState::ContainerRunning), "still running");
+    assert_eq!(
+        status(&w.d, &long).await.state,
+        i32::from(ContainerState::ContainerRunning),
+        "still running"
+    );
     let s = status(&w.d, &short).await;
-    assert_eq!((s.state, s.exit_code), (i32::from(ContainerState::ContainerExited), 3), "exit while crustd was down");
+    assert_eq!(
+        (s.state, s.exit_code),
+        (i32::from(ContainerState::ContainerExited), 3),
+        "exit while crustd was down"
+    );
 
     let mut rt = w.d.runtime().await.unwrap();
-    if let Err(e) = rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: w.pod.clone() }).await {
+    if let Err(e) = rt
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: w.pod.clone(),
+        })
+        .await
+    {
         let monitor_log = fs::read_dir(w.sb.state().join("pods"))
             .unwrap()
             .flatten()
@@ -245,10 +472,26 @@ async fn containers_keep_running_across_a_crustd_restart_and_exits_while_down_ar
             .collect::<String>();
         panic!("{e:?}\ncrustd:\n{}\nmonitor:\n{monitor_log}", w.d.logs());
     }
-    assert_eq!(status(&w.d, &long).await.state, i32::from(ContainerState::ContainerExited), "stopping the pod stops its containers");
-    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: w.pod.clone() }).await.unwrap();
-    let all = rt.list_containers(ListContainersRequest::default()).await.unwrap().into_inner().containers;
-    assert!(all.is_empty(), "removing the pod removes its containers: {all:?}");
+    assert_eq!(
+        status(&w.d, &long).await.state,
+        i32::from(ContainerState::ContainerExited),
+        "stopping the pod stops its containers"
+    );
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: w.pod.clone(),
+    })
+    .await
+    .unwrap();
+    let all = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(
+        all.is_empty(),
+        "removing the pod removes its containers: {all:?}"
+    );
 }
 
 #[tokio::test]
@@ -257,7 +500,11 @@ async fn crustctl_container_verbs() {
     let ep = w.sb.endpoint();
     let ctl = |args: &[&str]| {
         let out = crust_e2e::crustctl(&ep, args).unwrap();
-        assert!(out.status.success(), "crustctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "crustctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let dir = w.sb.path();
@@ -271,11 +518,20 @@ async fn crustctl_container_verbs() {
         format!("metadata:\n  name: talker\nimage:\n  image: {}\ncommand: [sh, -c, 'echo one; echo two; sleep 1000']\nlog_path: talker.log\n", w.image),
     )
     .unwrap();
-    let id = ctl(&["run", dir.join("ctr.yaml").to_str().unwrap(), dir.join("pod.json").to_str().unwrap()]).trim().to_string();
+    let id = ctl(&[
+        "run",
+        dir.join("ctr.yaml").to_str().unwrap(),
+        dir.join("pod.json").to_str().unwrap(),
+    ])
+    .trim()
+    .to_string();
     assert_eq!(id.len(), 64);
     assert!(ctl(&["ps", "-q"]).contains(&id));
     let table = ctl(&["ps"]);
-    assert!(table.contains("talker") && table.contains("Running"), "{table}");
+    assert!(
+        table.contains("talker") && table.contains("Running"),
+        "{table}"
+    );
     for _ in 0..200 {
         if ctl(&["logs", &id]) == "one\ntwo\n" {
             break;
@@ -294,71 +550,162 @@ async fn crustctl_container_verbs() {
     assert!(!ctl(&["ps", "-a", "-q"]).contains(&id));
 }
 
-async fn exec(w: &World, id: &str, cmd: &[&str], timeout: i64) -> Result<crust_proto::runtime::v1::ExecSyncResponse, tonic::Status> {
-    let req = crust_proto::runtime::v1::ExecSyncRequest { container_id: id.into(), cmd: cmd.iter().map(|s| s.to_string()).collect(), timeout };
-    Ok(w.d.runtime().await.unwrap().exec_sync(req).await?.into_inner())
+async fn exec(
+    w: &World,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<crust_proto::runtime::v1::ExecSyncResponse, tonic::Status> {
+    let req = crust_proto::runtime::v1::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    };
+    Ok(w.d
+        .runtime()
+        .await
+        .unwrap()
+        .exec_sync(req)
+        .await?
+        .into_inner())
 }
 
 #[tokio::test]
 async fn exec_sync_runs_inside_the_container_and_honours_its_timeout() {
     let w = world().await;
-    let id = create(&w, config(&w, "target", &["sleep", "1000"])).await.unwrap();
+    let id = create(&w, config(&w, "target", &["sleep", "1000"]))
+        .await
+        .unwrap();
     start(&w, &id).await.unwrap();
 
-    let r = exec(&w, &id, &["sh", "-c", "echo out $WHO; echo err >&2; hostname; exit 5"], 10).await.unwrap();
+    let r = exec(
+        &w,
+        &id,
+        &["sh", "-c", "echo out $WHO; echo err >&2; hostname; exit 5"],
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.exit_code, 5);
-    assert_eq!(String::from_utf8_lossy(&r.stdout), "out crust\napp\n", "the container's env and the pod's hostname");
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "out crust\napp\n",
+        "the container's env and the pod's hostname"
+    );
     assert_eq!(String::from_utf8_lossy(&r.stderr), "err\n");
     let r = exec(&w, &id, &["ls", "/"], 10).await.unwrap();
     let root = String::from_utf8_lossy(&r.stdout).to_string();
-    assert!(root.contains("bin") && !root.contains("work"), "the container's root: {root}");
+    assert!(
+        root.contains("bin") && !root.contains("work"),
+        "the container's root: {root}"
+    );
     let r = exec(&w, &id, &["no-such-command"], 10).await.unwrap();
     assert_eq!(r.exit_code, 127);
     assert!(String::from_utf8_lossy(&r.stderr).contains("no-such-command"));
 
     // A background child that keeps the pipes open must not hold the call up.
-    let r = exec(&w, &id, &["sh", "-c", "sleep 100 & echo done"], 30).await.unwrap();
+    let r = exec(&w, &id, &["sh", "-c", "sleep 100 & echo done"], 30)
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout), "done\n");
     // A command past its timeout is killed, with everything it forked.
-    let err = exec(&w, &id, &["sh", "-c", "sleep 100 & sleep 100"], 1).await.unwrap_err();
+    let err = exec(&w, &id, &["sh", "-c", "sleep 100 & sleep 100"], 1)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    let inspect = w.d.runtime().await.unwrap()
-        .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: true })
-        .await.unwrap().into_inner();
+    let inspect =
+        w.d.runtime()
+            .await
+            .unwrap()
+            .container_status(ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
     let info: serde_json::Value = serde_json::from_str(&inspect.info["info"]).unwrap();
     let cgroup = info["cgroup"].as_str().unwrap();
     let procs = fs::read_to_string(format!("/sys/fs/cgroup/pids{cgroup}/cgroup.procs")).unwrap();
-    assert_eq!(procs.lines().count(), 1, "only the container's own process is left: {procs}");
-    let execs: Vec<_> = fs::read_dir(format!("/sys/fs/cgroup/pids{cgroup}")).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+    assert_eq!(
+        procs.lines().count(),
+        1,
+        "only the container's own process is left: {procs}"
+    );
+    let execs: Vec<_> = fs::read_dir(format!("/sys/fs/cgroup/pids{cgroup}"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
     assert!(execs.is_empty(), "exec cgroups removed");
 
-    w.d.runtime().await.unwrap().stop_container(StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.unwrap();
-    assert_eq!(exec(&w, &id, &["true"], 1).await.unwrap_err().code(), Code::FailedPrecondition);
+    w.d.runtime()
+        .await
+        .unwrap()
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        exec(&w, &id, &["true"], 1).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
 }
 
 #[tokio::test]
 async fn reopen_container_log_follows_rotation() {
     let w = world().await;
-    let id = create(&w, config(&w, "chatty", &["sh", "-c", "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.05; done"])).await.unwrap();
+    let id = create(
+        &w,
+        config(
+            &w,
+            "chatty",
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.05; done",
+            ],
+        ),
+    )
+    .await
+    .unwrap();
     start(&w, &id).await.unwrap();
     let path = w.logs.join("chatty.log");
     for _ in 0..200 {
-        if fs::read_to_string(&path).map(|t| t.lines().count() >= 2).unwrap_or(false) {
+        if fs::read_to_string(&path)
+            .map(|t| t.lines().count() >= 2)
+            .unwrap_or(false)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     fs::rename(&path, w.logs.join("chatty.log.1")).unwrap();
-    let req = crust_proto::runtime::v1::ReopenContainerLogRequest { container_id: id.clone() };
-    w.d.runtime().await.unwrap().reopen_container_log(req).await.unwrap();
+    let req = crust_proto::runtime::v1::ReopenContainerLogRequest {
+        container_id: id.clone(),
+    };
+    w.d.runtime()
+        .await
+        .unwrap()
+        .reopen_container_log(req)
+        .await
+        .unwrap();
     for _ in 0..200 {
-        if fs::read_to_string(&path).map(|t| !t.is_empty()).unwrap_or(false) {
+        if fs::read_to_string(&path)
+            .map(|t| !t.is_empty())
+            .unwrap_or(false)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let fresh = log(path.to_str().unwrap());
-    assert!(!fresh.is_empty() && fresh[0].1.starts_with("line"), "{fresh:?}");
+    assert!(
+        !fresh.is_empty() && fresh[0].1.starts_with("line"),
+        "{fresh:?}"
+    );
     let rotated = log(w.logs.join("chatty.log.1").to_str().unwrap());
     assert!(rotated[0].1 == "line0", "{rotated:?}");
 }
@@ -368,19 +715,45 @@ async fn update_container_resources_changes_limits_live() {
     let w = world().await;
     let mut c = config(&w, "tunable", &["sleep", "1000"]);
     c.linux = Some(LinuxContainerConfig {
-        resources: Some(LinuxContainerResources { memory_limit_in_bytes: 64 << 20, cpu_shares: 512, ..Default::default() }),
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
         ..Default::default()
     });
     let id = create(&w, c).await.unwrap();
     start(&w, &id).await.unwrap();
     let mut rt = w.d.runtime().await.unwrap();
-    let info = rt.container_status(ContainerStatusRequest { container_id: id.clone(), verbose: true }).await.unwrap().into_inner();
-    let cgroup = serde_json::from_str::<serde_json::Value>(&info.info["info"]).unwrap()["cgroup"].as_str().unwrap().to_string();
-    let read = |file: &str| fs::read_to_string(format!("/sys/fs/cgroup/{file}")).unwrap().trim().to_string();
-    assert_eq!(read(&format!("memory{cgroup}/memory.limit_in_bytes")), (64u64 << 20).to_string());
+    let info = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cgroup = serde_json::from_str::<serde_json::Value>(&info.info["info"]).unwrap()["cgroup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read = |file: &str| {
+        fs::read_to_string(format!("/sys/fs/cgroup/{file}"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        read(&format!("memory{cgroup}/memory.limit_in_bytes")),
+        (64u64 << 20).to_string()
+    );
     assert_eq!(read(&format!("cpu{cgroup}/cpu.shares")), "512");
 
-    let new = LinuxContainerResources { memory_limit_in_bytes: 128 << 20, cpu_shares: 1024, ..Default::default() };
+    let new = LinuxContainerResources {
+        memory_limit_in_bytes: 128 << 20,
+        cpu_shares: 1024,
+        ..Default::default()
+    };
     rt.update_container_resources(crust_proto::runtime::v1::UpdateContainerResourcesRequest {
         container_id: id.clone(),
         linux: Some(new),
@@ -389,16 +762,26 @@ async fn update_container_resources_changes_limits_live() {
     })
     .await
     .unwrap();
-    assert_eq!(read(&format!("memory{cgroup}/memory.limit_in_bytes")), (128u64 << 20).to_string());
+    assert_eq!(
+        read(&format!("memory{cgroup}/memory.limit_in_bytes")),
+        (128u64 << 20).to_string()
+    );
     assert_eq!(read(&format!("cpu{cgroup}/cpu.shares")), "1024");
     let s = status(&w.d, &id).await;
-    assert_eq!(s.resources.unwrap().linux.unwrap().memory_limit_in_bytes, 128 << 20, "status shows the new limits");
+    assert_eq!(
+        s.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
+        128 << 20,
+        "status shows the new limits"
+    );
 }
 
 fn with_seccomp(mut c: ContainerConfig, profile: ProfileType, localhost: &str) -> ContainerConfig {
     c.linux = Some(LinuxContainerConfig {
         security_context: Some(LinuxContainerSecurityContext {
-            seccomp: Some(SecurityProfile { profile_type: profile.into(), localhost_ref: localhost.into() }),
+            seccomp: Some(SecurityProfile {
+                profile_type: profile.into(),
+                localhost_ref: localhost.into(),
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -410,20 +793,49 @@ fn with_seccomp(mut c: ContainerConfig, profile: ProfileType, localhost: &str) -
 async fn seccomp_profiles_confine_the_container_and_its_execs() {
     let w = world().await;
     // RuntimeDefault: filtered (mode 2), and ordinary work still runs.
-    let c = with_seccomp(config(&w, "confined", &["sh", "-c", "grep -E '^Seccomp:' /proc/self/status; echo ok; sleep 1000"]), ProfileType::RuntimeDefault, "");
+    let c = with_seccomp(
+        config(
+            &w,
+            "confined",
+            &[
+                "sh",
+                "-c",
+                "grep -E '^Seccomp:' /proc/self/status; echo ok; sleep 1000",
+            ],
+        ),
+        ProfileType::RuntimeDefault,
+        "",
+    );
     let id = create(&w, c).await.unwrap();
     start(&w, &id).await.unwrap();
     let path = w.logs.join("confined.log");
     for _ in 0..200 {
-        if fs::read_to_string(&path).map(|t| t.contains(" ok")).unwrap_or(false) {
+        if fs::read_to_string(&path)
+            .map(|t| t.contains(" ok"))
+            .unwrap_or(false)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let lines: Vec<String> = log(path.to_str().unwrap()).into_iter().map(|(_, t)| t).collect();
+    let lines: Vec<String> = log(path.to_str().unwrap())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     assert_eq!(lines, vec!["Seccomp:\t2".to_string(), "ok".to_string()]);
-    let r = exec(&w, &id, &["grep", "-E", "^Seccomp:", "/proc/self/status"], 10).await.unwrap();
-    assert_eq!(String::from_utf8_lossy(&r.stdout), "Seccomp:\t2\n", "execs get the container's filter too");
+    let r = exec(
+        &w,
+        &id,
+        &["grep", "-E", "^Seccomp:", "/proc/self/status"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "Seccomp:\t2\n",
+        "execs get the container's filter too"
+    );
 
     // Localhost: a profile of our own that denies mkdir with EPERM and allows the rest.
     let profile = w.sb.path().join("no-mkdir.json");
@@ -432,16 +844,41 @@ async fn seccomp_profiles_confine_the_container_and_its_execs() {
         r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
     )
     .unwrap();
-    let c = with_seccomp(config(&w, "nomkdir", &["sh", "-c", "mkdir /tmp/x; echo rc=$?; touch /tmp/y && echo touched"]), ProfileType::Localhost, profile.to_str().unwrap());
+    let c = with_seccomp(
+        config(
+            &w,
+            "nomkdir",
+            &[
+                "sh",
+                "-c",
+                "mkdir /tmp/x; echo rc=$?; touch /tmp/y && echo touched",
+            ],
+        ),
+        ProfileType::Localhost,
+        profile.to_str().unwrap(),
+    );
     let id = create(&w, c).await.unwrap();
     start(&w, &id).await.unwrap();
     wait_exited(&w.d, &id).await;
-    let lines: Vec<String> = log(w.logs.join("nomkdir.log").to_str().unwrap()).into_iter().map(|(_, t)| t).collect();
-    assert!(lines.iter().any(|l| l.contains("Operation not permitted")), "{lines:?}");
-    assert!(lines.contains(&"rc=1".to_string()) && lines.contains(&"touched".to_string()), "{lines:?}");
+    let lines: Vec<String> = log(w.logs.join("nomkdir.log").to_str().unwrap())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("Operation not permitted")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"rc=1".to_string()) && lines.contains(&"touched".to_string()),
+        "{lines:?}"
+    );
 
     // A Localhost profile that is not there is an error naming the field.
-    let c = with_seccomp(config(&w, "missing-profile", &["sh"]), ProfileType::Localhost, "/nonexistent/profile.json");
+    let c = with_seccomp(
+        config(&w, "missing-profile", &["sh"]),
+        ProfileType::Localhost,
+        "/nonexistent/profile.json",
+    );
     let err = create(&w, c).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("localhost_ref"), "{}", err.message());
@@ -451,12 +888,36 @@ async fn seccomp_profiles_confine_the_container_and_its_execs() {
 async fn stop_signal_reaches_the_container() {
     let w = world().await;
     // The monitor blocks SIGTERM for itself; the container must not inherit that.
-    let id = create(&w, config(&w, "trapper", &["sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done"])).await.unwrap();
+    let id = create(
+        &w,
+        config(
+            &w,
+            "trapper",
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+            ],
+        ),
+    )
+    .await
+    .unwrap();
     start(&w, &id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    w.d.runtime().await.unwrap().stop_container(StopContainerRequest { container_id: id.clone(), timeout: 30 }).await.unwrap();
+    w.d.runtime()
+        .await
+        .unwrap()
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 30,
+        })
+        .await
+        .unwrap();
     let s = status(&w.d, &id).await;
-    assert_eq!(s.exit_code, 42, "SIGTERM delivered and handled, not SIGKILL after the grace: {s:?}");
+    assert_eq!(
+        s.exit_code, 42,
+        "SIGTERM delivered and handled, not SIGKILL after the grace: {s:?}"
+    );
 }
 
 #[tokio::test]
@@ -469,25 +930,55 @@ async fn image_symlinks_cannot_point_mounts_at_the_host() {
     for dir in ["etc", "proc", "sys", "dev", "tmp"] {
         layer.dir(dir, 0o755);
     }
-    layer.symlink("etc/hosts", &escape).symlink("etc/resolv.conf", "../../../../../etc/crust-escape-resolv");
-    let image = Image::build(vec![layer.finish(Compression::Gzip)], host_arch(), json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}));
-    registry.push_image("test/hostile", &["v1"], &image).await.unwrap();
+    layer
+        .symlink("etc/hosts", &escape)
+        .symlink("etc/resolv.conf", "../../../../../etc/crust-escape-resolv");
+    let image = Image::build(
+        vec![layer.finish(Compression::Gzip)],
+        host_arch(),
+        json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}),
+    );
+    registry
+        .push_image("test/hostile", &["v1"], &image)
+        .await
+        .unwrap();
     let mut w = world().await;
     w.image = format!("{}/test/hostile:v1", registry.host());
     w.d.image()
         .await
         .unwrap()
-        .pull_image(PullImageRequest { image: Some(ImageSpec { image: w.image.clone(), ..Default::default() }), auth: None, sandbox_config: None })
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: w.image.clone(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
         .await
         .unwrap();
-    let id = create(&w, config(&w, "hostile", &["sh", "-c", "cat /etc/hosts | head -n 1"])).await.unwrap();
+    let id = create(
+        &w,
+        config(&w, "hostile", &["sh", "-c", "cat /etc/hosts | head -n 1"]),
+    )
+    .await
+    .unwrap();
     start(&w, &id).await.unwrap();
     let s = wait_exited(&w.d, &id).await;
     assert_eq!(s.exit_code, 0, "{s:?}");
-    assert!(!Path::new(&escape).exists(), "a file was created on the host through the image's symlink");
-    assert!(!Path::new("/etc/crust-escape-resolv").exists(), "relative escape");
+    assert!(
+        !Path::new(&escape).exists(),
+        "a file was created on the host through the image's symlink"
+    );
+    assert!(
+        !Path::new("/etc/crust-escape-resolv").exists(),
+        "relative escape"
+    );
     let lines = log(&s.log_path);
-    assert!(lines[0].1.starts_with("127.0.0.1"), "the pod's hosts file is what the container sees: {lines:?}");
+    assert!(
+        lines[0].1.starts_with("127.0.0.1"),
+        "the pod's hosts file is what the container sees: {lines:?}"
+    );
 }
 
 #[tokio::test]
@@ -498,9 +989,30 @@ async fn mounts_honour_recursive_read_only_and_propagation() {
     // A host directory with a submount, shared so that later host mounts propagate.
     let data = w.sb.path().join("data");
     fs::create_dir_all(data.join("sub")).unwrap();
-    mount(Some(&data), &data, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
-    mount(None::<&str>, &data, None::<&str>, MsFlags::MS_SHARED, None::<&str>).unwrap();
-    mount(Some("tmpfs"), &data.join("sub"), Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+    mount(
+        Some(&data),
+        &data,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &data,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        Some("tmpfs"),
+        &data.join("sub"),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
     fs::create_dir_all(data.join("late")).unwrap();
     let host_path = data.display().to_string();
     let m = |ro: bool, rro: bool, prop: MountPropagation, at: &str| Mount {
@@ -517,64 +1029,165 @@ async fn mounts_honour_recursive_read_only_and_propagation() {
     c.mounts = vec![
         m(true, true, MountPropagation::PropagationPrivate, "/rro"),
         m(true, false, MountPropagation::PropagationPrivate, "/ro"),
-        m(false, false, MountPropagation::PropagationHostToContainer, "/slave"),
+        m(
+            false,
+            false,
+            MountPropagation::PropagationHostToContainer,
+            "/slave",
+        ),
     ];
     let id = create(&w, c).await.unwrap();
     start(&w, &id).await.unwrap();
     let path = w.logs.join("mounter.log");
     for _ in 0..300 {
-        if fs::read_to_string(&path).map(|t| t.lines().count() >= 3).unwrap_or(false) {
+        if fs::read_to_string(&path)
+            .map(|t| t.lines().count() >= 3)
+            .unwrap_or(false)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let lines: Vec<String> = log(path.to_str().unwrap()).into_iter().map(|(_, t)| t).collect();
-    assert_eq!(lines, vec!["rro-top-ro", "rro-sub-ro", "ro-sub-rw"], "rro covers submounts; plain ro does not");
+    let lines: Vec<String> = log(path.to_str().unwrap())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(
+        lines,
+        vec!["rro-top-ro", "rro-sub-ro", "ro-sub-rw"],
+        "rro covers submounts; plain ro does not"
+    );
 
     // A mount made on the host after start shows up under the rslave mount only.
-    mount(Some("tmpfs"), &data.join("late"), Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+    mount(
+        Some("tmpfs"),
+        &data.join("late"),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
     fs::write(data.join("late/hello"), "from the host").unwrap();
-    let r = exec(&w, &id, &["cat", "/slave/late/hello"], 10).await.unwrap();
-    assert_eq!(String::from_utf8_lossy(&r.stdout), "from the host", "{}", String::from_utf8_lossy(&r.stderr));
+    let r = exec(&w, &id, &["cat", "/slave/late/hello"], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "from the host",
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     let r = exec(&w, &id, &["cat", "/ro/late/hello"], 10).await.unwrap();
     assert_ne!(r.exit_code, 0, "a private mount does not receive it");
-    w.d.runtime().await.unwrap().remove_container(RemoveContainerRequest { container_id: id }).await.unwrap();
+    w.d.runtime()
+        .await
+        .unwrap()
+        .remove_container(RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn container_and_pod_stats_come_from_the_cgroups_and_the_writable_layer() {
-    use crust_proto::runtime::v1::{ContainerStatsRequest, ListContainerStatsRequest, ListPodSandboxStatsRequest, PodSandboxStatsRequest};
+    use crust_proto::runtime::v1::{
+        ContainerStatsRequest, ListContainerStatsRequest, ListPodSandboxStatsRequest,
+        PodSandboxStatsRequest,
+    };
     let w = world().await;
     let script = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; head -c 3000000 /dev/zero > /tmp/blob; echo ready; sleep 1000";
-    let id = create(&w, config(&w, "busy", &["sh", "-c", script])).await.unwrap();
+    let id = create(&w, config(&w, "busy", &["sh", "-c", script]))
+        .await
+        .unwrap();
     start(&w, &id).await.unwrap();
     let path = w.logs.join("busy.log");
     for _ in 0..1000 {
-        if fs::read_to_string(&path).map(|t| t.contains("ready")).unwrap_or(false) {
+        if fs::read_to_string(&path)
+            .map(|t| t.contains("ready"))
+            .unwrap_or(false)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut rt = w.d.runtime().await.unwrap();
-    let stats = rt.container_stats(ContainerStatsRequest { container_id: id.clone() }).await.unwrap().into_inner().stats.unwrap();
+    let stats = rt
+        .container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
     assert_eq!(stats.attributes.as_ref().unwrap().id, id);
     let cpu = stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
     assert!(cpu > 0, "the loop used CPU");
-    assert!(stats.memory.as_ref().unwrap().working_set_bytes.as_ref().unwrap().value > 0);
+    assert!(
+        stats
+            .memory
+            .as_ref()
+            .unwrap()
+            .working_set_bytes
+            .as_ref()
+            .unwrap()
+            .value
+            > 0
+    );
     let layer = stats.writable_layer.unwrap();
-    assert!(layer.used_bytes.unwrap().value >= 3_000_000, "the 3 MB file is in the writable layer");
+    assert!(
+        layer.used_bytes.unwrap().value >= 3_000_000,
+        "the 3 MB file is in the writable layer"
+    );
     assert!(layer.fs_id.unwrap().mountpoint.ends_with("/upper"));
     // A second sample has a rate.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let again = rt.container_stats(ContainerStatsRequest { container_id: id.clone() }).await.unwrap().into_inner().stats.unwrap();
-    assert!(again.cpu.unwrap().usage_nano_cores.is_some(), "usage_nano_cores from consecutive samples");
+    let again = rt
+        .container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(
+        again.cpu.unwrap().usage_nano_cores.is_some(),
+        "usage_nano_cores from consecutive samples"
+    );
 
-    let listed = rt.list_container_stats(ListContainerStatsRequest { filter: None }).await.unwrap().into_inner().stats;
-    assert_eq!(listed.iter().map(|s| s.attributes.as_ref().unwrap().id.clone()).collect::<Vec<_>>(), vec![id.clone()]);
-    let pod = rt.pod_sandbox_stats(PodSandboxStatsRequest { pod_sandbox_id: w.pod.clone() }).await.unwrap().into_inner().stats.unwrap();
+    let listed = rt
+        .list_container_stats(ListContainerStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| s.attributes.as_ref().unwrap().id.clone())
+            .collect::<Vec<_>>(),
+        vec![id.clone()]
+    );
+    let pod = rt
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: w.pod.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
     let linux = pod.linux.unwrap();
-    assert!(linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value >= cpu, "the pod cgroup counts its containers");
+    assert!(
+        linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value >= cpu,
+        "the pod cgroup counts its containers"
+    );
     assert_eq!(linux.containers.len(), 1);
-    let pods = rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None }).await.unwrap().into_inner().stats;
+    let pods = rt
+        .list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
     assert_eq!(pods.len(), 1);
 }

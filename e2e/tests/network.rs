@@ -13,19 +13,27 @@ use std::{
 
 use crust_e2e::{Crustd, Sandbox, cni::TestNetwork};
 use crust_proto::runtime::v1::{
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PortMapping, Protocol, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StatusRequest, StopPodSandboxRequest,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PortMapping,
+    Protocol, RemovePodSandboxRequest, RunPodSandboxRequest, StatusRequest, StopPodSandboxRequest,
 };
 use serde_json::Value;
 
 fn pod(name: &str, network: NamespaceMode) -> PodSandboxConfig {
     PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata { name: name.into(), uid: format!("uid-{name}"), namespace: "net".into(), attempt: 0 }),
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "net".into(),
+            attempt: 0,
+        }),
         hostname: name.into(),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption { network: network.into(), ..Default::default() }),
+                namespace_options: Some(NamespaceOption {
+                    network: network.into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -35,8 +43,17 @@ fn pod(name: &str, network: NamespaceMode) -> PodSandboxConfig {
 }
 
 async fn run(d: &Crustd, config: PodSandboxConfig) -> Result<String, tonic::Status> {
-    let req = RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
-    Ok(d.runtime().await.unwrap().run_pod_sandbox(req).await?.into_inner().pod_sandbox_id)
+    let req = RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    };
+    Ok(d.runtime()
+        .await
+        .unwrap()
+        .run_pod_sandbox(req)
+        .await?
+        .into_inner()
+        .pod_sandbox_id)
 }
 
 /// (pod IP, all IPs, verbose info)
@@ -45,21 +62,39 @@ async fn inspect(d: &Crustd, id: &str) -> (String, Value) {
         .runtime()
         .await
         .unwrap()
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: true })
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
         .await
         .unwrap()
         .into_inner();
-    (resp.status.unwrap().network.unwrap().ip, serde_json::from_str(&resp.info["info"]).unwrap())
+    (
+        resp.status.unwrap().network.unwrap().ip,
+        serde_json::from_str(&resp.info["info"]).unwrap(),
+    )
 }
 
 async fn remove(d: &Crustd, id: &str) {
     let mut rt = d.runtime().await.unwrap();
-    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.into() }).await.unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id.into() }).await.unwrap();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .unwrap();
 }
 
 fn nsenter(netns: &str, args: &[&str]) -> std::process::Output {
-    Command::new("nsenter").arg(format!("--net={netns}")).args(args).output().expect("nsenter")
+    Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(args)
+        .output()
+        .expect("nsenter")
 }
 
 /// busybox httpd inside a pod's network namespace; killed by PID on drop.
@@ -112,7 +147,10 @@ fn http_get(addr: &str) -> Result<String, String> {
 }
 
 fn host_ip() -> Option<String> {
-    let out = Command::new("ip").args(["-o", "-4", "route", "get", "1.1.1.1"]).output().ok()?;
+    let out = Command::new("ip")
+        .args(["-o", "-4", "route", "get", "1.1.1.1"])
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut words = text.split_whitespace();
     words.find(|w| *w == "src")?;
@@ -120,9 +158,22 @@ fn host_ip() -> Option<String> {
 }
 
 fn assert_network_clean(net: &TestNetwork) {
-    assert_eq!(net.attached_veths(), Vec::<String>::new(), "veths left on {}", net.bridge);
-    assert_eq!(net.allocated_ips(), Vec::<String>::new(), "IP allocations left");
-    assert_eq!(net.iptables_rules(), Vec::<String>::new(), "iptables rules left");
+    assert_eq!(
+        net.attached_veths(),
+        Vec::<String>::new(),
+        "veths left on {}",
+        net.bridge
+    );
+    assert_eq!(
+        net.allocated_ips(),
+        Vec::<String>::new(),
+        "IP allocations left"
+    );
+    assert_eq!(
+        net.iptables_rules(),
+        Vec::<String>::new(),
+        "iptables rules left"
+    );
 }
 
 #[tokio::test]
@@ -131,29 +182,63 @@ async fn pods_get_ips_serve_http_publish_host_ports_and_reach_each_other() {
     let net = TestNetwork::install(&sb, &[]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
-    let status = d.runtime().await.unwrap().status(StatusRequest { verbose: false }).await.unwrap().into_inner();
-    assert!(status.status.unwrap().conditions.iter().any(|c| c.r#type == "NetworkReady" && c.status));
+    let status = d
+        .runtime()
+        .await
+        .unwrap()
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status
+            .status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "NetworkReady" && c.status)
+    );
 
     // hostPort 12000 -> 80 is what this test is about; it must be free.
-    assert!(std::net::TcpListener::bind("0.0.0.0:12000").is_ok(), "host port 12000 is in use");
+    assert!(
+        std::net::TcpListener::bind("0.0.0.0:12000").is_ok(),
+        "host port 12000 is in use"
+    );
     let mut web = pod("web", NamespaceMode::Pod);
-    web.port_mappings = vec![PortMapping { protocol: Protocol::Tcp.into(), container_port: 80, host_port: 12000, host_ip: String::new() }];
+    web.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp.into(),
+        container_port: 80,
+        host_port: 12000,
+        host_ip: String::new(),
+    }];
     let web_id = run(&d, web).await.unwrap();
     let (web_ip, info) = inspect(&d, &web_id).await;
     let prefix = net.subnet.rsplit_once('.').unwrap().0;
-    assert!(web_ip.starts_with(prefix), "pod IP {web_ip} not in {}", net.subnet);
+    assert!(
+        web_ip.starts_with(prefix),
+        "pod IP {web_ip} not in {}",
+        net.subnet
+    );
     let netns = info["pins"]["net"].as_str().unwrap().to_string();
     // CNI CHECK ran. (Debian's portmap 1.1.1 fails CHECK on IPv4-only pods: it looks
     // for an IPv6 DNAT chain it never made; see the bridge-only test for a clean CHECK.)
-    assert!(info.get("networkCheck").is_some(), "verbose status runs CNI CHECK: {info}");
+    assert!(
+        info.get("networkCheck").is_some(),
+        "verbose status runs CNI CHECK: {info}"
+    );
     assert_eq!(info["network"]["ips"][0], web_ip.as_str());
 
     // Inside the pod: eth0 has the IP, lo is up, /etc/hosts names the pod.
-    let addr = String::from_utf8(nsenter(&netns, &["ip", "-o", "-4", "addr", "show", "eth0"]).stdout).unwrap();
+    let addr =
+        String::from_utf8(nsenter(&netns, &["ip", "-o", "-4", "addr", "show", "eth0"]).stdout)
+            .unwrap();
     assert!(addr.contains(&format!("{web_ip}/")), "{addr}");
-    let lo = String::from_utf8(nsenter(&netns, &["ip", "-o", "link", "show", "lo"]).stdout).unwrap();
+    let lo =
+        String::from_utf8(nsenter(&netns, &["ip", "-o", "link", "show", "lo"]).stdout).unwrap();
     assert!(lo.contains("UP"), "lo must be up: {lo}");
-    let hosts = fs::read_to_string(std::path::Path::new(info["podDir"].as_str().unwrap()).join("hosts")).unwrap();
+    let hosts =
+        fs::read_to_string(std::path::Path::new(info["podDir"].as_str().unwrap()).join("hosts"))
+            .unwrap();
     assert!(hosts.contains(&format!("{web_ip}\tweb")), "{hosts}");
 
     let _httpd = Httpd::start(&sb, &netns, "hello-from-web");
@@ -161,17 +246,37 @@ async fn pods_get_ips_serve_http_publish_host_ports_and_reach_each_other() {
     assert!(body.contains("hello-from-web"), "{body}");
     if let Some(ip) = host_ip() {
         let body = http_get(&format!("{ip}:12000")).unwrap();
-        assert!(body.contains("hello-from-web"), "hostPort via the host IP: {body}");
+        assert!(
+            body.contains("hello-from-web"),
+            "hostPort via the host IP: {body}"
+        );
     }
     let body = http_get("127.0.0.1:12000").unwrap();
-    assert!(body.contains("hello-from-web"), "hostPort via 127.0.0.1: {body}");
+    assert!(
+        body.contains("hello-from-web"),
+        "hostPort via 127.0.0.1: {body}"
+    );
 
     // A second pod reaches the first over the bridge.
     let client_id = run(&d, pod("client", NamespaceMode::Pod)).await.unwrap();
     let (client_ip, client_info) = inspect(&d, &client_id).await;
     assert_ne!(client_ip, web_ip);
-    let out = nsenter(client_info["pins"]["net"].as_str().unwrap(), &["/bin/busybox", "wget", "-q", "-O", "-", &format!("http://{web_ip}/")]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("hello-from-web"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = nsenter(
+        client_info["pins"]["net"].as_str().unwrap(),
+        &[
+            "/bin/busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{web_ip}/"),
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello-from-web"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     remove(&d, &web_id).await;
     remove(&d, &client_id).await;
@@ -191,14 +296,38 @@ async fn a_failing_plugin_fails_the_pod_with_its_message_and_leaks_nothing() {
     let net = TestNetwork::install(&sb, &[r#"{"type":"crust-e2e-fail"}"#]);
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
-    let err = run(&d, pod("doomed", NamespaceMode::Pod)).await.unwrap_err();
-    assert!(err.message().contains("boom from the test plugin"), "{}", err.message());
-    assert!(err.message().contains("crust-e2e-fail"), "names the plugin: {}", err.message());
-    let pods = d.runtime().await.unwrap().list_pod_sandbox(ListPodSandboxRequest::default()).await.unwrap().into_inner().items;
+    let err = run(&d, pod("doomed", NamespaceMode::Pod))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("boom from the test plugin"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("crust-e2e-fail"),
+        "names the plugin: {}",
+        err.message()
+    );
+    let pods = d
+        .runtime()
+        .await
+        .unwrap()
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
     assert!(pods.is_empty());
     assert_network_clean(&net);
     assert_eq!(sb.live_monitor_pids(), Vec::<i32>::new());
-    assert_eq!(fs::read_dir(sb.root().join("cni")).map(|d| d.count()).unwrap_or(0), 0, "no cached result left");
+    assert_eq!(
+        fs::read_dir(sb.root().join("cni"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "no cached result left"
+    );
 }
 
 #[tokio::test]
@@ -210,8 +339,14 @@ async fn host_network_pods_need_no_cni_config() {
     let (ip, _) = inspect(&d, &id).await;
     assert_eq!(ip, "", "no pod IP without a pod network");
     // Without a config, a pod that needs the network fails with the reason.
-    let err = run(&d, pod("podnet", NamespaceMode::Pod)).await.unwrap_err();
-    assert!(err.message().contains("no valid CNI network config"), "{}", err.message());
+    let err = run(&d, pod("podnet", NamespaceMode::Pod))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("no valid CNI network config"),
+        "{}",
+        err.message()
+    );
     remove(&d, &id).await;
 }
 
@@ -226,7 +361,12 @@ async fn a_crash_mid_add_is_rolled_back_after_restart() {
     d.wait_ready().await.unwrap();
     let mut client = d.runtime().await.unwrap();
     let pending = tokio::spawn(async move {
-        client.run_pod_sandbox(RunPodSandboxRequest { config: Some(pod("crashy", NamespaceMode::Pod)), runtime_handler: String::new() }).await
+        client
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod("crashy", NamespaceMode::Pod)),
+                runtime_handler: String::new(),
+            })
+            .await
     });
     // Wait until the bridge plugin has done its part (a veth and an IP exist).
     for _ in 0..500 {
@@ -241,7 +381,15 @@ async fn a_crash_mid_add_is_rolled_back_after_restart() {
 
     let mut d = sb.start().unwrap();
     d.wait_ready().await.unwrap();
-    let pods = d.runtime().await.unwrap().list_pod_sandbox(ListPodSandboxRequest::default()).await.unwrap().into_inner().items;
+    let pods = d
+        .runtime()
+        .await
+        .unwrap()
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
     assert!(pods.is_empty(), "{pods:?}");
     assert_network_clean(&net);
     assert_eq!(sb.live_monitor_pids(), Vec::<i32>::new());
@@ -260,8 +408,18 @@ async fn a_hundred_pods_set_up_and_torn_down_concurrently() {
             let mut c = client.clone();
             tokio::spawn(async move {
                 let t = std::time::Instant::now();
-                let req = RunPodSandboxRequest { config: Some(pod(&format!("p{i}"), NamespaceMode::Pod)), runtime_handler: String::new() };
-                (c.run_pod_sandbox(req).await.unwrap().into_inner().pod_sandbox_id, t.elapsed())
+                let req = RunPodSandboxRequest {
+                    config: Some(pod(&format!("p{i}"), NamespaceMode::Pod)),
+                    runtime_handler: String::new(),
+                };
+                (
+                    c.run_pod_sandbox(req)
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .pod_sandbox_id,
+                    t.elapsed(),
+                )
             })
         })
         .collect();
@@ -273,11 +431,19 @@ async fn a_hundred_pods_set_up_and_torn_down_concurrently() {
         took.push(t);
     }
     took.sort();
-    println!("100 concurrent RunPodSandbox with CNI: total {:?}, p50 {:?}, p95 {:?}", started.elapsed(), took[49], took[94]);
+    println!(
+        "100 concurrent RunPodSandbox with CNI: total {:?}, p50 {:?}, p95 {:?}",
+        started.elapsed(),
+        took[49],
+        took[94]
+    );
     let mut ips = HashMap::new();
     for id in &ids {
         let (ip, _) = inspect(&d, id).await;
-        assert!(ips.insert(ip.clone(), id.clone()).is_none(), "IP {ip} given twice");
+        assert!(
+            ips.insert(ip.clone(), id.clone()).is_none(),
+            "IP {ip} given twice"
+        );
     }
     assert_eq!(net.attached_veths().len(), 100);
     let removals: Vec<_> = ids
@@ -285,8 +451,14 @@ async fn a_hundred_pods_set_up_and_torn_down_concurrently() {
         .map(|id| {
             let mut c = client.clone();
             tokio::spawn(async move {
-                c.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await.unwrap();
-                c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id }).await.unwrap();
+                c.stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await
+                .unwrap();
+                c.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                    .await
+                    .unwrap();
             })
         })
         .collect();
@@ -307,7 +479,10 @@ async fn cni_check_reports_a_broken_pod_network() {
     let (_, info) = inspect(&d, &id).await;
     assert_eq!(info["networkCheck"], "ok", "{info}");
     // Break the pod's network behind crust's back: CHECK must notice.
-    let out = nsenter(info["pins"]["net"].as_str().unwrap(), &["ip", "addr", "flush", "dev", "eth0"]);
+    let out = nsenter(
+        info["pins"]["net"].as_str().unwrap(),
+        &["ip", "addr", "flush", "dev", "eth0"],
+    );
     assert!(out.status.success());
     let (_, info) = inspect(&d, &id).await;
     let check = info["networkCheck"].as_str().unwrap();

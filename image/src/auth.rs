@@ -21,7 +21,9 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credentials::Basic { username, .. } => write!(f, "Basic({username:?}, <redacted>)"),
-            Credentials::IdentityToken { username, .. } => write!(f, "IdentityToken({username:?}, <redacted>)"),
+            Credentials::IdentityToken { username, .. } => {
+                write!(f, "IdentityToken({username:?}, <redacted>)")
+            }
             Credentials::RegistryToken(_) => write!(f, "RegistryToken(<redacted>)"),
         }
     }
@@ -47,25 +49,39 @@ impl Credentials {
             return Ok(Some(Credentials::RegistryToken(a.registry_token.clone())));
         }
         if !a.identity_token.is_empty() {
-            return Ok(Some(Credentials::IdentityToken { username: a.username.clone(), token: a.identity_token.clone() }));
+            return Ok(Some(Credentials::IdentityToken {
+                username: a.username.clone(),
+                token: a.identity_token.clone(),
+            }));
         }
         if !a.username.is_empty() || !a.password.is_empty() {
-            return Ok(Some(Credentials::Basic { username: a.username.clone(), password: a.password.clone() }));
+            return Ok(Some(Credentials::Basic {
+                username: a.username.clone(),
+                password: a.password.clone(),
+            }));
         }
         if !a.auth.is_empty() {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(a.auth.trim())
                 .map_err(|_| "auth is not valid base64")?;
             let decoded = String::from_utf8(decoded).map_err(|_| "auth is not UTF-8")?;
-            let (username, password) = decoded.split_once(':').ok_or("auth must encode username:password")?;
-            return Ok(Some(Credentials::Basic { username: username.into(), password: password.into() }));
+            let (username, password) = decoded
+                .split_once(':')
+                .ok_or("auth must encode username:password")?;
+            return Ok(Some(Credentials::Basic {
+                username: username.into(),
+                password: password.into(),
+            }));
         }
         Ok(None)
     }
 
     /// `Authorization` value for HTTP Basic.
     pub(crate) fn basic_header(username: &str, password: &str) -> String {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        )
     }
 }
 
@@ -73,7 +89,11 @@ impl Credentials {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
     Basic,
-    Bearer { realm: String, service: Option<String>, scope: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
 }
 
 /// Parses `Bearer realm="...",service="...",scope="..."` or `Basic realm="..."`.
@@ -84,8 +104,17 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
         "basic" => Some(Challenge::Basic),
         "bearer" => {
             let params = parse_params(rest);
-            let get = |k: &str| params.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
-            Some(Challenge::Bearer { realm: get("realm")?, service: get("service"), scope: get("scope") })
+            let get = |k: &str| {
+                params
+                    .iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v.clone())
+            };
+            Some(Challenge::Bearer {
+                realm: get("realm")?,
+                service: get("service"),
+                scope: get("scope"),
+            })
         }
         _ => None,
     }
@@ -96,7 +125,9 @@ fn parse_params(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = s.trim();
     while !rest.is_empty() {
-        let Some((key, after)) = rest.split_once('=') else { break };
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
         let key = key.trim().trim_start_matches(',').trim().to_string();
         let after = after.trim_start();
         let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
@@ -145,7 +176,11 @@ mod tests {
             ),
             (
                 r#"Bearer realm="https://r/t", scope="repository:a:pull,push""#,
-                Some(Challenge::Bearer { realm: "https://r/t".into(), service: None, scope: Some("repository:a:pull,push".into()) }),
+                Some(Challenge::Bearer {
+                    realm: "https://r/t".into(),
+                    service: None,
+                    scope: Some("repository:a:pull,push".into()),
+                }),
             ),
             (r#"Basic realm="Registry Realm""#, Some(Challenge::Basic)),
             ("Bearer service=x", None),
@@ -162,24 +197,57 @@ mod tests {
         let cases: Vec<(AuthConfig, Result<Option<Credentials>, &str>)> = vec![
             (AuthConfig::default(), Ok(None)),
             (
-                AuthConfig { username: "u".into(), password: "p".into(), ..Default::default() },
-                Ok(Some(Credentials::Basic { username: "u".into(), password: "p".into() })),
+                AuthConfig {
+                    username: "u".into(),
+                    password: "p".into(),
+                    ..Default::default()
+                },
+                Ok(Some(Credentials::Basic {
+                    username: "u".into(),
+                    password: "p".into(),
+                })),
             ),
             (
-                AuthConfig { auth: blob, ..Default::default() },
-                Ok(Some(Credentials::Basic { username: "u".into(), password: "p:w".into() })),
+                AuthConfig {
+                    auth: blob,
+                    ..Default::default()
+                },
+                Ok(Some(Credentials::Basic {
+                    username: "u".into(),
+                    password: "p:w".into(),
+                })),
             ),
             (
-                AuthConfig { username: "u".into(), identity_token: "it".into(), ..Default::default() },
-                Ok(Some(Credentials::IdentityToken { username: "u".into(), token: "it".into() })),
+                AuthConfig {
+                    username: "u".into(),
+                    identity_token: "it".into(),
+                    ..Default::default()
+                },
+                Ok(Some(Credentials::IdentityToken {
+                    username: "u".into(),
+                    token: "it".into(),
+                })),
             ),
             (
-                AuthConfig { registry_token: "rt".into(), password: "p".into(), ..Default::default() },
+                AuthConfig {
+                    registry_token: "rt".into(),
+                    password: "p".into(),
+                    ..Default::default()
+                },
                 Ok(Some(Credentials::RegistryToken("rt".into()))),
             ),
-            (AuthConfig { auth: "!!!".into(), ..Default::default() }, Err("auth is not valid base64")),
             (
-                AuthConfig { auth: base64::engine::general_purpose::STANDARD.encode("nocolon"), ..Default::default() },
+                AuthConfig {
+                    auth: "!!!".into(),
+                    ..Default::default()
+                },
+                Err("auth is not valid base64"),
+            ),
+            (
+                AuthConfig {
+                    auth: base64::engine::general_purpose::STANDARD.encode("nocolon"),
+                    ..Default::default()
+                },
                 Err("auth must encode username:password"),
             ),
         ];
@@ -190,9 +258,15 @@ mod tests {
 
     #[test]
     fn debug_redacts_secrets() {
-        let c = Credentials::Basic { username: "alice".into(), password: "s3cret".into() };
+        let c = Credentials::Basic {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        };
         let shown = format!("{c:?}");
-        assert!(shown.contains("alice") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("alice") && !shown.contains("s3cret"),
+            "{shown}"
+        );
         let shown = format!("{:?}", Credentials::RegistryToken("tok3n".into()));
         assert!(!shown.contains("tok3n"), "{shown}");
     }

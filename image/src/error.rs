@@ -14,7 +14,10 @@ pub enum ImageError {
     InvalidAuth { image: String, reason: &'static str },
 
     #[error("image {image:?} not found{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    NotFound { image: String, detail: Option<String> },
+    NotFound {
+        image: String,
+        detail: Option<String>,
+    },
 
     #[error("pull {image:?}: registry {registry} requires authentication")]
     Unauthenticated { image: String, registry: String },
@@ -23,19 +26,37 @@ pub enum ImageError {
     PermissionDenied { image: String, registry: String },
 
     #[error("pull {image:?}: registry {registry} unreachable: {reason}")]
-    Unavailable { image: String, registry: String, reason: String },
+    Unavailable {
+        image: String,
+        registry: String,
+        reason: String,
+    },
 
     #[error("pull {image:?}: no progress for {}", humanize(*after))]
     ProgressTimeout { image: String, after: Duration },
 
     #[error("pull {image:?}: registry {registry} answered {status} for {what}")]
-    Registry { image: String, registry: String, status: u16, what: String },
+    Registry {
+        image: String,
+        registry: String,
+        status: u16,
+        what: String,
+    },
 
     #[error("pull {image:?}: {what} has digest {actual}, expected {expected}")]
-    DigestMismatch { image: String, what: String, expected: String, actual: String },
+    DigestMismatch {
+        image: String,
+        what: String,
+        expected: String,
+        actual: String,
+    },
 
     #[error("pull {image:?}: invalid {what}: {reason}")]
-    InvalidManifest { image: String, what: &'static str, reason: String },
+    InvalidManifest {
+        image: String,
+        what: &'static str,
+        reason: String,
+    },
 
     #[error("pull {image:?}: no manifest for platform {platform}")]
     NoMatchingPlatform { image: String, platform: String },
@@ -68,7 +89,10 @@ fn humanize(d: Duration) -> String {
 }
 
 impl ImageError {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ImageError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> ImageError {
         let path = path.into();
         move |source| ImageError::Io { op, path, source }
     }

@@ -21,4 +21,6 @@ pub use error::ImageError;
 pub use reference::{Reference, ReferenceError};
 pub use registries::Registries;
 pub use remove::Removed;
-pub use store::{FsUsage, ImageConfig, ImageRecord, ImageStore, ImageView, LayerInfo, RuntimeImage, StoreOptions};
+pub use store::{
+    FsUsage, ImageConfig, ImageRecord, ImageStore, ImageView, LayerInfo, RuntimeImage, StoreOptions,
+};

@@ -46,7 +46,11 @@ impl Platform {
             "riscv64" => ("riscv64", None),
             other => (other, None),
         };
-        Platform { architecture: architecture.into(), os: "linux".into(), variant: variant.map(Into::into) }
+        Platform {
+            architecture: architecture.into(),
+            os: "linux".into(),
+            variant: variant.map(Into::into),
+        }
     }
 }
 
@@ -84,16 +88,22 @@ impl ManifestKind {
     /// Decides by content, not only by the Content-Type header: some registries label
     /// OCI documents loosely, and a body is what we verified by digest.
     pub fn parse(media_type: &str, body: &[u8]) -> Result<ManifestKind, String> {
-        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
         if value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
             return Err("Docker schema 1 manifests are not supported".into());
         }
-        let is_index =
-            value.get("manifests").is_some() || media_type == OCI_INDEX || media_type == DOCKER_LIST;
+        let is_index = value.get("manifests").is_some()
+            || media_type == OCI_INDEX
+            || media_type == DOCKER_LIST;
         if is_index {
-            serde_json::from_value(value).map(ManifestKind::Index).map_err(|e| format!("index: {e}"))
+            serde_json::from_value(value)
+                .map(ManifestKind::Index)
+                .map_err(|e| format!("index: {e}"))
         } else {
-            serde_json::from_value(value).map(ManifestKind::Manifest).map_err(|e| format!("manifest: {e}"))
+            serde_json::from_value(value)
+                .map(ManifestKind::Manifest)
+                .map_err(|e| format!("manifest: {e}"))
         }
     }
 }
@@ -103,13 +113,21 @@ impl ManifestKind {
 pub fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
     let candidates = || {
         index.manifests.iter().filter(move |d| {
-            d.platform.as_ref().is_some_and(|p| p.os == want.os && p.architecture == want.architecture)
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == want.os && p.architecture == want.architecture)
         })
     };
     candidates()
         .find(|d| d.platform.as_ref().and_then(|p| p.variant.as_ref()) == want.variant.as_ref())
         .or_else(|| candidates().find(|d| d.platform.as_ref().is_some_and(|p| p.variant.is_none())))
-        .or_else(|| if want.variant.is_none() { candidates().next() } else { None })
+        .or_else(|| {
+            if want.variant.is_none() {
+                candidates().next()
+            } else {
+                None
+            }
+        })
 }
 
 /// The image config blob (`application/vnd.oci.image.config.v1+json`).
@@ -166,7 +184,10 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     for diff in diff_ids {
         let next = match out.last() {
             None => diff.clone(),
-            Some(prev) => format!("sha256:{}", hex::encode(Sha256::digest(format!("{prev} {diff}").as_bytes()))),
+            Some(prev) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{prev} {diff}").as_bytes()))
+            ),
         };
         out.push(next);
     }
@@ -182,7 +203,11 @@ mod tests {
             media_type: OCI_MANIFEST.into(),
             digest: digest.into(),
             size: 1,
-            platform: Some(Platform { architecture: arch.into(), os: "linux".into(), variant: variant.map(Into::into) }),
+            platform: Some(Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: variant.map(Into::into),
+            }),
             annotations: BTreeMap::new(),
         }
     }
@@ -197,7 +222,11 @@ mod tests {
                 desc("amd64", None, "amd64"),
             ],
         };
-        let p = |a: &str, v: Option<&str>| Platform { architecture: a.into(), os: "linux".into(), variant: v.map(Into::into) };
+        let p = |a: &str, v: Option<&str>| Platform {
+            architecture: a.into(),
+            os: "linux".into(),
+            variant: v.map(Into::into),
+        };
         let cases = [
             (p("amd64", None), Some("amd64")),
             (p("arm", Some("v7")), Some("arm7")),
@@ -207,7 +236,11 @@ mod tests {
             (p("s390x", None), None),
         ];
         for (want, expect) in cases {
-            assert_eq!(select_platform(&index, &want).map(|d| d.digest.as_str()), expect, "{want}");
+            assert_eq!(
+                select_platform(&index, &want).map(|d| d.digest.as_str()),
+                expect,
+                "{want}"
+            );
         }
     }
 
@@ -219,17 +252,30 @@ mod tests {
         assert_eq!(chains[0], a);
         // sha256("sha256:aaaa sha256:bbbb")
         use sha2::{Digest, Sha256};
-        let want = format!("sha256:{}", hex::encode(Sha256::digest(b"sha256:aaaa sha256:bbbb")));
+        let want = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(b"sha256:aaaa sha256:bbbb"))
+        );
         assert_eq!(chains[1], want);
     }
 
     #[test]
     fn parses_by_content() {
         let index = br#"{"schemaVersion":2,"manifests":[]}"#;
-        assert!(matches!(ManifestKind::parse("", index), Ok(ManifestKind::Index(_))));
+        assert!(matches!(
+            ManifestKind::parse("", index),
+            Ok(ManifestKind::Index(_))
+        ));
         let m = br#"{"schemaVersion":2,"config":{"digest":"sha256:x","size":1},"layers":[]}"#;
-        assert!(matches!(ManifestKind::parse(DOCKER_MANIFEST, m), Ok(ManifestKind::Manifest(_))));
+        assert!(matches!(
+            ManifestKind::parse(DOCKER_MANIFEST, m),
+            Ok(ManifestKind::Manifest(_))
+        ));
         let v1 = br#"{"schemaVersion":1,"fsLayers":[]}"#;
-        assert!(ManifestKind::parse("", v1).unwrap_err().contains("schema 1"));
+        assert!(
+            ManifestKind::parse("", v1)
+                .unwrap_err()
+                .contains("schema 1")
+        );
     }
 }

@@ -43,11 +43,18 @@ impl ImageStore {
     /// Pulls `image` and returns its id (the config digest). Idempotent: pulling an
     /// image that is present only refreshes its tag. Cancel-safe: dropping the future
     /// stops the downloads, and the temp directories are removed.
-    pub async fn pull(&self, image: &str, credentials: Option<Credentials>) -> Result<String, ImageError> {
+    pub async fn pull(
+        &self,
+        image: &str,
+        credentials: Option<Credentials>,
+    ) -> Result<String, ImageError> {
         let reference = Reference::parse(image)?;
         let sources = self.options.registries.sources(&reference);
         if sources.is_empty() {
-            return Err(ImageError::PermissionDenied { image: image.into(), registry: reference.registry().into() });
+            return Err(ImageError::PermissionDenied {
+                image: image.into(),
+                registry: reference.registry().into(),
+            });
         }
         let mut last_error = None;
         for (i, source) in sources.iter().enumerate() {
@@ -58,7 +65,10 @@ impl ImageStore {
                 credentials.clone(),
                 image,
             );
-            match self.pull_from(&reference, &source.reference, &session).await {
+            match self
+                .pull_from(&reference, &source.reference, &session)
+                .await
+            {
                 Ok(id) => return Ok(id),
                 // Mirrors are best effort: fall through to the next source. The last
                 // source (the origin) reports its own error.
@@ -72,21 +82,38 @@ impl ImageStore {
         Err(last_error.expect("at least one source"))
     }
 
-    async fn pull_from(&self, reference: &Reference, remote: &Reference, session: &Session) -> Result<String, ImageError> {
+    async fn pull_from(
+        &self,
+        reference: &Reference,
+        remote: &Reference,
+        session: &Session,
+    ) -> Result<String, ImageError> {
         let image = reference.to_string();
         let top = session.manifest(remote.manifest_ref()).await?;
-        let invalid = |what, reason: String| ImageError::InvalidManifest { image: image.clone(), what, reason };
+        let invalid = |what, reason: String| ImageError::InvalidManifest {
+            image: image.clone(),
+            what,
+            reason,
+        };
         let mut manifest_digests = vec![top.digest.clone()];
         // Documents to store once the layers are in: a failed pull writes nothing.
         let mut documents = vec![(top.digest.clone(), top.body.clone())];
-        let manifest = match ManifestKind::parse(&top.media_type, &top.body).map_err(|r| invalid("manifest", r))? {
+        let manifest = match ManifestKind::parse(&top.media_type, &top.body)
+            .map_err(|r| invalid("manifest", r))?
+        {
             ManifestKind::Manifest(m) => m,
             ManifestKind::Index(index) => {
                 let platform = Platform::host();
-                let chosen = oci::select_platform(&index, &platform)
-                    .ok_or_else(|| ImageError::NoMatchingPlatform { image: image.clone(), platform: platform.to_string() })?;
+                let chosen = oci::select_platform(&index, &platform).ok_or_else(|| {
+                    ImageError::NoMatchingPlatform {
+                        image: image.clone(),
+                        platform: platform.to_string(),
+                    }
+                })?;
                 let doc = session.manifest(&chosen.digest).await?;
-                match ManifestKind::parse(&doc.media_type, &doc.body).map_err(|r| invalid("manifest", r))? {
+                match ManifestKind::parse(&doc.media_type, &doc.body)
+                    .map_err(|r| invalid("manifest", r))?
+                {
                     ManifestKind::Manifest(m) => {
                         manifest_digests.push(doc.digest.clone());
                         documents.push((doc.digest, doc.body));
@@ -97,12 +124,17 @@ impl ImageStore {
             }
         };
         let config_bytes = session.small_blob(&manifest.config.digest).await?;
-        let config_file: ConfigFile = serde_json::from_slice(&config_bytes).map_err(|e| invalid("image config", e.to_string()))?;
+        let config_file: ConfigFile = serde_json::from_slice(&config_bytes)
+            .map_err(|e| invalid("image config", e.to_string()))?;
         let diff_ids = &config_file.rootfs.diff_ids;
         if diff_ids.len() != manifest.layers.len() {
             return Err(invalid(
                 "image config",
-                format!("{} diff_ids for {} layers", diff_ids.len(), manifest.layers.len()),
+                format!(
+                    "{} diff_ids for {} layers",
+                    diff_ids.len(),
+                    manifest.layers.len()
+                ),
             ));
         }
         let chains = oci::chain_ids(diff_ids);
@@ -111,7 +143,12 @@ impl ImageStore {
             .iter()
             .zip(diff_ids)
             .zip(&chains)
-            .map(|((d, diff), chain)| LayerInfo { digest: d.digest.clone(), diff_id: diff.clone(), chain_id: chain.clone(), size: d.size })
+            .map(|((d, diff), chain)| LayerInfo {
+                digest: d.digest.clone(),
+                diff_id: diff.clone(),
+                chain_id: chain.clone(),
+                size: d.size,
+            })
             .collect();
 
         let _guard = {
@@ -119,9 +156,17 @@ impl ImageStore {
             for chain in &chains {
                 *index.inflight.entry(chain.clone()).or_default() += 1;
             }
-            InflightGuard { store: self, chains: chains.clone() }
+            InflightGuard {
+                store: self,
+                chains: chains.clone(),
+            }
         };
-        try_join_all(layers.iter().map(|layer| self.ensure_layer(session, layer, &image))).await?;
+        try_join_all(
+            layers
+                .iter()
+                .map(|layer| self.ensure_layer(session, layer, &image)),
+        )
+        .await?;
         for (digest, body) in &documents {
             self.put_blob(digest, body)?;
         }
@@ -191,7 +236,12 @@ impl ImageStore {
     /// Makes sure the layer directory for `layer.chain_id` exists, downloading and
     /// unpacking it if needed. Concurrent callers for the same chain ID wait for one
     /// download.
-    async fn ensure_layer(&self, session: &Session, layer: &LayerInfo, image: &str) -> Result<(), ImageError> {
+    async fn ensure_layer(
+        &self,
+        session: &Session,
+        layer: &LayerInfo,
+        image: &str,
+    ) -> Result<(), ImageError> {
         let lock = {
             let mut locks = self.layer_locks.lock().expect("layer lock map poisoned");
             locks.entry(layer.chain_id.clone()).or_default().clone()
@@ -202,7 +252,11 @@ impl ImageStore {
             if dir.is_dir() {
                 return Ok(());
             }
-            let _permit = self.downloads.acquire().await.expect("download semaphore never closes");
+            let _permit = self
+                .downloads
+                .acquire()
+                .await
+                .expect("download semaphore never closes");
             self.fetch_layer(session, layer, image, dir).await
         }
         .await;
@@ -214,9 +268,19 @@ impl ImageStore {
         result
     }
 
-    async fn fetch_layer(&self, session: &Session, layer: &LayerInfo, image: &str, dest: PathBuf) -> Result<(), ImageError> {
+    async fn fetch_layer(
+        &self,
+        session: &Session,
+        layer: &LayerInfo,
+        image: &str,
+        dest: PathBuf,
+    ) -> Result<(), ImageError> {
         let started = std::time::Instant::now();
-        let tmp = self.tmp_dir().join(format!("{}-{}", &digest_hex(&layer.chain_id)[..12], unique()));
+        let tmp = self.tmp_dir().join(format!(
+            "{}-{}",
+            &digest_hex(&layer.chain_id)[..12],
+            unique()
+        ));
         std::fs::create_dir(&tmp).map_err(ImageError::io("create", &tmp))?;
         // Removes the temp dir on every early return, including cancellation.
         struct TmpGuard(Option<PathBuf>);
@@ -235,7 +299,13 @@ impl ImageStore {
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(CHUNK_QUEUE);
         let unpack_dir = tmp.clone();
         let unpacker = tokio::task::spawn_blocking(move || {
-            let result = unpack_layer(ChannelReader { rx, current: bytes::Bytes::new() }, &unpack_dir);
+            let result = unpack_layer(
+                ChannelReader {
+                    rx,
+                    current: bytes::Bytes::new(),
+                },
+                &unpack_dir,
+            );
             match &result {
                 // One syncfs instead of an fsync per file: the layer is durable before
                 // the rename makes it count.
@@ -272,7 +342,11 @@ impl ImageStore {
         if let Some(e) = download_error {
             return Err(e);
         }
-        let unpacked = unpacked.map_err(|source| ImageError::Unpack { image: image.into(), layer: layer.digest.clone(), source })?;
+        let unpacked = unpacked.map_err(|source| ImageError::Unpack {
+            image: image.into(),
+            layer: layer.digest.clone(),
+            source,
+        })?;
         if unpacked.digest != layer.digest {
             return Err(ImageError::DigestMismatch {
                 image: image.into(),
@@ -292,7 +366,8 @@ impl ImageStore {
         match std::fs::rename(&tmp, &dest) {
             Ok(()) => {
                 guard.0 = None;
-                crust_state::fsync_dir(&self.root.join("layers")).map_err(ImageError::io("sync", &dest))?;
+                crust_state::fsync_dir(&self.root.join("layers"))
+                    .map_err(ImageError::io("sync", &dest))?;
             }
             // Someone else finished the same layer first (after a cancelled pull let go
             // of the lock); theirs is as good as ours.

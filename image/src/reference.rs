@@ -40,7 +40,10 @@ pub struct Reference {
 impl Reference {
     /// Parses and normalises `s`.
     pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
-        let err = |reason| ReferenceError { reference: s.to_string(), reason };
+        let err = |reason| ReferenceError {
+            reference: s.to_string(),
+            reason,
+        };
         if s.is_empty() {
             return Err(err("empty"));
         }
@@ -78,7 +81,11 @@ impl Reference {
             _ => registry,
         };
         validate_path(&path).map_err(err)?;
-        let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') { format!("library/{path}") } else { path };
+        let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
         if registry.len() + 1 + repository.len() > 255 {
             return Err(err("name longer than 255 characters"));
         }
@@ -87,7 +94,12 @@ impl Reference {
             (None, Some(_)) => None,
             (None, None) => Some(DEFAULT_TAG.to_string()),
         };
-        Ok(Reference { registry, repository, tag, digest })
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 
     /// Registry host (with port), e.g. `docker.io`, `127.0.0.1:5000`.
@@ -116,7 +128,10 @@ impl Reference {
     /// What to ask the registry's manifest endpoint for: the digest when there is one
     /// (it pins the content), else the tag.
     pub fn manifest_ref(&self) -> &str {
-        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or(DEFAULT_TAG)
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or(DEFAULT_TAG)
     }
 
     /// `name:tag`, when the reference has a tag.
@@ -131,7 +146,11 @@ impl Reference {
 
     /// The same reference on another registry/repository (mirrors and rewrites).
     pub fn with_location(&self, registry: &str, repository: &str) -> Reference {
-        Reference { registry: registry.to_string(), repository: repository.to_string(), ..self.clone() }
+        Reference {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            ..self.clone()
+        }
     }
 }
 
@@ -158,13 +177,19 @@ impl fmt::Display for Reference {
 /// Checks `algo:hex`. Only sha256 and sha512 are accepted: they are what registries
 /// serve, and an unknown algorithm could not be verified anyway.
 pub fn validate_digest(digest: &str) -> Result<(), &'static str> {
-    let (algo, hex) = digest.split_once(':').ok_or("digest must be algorithm:hex")?;
+    let (algo, hex) = digest
+        .split_once(':')
+        .ok_or("digest must be algorithm:hex")?;
     let len = match algo {
         "sha256" => 64,
         "sha512" => 128,
         _ => return Err("unsupported digest algorithm (want sha256 or sha512)"),
     };
-    if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != len
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err("digest hex has the wrong length or is not lowercase hex");
     }
     Ok(())
@@ -174,22 +199,36 @@ pub fn validate_digest(digest: &str) -> Result<(), &'static str> {
 fn validate_tag(tag: &str) -> Result<(), &'static str> {
     let ok = !tag.is_empty()
         && tag.len() <= 128
-        && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok { Ok(()) } else { Err("tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'") }
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err("tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'")
+    }
 }
 
 /// Host: DNS labels (letters, digits, '-') separated by '.', or a bracketed IPv6
 /// address, optionally followed by `:port`.
 fn validate_host(host: &str) -> Result<(), &'static str> {
     let (name, port) = if let Some(v6) = host.strip_prefix('[') {
-        let (addr, after) = v6.split_once(']').ok_or("unterminated IPv6 address in registry host")?;
+        let (addr, after) = v6
+            .split_once(']')
+            .ok_or("unterminated IPv6 address in registry host")?;
         if addr.parse::<std::net::Ipv6Addr>().is_err() {
             return Err("invalid IPv6 address in registry host");
         }
         match after {
             "" => return Ok(()),
-            p => (None, Some(p.strip_prefix(':').ok_or("invalid registry host")?)),
+            p => (
+                None,
+                Some(p.strip_prefix(':').ok_or("invalid registry host")?),
+            ),
         }
     } else {
         match host.split_once(':') {
@@ -198,7 +237,10 @@ fn validate_host(host: &str) -> Result<(), &'static str> {
         }
     };
     if let Some(port) = port
-        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err())
+        && (port.is_empty()
+            || port.len() > 5
+            || !port.bytes().all(|b| b.is_ascii_digit())
+            || port.parse::<u16>().is_err())
     {
         return Err("registry port must be a number up to 65535");
     }
@@ -262,20 +304,111 @@ mod tests {
         // input, registry, repository, tag, digest, display
         let dig = format!("busybox@{D}");
         let tag_dig = format!("quay.io/a/b:1.0@{D}");
-        type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<&'a str>, String);
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            String,
+        );
         let cases: Vec<Case> = vec![
-            ("busybox", "docker.io", "library/busybox", Some("latest"), None, "docker.io/library/busybox:latest".into()),
-            ("busybox:1.36", "docker.io", "library/busybox", Some("1.36"), None, "docker.io/library/busybox:1.36".into()),
-            ("docker.io/library/busybox:1.36", "docker.io", "library/busybox", Some("1.36"), None, "docker.io/library/busybox:1.36".into()),
-            ("index.docker.io/busybox", "docker.io", "library/busybox", Some("latest"), None, "docker.io/library/busybox:latest".into()),
-            ("user/app", "docker.io", "user/app", Some("latest"), None, "docker.io/user/app:latest".into()),
-            ("localhost/app", "localhost", "app", Some("latest"), None, "localhost/app:latest".into()),
-            ("127.0.0.1:5000/ns/name:tag", "127.0.0.1:5000", "ns/name", Some("tag"), None, "127.0.0.1:5000/ns/name:tag".into()),
-            ("localhost:5000/a/b/c", "localhost:5000", "a/b/c", Some("latest"), None, "localhost:5000/a/b/c:latest".into()),
-            ("[::1]:5000/x", "[::1]:5000", "x", Some("latest"), None, "[::1]:5000/x:latest".into()),
-            (&dig, "docker.io", "library/busybox", None, Some(D), format!("docker.io/library/busybox@{D}")),
-            (&tag_dig, "quay.io", "a/b", Some("1.0"), Some(D), format!("quay.io/a/b:1.0@{D}")),
-            ("my-reg.example.com/a__b/c.d-e---f:V_1.x", "my-reg.example.com", "a__b/c.d-e---f", Some("V_1.x"), None, "my-reg.example.com/a__b/c.d-e---f:V_1.x".into()),
+            (
+                "busybox",
+                "docker.io",
+                "library/busybox",
+                Some("latest"),
+                None,
+                "docker.io/library/busybox:latest".into(),
+            ),
+            (
+                "busybox:1.36",
+                "docker.io",
+                "library/busybox",
+                Some("1.36"),
+                None,
+                "docker.io/library/busybox:1.36".into(),
+            ),
+            (
+                "docker.io/library/busybox:1.36",
+                "docker.io",
+                "library/busybox",
+                Some("1.36"),
+                None,
+                "docker.io/library/busybox:1.36".into(),
+            ),
+            (
+                "index.docker.io/busybox",
+                "docker.io",
+                "library/busybox",
+                Some("latest"),
+                None,
+                "docker.io/library/busybox:latest".into(),
+            ),
+            (
+                "user/app",
+                "docker.io",
+                "user/app",
+                Some("latest"),
+                None,
+                "docker.io/user/app:latest".into(),
+            ),
+            (
+                "localhost/app",
+                "localhost",
+                "app",
+                Some("latest"),
+                None,
+                "localhost/app:latest".into(),
+            ),
+            (
+                "127.0.0.1:5000/ns/name:tag",
+                "127.0.0.1:5000",
+                "ns/name",
+                Some("tag"),
+                None,
+                "127.0.0.1:5000/ns/name:tag".into(),
+            ),
+            (
+                "localhost:5000/a/b/c",
+                "localhost:5000",
+                "a/b/c",
+                Some("latest"),
+                None,
+                "localhost:5000/a/b/c:latest".into(),
+            ),
+            (
+                "[::1]:5000/x",
+                "[::1]:5000",
+                "x",
+                Some("latest"),
+                None,
+                "[::1]:5000/x:latest".into(),
+            ),
+            (
+                &dig,
+                "docker.io",
+                "library/busybox",
+                None,
+                Some(D),
+                format!("docker.io/library/busybox@{D}"),
+            ),
+            (
+                &tag_dig,
+                "quay.io",
+                "a/b",
+                Some("1.0"),
+                Some(D),
+                format!("quay.io/a/b:1.0@{D}"),
+            ),
+            (
+                "my-reg.example.com/a__b/c.d-e---f:V_1.x",
+                "my-reg.example.com",
+                "a__b/c.d-e---f",
+                Some("V_1.x"),
+                None,
+                "my-reg.example.com/a__b/c.d-e---f:V_1.x".into(),
+            ),
         ];
         for (input, registry, repository, tag, digest, display) in cases {
             let r = Reference::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -284,7 +417,11 @@ mod tests {
             assert_eq!(r.tag(), tag, "{input}: tag");
             assert_eq!(r.digest(), digest, "{input}: digest");
             assert_eq!(r.to_string(), display, "{input}: display");
-            assert_eq!(Reference::parse(&display).unwrap(), r, "{input}: normalised form must re-parse to itself");
+            assert_eq!(
+                Reference::parse(&display).unwrap(),
+                r,
+                "{input}: normalised form must re-parse to itself"
+            );
         }
     }
 
@@ -322,7 +459,10 @@ mod tests {
         for (input, word) in cases {
             let e = Reference::parse(input).expect_err(input);
             assert_eq!(e.reference, input, "the error names the reference");
-            assert!(e.to_string().contains(word), "{input}: {e} should mention {word:?}");
+            assert!(
+                e.to_string().contains(word),
+                "{input}: {e} should mention {word:?}"
+            );
         }
     }
 

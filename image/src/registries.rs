@@ -54,8 +54,12 @@ pub struct Source {
 impl Registries {
     /// Reads a registries.conf file. The file must exist: it was configured.
     pub fn load(path: &Path) -> Result<Registries, ImageError> {
-        let text = std::fs::read_to_string(path).map_err(ImageError::io("read registries.conf", path))?;
-        Registries::parse(&text).map_err(|reason| ImageError::RegistriesConf { path: path.to_path_buf(), reason })
+        let text =
+            std::fs::read_to_string(path).map_err(ImageError::io("read registries.conf", path))?;
+        Registries::parse(&text).map_err(|reason| ImageError::RegistriesConf {
+            path: path.to_path_buf(),
+            reason,
+        })
     }
 
     pub fn parse(text: &str) -> Result<Registries, String> {
@@ -89,23 +93,42 @@ impl Registries {
     pub fn sources(&self, reference: &Reference) -> Vec<Source> {
         let name = reference.name();
         let Some(entry) = self.matching(&name) else {
-            return vec![Source { endpoint: Endpoint::for_registry(reference.registry(), false), reference: reference.clone() }];
+            return vec![Source {
+                endpoint: Endpoint::for_registry(reference.registry(), false),
+                reference: reference.clone(),
+            }];
         };
         if entry.blocked {
             return Vec::new();
         }
         // The part of the name after the prefix ("" or "/rest").
-        let rest = if entry.prefix.starts_with("*.") { "" } else { &name[entry.prefix.len()..] };
+        let rest = if entry.prefix.starts_with("*.") {
+            ""
+        } else {
+            &name[entry.prefix.len()..]
+        };
         let at = |location: &str, insecure: bool| -> Option<Source> {
-            let full = if entry.prefix.starts_with("*.") { name.clone() } else { format!("{location}{rest}") };
+            let full = if entry.prefix.starts_with("*.") {
+                name.clone()
+            } else {
+                format!("{location}{rest}")
+            };
             let (registry, repository) = full.split_once('/')?;
             Some(Source {
                 endpoint: Endpoint::for_registry(registry, insecure),
                 reference: reference.with_location(registry, repository),
             })
         };
-        let mut out: Vec<Source> = entry.mirror.iter().filter_map(|m| at(&m.location, m.insecure)).collect();
-        let origin = if entry.location.is_empty() { entry.prefix.as_str() } else { entry.location.as_str() };
+        let mut out: Vec<Source> = entry
+            .mirror
+            .iter()
+            .filter_map(|m| at(&m.location, m.insecure))
+            .collect();
+        let origin = if entry.location.is_empty() {
+            entry.prefix.as_str()
+        } else {
+            entry.location.as_str()
+        };
         out.extend(at(origin, entry.insecure));
         out
     }
@@ -138,7 +161,10 @@ blocked = true
 "#;
 
     fn bases(sources: &[Source]) -> Vec<(String, String)> {
-        sources.iter().map(|s| (s.endpoint.base.clone(), s.reference.to_string())).collect()
+        sources
+            .iter()
+            .map(|s| (s.endpoint.base.clone(), s.reference.to_string()))
+            .collect()
     }
 
     #[test]
@@ -148,25 +174,50 @@ blocked = true
             (
                 "busybox:1.36",
                 vec![
-                    ("http://127.0.0.1:5001", "127.0.0.1:5001/hub/library/busybox:1.36"),
-                    ("http://mirror.example.com", "mirror.example.com/library/busybox:1.36"),
-                    ("https://registry-1.docker.io", "docker.io/library/busybox:1.36"),
+                    (
+                        "http://127.0.0.1:5001",
+                        "127.0.0.1:5001/hub/library/busybox:1.36",
+                    ),
+                    (
+                        "http://mirror.example.com",
+                        "mirror.example.com/library/busybox:1.36",
+                    ),
+                    (
+                        "https://registry-1.docker.io",
+                        "docker.io/library/busybox:1.36",
+                    ),
                 ],
             ),
-            ("quay.io/team/app:v1", vec![("http://internal.example.com:5000", "internal.example.com:5000/quay-team/app:v1")]),
-            ("quay.io/teammate/app:v1", vec![("https://quay.io", "quay.io/teammate/app:v1")]),
+            (
+                "quay.io/team/app:v1",
+                vec![(
+                    "http://internal.example.com:5000",
+                    "internal.example.com:5000/quay-team/app:v1",
+                )],
+            ),
+            (
+                "quay.io/teammate/app:v1",
+                vec![("https://quay.io", "quay.io/teammate/app:v1")],
+            ),
             ("evil.example.com/x", vec![]),
         ];
         for (image, want) in cases {
             let got = bases(&r.sources(&Reference::parse(image).unwrap()));
-            let want: Vec<(String, String)> = want.into_iter().map(|(a, b)| (a.into(), b.into())).collect();
+            let want: Vec<(String, String)> = want
+                .into_iter()
+                .map(|(a, b)| (a.into(), b.into()))
+                .collect();
             assert_eq!(got, want, "{image}");
         }
     }
 
     #[test]
     fn rejects_bad_files() {
-        assert!(Registries::parse("[[registry]]\ninsecure = true\n").unwrap_err().contains("prefix"));
+        assert!(
+            Registries::parse("[[registry]]\ninsecure = true\n")
+                .unwrap_err()
+                .contains("prefix")
+        );
         assert!(Registries::parse("nonsense = [").is_err());
     }
 }

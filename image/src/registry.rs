@@ -32,9 +32,20 @@ impl Endpoint {
     /// The endpoint for a registry host. Loopback registries and those configured as
     /// insecure speak plain HTTP; everything else HTTPS.
     pub fn for_registry(registry: &str, insecure: bool) -> Endpoint {
-        let host = if registry == crate::reference::DEFAULT_REGISTRY { "registry-1.docker.io" } else { registry };
-        let scheme = if insecure || is_loopback(host) { "http" } else { "https" };
-        Endpoint { registry: registry.to_string(), base: format!("{scheme}://{host}") }
+        let host = if registry == crate::reference::DEFAULT_REGISTRY {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        let scheme = if insecure || is_loopback(host) {
+            "http"
+        } else {
+            "https"
+        };
+        Endpoint {
+            registry: registry.to_string(),
+            base: format!("{scheme}://{host}"),
+        }
     }
 }
 
@@ -61,7 +72,10 @@ impl Client {
             .connect_timeout(progress_timeout.min(Duration::from_secs(30)))
             .build()
             .expect("reqwest client with rustls builds");
-        Client { http, progress_timeout }
+        Client {
+            http,
+            progress_timeout,
+        }
     }
 }
 
@@ -86,7 +100,13 @@ pub struct Document {
 }
 
 impl Session {
-    pub fn new(client: Client, endpoint: Endpoint, repository: &str, credentials: Option<Credentials>, image: &str) -> Session {
+    pub fn new(
+        client: Client,
+        endpoint: Endpoint,
+        repository: &str,
+        credentials: Option<Credentials>,
+        image: &str,
+    ) -> Session {
         Session {
             client,
             endpoint,
@@ -105,7 +125,14 @@ impl Session {
     /// body is verified against it.
     pub async fn manifest(&self, reference: &str) -> Result<Document, ImageError> {
         let path = format!("/v2/{}/manifests/{reference}", self.repository);
-        let response = self.send(Method::GET, &path, Some(&MANIFEST_ACCEPT.join(", ")), &format!("manifest {reference}")).await?;
+        let response = self
+            .send(
+                Method::GET,
+                &path,
+                Some(&MANIFEST_ACCEPT.join(", ")),
+                &format!("manifest {reference}"),
+            )
+            .await?;
         let media_type = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -126,7 +153,11 @@ impl Session {
                 actual: digest,
             });
         }
-        Ok(Document { media_type, digest, body })
+        Ok(Document {
+            media_type,
+            digest,
+            body,
+        })
     }
 
     /// Fetches a small blob (a config) whole and verifies its digest.
@@ -135,7 +166,12 @@ impl Session {
         let body = self.read_small(response, "config").await?;
         let actual = sha256(&body);
         if actual != digest {
-            return Err(ImageError::DigestMismatch { image: self.image.clone(), what: "config".into(), expected: digest.into(), actual });
+            return Err(ImageError::DigestMismatch {
+                image: self.image.clone(),
+                what: "config".into(),
+                expected: digest.into(),
+                actual,
+            });
         }
         Ok(body)
     }
@@ -143,20 +179,31 @@ impl Session {
     /// Starts a blob download; the caller reads it with [`Session::next_chunk`].
     pub async fn blob(&self, digest: &str) -> Result<reqwest::Response, ImageError> {
         let path = format!("/v2/{}/blobs/{digest}", self.repository);
-        self.send(Method::GET, &path, None, &format!("blob {digest}")).await
+        self.send(Method::GET, &path, None, &format!("blob {digest}"))
+            .await
     }
 
     /// The next chunk of a body, or `None` at its end. Fails with
     /// [`ImageError::ProgressTimeout`] when nothing arrives for the progress timeout.
-    pub async fn next_chunk(&self, response: &mut reqwest::Response) -> Result<Option<bytes::Bytes>, ImageError> {
+    pub async fn next_chunk(
+        &self,
+        response: &mut reqwest::Response,
+    ) -> Result<Option<bytes::Bytes>, ImageError> {
         match tokio::time::timeout(self.client.progress_timeout, response.chunk()).await {
-            Err(_) => Err(ImageError::ProgressTimeout { image: self.image.clone(), after: self.client.progress_timeout }),
+            Err(_) => Err(ImageError::ProgressTimeout {
+                image: self.image.clone(),
+                after: self.client.progress_timeout,
+            }),
             Ok(Ok(chunk)) => Ok(chunk),
             Ok(Err(e)) => Err(self.unavailable(&e)),
         }
     }
 
-    async fn read_small(&self, mut response: reqwest::Response, what: &'static str) -> Result<Vec<u8>, ImageError> {
+    async fn read_small(
+        &self,
+        mut response: reqwest::Response,
+        what: &'static str,
+    ) -> Result<Vec<u8>, ImageError> {
         let mut body = Vec::new();
         while let Some(chunk) = self.next_chunk(&mut response).await? {
             body.extend_from_slice(&chunk);
@@ -180,12 +227,22 @@ impl Session {
             reason.push_str(&s.to_string());
             source = s.source();
         }
-        ImageError::Unavailable { image: self.image.clone(), registry: self.endpoint.registry.clone(), reason }
+        ImageError::Unavailable {
+            image: self.image.clone(),
+            registry: self.endpoint.registry.clone(),
+            reason,
+        }
     }
 
     /// Sends a request, answering one auth challenge if the registry poses it, and
     /// maps failures to errors. `what` names the object for messages.
-    async fn send(&self, method: Method, path: &str, accept: Option<&str>, what: &str) -> Result<reqwest::Response, ImageError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        what: &str,
+    ) -> Result<reqwest::Response, ImageError> {
         let url = format!("{}{path}", self.endpoint.base);
         let mut challenged = false;
         loop {
@@ -193,15 +250,25 @@ impl Session {
             if let Some(accept) = accept {
                 request = request.header(header::ACCEPT, accept);
             }
-            let auth = self.authorization.lock().expect("auth lock poisoned").clone();
+            let auth = self
+                .authorization
+                .lock()
+                .expect("auth lock poisoned")
+                .clone();
             if let Some(auth) = auth {
                 request = request.header(header::AUTHORIZATION, auth);
             }
-            let response = match tokio::time::timeout(self.client.progress_timeout, request.send()).await {
-                Err(_) => return Err(ImageError::ProgressTimeout { image: self.image.clone(), after: self.client.progress_timeout }),
-                Ok(Err(e)) => return Err(self.unavailable(&e)),
-                Ok(Ok(r)) => r,
-            };
+            let response =
+                match tokio::time::timeout(self.client.progress_timeout, request.send()).await {
+                    Err(_) => {
+                        return Err(ImageError::ProgressTimeout {
+                            image: self.image.clone(),
+                            after: self.client.progress_timeout,
+                        });
+                    }
+                    Ok(Err(e)) => return Err(self.unavailable(&e)),
+                    Ok(Ok(r)) => r,
+                };
             match response.status() {
                 s if s.is_success() => return Ok(response),
                 StatusCode::UNAUTHORIZED if !challenged => {
@@ -219,7 +286,10 @@ impl Session {
                 StatusCode::NOT_FOUND => {
                     return Err(ImageError::NotFound {
                         image: self.image.clone(),
-                        detail: Some(format!("{what} not found in {}/{}", self.endpoint.registry, self.repository)),
+                        detail: Some(format!(
+                            "{what} not found in {}/{}",
+                            self.endpoint.registry, self.repository
+                        )),
                     });
                 }
                 s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
@@ -242,11 +312,17 @@ impl Session {
     }
 
     fn unauthenticated(&self) -> ImageError {
-        ImageError::Unauthenticated { image: self.image.clone(), registry: self.endpoint.registry.clone() }
+        ImageError::Unauthenticated {
+            image: self.image.clone(),
+            registry: self.endpoint.registry.clone(),
+        }
     }
 
     fn denied(&self) -> ImageError {
-        ImageError::PermissionDenied { image: self.image.clone(), registry: self.endpoint.registry.clone() }
+        ImageError::PermissionDenied {
+            image: self.image.clone(),
+            registry: self.endpoint.registry.clone(),
+        }
     }
 
     /// Builds the `Authorization` header that answers `challenge`.
@@ -256,9 +332,18 @@ impl Session {
             (Some(Challenge::Basic), Some(Credentials::Basic { username, password })) => {
                 Ok(Credentials::basic_header(username, password))
             }
-            (Some(Challenge::Bearer { realm, service, scope }), credentials) => {
+            (
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope,
+                }),
+                credentials,
+            ) => {
                 let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", self.repository));
-                let token = self.fetch_token(&realm, service.as_deref(), &scope, credentials.as_ref()).await?;
+                let token = self
+                    .fetch_token(&realm, service.as_deref(), &scope, credentials.as_ref())
+                    .await?;
                 Ok(format!("Bearer {token}"))
             }
             _ => Err(self.unauthenticated()),
@@ -294,24 +379,35 @@ impl Session {
                     .body(body)
             }
             other => {
-                let url = reqwest::Url::parse_with_params(realm, params.iter()).map_err(|_| ImageError::Registry {
-                    image: self.image.clone(),
-                    registry: self.endpoint.registry.clone(),
-                    status: 401,
-                    what: "token realm (not a URL)".into(),
+                let url = reqwest::Url::parse_with_params(realm, params.iter()).map_err(|_| {
+                    ImageError::Registry {
+                        image: self.image.clone(),
+                        registry: self.endpoint.registry.clone(),
+                        status: 401,
+                        what: "token realm (not a URL)".into(),
+                    }
                 })?;
                 let mut request = self.client.http.get(url);
                 if let Some(Credentials::Basic { username, password }) = other {
-                    request = request.header(header::AUTHORIZATION, Credentials::basic_header(username, password));
+                    request = request.header(
+                        header::AUTHORIZATION,
+                        Credentials::basic_header(username, password),
+                    );
                 }
                 request
             }
         };
-        let response = match tokio::time::timeout(self.client.progress_timeout, request.send()).await {
-            Err(_) => return Err(ImageError::ProgressTimeout { image: self.image.clone(), after: self.client.progress_timeout }),
-            Ok(Err(e)) => return Err(self.unavailable(&e)),
-            Ok(Ok(r)) => r,
-        };
+        let response =
+            match tokio::time::timeout(self.client.progress_timeout, request.send()).await {
+                Err(_) => {
+                    return Err(ImageError::ProgressTimeout {
+                        image: self.image.clone(),
+                        after: self.client.progress_timeout,
+                    });
+                }
+                Ok(Err(e)) => return Err(self.unavailable(&e)),
+                Ok(Ok(r)) => r,
+            };
         match response.status() {
             s if s.is_success() => {}
             StatusCode::UNAUTHORIZED => return Err(self.unauthenticated()),
@@ -331,12 +427,17 @@ impl Session {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| ImageError::InvalidManifest {
-            image: self.image.clone(),
-            what: "token response",
-            reason: e.to_string(),
-        })?;
-        parsed.token.or(parsed.access_token).filter(|t| !t.is_empty()).ok_or_else(|| self.unauthenticated())
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| ImageError::InvalidManifest {
+                image: self.image.clone(),
+                what: "token response",
+                reason: e.to_string(),
+            })?;
+        parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| self.unauthenticated())
     }
 }
 
@@ -361,7 +462,11 @@ mod tests {
             ("10.0.0.1:5000", false, "https://10.0.0.1:5000"),
         ];
         for (registry, insecure, base) in cases {
-            assert_eq!(Endpoint::for_registry(registry, insecure).base, base, "{registry}");
+            assert_eq!(
+                Endpoint::for_registry(registry, insecure).base,
+                base,
+                "{registry}"
+            );
         }
     }
 }

@@ -29,7 +29,11 @@ impl ImageStore {
     /// tagged --untag last / by id--> [in use? untagged : deleted]
     /// untagged --prune (not in use)--> deleted
     /// ```
-    pub fn remove(&self, query: &str, in_use: &dyn Fn(&str) -> bool) -> Result<Removed, ImageError> {
+    pub fn remove(
+        &self,
+        query: &str,
+        in_use: &dyn Fn(&str) -> bool,
+    ) -> Result<Removed, ImageError> {
         let outcome = {
             let mut index = self.index.lock().expect("image index lock poisoned");
             let Some((id, tag)) = find_in(&index, query)? else {
@@ -53,7 +57,8 @@ impl ImageStore {
             } else {
                 // Forget the record first: once it is gone from disk the image no
                 // longer exists, and its files are ordinary garbage.
-                self.records.remove::<ImageRecord>(crust_state::Record::id(&record))?;
+                self.records
+                    .remove::<ImageRecord>(crust_state::Record::id(&record))?;
                 index.images.remove(&id);
                 Removed::Deleted { id }
             }
@@ -69,12 +74,22 @@ impl ImageStore {
     pub fn prune_unused(&self, in_use: &dyn Fn(&str) -> bool) -> Result<Vec<String>, ImageError> {
         let doomed: Vec<ImageRecord> = {
             let index = self.index.lock().expect("image index lock poisoned");
-            index.images.values().filter(|r| r.repo_tags.is_empty() && !in_use(&r.id)).cloned().collect()
+            index
+                .images
+                .values()
+                .filter(|r| r.repo_tags.is_empty() && !in_use(&r.id))
+                .cloned()
+                .collect()
         };
         let mut deleted = Vec::new();
         for record in doomed {
-            self.records.remove::<ImageRecord>(crust_state::Record::id(&record))?;
-            self.index.lock().expect("image index lock poisoned").images.remove(&record.id);
+            self.records
+                .remove::<ImageRecord>(crust_state::Record::id(&record))?;
+            self.index
+                .lock()
+                .expect("image index lock poisoned")
+                .images
+                .remove(&record.id);
             deleted.push(record.id);
         }
         if !deleted.is_empty() {
@@ -96,7 +111,8 @@ mod tests {
 
     /// A store with one image (two tags, one layer, config blob) written by hand.
     fn store_with_image(dir: &std::path::Path) -> (ImageStore, ImageRecord) {
-        let records = crust_state::Store::open(dir.join("records"), dir.join("quarantine")).unwrap();
+        let records =
+            crust_state::Store::open(dir.join("records"), dir.join("quarantine")).unwrap();
         let options = StoreOptions {
             root: dir.join("image"),
             progress_timeout: Duration::from_secs(5),
@@ -108,10 +124,18 @@ mod tests {
         let id = format!("sha256:{}", "c".repeat(64));
         let record = ImageRecord {
             id: id.clone(),
-            repo_tags: vec!["docker.io/library/app:v1".into(), "docker.io/library/app:v2".into()],
+            repo_tags: vec![
+                "docker.io/library/app:v1".into(),
+                "docker.io/library/app:v2".into(),
+            ],
             repo_digests: vec![format!("docker.io/library/app@sha256:{}", "d".repeat(64))],
             size: 10,
-            layers: vec![LayerInfo { digest: chain.clone(), diff_id: chain.clone(), chain_id: chain, size: 9 }],
+            layers: vec![LayerInfo {
+                digest: chain.clone(),
+                diff_id: chain.clone(),
+                chain_id: chain,
+                size: 9,
+            }],
             manifest_digests: vec![format!("sha256:{}", "d".repeat(64))],
             config: ImageConfig::default(),
             annotations: Default::default(),
@@ -139,23 +163,52 @@ mod tests {
         std::fs::write(image.join("blobs/sha256").join("e".repeat(64)), b"{}").unwrap();
         let (store, record) = store_with_image(dir.path());
         let names = |sub: &str| {
-            let mut v: Vec<String> =
-                std::fs::read_dir(image.join(sub)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            let mut v: Vec<String> = std::fs::read_dir(image.join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
             v.sort();
             v
         };
         assert!(names("tmp").is_empty(), "tmp is emptied");
-        assert_eq!(names("layers"), vec!["a".repeat(64)], "unreferenced layer removed, referenced kept");
-        assert_eq!(names("blobs/sha256"), vec!["c".repeat(64), "d".repeat(64)], "unreferenced blob removed");
+        assert_eq!(
+            names("layers"),
+            vec!["a".repeat(64)],
+            "unreferenced layer removed, referenced kept"
+        );
+        assert_eq!(
+            names("blobs/sha256"),
+            vec!["c".repeat(64), "d".repeat(64)],
+            "unreferenced blob removed"
+        );
         assert_eq!(store.list().len(), 1);
-        assert_eq!(store.find("app:v1").unwrap().unwrap().record, record, "short names normalise");
+        assert_eq!(
+            store.find("app:v1").unwrap().unwrap().record,
+            record,
+            "short names normalise"
+        );
         assert!(store.find("app:v2").unwrap().unwrap().pinned);
-        assert!(store.find(&"c".repeat(64)).unwrap().is_some(), "bare hex id");
-        assert!(store.find(&format!("app@sha256:{}", "d".repeat(64))).unwrap().is_some(), "repo digest");
+        assert!(
+            store.find(&"c".repeat(64)).unwrap().is_some(),
+            "bare hex id"
+        );
+        assert!(
+            store
+                .find(&format!("app@sha256:{}", "d".repeat(64)))
+                .unwrap()
+                .is_some(),
+            "repo digest"
+        );
         assert!(store.find("app:v3").unwrap().is_none());
-        assert!(matches!(store.find("Bad"), Err(ImageError::InvalidReference(_))));
+        assert!(matches!(
+            store.find("Bad"),
+            Err(ImageError::InvalidReference(_))
+        ));
         let rt = store.runtime_image("app:v1").unwrap();
-        assert_eq!(rt.lower_dirs, vec![image.join("layers").join("a".repeat(64))]);
+        assert_eq!(
+            rt.lower_dirs,
+            vec![image.join("layers").join("a".repeat(64))]
+        );
         assert_eq!(rt.lower_names, vec!["a".repeat(64)]);
     }
 
@@ -164,7 +217,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(store_with_image(dir.path()));
         let layer = dir.path().join("image/layers").join("a".repeat(64));
-        let records = crust_state::Store::open(dir.path().join("records"), dir.path().join("quarantine")).unwrap();
+        let records =
+            crust_state::Store::open(dir.path().join("records"), dir.path().join("quarantine"))
+                .unwrap();
         std::fs::remove_dir_all(&layer).unwrap();
         let options = StoreOptions {
             root: dir.path().join("image"),
@@ -174,8 +229,18 @@ mod tests {
             registries: Registries::default(),
         };
         let (store, _) = ImageStore::open(options, records.clone()).unwrap();
-        assert!(store.list().is_empty(), "an image without its layers is not usable");
-        assert!(records.load_all::<ImageRecord>().unwrap().records.is_empty(), "and its record is gone");
+        assert!(
+            store.list().is_empty(),
+            "an image without its layers is not usable"
+        );
+        assert!(
+            records
+                .load_all::<ImageRecord>()
+                .unwrap()
+                .records
+                .is_empty(),
+            "and its record is gone"
+        );
     }
 
     #[test]
@@ -183,30 +248,78 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, record) = store_with_image(dir.path());
         let layer = dir.path().join("image/layers").join("a".repeat(64));
-        assert_eq!(store.remove("app:v1", &|_| false).unwrap(), Removed::Untagged { id: record.id.clone() });
-        assert_eq!(store.find(&record.id).unwrap().unwrap().record.repo_tags, vec!["docker.io/library/app:v2".to_string()]);
+        assert_eq!(
+            store.remove("app:v1", &|_| false).unwrap(),
+            Removed::Untagged {
+                id: record.id.clone()
+            }
+        );
+        assert_eq!(
+            store.find(&record.id).unwrap().unwrap().record.repo_tags,
+            vec!["docker.io/library/app:v2".to_string()]
+        );
         // The last tag of an image a container uses: untagged, files kept.
-        assert_eq!(store.remove("app:v2", &|_| true).unwrap(), Removed::Untagged { id: record.id.clone() });
-        assert!(store.find(&record.id).unwrap().unwrap().record.repo_tags.is_empty());
-        assert!(layer.is_dir(), "layers stay while a container uses the image");
+        assert_eq!(
+            store.remove("app:v2", &|_| true).unwrap(),
+            Removed::Untagged {
+                id: record.id.clone()
+            }
+        );
+        assert!(
+            store
+                .find(&record.id)
+                .unwrap()
+                .unwrap()
+                .record
+                .repo_tags
+                .is_empty()
+        );
+        assert!(
+            layer.is_dir(),
+            "layers stay while a container uses the image"
+        );
         assert_eq!(store.prune_unused(&|_| true).unwrap(), Vec::<String>::new());
-        assert_eq!(store.prune_unused(&|_| false).unwrap(), vec![record.id.clone()]);
+        assert_eq!(
+            store.prune_unused(&|_| false).unwrap(),
+            vec![record.id.clone()]
+        );
         assert!(!layer.exists(), "pruned image's layer is deleted");
-        assert_eq!(store.remove(&record.id, &|_| false).unwrap(), Removed::NotPresent, "idempotent");
+        assert_eq!(
+            store.remove(&record.id, &|_| false).unwrap(),
+            Removed::NotPresent,
+            "idempotent"
+        );
         // Survives reopening: the removal was persisted.
-        let records = crust_state::Store::open(dir.path().join("records"), dir.path().join("quarantine")).unwrap();
-        assert!(records.load_all::<ImageRecord>().unwrap().records.is_empty());
+        let records =
+            crust_state::Store::open(dir.path().join("records"), dir.path().join("quarantine"))
+                .unwrap();
+        assert!(
+            records
+                .load_all::<ImageRecord>()
+                .unwrap()
+                .records
+                .is_empty()
+        );
     }
 
     #[test]
     fn remove_by_id_deletes_every_tag_and_files() {
         let dir = tempfile::tempdir().unwrap();
         let (store, record) = store_with_image(dir.path());
-        assert_eq!(store.remove(&record.id, &|_| false).unwrap(), Removed::Deleted { id: record.id.clone() });
+        assert_eq!(
+            store.remove(&record.id, &|_| false).unwrap(),
+            Removed::Deleted {
+                id: record.id.clone()
+            }
+        );
         assert!(store.list().is_empty());
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("image/layers")).unwrap().collect();
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("image/layers"))
+            .unwrap()
+            .collect();
         assert!(left.is_empty());
-        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("image/blobs/sha256")).unwrap().collect();
+        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("image/blobs/sha256"))
+            .unwrap()
+            .collect();
         assert!(blobs.is_empty());
     }
 }

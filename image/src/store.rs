@@ -187,9 +187,16 @@ impl ImageStore {
     /// Opens the store, loads image records and removes crash leftovers: `tmp/`, and
     /// layers and blobs no record names. Blocking (walks the store); call it at start.
     /// Returns the store and the records that could not be loaded (quarantined).
-    pub fn open(options: StoreOptions, records: Store) -> Result<(ImageStore, Vec<crust_state::Quarantined>), ImageError> {
+    pub fn open(
+        options: StoreOptions,
+        records: Store,
+    ) -> Result<(ImageStore, Vec<crust_state::Quarantined>), ImageError> {
         let root = options.root.clone();
-        for dir in [root.join("blobs/sha256"), root.join("layers"), root.join("tmp")] {
+        for dir in [
+            root.join("blobs/sha256"),
+            root.join("layers"),
+            root.join("tmp"),
+        ] {
             fs::create_dir_all(&dir).map_err(ImageError::io("create", &dir))?;
         }
         let tmp = root.join("tmp");
@@ -206,9 +213,14 @@ impl ImageStore {
         let store = ImageStore {
             root,
             records,
-            index: Mutex::new(Index { images, inflight: HashMap::new() }),
+            index: Mutex::new(Index {
+                images,
+                inflight: HashMap::new(),
+            }),
             layer_locks: Mutex::new(HashMap::new()),
-            downloads: Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_downloads.max(1))),
+            downloads: Arc::new(tokio::sync::Semaphore::new(
+                options.max_concurrent_downloads.max(1),
+            )),
             client: Client::new(options.progress_timeout),
             options,
         };
@@ -216,12 +228,26 @@ impl ImageStore {
         // broken rootfs to the runtime.
         let broken: Vec<ImageRecord> = {
             let index = store.index.lock().expect("image index lock poisoned");
-            index.images.values().filter(|r| r.layers.iter().any(|l| !store.layer_dir(&l.chain_id).is_dir())).cloned().collect()
+            index
+                .images
+                .values()
+                .filter(|r| {
+                    r.layers
+                        .iter()
+                        .any(|l| !store.layer_dir(&l.chain_id).is_dir())
+                })
+                .cloned()
+                .collect()
         };
         for record in broken {
             tracing::error!(image_id = %record.id, "image has missing layers; forgetting it");
             store.records.remove::<ImageRecord>(record.id())?;
-            store.index.lock().expect("image index lock poisoned").images.remove(&record.id);
+            store
+                .index
+                .lock()
+                .expect("image index lock poisoned")
+                .images
+                .remove(&record.id);
         }
         store.collect_garbage()?;
         Ok((store, loaded.quarantined))
@@ -254,10 +280,20 @@ impl ImageStore {
     }
 
     fn view(&self, record: &ImageRecord) -> ImageView {
-        let pinned = record.repo_tags.iter().chain(&record.repo_digests).any(|name| {
-            self.options.pinned_images.iter().any(|p| p == name || Reference::parse(p).is_ok_and(|r| &r.to_string() == name))
-        });
-        ImageView { record: record.clone(), pinned }
+        let pinned = record
+            .repo_tags
+            .iter()
+            .chain(&record.repo_digests)
+            .any(|name| {
+                self.options
+                    .pinned_images
+                    .iter()
+                    .any(|p| p == name || Reference::parse(p).is_ok_and(|r| &r.to_string() == name))
+            });
+        ImageView {
+            record: record.clone(),
+            pinned,
+        }
     }
 
     /// Finds an image by id (`sha256:<hex>` or `<hex>`), repo tag or repo digest, in
@@ -282,12 +318,25 @@ impl ImageStore {
 
     /// The layer directories and config the runtime needs to start a container.
     pub fn runtime_image(&self, query: &str) -> Result<RuntimeImage, ImageError> {
-        let view = self.find(query)?.ok_or_else(|| ImageError::NotFound { image: query.to_string(), detail: None })?;
+        let view = self.find(query)?.ok_or_else(|| ImageError::NotFound {
+            image: query.to_string(),
+            detail: None,
+        })?;
         let record = view.record;
-        let lower_names: Vec<String> = record.layers.iter().rev().map(|l| digest_hex(&l.chain_id).to_string()).collect();
+        let lower_names: Vec<String> = record
+            .layers
+            .iter()
+            .rev()
+            .map(|l| digest_hex(&l.chain_id).to_string())
+            .collect();
         Ok(RuntimeImage {
             id: record.id.clone(),
-            lower_dirs: record.layers.iter().rev().map(|l| self.layer_dir(&l.chain_id)).collect(),
+            lower_dirs: record
+                .layers
+                .iter()
+                .rev()
+                .map(|l| self.layer_dir(&l.chain_id))
+                .collect(),
             layers_root: self.root.join("layers"),
             lower_names,
             config: record.config,
@@ -298,7 +347,10 @@ impl ImageStore {
     /// store.
     pub fn usage(&self) -> Result<FsUsage, ImageError> {
         let mut seen = HashSet::new();
-        let mut usage = FsUsage { used_bytes: 0, inodes_used: 0 };
+        let mut usage = FsUsage {
+            used_bytes: 0,
+            inodes_used: 0,
+        };
         let mut stack = vec![self.root.clone()];
         while let Some(path) = stack.pop() {
             let meta = match fs::symlink_metadata(&path) {
@@ -328,14 +380,25 @@ impl ImageStore {
     pub(crate) fn collect_garbage(&self) -> Result<(), ImageError> {
         let (layers, blobs, inflight) = {
             let index = self.index.lock().expect("image index lock poisoned");
-            let layers: HashSet<String> =
-                index.images.values().flat_map(|r| r.layers.iter().map(|l| digest_hex(&l.chain_id).to_string())).collect();
+            let layers: HashSet<String> = index
+                .images
+                .values()
+                .flat_map(|r| r.layers.iter().map(|l| digest_hex(&l.chain_id).to_string()))
+                .collect();
             let blobs: HashSet<String> = index
                 .images
                 .values()
-                .flat_map(|r| std::iter::once(&r.id).chain(&r.manifest_digests).map(|d| digest_hex(d).to_string()))
+                .flat_map(|r| {
+                    std::iter::once(&r.id)
+                        .chain(&r.manifest_digests)
+                        .map(|d| digest_hex(d).to_string())
+                })
                 .collect();
-            let inflight: HashSet<String> = index.inflight.keys().map(|c| digest_hex(c).to_string()).collect();
+            let inflight: HashSet<String> = index
+                .inflight
+                .keys()
+                .map(|c| digest_hex(c).to_string())
+                .collect();
             (layers, blobs, inflight)
         };
         let layers_dir = self.root.join("layers");
@@ -345,7 +408,8 @@ impl ImageStore {
             if !layers.contains(&name) && !inflight.contains(&name) {
                 tracing::info!(layer = %name, "removing unused layer");
                 let doomed = self.tmp_dir().join(format!("rm-{name}-{}", unique()));
-                fs::rename(entry.path(), &doomed).map_err(ImageError::io("move unused layer", entry.path()))?;
+                fs::rename(entry.path(), &doomed)
+                    .map_err(ImageError::io("move unused layer", entry.path()))?;
                 remove_any(&doomed)?;
             }
         }
@@ -365,13 +429,21 @@ impl ImageStore {
     /// Blobs are written just before the record that names them; a pull holding
     /// layers in flight may be between the two, so keep blobs while any pull runs.
     fn blob_in_flight(&self, _name: &str) -> bool {
-        !self.index.lock().expect("image index lock poisoned").inflight.is_empty()
+        !self
+            .index
+            .lock()
+            .expect("image index lock poisoned")
+            .inflight
+            .is_empty()
     }
 }
 
 /// Looks `query` up; returns the image id and whether it matched by tag (the tag then
 /// names what `RemoveImage` removes).
-pub(crate) fn find_in(index: &Index, query: &str) -> Result<Option<(String, Option<String>)>, ImageError> {
+pub(crate) fn find_in(
+    index: &Index,
+    query: &str,
+) -> Result<Option<(String, Option<String>)>, ImageError> {
     let query = query.trim();
     let id = if query.starts_with("sha256:") {
         Some(query.to_string())
@@ -387,9 +459,17 @@ pub(crate) fn find_in(index: &Index, query: &str) -> Result<Option<(String, Opti
     let found = match (reference.digest(), reference.repo_tag()) {
         (Some(digest), _) => {
             let want = reference.repo_digest(digest);
-            index.images.values().find(|r| r.repo_digests.contains(&want)).map(|r| (r.id.clone(), None))
+            index
+                .images
+                .values()
+                .find(|r| r.repo_digests.contains(&want))
+                .map(|r| (r.id.clone(), None))
         }
-        (None, Some(tag)) => index.images.values().find(|r| r.repo_tags.contains(&tag)).map(|r| (r.id.clone(), Some(tag))),
+        (None, Some(tag)) => index
+            .images
+            .values()
+            .find(|r| r.repo_tags.contains(&tag))
+            .map(|r| (r.id.clone(), Some(tag))),
         (None, None) => None,
     };
     Ok(found)
@@ -411,6 +491,13 @@ pub(crate) fn remove_any(path: &Path) -> Result<(), ImageError> {
 pub(crate) fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -41,7 +41,11 @@ pub enum UnpackError {
     #[error("layer entry {path:?} rejected: {reason}")]
     Hostile { path: PathBuf, reason: &'static str },
     #[error("layer entry {path:?}: {op}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
     #[error("read layer stream: {0}")]
     Read(#[source] io::Error),
     #[error("layer entry {path:?}: unsupported tar entry type {kind}")]
@@ -90,7 +94,10 @@ pub fn unpack_layer(src: impl Read, dest: &Path) -> Result<Unpacked, UnpackError
     let diff_id = {
         let decoder: Box<dyn Read + '_> = match compression {
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut buffered)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(&mut buffered).map_err(UnpackError::Read)?),
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(&mut buffered)
+                    .map_err(UnpackError::Read)?,
+            ),
             Compression::None => Box::new(&mut buffered),
         };
         let mut inner = HashingReader::new(decoder);
@@ -102,7 +109,12 @@ pub fn unpack_layer(src: impl Read, dest: &Path) -> Result<Unpacked, UnpackError
     io::copy(&mut buffered, &mut io::sink()).map_err(UnpackError::Read)?;
     drop(buffered);
     let (digest, size) = outer.finish();
-    Ok(Unpacked { digest, diff_id, size, compression })
+    Ok(Unpacked {
+        digest,
+        diff_id,
+        size,
+        compression,
+    })
 }
 
 /// A reader that hashes (sha256) and counts what passes through it.
@@ -114,12 +126,19 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), count: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
 
     /// `("sha256:<hex>", bytes read)`.
     pub fn finish(self) -> (String, u64) {
-        (format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count)
+        (
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        )
     }
 }
 
@@ -145,15 +164,31 @@ struct Unpacker {
     buf: Vec<u8>,
 }
 
-fn io_err<'p>(path: &'p Path, op: &'static str) -> impl FnOnce(rustix::io::Errno) -> UnpackError + 'p {
-    move |e| UnpackError::Io { path: path.to_path_buf(), op, source: e.into() }
+fn io_err<'p>(
+    path: &'p Path,
+    op: &'static str,
+) -> impl FnOnce(rustix::io::Errno) -> UnpackError + 'p {
+    move |e| UnpackError::Io {
+        path: path.to_path_buf(),
+        op,
+        source: e.into(),
+    }
 }
 
 impl Unpacker {
     fn new(root_path: &Path) -> Result<Self, UnpackError> {
-        let root = rfs::open(root_path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(io_err(root_path, "open layer directory"))?;
-        Ok(Unpacker { root, cached_parent: None, dir_times: Vec::new(), buf: vec![0; 256 * 1024] })
+        let root = rfs::open(
+            root_path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err(root_path, "open layer directory"))?;
+        Ok(Unpacker {
+            root,
+            cached_parent: None,
+            dir_times: Vec::new(),
+            buf: vec![0; 256 * 1024],
+        })
     }
 
     fn run(mut self, src: &mut impl Read) -> Result<(), UnpackError> {
@@ -166,7 +201,14 @@ impl Unpacker {
             let path: PathBuf = components.iter().collect();
             let (parent, name) = match components.split_last() {
                 Some((name, parents)) => (self.open_parent(parents, &path)?, name.clone()),
-                None => (self.root.try_clone().map_err(|e| UnpackError::Io { path: path.clone(), op: "dup", source: e })?, ".".into()),
+                None => (
+                    self.root.try_clone().map_err(|e| UnpackError::Io {
+                        path: path.clone(),
+                        op: "dup",
+                        source: e,
+                    })?,
+                    ".".into(),
+                ),
             };
             set_times(&parent, &name, mtime, &path)?;
         }
@@ -186,13 +228,21 @@ impl Unpacker {
         // An entry at or above the cached parent may replace it (a directory turned
         // into a symlink or file): the cached descriptor would then point at a removed
         // directory, or let a later entry bypass the symlink check.
-        if self.cached_parent.as_ref().is_some_and(|(cached, _)| cached.starts_with(&components)) {
+        if self
+            .cached_parent
+            .as_ref()
+            .is_some_and(|(cached, _)| cached.starts_with(&components))
+        {
             self.cached_parent = None;
         }
         let Some((name, parents)) = components.split_last() else {
             // "./": the layer root itself; only its metadata matters.
             if kind.is_dir() {
-                let root = self.root.try_clone().map_err(|e| UnpackError::Io { path: raw_path.clone(), op: "dup", source: e })?;
+                let root = self.root.try_clone().map_err(|e| UnpackError::Io {
+                    path: raw_path.clone(),
+                    op: "dup",
+                    source: e,
+                })?;
                 set_owner_mode(&root, OsStr::new("."), uid, gid, Some(mode), &raw_path)?;
                 self.dir_times.push((Vec::new(), mtime));
             }
@@ -213,12 +263,21 @@ impl Unpacker {
                 return Ok(());
             }
             if hidden.is_empty() || hidden == "." || hidden == ".." {
-                return Err(UnpackError::Hostile { path: raw_path, reason: "whiteout of an empty or dot name" });
+                return Err(UnpackError::Hostile {
+                    path: raw_path,
+                    reason: "whiteout of an empty or dot name",
+                });
             }
             let hidden = OsStr::from_bytes(&name.as_bytes()[WHITEOUT_PREFIX.len()..]);
             remove_existing(&parent, hidden, &raw_path, false)?;
-            rfs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), rfs::makedev(0, 0))
-                .map_err(io_err(&raw_path, "create whiteout device"))?;
+            rfs::mknodat(
+                &parent,
+                hidden,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                rfs::makedev(0, 0),
+            )
+            .map_err(io_err(&raw_path, "create whiteout device"))?;
             set_owner_mode(&parent, hidden, uid, gid, None, &raw_path)?;
             return Ok(());
         }
@@ -230,9 +289,11 @@ impl Unpacker {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
                     Ok(_) => {
                         remove_existing(&parent, name, &raw_path, false)?;
-                        rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)).map_err(io_err(&raw_path, "mkdir"))?;
+                        rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700))
+                            .map_err(io_err(&raw_path, "mkdir"))?;
                     }
-                    Err(_) => rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)).map_err(io_err(&raw_path, "mkdir"))?,
+                    Err(_) => rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700))
+                        .map_err(io_err(&raw_path, "mkdir"))?,
                 }
                 set_owner_mode(&parent, name, uid, gid, Some(mode), &raw_path)?;
                 Self::set_xattrs(entry, &parent, name, &raw_path)?;
@@ -244,37 +305,60 @@ impl Unpacker {
                 let fd = rfs::openat(
                     &parent,
                     name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(io_err(&raw_path, "create file"))?;
                 let mut file = File::from(fd);
-                copy_big(entry, &mut file, &mut self.buf).map_err(|e| UnpackError::Io { path: raw_path.clone(), op: "write file", source: e })?;
+                copy_big(entry, &mut file, &mut self.buf).map_err(|e| UnpackError::Io {
+                    path: raw_path.clone(),
+                    op: "write file",
+                    source: e,
+                })?;
             }
             T::Symlink => {
-                let target = entry.link_name().map_err(UnpackError::Read)?.ok_or(UnpackError::Hostile {
-                    path: raw_path.clone(),
-                    reason: "symlink without a target",
-                })?;
+                let target =
+                    entry
+                        .link_name()
+                        .map_err(UnpackError::Read)?
+                        .ok_or(UnpackError::Hostile {
+                            path: raw_path.clone(),
+                            reason: "symlink without a target",
+                        })?;
                 remove_existing(&parent, name, &raw_path, true)?;
                 // The target is stored as is: it is only ever resolved inside the
                 // container's root, never by us.
-                rfs::symlinkat(target.as_os_str(), &parent, name).map_err(io_err(&raw_path, "symlink"))?;
+                rfs::symlinkat(target.as_os_str(), &parent, name)
+                    .map_err(io_err(&raw_path, "symlink"))?;
             }
             T::Link => {
-                let target = entry.link_name().map_err(UnpackError::Read)?.ok_or(UnpackError::Hostile {
-                    path: raw_path.clone(),
-                    reason: "hard link without a target",
-                })?;
+                let target =
+                    entry
+                        .link_name()
+                        .map_err(UnpackError::Read)?
+                        .ok_or(UnpackError::Hostile {
+                            path: raw_path.clone(),
+                            reason: "hard link without a target",
+                        })?;
                 let target_components = clean_path(&target)?;
                 let Some((target_name, target_parents)) = target_components.split_last() else {
-                    return Err(UnpackError::Hostile { path: raw_path, reason: "hard link to the layer root" });
+                    return Err(UnpackError::Hostile {
+                        path: raw_path,
+                        reason: "hard link to the layer root",
+                    });
                 };
                 let target_parent = self.open_parent(target_parents, &raw_path)?;
                 let st = rfs::statat(&target_parent, target_name, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(io_err(&raw_path, "find hard link target in the layer"))?;
                 if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                    return Err(UnpackError::Hostile { path: raw_path, reason: "hard link to a directory" });
+                    return Err(UnpackError::Hostile {
+                        path: raw_path,
+                        reason: "hard link to a directory",
+                    });
                 }
                 if target_components == components {
                     return Ok(());
@@ -292,8 +376,14 @@ impl Unpacker {
                     (0, 0)
                 } else {
                     (
-                        header.device_major().map_err(UnpackError::Read)?.unwrap_or(0),
-                        header.device_minor().map_err(UnpackError::Read)?.unwrap_or(0),
+                        header
+                            .device_major()
+                            .map_err(UnpackError::Read)?
+                            .unwrap_or(0),
+                        header
+                            .device_minor()
+                            .map_err(UnpackError::Read)?
+                            .unwrap_or(0),
                     )
                 };
                 let file_type = match kind {
@@ -302,15 +392,33 @@ impl Unpacker {
                     _ => FileType::Fifo,
                 };
                 remove_existing(&parent, name, &raw_path, true)?;
-                rfs::mknodat(&parent, name, file_type, Mode::from_raw_mode(0o600), rfs::makedev(major, minor))
-                    .map_err(io_err(&raw_path, "mknod"))?;
+                rfs::mknodat(
+                    &parent,
+                    name,
+                    file_type,
+                    Mode::from_raw_mode(0o600),
+                    rfs::makedev(major, minor),
+                )
+                .map_err(io_err(&raw_path, "mknod"))?;
             }
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => return Ok(()),
-            other => return Err(UnpackError::Unsupported { path: raw_path, kind: other.as_byte() }),
+            other => {
+                return Err(UnpackError::Unsupported {
+                    path: raw_path,
+                    kind: other.as_byte(),
+                });
+            }
         }
 
         let is_symlink = kind == T::Symlink;
-        set_owner_mode(&parent, name, uid, gid, (!is_symlink).then_some(mode), &raw_path)?;
+        set_owner_mode(
+            &parent,
+            name,
+            uid,
+            gid,
+            (!is_symlink).then_some(mode),
+            &raw_path,
+        )?;
         Self::set_xattrs(entry, &parent, name, &raw_path)?;
         set_times(&parent, name, mtime, &raw_path)?;
         Ok(())
@@ -318,13 +426,25 @@ impl Unpacker {
 
     /// Opens the directory `components` under the root without following any symlink,
     /// creating missing directories (tars need not list parents first).
-    fn open_parent(&mut self, components: &[OsString], path: &Path) -> Result<OwnedFd, UnpackError> {
+    fn open_parent(
+        &mut self,
+        components: &[OsString],
+        path: &Path,
+    ) -> Result<OwnedFd, UnpackError> {
         if let Some((cached, fd)) = &self.cached_parent
             && cached.as_slice() == components
         {
-            return fd.try_clone().map_err(|e| UnpackError::Io { path: path.to_path_buf(), op: "dup", source: e });
+            return fd.try_clone().map_err(|e| UnpackError::Io {
+                path: path.to_path_buf(),
+                op: "dup",
+                source: e,
+            });
         }
-        let mut dir = self.root.try_clone().map_err(|e| UnpackError::Io { path: path.to_path_buf(), op: "dup", source: e })?;
+        let mut dir = self.root.try_clone().map_err(|e| UnpackError::Io {
+            path: path.to_path_buf(),
+            op: "dup",
+            source: e,
+        })?;
         for component in components {
             let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
             dir = match rfs::openat(&dir, component.as_os_str(), flags, Mode::empty()) {
@@ -332,7 +452,8 @@ impl Unpacker {
                 Err(rustix::io::Errno::NOENT) => {
                     rfs::mkdirat(&dir, component.as_os_str(), Mode::from_raw_mode(0o755))
                         .map_err(io_err(path, "create parent directory"))?;
-                    rfs::openat(&dir, component.as_os_str(), flags, Mode::empty()).map_err(io_err(path, "open parent directory"))?
+                    rfs::openat(&dir, component.as_os_str(), flags, Mode::empty())
+                        .map_err(io_err(path, "open parent directory"))?
                 }
                 Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
                     return Err(UnpackError::Hostile {
@@ -343,7 +464,11 @@ impl Unpacker {
                 Err(e) => return Err(io_err(path, "open parent directory")(e)),
             };
         }
-        let copy = dir.try_clone().map_err(|e| UnpackError::Io { path: path.to_path_buf(), op: "dup", source: e })?;
+        let copy = dir.try_clone().map_err(|e| UnpackError::Io {
+            path: path.to_path_buf(),
+            op: "dup",
+            source: e,
+        })?;
         self.cached_parent = Some((components.to_vec(), copy));
         Ok(dir)
     }
@@ -416,10 +541,16 @@ fn clean_path(path: &Path) -> Result<Vec<OsString>, UnpackError> {
             Component::Normal(c) => out.push(c.to_os_string()),
             Component::CurDir => {}
             Component::ParentDir => {
-                return Err(UnpackError::Hostile { path: path.to_path_buf(), reason: "path contains '..'" });
+                return Err(UnpackError::Hostile {
+                    path: path.to_path_buf(),
+                    reason: "path contains '..'",
+                });
             }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(UnpackError::Hostile { path: path.to_path_buf(), reason: "absolute path" });
+                return Err(UnpackError::Hostile {
+                    path: path.to_path_buf(),
+                    reason: "absolute path",
+                });
             }
         }
     }
@@ -428,7 +559,12 @@ fn clean_path(path: &Path) -> Result<Vec<OsString>, UnpackError> {
 
 /// Removes whatever is at `name` so a later entry can replace it (a tar may list a
 /// path twice; the last one wins). Directories are only replaced when `dirs_too`.
-fn remove_existing(parent: &OwnedFd, name: &OsStr, path: &Path, dirs_too: bool) -> Result<(), UnpackError> {
+fn remove_existing(
+    parent: &OwnedFd,
+    name: &OsStr,
+    path: &Path,
+    dirs_too: bool,
+) -> Result<(), UnpackError> {
     match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(rustix::io::Errno::NOENT) => Ok(()),
         Err(e) => Err(io_err(path, "stat existing entry")(e)),
@@ -438,16 +574,31 @@ fn remove_existing(parent: &OwnedFd, name: &OsStr, path: &Path, dirs_too: bool) 
             }
             // remove_dir_all never follows symlinks (fixed for CVE-2022-21658), and
             // the /proc path pins the already-verified parent.
-            std::fs::remove_dir_all(proc_path(parent, name))
-                .map_err(|e| UnpackError::Io { path: path.to_path_buf(), op: "replace directory", source: e })
+            std::fs::remove_dir_all(proc_path(parent, name)).map_err(|e| UnpackError::Io {
+                path: path.to_path_buf(),
+                op: "replace directory",
+                source: e,
+            })
         }
-        Ok(_) => rfs::unlinkat(parent, name, AtFlags::empty()).map_err(io_err(path, "replace entry")),
+        Ok(_) => {
+            rfs::unlinkat(parent, name, AtFlags::empty()).map_err(io_err(path, "replace entry"))
+        }
     }
 }
 
-fn set_owner_mode(parent: &OwnedFd, name: &OsStr, uid: u64, gid: u64, mode: Option<u32>, path: &Path) -> Result<(), UnpackError> {
+fn set_owner_mode(
+    parent: &OwnedFd,
+    name: &OsStr,
+    uid: u64,
+    gid: u64,
+    mode: Option<u32>,
+    path: &Path,
+) -> Result<(), UnpackError> {
     let (Ok(uid), Ok(gid)) = (u32::try_from(uid), u32::try_from(gid)) else {
-        return Err(UnpackError::Hostile { path: path.to_path_buf(), reason: "uid or gid out of range" });
+        return Err(UnpackError::Hostile {
+            path: path.to_path_buf(),
+            reason: "uid or gid out of range",
+        });
     };
     rfs::chownat(
         parent,
@@ -459,15 +610,27 @@ fn set_owner_mode(parent: &OwnedFd, name: &OsStr, uid: u64, gid: u64, mode: Opti
     .map_err(io_err(path, "chown"))?;
     // chmod after chown: chown clears setuid/setgid bits.
     if let Some(mode) = mode {
-        rfs::chmodat(parent, name, Mode::from_raw_mode(mode), AtFlags::empty()).map_err(io_err(path, "chmod"))?;
+        rfs::chmodat(parent, name, Mode::from_raw_mode(mode), AtFlags::empty())
+            .map_err(io_err(path, "chmod"))?;
     }
     Ok(())
 }
 
 fn set_times(parent: &OwnedFd, name: &OsStr, mtime: i64, path: &Path) -> Result<(), UnpackError> {
-    let t = Timespec { tv_sec: mtime, tv_nsec: 0 };
-    rfs::utimensat(parent, name, &Timestamps { last_access: t, last_modification: t }, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(io_err(path, "set mtime"))
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    rfs::utimensat(
+        parent,
+        name,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(io_err(path, "set mtime"))
 }
 
 #[cfg(test)]
@@ -512,7 +675,10 @@ mod tests {
         }
 
         fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
-            self.push(Self::header(name, tar::EntryType::Regular, 0o644, data.len() as u64), data)
+            self.push(
+                Self::header(name, tar::EntryType::Regular, 0o644, data.len() as u64),
+                data,
+            )
         }
 
         fn link(&mut self, name: &str, kind: tar::EntryType, target: &str) -> &mut Self {
@@ -559,19 +725,37 @@ mod tests {
 
     #[test]
     fn digests_for_each_compression() {
-        let tar = Tar::new().dir("etc/", 0o755).file("etc/hostname", b"crust\n").finish();
+        let tar = Tar::new()
+            .dir("etc/", 0o755)
+            .file("etc/hostname", b"crust\n")
+            .finish();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).unwrap();
         let gz = gz.finish().unwrap();
         let zst = zstd::encode_all(&tar[..], 3).unwrap();
-        for (bytes, compression) in [(&tar, Compression::None), (&gz, Compression::Gzip), (&zst, Compression::Zstd)] {
+        for (bytes, compression) in [
+            (&tar, Compression::None),
+            (&gz, Compression::Gzip),
+            (&zst, Compression::Zstd),
+        ] {
             let (_d, layer, result) = unpack(bytes);
             let out = result.unwrap_or_else(|e| panic!("{compression:?}: {e}"));
             assert_eq!(out.compression, compression);
-            assert_eq!(out.digest, sha(bytes), "{compression:?}: digest covers the bytes as read");
-            assert_eq!(out.diff_id, sha(&tar), "{compression:?}: diff id covers the whole tar");
+            assert_eq!(
+                out.digest,
+                sha(bytes),
+                "{compression:?}: digest covers the bytes as read"
+            );
+            assert_eq!(
+                out.diff_id,
+                sha(&tar),
+                "{compression:?}: diff id covers the whole tar"
+            );
             assert_eq!(out.size, bytes.len() as u64);
-            assert_eq!(std::fs::read(layer.join("etc/hostname")).unwrap(), b"crust\n");
+            assert_eq!(
+                std::fs::read(layer.join("etc/hostname")).unwrap(),
+                b"crust\n"
+            );
         }
     }
 
@@ -591,29 +775,75 @@ mod tests {
     fn hostile_paths_are_rejected_and_nothing_escapes() {
         type Build = fn(&mut Tar);
         let cases: Vec<(&str, Build, &str)> = vec![
-            ("dot-dot", |t| { t.file("../escape", b"x"); }, "'..'"),
-            ("nested dot-dot", |t| { t.file("a/../../escape", b"x"); }, "'..'"),
-            ("absolute", |t| { t.file("/escape", b"x"); }, "absolute"),
-            ("write through symlink parent", |t| {
-                t.link("evil", tar::EntryType::Symlink, "..");
-                t.file("evil/escape", b"x");
-            }, "symlink"),
-            ("write through absolute symlink", |t| {
-                t.link("evil", tar::EntryType::Symlink, "/");
-                t.file("evil/escape", b"x");
-            }, "symlink"),
-            ("hard link to outside", |t| { t.link("h", tar::EntryType::Link, "../escape"); }, "'..'"),
-            ("hard link through symlink", |t| {
-                t.link("evil", tar::EntryType::Symlink, "..");
-                t.link("h", tar::EntryType::Link, "evil/escape");
-            }, "symlink"),
-            ("whiteout of dot-dot", |t| { t.file(".wh...", b""); }, "dot"),
-            ("directory replaced by a symlink, then written through", |t| {
-                t.dir("a/", 0o755);
-                t.file("a/x", b"x");
-                t.link("a", tar::EntryType::Symlink, "..");
-                t.file("a/escape", b"x");
-            }, "symlink"),
+            (
+                "dot-dot",
+                |t| {
+                    t.file("../escape", b"x");
+                },
+                "'..'",
+            ),
+            (
+                "nested dot-dot",
+                |t| {
+                    t.file("a/../../escape", b"x");
+                },
+                "'..'",
+            ),
+            (
+                "absolute",
+                |t| {
+                    t.file("/escape", b"x");
+                },
+                "absolute",
+            ),
+            (
+                "write through symlink parent",
+                |t| {
+                    t.link("evil", tar::EntryType::Symlink, "..");
+                    t.file("evil/escape", b"x");
+                },
+                "symlink",
+            ),
+            (
+                "write through absolute symlink",
+                |t| {
+                    t.link("evil", tar::EntryType::Symlink, "/");
+                    t.file("evil/escape", b"x");
+                },
+                "symlink",
+            ),
+            (
+                "hard link to outside",
+                |t| {
+                    t.link("h", tar::EntryType::Link, "../escape");
+                },
+                "'..'",
+            ),
+            (
+                "hard link through symlink",
+                |t| {
+                    t.link("evil", tar::EntryType::Symlink, "..");
+                    t.link("h", tar::EntryType::Link, "evil/escape");
+                },
+                "symlink",
+            ),
+            (
+                "whiteout of dot-dot",
+                |t| {
+                    t.file(".wh...", b"");
+                },
+                "dot",
+            ),
+            (
+                "directory replaced by a symlink, then written through",
+                |t| {
+                    t.dir("a/", 0o755);
+                    t.file("a/x", b"x");
+                    t.link("a", tar::EntryType::Symlink, "..");
+                    t.file("a/escape", b"x");
+                },
+                "symlink",
+            ),
         ];
         for (what, build, word) in cases {
             let dir = tempfile::tempdir().unwrap();
@@ -625,10 +855,24 @@ mod tests {
             build(&mut t);
             let err = unpack_layer(&t.finish()[..], &layer).expect_err(what);
             assert!(matches!(err, UnpackError::Hostile { .. }), "{what}: {err}");
-            assert!(err.to_string().contains(word), "{what}: {err} should mention {word:?}");
-            assert_eq!(std::fs::read(dir.path().join("escape")).unwrap(), b"outside", "{what}: outside file untouched");
-            let outside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-            assert_eq!(outside.len(), 2, "{what}: nothing new outside the layer: {outside:?}");
+            assert!(
+                err.to_string().contains(word),
+                "{what}: {err} should mention {word:?}"
+            );
+            assert_eq!(
+                std::fs::read(dir.path().join("escape")).unwrap(),
+                b"outside",
+                "{what}: outside file untouched"
+            );
+            let outside: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                outside.len(),
+                2,
+                "{what}: nothing new outside the layer: {outside:?}"
+            );
         }
     }
 
@@ -655,22 +899,37 @@ mod tests {
         h.set_device_minor(9).unwrap();
         t.push(h, &[]);
         t.push(Tar::header("run/fifo", tar::EntryType::Fifo, 0o620, 0), &[]);
-        t.pax(&[("SCHILY.xattr.user.crust", b"hello"), ("SCHILY.xattr.trusted.crust", b"t")]);
+        t.pax(&[
+            ("SCHILY.xattr.user.crust", b"hello"),
+            ("SCHILY.xattr.trusted.crust", b"t"),
+        ]);
         t.file("etc/with-xattr", b"x");
         let (_d, layer, result) = unpack(&t.finish());
         result.unwrap();
 
         let bin = std::fs::symlink_metadata(layer.join("bin")).unwrap();
         assert_eq!(bin.permissions().mode() & 0o7777, 0o751);
-        assert_eq!(bin.mtime(), 12345, "directory mtime is applied after its children");
+        assert_eq!(
+            bin.mtime(),
+            12345,
+            "directory mtime is applied after its children"
+        );
         let bb = std::fs::symlink_metadata(layer.join("bin/busybox")).unwrap();
-        assert_eq!(bb.permissions().mode() & 0o7777, 0o4755, "setuid survives chown");
+        assert_eq!(
+            bb.permissions().mode() & 0o7777,
+            0o4755,
+            "setuid survives chown"
+        );
         assert_eq!((bb.uid(), bb.gid()), (1000, 2000));
         assert_eq!(bb.mtime(), 777);
         assert_eq!(bb.nlink(), 3, "hard links share the inode");
         let sh = std::fs::symlink_metadata(layer.join("bin/sh")).unwrap();
         assert_eq!(sh.ino(), bb.ino());
-        assert_eq!(std::fs::read_link(layer.join("lib")).unwrap(), Path::new("/usr/lib"), "symlink stored verbatim");
+        assert_eq!(
+            std::fs::read_link(layer.join("lib")).unwrap(),
+            Path::new("/usr/lib"),
+            "symlink stored verbatim"
+        );
         let null = std::fs::symlink_metadata(layer.join("dev/null")).unwrap();
         assert!(null.file_type().is_char_device());
         assert_eq!((rfs::major(null.rdev()), rfs::minor(null.rdev())), (1, 3));
@@ -696,31 +955,49 @@ mod tests {
     #[test]
     fn whiteouts_become_overlay_whiteouts() {
         let mut t = Tar::new();
-        t.dir("etc/", 0o755).file("etc/.wh.motd", b"").dir("var/cache/", 0o755).file("var/cache/.wh..wh..opq", b"");
+        t.dir("etc/", 0o755)
+            .file("etc/.wh.motd", b"")
+            .dir("var/cache/", 0o755)
+            .file("var/cache/.wh..wh..opq", b"");
         t.file(".wh..wh.plnk", b"");
         let (_d, layer, result) = unpack(&t.finish());
         result.unwrap();
         let wh = std::fs::symlink_metadata(layer.join("etc/motd")).unwrap();
         assert!(wh.file_type().is_char_device(), "whiteout is a char device");
         assert_eq!(wh.rdev(), 0, "whiteout is 0/0");
-        assert!(!layer.join("etc/.wh.motd").exists(), "the marker file itself is not written");
-        assert_eq!(xattr(&layer.join("var/cache"), OPAQUE_XATTR).as_deref(), Some(&b"y"[..]));
+        assert!(
+            !layer.join("etc/.wh.motd").exists(),
+            "the marker file itself is not written"
+        );
+        assert_eq!(
+            xattr(&layer.join("var/cache"), OPAQUE_XATTR).as_deref(),
+            Some(&b"y"[..])
+        );
         assert!(!layer.join("var/cache/.wh..wh..opq").exists());
-        assert!(!layer.join(".wh..wh.plnk").exists(), "aufs bookkeeping is dropped");
+        assert!(
+            !layer.join(".wh..wh.plnk").exists(),
+            "aufs bookkeeping is dropped"
+        );
     }
 
     #[test]
     fn later_entries_replace_earlier_ones() {
         let mut t = Tar::new();
         t.file("a", b"first").file("a", b"second");
-        t.dir("d/", 0o755).file("d/x", b"x").file("d", b"now a file");
-        t.link("s", tar::EntryType::Symlink, "/etc/passwd").file("s", b"regular");
+        t.dir("d/", 0o755)
+            .file("d/x", b"x")
+            .file("d", b"now a file");
+        t.link("s", tar::EntryType::Symlink, "/etc/passwd")
+            .file("s", b"regular");
         let (_d, layer, result) = unpack(&t.finish());
         result.unwrap();
         assert_eq!(std::fs::read(layer.join("a")).unwrap(), b"second");
         assert_eq!(std::fs::read(layer.join("d")).unwrap(), b"now a file");
         let s = std::fs::symlink_metadata(layer.join("s")).unwrap();
-        assert!(s.file_type().is_file(), "a file replacing a symlink must not write through it");
+        assert!(
+            s.file_type().is_file(),
+            "a file replacing a symlink must not write through it"
+        );
         assert_eq!(std::fs::read(layer.join("s")).unwrap(), b"regular");
     }
 }

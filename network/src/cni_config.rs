@@ -3,8 +3,7 @@
 //! configuration directory names the pod network.
 
 use std::{
-    fs,
-    io,
+    fs, io,
     path::{Path, PathBuf},
 };
 
@@ -33,11 +32,22 @@ pub enum NetworkError {
     #[error("read CNI config directory {dir}: {source}")]
     ConfDir { dir: PathBuf, source: io::Error },
     #[error("no valid CNI network config in {dir}{}", skipped_text(.skipped))]
-    NoConfig { dir: PathBuf, skipped: Vec<(PathBuf, String)> },
+    NoConfig {
+        dir: PathBuf,
+        skipped: Vec<(PathBuf, String)>,
+    },
     #[error("CNI plugin {plugin:?} used by {file} not found in {dirs:?}")]
-    PluginMissing { plugin: String, file: PathBuf, dirs: Vec<PathBuf> },
+    PluginMissing {
+        plugin: String,
+        file: PathBuf,
+        dirs: Vec<PathBuf>,
+    },
     #[error("CNI plugin {plugin} {command}: {message}")]
-    Plugin { plugin: String, command: &'static str, message: String },
+    Plugin {
+        plugin: String,
+        command: &'static str,
+        message: String,
+    },
     #[error("CNI result cache {path}: {source}")]
     Cache { path: PathBuf, source: io::Error },
     #[error("annotation {key}: {reason}")]
@@ -45,7 +55,10 @@ pub enum NetworkError {
 }
 
 fn skipped_text(skipped: &[(PathBuf, String)]) -> String {
-    skipped.iter().map(|(file, why)| format!("; skipped {}: {why}", file.display())).collect()
+    skipped
+        .iter()
+        .map(|(file, why)| format!("; skipped {}: {why}", file.display()))
+        .collect()
 }
 
 /// Finds the default CNI network in `conf_dir` and checks that every plugin it chains
@@ -55,9 +68,16 @@ fn skipped_text(skipped: &[(PathBuf, String)]) -> String {
 pub fn default_network(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Result<CniNetwork, NetworkError> {
     let mut files: Vec<PathBuf> = fs::read_dir(conf_dir)
         .and_then(|entries| entries.map(|e| e.map(|e| e.path())).collect())
-        .map_err(|source| NetworkError::ConfDir { dir: conf_dir.to_path_buf(), source })?;
+        .map_err(|source| NetworkError::ConfDir {
+            dir: conf_dir.to_path_buf(),
+            source,
+        })?;
     files.retain(|f| {
-        f.is_file() && matches!(f.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json"))
+        f.is_file()
+            && matches!(
+                f.extension().and_then(|e| e.to_str()),
+                Some("conf" | "conflist" | "json")
+            )
     });
     files.sort();
 
@@ -75,12 +95,22 @@ pub fn default_network(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Result<CniNetwo
                         })
                     })
                     .collect::<Result<_, _>>()?;
-                return Ok(CniNetwork { name, cni_version, file, plugins, plugin_paths, config });
+                return Ok(CniNetwork {
+                    name,
+                    cni_version,
+                    file,
+                    plugins,
+                    plugin_paths,
+                    config,
+                });
             }
             Err(why) => skipped.push((file, why)),
         }
     }
-    Err(NetworkError::NoConfig { dir: conf_dir.to_path_buf(), skipped })
+    Err(NetworkError::NoConfig {
+        dir: conf_dir.to_path_buf(),
+        skipped,
+    })
 }
 
 /// Parses a `.conflist` (`plugins` array) or a single-plugin `.conf` (`type` at the top).
@@ -88,12 +118,19 @@ fn parse(file: &Path) -> Result<(String, String, Vec<String>, Value), String> {
     let bytes = fs::read(file).map_err(|e| e.to_string())?;
     let json: Value = serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))?;
     let text = |key: &str| json.get(key).and_then(Value::as_str).map(str::to_string);
-    let name = text("name").filter(|n| !n.is_empty()).ok_or("missing \"name\"")?;
+    let name = text("name")
+        .filter(|n| !n.is_empty())
+        .ok_or("missing \"name\"")?;
     let cni_version = text("cniVersion").unwrap_or_default();
     let plugins = match json.get("plugins") {
         Some(Value::Array(list)) => list
             .iter()
-            .map(|p| p.get("type").and_then(Value::as_str).map(str::to_string).ok_or("a plugin has no \"type\""))
+            .map(|p| {
+                p.get("type")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or("a plugin has no \"type\"")
+            })
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => return Err("\"plugins\" is not an array".into()),
         None => vec![text("type").ok_or("neither \"plugins\" nor \"type\"")?],
@@ -121,7 +158,9 @@ pub(crate) fn find_plugin(plugin: &str, bin_dirs: &[PathBuf]) -> Option<PathBuf>
         return None;
     }
     bin_dirs.iter().map(|d| d.join(plugin)).find(|p| {
-        fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     })
 }
 
@@ -150,7 +189,11 @@ mod tests {
             fs::write(&path, "#!/bin/sh\n").unwrap();
             fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
         }
-        Fixture { bins: vec![dir.path().join("missing-bin"), bin], conf, _dir: dir }
+        Fixture {
+            bins: vec![dir.path().join("missing-bin"), bin],
+            conf,
+            _dir: dir,
+        }
     }
 
     const CONFLIST: &str = r#"{"cniVersion":"1.0.0","name":"podnet","plugins":[{"type":"bridge"},{"type":"portmap"}]}"#;
@@ -160,7 +203,10 @@ mod tests {
         let f = fixture(
             &[
                 ("10-podnet.conflist", CONFLIST),
-                ("20-other.conf", r#"{"cniVersion":"0.4.0","name":"other","type":"bridge"}"#),
+                (
+                    "20-other.conf",
+                    r#"{"cniVersion":"0.4.0","name":"other","type":"bridge"}"#,
+                ),
             ],
             &["bridge", "portmap"],
         );
@@ -168,14 +214,26 @@ mod tests {
         assert_eq!(net.name, "podnet");
         assert_eq!(net.cni_version, "1.0.0");
         assert_eq!(net.plugins, vec!["bridge", "portmap"]);
-        assert_eq!(net.plugin_paths, vec![f.bins[1].join("bridge"), f.bins[1].join("portmap")]);
+        assert_eq!(
+            net.plugin_paths,
+            vec![f.bins[1].join("bridge"), f.bins[1].join("portmap")]
+        );
     }
 
     #[test]
     fn single_plugin_conf_is_a_one_plugin_chain() {
-        let f = fixture(&[("99.conf", r#"{"cniVersion":"0.4.0","name":"solo","type":"bridge"}"#)], &["bridge"]);
+        let f = fixture(
+            &[(
+                "99.conf",
+                r#"{"cniVersion":"0.4.0","name":"solo","type":"bridge"}"#,
+            )],
+            &["bridge"],
+        );
         let net = default_network(&f.conf, &f.bins).unwrap();
-        assert_eq!((net.name.as_str(), net.plugins.clone()), ("solo", vec!["bridge".to_string()]));
+        assert_eq!(
+            (net.name.as_str(), net.plugins.clone()),
+            ("solo", vec!["bridge".to_string()])
+        );
     }
 
     #[test]
@@ -199,15 +257,30 @@ mod tests {
         let cases: &[Case] = &[
             (&[], &[], "no valid CNI network config"),
             (&[("a.conflist", "{")], &[], "skipped"),
-            (&[("a.conflist", r#"{"name":"n","plugins":[]}"#)], &[], "\"plugins\" is empty"),
-            (&[("a.conflist", r#"{"name":"n","plugins":[{}]}"#)], &[], "no \"type\""),
+            (
+                &[("a.conflist", r#"{"name":"n","plugins":[]}"#)],
+                &[],
+                "\"plugins\" is empty",
+            ),
+            (
+                &[("a.conflist", r#"{"name":"n","plugins":[{}]}"#)],
+                &[],
+                "no \"type\"",
+            ),
             (&[("a.conflist", CONFLIST)], &["bridge"], "\"portmap\""),
-            (&[("a.conflist", r#"{"name":"n","type":"../../bin/sh"}"#)], &[], "not found"),
+            (
+                &[("a.conflist", r#"{"name":"n","type":"../../bin/sh"}"#)],
+                &[],
+                "not found",
+            ),
         ];
         for (files, plugins, text) in cases {
             let f = fixture(files, plugins);
             let err = default_network(&f.conf, &f.bins).unwrap_err().to_string();
-            assert!(err.contains(text), "files {files:?}: error {err:?} should contain {text:?}");
+            assert!(
+                err.contains(text),
+                "files {files:?}: error {err:?} should contain {text:?}"
+            );
         }
     }
 
@@ -222,6 +295,9 @@ mod tests {
     fn non_executable_plugin_is_not_found() {
         let f = fixture(&[("a.conflist", CONFLIST)], &["bridge", "portmap"]);
         fs::set_permissions(f.bins[1].join("portmap"), fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(default_network(&f.conf, &f.bins), Err(NetworkError::PluginMissing { .. })));
+        assert!(matches!(
+            default_network(&f.conf, &f.bins),
+            Err(NetworkError::PluginMissing { .. })
+        ));
     }
 }

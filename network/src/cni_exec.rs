@@ -30,11 +30,32 @@ pub struct Invocation<'a> {
 /// an empty reply, as DEL gives). A non-zero exit becomes [`NetworkError::Plugin`] with
 /// the plugin's own error message and its stderr; a plugin that does not finish in
 /// time is killed.
-pub async fn exec(plugin: &Path, config: &Value, inv: &Invocation<'_>) -> Result<Value, NetworkError> {
-    let name = plugin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let fail = |message: String| NetworkError::Plugin { plugin: name.clone(), command: inv.command, message };
-    let cni_args = inv.args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";");
-    let cni_path = inv.bin_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":");
+pub async fn exec(
+    plugin: &Path,
+    config: &Value,
+    inv: &Invocation<'_>,
+) -> Result<Value, NetworkError> {
+    let name = plugin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let fail = |message: String| NetworkError::Plugin {
+        plugin: name.clone(),
+        command: inv.command,
+        message,
+    };
+    let cni_args = inv
+        .args
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";");
+    let cni_path = inv
+        .bin_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
     let mut child = Command::new(plugin)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -53,9 +74,15 @@ pub async fn exec(plugin: &Path, config: &Value, inv: &Invocation<'_>) -> Result
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let input = serde_json::to_vec(config).expect("config serializes");
     let run = async {
-        stdin.write_all(&input).await.map_err(|e| fail(format!("write config: {e}")))?;
+        stdin
+            .write_all(&input)
+            .await
+            .map_err(|e| fail(format!("write config: {e}")))?;
         drop(stdin);
-        child.wait_with_output().await.map_err(|e| fail(format!("wait: {e}")))
+        child
+            .wait_with_output()
+            .await
+            .map_err(|e| fail(format!("wait: {e}")))
     };
     let output = tokio::time::timeout(inv.timeout, run)
         .await
@@ -66,18 +93,31 @@ pub async fn exec(plugin: &Path, config: &Value, inv: &Invocation<'_>) -> Result
         // CNI errors are JSON on stdout: {"code": 7, "msg": "...", "details": "..."}.
         let message = match serde_json::from_str::<Value>(stdout.trim()) {
             Ok(err) => {
-                let msg = err.get("msg").and_then(Value::as_str).unwrap_or("").to_string();
+                let msg = err
+                    .get("msg")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let details = err.get("details").and_then(Value::as_str).unwrap_or("");
                 let code = err.get("code").and_then(Value::as_u64).unwrap_or(0);
-                if details.is_empty() { format!("{msg} (code {code})") } else { format!("{msg}: {details} (code {code})") }
+                if details.is_empty() {
+                    format!("{msg} (code {code})")
+                } else {
+                    format!("{msg}: {details} (code {code})")
+                }
             }
             Err(_) => format!("exited with {}: {}", output.status, stdout.trim()),
         };
         let stderr = stderr.trim();
-        return Err(fail(if stderr.is_empty() { message } else { format!("{message}; stderr: {stderr}") }));
+        return Err(fail(if stderr.is_empty() {
+            message
+        } else {
+            format!("{message}; stderr: {stderr}")
+        }));
     }
     if stdout.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_str(stdout.trim()).map_err(|e| fail(format!("invalid result JSON: {e}: {stdout}")))
+    serde_json::from_str(stdout.trim())
+        .map_err(|e| fail(format!("invalid result JSON: {e}: {stdout}")))
 }

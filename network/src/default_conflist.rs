@@ -36,7 +36,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(DEFAULT_CONFLIST_NAME), DEFAULT_CONFLIST).unwrap();
         let bins = vec![std::path::PathBuf::from("/usr/lib/cni")];
-        let net = crate::default_network(dir.path(), &bins).expect("valid with Debian's plugins installed");
+        let net = crate::default_network(dir.path(), &bins)
+            .expect("valid with Debian's plugins installed");
         assert_eq!(net.name, "crust");
         assert_eq!(net.plugins, vec!["bridge", "portmap"]);
     }

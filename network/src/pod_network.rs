@@ -97,7 +97,10 @@ impl CniManager {
     }
 
     fn write_cache(&self, pod_id: &str, entry: &CacheEntry) -> Result<(), NetworkError> {
-        let io = |source| NetworkError::Cache { path: self.cache_path(pod_id), source };
+        let io = |source| NetworkError::Cache {
+            path: self.cache_path(pod_id),
+            source,
+        };
         fs::create_dir_all(&self.cache_dir).map_err(io)?;
         let bytes = serde_json::to_vec_pretty(entry).expect("cache entry serializes");
         crust_state::write_atomic(&self.cache_dir, &format!("{pod_id}.json"), &bytes).map_err(io)
@@ -119,9 +122,19 @@ impl CniManager {
         match self.add_chain(&req.pod_id, &entry).await {
             Ok(result) => {
                 let ips = pod_ips(&result);
-                self.write_cache(&req.pod_id, &CacheEntry { result: Some(result.clone()), ..entry })?;
+                self.write_cache(
+                    &req.pod_id,
+                    &CacheEntry {
+                        result: Some(result.clone()),
+                        ..entry
+                    },
+                )?;
                 tracing::info!(pod_id = %req.pod_id, network = %net.name, ips = ?ips, "pod network set up");
-                Ok(PodNetworkResult { network: net.name, ips, result })
+                Ok(PodNetworkResult {
+                    network: net.name,
+                    ips,
+                    result,
+                })
             }
             Err(error) => {
                 if let Err(cleanup) = self.del_chain(&req.pod_id, &entry).await {
@@ -141,7 +154,12 @@ impl CniManager {
         let entry = match fs::read(self.cache_path(pod_id)) {
             Ok(bytes) => serde_json::from_slice::<CacheEntry>(&bytes).ok(),
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(NetworkError::Cache { path: self.cache_path(pod_id), source }),
+            Err(source) => {
+                return Err(NetworkError::Cache {
+                    path: self.cache_path(pod_id),
+                    source,
+                });
+            }
         };
         let entry = match entry {
             Some(entry) => entry,
@@ -165,7 +183,10 @@ impl CniManager {
         match fs::remove_file(self.cache_path(pod_id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(NetworkError::Cache { path: self.cache_path(pod_id), source }),
+            Err(source) => Err(NetworkError::Cache {
+                path: self.cache_path(pod_id),
+                source,
+            }),
         }
     }
 
@@ -173,27 +194,51 @@ impl CniManager {
     /// network still look as ADD left it?
     pub async fn check(&self, pod_id: &str) -> Result<(), NetworkError> {
         let path = self.cache_path(pod_id);
-        let bytes = fs::read(&path).map_err(|source| NetworkError::Cache { path: path.clone(), source })?;
-        let entry: CacheEntry = serde_json::from_slice(&bytes).map_err(|e| NetworkError::Cache {
+        let bytes = fs::read(&path).map_err(|source| NetworkError::Cache {
             path: path.clone(),
-            source: std::io::Error::new(ErrorKind::InvalidData, e),
+            source,
         })?;
+        let entry: CacheEntry =
+            serde_json::from_slice(&bytes).map_err(|e| NetworkError::Cache {
+                path: path.clone(),
+                source: std::io::Error::new(ErrorKind::InvalidData, e),
+            })?;
         for plugin in self.plugins(&entry) {
-            let config = plugin_config(&entry.config, plugin, &entry.runtime_config, entry.result.as_ref());
-            exec(&self.plugin_path(plugin)?, &config, &self.invocation("CHECK", pod_id, &entry)).await?;
+            let config = plugin_config(
+                &entry.config,
+                plugin,
+                &entry.runtime_config,
+                entry.result.as_ref(),
+            );
+            exec(
+                &self.plugin_path(plugin)?,
+                &config,
+                &self.invocation("CHECK", pod_id, &entry),
+            )
+            .await?;
         }
         Ok(())
     }
 
     fn plugins<'a>(&self, entry: &'a CacheEntry) -> Vec<&'a Value> {
-        entry.config.get("plugins").and_then(Value::as_array).map(|p| p.iter().collect()).unwrap_or_default()
+        entry
+            .config
+            .get("plugins")
+            .and_then(Value::as_array)
+            .map(|p| p.iter().collect())
+            .unwrap_or_default()
     }
 
     async fn add_chain(&self, pod_id: &str, entry: &CacheEntry) -> Result<Value, NetworkError> {
         let mut prev: Option<Value> = None;
         for plugin in self.plugins(entry) {
             let config = plugin_config(&entry.config, plugin, &entry.runtime_config, prev.as_ref());
-            let result = exec(&self.plugin_path(plugin)?, &config, &self.invocation("ADD", pod_id, entry)).await?;
+            let result = exec(
+                &self.plugin_path(plugin)?,
+                &config,
+                &self.invocation("ADD", pod_id, entry),
+            )
+            .await?;
             prev = Some(result);
         }
         Ok(prev.unwrap_or(Value::Null))
@@ -202,9 +247,16 @@ impl CniManager {
     async fn del_chain(&self, pod_id: &str, entry: &CacheEntry) -> Result<(), NetworkError> {
         let mut first_error = None;
         for plugin in self.plugins(entry).into_iter().rev() {
-            let config = plugin_config(&entry.config, plugin, &entry.runtime_config, entry.result.as_ref());
+            let config = plugin_config(
+                &entry.config,
+                plugin,
+                &entry.runtime_config,
+                entry.result.as_ref(),
+            );
             let outcome = match self.plugin_path(plugin) {
-                Ok(path) => exec(&path, &config, &self.invocation("DEL", pod_id, entry)).await.map(|_| ()),
+                Ok(path) => exec(&path, &config, &self.invocation("DEL", pod_id, entry))
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(e),
             };
             // Go on with the rest of the chain: one plugin's failure must not leak what
@@ -218,7 +270,10 @@ impl CniManager {
     }
 
     fn plugin_path(&self, plugin: &Value) -> Result<PathBuf, NetworkError> {
-        let kind = plugin.get("type").and_then(Value::as_str).unwrap_or_default();
+        let kind = plugin
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         find_plugin(kind, &self.bin_dirs).ok_or_else(|| NetworkError::PluginMissing {
             plugin: kind.to_string(),
             file: PathBuf::from("(cached config)"),
@@ -226,7 +281,12 @@ impl CniManager {
         })
     }
 
-    fn invocation<'a>(&'a self, command: &'static str, pod_id: &'a str, entry: &'a CacheEntry) -> Invocation<'a> {
+    fn invocation<'a>(
+        &'a self,
+        command: &'static str,
+        pod_id: &'a str,
+        entry: &'a CacheEntry,
+    ) -> Invocation<'a> {
         Invocation {
             command,
             container_id: pod_id,
@@ -270,10 +330,18 @@ fn runtime_config(req: &PodNetworkRequest) -> Result<Value, NetworkError> {
     let rate = |key: &str| -> Result<Option<u64>, NetworkError> {
         req.annotations
             .get(key)
-            .map(|v| parse_quantity(v).map_err(|reason| NetworkError::InvalidAnnotation { key: key.to_string(), reason }))
+            .map(|v| {
+                parse_quantity(v).map_err(|reason| NetworkError::InvalidAnnotation {
+                    key: key.to_string(),
+                    reason,
+                })
+            })
             .transpose()
     };
-    let (ingress, egress) = (rate("kubernetes.io/ingress-bandwidth")?, rate("kubernetes.io/egress-bandwidth")?);
+    let (ingress, egress) = (
+        rate("kubernetes.io/ingress-bandwidth")?,
+        rate("kubernetes.io/egress-bandwidth")?,
+    );
     if ingress.is_some() || egress.is_some() {
         // Burst as kubelet always sent it: effectively unlimited.
         let mut bw = serde_json::Map::new();
@@ -288,10 +356,17 @@ fn runtime_config(req: &PodNetworkRequest) -> Result<Value, NetworkError> {
         rc.insert("bandwidth".into(), Value::Object(bw));
     }
     if let Some(dns) = &req.dns {
-        rc.insert("dns".into(), json!({"servers": dns.servers, "searches": dns.searches, "options": dns.options}));
+        rc.insert(
+            "dns".into(),
+            json!({"servers": dns.servers, "searches": dns.searches, "options": dns.options}),
+        );
     }
     if !req.pod_cidrs.is_empty() {
-        let ranges: Vec<Value> = req.pod_cidrs.iter().map(|c| json!([{"subnet": c}])).collect();
+        let ranges: Vec<Value> = req
+            .pod_cidrs
+            .iter()
+            .map(|c| json!([{"subnet": c}]))
+            .collect();
         rc.insert("ipRanges".into(), Value::Array(ranges));
     }
     Ok(Value::Object(rc))
@@ -299,14 +374,30 @@ fn runtime_config(req: &PodNetworkRequest) -> Result<Value, NetworkError> {
 
 /// The stdin of one plugin: its own object plus the list's `name` and `cniVersion`,
 /// the capability arguments it declared in `capabilities`, and `prevResult`.
-fn plugin_config(list: &Value, plugin: &Value, runtime_config: &Value, prev: Option<&Value>) -> Value {
+fn plugin_config(
+    list: &Value,
+    plugin: &Value,
+    runtime_config: &Value,
+    prev: Option<&Value>,
+) -> Value {
     let mut config = plugin.as_object().cloned().unwrap_or_default();
-    config.insert("name".into(), list.get("name").cloned().unwrap_or(Value::Null));
-    config.insert("cniVersion".into(), list.get("cniVersion").cloned().unwrap_or(Value::Null));
+    config.insert(
+        "name".into(),
+        list.get("name").cloned().unwrap_or(Value::Null),
+    );
+    config.insert(
+        "cniVersion".into(),
+        list.get("cniVersion").cloned().unwrap_or(Value::Null),
+    );
     let declared: Vec<&String> = plugin
         .get("capabilities")
         .and_then(Value::as_object)
-        .map(|caps| caps.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(k, _)| k).collect())
+        .map(|caps| {
+            caps.iter()
+                .filter(|(_, on)| on.as_bool() == Some(true))
+                .map(|(k, _)| k)
+                .collect()
+        })
         .unwrap_or_default();
     let mut rc = serde_json::Map::new();
     for cap in declared {
@@ -348,15 +439,23 @@ mod tests {
         let list = json!({"cniVersion": "1.0.0", "name": "net", "plugins": []});
         let rc = json!({"portMappings": [{"hostPort": 80}], "dns": {"servers": []}});
         let bridge = json!({"type": "bridge"});
-        let portmap = json!({"type": "portmap", "capabilities": {"portMappings": true, "bandwidth": true}});
+        let portmap =
+            json!({"type": "portmap", "capabilities": {"portMappings": true, "bandwidth": true}});
         let prev = json!({"cniVersion": "1.0.0", "ips": []});
         let c = plugin_config(&list, &bridge, &rc, None);
         assert_eq!(c["name"], "net");
         assert_eq!(c["cniVersion"], "1.0.0");
-        assert!(c.get("runtimeConfig").is_none(), "bridge declared nothing: {c}");
+        assert!(
+            c.get("runtimeConfig").is_none(),
+            "bridge declared nothing: {c}"
+        );
         assert!(c.get("prevResult").is_none());
         let c = plugin_config(&list, &portmap, &rc, Some(&prev));
-        assert_eq!(c["runtimeConfig"], json!({"portMappings": [{"hostPort": 80}]}), "only declared and present ones");
+        assert_eq!(
+            c["runtimeConfig"],
+            json!({"portMappings": [{"hostPort": 80}]}),
+            "only declared and present ones"
+        );
         assert_eq!(c["prevResult"], prev);
     }
 
@@ -364,15 +463,28 @@ mod tests {
     fn runtime_config_from_the_pod() {
         let req = PodNetworkRequest {
             port_mappings: vec![
-                PortMapping { protocol: "TCP".into(), container_port: 80, host_port: 12000, host_ip: "".into() },
-                PortMapping { protocol: "UDP".into(), container_port: 53, host_port: 0, host_ip: "".into() },
+                PortMapping {
+                    protocol: "TCP".into(),
+                    container_port: 80,
+                    host_port: 12000,
+                    host_ip: "".into(),
+                },
+                PortMapping {
+                    protocol: "UDP".into(),
+                    container_port: 53,
+                    host_port: 0,
+                    host_ip: "".into(),
+                },
             ],
             annotations: BTreeMap::from([("kubernetes.io/ingress-bandwidth".into(), "10M".into())]),
             pod_cidrs: vec!["10.88.0.0/16".into()],
             ..Default::default()
         };
         let rc = runtime_config(&req).unwrap();
-        assert_eq!(rc["portMappings"], json!([{"hostPort": 12000, "containerPort": 80, "protocol": "tcp", "hostIP": ""}]));
+        assert_eq!(
+            rc["portMappings"],
+            json!([{"hostPort": 12000, "containerPort": 80, "protocol": "tcp", "hostIP": ""}])
+        );
         assert_eq!(rc["bandwidth"]["ingressRate"], 10_000_000);
         assert!(rc["bandwidth"].get("egressRate").is_none());
         assert_eq!(rc["ipRanges"], json!([[{"subnet": "10.88.0.0/16"}]]));
@@ -395,7 +507,13 @@ mod tests {
 
     #[test]
     fn cni_args_name_the_pod() {
-        let req = PodNetworkRequest { pod_id: "abc".into(), name: "web".into(), namespace: "ns".into(), uid: "u".into(), ..Default::default() };
+        let req = PodNetworkRequest {
+            pod_id: "abc".into(),
+            name: "web".into(),
+            namespace: "ns".into(),
+            uid: "u".into(),
+            ..Default::default()
+        };
         let args = cni_args(&req);
         assert!(args.contains(&("K8S_POD_NAME".into(), "web".into())));
         assert!(args.contains(&("K8S_POD_INFRA_CONTAINER_ID".into(), "abc".into())));

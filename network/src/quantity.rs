@@ -5,7 +5,9 @@
 /// powers of 1000, binary Ki Mi Gi Ti Pi Ei powers of 1024.
 pub fn parse_quantity(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     let multiplier: f64 = match suffix {
         "" => 1.0,
@@ -23,7 +25,9 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
         "Ei" => 1024f64.powi(6),
         _ => return Err(format!("{text:?}: unknown suffix {suffix:?}")),
     };
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a quantity"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a quantity"))?;
     Ok((value * multiplier).round() as u64)
 }
 
@@ -33,7 +37,13 @@ mod tests {
 
     #[test]
     fn quantities() {
-        for (text, want) in [("10M", 10_000_000), ("1Ki", 1024), ("1.5k", 1500), ("100", 100), ("2Gi", 2 << 30)] {
+        for (text, want) in [
+            ("10M", 10_000_000),
+            ("1Ki", 1024),
+            ("1.5k", 1500),
+            ("100", 100),
+            ("2Gi", 2 << 30),
+        ] {
             assert_eq!(parse_quantity(text), Ok(want), "{text}");
         }
         for bad in ["", "fast", "10X", "1..2M", "-5"] {

@@ -22,7 +22,8 @@ pub mod runtime {
 
 /// The encoded `FileDescriptorSet` of `cri/api.proto`, for reflection and for the test
 /// that checks our field numbers against upstream's.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cri_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/cri_descriptor.bin"));
 
 /// Largest gRPC message crustd and crustctl send or accept, as kubelet does (16 MiB).
 pub const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;

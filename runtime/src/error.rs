@@ -9,7 +9,11 @@ pub enum RuntimeError {
     NotFound { kind: &'static str, id: String },
 
     #[error("{kind} id prefix {prefix:?} is ambiguous ({count} matches)")]
-    Ambiguous { kind: &'static str, prefix: String, count: usize },
+    Ambiguous {
+        kind: &'static str,
+        prefix: String,
+        count: usize,
+    },
 
     #[error("pod sandbox {name:?} already exists as {id}")]
     AlreadyExists { name: String, id: String },
@@ -27,7 +31,12 @@ pub enum RuntimeError {
     Monitor { id: String, source: MonitorError },
 
     #[error("pod sandbox {id}: {op} {path}: {source}")]
-    Io { id: String, op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        id: String,
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 
     #[error("pod sandbox {id} is not ready")]
     NotReady { id: String },
@@ -36,10 +45,18 @@ pub enum RuntimeError {
     Launch { id: String, message: String },
 
     #[error("container {id}: {what} did not finish within {after:?} (killed)")]
-    DeadlineExceeded { id: String, what: String, after: std::time::Duration },
+    DeadlineExceeded {
+        id: String,
+        what: String,
+        after: std::time::Duration,
+    },
 
     #[error("container {id} is {state:?}, not {wanted}")]
-    ContainerState { id: String, state: crate::container::ContainerState, wanted: &'static str },
+    ContainerState {
+        id: String,
+        state: crate::container::ContainerState,
+        wanted: &'static str,
+    },
 
     #[error("pod sandbox {id}: network setup failed: {message}")]
     Network { id: String, message: String },
@@ -48,7 +65,11 @@ pub enum RuntimeError {
     Teardown { id: String, errors: Vec<String> },
 
     #[error("pod sandbox {id} is {state:?}, cannot become {to:?}")]
-    InvalidTransition { id: String, state: crate::sandbox::SandboxState, to: crate::sandbox::SandboxState },
+    InvalidTransition {
+        id: String,
+        state: crate::sandbox::SandboxState,
+        to: crate::sandbox::SandboxState,
+    },
 
     #[error(transparent)]
     State(#[from] crust_state::StateError),

@@ -29,7 +29,11 @@ impl ProcRef {
     /// SIGKILLs the process if it is still this one. Returns whether a signal was sent.
     pub fn kill(&self) -> bool {
         self.is_alive()
-            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL).is_ok()
+            && nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
     }
 }
 
@@ -59,8 +63,14 @@ mod tests {
         let me = ProcRef::of(std::process::id() as i32).unwrap();
         assert!(me.is_alive());
         assert!(me.start_time > 0);
-        let impostor = ProcRef { start_time: me.start_time + 1, ..me };
-        assert!(!impostor.is_alive(), "a recycled PID must not count as alive");
+        let impostor = ProcRef {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(
+            !impostor.is_alive(),
+            "a recycled PID must not count as alive"
+        );
         assert!(!impostor.kill(), "and must never be signalled");
     }
 

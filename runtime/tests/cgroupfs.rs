@@ -21,7 +21,11 @@ struct TestCgroup<'a> {
 
 impl<'a> TestCgroup<'a> {
     fn new(manager: &'a Cgroupfs) -> Self {
-        let path = format!("/crust-test-{}-{}/pod", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let path = format!(
+            "/crust-test-{}-{}/pod",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         TestCgroup { manager, path }
     }
     fn parent(&self) -> String {
@@ -41,7 +45,12 @@ struct Sleeper(Child);
 
 impl Sleeper {
     fn start() -> Sleeper {
-        Sleeper(Command::new("sleep").arg("1000").spawn().expect("spawn sleep"))
+        Sleeper(
+            Command::new("sleep")
+                .arg("1000")
+                .spawn()
+                .expect("spawn sleep"),
+        )
     }
     fn pid(&self) -> i32 {
         self.0.id() as i32
@@ -57,8 +66,14 @@ impl Drop for Sleeper {
 
 fn exercise(manager: &Cgroupfs) {
     let cg = TestCgroup::new(manager);
-    assert!(manager.create(&cg.path).unwrap(), "first create makes the cgroup");
-    assert!(!manager.create(&cg.path).unwrap(), "second create is a no-op");
+    assert!(
+        manager.create(&cg.path).unwrap(),
+        "first create makes the cgroup"
+    );
+    assert!(
+        !manager.create(&cg.path).unwrap(),
+        "second create is a no-op"
+    );
     for dir in manager.dirs(&cg.path) {
         assert!(dir.is_dir(), "{} missing", dir.display());
     }
@@ -67,9 +82,16 @@ fn exercise(manager: &Cgroupfs) {
     manager.add_process(&cg.path, sleeper.pid()).unwrap();
     assert_eq!(manager.procs(&cg.path).unwrap(), vec![sleeper.pid()]);
     let own = fs::read_to_string(format!("/proc/{}/cgroup", sleeper.pid())).unwrap();
-    assert!(own.contains(&cg.path), "process should be in {}: {own}", cg.path);
+    assert!(
+        own.contains(&cg.path),
+        "process should be in {}: {own}",
+        cg.path
+    );
 
-    assert!(manager.set_frozen(&cg.path, true).unwrap(), "a freezer must exist");
+    assert!(
+        manager.set_frozen(&cg.path, true).unwrap(),
+        "a freezer must exist"
+    );
     let state = fs::read_to_string(format!("/proc/{}/status", sleeper.pid())).unwrap();
     assert!(state.contains("State:"), "{state}");
     manager.set_frozen(&cg.path, false).unwrap();
@@ -88,7 +110,11 @@ fn exercise(manager: &Cgroupfs) {
 #[test]
 fn v1_hierarchies_of_the_host() {
     let manager = Cgroupfs::open(Path::new("/sys/fs/cgroup")).unwrap();
-    assert_ne!(manager.mode(), CgroupMode::Unified, "this test is about a v1/hybrid host");
+    assert_ne!(
+        manager.mode(),
+        CgroupMode::Unified,
+        "this test is about a v1/hybrid host"
+    );
     exercise(&manager);
 }
 

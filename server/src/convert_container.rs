@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use crust_proto::runtime::v1 as cri;
 use crust_runtime::container::{
-    CapabilitiesSpec, Container, ContainerFilter, ContainerMetadata, ContainerSpec, ContainerState, DeviceSpec,
-    HugepageLimit, ImageConfigView, MountSpec, Propagation, ResourcesSpec, SecurityContextSpec, SecurityProfile,
-    SelinuxOptions, SupplementalGroupsPolicy,
+    CapabilitiesSpec, Container, ContainerFilter, ContainerMetadata, ContainerSpec, ContainerState,
+    DeviceSpec, HugepageLimit, ImageConfigView, MountSpec, Propagation, ResourcesSpec,
+    SecurityContextSpec, SecurityProfile, SelinuxOptions, SupplementalGroupsPolicy,
 };
 use crust_runtime::sandbox::NsMode;
 
@@ -17,7 +17,9 @@ fn profile(p: Option<&cri::SecurityProfile>) -> SecurityProfile {
         None => SecurityProfile::Unconfined,
         Some(p) => match cri::security_profile::ProfileType::try_from(p.profile_type) {
             Ok(cri::security_profile::ProfileType::Unconfined) => SecurityProfile::Unconfined,
-            Ok(cri::security_profile::ProfileType::Localhost) => SecurityProfile::Localhost(p.localhost_ref.clone()),
+            Ok(cri::security_profile::ProfileType::Localhost) => {
+                SecurityProfile::Localhost(p.localhost_ref.clone())
+            }
             _ => SecurityProfile::RuntimeDefault,
         },
     }
@@ -35,26 +37,44 @@ fn ns_mode(mode: i32) -> NsMode {
 /// `ContainerConfig` -> the runtime's spec. Features the built-in launcher does not
 /// have yet are refused with UNIMPLEMENTED naming the field, never ignored.
 pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, ApiError> {
-    let metadata = config.metadata.ok_or(ApiError::InvalidArgument { field: "config.metadata", reason: "is required".into() })?;
+    let metadata = config.metadata.ok_or(ApiError::InvalidArgument {
+        field: "config.metadata",
+        reason: "is required".into(),
+    })?;
     let linux = config.linux.unwrap_or_default();
     let sc = linux.security_context.unwrap_or_default();
     let seccomp = profile(sc.seccomp.as_ref());
     let r = linux.resources.unwrap_or_default();
     let ns = sc.namespace_options.clone().unwrap_or_default();
-    let unsupported = |what: &'static str, field: &str| Err(ApiError::Unsupported { what, reason: format!("{field} is not supported yet") });
+    let unsupported = |what: &'static str, field: &str| {
+        Err(ApiError::Unsupported {
+            what,
+            reason: format!("{field} is not supported yet"),
+        })
+    };
     if !config.cdi_devices.is_empty() {
         return unsupported("CDI devices", "config.CDI_devices");
     }
     for (i, m) in config.mounts.iter().enumerate() {
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
-            return unsupported("ID-mapped mounts", &format!("config.mounts[{i}].uidMappings/gidMappings"));
+            return unsupported(
+                "ID-mapped mounts",
+                &format!("config.mounts[{i}].uidMappings/gidMappings"),
+            );
         }
         if !m.image.as_ref().is_none_or(|i| i.image.is_empty()) {
             return unsupported("image volumes", &format!("config.mounts[{i}].image"));
         }
     }
-    if ns.userns_options.as_ref().is_some_and(|u| u.mode != i32::from(cri::NamespaceMode::Node)) {
-        return unsupported("user namespaces", "config.linux.security_context.namespace_options.userns_options");
+    if ns
+        .userns_options
+        .as_ref()
+        .is_some_and(|u| u.mode != i32::from(cri::NamespaceMode::Node))
+    {
+        return unsupported(
+            "user namespaces",
+            "config.linux.security_context.namespace_options.userns_options",
+        );
     }
     if cri::NamespaceMode::try_from(ns.pid).is_err() {
         return Err(ApiError::InvalidArgument {
@@ -63,15 +83,25 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
         });
     }
     if config.tty || config.stdin {
-        return Err(ApiError::Unsupported { what: "stdin and tty", reason: "config.stdin/config.tty need attach (issue 7)".into() });
+        return Err(ApiError::Unsupported {
+            what: "stdin and tty",
+            reason: "config.stdin/config.tty need attach (issue 7)".into(),
+        });
     }
 
     Ok(ContainerSpec {
-        metadata: ContainerMetadata { name: metadata.name, attempt: metadata.attempt },
+        metadata: ContainerMetadata {
+            name: metadata.name,
+            attempt: metadata.attempt,
+        },
         command: config.command,
         args: config.args,
         working_dir: config.working_dir,
-        envs: config.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+        envs: config
+            .envs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect(),
         mounts: config
             .mounts
             .into_iter()
@@ -80,8 +110,12 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
                 host_path: m.host_path,
                 readonly: m.readonly,
                 propagation: match cri::MountPropagation::try_from(m.propagation) {
-                    Ok(cri::MountPropagation::PropagationHostToContainer) => Propagation::HostToContainer,
-                    Ok(cri::MountPropagation::PropagationBidirectional) => Propagation::Bidirectional,
+                    Ok(cri::MountPropagation::PropagationHostToContainer) => {
+                        Propagation::HostToContainer
+                    }
+                    Ok(cri::MountPropagation::PropagationBidirectional) => {
+                        Propagation::Bidirectional
+                    }
                     _ => Propagation::Private,
                 },
                 recursive_read_only: m.recursive_read_only,
@@ -90,7 +124,11 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
         devices: config
             .devices
             .into_iter()
-            .map(|d| DeviceSpec { container_path: d.container_path, host_path: d.host_path, permissions: d.permissions })
+            .map(|d| DeviceSpec {
+                container_path: d.container_path,
+                host_path: d.host_path,
+                permissions: d.permissions,
+            })
             .collect(),
         labels: config.labels.into_iter().collect(),
         annotations: config.annotations.into_iter().collect(),
@@ -113,7 +151,9 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
             run_as_username: sc.run_as_username,
             readonly_rootfs: sc.readonly_rootfs,
             supplemental_groups: sc.supplemental_groups,
-            supplemental_groups_policy: match cri::SupplementalGroupsPolicy::try_from(sc.supplemental_groups_policy) {
+            supplemental_groups_policy: match cri::SupplementalGroupsPolicy::try_from(
+                sc.supplemental_groups_policy,
+            ) {
                 Ok(cri::SupplementalGroupsPolicy::Strict) => SupplementalGroupsPolicy::Strict,
                 _ => SupplementalGroupsPolicy::Merge,
             },
@@ -124,7 +164,12 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
             apparmor: profile(sc.apparmor.as_ref()),
             selinux: sc
                 .selinux_options
-                .map(|o| SelinuxOptions { user: o.user, role: o.role, r#type: o.r#type, level: o.level })
+                .map(|o| SelinuxOptions {
+                    user: o.user,
+                    role: o.role,
+                    r#type: o.r#type,
+                    level: o.level,
+                })
                 .filter(|o| !o.is_empty()),
         },
         stop_signal: match cri::Signal::try_from(config.stop_signal) {
@@ -145,7 +190,14 @@ pub fn resources(r: cri::LinuxContainerResources) -> ResourcesSpec {
         cpuset_cpus: r.cpuset_cpus,
         cpuset_mems: r.cpuset_mems,
         pids_limit: None,
-        hugepage_limits: r.hugepage_limits.into_iter().map(|h| HugepageLimit { page_size: h.page_size, limit: h.limit }).collect(),
+        hugepage_limits: r
+            .hugepage_limits
+            .into_iter()
+            .map(|h| HugepageLimit {
+                page_size: h.page_size,
+                limit: h.limit,
+            })
+            .collect(),
         unified: r.unified.into_iter().collect(),
         oom_score_adj: r.oom_score_adj,
     }
@@ -160,8 +212,19 @@ fn cri_resources(r: &ResourcesSpec) -> cri::LinuxContainerResources {
         memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
         cpuset_cpus: r.cpuset_cpus.clone(),
         cpuset_mems: r.cpuset_mems.clone(),
-        hugepage_limits: r.hugepage_limits.iter().map(|h| cri::HugepageLimit { page_size: h.page_size.clone(), limit: h.limit }).collect(),
-        unified: r.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        hugepage_limits: r
+            .hugepage_limits
+            .iter()
+            .map(|h| cri::HugepageLimit {
+                page_size: h.page_size.clone(),
+                limit: h.limit,
+            })
+            .collect(),
+        unified: r
+            .unified
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         oom_score_adj: r.oom_score_adj,
     }
 }
@@ -193,7 +256,10 @@ fn map(m: &BTreeMap<String, String>) -> std::collections::HashMap<String, String
 }
 
 fn image_spec(c: &Container) -> cri::ImageSpec {
-    cri::ImageSpec { image: c.image.reference.clone(), ..Default::default() }
+    cri::ImageSpec {
+        image: c.image.reference.clone(),
+        ..Default::default()
+    }
 }
 
 /// The short form ListContainers returns.
@@ -201,7 +267,10 @@ pub fn container(c: &Container) -> cri::Container {
     cri::Container {
         id: c.id.clone(),
         pod_sandbox_id: c.pod_id.clone(),
-        metadata: Some(cri::ContainerMetadata { name: c.spec.metadata.name.clone(), attempt: c.spec.metadata.attempt }),
+        metadata: Some(cri::ContainerMetadata {
+            name: c.spec.metadata.name.clone(),
+            attempt: c.spec.metadata.attempt,
+        }),
         image: Some(image_spec(c)),
         image_ref: c.image.id.clone(),
         state: state(c.state),
@@ -216,7 +285,10 @@ pub fn container(c: &Container) -> cri::Container {
 pub fn container_status(c: &Container) -> cri::ContainerStatus {
     cri::ContainerStatus {
         id: c.id.clone(),
-        metadata: Some(cri::ContainerMetadata { name: c.spec.metadata.name.clone(), attempt: c.spec.metadata.attempt }),
+        metadata: Some(cri::ContainerMetadata {
+            name: c.spec.metadata.name.clone(),
+            attempt: c.spec.metadata.attempt,
+        }),
         state: state(c.state),
         created_at: c.created_at,
         started_at: c.started_at,
@@ -241,7 +313,10 @@ pub fn container_status(c: &Container) -> cri::ContainerStatus {
             .collect(),
         log_path: c.log_path.display().to_string(),
         image_id: c.image.id.clone(),
-        resources: Some(cri::ContainerResources { linux: Some(cri_resources(&c.spec.resources)), windows: None }),
+        resources: Some(cri::ContainerResources {
+            linux: Some(cri_resources(&c.spec.resources)),
+            windows: None,
+        }),
         ..Default::default()
     }
 }
@@ -253,10 +328,12 @@ pub fn filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
         id: f.id,
         pod_id: f.pod_sandbox_id,
         labels: f.label_selector.into_iter().collect(),
-        state: f.state.map(|s| match cri::ContainerState::try_from(s.state) {
-            Ok(cri::ContainerState::ContainerRunning) => ContainerState::Running,
-            Ok(cri::ContainerState::ContainerExited) => ContainerState::Exited,
-            _ => ContainerState::Created,
-        }),
+        state: f
+            .state
+            .map(|s| match cri::ContainerState::try_from(s.state) {
+                Ok(cri::ContainerState::ContainerRunning) => ContainerState::Running,
+                Ok(cri::ContainerState::ContainerExited) => ContainerState::Exited,
+                _ => ContainerState::Created,
+            }),
     }
 }

@@ -29,13 +29,19 @@ pub fn image_to_cri(view: &ImageView) -> cri::Image {
 pub fn image_name(spec: Option<&cri::ImageSpec>, field: &'static str) -> Result<String, ApiError> {
     let name = spec.map(|s| s.image.trim()).unwrap_or("");
     if name.is_empty() {
-        return Err(ApiError::InvalidArgument { field, reason: "empty image".into() });
+        return Err(ApiError::InvalidArgument {
+            field,
+            reason: "empty image".into(),
+        });
     }
     Ok(name.to_string())
 }
 
 /// Credentials from a CRI `AuthConfig`; `None` for anonymous pulls.
-pub fn credentials(auth: Option<&cri::AuthConfig>, image: &str) -> Result<Option<Credentials>, ApiError> {
+pub fn credentials(
+    auth: Option<&cri::AuthConfig>,
+    image: &str,
+) -> Result<Option<Credentials>, ApiError> {
     let Some(a) = auth else { return Ok(None) };
     let config = AuthConfig {
         username: a.username.clone(),
@@ -44,8 +50,13 @@ pub fn credentials(auth: Option<&cri::AuthConfig>, image: &str) -> Result<Option
         identity_token: a.identity_token.clone(),
         registry_token: a.registry_token.clone(),
     };
-    Credentials::from_auth_config(&config)
-        .map_err(|reason| crust_image::ImageError::InvalidAuth { image: image.to_string(), reason }.into())
+    Credentials::from_auth_config(&config).map_err(|reason| {
+        crust_image::ImageError::InvalidAuth {
+            image: image.to_string(),
+            reason,
+        }
+        .into()
+    })
 }
 
 #[cfg(test)]
@@ -54,7 +65,13 @@ mod tests {
 
     #[test]
     fn uid_and_username_from_user() {
-        let cases = [("", None, ""), ("1000", Some(1000), ""), ("1000:1000", Some(1000), ""), ("nobody", None, "nobody"), ("app:grp", None, "app")];
+        let cases = [
+            ("", None, ""),
+            ("1000", Some(1000), ""),
+            ("1000:1000", Some(1000), ""),
+            ("nobody", None, "nobody"),
+            ("app:grp", None, "app"),
+        ];
         for (user, uid, name) in cases {
             let view = ImageView {
                 record: crust_image::ImageRecord {
@@ -64,7 +81,10 @@ mod tests {
                     size: 1,
                     layers: vec![],
                     manifest_digests: vec![],
-                    config: crust_image::ImageConfig { user: user.into(), ..Default::default() },
+                    config: crust_image::ImageConfig {
+                        user: user.into(),
+                        ..Default::default()
+                    },
                     annotations: Default::default(),
                 },
                 pinned: false,
@@ -77,7 +97,10 @@ mod tests {
 
     #[test]
     fn bad_auth_is_invalid_argument_without_secret() {
-        let auth = cri::AuthConfig { auth: "not-base64-s3cret!".into(), ..Default::default() };
+        let auth = cri::AuthConfig {
+            auth: "not-base64-s3cret!".into(),
+            ..Default::default()
+        };
         let err = credentials(Some(&auth), "x").unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(!err.to_string().contains("s3cret"), "{err}");

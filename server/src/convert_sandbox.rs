@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crust_proto::runtime::v1 as cri;
-use crust_runtime::sandbox::{DnsConfig, Namespaces, NsMode, PortMapping, SandboxFilter, SandboxMetadata, SandboxSpec, SandboxView};
+use crust_runtime::sandbox::{
+    DnsConfig, Namespaces, NsMode, PortMapping, SandboxFilter, SandboxMetadata, SandboxSpec,
+    SandboxView,
+};
 
 use crate::error::ApiError;
 
@@ -37,12 +40,29 @@ fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
 }
 
 /// Builds the runtime's spec from `PodSandboxConfig`. `handler` is already resolved.
-pub fn sandbox_spec(config: Option<cri::PodSandboxConfig>, handler: String) -> Result<SandboxSpec, ApiError> {
-    let config = config.ok_or(ApiError::InvalidArgument { field: "config", reason: "is required".into() })?;
-    let metadata = config.metadata.ok_or(ApiError::InvalidArgument { field: "config.metadata", reason: "is required".into() })?;
+pub fn sandbox_spec(
+    config: Option<cri::PodSandboxConfig>,
+    handler: String,
+) -> Result<SandboxSpec, ApiError> {
+    let config = config.ok_or(ApiError::InvalidArgument {
+        field: "config",
+        reason: "is required".into(),
+    })?;
+    let metadata = config.metadata.ok_or(ApiError::InvalidArgument {
+        field: "config.metadata",
+        reason: "is required".into(),
+    })?;
     let linux = config.linux.unwrap_or_default();
-    let ns = linux.security_context.as_ref().and_then(|s| s.namespace_options.clone()).unwrap_or_default();
-    if ns.userns_options.as_ref().is_some_and(|u| u.mode != i32::from(cri::NamespaceMode::Node)) {
+    let ns = linux
+        .security_context
+        .as_ref()
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    if ns
+        .userns_options
+        .as_ref()
+        .is_some_and(|u| u.mode != i32::from(cri::NamespaceMode::Node))
+    {
         return Err(ApiError::Unsupported {
             what: "user namespaces",
             reason: "config.linux.security_context.namespace_options.userns_options: only NODE mode is supported".into(),
@@ -51,14 +71,27 @@ pub fn sandbox_spec(config: Option<cri::PodSandboxConfig>, handler: String) -> R
     let mut sysctls: Vec<(String, String)> = linux.sysctls.into_iter().collect();
     sysctls.sort();
     Ok(SandboxSpec {
-        metadata: SandboxMetadata { name: metadata.name, uid: metadata.uid, namespace: metadata.namespace, attempt: metadata.attempt },
+        metadata: SandboxMetadata {
+            name: metadata.name,
+            uid: metadata.uid,
+            namespace: metadata.namespace,
+            attempt: metadata.attempt,
+        },
         hostname: config.hostname,
         log_directory: config.log_directory,
-        dns: config.dns_config.map(|d| DnsConfig { servers: d.servers, searches: d.searches, options: d.options }),
+        dns: config.dns_config.map(|d| DnsConfig {
+            servers: d.servers,
+            searches: d.searches,
+            options: d.options,
+        }),
         labels: sorted(&config.labels),
         annotations: sorted(&config.annotations),
         cgroup_parent: linux.cgroup_parent,
-        namespaces: Namespaces { network: ns_mode(ns.network)?, pid: ns_mode(ns.pid)?, ipc: ns_mode(ns.ipc)? },
+        namespaces: Namespaces {
+            network: ns_mode(ns.network)?,
+            pid: ns_mode(ns.pid)?,
+            ipc: ns_mode(ns.ipc)?,
+        },
         sysctls,
         runtime_handler: handler,
         port_mappings: config
@@ -80,11 +113,21 @@ pub fn sandbox_spec(config: Option<cri::PodSandboxConfig>, handler: String) -> R
 }
 
 fn metadata(m: &SandboxMetadata) -> cri::PodSandboxMetadata {
-    cri::PodSandboxMetadata { name: m.name.clone(), uid: m.uid.clone(), namespace: m.namespace.clone(), attempt: m.attempt }
+    cri::PodSandboxMetadata {
+        name: m.name.clone(),
+        uid: m.uid.clone(),
+        namespace: m.namespace.clone(),
+        attempt: m.attempt,
+    }
 }
 
 fn state(ready: bool) -> i32 {
-    if ready { cri::PodSandboxState::SandboxReady } else { cri::PodSandboxState::SandboxNotready }.into()
+    if ready {
+        cri::PodSandboxState::SandboxReady
+    } else {
+        cri::PodSandboxState::SandboxNotready
+    }
+    .into()
 }
 
 /// The short form ListPodSandbox returns.
@@ -113,7 +156,12 @@ pub fn pod_sandbox_status(v: &SandboxView) -> cri::PodSandboxStatus {
         network: Some(match &s.network {
             Some(net) => cri::PodSandboxNetworkStatus {
                 ip: net.ips.first().cloned().unwrap_or_default(),
-                additional_ips: net.ips.iter().skip(1).map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
+                additional_ips: net
+                    .ips
+                    .iter()
+                    .skip(1)
+                    .map(|ip| cri::PodIp { ip: ip.clone() })
+                    .collect(),
             },
             None => cri::PodSandboxNetworkStatus::default(),
         }),
@@ -138,7 +186,9 @@ pub fn filter(f: Option<cri::PodSandboxFilter>) -> SandboxFilter {
     let f = f.unwrap_or_default();
     SandboxFilter {
         id: f.id,
-        ready: f.state.map(|s| s.state == i32::from(cri::PodSandboxState::SandboxReady)),
+        ready: f
+            .state
+            .map(|s| s.state == i32::from(cri::PodSandboxState::SandboxReady)),
         labels: sorted(&f.label_selector),
     }
 }

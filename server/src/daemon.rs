@@ -43,7 +43,11 @@ pub struct Daemon {
 fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
     crust_runtime::sandbox::SandboxConfig {
         state_dir: config.state.clone(),
-        monitor_bin: config.runtime.monitor_path.clone().unwrap_or_else(default_monitor_path),
+        monitor_bin: config
+            .runtime
+            .monitor_path
+            .clone()
+            .unwrap_or_else(default_monitor_path),
         cgroup_driver: config.cgroup.driver,
         cgroup_root: config.cgroup.root.clone(),
         monitor_cgroup: config.cgroup.monitor_cgroup.clone(),
@@ -66,7 +70,9 @@ fn default_monitor_path() -> PathBuf {
     let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
     let beside = dir.join("crust-monitor");
     match dir.parent() {
-        Some(up) if !beside.exists() && up.join("crust-monitor").exists() => up.join("crust-monitor"),
+        Some(up) if !beside.exists() && up.join("crust-monitor").exists() => {
+            up.join("crust-monitor")
+        }
         _ => beside,
     }
 }
@@ -92,9 +98,14 @@ impl Daemon {
     pub fn new(config: Config, config_files: Vec<PathBuf>) -> Result<Daemon, ApiError> {
         let store = Store::open(config.root.join("records"), config.root.join("quarantine"))?;
         let node = Arc::new(Mutex::new(NodeConfig::default()));
-        let network: Arc<dyn crust_runtime::sandbox::PodNetwork> =
-            Arc::new(crate::pod_network::CniPodNetwork::new(&config, node.clone()));
-        let sandboxes = crust_runtime::sandbox::SandboxManager::new(sandbox_config(&config), store.clone(), Some(network))?;
+        let network: Arc<dyn crust_runtime::sandbox::PodNetwork> = Arc::new(
+            crate::pod_network::CniPodNetwork::new(&config, node.clone()),
+        );
+        let sandboxes = crust_runtime::sandbox::SandboxManager::new(
+            sandbox_config(&config),
+            store.clone(),
+            Some(network),
+        )?;
         Ok(Daemon {
             config,
             config_files,
@@ -113,19 +124,30 @@ impl Daemon {
     pub fn images(&self) -> Result<&Arc<crust_image::ImageStore>, ApiError> {
         match self.images.get() {
             Some(Ok(store)) => Ok(store),
-            Some(Err(reason)) => Err(ApiError::ImageStoreUnavailable { reason: reason.clone() }),
-            None => Err(ApiError::Starting { phase: "opening the image store" }),
+            Some(Err(reason)) => Err(ApiError::ImageStoreUnavailable {
+                reason: reason.clone(),
+            }),
+            None => Err(ApiError::Starting {
+                phase: "opening the image store",
+            }),
         }
     }
 
     /// The configured handler a CRI `runtime_handler` names; empty means the default.
     pub fn resolve_handler(&self, name: &str) -> Result<String, ApiError> {
         let runtime = &self.config.runtime;
-        let name = if name.is_empty() { runtime.default_handler.as_str() } else { name };
+        let name = if name.is_empty() {
+            runtime.default_handler.as_str()
+        } else {
+            name
+        };
         if runtime.handlers.contains_key(name) {
             Ok(name.to_string())
         } else {
-            Err(ApiError::NotFound { kind: "runtime handler", id: name.to_string() })
+            Err(ApiError::NotFound {
+                kind: "runtime handler",
+                id: name.to_string(),
+            })
         }
     }
 
@@ -149,7 +171,9 @@ impl Daemon {
         let start = Instant::now();
         let result = async {
             if !self.is_ready() {
-                return Err(ApiError::Starting { phase: "loading and reconciling state" });
+                return Err(ApiError::Starting {
+                    phase: "loading and reconciling state",
+                });
             }
             work.await
         }
@@ -165,8 +189,12 @@ impl Daemon {
             }
             Err(error) => {
                 match code {
-                    Code::Internal | Code::Unknown | Code::DataLoss => tracing::error!(code = ?code, %error, "failed"),
-                    Code::Unimplemented | Code::Unavailable => tracing::debug!(code = ?code, %error, "refused"),
+                    Code::Internal | Code::Unknown | Code::DataLoss => {
+                        tracing::error!(code = ?code, %error, "failed")
+                    }
+                    Code::Unimplemented | Code::Unavailable => {
+                        tracing::debug!(code = ?code, %error, "refused")
+                    }
                     _ => tracing::info!(code = ?code, %error, "failed"),
                 }
                 Err(error.into())
@@ -182,16 +210,35 @@ mod tests {
     #[tokio::test]
     async fn refuses_with_unavailable_until_ready() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config { root: dir.path().to_path_buf(), ..Config::default() };
+        let config = Config {
+            root: dir.path().to_path_buf(),
+            ..Config::default()
+        };
         let daemon = Daemon::new(config, vec![]).unwrap();
-        let status = daemon.handle("Version", rpc_span!("Version"), async { Ok(()) }).await.unwrap_err();
+        let status = daemon
+            .handle("Version", rpc_span!("Version"), async { Ok(()) })
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);
-        assert!(status.message().contains("starting"), "{}", status.message());
+        assert!(
+            status.message().contains("starting"),
+            "{}",
+            status.message()
+        );
 
         daemon.set_ready();
-        daemon.handle("Version", rpc_span!("Version"), async { Ok(()) }).await.expect("ready daemon serves");
+        daemon
+            .handle("Version", rpc_span!("Version"), async { Ok(()) })
+            .await
+            .expect("ready daemon serves");
         let rendered = daemon.metrics.render();
-        assert!(rendered.contains(r#"crust_rpc_errors_total{rpc="Version",code="UNAVAILABLE"} 1"#), "{rendered}");
-        assert!(rendered.contains(r#"crust_rpc_requests_total{rpc="Version"} 2"#), "{rendered}");
+        assert!(
+            rendered.contains(r#"crust_rpc_errors_total{rpc="Version",code="UNAVAILABLE"} 1"#),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains(r#"crust_rpc_requests_total{rpc="Version"} 2"#),
+            "{rendered}"
+        );
     }
 }

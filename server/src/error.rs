@@ -23,7 +23,12 @@ pub enum ApiError {
     AlreadyExists { kind: &'static str, id: String },
 
     #[error("{kind} {id:?} is {state}: {reason}")]
-    FailedPrecondition { kind: &'static str, id: String, state: String, reason: String },
+    FailedPrecondition {
+        kind: &'static str,
+        id: String,
+        state: String,
+        reason: String,
+    },
 
     #[error("persist state: {0}")]
     State(#[from] StateError),
@@ -78,7 +83,9 @@ fn image_code(e: &crust_image::ImageError) -> Code {
         E::Unavailable { .. } => Code::Unavailable,
         E::ProgressTimeout { .. } => Code::DeadlineExceeded,
         E::DigestMismatch { .. } => Code::DataLoss,
-        E::InvalidManifest { .. } | E::Registry { .. } | E::Unpack { .. } => Code::FailedPrecondition,
+        E::InvalidManifest { .. } | E::Registry { .. } | E::Unpack { .. } => {
+            Code::FailedPrecondition
+        }
         E::Io { .. } | E::RegistriesConf { .. } => Code::Internal,
         E::State(StateError::InvalidId { .. }) => Code::InvalidArgument,
         E::State(_) => Code::Internal,
@@ -97,9 +104,12 @@ fn runtime_code(e: &crust_runtime::RuntimeError) -> Code {
         E::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         E::Unsupported { .. } | E::InvalidTransition { .. } => Code::FailedPrecondition,
         E::State(StateError::InvalidId { .. }) => Code::InvalidArgument,
-        E::Cgroup { .. } | E::Monitor { .. } | E::Io { .. } | E::Teardown { .. } | E::Network { .. } | E::State(_) => {
-            Code::Internal
-        }
+        E::Cgroup { .. }
+        | E::Monitor { .. }
+        | E::Io { .. }
+        | E::Teardown { .. }
+        | E::Network { .. }
+        | E::State(_) => Code::Internal,
     }
 }
 
@@ -116,15 +126,44 @@ mod tests {
     #[test]
     fn codes_and_messages() {
         let cases = [
-            (ApiError::Unimplemented { rpc: "RunPodSandbox" }, Code::Unimplemented, "RunPodSandbox"),
-            (ApiError::Starting { phase: "loading state" }, Code::Unavailable, "loading state"),
             (
-                ApiError::InvalidArgument { field: "runtime_config.network_config.pod_cidr", reason: "bad".into() },
+                ApiError::Unimplemented {
+                    rpc: "RunPodSandbox",
+                },
+                Code::Unimplemented,
+                "RunPodSandbox",
+            ),
+            (
+                ApiError::Starting {
+                    phase: "loading state",
+                },
+                Code::Unavailable,
+                "loading state",
+            ),
+            (
+                ApiError::InvalidArgument {
+                    field: "runtime_config.network_config.pod_cidr",
+                    reason: "bad".into(),
+                },
                 Code::InvalidArgument,
                 "runtime_config.network_config.pod_cidr",
             ),
-            (ApiError::NotFound { kind: "pod sandbox", id: "abc".into() }, Code::NotFound, "\"abc\""),
-            (ApiError::AlreadyExists { kind: "container", id: "c1".into() }, Code::AlreadyExists, "c1"),
+            (
+                ApiError::NotFound {
+                    kind: "pod sandbox",
+                    id: "abc".into(),
+                },
+                Code::NotFound,
+                "\"abc\"",
+            ),
+            (
+                ApiError::AlreadyExists {
+                    kind: "container",
+                    id: "c1".into(),
+                },
+                Code::AlreadyExists,
+                "c1",
+            ),
             (
                 ApiError::FailedPrecondition {
                     kind: "container",
@@ -136,37 +175,59 @@ mod tests {
                 "running",
             ),
             (
-                ApiError::State(StateError::InvalidId { kind: "thing", id: "../x".into(), reason: "bad" }),
+                ApiError::State(StateError::InvalidId {
+                    kind: "thing",
+                    id: "../x".into(),
+                    reason: "bad",
+                }),
                 Code::InvalidArgument,
                 "../x",
             ),
             (
-                ApiError::Image(crust_image::ImageError::InvalidReference(crust_image::Reference::parse("Bad").unwrap_err())),
+                ApiError::Image(crust_image::ImageError::InvalidReference(
+                    crust_image::Reference::parse("Bad").unwrap_err(),
+                )),
                 Code::InvalidArgument,
                 "\"Bad\"",
             ),
             (
-                ApiError::Image(crust_image::ImageError::NotFound { image: "x:1".into(), detail: None }),
+                ApiError::Image(crust_image::ImageError::NotFound {
+                    image: "x:1".into(),
+                    detail: None,
+                }),
                 Code::NotFound,
                 "x:1",
             ),
             (
-                ApiError::Image(crust_image::ImageError::Unauthenticated { image: "x:1".into(), registry: "r".into() }),
+                ApiError::Image(crust_image::ImageError::Unauthenticated {
+                    image: "x:1".into(),
+                    registry: "r".into(),
+                }),
                 Code::Unauthenticated,
                 "x:1",
             ),
             (
-                ApiError::Image(crust_image::ImageError::PermissionDenied { image: "x:1".into(), registry: "r".into() }),
+                ApiError::Image(crust_image::ImageError::PermissionDenied {
+                    image: "x:1".into(),
+                    registry: "r".into(),
+                }),
                 Code::PermissionDenied,
                 "x:1",
             ),
             (
-                ApiError::Image(crust_image::ImageError::Unavailable { image: "x:1".into(), registry: "r".into(), reason: "refused".into() }),
+                ApiError::Image(crust_image::ImageError::Unavailable {
+                    image: "x:1".into(),
+                    registry: "r".into(),
+                    reason: "refused".into(),
+                }),
                 Code::Unavailable,
                 "x:1",
             ),
             (
-                ApiError::Image(crust_image::ImageError::ProgressTimeout { image: "x:1".into(), after: std::time::Duration::from_secs(2) }),
+                ApiError::Image(crust_image::ImageError::ProgressTimeout {
+                    image: "x:1".into(),
+                    after: std::time::Duration::from_secs(2),
+                }),
                 Code::DeadlineExceeded,
                 "x:1",
             ),
@@ -174,7 +235,11 @@ mod tests {
         for (err, code, text) in cases {
             let status = Status::from(err);
             assert_eq!(status.code(), code, "{status:?}");
-            assert!(status.message().contains(text), "{:?} should contain {text:?}", status.message());
+            assert!(
+                status.message().contains(text),
+                "{:?} should contain {text:?}",
+                status.message()
+            );
         }
     }
 }

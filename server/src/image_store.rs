@@ -26,7 +26,11 @@ pub fn open(daemon: &Daemon) -> Result<(Arc<ImageStore>, Vec<Quarantined>), Stri
     let started = std::time::Instant::now();
     match ImageStore::open(options, daemon.store.clone()) {
         Ok((store, quarantined)) => {
-            tracing::info!(images = store.list().len(), elapsed_ms = started.elapsed().as_millis() as u64, "image store loaded");
+            tracing::info!(
+                images = store.list().len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "image store loaded"
+            );
             Ok((Arc::new(store), quarantined))
         }
         Err(error) => {

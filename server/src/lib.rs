@@ -4,8 +4,8 @@
 
 pub mod config;
 pub mod convert_container;
-pub mod convert_sandbox;
 pub mod convert_image;
+pub mod convert_sandbox;
 pub mod daemon;
 pub mod error;
 pub mod image_store;

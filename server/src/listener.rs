@@ -48,7 +48,10 @@ pub struct SocketGuard {
 /// umask's default permissions.
 pub fn bind(path: &Path, gid: u32) -> Result<(UnixListener, SocketGuard), ListenError> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|source| ListenError::Dir { path: dir.to_path_buf(), source })?;
+        fs::create_dir_all(dir).map_err(|source| ListenError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     let lock_path = with_suffix(path, ".lock");
     let lock_file = OpenOptions::new()
@@ -56,21 +59,36 @@ pub fn bind(path: &Path, gid: u32) -> Result<(UnixListener, SocketGuard), Listen
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|source| ListenError::Lock { path: lock_path.clone(), source })?;
-    let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
-        .map_err(|_| ListenError::InUse { socket: path.to_path_buf(), lock: lock_path.clone() })?;
+        .map_err(|source| ListenError::Lock {
+            path: lock_path.clone(),
+            source,
+        })?;
+    let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        ListenError::InUse {
+            socket: path.to_path_buf(),
+            lock: lock_path.clone(),
+        }
+    })?;
 
     if fs::symlink_metadata(path).is_ok() {
         if UnixStream::connect(path).is_ok() {
-            return Err(ListenError::Live { socket: path.to_path_buf() });
+            return Err(ListenError::Live {
+                socket: path.to_path_buf(),
+            });
         }
         tracing::warn!(socket = %path.display(), "replacing stale socket left by a previous crustd");
-        fs::remove_file(path).map_err(|source| ListenError::RemoveStale { path: path.to_path_buf(), source })?;
+        fs::remove_file(path).map_err(|source| ListenError::RemoveStale {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
 
     let tmp = with_suffix(path, &format!(".tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
-    let bind_err = |source| ListenError::Bind { path: path.to_path_buf(), source };
+    let bind_err = |source| ListenError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
     let listener = UnixListener::bind(&tmp).map_err(bind_err)?;
     let prepared = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o660))
         .and_then(|()| chown(&tmp, None, Some(Gid::from_raw(gid))).map_err(io::Error::from))
@@ -79,7 +97,13 @@ pub fn bind(path: &Path, gid: u32) -> Result<(UnixListener, SocketGuard), Listen
         let _ = fs::remove_file(&tmp);
         return Err(bind_err(source));
     }
-    Ok((listener, SocketGuard { path: path.to_path_buf(), _lock: lock }))
+    Ok((
+        listener,
+        SocketGuard {
+            path: path.to_path_buf(),
+            _lock: lock,
+        },
+    ))
 }
 
 impl SocketGuard {
@@ -144,6 +168,9 @@ mod tests {
         let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let err = bind(&path, 0).err().expect("must refuse a live socket");
         assert!(matches!(err, ListenError::Live { .. }), "{err}");
-        assert!(path.exists(), "the other process's socket must be left alone");
+        assert!(
+            path.exists(),
+            "the other process's socket must be left alone"
+        );
     }
 }

@@ -10,12 +10,18 @@ use crate::config::LogFormat;
 /// (the RPC name and object ids) are printed with every event inside the span.
 pub fn init(filter: &str, format: LogFormat) {
     let filter = EnvFilter::builder().parse_lossy(filter);
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let result = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
     // Only fails if a subscriber is already set (tests running several daemons).
     let _ = result;

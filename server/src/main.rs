@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crust_server::config::{self, DEFAULT_CONFIG_PATH, LogFormat, Overrides};
 
 #[derive(Parser)]
-#[command(name = "crustd", version, about = "crust: a Kubernetes CRI container runtime")]
+#[command(
+    name = "crustd",
+    version,
+    about = "crust: a Kubernetes CRI container runtime"
+)]
 struct Cli {
     /// Main configuration file; drop-ins are read from `<FILE>.d/*.toml`.
     #[arg(long, value_name = "FILE")]
@@ -84,34 +88,43 @@ fn main() -> ExitCode {
         }),
     };
     match cli.command {
-        Some(Command::Config { action: ConfigAction::Default }) => {
+        Some(Command::Config {
+            action: ConfigAction::Default,
+        }) => {
             print!("{}", config::DEFAULT_TOML);
             ExitCode::SUCCESS
         }
-        Some(Command::Config { action: ConfigAction::Check { file } }) => {
-            match config::load(&file, true, &Overrides::default()) {
-                Ok(loaded) => {
-                    for f in &loaded.files {
-                        println!("{}: ok", f.display());
-                    }
-                    ExitCode::SUCCESS
+        Some(Command::Config {
+            action: ConfigAction::Check { file },
+        }) => match config::load(&file, true, &Overrides::default()) {
+            Ok(loaded) => {
+                for f in &loaded.files {
+                    println!("{}: ok", f.display());
                 }
-                Err(e) => {
-                    eprintln!("crustd: {e}");
-                    ExitCode::FAILURE
-                }
+                ExitCode::SUCCESS
             }
-        }
-        Some(Command::Cni { action: CniAction::Default }) => {
+            Err(e) => {
+                eprintln!("crustd: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Cni {
+            action: CniAction::Default,
+        }) => {
             print!("{}", crust_network::DEFAULT_CONFLIST);
             ExitCode::SUCCESS
         }
-        Some(Command::Cni { action: CniAction::InstallDefault }) => {
+        Some(Command::Cni {
+            action: CniAction::InstallDefault,
+        }) => {
             let (path, required) = match &cli.config {
                 Some(p) => (p.clone(), true),
                 None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
             };
-            match config::load(&path, required, &overrides).map_err(anyhow::Error::from).and_then(|l| install_default_cni(&l.config)) {
+            match config::load(&path, required, &overrides)
+                .map_err(anyhow::Error::from)
+                .and_then(|l| install_default_cni(&l.config))
+            {
                 Ok(message) => {
                     println!("{message}");
                     ExitCode::SUCCESS
@@ -155,13 +168,23 @@ fn install_default_cni(config: &config::Config) -> anyhow::Result<String> {
         .with_context(|| format!("read {}", dir.display()))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conf" | "conflist" | "json")
+            )
+        })
         .collect();
     if let Some(first) = existing.first() {
-        return Ok(format!("{} already has a network config ({}); left unchanged", dir.display(), first.display()));
+        return Ok(format!(
+            "{} already has a network config ({}); left unchanged",
+            dir.display(),
+            first.display()
+        ));
     }
     let file = dir.join(crust_network::DEFAULT_CONFLIST_NAME);
-    std::fs::write(&file, crust_network::DEFAULT_CONFLIST).with_context(|| format!("write {}", file.display()))?;
+    std::fs::write(&file, crust_network::DEFAULT_CONFLIST)
+        .with_context(|| format!("write {}", file.display()))?;
     Ok(format!("installed {}", file.display()))
 }
 

@@ -3,7 +3,9 @@
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+use hyper::{
+    Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn,
+};
 use hyper_util::rt::TokioIo;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -55,19 +57,45 @@ impl Metrics {
         let requests = Family::<RpcLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let duration: HistogramFamily = Family::new_with_constructor(rpc_histogram);
-        registry.register("rpc_requests", "CRI RPCs handled, by method", requests.clone());
-        registry.register("rpc_errors", "CRI RPCs that failed, by method and gRPC code", errors.clone());
-        registry.register("rpc_duration_seconds", "CRI RPC latency, by method", duration.clone());
-        Metrics { registry, requests, errors, duration }
+        registry.register(
+            "rpc_requests",
+            "CRI RPCs handled, by method",
+            requests.clone(),
+        );
+        registry.register(
+            "rpc_errors",
+            "CRI RPCs that failed, by method and gRPC code",
+            errors.clone(),
+        );
+        registry.register(
+            "rpc_duration_seconds",
+            "CRI RPC latency, by method",
+            duration.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            errors,
+            duration,
+        }
     }
 
     /// Records one finished RPC.
     pub fn observe_rpc(&self, rpc: &str, code: Code, elapsed: Duration) {
-        let labels = RpcLabels { rpc: rpc.to_string() };
+        let labels = RpcLabels {
+            rpc: rpc.to_string(),
+        };
         self.requests.get_or_create(&labels).inc();
-        self.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
         if code != Code::Ok {
-            self.errors.get_or_create(&ErrorLabels { rpc: rpc.to_string(), code: code_name(code) }).inc();
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    rpc: rpc.to_string(),
+                    code: code_name(code),
+                })
+                .inc();
         }
     }
 
@@ -110,7 +138,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 let metrics = metrics.clone();
                 async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
             });
-            if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(%error, "metrics connection ended with an error");
             }
         });
@@ -119,11 +150,21 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
 
 fn respond<B>(req: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => {
-            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.render())
-        }
-        (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".to_string()),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "metrics are at /metrics\n".to_string()),
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        (_, "/metrics") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".to_string(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "metrics are at /metrics\n".to_string(),
+        ),
     };
     Response::builder()
         .status(status)
@@ -143,11 +184,26 @@ mod tests {
         m.observe_rpc("Version", Code::Ok, Duration::from_millis(2));
         m.observe_rpc("RunPodSandbox", Code::NotFound, Duration::from_millis(3));
         let text = m.render();
-        assert!(text.contains(r#"crust_rpc_requests_total{rpc="Version"} 2"#), "{text}");
-        assert!(text.contains(r#"crust_rpc_requests_total{rpc="RunPodSandbox"} 1"#), "{text}");
-        assert!(text.contains(r#"crust_rpc_errors_total{rpc="RunPodSandbox",code="NOT_FOUND"} 1"#), "{text}");
-        assert!(!text.contains(r#"crust_rpc_errors_total{rpc="Version""#), "successes are not errors: {text}");
-        assert!(text.contains(r#"crust_rpc_duration_seconds_count{rpc="Version"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"crust_rpc_requests_total{rpc="Version"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"crust_rpc_requests_total{rpc="RunPodSandbox"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"crust_rpc_errors_total{rpc="RunPodSandbox",code="NOT_FOUND"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"crust_rpc_errors_total{rpc="Version""#),
+            "successes are not errors: {text}"
+        );
+        assert!(
+            text.contains(r#"crust_rpc_duration_seconds_count{rpc="Version"} 2"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -32,9 +32,17 @@ impl CniPodNetwork {
 }
 
 impl PodNetwork for CniPodNetwork {
-    fn setup<'a>(&'a self, req: &'a NetworkRequest) -> BoxFuture<'a, Result<NetworkStatus, String>> {
+    fn setup<'a>(
+        &'a self,
+        req: &'a NetworkRequest,
+    ) -> BoxFuture<'a, Result<NetworkStatus, String>> {
         Box::pin(async move {
-            let pod_cidrs = self.node.lock().expect("node config lock poisoned").pod_cidrs.clone();
+            let pod_cidrs = self
+                .node
+                .lock()
+                .expect("node config lock poisoned")
+                .pod_cidrs
+                .clone();
             let request = PodNetworkRequest {
                 pod_id: req.pod_id.clone(),
                 name: req.metadata.name.clone(),
@@ -52,16 +60,32 @@ impl PodNetwork for CniPodNetwork {
                     })
                     .collect(),
                 annotations: req.annotations.clone(),
-                dns: req.dns.as_ref().map(|d| Dns { servers: d.servers.clone(), searches: d.searches.clone(), options: d.options.clone() }),
+                dns: req.dns.as_ref().map(|d| Dns {
+                    servers: d.servers.clone(),
+                    searches: d.searches.clone(),
+                    options: d.options.clone(),
+                }),
                 pod_cidrs,
             };
             let result = self.cni.setup(&request).await.map_err(|e| e.to_string())?;
-            Ok(NetworkStatus { network: result.network, ips: result.ips })
+            Ok(NetworkStatus {
+                network: result.network,
+                ips: result.ips,
+            })
         })
     }
 
-    fn teardown<'a>(&'a self, pod_id: &'a str, netns: &'a Path) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.cni.teardown(pod_id, netns).await.map_err(|e| e.to_string()) })
+    fn teardown<'a>(
+        &'a self,
+        pod_id: &'a str,
+        netns: &'a Path,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.cni
+                .teardown(pod_id, netns)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn check<'a>(&'a self, pod_id: &'a str) -> BoxFuture<'a, Result<(), String>> {

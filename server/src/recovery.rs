@@ -28,9 +28,15 @@ pub async fn recover(daemon: &Daemon) -> Result<(), ApiError> {
     quarantined.extend(daemon.sandboxes.recover().await?);
 
     if !quarantined.is_empty() {
-        tracing::error!(count = quarantined.len(), "some records could not be loaded and were quarantined");
+        tracing::error!(
+            count = quarantined.len(),
+            "some records could not be loaded and were quarantined"
+        );
     }
-    *daemon.quarantined.lock().expect("quarantine list lock poisoned") = quarantined;
+    *daemon
+        .quarantined
+        .lock()
+        .expect("quarantine list lock poisoned") = quarantined;
     daemon.set_ready();
     tracing::info!("state loaded; serving");
     Ok(())

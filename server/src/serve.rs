@@ -5,7 +5,9 @@ use std::{fs, future::Future, os::unix::fs::PermissionsExt, path::PathBuf, sync:
 use anyhow::Context;
 use crust_proto::{
     MAX_MESSAGE_SIZE,
-    runtime::v1::{image_service_server::ImageServiceServer, runtime_service_server::RuntimeServiceServer},
+    runtime::v1::{
+        image_service_server::ImageServiceServer, runtime_service_server::RuntimeServiceServer,
+    },
 };
 use tokio::{net::TcpListener, sync::oneshot};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -23,10 +25,15 @@ use crate::{
 ///
 /// The socket is bound before state is loaded, so clients that connect early get
 /// UNAVAILABLE ("starting") rather than "connection refused".
-pub async fn serve(config: Config, config_files: Vec<PathBuf>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    config_files: Vec<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     // The socket lock comes first: a daemon refused because another one serves must
     // not touch that daemon's directories.
-    let (cri_listener, socket) = listener::bind(&config.socket_path(), config.socket_gid).context("open CRI socket")?;
+    let (cri_listener, socket) =
+        listener::bind(&config.socket_path(), config.socket_gid).context("open CRI socket")?;
     for dir in [&config.root, &config.state] {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         // Records and layers are root's; others may traverse to their own sockets later.
@@ -38,21 +45,30 @@ pub async fn serve(config: Config, config_files: Vec<PathBuf>, shutdown: impl Fu
 
     let metrics_task = match config.metrics.address {
         Some(address) => {
-            let listener = TcpListener::bind(address).await.with_context(|| format!("bind metrics address {address}"))?;
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("bind metrics address {address}"))?;
             let bound = listener.local_addr().context("metrics listener address")?;
             let _ = daemon.metrics_address.set(bound);
             tracing::info!(address = %bound, "serving metrics at /metrics");
-            Some(tokio::spawn(metrics::serve(listener, daemon.metrics.clone())))
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                daemon.metrics.clone(),
+            )))
         }
         None => None,
     };
 
-    let runtime = RuntimeServiceServer::new(RuntimeApi { daemon: daemon.clone() })
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let image = ImageServiceServer::new(ImageApi { daemon: daemon.clone() })
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let runtime = RuntimeServiceServer::new(RuntimeApi {
+        daemon: daemon.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let image = ImageServiceServer::new(ImageApi {
+        daemon: daemon.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let incoming = UnixListenerStream::new(cri_listener);
     let mut server = tokio::spawn(
@@ -72,14 +88,20 @@ pub async fn serve(config: Config, config_files: Vec<PathBuf>, shutdown: impl Fu
         result = &mut server => Some(result),
     };
     let result = match early_exit {
-        Some(result) => result.context("server task panicked")?.context("gRPC server failed"),
+        Some(result) => result
+            .context("server task panicked")?
+            .context("gRPC server failed"),
         None => {
             tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: no new connections, waiting for in-flight RPCs");
             let _ = stop_tx.send(());
             match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
-                Ok(joined) => joined.context("server task panicked")?.context("gRPC server failed"),
+                Ok(joined) => joined
+                    .context("server task panicked")?
+                    .context("gRPC server failed"),
                 Err(_) => {
-                    tracing::warn!("in-flight RPCs did not finish within shutdown_timeout; exiting anyway");
+                    tracing::warn!(
+                        "in-flight RPCs did not finish within shutdown_timeout; exiting anyway"
+                    );
                     server.abort();
                     Ok(())
                 }

@@ -3,7 +3,10 @@
 use std::{fs, process::Command};
 
 fn crustd(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_crustd")).args(args).output().expect("run crustd")
+    Command::new(env!("CARGO_BIN_EXE_crustd"))
+        .args(args)
+        .output()
+        .expect("run crustd")
 }
 
 #[test]
@@ -11,14 +14,31 @@ fn config_default_is_accepted_by_config_check() {
     let out = crustd(&["config", "default"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for key in ["root = ", "state = ", "[image]", "registries_conf", "cni_conf_dir", "cni_bin_dirs", "[cgroup]", "driver = \"cgroupfs\"", "[streaming]", "default_handler", "[runtime.handlers.crust]", "[metrics]"] {
+    for key in [
+        "root = ",
+        "state = ",
+        "[image]",
+        "registries_conf",
+        "cni_conf_dir",
+        "cni_bin_dirs",
+        "[cgroup]",
+        "driver = \"cgroupfs\"",
+        "[streaming]",
+        "default_handler",
+        "[runtime.handlers.crust]",
+        "[metrics]",
+    ] {
         assert!(text.contains(key), "default config lacks {key:?}");
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("crust.toml");
     fs::write(&file, &text).unwrap();
     let out = crustd(&["config", "check", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("crust.toml: ok"));
 }
 
@@ -28,12 +48,23 @@ fn config_check_reads_drop_ins_and_names_the_bad_one() {
     let file = dir.path().join("crust.toml");
     fs::write(&file, "root = \"/var/lib/crust-test\"\n").unwrap();
     fs::create_dir(dir.path().join("crust.toml.d")).unwrap();
-    fs::write(dir.path().join("crust.toml.d/10-ok.toml"), "[cgroup]\ndriver = \"systemd\"\n").unwrap();
-    fs::write(dir.path().join("crust.toml.d/20-bad.toml"), "[streaming]\nadress = \"127.0.0.1:0\"\n").unwrap();
+    fs::write(
+        dir.path().join("crust.toml.d/10-ok.toml"),
+        "[cgroup]\ndriver = \"systemd\"\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("crust.toml.d/20-bad.toml"),
+        "[streaming]\nadress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
     let out = crustd(&["config", "check", file.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("20-bad.toml") && err.contains("adress"), "{err}");
+    assert!(
+        err.contains("20-bad.toml") && err.contains("adress"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -47,7 +78,14 @@ fn config_check_of_a_missing_file_fails() {
 fn help_lists_the_flags() {
     let out = crustd(&["--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--config", "--root", "--state", "--socket", "--log-level", "--log-format"] {
+    for flag in [
+        "--config",
+        "--root",
+        "--state",
+        "--socket",
+        "--log-level",
+        "--log-format",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}: {text}");
     }
 }

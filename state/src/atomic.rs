@@ -76,7 +76,13 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"old");
         let temps = fs::read_dir(dir.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(TEMP_PREFIX)
+            })
             .count();
         assert_eq!(temps, 0, "temp file must be removed after a failed write");
     }
@@ -86,7 +92,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         write_atomic(dir.path(), "a.json", b"x").unwrap();
-        let mode = fs::metadata(dir.path().join("a.json")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("a.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

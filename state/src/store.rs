@@ -86,7 +86,13 @@ pub struct Store {
 /// characters of `[A-Za-z0-9_.-]`, not starting with a dot (dot files are ours: temp
 /// files and the like).
 pub fn validate_id(kind: &'static str, id: &str) -> Result<(), StateError> {
-    let invalid = |reason| Err(StateError::InvalidId { kind, id: id.to_string(), reason });
+    let invalid = |reason| {
+        Err(StateError::InvalidId {
+            kind,
+            id: id.to_string(),
+            reason,
+        })
+    };
     if id.is_empty() {
         return invalid("empty");
     }
@@ -96,7 +102,10 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), StateError> {
     if id.starts_with('.') {
         return invalid("starts with a dot");
     }
-    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
         return invalid("only letters, digits, '_', '.' and '-' are allowed");
     }
     Ok(())
@@ -105,10 +114,19 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), StateError> {
 impl Store {
     /// Opens (creating if needed) a store whose records live under `root` and whose
     /// unreadable files are moved under `quarantine`.
-    pub fn open(root: impl Into<PathBuf>, quarantine: impl Into<PathBuf>) -> Result<Store, StateError> {
-        let store = Store { root: root.into(), quarantine: quarantine.into() };
+    pub fn open(
+        root: impl Into<PathBuf>,
+        quarantine: impl Into<PathBuf>,
+    ) -> Result<Store, StateError> {
+        let store = Store {
+            root: root.into(),
+            quarantine: quarantine.into(),
+        };
         for dir in [&store.root, &store.quarantine] {
-            fs::create_dir_all(dir).map_err(|source| StateError::CreateDir { path: dir.clone(), source })?;
+            fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         Ok(store)
     }
@@ -120,7 +138,10 @@ impl Store {
 
     fn kind_dir<R: Record>(&self) -> Result<PathBuf, StateError> {
         let dir = self.root.join(R::KIND);
-        fs::create_dir_all(&dir).map_err(|source| StateError::CreateDir { path: dir.clone(), source })?;
+        fs::create_dir_all(&dir).map_err(|source| StateError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(dir)
     }
 
@@ -129,7 +150,12 @@ impl Store {
     pub fn put<R: Record>(&self, record: &R) -> Result<(), StateError> {
         let id = record.id();
         validate_id(R::KIND, id)?;
-        let envelope = EnvelopeOut { kind: R::KIND, version: R::VERSION, id, record };
+        let envelope = EnvelopeOut {
+            kind: R::KIND,
+            version: R::VERSION,
+            id,
+            record,
+        };
         let bytes = serde_json::to_vec_pretty(&envelope).map_err(|source| StateError::Encode {
             kind: R::KIND,
             id: id.to_string(),
@@ -153,14 +179,23 @@ impl Store {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StateError::Read { kind: R::KIND, id: id.to_string(), path, source }),
+            Err(source) => {
+                return Err(StateError::Read {
+                    kind: R::KIND,
+                    id: id.to_string(),
+                    path,
+                    source,
+                });
+            }
         };
-        decode::<R>(&bytes, id).map(Some).map_err(|reason| StateError::Corrupt {
-            kind: R::KIND,
-            id: id.to_string(),
-            path,
-            reason,
-        })
+        decode::<R>(&bytes, id)
+            .map(Some)
+            .map_err(|reason| StateError::Corrupt {
+                kind: R::KIND,
+                id: id.to_string(),
+                path,
+                reason,
+            })
     }
 
     /// Deletes a record durably. Removing a record that does not exist succeeds.
@@ -168,7 +203,12 @@ impl Store {
         validate_id(R::KIND, id)?;
         let dir = self.root.join(R::KIND);
         let path = dir.join(format!("{id}.json"));
-        let remove_err = |source| StateError::Remove { kind: R::KIND, id: id.to_string(), path: path.clone(), source };
+        let remove_err = |source| StateError::Remove {
+            kind: R::KIND,
+            id: id.to_string(),
+            path: path.clone(),
+            source,
+        };
         match fs::remove_file(&path) {
             Ok(()) => fsync_dir(&dir).map_err(remove_err),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -182,7 +222,11 @@ impl Store {
     /// rest still load: one bad file never hides the others.
     pub fn load_all<R: Record>(&self) -> Result<Loaded<R>, StateError> {
         let dir = self.kind_dir::<R>()?;
-        let read_dir_err = |source| StateError::ReadDir { kind: R::KIND, path: dir.clone(), source };
+        let read_dir_err = |source| StateError::ReadDir {
+            kind: R::KIND,
+            path: dir.clone(),
+            source,
+        };
         let mut records = Vec::new();
         let mut quarantined = Vec::new();
         let mut entries: Vec<_> = fs::read_dir(&dir)
@@ -211,18 +255,34 @@ impl Store {
                 Err(reason) => quarantined.push(self.quarantine(R::KIND, &path, &name, reason)),
             }
         }
-        Ok(Loaded { records, quarantined })
+        Ok(Loaded {
+            records,
+            quarantined,
+        })
     }
 
-    fn quarantine(&self, kind: &'static str, path: &Path, name: &str, reason: String) -> Quarantined {
-        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    fn quarantine(
+        &self,
+        kind: &'static str,
+        path: &Path,
+        name: &str,
+        reason: String,
+    ) -> Quarantined {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let dir = self.quarantine.join(kind);
         let target = dir.join(format!("{name}.{stamp}"));
         let moved = fs::create_dir_all(&dir)
             .and_then(|()| fs::rename(path, &target))
             .and_then(|()| {
                 // The reason travels with the file so an operator can tell why later.
-                write_atomic(&dir, &format!("{name}.{stamp}.reason"), format!("{reason}\n").as_bytes())
+                write_atomic(
+                    &dir,
+                    &format!("{name}.{stamp}.reason"),
+                    format!("{reason}\n").as_bytes(),
+                )
             });
         let moved_to = match moved {
             Ok(()) => Some(target),
@@ -236,24 +296,42 @@ impl Store {
             }
         };
         tracing::error!(kind, path = %path.display(), reason = %reason, "quarantined unreadable record");
-        Quarantined { kind, path: path.to_path_buf(), moved_to, reason }
+        Quarantined {
+            kind,
+            path: path.to_path_buf(),
+            moved_to,
+            reason,
+        }
     }
 }
 
 /// Decodes one record file, checking that the envelope matches the file it came from.
 fn decode<R: Record>(bytes: &[u8], file_id: &str) -> Result<R, String> {
-    let envelope: EnvelopeIn = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON envelope: {e}"))?;
+    let envelope: EnvelopeIn =
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON envelope: {e}"))?;
     if envelope.kind != R::KIND {
-        return Err(format!("envelope kind {:?} does not match directory {:?}", envelope.kind, R::KIND));
+        return Err(format!(
+            "envelope kind {:?} does not match directory {:?}",
+            envelope.kind,
+            R::KIND
+        ));
     }
     if envelope.id != file_id {
-        return Err(format!("envelope id {:?} does not match file name {file_id:?}", envelope.id));
+        return Err(format!(
+            "envelope id {:?} does not match file name {file_id:?}",
+            envelope.id
+        ));
     }
     let value = match envelope.version {
         v if v == R::VERSION => envelope.record,
         v if v < R::VERSION => R::upgrade(v, envelope.record)
             .ok_or_else(|| format!("schema version {v} cannot be upgraded to {}", R::VERSION))?,
-        v => return Err(format!("schema version {v} is newer than this build understands ({})", R::VERSION)),
+        v => {
+            return Err(format!(
+                "schema version {v} is newer than this build understands ({})",
+                R::VERSION
+            ));
+        }
     };
     serde_json::from_value(value).map_err(|e| format!("invalid {} record: {e}", R::KIND))
 }
@@ -288,7 +366,10 @@ mod tests {
     }
 
     fn thing(id: &str, size: u64) -> Thing {
-        Thing { id: id.into(), size }
+        Thing {
+            id: id.into(),
+            size,
+        }
     }
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -311,7 +392,9 @@ mod tests {
         assert_eq!(store.get::<Thing>("a").unwrap(), Some(thing("a", 2)));
         store.remove::<Thing>("a").unwrap();
         assert_eq!(store.get::<Thing>("a").unwrap(), None);
-        store.remove::<Thing>("a").expect("removing a missing record is not an error");
+        store
+            .remove::<Thing>("a")
+            .expect("removing a missing record is not an error");
     }
 
     #[test]
@@ -321,7 +404,10 @@ mod tests {
             store.put(&thing(id, size)).unwrap();
         }
         let loaded = store.load_all::<Thing>().unwrap();
-        assert_eq!(loaded.records, vec![thing("a", 1), thing("b", 2), thing("c", 3)]);
+        assert_eq!(
+            loaded.records,
+            vec![thing("a", 1), thing("b", 2), thing("c", 3)]
+        );
         assert!(loaded.quarantined.is_empty());
     }
 
@@ -347,7 +433,11 @@ mod tests {
         }
 
         let loaded = store.load_all::<Thing>().unwrap();
-        assert_eq!(loaded.records, vec![thing("good", 7)], "the good record must still load");
+        assert_eq!(
+            loaded.records,
+            vec![thing("good", 7)],
+            "the good record must still load"
+        );
         assert_eq!(loaded.quarantined.len(), cases.len());
         for (name, _, word) in cases {
             let q = loaded
@@ -355,13 +445,32 @@ mod tests {
                 .iter()
                 .find(|q| q.path.file_name().unwrap() == *name)
                 .unwrap_or_else(|| panic!("{name} was not quarantined"));
-            assert!(q.reason.contains(word), "{name}: reason {:?} should mention {word:?}", q.reason);
-            let moved = q.moved_to.as_ref().unwrap_or_else(|| panic!("{name} was not moved"));
-            assert!(moved.starts_with(dir.path().join("quarantine/thing")), "{name} moved to {moved:?}");
-            assert!(moved.exists(), "{name}: quarantined copy must be kept, not deleted");
-            assert!(!kind_dir.join(name).exists(), "{name} must leave the records directory");
+            assert!(
+                q.reason.contains(word),
+                "{name}: reason {:?} should mention {word:?}",
+                q.reason
+            );
+            let moved = q
+                .moved_to
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name} was not moved"));
+            assert!(
+                moved.starts_with(dir.path().join("quarantine/thing")),
+                "{name} moved to {moved:?}"
+            );
+            assert!(
+                moved.exists(),
+                "{name}: quarantined copy must be kept, not deleted"
+            );
+            assert!(
+                !kind_dir.join(name).exists(),
+                "{name} must leave the records directory"
+            );
             let reason_file = PathBuf::from(format!("{}.reason", moved.display()));
-            assert!(fs::read_to_string(reason_file).unwrap().contains(word), "{name}: reason file");
+            assert!(
+                fs::read_to_string(reason_file).unwrap().contains(word),
+                "{name}: reason file"
+            );
         }
         // A second load is clean: nothing is reported twice.
         let again = store.load_all::<Thing>().unwrap();
@@ -375,7 +484,10 @@ mod tests {
         // (maybe torn) beside the previous, intact record.
         let (_dir, store) = store();
         store.put(&thing("a", 1)).unwrap();
-        let torn_temp = store.root().join("thing").join(format!("{TEMP_PREFIX}a.json-123-0"));
+        let torn_temp = store
+            .root()
+            .join("thing")
+            .join(format!("{TEMP_PREFIX}a.json-123-0"));
         fs::write(&torn_temp, br#"{"kind":"thing","vers"#).unwrap();
         let loaded = store.load_all::<Thing>().unwrap();
         assert_eq!(loaded.records, vec![thing("a", 1)]);
@@ -405,7 +517,10 @@ mod tests {
         let err = store.get::<Thing>("bad").unwrap_err();
         assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
         assert!(err.to_string().contains("bad.json"), "{err}");
-        assert!(record_path(&store, "bad").exists(), "get must not move files");
+        assert!(
+            record_path(&store, "bad").exists(),
+            "get must not move files"
+        );
     }
 
     #[test]
@@ -424,6 +539,9 @@ mod tests {
             assert_eq!(validate_id("thing", id).is_ok(), ok, "id {id:?}");
         }
         let (_dir, store) = store();
-        assert!(matches!(store.put(&thing("../escape", 1)), Err(StateError::InvalidId { .. })));
+        assert!(matches!(
+            store.put(&thing("../escape", 1)),
+            Err(StateError::InvalidId { .. })
+        ));
     }
 }

@@ -8,8 +8,8 @@ use std::{fs, time::Instant};
 
 use crust_e2e::{Sandbox, cni::TestNetwork};
 use crust_proto::runtime::v1::{
-    LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StopPodSandboxRequest,
+    LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StopPodSandboxRequest,
 };
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -17,16 +17,30 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn kib(pid: i32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/{}", if field == "Pss:" { "smaps_rollup" } else { "status" }))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0)))
-        .unwrap_or(0)
+    fs::read_to_string(format!(
+        "/proc/{pid}/{}",
+        if field == "Pss:" {
+            "smaps_rollup"
+        } else {
+            "status"
+        }
+    ))
+    .unwrap_or_default()
+    .lines()
+    .find_map(|l| {
+        l.strip_prefix(field)
+            .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))
+    })
+    .unwrap_or(0)
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(50);
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(50);
     let sb = Sandbox::new()?;
     // A bridge + host-local + portmap network of its own, as a node would have.
     let _net = TestNetwork::install(&sb, &[]);
@@ -38,13 +52,25 @@ async fn main() -> anyhow::Result<()> {
     let mut ids = Vec::new();
     for i in 0..n {
         let config = PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata { name: format!("bench-{i}"), uid: format!("uid-{i}"), namespace: "bench".into(), attempt: 0 }),
+            metadata: Some(PodSandboxMetadata {
+                name: format!("bench-{i}"),
+                uid: format!("uid-{i}"),
+                namespace: "bench".into(),
+                attempt: 0,
+            }),
             hostname: format!("bench-{i}"),
             linux: Some(LinuxPodSandboxConfig::default()),
             ..Default::default()
         };
         let start = Instant::now();
-        let id = client.run_pod_sandbox(RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() }).await?.into_inner().pod_sandbox_id;
+        let id = client
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
         run_ms.push(start.elapsed().as_secs_f64() * 1000.0);
         ids.push(id);
     }
@@ -62,20 +88,32 @@ async fn main() -> anyhow::Result<()> {
     let mut teardown_ms = Vec::new();
     for id in ids {
         let start = Instant::now();
-        client.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await?;
-        client.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id }).await?;
+        client
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await?;
+        client
+            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await?;
         teardown_ms.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     run_ms.sort_by(f64::total_cmp);
     teardown_ms.sort_by(f64::total_cmp);
-    println!("pods: {n} (sequential; network, ipc and pid all POD, so each has a pod init; CNI bridge + host-local + portmap)");
+    println!(
+        "pods: {n} (sequential; network, ipc and pid all POD, so each has a pod init; CNI bridge + host-local + portmap)"
+    );
     println!(
         "RunPodSandbox ms: p50 {:.2}  p95 {:.2}  max {:.2}",
         percentile(&run_ms, 0.5),
         percentile(&run_ms, 0.95),
         run_ms[run_ms.len() - 1]
     );
-    println!("Stop+RemovePodSandbox ms: p50 {:.2}  p95 {:.2}", percentile(&teardown_ms, 0.5), percentile(&teardown_ms, 0.95));
+    println!(
+        "Stop+RemovePodSandbox ms: p50 {:.2}  p95 {:.2}",
+        percentile(&teardown_ms, 0.5),
+        percentile(&teardown_ms, 0.95)
+    );
     let avg = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
     println!(
         "monitor memory KiB: RSS avg {:.0} max {}  PSS avg {:.0}  ({} monitors)",

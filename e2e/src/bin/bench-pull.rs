@@ -66,7 +66,8 @@ impl Prng {
     /// `len` bytes drawn uniformly from a 64-symbol alphabet: "incompressible-ish"
     /// (gzip gets ~76%), yet real deflate work, not stored blocks.
     fn data(&mut self, len: usize) -> Vec<u8> {
-        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = Vec::with_capacity(len + 8);
         while out.len() < len {
             let word = self.next();
@@ -111,10 +112,19 @@ fn build_layer(n: usize) -> anyhow::Result<Layer> {
 fn build_image() -> anyhow::Result<Image> {
     // One thread per layer: gzip is the slow part.
     let layers = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..LAYERS).map(|n| s.spawn(move || build_layer(n))).collect();
-        handles.into_iter().map(|h| h.join().expect("layer builder panicked")).collect::<anyhow::Result<Vec<_>>>()
+        let handles: Vec<_> = (0..LAYERS)
+            .map(|n| s.spawn(move || build_layer(n)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("layer builder panicked"))
+            .collect::<anyhow::Result<Vec<_>>>()
     })?;
-    Ok(Image::build(layers, host_arch(), json!({"Cmd": ["/bin/sh"]})))
+    Ok(Image::build(
+        layers,
+        host_arch(),
+        json!({"Cmd": ["/bin/sh"]}),
+    ))
 }
 
 /// A `/proc/<pid>/status` field in KiB.
@@ -122,7 +132,10 @@ fn status_kib(pid: i32, field: &str) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))
+        })
         .unwrap_or(0)
 }
 
@@ -167,30 +180,56 @@ fn tree_bytes(dir: &Path) -> u64 {
     total
 }
 
-async fn pull(endpoint: &str, pid: i32, root: &Path, image: &str, expect_id: &str) -> anyhow::Result<Sample> {
+async fn pull(
+    endpoint: &str,
+    pid: i32,
+    root: &Path,
+    image: &str,
+    expect_id: &str,
+) -> anyhow::Result<Sample> {
     let channel = crust_ctl::connect(endpoint, RPC_TIMEOUT).await?;
     let mut client = crust_ctl::image_client(channel);
     let idle_kib = status_kib(pid, "VmRSS:");
     let request = PullImageRequest {
-        image: Some(ImageSpec { image: image.to_string(), ..Default::default() }),
+        image: Some(ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
         auth: None,
         sandbox_config: None,
     };
     let start = Instant::now();
-    let image_ref = client.pull_image(request).await.with_context(|| format!("PullImage {image} on {endpoint}"))?.into_inner().image_ref;
+    let image_ref = client
+        .pull_image(request)
+        .await
+        .with_context(|| format!("PullImage {image} on {endpoint}"))?
+        .into_inner()
+        .image_ref;
     let seconds = start.elapsed().as_secs_f64();
     let peak_kib = status_kib(pid, "VmHWM:");
     if image_ref != expect_id {
         bail!("PullImage on {endpoint} returned {image_ref}, expected the image id {expect_id}");
     }
-    Ok(Sample { seconds, peak_kib, idle_kib, store_bytes: tree_bytes(root) })
+    Ok(Sample {
+        seconds,
+        peak_kib,
+        idle_kib,
+        store_bytes: tree_bytes(root),
+    })
 }
 
 async fn run_crust(image: &str, expect_id: &str) -> anyhow::Result<Sample> {
     let sb = Sandbox::new()?;
     let mut d = sb.start()?;
     d.wait_ready().await?;
-    let sample = pull(&sb.endpoint(), d.pid().as_raw(), &sb.root(), image, expect_id).await;
+    let sample = pull(
+        &sb.endpoint(),
+        d.pid().as_raw(),
+        &sb.root(),
+        image,
+        expect_id,
+    )
+    .await;
     if sample.is_err() {
         eprintln!("crustd log:\n{}", d.logs());
     }
@@ -227,7 +266,10 @@ impl Containerd {
         let binary = which("containerd").context(
             "containerd not found: apt-get install -y --no-install-recommends containerd (Debian's package brings runc)",
         )?;
-        let dir = tempfile::Builder::new().prefix("crust-ctrd-").tempdir_in("/var/tmp").context("create temp dir")?;
+        let dir = tempfile::Builder::new()
+            .prefix("crust-ctrd-")
+            .tempdir_in("/var/tmp")
+            .context("create temp dir")?;
         let p = dir.path();
         for sub in ["root", "state", "net.d", "certs.d", "tmp", "opt"] {
             fs::create_dir_all(p.join(sub))?;
@@ -297,10 +339,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         // asks the kernel to SIGKILL containerd if this benchmark dies first.
         #[allow(unsafe_code)]
         unsafe {
-            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
         }
         let child = cmd.spawn().context("spawn containerd")?;
-        Ok(Containerd { child: Some(child), dir })
+        Ok(Containerd {
+            child: Some(child),
+            dir,
+        })
     }
 
     /// Waits until the CRI plugin answers `Version` on the socket.
@@ -308,15 +355,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.as_mut().expect("running").try_wait()? {
-                bail!("containerd exited with {status} before serving:\n{}", self.log());
+                bail!(
+                    "containerd exited with {status} before serving:\n{}",
+                    self.log()
+                );
             }
             if let Ok(channel) = crust_ctl::connect(&self.endpoint(), Duration::from_secs(5)).await
-                && crust_ctl::runtime_client(channel).version(VersionRequest::default()).await.is_ok()
+                && crust_ctl::runtime_client(channel)
+                    .version(VersionRequest::default())
+                    .await
+                    .is_ok()
             {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("containerd's CRI plugin not serving after 30s:\n{}", self.log());
+                bail!(
+                    "containerd's CRI plugin not serving after 30s:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -339,15 +395,30 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .chain(["/usr/bin".into(), "/usr/sbin".into(), "/usr/local/bin".into()])
+        .chain([
+            "/usr/bin".into(),
+            "/usr/sbin".into(),
+            "/usr/local/bin".into(),
+        ])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
 
-async fn run_containerd(registry_host: &str, image: &str, expect_id: &str) -> anyhow::Result<Sample> {
+async fn run_containerd(
+    registry_host: &str,
+    image: &str,
+    expect_id: &str,
+) -> anyhow::Result<Sample> {
     let mut c = Containerd::start(registry_host)?;
     c.wait_ready().await?;
-    let sample = pull(&c.endpoint(), c.pid(), &c.dir.path().join("root"), image, expect_id).await;
+    let sample = pull(
+        &c.endpoint(),
+        c.pid(),
+        &c.dir.path().join("root"),
+        image,
+        expect_id,
+    )
+    .await;
     if sample.is_err() {
         eprintln!("containerd log:\n{}", c.log());
     }
@@ -358,7 +429,11 @@ fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
-    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
 }
 
 fn min(v: &[f64]) -> f64 {
@@ -373,7 +448,12 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose().context("usage: bench-pull [N]")?.unwrap_or(3);
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()
+        .context("usage: bench-pull [N]")?
+        .unwrap_or(3);
     if n == 0 {
         bail!("usage: bench-pull [N], N >= 1");
     }
@@ -417,14 +497,23 @@ async fn bench(n: usize) -> anyhow::Result<()> {
     println!(
         "{n} pull(s) each into an empty store, alternating, sync between runs; {} CPUs, load average {}",
         num_cpus(),
-        fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
+        fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split(' ')
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 
     let mut crust = Vec::new();
     let mut ctrd = Vec::new();
     for i in 0..n {
         // Alternate who goes first, so neither always pulls right after the other.
-        for side in if i % 2 == 0 { ["crust", "containerd"] } else { ["containerd", "crust"] } {
+        for side in if i % 2 == 0 {
+            ["crust", "containerd"]
+        } else {
+            ["containerd", "crust"]
+        } {
             let sample = if side == "crust" {
                 run_crust(&name, &id).await?
             } else {
@@ -438,7 +527,11 @@ async fn bench(n: usize) -> anyhow::Result<()> {
                 sample.idle_kib as f64 / 1024.0,
                 sample.store_bytes as f64 / MIB,
             );
-            if side == "crust" { crust.push(sample) } else { ctrd.push(sample) }
+            if side == "crust" {
+                crust.push(sample)
+            } else {
+                ctrd.push(sample)
+            }
             // Flush the pulled data now, so its writeback does not fall into the next
             // run's time (the temp root is already removed).
             nix::unistd::sync();
@@ -446,9 +539,16 @@ async fn bench(n: usize) -> anyhow::Result<()> {
     }
 
     let secs = |v: &[Sample]| v.iter().map(|s| s.seconds).collect::<Vec<_>>();
-    let peaks = |v: &[Sample]| v.iter().map(|s| s.peak_kib as f64 / 1024.0).collect::<Vec<_>>();
+    let peaks = |v: &[Sample]| {
+        v.iter()
+            .map(|s| s.peak_kib as f64 / 1024.0)
+            .collect::<Vec<_>>()
+    };
     println!();
-    println!("{:<12} {:>10} {:>10} {:>18} {:>14}", "", "median s", "min s", "peak RSS MiB med", "peak RSS max");
+    println!(
+        "{:<12} {:>10} {:>10} {:>18} {:>14}",
+        "", "median s", "min s", "peak RSS MiB med", "peak RSS max"
+    );
     for (label, v) in [("crustd", &crust), ("containerd", &ctrd)] {
         println!(
             "{label:<12} {:>10.2} {:>10.2} {:>18.1} {:>14.1}",
@@ -470,5 +570,7 @@ async fn bench(n: usize) -> anyhow::Result<()> {
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

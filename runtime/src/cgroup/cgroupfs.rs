@@ -43,13 +43,22 @@ pub struct Cgroupfs {
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
-    move |source| CgroupError::Io { op, path: path.to_path_buf(), source }
+    move |source| CgroupError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Checks a cgroupfs path: absolute, no `.`/`..` or empty components, and no
 /// characters that could name a file outside the hierarchy.
 pub fn validate_path(path: &str) -> Result<(), CgroupError> {
-    let invalid = |reason| Err(CgroupError::InvalidPath { path: path.to_string(), reason });
+    let invalid = |reason| {
+        Err(CgroupError::InvalidPath {
+            path: path.to_string(),
+            reason,
+        })
+    };
     if !path.starts_with('/') {
         return invalid("must start with /");
     }
@@ -60,7 +69,10 @@ pub fn validate_path(path: &str) -> Result<(), CgroupError> {
         if part.is_empty() || part == "." || part == ".." {
             return invalid("empty, '.' or '..' component");
         }
-        if !part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@')) {
+        if !part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
+        {
             return invalid("only letters, digits and -_.:@ are allowed in components");
         }
     }
@@ -73,22 +85,39 @@ impl Cgroupfs {
         let mode = detect_mode(root)?;
         let mut hierarchies = Vec::new();
         match mode {
-            CgroupMode::Unified => {
-                hierarchies.push(Hierarchy { dir: root.to_path_buf(), v2: true, cpuset: false, freezer: false })
-            }
+            CgroupMode::Unified => hierarchies.push(Hierarchy {
+                dir: root.to_path_buf(),
+                v2: true,
+                cpuset: false,
+                freezer: false,
+            }),
             CgroupMode::Hybrid | CgroupMode::Legacy => {
                 let entries = fs::read_dir(root).map_err(io_err("read", root))?;
-                let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+                let mut dirs: Vec<PathBuf> =
+                    entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
                 dirs.sort();
                 for dir in dirs {
                     // `cpu,cpuacct` style mounts often have `cpu` and `cpuacct` symlinks.
-                    if fs::symlink_metadata(&dir).map(|m| !m.is_dir()).unwrap_or(true) {
+                    if fs::symlink_metadata(&dir)
+                        .map(|m| !m.is_dir())
+                        .unwrap_or(true)
+                    {
                         continue;
                     }
-                    let Ok(fs_type) = statfs(&dir).map(|s| s.filesystem_type()) else { continue };
-                    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let Ok(fs_type) = statfs(&dir).map(|s| s.filesystem_type()) else {
+                        continue;
+                    };
+                    let name = dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     if fs_type == CGROUP2_SUPER_MAGIC {
-                        hierarchies.push(Hierarchy { dir, v2: true, cpuset: false, freezer: false });
+                        hierarchies.push(Hierarchy {
+                            dir,
+                            v2: true,
+                            cpuset: false,
+                            freezer: false,
+                        });
                     } else if fs_type == CGROUP_SUPER_MAGIC {
                         let controllers: Vec<&str> = name.split(',').collect();
                         hierarchies.push(Hierarchy {
@@ -110,12 +139,18 @@ impl Cgroupfs {
 
     /// The directory of `path` in every hierarchy, with whether it is cgroup v2.
     pub(crate) fn dirs_with_version(&self, path: &str) -> Vec<(PathBuf, bool)> {
-        self.hierarchies.iter().map(|h| (h.dir.join(&path[1..]), h.v2)).collect()
+        self.hierarchies
+            .iter()
+            .map(|h| (h.dir.join(&path[1..]), h.v2))
+            .collect()
     }
 
     /// The directory of `path` in every hierarchy.
     pub fn dirs(&self, path: &str) -> Vec<PathBuf> {
-        self.hierarchies.iter().map(|h| h.dir.join(&path[1..])).collect()
+        self.hierarchies
+            .iter()
+            .map(|h| h.dir.join(&path[1..]))
+            .collect()
     }
 
     /// Creates `path` (and missing parents) in every hierarchy. Returns true if the leaf
@@ -178,7 +213,10 @@ impl Cgroupfs {
             let dir = h.dir.join(&path[1..]);
             let (file, value) = match (h.v2, h.freezer) {
                 (true, _) => (dir.join("cgroup.freeze"), if frozen { "1" } else { "0" }),
-                (false, true) => (dir.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }),
+                (false, true) => (
+                    dir.join("freezer.state"),
+                    if frozen { "FROZEN" } else { "THAWED" },
+                ),
                 _ => continue,
             };
             match fs::write(&file, value) {
@@ -202,7 +240,10 @@ impl Cgroupfs {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(CgroupError::Busy { path: path.to_string(), pids });
+                return Err(CgroupError::Busy {
+                    path: path.to_string(),
+                    pids,
+                });
             }
             let killed_by_kernel = self
                 .hierarchies
@@ -250,7 +291,9 @@ impl Cgroupfs {
                 match fs::remove_dir(&dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc_ebusy()) && Instant::now() < deadline => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc_ebusy()) && Instant::now() < deadline =>
+                    {
                         thread::sleep(Duration::from_millis(10));
                     }
                     Err(e) => {
@@ -269,12 +312,25 @@ impl Cgroupfs {
     /// Writes the OCI resource limits into `path`: each limit goes to the file of
     /// whichever hierarchy has it (v1 `memory.limit_in_bytes`, v2 `memory.max`...). A
     /// limit no hierarchy can hold is an error, never silently dropped.
-    pub fn apply_resources(&self, path: &str, r: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError> {
+    pub fn apply_resources(
+        &self,
+        path: &str,
+        r: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), CgroupError> {
         validate_path(path)?;
         let mut writes: Vec<(&str, &str, String)> = Vec::new();
         if let Some(mem) = r.memory() {
-            let limit = mem.limit().filter(|l| *l > 0).map(|l| ("memory.limit_in_bytes", "memory.max", l.to_string()));
-            let swap = mem.swap().filter(|s| *s > 0).map(|s| ("memory.memsw.limit_in_bytes", "memory.swap.max", s.to_string()));
+            let limit = mem
+                .limit()
+                .filter(|l| *l > 0)
+                .map(|l| ("memory.limit_in_bytes", "memory.max", l.to_string()));
+            let swap = mem.swap().filter(|s| *s > 0).map(|s| {
+                (
+                    "memory.memsw.limit_in_bytes",
+                    "memory.swap.max",
+                    s.to_string(),
+                )
+            });
             // v1 requires memory <= memory+swap at every step: when raising, raise the
             // memsw limit first; when lowering, lower the memory limit first.
             let raising = match (&limit, self.current_v1(path, "memory.limit_in_bytes")) {
@@ -300,7 +356,11 @@ impl Cgroupfs {
             }
             if let Some(quota) = cpu.quota().filter(|q| *q > 0) {
                 let period = cpu.period().filter(|p| *p > 0).unwrap_or(100_000);
-                writes.push(("cpu.cfs_quota_us", "cpu.max", format!("{quota}\u{0}{quota} {period}")));
+                writes.push((
+                    "cpu.cfs_quota_us",
+                    "cpu.max",
+                    format!("{quota}\u{0}{quota} {period}"),
+                ));
             }
             if let Some(cpus) = cpu.cpus().as_ref().filter(|c| !c.is_empty()) {
                 writes.push(("cpuset.cpus", "cpuset.cpus", cpus.clone()));
@@ -317,7 +377,11 @@ impl Cgroupfs {
             let (v1_value, v2_value) = value.split_once('\u{0}').unwrap_or((&value, &value));
             let mut done = false;
             for h in &self.hierarchies {
-                let (file, value) = if h.v2 { (v2_file, v2_value) } else { (v1_file, v1_value) };
+                let (file, value) = if h.v2 {
+                    (v2_file, v2_value)
+                } else {
+                    (v1_file, v1_value)
+                };
                 if file.is_empty() {
                     continue;
                 }
@@ -328,7 +392,10 @@ impl Cgroupfs {
                 }
             }
             if !done && !v1_file.ends_with("cfs_period_us") {
-                return Err(CgroupError::Unsupported { path: path.to_string(), file: v1_file.to_string() });
+                return Err(CgroupError::Unsupported {
+                    path: path.to_string(),
+                    file: v1_file.to_string(),
+                });
             }
         }
         Ok(())

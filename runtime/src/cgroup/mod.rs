@@ -7,9 +7,12 @@ mod stats;
 pub use cgroupfs::{Cgroupfs, validate_path};
 pub use stats::CgroupUsage;
 
-use std::{io, path::{Path, PathBuf}};
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
-use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, TMPFS_MAGIC, statfs};
+use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, TMPFS_MAGIC, statfs};
 
 /// Who owns cgroup creation: crust writing cgroupfs directly, or systemd units
 /// (kubelet's `--cgroup-driver`; the two must agree, which is why `RuntimeConfig`
@@ -43,7 +46,11 @@ pub enum CgroupError {
     #[error("invalid cgroup path {path:?}: {reason}")]
     InvalidPath { path: String, reason: &'static str },
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("cgroup {path}: no mounted controller provides {file}")]
     Unsupported { path: String, file: String },
     #[error("cgroup {path} still has processes {pids:?} after killing them")]
@@ -56,7 +63,10 @@ pub fn detect_mode(root: &Path) -> Result<CgroupMode, CgroupError> {
     let magic = |path: &Path| {
         statfs(path)
             .map(|s| s.filesystem_type())
-            .map_err(|e| CgroupError::Statfs { path: path.to_path_buf(), source: e.into() })
+            .map_err(|e| CgroupError::Statfs {
+                path: path.to_path_buf(),
+                source: e.into(),
+            })
     };
     let root_type = magic(root)?;
     if root_type == CGROUP2_SUPER_MAGIC {
@@ -73,7 +83,10 @@ pub fn detect_mode(root: &Path) -> Result<CgroupMode, CgroupError> {
         // A single v1 hierarchy mounted directly at the root.
         return Ok(CgroupMode::Legacy);
     }
-    Err(CgroupError::NotCgroupMount { path: root.to_path_buf(), magic: root_type.0 })
+    Err(CgroupError::NotCgroupMount {
+        path: root.to_path_buf(),
+        magic: root_type.0,
+    })
 }
 
 #[cfg(test)]
@@ -93,7 +106,10 @@ mod tests {
     #[test]
     fn missing_root_is_a_statfs_error_naming_the_path() {
         let err = detect_mode(Path::new("/nonexistent/crust-cgroup")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/crust-cgroup"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/crust-cgroup"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -103,12 +119,15 @@ mod tests {
         let fstype_at = |target: &str| {
             mountinfo.lines().find_map(|line| {
                 let (left, right) = line.split_once(" - ")?;
-                (left.split(' ').nth(4)? == target).then(|| right.split(' ').next().unwrap().to_string())
+                (left.split(' ').nth(4)? == target)
+                    .then(|| right.split(' ').next().unwrap().to_string())
             })
         };
         let expected = match fstype_at("/sys/fs/cgroup").as_deref() {
             Some("cgroup2") => CgroupMode::Unified,
-            _ if fstype_at("/sys/fs/cgroup/unified").as_deref() == Some("cgroup2") => CgroupMode::Hybrid,
+            _ if fstype_at("/sys/fs/cgroup/unified").as_deref() == Some("cgroup2") => {
+                CgroupMode::Hybrid
+            }
             _ => CgroupMode::Legacy,
         };
         assert_eq!(mode, expected);

@@ -27,7 +27,10 @@ fn read_kv(path: &std::path::Path) -> HashMap<String, u64> {
     fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_once(' ').and_then(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?))))
+        .filter_map(|l| {
+            l.split_once(' ')
+                .and_then(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+        })
         .collect()
 }
 
@@ -43,11 +46,15 @@ impl Cgroupfs {
                 if let Some(current) = read_u64(&dir.join("memory.current")) {
                     let stat = read_kv(&dir.join("memory.stat"));
                     u.memory_usage.get_or_insert(current);
-                    u.working_set.get_or_insert(current.saturating_sub(stat.get("inactive_file").copied().unwrap_or(0)));
+                    u.working_set.get_or_insert(
+                        current.saturating_sub(stat.get("inactive_file").copied().unwrap_or(0)),
+                    );
                     u.rss = u.rss.or(stat.get("anon").copied());
                     u.page_faults = u.page_faults.or(stat.get("pgfault").copied());
                     u.major_page_faults = u.major_page_faults.or(stat.get("pgmajfault").copied());
-                    if let (Some(limit), Some(ws)) = (read_u64(&dir.join("memory.max")), u.working_set) {
+                    if let (Some(limit), Some(ws)) =
+                        (read_u64(&dir.join("memory.max")), u.working_set)
+                    {
                         u.available.get_or_insert(limit.saturating_sub(ws));
                     }
                 }
@@ -62,9 +69,12 @@ impl Cgroupfs {
                     u.working_set.get_or_insert(usage.saturating_sub(inactive));
                     u.rss = u.rss.or(stat.get("total_rss").copied());
                     u.page_faults = u.page_faults.or(stat.get("total_pgfault").copied());
-                    u.major_page_faults = u.major_page_faults.or(stat.get("total_pgmajfault").copied());
+                    u.major_page_faults = u
+                        .major_page_faults
+                        .or(stat.get("total_pgmajfault").copied());
                     // v1 reports "no limit" as a huge number; only a real limit counts.
-                    if let (Some(limit), Some(ws)) = (read_u64(&dir.join("memory.limit_in_bytes")), u.working_set)
+                    if let (Some(limit), Some(ws)) =
+                        (read_u64(&dir.join("memory.limit_in_bytes")), u.working_set)
                         && limit < (1 << 62)
                     {
                         u.available.get_or_insert(limit.saturating_sub(ws));

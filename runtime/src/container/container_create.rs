@@ -4,8 +4,8 @@
 use std::{fs, path::PathBuf, time::SystemTime};
 
 use super::{
-    Container, ContainerSpec, ContainerState, HostContext, HostDevices, ImageForContainer, PodContext, SpecInput,
-    generate_spec,
+    Container, ContainerSpec, ContainerState, HostContext, HostDevices, ImageForContainer,
+    PodContext, SpecInput, generate_spec,
 };
 use crate::{
     error::RuntimeError,
@@ -15,13 +15,18 @@ use crate::{
 };
 
 pub(crate) fn now() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn read_in_rootfs(layers_root: &std::path::Path, lower: &[String], path: &str) -> Option<String> {
     // The top-most layer that has the file wins (no whiteout handling needed for the
     // common /etc/passwd case: a deleted passwd is vanishingly rare).
-    lower.iter().find_map(|l| fs::read_to_string(layers_root.join(l).join(path)).ok())
+    lower
+        .iter()
+        .find_map(|l| fs::read_to_string(layers_root.join(l).join(path)).ok())
 }
 
 impl SandboxManager {
@@ -41,7 +46,10 @@ impl SandboxManager {
         }
         let sandbox = pod.sandbox;
         if spec.metadata.name.is_empty() {
-            return Err(RuntimeError::InvalidArgument { field: "config.metadata.name", reason: "is required".into() });
+            return Err(RuntimeError::InvalidArgument {
+                field: "config.metadata.name",
+                reason: "is required".into(),
+            });
         }
 
         let id = ids::new_id();
@@ -72,12 +80,18 @@ impl SandboxManager {
         {
             let mut names = self.container_names.lock().expect("names poisoned");
             if let Some(existing) = names.get(&container.name_key()) {
-                return Err(RuntimeError::AlreadyExists { name: container.name_key(), id: existing.clone() });
+                return Err(RuntimeError::AlreadyExists {
+                    name: container.name_key(),
+                    id: existing.clone(),
+                });
             }
             names.insert(container.name_key(), id.clone());
         }
         if let Err(e) = self.commit_container(&container, None) {
-            self.container_names.lock().expect("names poisoned").remove(&container.name_key());
+            self.container_names
+                .lock()
+                .expect("names poisoned")
+                .remove(&container.name_key());
             return Err(e);
         }
         let mut container = container;
@@ -95,20 +109,39 @@ impl SandboxManager {
         }
     }
 
-    async fn make_container(&self, c: &mut Container, sandbox: &crate::sandbox::Sandbox) -> Result<(), RuntimeError> {
+    async fn make_container(
+        &self,
+        c: &mut Container,
+        sandbox: &crate::sandbox::Sandbox,
+    ) -> Result<(), RuntimeError> {
         let id = c.id.clone();
         let io = |op: &'static str, path: &std::path::Path| {
             let (id, path) = (id.clone(), path.to_path_buf());
-            move |source| RuntimeError::Io { id, op, path, source }
+            move |source| RuntimeError::Io {
+                id,
+                op,
+                path,
+                source,
+            }
         };
-        for dir in [c.dir.join("upper"), c.dir.join("work"), c.dir.join("rootfs"), c.bundle.clone()] {
+        for dir in [
+            c.dir.join("upper"),
+            c.dir.join("work"),
+            c.dir.join("rootfs"),
+            c.bundle.clone(),
+        ] {
             fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         }
         if let Some(parent) = c.log_path.parent() {
             fs::create_dir_all(parent).map_err(io("create", parent))?;
         }
         let cgroups = self.cgroups()?;
-        cgroups.create(&c.cgroup).map_err(|source| RuntimeError::Cgroup { id: id.clone(), source })?;
+        cgroups
+            .create(&c.cgroup)
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.clone(),
+                source,
+            })?;
 
         let ns = &sandbox.spec.namespaces;
         let pin = |name: &str| {
@@ -124,7 +157,10 @@ impl SandboxManager {
                 ipc_ns: pin("ipc"),
                 uts_ns: pin("uts"),
                 pid_ns: pin("pid"),
-                hostname: fs::read_to_string(sandbox.pod_dir.join("hostname")).unwrap_or_default().trim().to_string(),
+                hostname: fs::read_to_string(sandbox.pod_dir.join("hostname"))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
                 hosts_file: Some(sandbox.pod_dir.join("hosts")),
                 hostname_file: Some(sandbox.pod_dir.join("hostname")),
                 resolv_conf: Some(sandbox.pod_dir.join("resolv.conf")),
@@ -134,28 +170,46 @@ impl SandboxManager {
                 host_network: ns.network == NsMode::Node,
                 ..Default::default()
             },
-            host: HostContext { min_oom_score_adj: self.config.min_oom_score_adj, ..Default::default() },
+            host: HostContext {
+                min_oom_score_adj: self.config.min_oom_score_adj,
+                ..Default::default()
+            },
             rootfs: c.dir.join("rootfs"),
             etc_passwd: read_in_rootfs(&c.image.layers_root, &c.image.lower, "etc/passwd"),
             etc_group: read_in_rootfs(&c.image.layers_root, &c.image.lower, "etc/group"),
             volumes_root: c.dir.join("volumes"),
             // A Localhost profile is a file on the host; its contents go into the spec.
             seccomp_localhost: match &c.spec.security.seccomp {
-                super::SecurityProfile::Localhost(path) => Some(fs::read_to_string(path).map_err(|e| RuntimeError::InvalidArgument {
-                    field: "config.linux.security_context.seccomp.localhost_ref",
-                    reason: format!("read {path}: {e}"),
-                })?),
+                super::SecurityProfile::Localhost(path) => Some(fs::read_to_string(path).map_err(
+                    |e| RuntimeError::InvalidArgument {
+                        field: "config.linux.security_context.seccomp.localhost_ref",
+                        reason: format!("read {path}: {e}"),
+                    },
+                )?),
                 _ => None,
             },
             ..Default::default()
         };
-        let spec = generate_spec(&input, &HostDevices::default())
-            .map_err(|e| RuntimeError::InvalidArgument { field: "config", reason: e.to_string() })?;
+        let spec = generate_spec(&input, &HostDevices::default()).map_err(|e| {
+            RuntimeError::InvalidArgument {
+                field: "config",
+                reason: e.to_string(),
+            }
+        })?;
         if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().clone()) {
-            cgroups.apply_resources(&c.cgroup, &resources).map_err(|source| RuntimeError::Cgroup { id: id.clone(), source })?;
+            cgroups
+                .apply_resources(&c.cgroup, &resources)
+                .map_err(|source| RuntimeError::Cgroup {
+                    id: id.clone(),
+                    source,
+                })?;
         }
         let spec_file = c.spec_file();
-        fs::write(&spec_file, serde_json::to_vec_pretty(&spec).expect("spec serializes")).map_err(io("write", &spec_file))?;
+        fs::write(
+            &spec_file,
+            serde_json::to_vec_pretty(&spec).expect("spec serializes"),
+        )
+        .map_err(io("write", &spec_file))?;
 
         let req = Request::CreateContainer {
             id: id.clone(),
@@ -170,11 +224,21 @@ impl SandboxManager {
                 work: c.dir.join("work"),
             }),
         };
-        let reply = monitor::request(&sandbox.monitor_socket(), &req, crate::sandbox::CONTAINER_TIMEOUT)
-            .await
-            .map_err(|source| RuntimeError::Monitor { id: id.clone(), source })?;
+        let reply = monitor::request(
+            &sandbox.monitor_socket(),
+            &req,
+            crate::sandbox::CONTAINER_TIMEOUT,
+        )
+        .await
+        .map_err(|source| RuntimeError::Monitor {
+            id: id.clone(),
+            source,
+        })?;
         if !reply.ok {
-            return Err(RuntimeError::Launch { id: id.clone(), message: reply.error.unwrap_or_default() });
+            return Err(RuntimeError::Launch {
+                id: id.clone(),
+                message: reply.error.unwrap_or_default(),
+            });
         }
         c.pid = reply.pid;
         c.state = ContainerState::Created;

@@ -44,19 +44,40 @@ impl SandboxManager {
     /// Runs `command` in the running container `id`. `timeout` zero means none. A
     /// command still running at the timeout is killed with its whole process tree and
     /// the call fails with [`RuntimeError::DeadlineExceeded`].
-    pub async fn exec_sync(&self, id: &str, command: &[String], timeout: Duration) -> Result<ExecResult, RuntimeError> {
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError> {
         let id = self.resolve_container(id)?;
         let c = self.container_status(&id)?;
         if c.state != ContainerState::Running {
-            return Err(RuntimeError::ContainerState { id, state: c.state, wanted: "running" });
+            return Err(RuntimeError::ContainerState {
+                id,
+                state: c.state,
+                wanted: "running",
+            });
         }
         if command.is_empty() {
-            return Err(RuntimeError::InvalidArgument { field: "cmd", reason: "is empty".into() });
+            return Err(RuntimeError::InvalidArgument {
+                field: "cmd",
+                reason: "is empty".into(),
+            });
         }
-        let pid = c.pid.ok_or_else(|| RuntimeError::ContainerState { id: id.clone(), state: c.state, wanted: "running" })?;
+        let pid = c.pid.ok_or_else(|| RuntimeError::ContainerState {
+            id: id.clone(),
+            state: c.state,
+            wanted: "running",
+        })?;
         let cgroups = self.cgroups()?;
         let exec_cgroup = format!("{}/exec-{}", c.cgroup, &ids::new_id()[..12]);
-        cgroups.create(&exec_cgroup).map_err(|source| RuntimeError::Cgroup { id: id.clone(), source })?;
+        cgroups
+            .create(&exec_cgroup)
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.clone(),
+                source,
+            })?;
 
         let mut cmd = Command::new(&self.config.monitor_bin);
         cmd.arg("exec")
@@ -69,13 +90,23 @@ impl SandboxManager {
         for dir in cgroups.dirs(&exec_cgroup) {
             cmd.arg("--cgroup").arg(dir);
         }
-        cmd.arg("--").args(command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.arg("--")
+            .args(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let spawned = cmd.spawn();
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 let _ = cgroups.remove(&exec_cgroup);
-                return Err(RuntimeError::Io { id, op: "start exec helper", path: self.config.monitor_bin.clone(), source: e });
+                return Err(RuntimeError::Io {
+                    id,
+                    op: "start exec helper",
+                    path: self.config.monitor_bin.clone(),
+                    source: e,
+                });
             }
         };
         let stdout = tokio::spawn(read_capped(child.stdout.take().expect("piped")));
@@ -88,21 +119,49 @@ impl SandboxManager {
         // Whatever the outcome, nothing of this exec may outlive it: this also closes
         // pipes a lingering child still held, so the readers below finish.
         let doomed = exec_cgroup.clone();
-        let _ = self.cgroup_blocking(move |cgroups| cgroups.kill_all(&doomed)).await;
+        let _ = self
+            .cgroup_blocking(move |cgroups| cgroups.kill_all(&doomed))
+            .await;
         let _ = child.kill().await;
         let collect = |task: tokio::task::JoinHandle<(Vec<u8>, bool)>| async move {
-            tokio::time::timeout(Duration::from_secs(5), task).await.ok().and_then(Result::ok).unwrap_or_default()
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
         };
         let ((out, out_cut), (mut err, err_cut)) = (collect(stdout).await, collect(stderr).await);
-        let _ = self.cgroup_blocking(move |cgroups| cgroups.remove(&exec_cgroup)).await;
+        let _ = self
+            .cgroup_blocking(move |cgroups| cgroups.remove(&exec_cgroup))
+            .await;
         let status = match waited {
-            Err(_) => return Err(RuntimeError::DeadlineExceeded { id, what: format!("exec {:?}", command[0]), after: timeout }),
-            Ok(status) => status.map_err(|e| RuntimeError::Io { id: id.clone(), op: "wait for exec", path: self.config.monitor_bin.clone(), source: e })?,
+            Err(_) => {
+                return Err(RuntimeError::DeadlineExceeded {
+                    id,
+                    what: format!("exec {:?}", command[0]),
+                    after: timeout,
+                });
+            }
+            Ok(status) => status.map_err(|e| RuntimeError::Io {
+                id: id.clone(),
+                op: "wait for exec",
+                path: self.config.monitor_bin.clone(),
+                source: e,
+            })?,
         };
         if out_cut || err_cut {
-            err.extend_from_slice(format!("\n[crust: exec output truncated at {EXEC_OUTPUT_LIMIT} bytes per stream]\n").as_bytes());
+            err.extend_from_slice(
+                format!(
+                    "\n[crust: exec output truncated at {EXEC_OUTPUT_LIMIT} bytes per stream]\n"
+                )
+                .as_bytes(),
+            );
         }
-        Ok(ExecResult { stdout: out, stderr: err, exit_code: status.code().unwrap_or(255) })
+        Ok(ExecResult {
+            stdout: out,
+            stderr: err,
+            exit_code: status.code().unwrap_or(255),
+        })
     }
 
     /// ReopenContainerLog: the monitor reopens the log file (kubelet rotated it).
@@ -110,14 +169,33 @@ impl SandboxManager {
         let id = self.resolve_container(id)?;
         let c = self.container_status(&id)?;
         if c.state != ContainerState::Running {
-            return Err(RuntimeError::ContainerState { id, state: c.state, wanted: "running" });
+            return Err(RuntimeError::ContainerState {
+                id,
+                state: c.state,
+                wanted: "running",
+            });
         }
-        let socket = self.snapshot(&c.pod_id).map(|s| s.monitor_socket()).ok_or(RuntimeError::NotReady { id: c.pod_id.clone() })?;
-        let reply = crate::monitor::request(&socket, &crate::monitor::Request::ReopenLog { id: id.clone() }, crate::sandbox::MONITOR_TIMEOUT)
-            .await
-            .map_err(|source| RuntimeError::Monitor { id: id.clone(), source })?;
+        let socket =
+            self.snapshot(&c.pod_id)
+                .map(|s| s.monitor_socket())
+                .ok_or(RuntimeError::NotReady {
+                    id: c.pod_id.clone(),
+                })?;
+        let reply = crate::monitor::request(
+            &socket,
+            &crate::monitor::Request::ReopenLog { id: id.clone() },
+            crate::sandbox::MONITOR_TIMEOUT,
+        )
+        .await
+        .map_err(|source| RuntimeError::Monitor {
+            id: id.clone(),
+            source,
+        })?;
         if !reply.ok {
-            return Err(RuntimeError::Launch { id, message: reply.error.unwrap_or_default() });
+            return Err(RuntimeError::Launch {
+                id,
+                message: reply.error.unwrap_or_default(),
+            });
         }
         Ok(())
     }

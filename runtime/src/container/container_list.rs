@@ -25,12 +25,23 @@ impl SandboxManager {
 
     /// Containers matching `filter`, oldest first. Ones still being created are hidden.
     pub fn list_containers(&self, filter: &ContainerFilter) -> Vec<Container> {
-        let snapshot: Vec<Container> = self.containers.read().expect("containers poisoned").values().cloned().collect();
+        let snapshot: Vec<Container> = self
+            .containers
+            .read()
+            .expect("containers poisoned")
+            .values()
+            .cloned()
+            .collect();
         let mut out: Vec<Container> = snapshot
             .into_iter()
             .filter(|c| c.state != ContainerState::Creating)
             .filter(|c| c.id.starts_with(&filter.id) && c.pod_id.starts_with(&filter.pod_id))
-            .filter(|c| filter.labels.iter().all(|(k, v)| c.spec.labels.get(k) == Some(v)))
+            .filter(|c| {
+                filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| c.spec.labels.get(k) == Some(v))
+            })
             .map(|mut c| {
                 let _ = self.refresh_container(&mut c);
                 c

@@ -8,7 +8,9 @@ use crate::{error::RuntimeError, sandbox::SandboxManager};
 impl SandboxManager {
     /// Idempotent: removing a missing container succeeds (CRI contract).
     pub async fn remove_container(&self, id_or_prefix: &str) -> Result<(), RuntimeError> {
-        let Some(id) = self.resolve_container_if_present(id_or_prefix)? else { return Ok(()) };
+        let Some(id) = self.resolve_container_if_present(id_or_prefix)? else {
+            return Ok(());
+        };
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let mut c = self.container_snapshot(&id)?;
@@ -30,10 +32,18 @@ impl SandboxManager {
             && sandbox.monitor.is_some_and(|m| m.monitor.is_alive())
         {
             let req = crate::monitor::Request::RemoveContainer { id: c.id.clone() };
-            let _ = crate::monitor::request(&sandbox.monitor_socket(), &req, crate::sandbox::MONITOR_TIMEOUT).await;
+            let _ = crate::monitor::request(
+                &sandbox.monitor_socket(),
+                &req,
+                crate::sandbox::MONITOR_TIMEOUT,
+            )
+            .await;
         }
         let cgroup = c.cgroup.clone();
-        if let Some(Err(e)) = self.cgroup_blocking(move |cgroups| cgroups.remove(&cgroup)).await {
+        if let Some(Err(e)) = self
+            .cgroup_blocking(move |cgroups| cgroups.remove(&cgroup))
+            .await
+        {
             errors.push(e.to_string());
         }
         for dir in [&c.dir, &c.bundle] {
@@ -43,6 +53,13 @@ impl SandboxManager {
                 Err(e) => errors.push(format!("remove {}: {e}", dir.display())),
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(RuntimeError::Teardown { id: c.id.clone(), errors }) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Teardown {
+                id: c.id.clone(),
+                errors,
+            })
+        }
     }
 }

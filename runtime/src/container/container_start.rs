@@ -14,12 +14,23 @@ impl SandboxManager {
         let _guard = lock.lock().await;
         let mut c = self.container_snapshot(&id)?;
         if c.state != ContainerState::Created {
-            return Err(RuntimeError::ContainerState { id, state: c.state, wanted: "created" });
+            return Err(RuntimeError::ContainerState {
+                id,
+                state: c.state,
+                wanted: "created",
+            });
         }
         let sandbox = self.status(&c.pod_id)?.sandbox;
-        let reply = monitor::request(&sandbox.monitor_socket(), &Request::StartContainer { id: id.clone() }, crate::sandbox::CONTAINER_TIMEOUT)
-            .await
-            .map_err(|source| RuntimeError::Monitor { id: id.clone(), source })?;
+        let reply = monitor::request(
+            &sandbox.monitor_socket(),
+            &Request::StartContainer { id: id.clone() },
+            crate::sandbox::CONTAINER_TIMEOUT,
+        )
+        .await
+        .map_err(|source| RuntimeError::Monitor {
+            id: id.clone(),
+            source,
+        })?;
         if !reply.ok {
             // The exec failed: the process is gone; record it as exited with the reason.
             c.state = ContainerState::Exited;
@@ -28,7 +39,10 @@ impl SandboxManager {
             c.reason = "StartError".into();
             c.message = reply.error.clone().unwrap_or_default();
             self.commit_container(&c, Some(ContainerState::Created))?;
-            return Err(RuntimeError::Launch { id, message: reply.error.unwrap_or_default() });
+            return Err(RuntimeError::Launch {
+                id,
+                message: reply.error.unwrap_or_default(),
+            });
         }
         c.state = ContainerState::Running;
         c.started_at = reply.started_at.unwrap_or_else(now);

@@ -37,14 +37,22 @@ fn du(dir: &Path) -> (u64, u64) {
     let mut seen = HashSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
         if !seen.insert((meta.dev(), meta.ino())) {
             continue;
         }
         inodes += 1;
         bytes += meta.blocks() * 512;
         if meta.is_dir() {
-            stack.extend(fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
+            stack.extend(
+                fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
         }
     }
     (bytes, inodes)
@@ -65,7 +73,11 @@ impl SandboxManager {
         if let Some(cpu) = usage.cpu_ns {
             last.insert(key.to_string(), (timestamp, cpu));
         }
-        UsageSample { timestamp, usage, nano_cores }
+        UsageSample {
+            timestamp,
+            usage,
+            nano_cores,
+        }
     }
 
     /// Stats of one container (running or not: CRI lists stats for every container).
@@ -78,15 +90,38 @@ impl SandboxManager {
         let sample = self.sample(&container.id, &container.cgroup);
         let writable_dir = container.dir.join("upper");
         let (writable_bytes, writable_inodes) =
-            if container.state == ContainerState::Exited && !writable_dir.exists() { (0, 0) } else { du(&writable_dir) };
-        ContainerStatsView { container, sample, writable_bytes, writable_inodes, writable_dir }
+            if container.state == ContainerState::Exited && !writable_dir.exists() {
+                (0, 0)
+            } else {
+                du(&writable_dir)
+            };
+        ContainerStatsView {
+            container,
+            sample,
+            writable_bytes,
+            writable_inodes,
+            writable_dir,
+        }
     }
 
     /// Stats of a pod: its cgroup (children included) and each of its containers.
-    pub fn pod_stats(&self, id: &str) -> Result<(crate::sandbox::SandboxView, UsageSample, Vec<ContainerStatsView>), RuntimeError> {
+    pub fn pod_stats(
+        &self,
+        id: &str,
+    ) -> Result<
+        (
+            crate::sandbox::SandboxView,
+            UsageSample,
+            Vec<ContainerStatsView>,
+        ),
+        RuntimeError,
+    > {
         let view = self.status(id)?;
         let sample = self.sample(&view.sandbox.id, &view.sandbox.cgroup);
-        let filter = super::ContainerFilter { pod_id: view.sandbox.id.clone(), ..Default::default() };
+        let filter = super::ContainerFilter {
+            pod_id: view.sandbox.id.clone(),
+            ..Default::default()
+        };
         let containers = self
             .list_containers(&filter)
             .into_iter()

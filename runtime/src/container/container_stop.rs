@@ -20,15 +20,20 @@ impl SandboxManager {
         let Ok(bytes) = fs::read(c.exit_file()) else {
             // A process that vanished without an exit file, and no monitor left to write
             // one (monitor killed, reboot). While the monitor lives, the file is coming.
-            let monitor_alive =
-                self.snapshot(&c.pod_id).and_then(|s| s.monitor).is_some_and(|m| m.monitor.is_alive());
+            let monitor_alive = self
+                .snapshot(&c.pod_id)
+                .and_then(|s| s.monitor)
+                .is_some_and(|m| m.monitor.is_alive());
             if c.pid.is_some_and(|p| !p.is_alive()) && !monitor_alive {
-                let message = "the container's process is gone and its exit was not recorded".to_string();
+                let message =
+                    "the container's process is gone and its exit was not recorded".to_string();
                 self.record_exit(c, now(), 255, "Unknown", message)?;
             }
             return Ok(());
         };
-        let Ok(exit) = serde_json::from_slice::<ExitRecord>(&bytes) else { return Ok(()) };
+        let Ok(exit) = serde_json::from_slice::<ExitRecord>(&bytes) else {
+            return Ok(());
+        };
         let reason = if exit.signal == Some(9) && self.oom_killed(&c.cgroup) {
             "OOMKilled"
         } else if exit.exit_code == 0 {
@@ -42,9 +47,21 @@ impl SandboxManager {
     /// Moves the current record (not `c`, which may be a stale copy) to Exited, and
     /// refreshes `c` from it. Losing a race to another transition or a removal is fine:
     /// `c` then shows whatever won.
-    fn record_exit(&self, c: &mut Container, finished_at: i64, exit_code: i32, reason: &str, message: String) -> Result<(), RuntimeError> {
-        let Ok(mut current) = self.container_snapshot(&c.id) else { return Ok(()) };
-        if !matches!(current.state, ContainerState::Running | ContainerState::Created) {
+    fn record_exit(
+        &self,
+        c: &mut Container,
+        finished_at: i64,
+        exit_code: i32,
+        reason: &str,
+        message: String,
+    ) -> Result<(), RuntimeError> {
+        let Ok(mut current) = self.container_snapshot(&c.id) else {
+            return Ok(());
+        };
+        if !matches!(
+            current.state,
+            ContainerState::Running | ContainerState::Created
+        ) {
             *c = current;
             return Ok(());
         }
@@ -70,29 +87,45 @@ impl SandboxManager {
     }
 
     fn oom_killed(&self, cgroup: &str) -> bool {
-        let Ok(cgroups) = self.cgroups() else { return false };
+        let Ok(cgroups) = self.cgroups() else {
+            return false;
+        };
         cgroups.dirs(cgroup).iter().any(|dir| {
             // v1: memory.oom_control has "oom_kill N"; v2: memory.events has "oom_kill N".
             ["memory.oom_control", "memory.events"].iter().any(|f| {
                 fs::read_to_string(dir.join(f))
                     .unwrap_or_default()
                     .lines()
-                    .any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+                    .any(|l| {
+                        l.strip_prefix("oom_kill ")
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                            .is_some_and(|n| n > 0)
+                    })
             })
         })
     }
 
     /// Stops a container: its stop signal, then after `timeout` SIGKILL to every process
     /// in its cgroup (the whole tree). A missing or stopped container is fine.
-    pub async fn stop_container(&self, id_or_prefix: &str, timeout: Duration) -> Result<(), RuntimeError> {
-        let Some(id) = self.resolve_container_if_present(id_or_prefix)? else { return Ok(()) };
+    pub async fn stop_container(
+        &self,
+        id_or_prefix: &str,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        let Some(id) = self.resolve_container_if_present(id_or_prefix)? else {
+            return Ok(());
+        };
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let mut c = self.container_snapshot(&id)?;
         self.kill_container(&mut c, timeout).await
     }
 
-    pub(crate) async fn kill_container(&self, c: &mut Container, timeout: Duration) -> Result<(), RuntimeError> {
+    pub(crate) async fn kill_container(
+        &self,
+        c: &mut Container,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
         self.refresh_container(c)?;
         if !matches!(c.state, ContainerState::Running | ContainerState::Created) {
             return Ok(());
@@ -102,7 +135,15 @@ impl SandboxManager {
             let name = stop_signal(&c.spec, &c.image.config);
             let signal = signal_number(&name).unwrap_or(15);
             if let Some(socket) = &socket {
-                let _ = monitor::request(socket, &Request::Signal { id: c.id.clone(), signal }, MONITOR_TIMEOUT).await;
+                let _ = monitor::request(
+                    socket,
+                    &Request::Signal {
+                        id: c.id.clone(),
+                        signal,
+                    },
+                    MONITOR_TIMEOUT,
+                )
+                .await;
             }
             let deadline = tokio::time::Instant::now() + timeout;
             while tokio::time::Instant::now() < deadline && !c.exit_file().exists() {
@@ -111,9 +152,19 @@ impl SandboxManager {
         }
         if !c.exit_file().exists() {
             let cgroup = c.cgroup.clone();
-            let _ = self.cgroup_blocking(move |cgroups| cgroups.kill_all(&cgroup)).await;
+            let _ = self
+                .cgroup_blocking(move |cgroups| cgroups.kill_all(&cgroup))
+                .await;
             if let Some(socket) = &socket {
-                let _ = monitor::request(socket, &Request::Signal { id: c.id.clone(), signal: 9 }, MONITOR_TIMEOUT).await;
+                let _ = monitor::request(
+                    socket,
+                    &Request::Signal {
+                        id: c.id.clone(),
+                        signal: 9,
+                    },
+                    MONITOR_TIMEOUT,
+                )
+                .await;
             }
             for _ in 0..500 {
                 if c.exit_file().exists() || c.pid.is_some_and(|p| !p.is_alive()) {
@@ -124,7 +175,10 @@ impl SandboxManager {
         }
         self.refresh_container(c)?;
         if matches!(c.state, ContainerState::Running | ContainerState::Created) {
-            return Err(RuntimeError::Teardown { id: c.id.clone(), errors: vec!["container still running after SIGKILL".into()] });
+            return Err(RuntimeError::Teardown {
+                id: c.id.clone(),
+                errors: vec!["container still running after SIGKILL".into()],
+            });
         }
         tracing::info!(container_id = %c.id, exit_code = c.exit_code, "container stopped");
         Ok(())
@@ -137,8 +191,14 @@ pub(crate) fn signal_number(name: &str) -> Option<i32> {
         return Some(n);
     }
     let upper = name.to_uppercase();
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    full.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
 }
 
 #[cfg(test)]
@@ -147,7 +207,13 @@ mod tests {
 
     #[test]
     fn signal_names() {
-        for (name, want) in [("SIGTERM", Some(15)), ("TERM", Some(15)), ("sigquit", Some(3)), ("9", Some(9)), ("SIGNOPE", None)] {
+        for (name, want) in [
+            ("SIGTERM", Some(15)),
+            ("TERM", Some(15)),
+            ("sigquit", Some(3)),
+            ("9", Some(9)),
+            ("SIGNOPE", None),
+        ] {
             assert_eq!(signal_number(name), want, "{name}");
         }
     }

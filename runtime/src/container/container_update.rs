@@ -5,20 +5,38 @@ use super::{ContainerState, HostContext, ResourcesSpec, spec_resources};
 use crate::{error::RuntimeError, sandbox::SandboxManager};
 
 impl SandboxManager {
-    pub async fn update_container_resources(&self, id: &str, resources: ResourcesSpec) -> Result<(), RuntimeError> {
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: ResourcesSpec,
+    ) -> Result<(), RuntimeError> {
         let id = self.resolve_container(id)?;
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
         let mut c = self.container_status(&id)?;
         if !matches!(c.state, ContainerState::Created | ContainerState::Running) {
-            return Err(RuntimeError::ContainerState { id, state: c.state, wanted: "created or running" });
+            return Err(RuntimeError::ContainerState {
+                id,
+                state: c.state,
+                wanted: "created or running",
+            });
         }
-        let host = HostContext { min_oom_score_adj: self.config.min_oom_score_adj, ..Default::default() };
-        let linux = spec_resources::resources(&resources, &host)
-            .map_err(|e| RuntimeError::InvalidArgument { field: "linux", reason: e.to_string() })?;
+        let host = HostContext {
+            min_oom_score_adj: self.config.min_oom_score_adj,
+            ..Default::default()
+        };
+        let linux = spec_resources::resources(&resources, &host).map_err(|e| {
+            RuntimeError::InvalidArgument {
+                field: "linux",
+                reason: e.to_string(),
+            }
+        })?;
         self.cgroups()?
             .apply_resources(&c.cgroup, &linux)
-            .map_err(|source| RuntimeError::Cgroup { id: id.clone(), source })?;
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.clone(),
+                source,
+            })?;
         c.spec.resources = resources;
         self.update_container_record(&c)
     }

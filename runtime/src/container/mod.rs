@@ -10,9 +10,9 @@
 mod container_create;
 mod container_exec;
 mod container_list;
-mod container_stats;
 mod container_remove;
 mod container_start;
+mod container_stats;
 mod container_stop;
 mod container_update;
 mod record;
@@ -150,7 +150,10 @@ pub struct SelinuxOptions {
 
 impl SelinuxOptions {
     pub fn is_empty(&self) -> bool {
-        self.user.is_empty() && self.role.is_empty() && self.r#type.is_empty() && self.level.is_empty()
+        self.user.is_empty()
+            && self.role.is_empty()
+            && self.r#type.is_empty()
+            && self.level.is_empty()
     }
 }
 
@@ -309,9 +312,18 @@ pub enum SpecError {
     #[error("invalid {field}: {reason}")]
     InvalidField { field: String, reason: String },
     #[error("{field}: {kind} {name:?} not found in the image's {file}")]
-    NotFound { field: String, kind: &'static str, name: String, file: &'static str },
+    NotFound {
+        field: String,
+        kind: &'static str,
+        name: String,
+        file: &'static str,
+    },
     #[error("{field}: {what} is not supported on this host: {reason}")]
-    Unsupported { field: String, what: String, reason: String },
+    Unsupported {
+        field: String,
+        what: String,
+        reason: String,
+    },
     #[error("{field}: device {path}: {source}")]
     Device {
         field: String,
@@ -323,7 +335,10 @@ pub enum SpecError {
 
 impl SpecError {
     pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
-        SpecError::InvalidField { field: field.into(), reason: reason.into() }
+        SpecError::InvalidField {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 

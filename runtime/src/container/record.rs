@@ -83,6 +83,9 @@ impl Container {
     }
     /// (pod id, name, attempt): unique among a pod's live containers.
     pub fn name_key(&self) -> String {
-        format!("{}/{}/{}", self.pod_id, self.spec.metadata.name, self.spec.metadata.attempt)
+        format!(
+            "{}/{}/{}",
+            self.pod_id, self.spec.metadata.name, self.spec.metadata.attempt
+        )
     }
 }

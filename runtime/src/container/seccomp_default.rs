@@ -5,8 +5,8 @@
 //! bounding set holds the capability that guards them.
 
 use oci_spec::runtime::{
-    Arch, Capabilities, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
-    LinuxSeccompOperator, LinuxSyscall,
+    Arch, Capabilities, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg,
+    LinuxSeccompArgBuilder, LinuxSeccompOperator, LinuxSyscall,
 };
 
 /// Always allowed, whatever the capabilities.
@@ -98,14 +98,27 @@ const BY_CAPABILITY: &[(Capability, &[&str])] = &[
     ),
     (Capability::SysBoot, &["reboot"]),
     (Capability::SysChroot, &["chroot"]),
-    (Capability::SysModule, &["delete_module", "init_module", "finit_module"]),
+    (
+        Capability::SysModule,
+        &["delete_module", "init_module", "finit_module"],
+    ),
     (Capability::SysPacct, &["acct"]),
     (
         Capability::SysPtrace,
-        &["kcmp", "pidfd_getfd", "process_madvise", "process_vm_readv", "process_vm_writev", "ptrace"],
+        &[
+            "kcmp",
+            "pidfd_getfd",
+            "process_madvise",
+            "process_vm_readv",
+            "process_vm_writev",
+            "ptrace",
+        ],
     ),
     (Capability::SysRawio, &["iopl", "ioperm"]),
-    (Capability::SysTime, &["settimeofday", "stime", "clock_settime", "clock_settime64"]),
+    (
+        Capability::SysTime,
+        &["settimeofday", "stime", "clock_settime", "clock_settime64"],
+    ),
     (Capability::SysTtyConfig, &["vhangup"]),
     (Capability::Syslog, &["syslog"]),
     (Capability::Bpf, &["bpf"]),
@@ -128,7 +141,13 @@ fn syscall(names: &[&str], args: Vec<LinuxSeccompArg>) -> LinuxSyscall {
 }
 
 fn arg(index: usize, value: u64, op: LinuxSeccompOperator) -> LinuxSeccompArg {
-    LinuxSeccompArgBuilder::default().index(index).value(value).value_two(0u64).op(op).build().expect("all fields set")
+    LinuxSeccompArgBuilder::default()
+        .index(index)
+        .value(value)
+        .value_two(0u64)
+        .op(op)
+        .build()
+        .expect("all fields set")
 }
 
 /// The seccomp architectures of this build's target: the native one plus the ones its
@@ -152,11 +171,22 @@ fn arch_syscalls() -> &'static [&'static str] {
     if cfg!(target_arch = "x86_64") {
         &["arch_prctl", "modify_ldt"]
     } else if cfg!(target_arch = "aarch64") {
-        &["arm_fadvise64_64", "arm_sync_file_range", "sync_file_range2", "breakpoint", "cacheflush", "set_tls"]
+        &[
+            "arm_fadvise64_64",
+            "arm_sync_file_range",
+            "sync_file_range2",
+            "breakpoint",
+            "cacheflush",
+            "set_tls",
+        ]
     } else if cfg!(target_arch = "riscv64") {
         &["riscv_flush_icache"]
     } else if cfg!(target_arch = "s390x") {
-        &["s390_pci_mmio_read", "s390_pci_mmio_write", "s390_runtime_instr"]
+        &[
+            "s390_pci_mmio_read",
+            "s390_pci_mmio_write",
+            "s390_runtime_instr",
+        ]
     } else {
         &[]
     }
@@ -172,7 +202,10 @@ fn arch_syscalls() -> &'static [&'static str] {
 pub fn default_seccomp_profile(bounding: &Capabilities) -> LinuxSeccomp {
     let mut syscalls = vec![syscall(ALLOWED, Vec::new())];
     for p in PERSONALITIES {
-        syscalls.push(syscall(&["personality"], vec![arg(0, *p, LinuxSeccompOperator::ScmpCmpEq)]));
+        syscalls.push(syscall(
+            &["personality"],
+            vec![arg(0, *p, LinuxSeccompOperator::ScmpCmpEq)],
+        ));
     }
     let arch = arch_syscalls();
     if !arch.is_empty() {
@@ -186,7 +219,14 @@ pub fn default_seccomp_profile(bounding: &Capabilities) -> LinuxSeccomp {
     if !bounding.contains(&Capability::SysAdmin) {
         // clone without namespace flags; s390 swaps the first two clone arguments.
         let index = if cfg!(target_arch = "s390x") { 1 } else { 0 };
-        syscalls.push(syscall(&["clone"], vec![arg(index, CLONE_NS_FLAGS, LinuxSeccompOperator::ScmpCmpMaskedEq)]));
+        syscalls.push(syscall(
+            &["clone"],
+            vec![arg(
+                index,
+                CLONE_NS_FLAGS,
+                LinuxSeccompOperator::ScmpCmpMaskedEq,
+            )],
+        ));
         // clone3's flags live in a struct seccomp cannot read: answer ENOSYS so libcs
         // fall back to clone, which is filtered above (moby PR #42681).
         let mut clone3 = syscall(&["clone3"], Vec::new());
@@ -207,11 +247,18 @@ mod tests {
 
     /// Rules that name `name`: (action, has argument conditions).
     fn rules<'a>(p: &'a LinuxSeccomp, name: &str) -> Vec<&'a LinuxSyscall> {
-        p.syscalls().as_ref().unwrap().iter().filter(|s| s.names().iter().any(|n| n == name)).collect()
+        p.syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|s| s.names().iter().any(|n| n == name))
+            .collect()
     }
 
     fn unconditionally_allowed(p: &LinuxSeccomp, name: &str) -> bool {
-        rules(p, name).iter().any(|s| s.action() == LinuxSeccompAction::ScmpActAllow && s.args().is_none())
+        rules(p, name)
+            .iter()
+            .any(|s| s.action() == LinuxSeccompAction::ScmpActAllow && s.args().is_none())
     }
 
     fn default_caps() -> Capabilities {
@@ -224,14 +271,22 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), ALLOWED.len());
-        assert!(ALLOWED.len() > 300, "the full list, not a stub: {}", ALLOWED.len());
+        assert!(
+            ALLOWED.len() > 300,
+            "the full list, not a stub: {}",
+            ALLOWED.len()
+        );
     }
 
     #[test]
     fn default_action_is_errno() {
         let p = default_seccomp_profile(&default_caps());
         assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
-        assert_eq!(p.default_errno_ret(), None, "EPERM is libseccomp's default errno");
+        assert_eq!(
+            p.default_errno_ret(),
+            None,
+            "EPERM is libseccomp's default errno"
+        );
     }
 
     #[test]
@@ -258,7 +313,10 @@ mod tests {
         for (name, allowed) in cases {
             assert_eq!(unconditionally_allowed(&p, name), *allowed, "{name}");
         }
-        assert!(rules(&p, "kexec_load").is_empty(), "kexec_load must not appear at all");
+        assert!(
+            rules(&p, "kexec_load").is_empty(),
+            "kexec_load must not appear at all"
+        );
     }
 
     #[test]
@@ -297,11 +355,30 @@ mod tests {
         caps.insert(Capability::SysAdmin);
         caps.insert(Capability::SysModule);
         let p = default_seccomp_profile(&caps);
-        for name in ["mount", "unshare", "clone", "clone3", "setns", "init_module", "finit_module", "bpf"] {
-            assert!(unconditionally_allowed(&p, name), "{name} with SYS_ADMIN+SYS_MODULE");
+        for name in [
+            "mount",
+            "unshare",
+            "clone",
+            "clone3",
+            "setns",
+            "init_module",
+            "finit_module",
+            "bpf",
+        ] {
+            assert!(
+                unconditionally_allowed(&p, name),
+                "{name} with SYS_ADMIN+SYS_MODULE"
+            );
         }
-        assert!(rules(&p, "clone").iter().all(|s| s.args().is_none()), "no clone filter with SYS_ADMIN");
-        assert!(rules(&p, "clone3").iter().all(|s| s.action() == LinuxSeccompAction::ScmpActAllow));
+        assert!(
+            rules(&p, "clone").iter().all(|s| s.args().is_none()),
+            "no clone filter with SYS_ADMIN"
+        );
+        assert!(
+            rules(&p, "clone3")
+                .iter()
+                .all(|s| s.action() == LinuxSeccompAction::ScmpActAllow)
+        );
         assert!(!unconditionally_allowed(&p, "reboot"));
         assert!(!unconditionally_allowed(&p, "kexec_load"));
     }
@@ -311,7 +388,10 @@ mod tests {
         let p = default_seccomp_profile(&default_caps());
         let arches = p.architectures().as_ref().unwrap();
         if cfg!(target_arch = "x86_64") {
-            assert_eq!(arches, &[Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]);
+            assert_eq!(
+                arches,
+                &[Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+            );
             assert!(unconditionally_allowed(&p, "arch_prctl"));
         } else if cfg!(target_arch = "aarch64") {
             assert_eq!(arches, &[Arch::ScmpArchArm, Arch::ScmpArchAarch64]);
@@ -324,7 +404,13 @@ mod tests {
         let p = default_seccomp_profile(&default_caps());
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["defaultAction"], "SCMP_ACT_ERRNO");
-        assert!(v["syscalls"][0]["names"].as_array().unwrap().iter().any(|n| n == "read"));
+        assert!(
+            v["syscalls"][0]["names"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n == "read")
+        );
         let back: LinuxSeccomp = serde_json::from_value(v).unwrap();
         assert_eq!(back, p);
     }

@@ -7,8 +7,8 @@ use std::{collections::HashMap, path::PathBuf};
 use oci_spec::runtime::{Linux, LinuxNamespace, LinuxNamespaceType, Process, Root, Spec, User};
 
 use super::{
-    ContainerSpec, DeviceLookup, ImageConfigView, NsMode, PodContext, SpecError, SpecInput, field, spec_devices,
-    spec_mounts, spec_resources, spec_security, spec_user,
+    ContainerSpec, DeviceLookup, ImageConfigView, NsMode, PodContext, SpecError, SpecInput, field,
+    spec_devices, spec_mounts, spec_resources, spec_security, spec_user,
 };
 
 /// Annotation recording that `oom_score_adj` was raised to crustd's own; its value is
@@ -23,7 +23,10 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 /// The process arguments, by Docker's rules (moby `daemon/commit.go`, as containerd):
 /// CRI `command` replaces the image Entrypoint and then drops its Cmd; CRI `args`
 /// replace Cmd. An Entrypoint of `[""]` means none.
-pub(crate) fn process_args(c: &ContainerSpec, image: &ImageConfigView) -> Result<Vec<String>, SpecError> {
+pub(crate) fn process_args(
+    c: &ContainerSpec,
+    image: &ImageConfigView,
+) -> Result<Vec<String>, SpecError> {
     let mut command = c.command.clone();
     let mut args = c.args.clone();
     if command.is_empty() {
@@ -37,7 +40,10 @@ pub(crate) fn process_args(c: &ContainerSpec, image: &ImageConfigView) -> Result
     }
     command.extend(args);
     if command.is_empty() {
-        return Err(SpecError::invalid("config.command", "no command given and the image has no Entrypoint or Cmd"));
+        return Err(SpecError::invalid(
+            "config.command",
+            "no command given and the image has no Entrypoint or Cmd",
+        ));
     }
     Ok(command)
 }
@@ -72,7 +78,10 @@ pub(crate) fn process_env(
     }
     for (i, (k, v)) in c.envs.iter().enumerate() {
         if k.is_empty() || k.contains('=') {
-            return Err(SpecError::invalid(format!("config.envs[{i}].key"), format!("{k:?} is not a variable name")));
+            return Err(SpecError::invalid(
+                format!("config.envs[{i}].key"),
+                format!("{k:?} is not a variable name"),
+            ));
         }
         set_env(&mut env, format!("{k}={v}"));
     }
@@ -83,7 +92,10 @@ pub(crate) fn process_env(
 }
 
 /// The working directory: CRI's, else the image's, else `/`.
-pub(crate) fn process_cwd(c: &ContainerSpec, image: &ImageConfigView) -> Result<PathBuf, SpecError> {
+pub(crate) fn process_cwd(
+    c: &ContainerSpec,
+    image: &ImageConfigView,
+) -> Result<PathBuf, SpecError> {
     if !c.working_dir.is_empty() {
         return spec_mounts::clean_absolute(&c.working_dir, "config.working_dir");
     }
@@ -103,11 +115,18 @@ fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
 /// New mount and (unless shared) PID namespaces; the pod's net, IPC and UTS joined by
 /// their pins; the host's where the pod has none (NODE). A cgroup namespace on cgroup v2
 /// for unprivileged containers, as containerd.
-pub(crate) fn namespaces(input: &SpecInput, privileged: bool) -> Result<Vec<LinuxNamespace>, SpecError> {
+pub(crate) fn namespaces(
+    input: &SpecInput,
+    privileged: bool,
+) -> Result<Vec<LinuxNamespace>, SpecError> {
     let pod = &input.pod;
     let sc = &input.container.security;
     let mut out = vec![ns(LinuxNamespaceType::Mount, None)];
-    let net = if pod.host_network { None } else { pod.net_ns.clone() };
+    let net = if pod.host_network {
+        None
+    } else {
+        pod.net_ns.clone()
+    };
     if let Some(p) = net {
         out.push(ns(LinuxNamespaceType::Network, Some(p)));
     }
@@ -122,14 +141,22 @@ pub(crate) fn namespaces(input: &SpecInput, privileged: bool) -> Result<Vec<Linu
         NsMode::Container => out.push(ns(LinuxNamespaceType::Pid, None)),
         NsMode::Pod => match &pod.pid_ns {
             Some(p) => out.push(ns(LinuxNamespaceType::Pid, Some(p.clone()))),
-            None => return Err(SpecError::invalid(pid_field(), "POD, but the pod has no shared PID namespace")),
+            None => {
+                return Err(SpecError::invalid(
+                    pid_field(),
+                    "POD, but the pod has no shared PID namespace",
+                ));
+            }
         },
         NsMode::Target => match &input.target_pid_ns {
             Some(p) => out.push(ns(LinuxNamespaceType::Pid, Some(p.clone()))),
             None => {
                 return Err(SpecError::invalid(
                     format!("{}.namespace_options.target_id", field::SC),
-                    format!("the PID namespace of target {:?} is not known", sc.target_id),
+                    format!(
+                        "the PID namespace of target {:?} is not known",
+                        sc.target_id
+                    ),
                 ));
             }
         },
@@ -181,7 +208,12 @@ pub fn generate_spec(input: &SpecInput, devices: &dyn DeviceLookup) -> Result<Sp
     }
 
     let args = process_args(c, &input.image)?;
-    let user = spec_user::resolve_user(sc, &input.image.user, input.etc_passwd.as_deref(), input.etc_group.as_deref())?;
+    let user = spec_user::resolve_user(
+        sc,
+        &input.image.user,
+        input.etc_passwd.as_deref(),
+        input.etc_group.as_deref(),
+    )?;
     let env = process_env(c, &input.image, &input.pod, &user.home)?;
     let cwd = process_cwd(c, &input.image)?;
     let (caps, ambient) = spec_security::capabilities(privileged, sc.capabilities.as_ref())?;
@@ -191,7 +223,8 @@ pub fn generate_spec(input: &SpecInput, devices: &dyn DeviceLookup) -> Result<Sp
     let apparmor = spec_security::apparmor(sc, input.host.host_has_apparmor)?;
     let selinux = spec_security::selinux(sc, input.host.host_has_selinux)?;
     let (masked, readonly) = spec_security::masked_and_readonly(sc)?;
-    let (oom, clamped_from) = spec_resources::oom_score_adj(c.resources.oom_score_adj, input.host.min_oom_score_adj)?;
+    let (oom, clamped_from) =
+        spec_resources::oom_score_adj(c.resources.oom_score_adj, input.host.min_oom_score_adj)?;
     let (mounts, rootfs_propagation) = spec_mounts::mounts(input, privileged)?;
 
     let mut spec_user = User::default();
@@ -222,7 +255,10 @@ pub fn generate_spec(input: &SpecInput, devices: &dyn DeviceLookup) -> Result<Sp
     let mut rules = spec_devices::default_cgroup_rules();
     let devs = if privileged {
         rules.push(spec_devices::rule(true, None, None, None, "rwm"));
-        spec_devices::merge_devices(spec_devices::default_devices(), spec_devices::privileged_devices(devices)?)
+        spec_devices::merge_devices(
+            spec_devices::default_devices(),
+            spec_devices::privileged_devices(devices)?,
+        )
     } else {
         let (cri_devs, cri_rules) = spec_devices::cri_devices(&c.devices, devices)?;
         rules.extend(cri_rules);
@@ -236,7 +272,9 @@ pub fn generate_spec(input: &SpecInput, devices: &dyn DeviceLookup) -> Result<Sp
     linux.set_gid_mappings(None);
     linux.set_sysctl(spec_resources::sysctls(&input.pod.sysctls));
     linux.set_resources(Some(resources));
-    linux.set_cgroups_path((!input.pod.cgroup_path.is_empty()).then(|| PathBuf::from(&input.pod.cgroup_path)));
+    linux.set_cgroups_path(
+        (!input.pod.cgroup_path.is_empty()).then(|| PathBuf::from(&input.pod.cgroup_path)),
+    );
     linux.set_namespaces(Some(namespaces(input, privileged)?));
     linux.set_devices(Some(devs));
     linux.set_seccomp(seccomp);
@@ -254,9 +292,18 @@ pub fn generate_spec(input: &SpecInput, devices: &dyn DeviceLookup) -> Result<Sp
     root.set_readonly(Some(sc.readonly_rootfs));
 
     let mut annotations = HashMap::from([
-        ("io.kubernetes.cri.container-type".to_string(), "container".to_string()),
-        ("io.kubernetes.cri.container-name".to_string(), c.metadata.name.clone()),
-        ("io.kubernetes.cri.sandbox-id".to_string(), input.pod.sandbox_id.clone()),
+        (
+            "io.kubernetes.cri.container-type".to_string(),
+            "container".to_string(),
+        ),
+        (
+            "io.kubernetes.cri.container-name".to_string(),
+            c.metadata.name.clone(),
+        ),
+        (
+            "io.kubernetes.cri.sandbox-id".to_string(),
+            input.pod.sandbox_id.clone(),
+        ),
     ]);
     if let Some(from) = clamped_from {
         annotations.insert(OOM_CLAMPED_ANNOTATION.to_string(), from.to_string());

@@ -49,7 +49,9 @@ pub struct HostDevices {
 
 impl Default for HostDevices {
     fn default() -> Self {
-        HostDevices { dev_root: PathBuf::from("/dev") }
+        HostDevices {
+            dev_root: PathBuf::from("/dev"),
+        }
     }
 }
 
@@ -108,7 +110,11 @@ impl DeviceLookup for HostDevices {
         // As runc's HostDevices: /dev/pts and /dev/shm hold the host's terminals and
         // shared memory, /dev/mqueue its queues; the container has its own.
         let mut out = Vec::new();
-        walk(&self.dev_root, &mut out, &["pts", "shm", "mqueue", ".lxc", ".lxd-mounts", ".udev"])?;
+        walk(
+            &self.dev_root,
+            &mut out,
+            &["pts", "shm", "mqueue", ".lxc", ".lxd-mounts", ".udev"],
+        )?;
         // /dev/console is the container's terminal, not the host's.
         out.retain(|d| d.path != self.dev_root.join("console"));
         Ok(out)
@@ -188,8 +194,11 @@ pub(crate) fn default_cgroup_rules() -> Vec<LinuxDeviceCgroup> {
         rule(true, Some(C), None, None, "m"),
         rule(true, Some(B), None, None, "m"),
     ];
-    rules
-        .extend(DEFAULT_DEVICES.iter().map(|(_, major, minor)| rule(true, Some(C), Some(*major), Some(*minor), "rwm")));
+    rules.extend(
+        DEFAULT_DEVICES
+            .iter()
+            .map(|(_, major, minor)| rule(true, Some(C), Some(*major), Some(*minor), "rwm")),
+    );
     rules.push(rule(true, Some(C), Some(136), None, "rwm")); // /dev/pts/*
     rules.push(rule(true, Some(C), Some(5), Some(2), "rwm")); // /dev/ptmx
     rules
@@ -202,7 +211,10 @@ fn check_permissions(p: &str, field: String) -> Result<String, SpecError> {
     let mut seen = String::new();
     for c in p.chars() {
         if !matches!(c, 'r' | 'w' | 'm') || seen.contains(c) {
-            return Err(SpecError::invalid(field, format!("{p:?} is not a combination of r, w and m")));
+            return Err(SpecError::invalid(
+                field,
+                format!("{p:?} is not a combination of r, w and m"),
+            ));
         }
         seen.push(c);
     }
@@ -219,20 +231,30 @@ pub(crate) fn cri_devices(
     let mut rules = Vec::new();
     for (i, d) in devices.iter().enumerate() {
         let f = format!("config.devices[{i}]");
-        let container_path = super::spec_mounts::clean_absolute(&d.container_path, &format!("{f}.container_path"))?;
-        let host_path = super::spec_mounts::clean_absolute(&d.host_path, &format!("{f}.host_path"))?;
+        let container_path =
+            super::spec_mounts::clean_absolute(&d.container_path, &format!("{f}.container_path"))?;
+        let host_path =
+            super::spec_mounts::clean_absolute(&d.host_path, &format!("{f}.host_path"))?;
         let access = check_permissions(&d.permissions, format!("{f}.permissions"))?;
-        let found = lookup.lookup(&host_path).map_err(|source| SpecError::Device {
-            field: format!("{f}.host_path"),
-            path: host_path.clone(),
-            source,
-        })?;
+        let found = lookup
+            .lookup(&host_path)
+            .map_err(|source| SpecError::Device {
+                field: format!("{f}.host_path"),
+                path: host_path.clone(),
+                source,
+            })?;
         for h in found {
             let target = match h.path.strip_prefix(&host_path) {
                 Ok(rel) if !rel.as_os_str().is_empty() => container_path.join(rel),
                 _ => container_path.clone(),
             };
-            rules.push(rule(true, Some(typ(h.kind)), Some(h.major), Some(h.minor), &access));
+            rules.push(rule(
+                true,
+                Some(typ(h.kind)),
+                Some(h.major),
+                Some(h.minor),
+                &access,
+            ));
             devs.push(device(target, &h));
         }
     }
@@ -284,29 +306,61 @@ pub(crate) mod tests {
         fn lookup(&self, path: &Path) -> io::Result<Vec<HostDevice>> {
             match path.to_str().unwrap() {
                 "/dev/fuse" => Ok(vec![hd("/dev/fuse", 10, 229)]),
-                "/dev/dri" => Ok(vec![hd("/dev/dri/card0", 226, 0), hd("/dev/dri/renderD128", 226, 128)]),
-                "/etc/passwd" => Err(io::Error::new(io::ErrorKind::InvalidInput, "not a device node")),
+                "/dev/dri" => Ok(vec![
+                    hd("/dev/dri/card0", 226, 0),
+                    hd("/dev/dri/renderD128", 226, 128),
+                ]),
+                "/etc/passwd" => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a device node",
+                )),
                 _ => Err(io::Error::from(io::ErrorKind::NotFound)),
             }
         }
         fn host_devices(&self) -> io::Result<Vec<HostDevice>> {
-            Ok(vec![hd("/dev/null", 1, 3), hd("/dev/fuse", 10, 229), hd("/dev/sda", 8, 0)])
+            Ok(vec![
+                hd("/dev/null", 1, 3),
+                hd("/dev/fuse", 10, 229),
+                hd("/dev/sda", 8, 0),
+            ])
         }
     }
 
     fn dev(container: &str, host: &str, perms: &str) -> DeviceSpec {
-        DeviceSpec { container_path: container.into(), host_path: host.into(), permissions: perms.into() }
+        DeviceSpec {
+            container_path: container.into(),
+            host_path: host.into(),
+            permissions: perms.into(),
+        }
     }
 
     #[test]
     fn cri_device_table() {
-        let (devs, rules) =
-            cri_devices(&[dev("/dev/fuse", "/dev/fuse", "rw"), dev("/dev/gpu", "/dev/dri", "")], &FakeDevices).unwrap();
-        let paths: Vec<_> = devs.iter().map(|d| d.path().to_str().unwrap().to_string()).collect();
-        assert_eq!(paths, ["/dev/fuse", "/dev/gpu/card0", "/dev/gpu/renderD128"]);
-        assert_eq!((devs[0].major(), devs[0].minor(), devs[0].gid()), (10, 229, Some(44)));
+        let (devs, rules) = cri_devices(
+            &[
+                dev("/dev/fuse", "/dev/fuse", "rw"),
+                dev("/dev/gpu", "/dev/dri", ""),
+            ],
+            &FakeDevices,
+        )
+        .unwrap();
+        let paths: Vec<_> = devs
+            .iter()
+            .map(|d| d.path().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            paths,
+            ["/dev/fuse", "/dev/gpu/card0", "/dev/gpu/renderD128"]
+        );
+        assert_eq!(
+            (devs[0].major(), devs[0].minor(), devs[0].gid()),
+            (10, 229, Some(44))
+        );
         assert_eq!(devs[0].typ(), LinuxDeviceType::C);
-        let r: Vec<_> = rules.iter().map(|r| (r.allow(), r.major(), r.minor(), r.access().clone().unwrap())).collect();
+        let r: Vec<_> = rules
+            .iter()
+            .map(|r| (r.allow(), r.major(), r.minor(), r.access().clone().unwrap()))
+            .collect();
         assert_eq!(
             r,
             [
@@ -320,11 +374,23 @@ pub(crate) mod tests {
     #[test]
     fn cri_device_errors() {
         let cases = [
-            (dev("dev/fuse", "/dev/fuse", ""), "config.devices[0].container_path"),
+            (
+                dev("dev/fuse", "/dev/fuse", ""),
+                "config.devices[0].container_path",
+            ),
             (dev("/dev/fuse", "fuse", ""), "config.devices[0].host_path"),
-            (dev("/dev/fuse", "/dev/fuse", "rwx"), "config.devices[0].permissions"),
-            (dev("/dev/fuse", "/dev/fuse", "rr"), "config.devices[0].permissions"),
-            (dev("/dev/nope", "/dev/nope", ""), "config.devices[0].host_path"),
+            (
+                dev("/dev/fuse", "/dev/fuse", "rwx"),
+                "config.devices[0].permissions",
+            ),
+            (
+                dev("/dev/fuse", "/dev/fuse", "rr"),
+                "config.devices[0].permissions",
+            ),
+            (
+                dev("/dev/nope", "/dev/nope", ""),
+                "config.devices[0].host_path",
+            ),
             (dev("/dev/pw", "/etc/passwd", ""), "not a device node"),
         ];
         for (d, want) in cases {
@@ -336,15 +402,23 @@ pub(crate) mod tests {
     #[test]
     fn default_rules_deny_first_then_allow_basics() {
         let rules = default_cgroup_rules();
-        assert!(!rules[0].allow() && rules[0].typ().is_none() && rules[0].access().as_deref() == Some("rwm"));
+        assert!(
+            !rules[0].allow()
+                && rules[0].typ().is_none()
+                && rules[0].access().as_deref() == Some("rwm")
+        );
         for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2)] {
             assert!(
-                rules.iter().any(|r| r.allow() && r.major() == Some(major) && r.minor() == Some(minor)),
+                rules
+                    .iter()
+                    .any(|r| r.allow() && r.major() == Some(major) && r.minor() == Some(minor)),
                 "{major}:{minor} allowed"
             );
         }
         assert!(
-            !rules.iter().any(|r| r.allow() && r.major() == Some(10) && r.minor() == Some(200)),
+            !rules
+                .iter()
+                .any(|r| r.allow() && r.major() == Some(10) && r.minor() == Some(200)),
             "no tun by default"
         );
     }
@@ -352,16 +426,33 @@ pub(crate) mod tests {
     #[test]
     fn merge_replaces_same_path() {
         let merged = merge_devices(default_devices(), privileged_devices(&FakeDevices).unwrap());
-        assert_eq!(merged.len(), 8, "6 defaults + fuse + sda, /dev/null replaced");
-        let null = merged.iter().find(|d| d.path() == Path::new("/dev/null")).unwrap();
+        assert_eq!(
+            merged.len(),
+            8,
+            "6 defaults + fuse + sda, /dev/null replaced"
+        );
+        let null = merged
+            .iter()
+            .find(|d| d.path() == Path::new("/dev/null"))
+            .unwrap();
         assert_eq!(null.gid(), Some(44), "host's /dev/null wins");
     }
 
     #[test]
     fn real_lookup_finds_dev_null() {
-        let found = HostDevices::default().lookup(Path::new("/dev/null")).unwrap();
-        assert_eq!((found[0].kind, found[0].major, found[0].minor), (HostDeviceKind::Char, 1, 3));
-        let err = HostDevices::default().lookup(Path::new("/etc/hostname")).unwrap_err();
-        assert!(matches!(err.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::NotFound));
+        let found = HostDevices::default()
+            .lookup(Path::new("/dev/null"))
+            .unwrap();
+        assert_eq!(
+            (found[0].kind, found[0].major, found[0].minor),
+            (HostDeviceKind::Char, 1, 3)
+        );
+        let err = HostDevices::default()
+            .lookup(Path::new("/etc/hostname"))
+            .unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            io::ErrorKind::InvalidInput | io::ErrorKind::NotFound
+        ));
     }
 }

@@ -13,7 +13,10 @@ use super::{ContainerSpec, ImageConfigView, MountSpec, Propagation, SpecError, S
 /// an error naming `field`.
 pub(crate) fn clean_absolute(path: &str, field: &str) -> Result<PathBuf, SpecError> {
     if !path.starts_with('/') {
-        return Err(SpecError::invalid(field, format!("{path:?} is not an absolute path")));
+        return Err(SpecError::invalid(
+            field,
+            format!("{path:?} is not an absolute path"),
+        ));
     }
     let mut out = PathBuf::from("/");
     for c in Path::new(path).components() {
@@ -52,17 +55,49 @@ fn default_mounts(privileged: bool) -> Vec<Mount> {
     let sys_mode = if privileged { "rw" } else { "ro" };
     vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
         mount(
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         ),
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", sys_mode]),
-        mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", sys_mode]),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", sys_mode],
+        ),
     ]
 }
 
@@ -129,7 +164,10 @@ pub fn image_volumes(
 ) -> Result<Vec<(PathBuf, PathBuf)>, SpecError> {
     let mut cri = Vec::new();
     for (i, m) in container.mounts.iter().enumerate() {
-        cri.push(clean_absolute(&m.container_path, &format!("config.mounts[{i}].container_path"))?);
+        cri.push(clean_absolute(
+            &m.container_path,
+            &format!("config.mounts[{i}].container_path"),
+        )?);
     }
     let mut volumes = Vec::new();
     for v in &image.volumes {
@@ -143,7 +181,10 @@ pub fn image_volumes(
         .into_iter()
         .enumerate()
         .map(|(i, dest)| {
-            let name: String = dest.to_string_lossy().trim_start_matches('/').replace('/', "_");
+            let name: String = dest
+                .to_string_lossy()
+                .trim_start_matches('/')
+                .replace('/', "_");
             let host = volumes_root.join(format!("{i}-{name}"));
             (dest, host)
         })
@@ -151,7 +192,9 @@ pub fn image_volumes(
 }
 
 fn depth(p: &Path) -> usize {
-    p.components().filter(|c| matches!(c, Component::Normal(_))).count()
+    p.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count()
 }
 
 /// All mounts in mount order, and the rootfs propagation the CRI mounts need.
@@ -159,7 +202,10 @@ fn depth(p: &Path) -> usize {
 /// Order: a stable sort by path depth, so a parent is always mounted before anything
 /// under it (containerd sorts only the CRI mounts; sorting all of them also keeps a CRI
 /// `/sys` from hiding the default `/sys/fs/cgroup`).
-pub(crate) fn mounts(input: &SpecInput, privileged: bool) -> Result<(Vec<Mount>, Option<String>), SpecError> {
+pub(crate) fn mounts(
+    input: &SpecInput,
+    privileged: bool,
+) -> Result<(Vec<Mount>, Option<String>), SpecError> {
     let c = &input.container;
     let mut cri = Vec::new();
     for (i, m) in c.mounts.iter().enumerate() {
@@ -176,7 +222,11 @@ pub(crate) fn mounts(input: &SpecInput, privileged: bool) -> Result<(Vec<Mount>,
 
     // The pod's files and shm, then image volumes: each only where no CRI mount is.
     let mut extra: Vec<Mount> = Vec::new();
-    let pod_mode = if c.security.readonly_rootfs { "ro" } else { "rw" };
+    let pod_mode = if c.security.readonly_rootfs {
+        "ro"
+    } else {
+        "rw"
+    };
     let pod_files = [
         ("/etc/hostname", &input.pod.hostname_file, pod_mode),
         ("/etc/hosts", &input.pod.hosts_file, pod_mode),
@@ -187,18 +237,28 @@ pub(crate) fn mounts(input: &SpecInput, privileged: bool) -> Result<(Vec<Mount>,
         if let Some(source) = source
             && !covered(Path::new(dest))
         {
-            extra.push(bind(dest.into(), source.clone(), vec!["rbind".into(), "rprivate".into(), mode.into()]));
+            extra.push(bind(
+                dest.into(),
+                source.clone(),
+                vec!["rbind".into(), "rprivate".into(), mode.into()],
+            ));
         }
     }
     for (dest, host) in image_volumes(c, &input.image, &input.volumes_root)? {
-        extra.push(bind(dest, host, vec!["rbind".into(), "rprivate".into(), "rw".into()]));
+        extra.push(bind(
+            dest,
+            host,
+            vec!["rbind".into(), "rprivate".into(), "rw".into()],
+        ));
     }
 
     let replaced = |dest: &Path| covered(dest) || extra.iter().any(|m| m.destination() == dest);
     let dev_supplied = covered(Path::new("/dev"));
     let mut all: Vec<Mount> = default_mounts(privileged)
         .into_iter()
-        .filter(|m| !(replaced(m.destination()) || (dev_supplied && m.destination().starts_with("/dev/"))))
+        .filter(|m| {
+            !(replaced(m.destination()) || (dev_supplied && m.destination().starts_with("/dev/")))
+        })
         .collect();
     all.extend(extra);
     let mut propagation: Option<&str> = None;
@@ -219,7 +279,13 @@ mod tests {
     use super::*;
     use crate::container::{PodContext, SecurityContextSpec};
 
-    fn m(container: &str, host: &str, readonly: bool, propagation: Propagation, rro: bool) -> MountSpec {
+    fn m(
+        container: &str,
+        host: &str,
+        readonly: bool,
+        propagation: Propagation,
+        rro: bool,
+    ) -> MountSpec {
         MountSpec {
             container_path: container.into(),
             host_path: host.into(),
@@ -231,7 +297,10 @@ mod tests {
 
     fn input(mounts: Vec<MountSpec>) -> SpecInput {
         SpecInput {
-            container: ContainerSpec { mounts, ..Default::default() },
+            container: ContainerSpec {
+                mounts,
+                ..Default::default()
+            },
             pod: PodContext {
                 hosts_file: Some("/run/crust/pods/p/hosts".into()),
                 hostname_file: Some("/run/crust/pods/p/hostname".into()),
@@ -245,11 +314,15 @@ mod tests {
     }
 
     fn dests(ms: &[Mount]) -> Vec<String> {
-        ms.iter().map(|m| m.destination().to_string_lossy().into_owned()).collect()
+        ms.iter()
+            .map(|m| m.destination().to_string_lossy().into_owned())
+            .collect()
     }
 
     fn find<'a>(ms: &'a [Mount], dest: &str) -> &'a Mount {
-        ms.iter().find(|m| m.destination() == Path::new(dest)).unwrap_or_else(|| panic!("{dest} missing"))
+        ms.iter()
+            .find(|m| m.destination() == Path::new(dest))
+            .unwrap_or_else(|| panic!("{dest} missing"))
     }
 
     fn opts(m: &Mount) -> Vec<String> {
@@ -258,13 +331,26 @@ mod tests {
 
     #[test]
     fn clean_absolute_table() {
-        let cases = [("/a/b", "/a/b"), ("//a/./b/", "/a/b"), ("/a/../b", "/b"), ("/../..", "/"), ("/", "/")];
+        let cases = [
+            ("/a/b", "/a/b"),
+            ("//a/./b/", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/../..", "/"),
+            ("/", "/"),
+        ];
         for (path, want) in cases {
-            assert_eq!(clean_absolute(path, "f").unwrap(), PathBuf::from(want), "{path}");
+            assert_eq!(
+                clean_absolute(path, "f").unwrap(),
+                PathBuf::from(want),
+                "{path}"
+            );
         }
         for bad in ["", "a/b", "./a"] {
             let err = clean_absolute(bad, "config.mounts[3].container_path").unwrap_err();
-            assert!(err.to_string().contains("config.mounts[3].container_path"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("config.mounts[3].container_path"),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -288,8 +374,15 @@ mod tests {
         );
         assert_eq!(prop, None);
         let shm = find(&ms, "/dev/shm");
-        assert_eq!(shm.typ().as_deref(), Some("bind"), "pod shm replaces the private tmpfs");
-        assert_eq!(shm.source().as_deref(), Some(Path::new("/run/crust/pods/p/shm")));
+        assert_eq!(
+            shm.typ().as_deref(),
+            Some("bind"),
+            "pod shm replaces the private tmpfs"
+        );
+        assert_eq!(
+            shm.source().as_deref(),
+            Some(Path::new("/run/crust/pods/p/shm"))
+        );
         assert!(opts(find(&ms, "/sys")).contains(&"ro".to_string()));
         assert!(opts(find(&ms, "/sys/fs/cgroup")).contains(&"ro".to_string()));
         assert_eq!(opts(find(&ms, "/etc/hosts")), ["rbind", "rprivate", "rw"]);
@@ -299,10 +392,16 @@ mod tests {
     fn no_pod_shm_keeps_private_tmpfs_and_readonly_rootfs_binds_ro() {
         let mut i = input(vec![]);
         i.pod.shm_dir = None;
-        i.container.security = SecurityContextSpec { readonly_rootfs: true, ..Default::default() };
+        i.container.security = SecurityContextSpec {
+            readonly_rootfs: true,
+            ..Default::default()
+        };
         let (ms, _) = mounts(&i, false).unwrap();
         assert_eq!(find(&ms, "/dev/shm").typ().as_deref(), Some("tmpfs"));
-        assert_eq!(opts(find(&ms, "/etc/resolv.conf")), ["rbind", "rprivate", "ro"]);
+        assert_eq!(
+            opts(find(&ms, "/etc/resolv.conf")),
+            ["rbind", "rprivate", "ro"]
+        );
     }
 
     #[test]
@@ -310,7 +409,10 @@ mod tests {
         let (ms, _) = mounts(&input(vec![]), true).unwrap();
         for dest in ["/sys", "/sys/fs/cgroup"] {
             let o = opts(find(&ms, dest));
-            assert!(o.contains(&"rw".to_string()) && !o.contains(&"ro".to_string()), "{dest}: {o:?}");
+            assert!(
+                o.contains(&"rw".to_string()) && !o.contains(&"ro".to_string()),
+                "{dest}: {o:?}"
+            );
         }
     }
 
@@ -318,11 +420,31 @@ mod tests {
     fn cri_mount_options_table() {
         use Propagation::*;
         let cases = [
-            (m("/data", "/srv/data", false, Private, false), vec!["rbind", "rprivate", "rw"], None),
-            (m("/data", "/srv/data", true, Private, false), vec!["rbind", "rprivate", "ro"], None),
-            (m("/data", "/srv/data", true, Private, true), vec!["rbind", "rprivate", "rro"], None),
-            (m("/data", "/srv/data", false, HostToContainer, false), vec!["rbind", "rslave", "rw"], Some("rslave")),
-            (m("/data", "/srv/data", false, Bidirectional, false), vec!["rbind", "rshared", "rw"], Some("rshared")),
+            (
+                m("/data", "/srv/data", false, Private, false),
+                vec!["rbind", "rprivate", "rw"],
+                None,
+            ),
+            (
+                m("/data", "/srv/data", true, Private, false),
+                vec!["rbind", "rprivate", "ro"],
+                None,
+            ),
+            (
+                m("/data", "/srv/data", true, Private, true),
+                vec!["rbind", "rprivate", "rro"],
+                None,
+            ),
+            (
+                m("/data", "/srv/data", false, HostToContainer, false),
+                vec!["rbind", "rslave", "rw"],
+                Some("rslave"),
+            ),
+            (
+                m("/data", "/srv/data", false, Bidirectional, false),
+                vec!["rbind", "rshared", "rw"],
+                Some("rshared"),
+            ),
         ];
         for (spec, want, want_prop) in cases {
             let (ms, prop) = mounts(&input(vec![spec.clone()]), false).unwrap();
@@ -332,7 +454,10 @@ mod tests {
             assert_eq!(prop.as_deref(), want_prop, "{spec:?}");
         }
         let (_, prop) = mounts(
-            &input(vec![m("/a", "/a", false, Bidirectional, false), m("/b", "/b", false, HostToContainer, false)]),
+            &input(vec![
+                m("/a", "/a", false, Bidirectional, false),
+                m("/b", "/b", false, HostToContainer, false),
+            ]),
             false,
         )
         .unwrap();
@@ -343,21 +468,41 @@ mod tests {
     fn cri_mount_rejections() {
         use Propagation::*;
         let cases = [
-            (m("data", "/srv", false, Private, false), "config.mounts[0].container_path"),
-            (m("/data", "srv", false, Private, false), "config.mounts[0].host_path"),
+            (
+                m("data", "/srv", false, Private, false),
+                "config.mounts[0].container_path",
+            ),
+            (
+                m("/data", "srv", false, Private, false),
+                "config.mounts[0].host_path",
+            ),
             (
                 m("/data", "/srv", false, Private, true),
                 "config.mounts[0].recursive_read_only: recursive read-only needs readonly",
             ),
-            (m("/data", "/srv", true, HostToContainer, true), "needs private propagation"),
-            (m("/data", "/srv", true, Bidirectional, true), "needs private propagation"),
+            (
+                m("/data", "/srv", true, HostToContainer, true),
+                "needs private propagation",
+            ),
+            (
+                m("/data", "/srv", true, Bidirectional, true),
+                "needs private propagation",
+            ),
         ];
         for (spec, want) in cases {
             let err = mounts(&input(vec![spec.clone()]), false).unwrap_err();
             assert!(err.to_string().contains(want), "{spec:?}: {err}");
         }
-        let twice = vec![m("/data", "/a", false, Private, false), m("/data/", "/b", false, Private, false)];
-        assert!(mounts(&input(twice), false).unwrap_err().to_string().contains("config.mounts[1].container_path"));
+        let twice = vec![
+            m("/data", "/a", false, Private, false),
+            m("/data/", "/b", false, Private, false),
+        ];
+        assert!(
+            mounts(&input(twice), false)
+                .unwrap_err()
+                .to_string()
+                .contains("config.mounts[1].container_path")
+        );
     }
 
     #[test]
@@ -373,10 +518,21 @@ mod tests {
         )
         .unwrap();
         let d = dests(&ms);
-        let pos = |p: &str| d.iter().position(|x| x == p).unwrap_or_else(|| panic!("{p} missing in {d:?}"));
-        assert!(pos("/data") < pos("/data/sub") && pos("/data/sub") < pos("/data/sub/deeper"), "{d:?}");
+        let pos = |p: &str| {
+            d.iter()
+                .position(|x| x == p)
+                .unwrap_or_else(|| panic!("{p} missing in {d:?}"))
+        };
+        assert!(
+            pos("/data") < pos("/data/sub") && pos("/data/sub") < pos("/data/sub/deeper"),
+            "{d:?}"
+        );
         assert!(pos("/sys") < pos("/sys/fs/cgroup"), "{d:?}");
-        assert_eq!(find(&ms, "/sys").typ().as_deref(), Some("bind"), "CRI /sys replaces sysfs");
+        assert_eq!(
+            find(&ms, "/sys").typ().as_deref(),
+            Some("bind"),
+            "CRI /sys replaces sysfs"
+        );
         assert_eq!(d.iter().filter(|x| *x == "/sys").count(), 1);
     }
 
@@ -391,7 +547,10 @@ mod tests {
         )
         .unwrap();
         let d = dests(&ms);
-        assert_eq!(find(&ms, "/etc/hosts").source().as_deref(), Some(Path::new("/my/hosts")));
+        assert_eq!(
+            find(&ms, "/etc/hosts").source().as_deref(),
+            Some(Path::new("/my/hosts"))
+        );
         assert_eq!(d.iter().filter(|x| *x == "/etc/hosts").count(), 1);
         assert!(
             !d.iter().any(|x| x.starts_with("/dev/") && x != "/dev/shm"),
@@ -401,18 +560,43 @@ mod tests {
 
     #[test]
     fn image_volumes_table() {
-        let mut i = input(vec![m("/cache", "/srv/cache", false, Propagation::Private, false)]);
-        i.image.volumes = vec!["/var/lib/db".into(), "/cache".into(), "/data/".into(), "/data".into(), "rel".into()];
+        let mut i = input(vec![m(
+            "/cache",
+            "/srv/cache",
+            false,
+            Propagation::Private,
+            false,
+        )]);
+        i.image.volumes = vec![
+            "/var/lib/db".into(),
+            "/cache".into(),
+            "/data/".into(),
+            "/data".into(),
+            "rel".into(),
+        ];
         let err = image_volumes(&i.container, &i.image, &i.volumes_root).unwrap_err();
         assert!(err.to_string().contains("image.config.Volumes"), "{err}");
         i.image.volumes.pop();
         let v = image_volumes(&i.container, &i.image, &i.volumes_root).unwrap();
         let root = &i.volumes_root;
-        assert_eq!(v, [("/data".into(), root.join("0-data")), ("/var/lib/db".into(), root.join("1-var_lib_db"))]);
+        assert_eq!(
+            v,
+            [
+                ("/data".into(), root.join("0-data")),
+                ("/var/lib/db".into(), root.join("1-var_lib_db"))
+            ]
+        );
         let (ms, _) = mounts(&i, false).unwrap();
         let db = find(&ms, "/var/lib/db");
-        assert_eq!(db.source().as_deref(), Some(root.join("1-var_lib_db").as_path()));
+        assert_eq!(
+            db.source().as_deref(),
+            Some(root.join("1-var_lib_db").as_path())
+        );
         assert_eq!(opts(db), ["rbind", "rprivate", "rw"]);
-        assert_eq!(find(&ms, "/cache").source().as_deref(), Some(Path::new("/srv/cache")), "CRI mount wins");
+        assert_eq!(
+            find(&ms, "/cache").source().as_deref(),
+            Some(Path::new("/srv/cache")),
+            "CRI mount wins"
+        );
     }
 }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use oci_spec::runtime::{
-    LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxPids, LinuxResources, PosixRlimit, PosixRlimitBuilder,
-    PosixRlimitType,
+    LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxPids, LinuxResources, PosixRlimit,
+    PosixRlimitBuilder, PosixRlimitType,
 };
 
 use super::{HostContext, ResourcesSpec, Rlimit, SpecError, field};
@@ -14,7 +14,10 @@ fn non_negative(value: i64, name: &str) -> Result<Option<u64>, SpecError> {
     match value {
         0 => Ok(None),
         v if v > 0 => Ok(Some(v as u64)),
-        v => Err(SpecError::invalid(format!("{}.{name}", field::RESOURCES), format!("{v} is negative"))),
+        v => Err(SpecError::invalid(
+            format!("{}.{name}", field::RESOURCES),
+            format!("{v} is negative"),
+        )),
     }
 }
 
@@ -40,13 +43,20 @@ fn check_cpuset(value: &str, name: &str) -> Result<Option<String>, SpecError> {
 }
 
 fn check_page_size(size: &str) -> bool {
-    let Some(num) = size.strip_suffix('B') else { return false };
-    let Some(digits) = num.strip_suffix(['K', 'M', 'G', 'T']) else { return false };
+    let Some(num) = size.strip_suffix('B') else {
+        return false;
+    };
+    let Some(digits) = num.strip_suffix(['K', 'M', 'G', 'T']) else {
+        return false;
+    };
     !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())
 }
 
 /// The container's `LinuxResources`, without device rules (see `spec_devices`).
-pub(crate) fn resources(r: &ResourcesSpec, host: &HostContext) -> Result<LinuxResources, SpecError> {
+pub(crate) fn resources(
+    r: &ResourcesSpec,
+    host: &HostContext,
+) -> Result<LinuxResources, SpecError> {
     let mut cpu = LinuxCpu::default();
     cpu.set_period(non_negative(r.cpu_period, "cpu_period")?);
     // -1 is "no limit" in cgroup v1 terms; any other negative quota is nonsense.
@@ -72,7 +82,11 @@ pub(crate) fn resources(r: &ResourcesSpec, host: &HostContext) -> Result<LinuxRe
     }
     if host.swap_available {
         // Swap (memory+swap) equal to the limit: no swapping unless asked for.
-        let swap = if r.memory_swap_limit_in_bytes != 0 { Some(r.memory_swap_limit_in_bytes) } else { limit };
+        let swap = if r.memory_swap_limit_in_bytes != 0 {
+            Some(r.memory_swap_limit_in_bytes)
+        } else {
+            limit
+        };
         memory.set_swap(swap);
     }
 
@@ -92,8 +106,9 @@ pub(crate) fn resources(r: &ResourcesSpec, host: &HostContext) -> Result<LinuxRe
                 reason: "the hugetlb cgroup controller is missing".into(),
             });
         }
-        let limit = i64::try_from(h.limit)
-            .map_err(|_| SpecError::invalid(format!("{f}.limit"), format!("{} is too large", h.limit)))?;
+        let limit = i64::try_from(h.limit).map_err(|_| {
+            SpecError::invalid(format!("{f}.limit"), format!("{} is too large", h.limit))
+        })?;
         let mut l = LinuxHugepageLimit::default();
         l.set_page_size(h.page_size.clone());
         l.set_limit(limit);
@@ -108,7 +123,10 @@ pub(crate) fn resources(r: &ResourcesSpec, host: &HostContext) -> Result<LinuxRe
             Some(p)
         }
         Some(limit) => {
-            return Err(SpecError::invalid(format!("{}.pids_limit", field::RESOURCES), format!("{limit} is negative")));
+            return Err(SpecError::invalid(
+                format!("{}.pids_limit", field::RESOURCES),
+                format!("{limit} is negative"),
+            ));
         }
     };
 
@@ -126,7 +144,12 @@ pub(crate) fn resources(r: &ResourcesSpec, host: &HostContext) -> Result<LinuxRe
     res.set_memory(Some(memory));
     res.set_pids(pids);
     res.set_hugepage_limits((!hugepages.is_empty()).then_some(hugepages));
-    res.set_unified((!r.unified.is_empty()).then(|| r.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+    res.set_unified((!r.unified.is_empty()).then(|| {
+        r.unified
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }));
     Ok(res)
 }
 
@@ -140,7 +163,11 @@ pub(crate) fn oom_score_adj(requested: i64, min: i32) -> Result<(i32, Option<i64
         ));
     }
     let requested32 = requested as i32;
-    if requested32 < min { Ok((min, Some(requested))) } else { Ok((requested32, None)) }
+    if requested32 < min {
+        Ok((min, Some(requested)))
+    } else {
+        Ok((requested32, None))
+    }
 }
 
 pub(crate) fn sysctls(sysctls: &[(String, String)]) -> Option<HashMap<String, String>> {
@@ -156,12 +183,22 @@ pub(crate) fn rlimits(limits: &[Rlimit]) -> Result<Option<Vec<PosixRlimit>>, Spe
         .enumerate()
         .map(|(i, l)| {
             let f = format!("rlimits[{i}]");
-            let typ: PosixRlimitType = serde_json::from_value(serde_json::Value::String(l.r#type.clone()))
-                .map_err(|_| SpecError::invalid(f.clone(), format!("unknown rlimit {:?}", l.r#type)))?;
+            let typ: PosixRlimitType = serde_json::from_value(serde_json::Value::String(
+                l.r#type.clone(),
+            ))
+            .map_err(|_| SpecError::invalid(f.clone(), format!("unknown rlimit {:?}", l.r#type)))?;
             if l.soft > l.hard {
-                return Err(SpecError::invalid(f, format!("soft {} above hard {}", l.soft, l.hard)));
+                return Err(SpecError::invalid(
+                    f,
+                    format!("soft {} above hard {}", l.soft, l.hard),
+                ));
             }
-            Ok(PosixRlimitBuilder::default().typ(typ).soft(l.soft).hard(l.hard).build().expect("all fields set"))
+            Ok(PosixRlimitBuilder::default()
+                .typ(typ)
+                .soft(l.soft)
+                .hard(l.hard)
+                .build()
+                .expect("all fields set"))
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
@@ -182,16 +219,29 @@ mod tests {
             cpuset_cpus: "0-1,3".into(),
             cpuset_mems: "0".into(),
             pids_limit: Some(100),
-            hugepage_limits: vec![HugepageLimit { page_size: "2MB".into(), limit: 4 << 20 }],
+            hugepage_limits: vec![HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4 << 20,
+            }],
             unified: [("memory.high".to_string(), "50000000".to_string())].into(),
             ..Default::default()
         };
         let res = resources(&r, &HostContext::default()).unwrap();
         let cpu = res.cpu().as_ref().unwrap();
-        assert_eq!((cpu.period(), cpu.quota(), cpu.shares()), (Some(100_000), Some(50_000), Some(512)));
-        assert_eq!((cpu.cpus().as_deref(), cpu.mems().as_deref()), (Some("0-1,3"), Some("0")));
+        assert_eq!(
+            (cpu.period(), cpu.quota(), cpu.shares()),
+            (Some(100_000), Some(50_000), Some(512))
+        );
+        assert_eq!(
+            (cpu.cpus().as_deref(), cpu.mems().as_deref()),
+            (Some("0-1,3"), Some("0"))
+        );
         let mem = res.memory().as_ref().unwrap();
-        assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), Some(64 << 20)), "swap = limit by default");
+        assert_eq!(
+            (mem.limit(), mem.swap()),
+            (Some(64 << 20), Some(64 << 20)),
+            "swap = limit by default"
+        );
         assert_eq!(res.pids().unwrap().limit(), 100);
         let hp = &res.hugepage_limits().as_ref().unwrap()[0];
         assert_eq!((hp.page_size().as_str(), hp.limit()), ("2MB", 4 << 20));
@@ -202,7 +252,10 @@ mod tests {
     fn zero_means_unset() {
         let res = resources(&ResourcesSpec::default(), &HostContext::default()).unwrap();
         let cpu = res.cpu().as_ref().unwrap();
-        assert_eq!((cpu.period(), cpu.quota(), cpu.shares(), cpu.cpus().clone()), (None, None, None, None));
+        assert_eq!(
+            (cpu.period(), cpu.quota(), cpu.shares(), cpu.cpus().clone()),
+            (None, None, None, None)
+        );
         let mem = res.memory().as_ref().unwrap();
         assert_eq!((mem.limit(), mem.swap()), (None, None));
         assert!(res.pids().is_none() && res.hugepage_limits().is_none() && res.unified().is_none());
@@ -217,10 +270,20 @@ mod tests {
             ("no limit no swap", 0, 0, true, None),
         ];
         for (name, limit, swap, available, want) in cases {
-            let r =
-                ResourcesSpec { memory_limit_in_bytes: limit, memory_swap_limit_in_bytes: swap, ..Default::default() };
-            let host = HostContext { swap_available: available, ..Default::default() };
-            assert_eq!(resources(&r, &host).unwrap().memory().unwrap().swap(), want, "{name}");
+            let r = ResourcesSpec {
+                memory_limit_in_bytes: limit,
+                memory_swap_limit_in_bytes: swap,
+                ..Default::default()
+            };
+            let host = HostContext {
+                swap_available: available,
+                ..Default::default()
+            };
+            assert_eq!(
+                resources(&r, &host).unwrap().memory().unwrap().swap(),
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -229,44 +292,65 @@ mod tests {
         let cases: Vec<(&str, ResourcesSpec, HostContext, &str)> = vec![
             (
                 "negative shares",
-                ResourcesSpec { cpu_shares: -2, ..Default::default() },
+                ResourcesSpec {
+                    cpu_shares: -2,
+                    ..Default::default()
+                },
                 HostContext::default(),
                 "resources.cpu_shares",
             ),
             (
                 "negative period",
-                ResourcesSpec { cpu_period: -1, ..Default::default() },
+                ResourcesSpec {
+                    cpu_period: -1,
+                    ..Default::default()
+                },
                 HostContext::default(),
                 "resources.cpu_period",
             ),
             (
                 "quota -2",
-                ResourcesSpec { cpu_quota: -2, ..Default::default() },
+                ResourcesSpec {
+                    cpu_quota: -2,
+                    ..Default::default()
+                },
                 HostContext::default(),
                 "resources.cpu_quota",
             ),
             (
                 "negative memory",
-                ResourcesSpec { memory_limit_in_bytes: -5, ..Default::default() },
+                ResourcesSpec {
+                    memory_limit_in_bytes: -5,
+                    ..Default::default()
+                },
                 HostContext::default(),
                 "memory_limit_in_bytes",
             ),
             (
                 "bad cpuset",
-                ResourcesSpec { cpuset_cpus: "0-".into(), ..Default::default() },
+                ResourcesSpec {
+                    cpuset_cpus: "0-".into(),
+                    ..Default::default()
+                },
                 HostContext::default(),
                 "cpuset_cpus",
             ),
             (
                 "bad mems",
-                ResourcesSpec { cpuset_mems: "a".into(), ..Default::default() },
+                ResourcesSpec {
+                    cpuset_mems: "a".into(),
+                    ..Default::default()
+                },
                 HostContext::default(),
                 "cpuset_mems",
             ),
             (
                 "bad page size",
                 ResourcesSpec {
-                    hugepage_limits: vec![HugepageLimit { page_size: "2M".into(), limit: 1 }],
+                    hugepage_limits: vec![HugepageLimit {
+                        page_size: "2M".into(),
+                        limit: 1,
+                    }],
                     ..Default::default()
                 },
                 HostContext::default(),
@@ -275,21 +359,33 @@ mod tests {
             (
                 "no hugetlb controller",
                 ResourcesSpec {
-                    hugepage_limits: vec![HugepageLimit { page_size: "1GB".into(), limit: 1 }],
+                    hugepage_limits: vec![HugepageLimit {
+                        page_size: "1GB".into(),
+                        limit: 1,
+                    }],
                     ..Default::default()
                 },
-                HostContext { hugetlb_available: false, ..Default::default() },
+                HostContext {
+                    hugetlb_available: false,
+                    ..Default::default()
+                },
                 "not supported",
             ),
             (
                 "bad unified key",
-                ResourcesSpec { unified: [("../x".into(), "1".into())].into(), ..Default::default() },
+                ResourcesSpec {
+                    unified: [("../x".into(), "1".into())].into(),
+                    ..Default::default()
+                },
                 HostContext::default(),
                 "resources.unified",
             ),
             (
                 "negative pids",
-                ResourcesSpec { pids_limit: Some(-3), ..Default::default() },
+                ResourcesSpec {
+                    pids_limit: Some(-3),
+                    ..Default::default()
+                },
                 HostContext::default(),
                 "pids_limit",
             ),
@@ -305,8 +401,18 @@ mod tests {
         let cases = [
             ("above the floor", 500, -999, Ok((500, None))),
             ("equal to the floor", -999, -999, Ok((-999, None))),
-            ("below the floor is clamped", -998, -500, Ok((-500, Some(-998)))),
-            ("kubelet's guaranteed value clamped", -997, 0, Ok((0, Some(-997)))),
+            (
+                "below the floor is clamped",
+                -998,
+                -500,
+                Ok((-500, Some(-998))),
+            ),
+            (
+                "kubelet's guaranteed value clamped",
+                -997,
+                0,
+                Ok((0, Some(-997))),
+            ),
             ("too high", 1001, -1000, Err(())),
             ("too low", -1001, -1000, Err(())),
         ];
@@ -319,10 +425,33 @@ mod tests {
     #[test]
     fn rlimits_table() {
         assert_eq!(rlimits(&[]).unwrap(), None, "none by default");
-        let got = rlimits(&[Rlimit { r#type: "RLIMIT_NOFILE".into(), soft: 1024, hard: 4096 }]).unwrap().unwrap();
-        assert_eq!((got[0].typ(), got[0].soft(), got[0].hard()), (PosixRlimitType::RlimitNofile, 1024, 4096));
-        assert!(rlimits(&[Rlimit { r#type: "RLIMIT_WINGS".into(), soft: 1, hard: 1 }]).is_err());
-        assert!(rlimits(&[Rlimit { r#type: "RLIMIT_NPROC".into(), soft: 2, hard: 1 }]).is_err());
+        let got = rlimits(&[Rlimit {
+            r#type: "RLIMIT_NOFILE".into(),
+            soft: 1024,
+            hard: 4096,
+        }])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (got[0].typ(), got[0].soft(), got[0].hard()),
+            (PosixRlimitType::RlimitNofile, 1024, 4096)
+        );
+        assert!(
+            rlimits(&[Rlimit {
+                r#type: "RLIMIT_WINGS".into(),
+                soft: 1,
+                hard: 1
+            }])
+            .is_err()
+        );
+        assert!(
+            rlimits(&[Rlimit {
+                r#type: "RLIMIT_NPROC".into(),
+                soft: 2,
+                hard: 1
+            }])
+            .is_err()
+        );
     }
 
     #[test]

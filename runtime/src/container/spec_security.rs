@@ -4,7 +4,9 @@
 
 use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, LinuxSeccomp};
 
-use super::{CapabilitiesSpec, SecurityContextSpec, SecurityProfile, SpecError, field, seccomp_default};
+use super::{
+    CapabilitiesSpec, SecurityContextSpec, SecurityProfile, SpecError, field, seccomp_default,
+};
 
 /// Docker's and containerd's default set (`pkg/oci/spec.go`), 14 capabilities.
 const DEFAULT_CAPS: [Capability; 14] = [
@@ -85,8 +87,13 @@ pub(crate) const DEFAULT_MASKED_PATHS: &[&str] = &[
     "/sys/devices/virtual/powercap",
 ];
 
-pub(crate) const DEFAULT_READONLY_PATHS: &[&str] =
-    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub(crate) const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 pub(crate) fn default_capabilities() -> Capabilities {
     DEFAULT_CAPS.into_iter().collect()
@@ -141,7 +148,10 @@ pub(crate) fn capabilities(
         let cap = parse_capability(c, field.clone())?;
         // The kernel keeps an ambient capability only while it is permitted.
         if !caps.contains(&cap) {
-            return Err(SpecError::invalid(field, format!("{c:?} is not in the container's capability set")));
+            return Err(SpecError::invalid(
+                field,
+                format!("{c:?} is not in the container's capability set"),
+            ));
         }
         ambient.insert(cap);
     }
@@ -168,23 +178,40 @@ fn check_paths(paths: &[String], field: &str) -> Result<Vec<String>, SpecError> 
             if p.starts_with('/') {
                 Ok(p.clone())
             } else {
-                Err(SpecError::invalid(format!("{field}[{i}]"), format!("{p:?} is not an absolute path")))
+                Err(SpecError::invalid(
+                    format!("{field}[{i}]"),
+                    format!("{p:?} is not an absolute path"),
+                ))
             }
         })
         .collect()
 }
 
 /// Masked and read-only paths: none when privileged, the defaults when CRI sent none.
-pub(crate) fn masked_and_readonly(sc: &SecurityContextSpec) -> Result<(Vec<String>, Vec<String>), SpecError> {
+pub(crate) fn masked_and_readonly(
+    sc: &SecurityContextSpec,
+) -> Result<(Vec<String>, Vec<String>), SpecError> {
     if sc.privileged {
         return Ok((Vec::new(), Vec::new()));
     }
     let or_default = |paths: &[String], default: &[&str], field: &str| {
-        if paths.is_empty() { Ok(default.iter().map(|p| p.to_string()).collect()) } else { check_paths(paths, field) }
+        if paths.is_empty() {
+            Ok(default.iter().map(|p| p.to_string()).collect())
+        } else {
+            check_paths(paths, field)
+        }
     };
     Ok((
-        or_default(&sc.masked_paths, DEFAULT_MASKED_PATHS, &format!("{}.masked_paths", field::SC))?,
-        or_default(&sc.readonly_paths, DEFAULT_READONLY_PATHS, &format!("{}.readonly_paths", field::SC))?,
+        or_default(
+            &sc.masked_paths,
+            DEFAULT_MASKED_PATHS,
+            &format!("{}.masked_paths", field::SC),
+        )?,
+        or_default(
+            &sc.readonly_paths,
+            DEFAULT_READONLY_PATHS,
+            &format!("{}.readonly_paths", field::SC),
+        )?,
     ))
 }
 
@@ -200,11 +227,16 @@ pub(crate) fn seccomp(
     let f = format!("{}.seccomp", field::SC);
     match &sc.seccomp {
         SecurityProfile::Unconfined => Ok(None),
-        SecurityProfile::RuntimeDefault => Ok(Some(seccomp_default::default_seccomp_profile(bounding))),
+        SecurityProfile::RuntimeDefault => {
+            Ok(Some(seccomp_default::default_seccomp_profile(bounding)))
+        }
         SecurityProfile::Localhost(path) => {
             let field = format!("{f}.localhost_ref");
             let Some(contents) = localhost_contents else {
-                return Err(SpecError::invalid(field, format!("the profile {path:?} was not read")));
+                return Err(SpecError::invalid(
+                    field,
+                    format!("the profile {path:?} was not read"),
+                ));
             };
             parse_localhost(contents, path, field).map(Some)
         }
@@ -213,8 +245,14 @@ pub(crate) fn seccomp(
 
 /// Parses an OCI seccomp profile (`LinuxSeccomp` JSON). Docker-format extras such as
 /// `archMap` are ignored; unknown actions, operators and architectures are errors.
-pub(crate) fn parse_localhost(contents: &str, path: &str, field: String) -> Result<LinuxSeccomp, SpecError> {
-    let bad = |reason: String| SpecError::invalid(field.clone(), format!("seccomp profile {path:?}: {reason}"));
+pub(crate) fn parse_localhost(
+    contents: &str,
+    path: &str,
+    field: String,
+) -> Result<LinuxSeccomp, SpecError> {
+    let bad = |reason: String| {
+        SpecError::invalid(field.clone(), format!("seccomp profile {path:?}: {reason}"))
+    };
     let profile: LinuxSeccomp = serde_json::from_str(contents).map_err(|e| bad(e.to_string()))?;
     for (i, s) in profile.syscalls().iter().flatten().enumerate() {
         if s.names().is_empty() || s.names().iter().any(|n| n.is_empty()) {
@@ -222,7 +260,10 @@ pub(crate) fn parse_localhost(contents: &str, path: &str, field: String) -> Resu
         }
         for (j, a) in s.args().iter().flatten().enumerate() {
             if a.index() > 5 {
-                return Err(bad(format!("syscalls[{i}].args[{j}]: index {} out of range 0..=5", a.index())));
+                return Err(bad(format!(
+                    "syscalls[{i}].args[{j}]: index {} out of range 0..=5",
+                    a.index()
+                )));
             }
         }
     }
@@ -234,7 +275,10 @@ pub(crate) fn parse_localhost(contents: &str, path: &str, field: String) -> Resu
 /// containerd's rules: privileged and Unconfined get none; RuntimeDefault gets the
 /// runtime's default profile where AppArmor is enabled (crust ships none yet, so it is
 /// left unconfined) and is ignored elsewhere; Localhost is an error without AppArmor.
-pub(crate) fn apparmor(sc: &SecurityContextSpec, host_has_apparmor: bool) -> Result<Option<String>, SpecError> {
+pub(crate) fn apparmor(
+    sc: &SecurityContextSpec,
+    host_has_apparmor: bool,
+) -> Result<Option<String>, SpecError> {
     match &sc.apparmor {
         SecurityProfile::Unconfined | SecurityProfile::RuntimeDefault => Ok(None),
         SecurityProfile::Localhost(name) => {
@@ -260,7 +304,10 @@ pub(crate) fn apparmor(sc: &SecurityContextSpec, host_has_apparmor: bool) -> Res
 
 /// The SELinux process label, if any. Options on a host without SELinux are an error
 /// rather than silently ignored.
-pub(crate) fn selinux(sc: &SecurityContextSpec, host_has_selinux: bool) -> Result<Option<String>, SpecError> {
+pub(crate) fn selinux(
+    sc: &SecurityContextSpec,
+    host_has_selinux: bool,
+) -> Result<Option<String>, SpecError> {
     let Some(opts) = sc.selinux.as_ref().filter(|o| !o.is_empty()) else {
         return Ok(None);
     };
@@ -273,7 +320,10 @@ pub(crate) fn selinux(sc: &SecurityContextSpec, host_has_selinux: bool) -> Resul
         });
     }
     if opts.user.is_empty() || opts.role.is_empty() || opts.r#type.is_empty() {
-        return Err(SpecError::invalid(field, "user, role and type are all needed for a label"));
+        return Err(SpecError::invalid(
+            field,
+            "user, role and type are all needed for a label",
+        ));
     }
     let mut label = format!("{}:{}:{}", opts.user, opts.role, opts.r#type);
     if !opts.level.is_empty() {
@@ -311,16 +361,66 @@ mod tests {
         let mut all_minus_chown = all_capabilities();
         all_minus_chown.remove(&Chown);
         let cases: Vec<(&str, bool, Option<CapabilitiesSpec>, Capabilities)> = vec![
-            ("none given: default 14", false, None, default_capabilities()),
-            ("add one", false, Some(spec(&["SYS_ADMIN"], &[])), default_plus_admin.clone()),
-            ("CAP_ prefix and lower case tolerated", false, Some(spec(&["cap_sys_admin"], &[])), default_plus_admin),
-            ("drop two", false, Some(spec(&[], &["NET_RAW", "MKNOD"])), default_minus),
-            ("add ALL", false, Some(spec(&["ALL"], &[])), all_capabilities()),
-            ("add ALL drop one", false, Some(spec(&["ALL"], &["CHOWN"])), all_minus_chown),
-            ("drop ALL", false, Some(spec(&[], &["all"])), Capabilities::new()),
-            ("drop ALL add one", false, Some(spec(&["NET_ADMIN"], &["ALL"])), caps(&[NetAdmin])),
-            ("add and drop ALL: drop wins", false, Some(spec(&["ALL"], &["ALL"])), Capabilities::new()),
-            ("privileged ignores drops", true, Some(spec(&[], &["ALL"])), all_capabilities()),
+            (
+                "none given: default 14",
+                false,
+                None,
+                default_capabilities(),
+            ),
+            (
+                "add one",
+                false,
+                Some(spec(&["SYS_ADMIN"], &[])),
+                default_plus_admin.clone(),
+            ),
+            (
+                "CAP_ prefix and lower case tolerated",
+                false,
+                Some(spec(&["cap_sys_admin"], &[])),
+                default_plus_admin,
+            ),
+            (
+                "drop two",
+                false,
+                Some(spec(&[], &["NET_RAW", "MKNOD"])),
+                default_minus,
+            ),
+            (
+                "add ALL",
+                false,
+                Some(spec(&["ALL"], &[])),
+                all_capabilities(),
+            ),
+            (
+                "add ALL drop one",
+                false,
+                Some(spec(&["ALL"], &["CHOWN"])),
+                all_minus_chown,
+            ),
+            (
+                "drop ALL",
+                false,
+                Some(spec(&[], &["all"])),
+                Capabilities::new(),
+            ),
+            (
+                "drop ALL add one",
+                false,
+                Some(spec(&["NET_ADMIN"], &["ALL"])),
+                caps(&[NetAdmin]),
+            ),
+            (
+                "add and drop ALL: drop wins",
+                false,
+                Some(spec(&["ALL"], &["ALL"])),
+                Capabilities::new(),
+            ),
+            (
+                "privileged ignores drops",
+                true,
+                Some(spec(&[], &["ALL"])),
+                all_capabilities(),
+            ),
         ];
         for (name, privileged, s, want) in cases {
             let (got, ambient) = capabilities(privileged, s.as_ref()).unwrap();
@@ -334,7 +434,11 @@ mod tests {
     #[test]
     fn unknown_capability_names_field() {
         let err = capabilities(false, Some(&spec(&["NET_ADMIN", "FLY"], &[]))).unwrap_err();
-        assert!(err.to_string().contains("config.linux.security_context.capabilities.add_capabilities[1]"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("config.linux.security_context.capabilities.add_capabilities[1]"),
+            "{err}"
+        );
         let err = capabilities(false, Some(&spec(&[], &["NOPE"]))).unwrap_err();
         assert!(err.to_string().contains("drop_capabilities[0]"), "{err}");
     }
@@ -349,14 +453,22 @@ mod tests {
         assert_eq!(lc.inheritable().as_ref().unwrap(), &ambient);
         assert_eq!(lc.bounding().as_ref().unwrap(), &set);
         s.add_ambient = vec!["SYS_ADMIN".into()];
-        assert!(capabilities(false, Some(&s)).is_err(), "ambient outside the permitted set");
+        assert!(
+            capabilities(false, Some(&s)).is_err(),
+            "ambient outside the permitted set"
+        );
     }
 
     #[test]
     fn masked_paths_table() {
         let d = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let cases = vec![
-            ("defaults when empty", SecurityContextSpec::default(), d(DEFAULT_MASKED_PATHS), d(DEFAULT_READONLY_PATHS)),
+            (
+                "defaults when empty",
+                SecurityContextSpec::default(),
+                d(DEFAULT_MASKED_PATHS),
+                d(DEFAULT_READONLY_PATHS),
+            ),
             (
                 "given lists replace defaults",
                 SecurityContextSpec {
@@ -369,7 +481,11 @@ mod tests {
             ),
             (
                 "privileged has none",
-                SecurityContextSpec { privileged: true, masked_paths: d(&["/proc/x"]), ..Default::default() },
+                SecurityContextSpec {
+                    privileged: true,
+                    masked_paths: d(&["/proc/x"]),
+                    ..Default::default()
+                },
                 vec![],
                 vec![],
             ),
@@ -377,23 +493,56 @@ mod tests {
         for (name, sc, masked, ro) in cases {
             assert_eq!(masked_and_readonly(&sc).unwrap(), (masked, ro), "{name}");
         }
-        let sc = SecurityContextSpec { masked_paths: d(&["proc/kcore"]), ..Default::default() };
-        assert!(masked_and_readonly(&sc).unwrap_err().to_string().contains("masked_paths[0]"));
+        let sc = SecurityContextSpec {
+            masked_paths: d(&["proc/kcore"]),
+            ..Default::default()
+        };
+        assert!(
+            masked_and_readonly(&sc)
+                .unwrap_err()
+                .to_string()
+                .contains("masked_paths[0]")
+        );
     }
 
     #[test]
     fn seccomp_selection() {
         let bounding = default_capabilities();
-        let sc =
-            |p: SecurityProfile, privileged: bool| SecurityContextSpec { seccomp: p, privileged, ..Default::default() };
-        assert!(seccomp(&sc(SecurityProfile::Unconfined, false), &bounding, None).unwrap().is_none());
-        assert!(seccomp(&sc(SecurityProfile::RuntimeDefault, false), &bounding, None).unwrap().is_some());
-        assert!(seccomp(&sc(SecurityProfile::RuntimeDefault, true), &bounding, None).unwrap().is_none(), "privileged");
+        let sc = |p: SecurityProfile, privileged: bool| SecurityContextSpec {
+            seccomp: p,
+            privileged,
+            ..Default::default()
+        };
+        assert!(
+            seccomp(&sc(SecurityProfile::Unconfined, false), &bounding, None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            seccomp(&sc(SecurityProfile::RuntimeDefault, false), &bounding, None)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            seccomp(&sc(SecurityProfile::RuntimeDefault, true), &bounding, None)
+                .unwrap()
+                .is_none(),
+            "privileged"
+        );
         let local = sc(SecurityProfile::Localhost("/p.json".into()), false);
         let err = seccomp(&local, &bounding, None).unwrap_err();
         assert!(err.to_string().contains("seccomp.localhost_ref"), "{err}");
-        let p = seccomp(&local, &bounding, Some(r#"{"defaultAction":"SCMP_ACT_LOG"}"#)).unwrap().unwrap();
-        assert_eq!(p.default_action(), oci_spec::runtime::LinuxSeccompAction::ScmpActLog);
+        let p = seccomp(
+            &local,
+            &bounding,
+            Some(r#"{"defaultAction":"SCMP_ACT_LOG"}"#),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            p.default_action(),
+            oci_spec::runtime::LinuxSeccompAction::ScmpActLog
+        );
     }
 
     #[test]
@@ -416,8 +565,16 @@ mod tests {
         assert_eq!(p.default_errno_ret(), Some(1));
         let cases = [
             ("not json", "{", "/a.json"),
-            ("no default action", r#"{"syscalls": []}"#, "missing field `defaultAction`"),
-            ("unknown action", r#"{"defaultAction": "SCMP_ACT_MAYBE"}"#, "SCMP_ACT_MAYBE"),
+            (
+                "no default action",
+                r#"{"syscalls": []}"#,
+                "missing field `defaultAction`",
+            ),
+            (
+                "unknown action",
+                r#"{"defaultAction": "SCMP_ACT_MAYBE"}"#,
+                "SCMP_ACT_MAYBE",
+            ),
             (
                 "unknown arch",
                 r#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_Z80"]}"#,
@@ -440,19 +597,36 @@ mod tests {
             ),
         ];
         for (name, json, want) in cases {
-            let err = parse_localhost(json, "/a.json", "config.x.localhost_ref".into()).unwrap_err();
+            let err =
+                parse_localhost(json, "/a.json", "config.x.localhost_ref".into()).unwrap_err();
             let msg = err.to_string();
-            assert!(msg.contains(want) && msg.contains("config.x.localhost_ref"), "{name}: {msg}");
+            assert!(
+                msg.contains(want) && msg.contains("config.x.localhost_ref"),
+                "{name}: {msg}"
+            );
         }
     }
 
     #[test]
     fn apparmor_table() {
-        let sc = |p: SecurityProfile| SecurityContextSpec { apparmor: p, ..Default::default() };
+        let sc = |p: SecurityProfile| SecurityContextSpec {
+            apparmor: p,
+            ..Default::default()
+        };
         let local = sc(SecurityProfile::Localhost("localhost/my-profile".into()));
-        assert_eq!(apparmor(&sc(SecurityProfile::Unconfined), false).unwrap(), None);
-        assert_eq!(apparmor(&sc(SecurityProfile::RuntimeDefault), false).unwrap(), None, "ignored without AppArmor");
-        assert_eq!(apparmor(&local, true).unwrap().as_deref(), Some("my-profile"));
+        assert_eq!(
+            apparmor(&sc(SecurityProfile::Unconfined), false).unwrap(),
+            None
+        );
+        assert_eq!(
+            apparmor(&sc(SecurityProfile::RuntimeDefault), false).unwrap(),
+            None,
+            "ignored without AppArmor"
+        );
+        assert_eq!(
+            apparmor(&local, true).unwrap().as_deref(),
+            Some("my-profile")
+        );
         let err = apparmor(&local, false).unwrap_err();
         assert!(matches!(err, SpecError::Unsupported { .. }), "{err}");
         assert!(err.to_string().contains("apparmor.localhost_ref"), "{err}");
@@ -466,10 +640,26 @@ mod tests {
             r#type: "container_t".into(),
             level: "s0:c1,c2".into(),
         };
-        let sc = SecurityContextSpec { selinux: Some(opts), ..Default::default() };
-        assert_eq!(selinux(&sc, true).unwrap().as_deref(), Some("system_u:system_r:container_t:s0:c1,c2"));
-        assert!(matches!(selinux(&sc, false), Err(SpecError::Unsupported { .. })));
-        let empty = SecurityContextSpec { selinux: Some(SelinuxOptions::default()), ..Default::default() };
-        assert_eq!(selinux(&empty, false).unwrap(), None, "empty options are no request");
+        let sc = SecurityContextSpec {
+            selinux: Some(opts),
+            ..Default::default()
+        };
+        assert_eq!(
+            selinux(&sc, true).unwrap().as_deref(),
+            Some("system_u:system_r:container_t:s0:c1,c2")
+        );
+        assert!(matches!(
+            selinux(&sc, false),
+            Err(SpecError::Unsupported { .. })
+        ));
+        let empty = SecurityContextSpec {
+            selinux: Some(SelinuxOptions::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            selinux(&empty, false).unwrap(),
+            None,
+            "empty options are no request"
+        );
     }
 }

@@ -41,7 +41,12 @@ fn passwd_entries(contents: Option<&str>) -> impl Iterator<Item = PasswdEntry<'_
         let gid = parts.next()?.parse().ok()?;
         let _gecos = parts.next();
         let home = parts.next().unwrap_or("");
-        Some(PasswdEntry { name, uid, gid, home })
+        Some(PasswdEntry {
+            name,
+            uid,
+            gid,
+            home,
+        })
     })
 }
 
@@ -55,13 +60,21 @@ fn group_entries(contents: Option<&str>) -> impl Iterator<Item = GroupEntry<'_>>
         let name = parts.next()?;
         let _password = parts.next()?;
         let gid = parts.next()?.parse().ok()?;
-        let members = parts.next().unwrap_or("").split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+        let members = parts
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .collect();
         Some(GroupEntry { name, gid, members })
     })
 }
 
 fn id_from_i64(value: i64, field: String) -> Result<u32, SpecError> {
-    u32::try_from(value).map_err(|_| SpecError::invalid(field, format!("{value} is not a valid id (0..=4294967295)")))
+    u32::try_from(value).map_err(|_| {
+        SpecError::invalid(field, format!("{value} is not a valid id (0..=4294967295)"))
+    })
 }
 
 /// Resolves the user of the container.
@@ -79,7 +92,10 @@ pub(crate) fn resolve_user(
     let (user, grp, user_field, group_field): (String, Option<String>, String, String) =
         if let Some(uid) = sc.run_as_user {
             let uid = id_from_i64(uid, format!("{sc_field}.run_as_user"))?;
-            let gid = sc.run_as_group.map(|g| id_from_i64(g, format!("{sc_field}.run_as_group"))).transpose()?;
+            let gid = sc
+                .run_as_group
+                .map(|g| id_from_i64(g, format!("{sc_field}.run_as_group")))
+                .transpose()?;
             (
                 uid.to_string(),
                 gid.map(|g| g.to_string()),
@@ -87,7 +103,10 @@ pub(crate) fn resolve_user(
                 format!("{sc_field}.run_as_group"),
             )
         } else if !sc.run_as_username.is_empty() {
-            let gid = sc.run_as_group.map(|g| id_from_i64(g, format!("{sc_field}.run_as_group"))).transpose()?;
+            let gid = sc
+                .run_as_group
+                .map(|g| id_from_i64(g, format!("{sc_field}.run_as_group")))
+                .transpose()?;
             (
                 sc.run_as_username.clone(),
                 gid.map(|g| g.to_string()),
@@ -106,7 +125,12 @@ pub(crate) fn resolve_user(
             };
             let u = if u.is_empty() { "0".to_string() } else { u };
             let g = g.filter(|g| !g.is_empty());
-            (u, g, "image.config.User".to_string(), "image.config.User".to_string())
+            (
+                u,
+                g,
+                "image.config.User".to_string(),
+                "image.config.User".to_string(),
+            )
         };
 
     // The user part: numeric uids need not exist in /etc/passwd (gid 0 then); names must.
@@ -118,7 +142,12 @@ pub(crate) fn resolve_user(
         Err(_) => match passwd_entries(passwd).find(|e| e.name == user) {
             Some(e) => (e.uid, e.gid, Some(e.name.to_string()), e.home.to_string()),
             None => {
-                return Err(SpecError::NotFound { field: user_field, kind: "user", name: user, file: "/etc/passwd" });
+                return Err(SpecError::NotFound {
+                    field: user_field,
+                    kind: "user",
+                    name: user,
+                    file: "/etc/passwd",
+                });
             }
         },
     };
@@ -128,7 +157,12 @@ pub(crate) fn resolve_user(
             Err(_) => match group_entries(group).find(|e| e.name == g) {
                 Some(e) => e.gid,
                 None => {
-                    return Err(SpecError::NotFound { field: group_field, kind: "group", name: g, file: "/etc/group" });
+                    return Err(SpecError::NotFound {
+                        field: group_field,
+                        kind: "group",
+                        name: g,
+                        file: "/etc/group",
+                    });
                 }
             },
         };
@@ -145,15 +179,29 @@ pub(crate) fn resolve_user(
     {
         // Groups that list the user as a member; its primary group by name is skipped
         // as containerd does (the primary gid is already first).
-        for e in group_entries(group).filter(|e| e.name != name && e.members.iter().any(|m| m == name)) {
+        for e in
+            group_entries(group).filter(|e| e.name != name && e.members.iter().any(|m| m == name))
+        {
             push(e.gid);
         }
     }
     for (i, g) in sc.supplemental_groups.iter().enumerate() {
-        push(id_from_i64(*g, format!("{sc_field}.supplemental_groups[{i}]"))?);
+        push(id_from_i64(
+            *g,
+            format!("{sc_field}.supplemental_groups[{i}]"),
+        )?);
     }
-    let home = if home.is_empty() { "/".to_string() } else { home };
-    Ok(ResolvedUser { uid, gid, additional_gids: additional, home })
+    let home = if home.is_empty() {
+        "/".to_string()
+    } else {
+        home
+    };
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids: additional,
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -201,63 +249,94 @@ audio:x:29:www-data
             },
             Case {
                 name: "run_as_user found in passwd takes its gid and groups",
-                sc: SecurityContextSpec { run_as_user: Some(1000), ..sc() },
+                sc: SecurityContextSpec {
+                    run_as_user: Some(1000),
+                    ..sc()
+                },
                 image_user: "33",
                 passwd: Some(PASSWD),
                 want: Ok((1000, 1000, vec![1000, 1, 44], "/home/app")),
             },
             Case {
                 name: "run_as_user unknown uid gets gid 0",
-                sc: SecurityContextSpec { run_as_user: Some(4242), ..sc() },
+                sc: SecurityContextSpec {
+                    run_as_user: Some(4242),
+                    ..sc()
+                },
                 image_user: "",
                 passwd: Some(PASSWD),
                 want: Ok((4242, 0, vec![0], "/")),
             },
             Case {
                 name: "run_as_user with run_as_group",
-                sc: SecurityContextSpec { run_as_user: Some(33), run_as_group: Some(2000), ..sc() },
+                sc: SecurityContextSpec {
+                    run_as_user: Some(33),
+                    run_as_group: Some(2000),
+                    ..sc()
+                },
                 image_user: "",
                 passwd: Some(PASSWD),
                 want: Ok((33, 2000, vec![2000, 44, 29], "/var/www")),
             },
             Case {
                 name: "run_as_user wins over run_as_username",
-                sc: SecurityContextSpec { run_as_user: Some(1), run_as_username: "app".into(), ..sc() },
+                sc: SecurityContextSpec {
+                    run_as_user: Some(1),
+                    run_as_username: "app".into(),
+                    ..sc()
+                },
                 image_user: "",
                 passwd: Some(PASSWD),
                 want: Ok((1, 1, vec![1], "/usr/sbin")),
             },
             Case {
                 name: "run_as_username resolved",
-                sc: SecurityContextSpec { run_as_username: "www-data".into(), ..sc() },
+                sc: SecurityContextSpec {
+                    run_as_username: "www-data".into(),
+                    ..sc()
+                },
                 image_user: "",
                 passwd: Some(PASSWD),
                 want: Ok((33, 33, vec![33, 44, 29], "/var/www")),
             },
             Case {
                 name: "run_as_username unknown",
-                sc: SecurityContextSpec { run_as_username: "nobody".into(), ..sc() },
+                sc: SecurityContextSpec {
+                    run_as_username: "nobody".into(),
+                    ..sc()
+                },
                 image_user: "",
                 passwd: Some(PASSWD),
-                want: Err("config.linux.security_context.run_as_username: user \"nobody\" not found"),
+                want: Err(
+                    "config.linux.security_context.run_as_username: user \"nobody\" not found",
+                ),
             },
             Case {
                 name: "run_as_username without passwd file",
-                sc: SecurityContextSpec { run_as_username: "app".into(), ..sc() },
+                sc: SecurityContextSpec {
+                    run_as_username: "app".into(),
+                    ..sc()
+                },
                 image_user: "",
                 passwd: None,
                 want: Err("user \"app\" not found"),
             },
             Case {
                 name: "run_as_group alone is an error even with an image user",
-                sc: SecurityContextSpec { run_as_group: Some(5), ..sc() },
+                sc: SecurityContextSpec {
+                    run_as_group: Some(5),
+                    ..sc()
+                },
                 image_user: "app",
                 passwd: Some(PASSWD),
                 want: Err("invalid config.linux.security_context.run_as_group"),
             },
             Case {
                 name: "negative run_as_user",
-                sc: SecurityContextSpec { run_as_user: Some(-1), ..sc() },
+                sc: SecurityContextSpec {
+                    run_as_user: Some(-1),
+                    ..sc()
+                },
                 image_user: "",
                 passwd: Some(PASSWD),
                 want: Err("invalid config.linux.security_context.run_as_user"),
@@ -313,7 +392,11 @@ audio:x:29:www-data
             },
             Case {
                 name: "merge adds CRI groups after image groups",
-                sc: SecurityContextSpec { run_as_username: "app".into(), supplemental_groups: vec![5000, 44], ..sc() },
+                sc: SecurityContextSpec {
+                    run_as_username: "app".into(),
+                    supplemental_groups: vec![5000, 44],
+                    ..sc()
+                },
                 image_user: "",
                 passwd: Some(PASSWD),
                 want: Ok((1000, 1000, vec![1000, 1, 44, 5000], "/home/app")),
@@ -332,7 +415,10 @@ audio:x:29:www-data
             },
             Case {
                 name: "bad supplemental group",
-                sc: SecurityContextSpec { supplemental_groups: vec![1, -3], ..sc() },
+                sc: SecurityContextSpec {
+                    supplemental_groups: vec![1, -3],
+                    ..sc()
+                },
                 image_user: "",
                 passwd: Some(PASSWD),
                 want: Err("invalid config.linux.security_context.supplemental_groups[1]"),
@@ -342,9 +428,16 @@ audio:x:29:www-data
             let got = resolve_user(&c.sc, c.image_user, c.passwd, Some(GROUP));
             match (got, c.want) {
                 (Ok(u), Ok((uid, gid, gids, home))) => {
-                    assert_eq!((u.uid, u.gid, u.additional_gids, u.home.as_str()), (uid, gid, gids, home), "{}", c.name)
+                    assert_eq!(
+                        (u.uid, u.gid, u.additional_gids, u.home.as_str()),
+                        (uid, gid, gids, home),
+                        "{}",
+                        c.name
+                    )
                 }
-                (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{}: {e} lacks {msg:?}", c.name),
+                (Err(e), Err(msg)) => {
+                    assert!(e.to_string().contains(msg), "{}: {e} lacks {msg:?}", c.name)
+                }
                 (got, want) => panic!("{}: got {got:?}, want {want:?}", c.name),
             }
         }

@@ -6,13 +6,47 @@ use oci_spec::runtime::{Capability, LinuxCapabilities};
 
 /// Capability numbers by name (linux/capability.h).
 const NAMES: [&str; 41] = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",
-    "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
 /// The number of a capability name, e.g. `CAP_NET_RAW` -> 13.
@@ -23,7 +57,10 @@ pub fn number(name: &str) -> Option<u32> {
 fn mask(set: &Option<std::collections::HashSet<Capability>>) -> Result<u64, String> {
     let mut bits = 0u64;
     for cap in set.iter().flatten() {
-        let name = serde_json::to_value(cap).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let name = serde_json::to_value(cap)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
         let n = number(&name).ok_or_else(|| format!("unknown capability {name:?}"))?;
         bits |= 1 << n;
     }
@@ -58,7 +95,9 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 impl CapSets {
     pub fn from_spec(caps: Option<&LinuxCapabilities>) -> Result<CapSets, String> {
-        let Some(c) = caps else { return Ok(CapSets::default()) };
+        let Some(c) = caps else {
+            return Ok(CapSets::default());
+        };
         Ok(CapSets {
             bounding: mask(c.bounding())?,
             effective: mask(c.effective())?,
@@ -78,8 +117,13 @@ impl CapSets {
         for cap in 0..=last {
             if self.bounding & (1 << cap) == 0 {
                 // SAFETY: prctl with integer arguments only.
-                if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {
-                    return Err(format!("drop {} from the bounding set: {}", NAMES.get(cap as usize).unwrap_or(&"?"), nix::Error::last()));
+                if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0
+                {
+                    return Err(format!(
+                        "drop {} from the bounding set: {}",
+                        NAMES.get(cap as usize).unwrap_or(&"?"),
+                        nix::Error::last()
+                    ));
                 }
             }
         }
@@ -91,23 +135,61 @@ impl CapSets {
     /// ambient set.
     pub fn apply(&self) -> Result<(), String> {
         let held = current_permitted()?;
-        let (e, p, i) = (self.effective & held, self.permitted & held, self.inheritable & held);
-        let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        let (e, p, i) = (
+            self.effective & held,
+            self.permitted & held,
+            self.inheritable & held,
+        );
+        let header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
         let data = [
-            CapData { effective: e as u32, permitted: p as u32, inheritable: i as u32 },
-            CapData { effective: (e >> 32) as u32, permitted: (p >> 32) as u32, inheritable: (i >> 32) as u32 },
+            CapData {
+                effective: e as u32,
+                permitted: p as u32,
+                inheritable: i as u32,
+            },
+            CapData {
+                effective: (e >> 32) as u32,
+                permitted: (p >> 32) as u32,
+                inheritable: (i >> 32) as u32,
+            },
         ];
         // SAFETY: header and data are valid, correctly laid out capset arguments.
-        if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } < 0 {
+        if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) }
+            < 0
+        {
             return Err(format!("capset: {}", nix::Error::last()));
         }
         // SAFETY: prctl with integer arguments only.
-        unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
+        unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
         for cap in 0..64u32 {
             if self.ambient & p & i & (1 << cap) != 0 {
                 // SAFETY: as above.
-                if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong, 0, 0) } < 0 {
-                    return Err(format!("raise ambient {}: {}", NAMES.get(cap as usize).unwrap_or(&"?"), nix::Error::last()));
+                if unsafe {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    )
+                } < 0
+                {
+                    return Err(format!(
+                        "raise ambient {}: {}",
+                        NAMES.get(cap as usize).unwrap_or(&"?"),
+                        nix::Error::last()
+                    ));
                 }
             }
         }
@@ -125,7 +207,8 @@ pub fn keep_caps(on: bool) -> Result<(), String> {
 }
 
 fn current_permitted() -> Result<u64, String> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("read /proc/self/status: {e}"))?;
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("read /proc/self/status: {e}"))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapPrm:"))

@@ -49,16 +49,31 @@ pub(super) struct Containers {
 }
 
 fn ok(pid: Option<ProcRef>) -> Reply {
-    Reply { ok: true, error: None, init_alive: None, pid, started_at: None }
+    Reply {
+        ok: true,
+        error: None,
+        init_alive: None,
+        pid,
+        started_at: None,
+    }
 }
 
 fn fail(error: String) -> Reply {
-    Reply { ok: false, error: Some(error), init_alive: None, pid: None, started_at: None }
+    Reply {
+        ok: false,
+        error: Some(error),
+        init_alive: None,
+        pid: None,
+        started_at: None,
+    }
 }
 
 fn set_nonblocking(fd: &OwnedFd) {
     if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
-        let _ = fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK));
+        let _ = fcntl(
+            fd,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        );
     }
 }
 
@@ -75,9 +90,11 @@ impl Containers {
         if self.map.contains_key(id) {
             return fail(format!("container {id} already exists in this monitor"));
         }
-        let spec = match std::fs::read(spec).map_err(|e| e.to_string()).and_then(|b| {
-            serde_json::from_slice::<oci_spec::runtime::Spec>(&b).map_err(|e| e.to_string())
-        }) {
+        let spec = match std::fs::read(spec)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                serde_json::from_slice::<oci_spec::runtime::Spec>(&b).map_err(|e| e.to_string())
+            }) {
             Ok(spec) => spec,
             Err(e) => return fail(format!("read spec {}: {e}", spec.display())),
         };
@@ -85,8 +102,18 @@ impl Containers {
             Ok(log) => log,
             Err(e) => return fail(format!("open log {}: {e}", log_path.display())),
         };
-        match launch::create(&LaunchConfig { spec: &spec, cgroup_dirs, overlay }) {
-            Ok(Launched { pid, start, status, stdout, stderr }) => {
+        match launch::create(&LaunchConfig {
+            spec: &spec,
+            cgroup_dirs,
+            overlay,
+        }) {
+            Ok(Launched {
+                pid,
+                start,
+                status,
+                stdout,
+                stderr,
+            }) => {
                 set_nonblocking(&stdout);
                 set_nonblocking(&stderr);
                 let proc_ref = ProcRef::of(pid.as_raw());
@@ -110,21 +137,35 @@ impl Containers {
     }
 
     pub(super) fn start(&mut self, id: &str) -> Reply {
-        let Some(c) = self.map.get_mut(id) else { return fail(format!("container {id} not found")) };
-        let Some((start, status)) = c.pending.take() else { return fail(format!("container {id} was already started")) };
-        let started_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+        let Some(c) = self.map.get_mut(id) else {
+            return fail(format!("container {id} not found"));
+        };
+        let Some((start, status)) = c.pending.take() else {
+            return fail(format!("container {id} was already started"));
+        };
+        let started_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
         match launch::start(&start, &status) {
-            Ok(()) => Reply { started_at: Some(started_at), ..ok(c.proc_ref) },
+            Ok(()) => Reply {
+                started_at: Some(started_at),
+                ..ok(c.proc_ref)
+            },
             Err(e) => fail(e),
         }
     }
 
     pub(super) fn signal(&mut self, id: &str, signal: i32) -> Reply {
-        let Some(c) = self.map.get(id) else { return fail(format!("container {id} not found")) };
+        let Some(c) = self.map.get(id) else {
+            return fail(format!("container {id} not found"));
+        };
         if c.exited {
             return ok(c.proc_ref);
         }
-        let Ok(sig) = Signal::try_from(signal) else { return fail(format!("invalid signal {signal}")) };
+        let Ok(sig) = Signal::try_from(signal) else {
+            return fail(format!("invalid signal {signal}"));
+        };
         match kill(c.pid, sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => ok(c.proc_ref),
             Err(e) => fail(format!("signal {sig}: {e}")),
@@ -132,7 +173,9 @@ impl Containers {
     }
 
     pub(super) fn reopen_log(&mut self, id: &str) -> Reply {
-        let Some(c) = self.map.get_mut(id) else { return fail(format!("container {id} not found")) };
+        let Some(c) = self.map.get_mut(id) else {
+            return fail(format!("container {id} not found"));
+        };
         match c.log.reopen() {
             Ok(()) => ok(c.proc_ref),
             Err(e) => fail(format!("reopen log: {e}")),
@@ -169,7 +212,9 @@ impl Containers {
 
     /// Copies whatever the pipe holds into the log; closes it at EOF.
     pub(super) fn on_output(&mut self, id: &str, stream: Stream) {
-        let Some(c) = self.map.get_mut(id) else { return };
+        let Some(c) = self.map.get_mut(id) else {
+            return;
+        };
         let slot = match stream {
             Stream::Stdout => &mut c.stdout,
             Stream::Stderr => &mut c.stderr,
@@ -197,8 +242,12 @@ impl Containers {
 
     /// Records the exit if `status` is one of ours. Returns true if it was.
     pub(super) fn on_exit(&mut self, status: WaitStatus) -> bool {
-        let Some(pid) = status.pid() else { return false };
-        let Some((id, _)) = self.map.iter().find(|(_, c)| c.pid == pid && !c.exited) else { return false };
+        let Some(pid) = status.pid() else {
+            return false;
+        };
+        let Some((id, _)) = self.map.iter().find(|(_, c)| c.pid == pid && !c.exited) else {
+            return false;
+        };
         let id = id.clone();
         // Output still in the pipes belongs to the log before the exit is visible.
         for stream in [Stream::Stdout, Stream::Stderr] {
@@ -210,12 +259,30 @@ impl Containers {
             WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
             _ => return false,
         };
-        let finished_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
-        let record = ExitRecord { exit_code, signal, finished_at };
+        let finished_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let record = ExitRecord {
+            exit_code,
+            signal,
+            finished_at,
+        };
         let dir = c.exit_file.parent().unwrap_or(Path::new("/"));
-        let name = c.exit_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Err(e) = crust_state::write_atomic(dir, &name, &serde_json::to_vec(&record).expect("serializes")) {
-            eprintln!("crust-monitor: record exit of {id} in {}: {e}", c.exit_file.display());
+        let name = c
+            .exit_file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(e) = crust_state::write_atomic(
+            dir,
+            &name,
+            &serde_json::to_vec(&record).expect("serializes"),
+        ) {
+            eprintln!(
+                "crust-monitor: record exit of {id} in {}: {e}",
+                c.exit_file.display()
+            );
         }
         c.exited = true;
         true
@@ -230,7 +297,11 @@ impl Containers {
 
     /// Pids of containers not yet reaped.
     pub(super) fn running(&self) -> Vec<Pid> {
-        self.map.values().filter(|c| !c.exited).map(|c| c.pid).collect()
+        self.map
+            .values()
+            .filter(|c| !c.exited)
+            .map(|c| c.pid)
+            .collect()
     }
 }
 

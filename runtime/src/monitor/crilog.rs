@@ -42,7 +42,12 @@ impl CriLog {
     /// Opens (creating) `path`. Lines longer than `max_line` bytes are split into `P`
     /// records.
     pub fn open(path: &Path, max_line: usize) -> io::Result<CriLog> {
-        Ok(CriLog { path: path.to_path_buf(), file: Some(open(path)?), partial: [Vec::new(), Vec::new()], max_line })
+        Ok(CriLog {
+            path: path.to_path_buf(),
+            file: Some(open(path)?),
+            partial: [Vec::new(), Vec::new()],
+            max_line,
+        })
     }
 
     /// Reopens the file at the same path (after kubelet rotated it away).
@@ -52,7 +57,9 @@ impl CriLog {
     }
 
     fn record(&mut self, stream: Stream, tag: char, content: &[u8]) {
-        let Some(file) = self.file.as_mut() else { return };
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
         let ts = humantime::format_rfc3339_nanos(SystemTime::now());
         let mut line = Vec::with_capacity(content.len() + 48);
         line.extend_from_slice(format!("{ts} {} {tag} ", stream.name()).as_bytes());
@@ -72,7 +79,14 @@ impl CriLog {
         let mut start = 0;
         while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
             let line = &buf[start..start + nl];
-            for chunk in line.chunks(self.max_line.max(1)).collect::<Vec<_>>().iter().rev().skip(1).rev() {
+            for chunk in line
+                .chunks(self.max_line.max(1))
+                .collect::<Vec<_>>()
+                .iter()
+                .rev()
+                .skip(1)
+                .rev()
+            {
                 self.record(stream, 'P', chunk);
             }
             let last = line.chunks(self.max_line.max(1)).last().unwrap_or(&[]);
@@ -112,7 +126,11 @@ mod tests {
                 let mut parts = l.splitn(4, ' ');
                 let ts = parts.next().unwrap();
                 assert!(humantime::parse_rfc3339(ts).is_ok(), "timestamp {ts}");
-                (parts.next().unwrap().into(), parts.next().unwrap().into(), parts.next().unwrap_or("").into())
+                (
+                    parts.next().unwrap().into(),
+                    parts.next().unwrap().into(),
+                    parts.next().unwrap_or("").into(),
+                )
             })
             .collect()
     }

@@ -24,7 +24,7 @@ use nix::{
         signalfd::{SfdFlags, SignalFd},
         wait::{WaitPidFlag, WaitStatus, waitpid},
     },
-    unistd::{ForkResult, Pid, fork, getpid, pipe, setsid, sethostname},
+    unistd::{ForkResult, Pid, fork, getpid, pipe, sethostname, setsid},
 };
 
 use super::{MonitorPids, MonitorSpec, Reply, Request, StartMessage};
@@ -46,17 +46,23 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let spec: MonitorSpec = match fs::read(&spec_path).map_err(|e| e.to_string()).and_then(|b| {
-        serde_json::from_slice(&b).map_err(|e| e.to_string())
-    }) {
+    let spec: MonitorSpec = match fs::read(&spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
         Ok(spec) => spec,
-        Err(e) => return report_and_exit(&StartMessage::Error(format!("read spec {spec_path}: {e}"))),
+        Err(e) => {
+            return report_and_exit(&StartMessage::Error(format!("read spec {spec_path}: {e}")));
+        }
     };
     // Leave crustd's cgroup first, so no pod or daemon limit ever applies to us.
     for dir in &spec.monitor_cgroup_dirs {
         let procs = dir.join("cgroup.procs");
         if let Err(e) = fs::write(&procs, getpid().to_string()) {
-            return report_and_exit(&StartMessage::Error(format!("join monitor cgroup {}: {e}", procs.display())));
+            return report_and_exit(&StartMessage::Error(format!(
+                "join monitor cgroup {}: {e}",
+                procs.display()
+            )));
         }
     }
 
@@ -67,7 +73,9 @@ pub fn main() -> ExitCode {
     if let Ok(parent) = std::env::var(PARENT_ENV)
         && parent != nix::unistd::getppid().to_string()
     {
-        return report_and_exit(&StartMessage::Error(format!("crustd (pid {parent}) exited before the monitor started")));
+        return report_and_exit(&StartMessage::Error(format!(
+            "crustd (pid {parent}) exited before the monitor started"
+        )));
     }
     let launcher = getpid();
 
@@ -84,8 +92,9 @@ pub fn main() -> ExitCode {
             // The daemon half writes exactly one message, then closes its end.
             let mut line = String::new();
             let _ = File::from(read_end).read_to_string(&mut line);
-            let message = serde_json::from_str(line.trim())
-                .unwrap_or_else(|_| StartMessage::Error(format!("monitor died during setup (said {line:?})")));
+            let message = serde_json::from_str(line.trim()).unwrap_or_else(|_| {
+                StartMessage::Error(format!("monitor died during setup (said {line:?})"))
+            });
             report_and_exit(&message)
         }
         Ok(ForkResult::Child) => {
@@ -102,7 +111,11 @@ pub fn main() -> ExitCode {
 
 fn report_and_exit(message: &StartMessage) -> ExitCode {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", serde_json::to_string(message).expect("message serializes"));
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string(message).expect("message serializes")
+    );
     let _ = out.flush();
     match message {
         StartMessage::Ready(_) => ExitCode::SUCCESS,
@@ -129,19 +142,35 @@ fn daemon(spec: MonitorSpec, ready: OwnedFd) -> ExitCode {
     let mut ready = File::from(ready);
     match setup(&spec, &ready) {
         Ok((listener, init)) => {
-            let pids = MonitorPids { monitor: ProcRef::of(getpid().as_raw()).expect("own /proc entry"), init };
+            let pids = MonitorPids {
+                monitor: ProcRef::of(getpid().as_raw()).expect("own /proc entry"),
+                init,
+            };
             let _ = write_pid_file(&spec, &pids);
             // From now on we outlive crustd and the launcher, by design.
             let _ = prctl::set_pdeathsig(None);
-            let _ = writeln!(ready, "{}", serde_json::to_string(&StartMessage::Ready(pids)).expect("serializes"));
+            let _ = writeln!(
+                ready,
+                "{}",
+                serde_json::to_string(&StartMessage::Ready(pids)).expect("serializes")
+            );
             drop(ready);
-            let mut monitor = Monitor { spec, init, init_exited: false, containers: Default::default() };
+            let mut monitor = Monitor {
+                spec,
+                init,
+                init_exited: false,
+                containers: Default::default(),
+            };
             monitor.serve(listener);
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("crust-monitor {}: setup failed: {e}", spec.pod_id);
-            let _ = writeln!(ready, "{}", serde_json::to_string(&StartMessage::Error(e)).expect("serializes"));
+            let _ = writeln!(
+                ready,
+                "{}",
+                serde_json::to_string(&StartMessage::Error(e)).expect("serializes")
+            );
             ExitCode::FAILURE
         }
     }
@@ -149,7 +178,11 @@ fn daemon(spec: MonitorSpec, ready: OwnedFd) -> ExitCode {
 
 fn write_pid_file(spec: &MonitorSpec, pids: &MonitorPids) -> std::io::Result<()> {
     let dir = spec.pid_file.parent().expect("pid file has a directory");
-    let name = spec.pid_file.file_name().expect("pid file has a name").to_string_lossy();
+    let name = spec
+        .pid_file
+        .file_name()
+        .expect("pid file has a name")
+        .to_string_lossy();
     crust_state::write_atomic(dir, &name, &serde_json::to_vec(pids).expect("serializes"))
 }
 
@@ -173,7 +206,8 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
         loopback_up().map_err(|e| format!("bring up lo in the pod network namespace: {e}"))?;
     }
     if spec.new_uts {
-        sethostname(&spec.hostname).map_err(|e| format!("set hostname {:?}: {e}", spec.hostname))?;
+        sethostname(&spec.hostname)
+            .map_err(|e| format!("set hostname {:?}: {e}", spec.hostname))?;
     }
     // /proc/sys/net and the IPC sysctls resolve to the namespaces of the process that
     // opens them, so these writes land in the pod's new namespaces.
@@ -181,8 +215,13 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
         let path = Path::new("/proc/sys").join(sysctl_path(name));
         fs::write(&path, value).map_err(|e| format!("sysctl {name}={value}: {e}"))?;
     }
-    fs::create_dir_all(&spec.pins_dir).map_err(|e| format!("create {}: {e}", spec.pins_dir.display()))?;
-    for (wanted, ns) in [(spec.new_net, "net"), (spec.new_ipc, "ipc"), (spec.new_uts, "uts")] {
+    fs::create_dir_all(&spec.pins_dir)
+        .map_err(|e| format!("create {}: {e}", spec.pins_dir.display()))?;
+    for (wanted, ns) in [
+        (spec.new_net, "net"),
+        (spec.new_ipc, "ipc"),
+        (spec.new_uts, "uts"),
+    ] {
         if wanted {
             pin(&format!("/proc/self/ns/{ns}"), &spec.pins_dir.join(ns))?;
         }
@@ -200,7 +239,8 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
                 init = Some(proc_ref);
                 for dir in &spec.pod_cgroup_dirs {
                     let procs = dir.join("cgroup.procs");
-                    fs::write(&procs, child.to_string()).map_err(|e| format!("place pod init in {}: {e}", procs.display()))?;
+                    fs::write(&procs, child.to_string())
+                        .map_err(|e| format!("place pod init in {}: {e}", procs.display()))?;
                 }
                 pin(&format!("/proc/{child}/ns/pid"), &spec.pins_dir.join("pid"))?;
             }
@@ -208,7 +248,8 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
     }
 
     let _ = fs::remove_file(&spec.socket);
-    let listener = UnixListener::bind(&spec.socket).map_err(|e| format!("bind {}: {e}", spec.socket.display()))?;
+    let listener = UnixListener::bind(&spec.socket)
+        .map_err(|e| format!("bind {}: {e}", spec.socket.display()))?;
     Ok((listener, init))
 }
 
@@ -216,7 +257,12 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
 /// The `SIOCGIFFLAGS`/`SIOCSIFFLAGS` ioctls need no netlink machinery.
 fn loopback_up() -> Result<(), nix::Error> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
-    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
@@ -239,14 +285,24 @@ fn loopback_up() -> Result<(), nix::Error> {
 /// `net.ipv4.ip_forward` -> `net/ipv4/ip_forward`. Names already using `/` (allowed by
 /// Kubernetes) are taken as they are.
 pub fn sysctl_path(name: &str) -> String {
-    if name.contains('/') { name.to_string() } else { name.replace('.', "/") }
+    if name.contains('/') {
+        name.to_string()
+    } else {
+        name.replace('.', "/")
+    }
 }
 
 /// Keeps a namespace alive without a process by bind-mounting its nsfs file.
 fn pin(source: &str, target: &Path) -> Result<(), String> {
     File::create(target).map_err(|e| format!("create pin {}: {e}", target.display()))?;
-    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| format!("pin {source} at {}: {e}", target.display()))
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("pin {source} at {}: {e}", target.display()))
 }
 
 /// PID 1 of the pod's PID namespace: reaps every orphan the pod's processes leave and
@@ -273,30 +329,46 @@ fn pod_init(ready_fd: i32) -> ! {
 impl Monitor {
     fn serve(&mut self, listener: UnixListener) {
         let mut mask = SigSet::empty();
-        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+        ] {
             mask.add(s);
         }
         let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
-        let signals = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
-            Ok(fd) => fd,
-            Err(e) => {
-                eprintln!("crust-monitor {}: signalfd: {e}", self.spec.pod_id);
-                return;
-            }
-        };
+        let signals =
+            match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    eprintln!("crust-monitor {}: signalfd: {e}", self.spec.pod_id);
+                    return;
+                }
+            };
         let _ = listener.set_nonblocking(true);
         loop {
             let outputs = self.containers.output_fds();
-            let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            let mut fds = vec![
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            ];
             for (_, _, fd) in &outputs {
                 // SAFETY: the container map owns these fds and is not touched until the
                 // poll set is dropped below.
-                fds.push(PollFd::new(unsafe { super::containers::borrow(*fd) }, PollFlags::POLLIN));
+                fds.push(PollFd::new(
+                    unsafe { super::containers::borrow(*fd) },
+                    PollFlags::POLLIN,
+                ));
             }
             if poll(&mut fds, PollTimeout::NONE).is_err() {
                 continue;
             }
-            let ready = |f: &PollFd| f.revents().is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR));
+            let ready = |f: &PollFd| {
+                f.revents().is_some_and(|r| {
+                    r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                })
+            };
             let signal_ready = ready(&fds[1]);
             let conn_ready = ready(&fds[0]);
             let readable: Vec<usize> = (0..outputs.len()).filter(|i| ready(&fds[i + 2])).collect();
@@ -337,7 +409,10 @@ impl Monitor {
                     if let (Some(pid), Some(init)) = (status.pid(), self.init)
                         && pid.as_raw() == init.pid
                     {
-                        eprintln!("crust-monitor {}: pod init exited: {status:?}", self.spec.pod_id);
+                        eprintln!(
+                            "crust-monitor {}: pod init exited: {status:?}",
+                            self.spec.pod_id
+                        );
                         self.init_exited = true;
                     }
                 }
@@ -356,23 +431,69 @@ impl Monitor {
         }
         let init_alive = self.init.map(|_| !self.init_exited);
         let (reply, stop) = match serde_json::from_str::<Request>(line.trim()) {
-            Ok(Request::Ping) => (Reply { ok: true, error: None, init_alive, pid: None, started_at: None }, false),
-            Ok(Request::Shutdown) => (Reply { ok: true, error: None, init_alive, pid: None, started_at: None }, true),
-            Ok(Request::CreateContainer { id, spec, log_path, exit_file, cgroup_dirs, overlay }) => {
-                (self.containers.create(&id, &spec, &log_path, &exit_file, &cgroup_dirs, overlay.as_ref()), false)
-            }
+            Ok(Request::Ping) => (
+                Reply {
+                    ok: true,
+                    error: None,
+                    init_alive,
+                    pid: None,
+                    started_at: None,
+                },
+                false,
+            ),
+            Ok(Request::Shutdown) => (
+                Reply {
+                    ok: true,
+                    error: None,
+                    init_alive,
+                    pid: None,
+                    started_at: None,
+                },
+                true,
+            ),
+            Ok(Request::CreateContainer {
+                id,
+                spec,
+                log_path,
+                exit_file,
+                cgroup_dirs,
+                overlay,
+            }) => (
+                self.containers.create(
+                    &id,
+                    &spec,
+                    &log_path,
+                    &exit_file,
+                    &cgroup_dirs,
+                    overlay.as_ref(),
+                ),
+                false,
+            ),
             Ok(Request::StartContainer { id }) => (self.containers.start(&id), false),
             Ok(Request::Signal { id, signal }) => (self.containers.signal(&id, signal), false),
             Ok(Request::ReopenLog { id }) => (self.containers.reopen_log(&id), false),
             Ok(Request::RemoveContainer { id }) => (self.containers.remove(&id), false),
-            Err(e) => (Reply { ok: false, error: Some(format!("bad request: {e}")), init_alive, pid: None, started_at: None }, false),
+            Err(e) => (
+                Reply {
+                    ok: false,
+                    error: Some(format!("bad request: {e}")),
+                    init_alive,
+                    pid: None,
+                    started_at: None,
+                },
+                false,
+            ),
         };
         if stop {
             // Kill before answering: when crustd hears "ok", the pod's processes are gone.
             self.kill_pod();
         }
         let mut conn = conn;
-        let _ = writeln!(conn, "{}", serde_json::to_string(&reply).expect("reply serializes"));
+        let _ = writeln!(
+            conn,
+            "{}",
+            serde_json::to_string(&reply).expect("reply serializes")
+        );
         // Parsing an OCI spec allocates a lot briefly; hand the freed heap back so a
         // long-lived monitor stays small (glibc keeps it otherwise).
         // SAFETY: malloc_trim only releases free memory; no pointers are involved.
@@ -417,7 +538,13 @@ mod tests {
     #[test]
     fn sysctl_names_become_paths() {
         assert_eq!(sysctl_path("net.ipv4.ip_forward"), "net/ipv4/ip_forward");
-        assert_eq!(sysctl_path("kernel.shm_rmid_forced"), "kernel/shm_rmid_forced");
-        assert_eq!(sysctl_path("net/ipv4/conf/eth0.100/forwarding"), "net/ipv4/conf/eth0.100/forwarding");
+        assert_eq!(
+            sysctl_path("kernel.shm_rmid_forced"),
+            "kernel/shm_rmid_forced"
+        );
+        assert_eq!(
+            sysctl_path("net/ipv4/conf/eth0.100/forwarding"),
+            "net/ipv4/conf/eth0.100/forwarding"
+        );
     }
 }

@@ -32,10 +32,15 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         match args.get(i).map(String::as_str) {
             Some("--spec") => spec_path = args.get(i + 1).cloned(),
             Some("--pid") => pid = args.get(i + 1).and_then(|p| p.parse::<i32>().ok()),
-            Some("--start-time") => start_time = args.get(i + 1).and_then(|p| p.parse::<u64>().ok()),
+            Some("--start-time") => {
+                start_time = args.get(i + 1).and_then(|p| p.parse::<u64>().ok())
+            }
             Some("--cgroup") => cgroups.extend(args.get(i + 1).cloned()),
             Some("--") => break args[i + 1..].to_vec(),
-            _ => return Err("usage: crust-monitor exec --spec FILE --pid PID [--cgroup DIR]... -- CMD [ARG]...".into()),
+            _ => return Err(
+                "usage: crust-monitor exec --spec FILE --pid PID [--cgroup DIR]... -- CMD [ARG]..."
+                    .into(),
+            ),
         }
         i += 2;
     };
@@ -49,11 +54,17 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
         .map_err(|e| format!("read spec {spec_path}: {e}"))?;
     let process = spec.process().clone().ok_or("spec has no process")?;
-    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone()).map(|p| super::seccomp::compile(&p)).transpose()?;
+    let seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().clone())
+        .map(|p| super::seccomp::compile(&p))
+        .transpose()?;
 
     // The exec's own cgroup (below the container's), so crustd can kill its whole tree.
     for dir in &cgroups {
-        std::fs::write(format!("{dir}/cgroup.procs"), getpid().to_string()).map_err(|e| format!("join cgroup {dir}: {e}"))?;
+        std::fs::write(format!("{dir}/cgroup.procs"), getpid().to_string())
+            .map_err(|e| format!("join cgroup {dir}: {e}"))?;
     }
     // Open every namespace first: after joining the mount namespace, /proc/<pid> of
     // the host is out of reach. The mount namespace comes last.
@@ -67,7 +78,11 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     let mut files = Vec::new();
     for (name, flag) in kinds {
         let path = format!("/proc/{pid}/ns/{name}");
-        files.push((File::open(&path).map_err(|e| format!("open {path}: {e}"))?, flag, path));
+        files.push((
+            File::open(&path).map_err(|e| format!("open {path}: {e}"))?,
+            flag,
+            path,
+        ));
     }
     // The namespace files were opened from a process that still had the container's
     // start time, so they are the container's even if its PID is reused right after.
@@ -80,8 +95,17 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         setns(file, flag).map_err(|e| format!("join {path}: {e}"))?;
     }
 
-    let env: Vec<CString> = process.env().clone().unwrap_or_default().into_iter().filter_map(|e| CString::new(e).ok()).collect();
-    let argv: Vec<CString> = command.iter().map(|a| CString::new(a.as_str()).map_err(|_| "argument contains NUL")).collect::<Result<_, _>>()?;
+    let env: Vec<CString> = process
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| CString::new(e).ok())
+        .collect();
+    let argv: Vec<CString> = command
+        .iter()
+        .map(|a| CString::new(a.as_str()).map_err(|_| "argument contains NUL"))
+        .collect::<Result<_, _>>()?;
     // A PID namespace joined with setns applies to children only: fork into it.
     // SAFETY: this process is single-threaded (nothing spawned threads).
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
@@ -97,8 +121,13 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 if let (Some(programs), true) = (&seccomp, no_new_privs) {
                     super::seccomp::apply(programs)?;
                 }
-                chdir(process.cwd().as_path()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
-                if let Some(path) = env.iter().filter_map(|e| e.to_str().ok()).find_map(|e| e.strip_prefix("PATH=")) {
+                chdir(process.cwd().as_path())
+                    .map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
+                if let Some(path) = env
+                    .iter()
+                    .filter_map(|e| e.to_str().ok())
+                    .find_map(|e| e.strip_prefix("PATH="))
+                {
                     // SAFETY: single-threaded child; nothing else reads the environment.
                     unsafe { std::env::set_var("PATH", path) };
                 }
@@ -114,7 +143,9 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         ForkResult::Parent { child } => loop {
             match waitpid(child, None) {
                 Ok(WaitStatus::Exited(_, code)) => return Ok(ExitCode::from(code as u8)),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitCode::from((128 + sig as i32) as u8)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    return Ok(ExitCode::from((128 + sig as i32) as u8));
+                }
                 Ok(_) => continue,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(format!("wait: {e}")),

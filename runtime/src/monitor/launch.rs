@@ -23,7 +23,10 @@ use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
     sched::{CloneFlags, setns},
     sys::stat::Mode,
-    unistd::{Gid, Pid, Uid, chdir, dup2_stderr, dup2_stdout, dup2_stdin, execvpe, pipe2, pivot_root, setgid, setgroups, setuid},
+    unistd::{
+        Gid, Pid, Uid, chdir, dup2_stderr, dup2_stdin, dup2_stdout, execvpe, pipe2, pivot_root,
+        setgid, setgroups, setuid,
+    },
 };
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
@@ -55,9 +58,16 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
 
-    let namespaces = cfg.spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let namespaces = cfg
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
     let mut flags = CloneFlags::CLONE_NEWNS;
-    let wants_new_pid = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none());
+    let wants_new_pid = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none());
     if wants_new_pid {
         flags |= CloneFlags::CLONE_NEWPID;
     }
@@ -95,7 +105,10 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     // filesystem must not freeze the pod's monitor (it serves every container).
     if !readable_within(&status_r, SETUP_TIMEOUT_MS) {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        return Err(format!("container setup did not finish within {} s (killed)", SETUP_TIMEOUT_MS / 1000));
+        return Err(format!(
+            "container setup did not finish within {} s (killed)",
+            SETUP_TIMEOUT_MS / 1000
+        ));
     }
     let mut first = [0u8; 1];
     let mut status_file = File::from(status_r);
@@ -108,17 +121,28 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
         }
         _ => return Err("container process died during setup".into()),
     }
-    Ok(Launched { pid, start: start_w, status: status_file.into(), stdout: out_r, stderr: err_r })
+    Ok(Launched {
+        pid,
+        start: start_w,
+        status: status_file.into(),
+        stdout: out_r,
+        stderr: err_r,
+    })
 }
 
 /// Starts a created container (given its start and status pipes) and waits for the
 /// outcome of its exec.
 pub fn start(start_pipe: &OwnedFd, status_pipe: &OwnedFd) -> Result<(), String> {
     let mut start = unsafe_file(start_pipe.as_raw_fd());
-    start.write_all(b"S").map_err(|e| format!("signal start: {e}"))?;
+    start
+        .write_all(b"S")
+        .map_err(|e| format!("signal start: {e}"))?;
     std::mem::forget(start);
     if !readable_within(status_pipe, SETUP_TIMEOUT_MS) {
-        return Err(format!("container did not exec within {} s", SETUP_TIMEOUT_MS / 1000));
+        return Err(format!(
+            "container did not exec within {} s",
+            SETUP_TIMEOUT_MS / 1000
+        ));
     }
     let mut report = String::new();
     let mut status = unsafe_file(status_pipe.as_raw_fd());
@@ -168,7 +192,11 @@ fn child_main(
 ) -> Result<Never, String> {
     let linux = spec.linux().clone().unwrap_or_default();
     // Compiled now so a bad profile fails CreateContainer; loaded as late as possible.
-    let seccomp = linux.seccomp().as_ref().map(super::seccomp::compile).transpose()?;
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(super::seccomp::compile)
+        .transpose()?;
     // Join the namespaces the spec names by path (the pod's, pinned by the monitor).
     for ns in linux.namespaces().clone().unwrap_or_default() {
         let Some(path) = ns.path() else { continue };
@@ -184,13 +212,17 @@ fn child_main(
                 use std::os::unix::fs::MetadataExt;
                 let ino = |p: &Path| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
                 if ino(path) != ino(Path::new("/proc/self/ns/pid")) {
-                    return Err(format!("PID namespace {} is not the pod's; joining it is not supported", path.display()));
+                    return Err(format!(
+                        "PID namespace {} is not the pod's; joining it is not supported",
+                        path.display()
+                    ));
                 }
                 continue;
             }
             _ => continue,
         };
-        let file = File::open(path).map_err(|e| format!("open namespace {}: {e}", path.display()))?;
+        let file =
+            File::open(path).map_err(|e| format!("open namespace {}: {e}", path.display()))?;
         setns(file, flag).map_err(|e| format!("join namespace {}: {e}", path.display()))?;
     }
 
@@ -206,11 +238,14 @@ fn child_main(
 
     let process = spec.process().clone().ok_or("spec has no process")?;
     if let Some(adj) = process.oom_score_adj() {
-        fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| format!("oom_score_adj {adj}: {e}"))?;
+        fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| format!("oom_score_adj {adj}: {e}"))?;
     }
     for rlimit in process.rlimits().clone().unwrap_or_default() {
-        let resource = rlimit_resource(&format!("{:?}", rlimit.typ())).ok_or_else(|| format!("unknown rlimit {:?}", rlimit.typ()))?;
-        nix::sys::resource::setrlimit(resource, rlimit.soft(), rlimit.hard()).map_err(|e| format!("setrlimit {:?}: {e}", rlimit.typ()))?;
+        let resource = rlimit_resource(&format!("{:?}", rlimit.typ()))
+            .ok_or_else(|| format!("unknown rlimit {:?}", rlimit.typ()))?;
+        nix::sys::resource::setrlimit(resource, rlimit.soft(), rlimit.hard())
+            .map_err(|e| format!("setrlimit {:?}: {e}", rlimit.typ()))?;
     }
 
     // Stdio: the monitor's pipes; no stdin until attach exists.
@@ -228,7 +263,8 @@ fn child_main(
         super::seccomp::apply(programs)?;
     }
     apply_identity(&process)?;
-    chdir(process.cwd().as_path()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
+    chdir(process.cwd().as_path())
+        .map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
 
     let args: Vec<CString> = process
         .args()
@@ -259,7 +295,11 @@ fn child_main(
         super::seccomp::apply(programs)?;
     }
     // execvpe searches PATH from the container's environment (`env`), like runc.
-    if let Some(path) = env.iter().filter_map(|e| e.to_str().ok()).find_map(|e| e.strip_prefix("PATH=")) {
+    if let Some(path) = env
+        .iter()
+        .filter_map(|e| e.to_str().ok())
+        .find_map(|e| e.strip_prefix("PATH="))
+    {
         // SAFETY: single-threaded child; setenv cannot race.
         unsafe { std::env::set_var("PATH", path) };
     }
@@ -269,7 +309,9 @@ fn child_main(
 
 fn report_ready(status_fd: RawFd) -> Result<(), String> {
     let mut status = unsafe_file(status_fd);
-    let result = status.write_all(b"R").map_err(|e| format!("report ready: {e}"));
+    let result = status
+        .write_all(b"R")
+        .map_err(|e| format!("report ready: {e}"));
     std::mem::forget(status);
     result
 }
@@ -287,7 +329,8 @@ pub(crate) fn reset_signals() -> Result<(), String> {
         // SAFETY: installing SIG_DFL runs no code of ours in signal context.
         let _ = unsafe { signal(sig, SigHandler::SigDfl) };
     }
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(|e| format!("reset signal mask: {e}"))
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(|e| format!("reset signal mask: {e}"))
 }
 
 /// Identity and privileges, as the spec's process asks: groups and ids first (needs
@@ -298,7 +341,13 @@ pub(crate) fn apply_identity(process: &oci_spec::runtime::Process) -> Result<(),
     let caps = super::caps::CapSets::from_spec(process.capabilities().as_ref())?;
     caps.drop_bounding()?;
     super::caps::keep_caps(true)?;
-    let groups: Vec<Gid> = user.additional_gids().clone().unwrap_or_default().into_iter().map(Gid::from_raw).collect();
+    let groups: Vec<Gid> = user
+        .additional_gids()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(Gid::from_raw)
+        .collect();
     setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
     setgid(Gid::from_raw(user.gid())).map_err(|e| format!("setgid {}: {e}", user.gid()))?;
     setuid(Uid::from_raw(user.uid())).map_err(|e| format!("setuid {}: {e}", user.uid()))?;
@@ -310,22 +359,50 @@ pub(crate) fn apply_identity(process: &oci_spec::runtime::Process) -> Result<(),
 }
 
 /// Rootfs, spec mounts, devices, pivot_root, masked and read-only paths.
-fn setup_mounts(spec: &Spec, rootfs: &Path, overlay: Option<&super::OverlayMount>) -> Result<(), String> {
+fn setup_mounts(
+    spec: &Spec,
+    rootfs: &Path,
+    overlay: Option<&super::OverlayMount>,
+) -> Result<(), String> {
     // Nothing we mount may propagate back to the host.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| format!("make / rslave: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make / rslave: {e}"))?;
     if let Some(o) = overlay {
         if o.lower.is_empty() {
             return Err("image has no layers".into());
         }
         // Relative lowerdir names, resolved against our cwd: short option strings.
-        chdir(o.layers_root.as_path()).map_err(|e| format!("chdir {}: {e}", o.layers_root.display()))?;
-        let data = format!("lowerdir={},upperdir={},workdir={}", o.lower.join(":"), o.upper.display(), o.work.display());
-        mount(Some("overlay"), rootfs, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
-            .map_err(|e| format!("mount overlay rootfs at {}: {e}", rootfs.display()))?;
+        chdir(o.layers_root.as_path())
+            .map_err(|e| format!("chdir {}: {e}", o.layers_root.display()))?;
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            o.lower.join(":"),
+            o.upper.display(),
+            o.work.display()
+        );
+        mount(
+            Some("overlay"),
+            rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| format!("mount overlay rootfs at {}: {e}", rootfs.display()))?;
     }
-    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| format!("bind rootfs {}: {e}", rootfs.display()))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind rootfs {}: {e}", rootfs.display()))?;
 
     for m in spec.mounts().clone().unwrap_or_default() {
         let target = resolve_in_root(rootfs, m.destination())?;
@@ -337,25 +414,47 @@ fn setup_mounts(spec: &Spec, rootfs: &Path, overlay: Option<&super::OverlayMount
         if bind {
             // Bind targets take the source's kind: a file over a file, a dir over a dir.
             if source.is_dir() {
-                fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+                fs::create_dir_all(&target)
+                    .map_err(|e| format!("create {}: {e}", target.display()))?;
             } else {
                 if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+                    fs::create_dir_all(parent)
+                        .map_err(|e| format!("create {}: {e}", parent.display()))?;
                 }
                 if !target.exists() {
-                    File::create(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+                    File::create(&target)
+                        .map_err(|e| format!("create {}: {e}", target.display()))?;
                 }
             }
-            mount(Some(&source), &target, None::<&str>, flags & (MsFlags::MS_BIND | MsFlags::MS_REC), None::<&str>)
-                .map_err(|e| format!("bind {} at {}: {e}", source.display(), m.destination().display()))?;
+            mount(
+                Some(&source),
+                &target,
+                None::<&str>,
+                flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
+                None::<&str>,
+            )
+            .map_err(|e| {
+                format!(
+                    "bind {} at {}: {e}",
+                    source.display(),
+                    m.destination().display()
+                )
+            })?;
             if flags.contains(MsFlags::MS_RDONLY) {
                 // Read-only binds need a remount; keep the flags the source already has.
-                let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | (flags & !(MsFlags::MS_REC | MsFlags::MS_BIND));
+                let remount = MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | (flags & !(MsFlags::MS_REC | MsFlags::MS_BIND));
                 mount(None::<&str>, &target, None::<&str>, remount, None::<&str>)
                     .map_err(|e| format!("remount {} read-only: {e}", m.destination().display()))?;
             }
             if options.iter().any(|o| o == "rro") {
-                recursive_read_only(&target).map_err(|e| format!("make {} recursively read-only: {e}", m.destination().display()))?;
+                recursive_read_only(&target).map_err(|e| {
+                    format!(
+                        "make {} recursively read-only: {e}",
+                        m.destination().display()
+                    )
+                })?;
             }
             // Propagation as CRI asked (rslave: host mounts appear; rshared: both ways).
             let propagation = options.iter().find_map(|o| match o.as_str() {
@@ -368,20 +467,39 @@ fn setup_mounts(spec: &Spec, rootfs: &Path, overlay: Option<&super::OverlayMount
                 _ => None,
             });
             if let Some(p) = propagation {
-                mount(None::<&str>, &target, None::<&str>, p, None::<&str>)
-                    .map_err(|e| format!("set propagation of {}: {e}", m.destination().display()))?;
+                mount(None::<&str>, &target, None::<&str>, p, None::<&str>).map_err(|e| {
+                    format!("set propagation of {}: {e}", m.destination().display())
+                })?;
             }
         } else if typ == "cgroup" || typ == "cgroup2" {
             // The host's cgroup tree, read-only (a private cgroup namespace view comes
             // with the cgroup namespace work).
             fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
-            mount(Some("/sys/fs/cgroup"), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                .map_err(|e| format!("bind cgroups: {e}"))?;
-            let _ = mount(None::<&str>, &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
+            mount(
+                Some("/sys/fs/cgroup"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| format!("bind cgroups: {e}"))?;
+            let _ = mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
         } else {
             fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
-            mount(Some(&source), &target, Some(typ.as_str()), flags, data.as_deref())
-                .map_err(|e| format!("mount {typ} at {}: {e}", m.destination().display()))?;
+            mount(
+                Some(&source),
+                &target,
+                Some(typ.as_str()),
+                flags,
+                data.as_deref(),
+            )
+            .map_err(|e| format!("mount {typ} at {}: {e}", m.destination().display()))?;
         }
     }
 
@@ -391,12 +509,29 @@ fn setup_mounts(spec: &Spec, rootfs: &Path, overlay: Option<&super::OverlayMount
         for name in ["null", "zero", "full", "random", "urandom", "tty"] {
             let target = dev.join(name);
             if !target.exists() {
-                let _ = OpenOptions::new().create(true).truncate(false).write(true).mode(0o666).open(&target);
+                let _ = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .mode(0o666)
+                    .open(&target);
             }
-            mount(Some(&Path::new("/dev").join(name)), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(|e| format!("bind /dev/{name}: {e}"))?;
+            mount(
+                Some(&Path::new("/dev").join(name)),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("bind /dev/{name}: {e}"))?;
         }
-        for (link, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
+        for (link, to) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+            ("ptmx", "pts/ptmx"),
+        ] {
             let _ = symlink(to, dev.join(link));
         }
     }
@@ -411,10 +546,22 @@ fn setup_mounts(spec: &Spec, rootfs: &Path, overlay: Option<&super::OverlayMount
     for path in linux.masked_paths().clone().unwrap_or_default() {
         let p = Path::new(&path);
         match fs::metadata(p) {
-            Ok(meta) if meta.is_dir() => {
-                mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>).map_err(|e| format!("mask {path}: {e}"))?
-            }
-            Ok(_) => mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| format!("mask {path}: {e}"))?,
+            Ok(meta) if meta.is_dir() => mount(
+                Some("tmpfs"),
+                p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(|e| format!("mask {path}: {e}"))?,
+            Ok(_) => mount(
+                Some("/dev/null"),
+                p,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("mask {path}: {e}"))?,
             Err(_) => {}
         }
     }
@@ -423,13 +570,32 @@ fn setup_mounts(spec: &Spec, rootfs: &Path, overlay: Option<&super::OverlayMount
         if !p.exists() {
             continue;
         }
-        mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|e| format!("readonly {path}: {e}"))?;
-        mount(None::<&str>, p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| format!("readonly {path}: {e}"))?;
+        mount(
+            Some(p),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("readonly {path}: {e}"))?;
+        mount(
+            None::<&str>,
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("readonly {path}: {e}"))?;
     }
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
-            .map_err(|e| format!("read-only rootfs: {e}"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| format!("read-only rootfs: {e}"))?;
     }
     let _ = Mode::empty();
     Ok(())
@@ -442,22 +608,36 @@ fn setup_mounts(spec: &Spec, rootfs: &Path, overlay: Option<&super::OverlayMount
 /// walk is not racing the container.)
 fn resolve_in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, String> {
     let mut resolved: Vec<std::ffi::OsString> = Vec::new();
-    let mut pending: Vec<std::ffi::OsString> =
-        dest.components().rev().filter_map(|c| match c { Component::Normal(p) => Some(p.to_os_string()), Component::ParentDir => Some("..".into()), _ => None }).collect();
+    let mut pending: Vec<std::ffi::OsString> = dest
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
     let mut hops = 0;
     while let Some(part) = pending.pop() {
         if part == ".." {
             resolved.pop();
             continue;
         }
-        let candidate: PathBuf = std::iter::once(rootfs.as_os_str().to_os_string()).chain(resolved.iter().cloned()).chain(std::iter::once(part.clone())).collect();
+        let candidate: PathBuf = std::iter::once(rootfs.as_os_str().to_os_string())
+            .chain(resolved.iter().cloned())
+            .chain(std::iter::once(part.clone()))
+            .collect();
         match fs::symlink_metadata(&candidate) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 hops += 1;
                 if hops > 40 {
-                    return Err(format!("too many symlinks resolving {} in the rootfs", dest.display()));
+                    return Err(format!(
+                        "too many symlinks resolving {} in the rootfs",
+                        dest.display()
+                    ));
                 }
-                let target = fs::read_link(&candidate).map_err(|e| format!("read link {}: {e}", candidate.display()))?;
+                let target = fs::read_link(&candidate)
+                    .map_err(|e| format!("read link {}: {e}", candidate.display()))?;
                 if target.is_absolute() {
                     resolved.clear();
                 }
@@ -472,7 +652,9 @@ fn resolve_in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, String> {
             _ => resolved.push(part),
         }
     }
-    Ok(std::iter::once(rootfs.as_os_str().to_os_string()).chain(resolved).collect())
+    Ok(std::iter::once(rootfs.as_os_str().to_os_string())
+        .chain(resolved)
+        .collect())
 }
 
 /// Makes a mount and every mount below it read-only (`mount_setattr(2)`, Linux 5.12):
@@ -488,8 +670,14 @@ fn recursive_read_only(target: &Path) -> Result<(), String> {
     }
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     const AT_RECURSIVE: libc::c_int = 0x8000;
-    let path = CString::new(target.as_os_str().as_encoded_bytes()).map_err(|_| "path contains NUL".to_string())?;
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let path = CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| "path contains NUL".to_string())?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
     // SAFETY: a valid C path, a correctly laid out mount_attr and its size.
     let rc = unsafe {
         libc::syscall(
@@ -501,7 +689,11 @@ fn recursive_read_only(target: &Path) -> Result<(), String> {
             std::mem::size_of::<MountAttr>(),
         )
     };
-    if rc < 0 { Err(nix::Error::last().to_string()) } else { Ok(()) }
+    if rc < 0 {
+        Err(nix::Error::last().to_string())
+    } else {
+        Ok(())
+    }
 }
 
 /// OCI mount options -> flags and the data string for the rest.
@@ -570,12 +762,20 @@ mod tests {
             assert_eq!(&got, want, "{dest}");
             assert!(got.starts_with(root), "{dest} escaped to {}", got.display());
         }
-        assert!(resolve_in_root(root, Path::new("/loop1/x")).is_err(), "symlink loops are refused");
+        assert!(
+            resolve_in_root(root, Path::new("/loop1/x")).is_err(),
+            "symlink loops are refused"
+        );
     }
 
     #[test]
     fn mount_options() {
-        let (f, d) = mount_flags(&["nosuid".into(), "noexec".into(), "mode=755".into(), "size=65536k".into()]);
+        let (f, d) = mount_flags(&[
+            "nosuid".into(),
+            "noexec".into(),
+            "mode=755".into(),
+            "size=65536k".into(),
+        ]);
         assert!(f.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC));
         assert_eq!(d.as_deref(), Some("mode=755,size=65536k"));
         let (f, d) = mount_flags(&["rbind".into(), "ro".into(), "rprivate".into()]);

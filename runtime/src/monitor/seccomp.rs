@@ -18,21 +18,29 @@
 use std::collections::BTreeMap;
 
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
-use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 use super::syscalls_x86_64::SYSCALLS;
 
 const EPERM: u32 = 1;
 
 fn syscall_number(name: &str) -> Option<i64> {
-    SYSCALLS.binary_search_by(|(n, _)| n.cmp(&name)).ok().map(|i| SYSCALLS[i].1)
+    SYSCALLS
+        .binary_search_by(|(n, _)| n.cmp(&name))
+        .ok()
+        .map(|i| SYSCALLS[i].1)
 }
 
 fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<SeccompAction, String> {
     Ok(match a {
         LinuxSeccompAction::ScmpActAllow => SeccompAction::Allow,
         LinuxSeccompAction::ScmpActErrno => SeccompAction::Errno(errno.unwrap_or(EPERM)),
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => SeccompAction::KillThread,
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            SeccompAction::KillThread
+        }
         LinuxSeccompAction::ScmpActKillProcess => SeccompAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => SeccompAction::Trap,
         LinuxSeccompAction::ScmpActTrace => SeccompAction::Trace(errno.unwrap_or(0)),
@@ -58,7 +66,8 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, String> {
         }
         let mut conditions = Vec::new();
         for arg in entry.args().clone().unwrap_or_default() {
-            let index = u8::try_from(arg.index()).map_err(|_| format!("seccomp arg index {} out of range", arg.index()))?;
+            let index = u8::try_from(arg.index())
+                .map_err(|_| format!("seccomp arg index {} out of range", arg.index()))?;
             let (op, value) = match arg.op() {
                 LinuxSeccompOperator::ScmpCmpNe => (SeccompCmpOp::Ne, arg.value()),
                 LinuxSeccompOperator::ScmpCmpLt => (SeccompCmpOp::Lt, arg.value()),
@@ -67,10 +76,14 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, String> {
                 LinuxSeccompOperator::ScmpCmpGe => (SeccompCmpOp::Ge, arg.value()),
                 LinuxSeccompOperator::ScmpCmpGt => (SeccompCmpOp::Gt, arg.value()),
                 // OCI: `value` is the mask, `valueTwo` the datum.
-                LinuxSeccompOperator::ScmpCmpMaskedEq => (SeccompCmpOp::MaskedEq(arg.value()), arg.value_two().unwrap_or(0)),
+                LinuxSeccompOperator::ScmpCmpMaskedEq => (
+                    SeccompCmpOp::MaskedEq(arg.value()),
+                    arg.value_two().unwrap_or(0),
+                ),
             };
             conditions.push(
-                SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value).map_err(|e| format!("seccomp condition: {e}"))?,
+                SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value)
+                    .map_err(|e| format!("seccomp condition: {e}"))?,
             );
         }
         let slot = match groups.iter().position(|(a, _)| *a == act) {
@@ -82,26 +95,39 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, String> {
         };
         let rules = &mut groups[slot].1;
         for name in entry.names() {
-            let Some(nr) = syscall_number(name) else { continue };
+            let Some(nr) = syscall_number(name) else {
+                continue;
+            };
             let current = rules.entry(nr).or_insert_with(|| Some(Vec::new()));
             match (current.as_mut(), conditions.is_empty()) {
                 // Unconditional wins over any conditional entry for the same syscall.
                 (_, true) => *current = None,
-                (Some(list), false) => list.push(SeccompRule::new(conditions.clone()).map_err(|e| format!("seccomp rule: {e}"))?),
+                (Some(list), false) => list.push(
+                    SeccompRule::new(conditions.clone())
+                        .map_err(|e| format!("seccomp rule: {e}"))?,
+                ),
                 (None, false) => {}
             }
         }
     }
-    let into_rules = |m: BTreeMap<i64, Option<Vec<SeccompRule>>>| -> BTreeMap<i64, Vec<SeccompRule>> {
-        m.into_iter().map(|(nr, rules)| (nr, rules.unwrap_or_default())).collect()
-    };
+    let into_rules =
+        |m: BTreeMap<i64, Option<Vec<SeccompRule>>>| -> BTreeMap<i64, Vec<SeccompRule>> {
+            m.into_iter()
+                .map(|(nr, rules)| (nr, rules.unwrap_or_default()))
+                .collect()
+        };
     let mut programs = Vec::new();
-    let build = |rules, mismatch: SeccompAction, matched: SeccompAction| -> Result<BpfProgram, String> {
-        let filter = SeccompFilter::new(rules, mismatch, matched, TargetArch::x86_64).map_err(|e| format!("seccomp filter: {e}"))?;
-        BpfProgram::try_from(filter).map_err(|e| format!("compile seccomp filter: {e}"))
-    };
+    let build =
+        |rules, mismatch: SeccompAction, matched: SeccompAction| -> Result<BpfProgram, String> {
+            let filter = SeccompFilter::new(rules, mismatch, matched, TargetArch::x86_64)
+                .map_err(|e| format!("seccomp filter: {e}"))?;
+            BpfProgram::try_from(filter).map_err(|e| format!("compile seccomp filter: {e}"))
+        };
     // The base filter first (see the module comment for why the order matters).
-    let allow = groups.iter().position(|(a, _)| *a == SeccompAction::Allow).map(|i| groups.remove(i));
+    let allow = groups
+        .iter()
+        .position(|(a, _)| *a == SeccompAction::Allow)
+        .map(|i| groups.remove(i));
     if default != SeccompAction::Allow {
         let rules = allow.map(|(_, r)| into_rules(r)).unwrap_or_default();
         programs.push(build(rules, default.clone(), SeccompAction::Allow)?);
@@ -126,7 +152,10 @@ mod tests {
 
     #[test]
     fn syscall_table_is_sorted_and_known() {
-        assert!(SYSCALLS.windows(2).all(|w| w[0].0 < w[1].0), "sorted for binary search");
+        assert!(
+            SYSCALLS.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted for binary search"
+        );
         assert_eq!(syscall_number("read"), Some(0));
         assert_eq!(syscall_number("clone3"), Some(435));
         assert_eq!(syscall_number("nope"), None);

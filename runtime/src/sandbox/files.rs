@@ -51,7 +51,10 @@ mod tests {
     fn resolv_conf_lines() {
         let dns = DnsConfig {
             servers: vec!["10.96.0.10".into(), "fd00::a".into()],
-            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
             options: vec!["ndots:5".into()],
         };
         assert_eq!(
@@ -66,9 +69,18 @@ mod tests {
     #[test]
     fn dns_injection_is_refused() {
         for bad in [
-            DnsConfig { servers: vec!["1.1.1.1\nnameserver 6.6.6.6".into()], ..Default::default() },
-            DnsConfig { searches: vec!["a b".into()], ..Default::default() },
-            DnsConfig { servers: vec!["dns.example".into()], ..Default::default() },
+            DnsConfig {
+                servers: vec!["1.1.1.1\nnameserver 6.6.6.6".into()],
+                ..Default::default()
+            },
+            DnsConfig {
+                searches: vec!["a b".into()],
+                ..Default::default()
+            },
+            DnsConfig {
+                servers: vec!["dns.example".into()],
+                ..Default::default()
+            },
         ] {
             assert!(validate_dns(&bad).is_err(), "{bad:?}");
         }

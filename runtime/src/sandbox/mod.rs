@@ -73,7 +73,10 @@ pub struct SandboxMetadata {
 impl SandboxMetadata {
     /// The reservation key: two live pods may not share it (CRI: ALREADY_EXISTS).
     pub fn key(&self) -> String {
-        format!("{}_{}_{}_{}", self.name, self.namespace, self.uid, self.attempt)
+        format!(
+            "{}_{}_{}_{}",
+            self.name, self.namespace, self.uid, self.attempt
+        )
     }
 }
 
@@ -117,9 +120,14 @@ pub struct NetworkStatus {
 /// the namespace is released).
 pub trait PodNetwork: Send + Sync {
     /// Sets the pod's network up in `req.netns`. On failure nothing it made remains.
-    fn setup<'a>(&'a self, req: &'a NetworkRequest) -> BoxFuture<'a, Result<NetworkStatus, String>>;
+    fn setup<'a>(&'a self, req: &'a NetworkRequest)
+    -> BoxFuture<'a, Result<NetworkStatus, String>>;
     /// Tears the pod's network down. Idempotent; a namespace that is already gone is fine.
-    fn teardown<'a>(&'a self, pod_id: &'a str, netns: &'a Path) -> BoxFuture<'a, Result<(), String>>;
+    fn teardown<'a>(
+        &'a self,
+        pod_id: &'a str,
+        netns: &'a Path,
+    ) -> BoxFuture<'a, Result<(), String>>;
     /// Checks the pod's network is still as set up (CNI CHECK). Read-only.
     fn check<'a>(&'a self, pod_id: &'a str) -> BoxFuture<'a, Result<(), String>>;
 }
@@ -270,10 +278,14 @@ impl SandboxManager {
         network: Option<Arc<dyn PodNetwork>>,
     ) -> Result<SandboxManager, RuntimeError> {
         let cgroups = match config.cgroup_driver {
-            CgroupDriver::Cgroupfs => Some(
-                Cgroupfs::open(&config.cgroup_root)
-                    .map_err(|source| RuntimeError::Cgroup { id: String::new(), source })?,
-            ),
+            CgroupDriver::Cgroupfs => {
+                Some(Cgroupfs::open(&config.cgroup_root).map_err(|source| {
+                    RuntimeError::Cgroup {
+                        id: String::new(),
+                        source,
+                    }
+                })?)
+            }
             // The systemd driver has its own issue; pods are refused until then.
             CgroupDriver::Systemd => None,
         };
@@ -292,7 +304,12 @@ impl SandboxManager {
     }
 
     pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks.lock().expect("locks poisoned").entry(id.to_string()).or_default().clone()
+        self.locks
+            .lock()
+            .expect("locks poisoned")
+            .entry(id.to_string())
+            .or_default()
+            .clone()
     }
 
     fn pods_dir(&self) -> PathBuf {
@@ -305,7 +322,10 @@ impl SandboxManager {
 
     fn socket_for(&self, id: &str) -> PathBuf {
         // 80 random bits of the id: unique in practice, and short enough for sun_path.
-        self.config.state_dir.join("sock").join(format!("{}.sock", &id[..20]))
+        self.config
+            .state_dir
+            .join("sock")
+            .join(format!("{}.sock", &id[..20]))
     }
 
     /// Persists `sandbox` and publishes it to readers: the one place a pod's state
@@ -314,7 +334,10 @@ impl SandboxManager {
         use SandboxState::*;
         let allowed = matches!(
             (from, sandbox.state),
-            (None, Creating) | (Some(Creating), Creating | Ready) | (Some(Ready | NotReady), NotReady) | (Some(Ready), Ready)
+            (None, Creating)
+                | (Some(Creating), Creating | Ready)
+                | (Some(Ready | NotReady), NotReady)
+                | (Some(Ready), Ready)
         );
         if !allowed {
             return Err(RuntimeError::InvalidTransition {
@@ -324,14 +347,20 @@ impl SandboxManager {
             });
         }
         self.store.put(sandbox)?;
-        self.records.write().expect("records poisoned").insert(sandbox.id.clone(), sandbox.clone());
+        self.records
+            .write()
+            .expect("records poisoned")
+            .insert(sandbox.id.clone(), sandbox.clone());
         Ok(())
     }
 
     /// Deletes a pod's record and forgets it: the final transition.
     fn forget(&self, sandbox: &Sandbox) -> Result<(), RuntimeError> {
         self.store.remove::<Sandbox>(&sandbox.id)?;
-        self.records.write().expect("records poisoned").remove(&sandbox.id);
+        self.records
+            .write()
+            .expect("records poisoned")
+            .remove(&sandbox.id);
         let mut names = self.names.lock().expect("names poisoned");
         if names.get(&sandbox.spec.metadata.key()) == Some(&sandbox.id) {
             names.remove(&sandbox.spec.metadata.key());
@@ -357,15 +386,25 @@ impl SandboxManager {
                 .collect()
         };
         match matches.as_slice() {
-            [] => Err(RuntimeError::NotFound { kind: "pod sandbox", id: id_or_prefix.to_string() }),
+            [] => Err(RuntimeError::NotFound {
+                kind: "pod sandbox",
+                id: id_or_prefix.to_string(),
+            }),
             [one] => Ok((*one).clone()),
-            many => Err(RuntimeError::Ambiguous { kind: "pod sandbox", prefix: id_or_prefix.to_string(), count: many.len() }),
+            many => Err(RuntimeError::Ambiguous {
+                kind: "pod sandbox",
+                prefix: id_or_prefix.to_string(),
+                count: many.len(),
+            }),
         }
     }
 
     /// [`SandboxManager::resolve`], except that a pod that is not there is `Ok(None)`:
     /// Stop and Remove of a missing pod succeed (CRI idempotence).
-    pub(crate) fn resolve_if_present(&self, id_or_prefix: &str) -> Result<Option<String>, RuntimeError> {
+    pub(crate) fn resolve_if_present(
+        &self,
+        id_or_prefix: &str,
+    ) -> Result<Option<String>, RuntimeError> {
         match self.resolve(id_or_prefix) {
             Ok(id) => Ok(Some(id)),
             Err(RuntimeError::NotFound { .. }) => Ok(None),
@@ -374,7 +413,10 @@ impl SandboxManager {
     }
 
     /// The same for containers.
-    pub(crate) fn resolve_container_if_present(&self, id_or_prefix: &str) -> Result<Option<String>, RuntimeError> {
+    pub(crate) fn resolve_container_if_present(
+        &self,
+        id_or_prefix: &str,
+    ) -> Result<Option<String>, RuntimeError> {
         match self.resolve_container(id_or_prefix) {
             Ok(id) => Ok(Some(id)),
             Err(RuntimeError::NotFound { .. }) => Ok(None),
@@ -383,14 +425,19 @@ impl SandboxManager {
     }
 
     pub(crate) fn snapshot(&self, id: &str) -> Option<Sandbox> {
-        self.records.read().expect("records poisoned").get(id).cloned()
+        self.records
+            .read()
+            .expect("records poisoned")
+            .get(id)
+            .cloned()
     }
 
     /// The cgroup manager, or why pods cannot run.
     pub(crate) fn cgroups(&self) -> Result<&Cgroupfs, RuntimeError> {
         self.cgroups.as_ref().ok_or(RuntimeError::Unsupported {
             what: "cgroup driver \"systemd\"",
-            reason: "pods need [cgroup] driver = \"cgroupfs\" until the systemd driver lands".into(),
+            reason: "pods need [cgroup] driver = \"cgroupfs\" until the systemd driver lands"
+                .into(),
         })
     }
 
@@ -412,10 +459,17 @@ impl SandboxManager {
         use crate::container::ContainerState::*;
         let allowed = matches!(
             (from, c.state),
-            (None, Creating) | (Some(Creating), Created) | (Some(Created), Running | Exited) | (Some(Running), Exited)
+            (None, Creating)
+                | (Some(Creating), Created)
+                | (Some(Created), Running | Exited)
+                | (Some(Running), Exited)
         );
         if !allowed {
-            return Err(RuntimeError::ContainerState { id: c.id.clone(), state: from.unwrap_or(Creating), wanted: "a valid transition" });
+            return Err(RuntimeError::ContainerState {
+                id: c.id.clone(),
+                state: from.unwrap_or(Creating),
+                wanted: "a valid transition",
+            });
         }
         // Compare and swap: the record must still be in `from` (a concurrent remove or
         // transition wins, and a stale copy can never bring a removed container back).
@@ -437,19 +491,31 @@ impl SandboxManager {
     }
 
     /// Persists a change that is not a state transition (new resource limits).
-    pub(crate) fn update_container_record(&self, c: &crate::container::Container) -> Result<(), RuntimeError> {
+    pub(crate) fn update_container_record(
+        &self,
+        c: &crate::container::Container,
+    ) -> Result<(), RuntimeError> {
         let mut map = self.containers.write().expect("containers poisoned");
         if !map.contains_key(&c.id) {
-            return Err(RuntimeError::NotFound { kind: "container", id: c.id.clone() });
+            return Err(RuntimeError::NotFound {
+                kind: "container",
+                id: c.id.clone(),
+            });
         }
         self.store.put(c)?;
         map.insert(c.id.clone(), c.clone());
         Ok(())
     }
 
-    pub(crate) fn forget_container(&self, c: &crate::container::Container) -> Result<(), RuntimeError> {
+    pub(crate) fn forget_container(
+        &self,
+        c: &crate::container::Container,
+    ) -> Result<(), RuntimeError> {
         self.store.remove::<crate::container::Container>(&c.id)?;
-        self.containers.write().expect("containers poisoned").remove(&c.id);
+        self.containers
+            .write()
+            .expect("containers poisoned")
+            .remove(&c.id);
         let mut names = self.container_names.lock().expect("names poisoned");
         if names.get(&c.name_key()) == Some(&c.id) {
             names.remove(&c.name_key());
@@ -461,29 +527,49 @@ impl SandboxManager {
     /// A visible container's full id from an id or unique prefix.
     pub fn resolve_container(&self, id_or_prefix: &str) -> Result<String, RuntimeError> {
         let containers = self.containers.read().expect("containers poisoned");
-        let visible = |c: &&crate::container::Container| c.state != crate::container::ContainerState::Creating;
+        let visible = |c: &&crate::container::Container| {
+            c.state != crate::container::ContainerState::Creating
+        };
         if containers.get(id_or_prefix).is_some_and(|c| visible(&c)) {
             return Ok(id_or_prefix.to_string());
         }
         let matches: Vec<&String> = if id_or_prefix.is_empty() {
             Vec::new()
         } else {
-            containers.values().filter(visible).filter(|c| c.id.starts_with(id_or_prefix)).map(|c| &c.id).collect()
+            containers
+                .values()
+                .filter(visible)
+                .filter(|c| c.id.starts_with(id_or_prefix))
+                .map(|c| &c.id)
+                .collect()
         };
         match matches.as_slice() {
-            [] => Err(RuntimeError::NotFound { kind: "container", id: id_or_prefix.to_string() }),
+            [] => Err(RuntimeError::NotFound {
+                kind: "container",
+                id: id_or_prefix.to_string(),
+            }),
             [one] => Ok((*one).clone()),
-            many => Err(RuntimeError::Ambiguous { kind: "container", prefix: id_or_prefix.to_string(), count: many.len() }),
+            many => Err(RuntimeError::Ambiguous {
+                kind: "container",
+                prefix: id_or_prefix.to_string(),
+                count: many.len(),
+            }),
         }
     }
 
-    pub(crate) fn container_snapshot(&self, id: &str) -> Result<crate::container::Container, RuntimeError> {
+    pub(crate) fn container_snapshot(
+        &self,
+        id: &str,
+    ) -> Result<crate::container::Container, RuntimeError> {
         self.containers
             .read()
             .expect("containers poisoned")
             .get(id)
             .cloned()
-            .ok_or_else(|| RuntimeError::NotFound { kind: "container", id: id.to_string() })
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "container",
+                id: id.to_string(),
+            })
     }
 
     /// Runs a cgroup operation on the blocking pool: killing and removing cgroups waits

@@ -17,20 +17,32 @@ impl SandboxManager {
                 match self.teardown(&sandbox, true).await {
                     Ok(()) => self.store.remove::<Sandbox>(&sandbox.id)?,
                     // Keep the record so the next start tries again; hide it meanwhile.
-                    Err(error) => tracing::error!(pod_id = %sandbox.id, %error, "rollback incomplete"),
+                    Err(error) => {
+                        tracing::error!(pod_id = %sandbox.id, %error, "rollback incomplete")
+                    }
                 }
                 continue;
             }
-            self.names.lock().expect("names poisoned").insert(sandbox.spec.metadata.key(), sandbox.id.clone());
+            self.names
+                .lock()
+                .expect("names poisoned")
+                .insert(sandbox.spec.metadata.key(), sandbox.id.clone());
             let view = self.view(sandbox.clone());
             tracing::info!(pod_id = %sandbox.id, ready = view.ready, "restored pod sandbox");
-            self.records.write().expect("records poisoned").insert(sandbox.id.clone(), sandbox);
+            self.records
+                .write()
+                .expect("records poisoned")
+                .insert(sandbox.id.clone(), sandbox);
         }
         let mut quarantined = loaded.quarantined;
         let containers = self.store.load_all::<crate::container::Container>()?;
         quarantined.extend(containers.quarantined);
         for c in containers.records {
-            let orphan = !self.records.read().expect("records poisoned").contains_key(&c.pod_id);
+            let orphan = !self
+                .records
+                .read()
+                .expect("records poisoned")
+                .contains_key(&c.pod_id);
             if c.state == crate::container::ContainerState::Creating || orphan {
                 tracing::warn!(container_id = %c.id, "rolling back container interrupted while being created");
                 if self.remove_container_files(&c).await.is_ok() {
@@ -38,8 +50,14 @@ impl SandboxManager {
                 }
                 continue;
             }
-            self.container_names.lock().expect("names poisoned").insert(c.name_key(), c.id.clone());
-            self.containers.write().expect("containers poisoned").insert(c.id.clone(), c);
+            self.container_names
+                .lock()
+                .expect("names poisoned")
+                .insert(c.name_key(), c.id.clone());
+            self.containers
+                .write()
+                .expect("containers poisoned")
+                .insert(c.id.clone(), c);
         }
         Ok(quarantined)
     }

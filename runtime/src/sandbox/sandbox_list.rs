@@ -25,7 +25,12 @@ impl SandboxManager {
             .values()
             .filter(|s| s.state != SandboxState::Creating)
             .filter(|s| s.id.starts_with(&filter.id))
-            .filter(|s| filter.labels.iter().all(|(k, v)| s.spec.labels.get(k) == Some(v)))
+            .filter(|s| {
+                filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| s.spec.labels.get(k) == Some(v))
+            })
             .cloned()
             .collect();
         let mut views: Vec<_> = records
@@ -33,7 +38,9 @@ impl SandboxManager {
             .map(|s| self.view(s))
             .filter(|v| filter.ready.is_none_or(|ready| v.ready == ready))
             .collect();
-        views.sort_by(|a, b| (a.sandbox.created_at, &a.sandbox.id).cmp(&(b.sandbox.created_at, &b.sandbox.id)));
+        views.sort_by(|a, b| {
+            (a.sandbox.created_at, &a.sandbox.id).cmp(&(b.sandbox.created_at, &b.sandbox.id))
+        });
         views
     }
 }

@@ -6,14 +6,24 @@ use crate::error::RuntimeError;
 
 impl SandboxManager {
     pub async fn remove(&self, id_or_prefix: &str) -> Result<(), RuntimeError> {
-        let Some(id) = self.resolve_if_present(id_or_prefix)? else { return Ok(()) };
+        let Some(id) = self.resolve_if_present(id_or_prefix)? else {
+            return Ok(());
+        };
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
-        let Some(sandbox) = self.snapshot(&id) else { return Ok(()) };
+        let Some(sandbox) = self.snapshot(&id) else {
+            return Ok(());
+        };
         self.teardown(&sandbox, true).await?;
         // The pod's containers went with its monitor; delete what they left.
-        let containers: Vec<_> =
-            self.containers.read().expect("containers poisoned").values().filter(|c| c.pod_id == id).cloned().collect();
+        let containers: Vec<_> = self
+            .containers
+            .read()
+            .expect("containers poisoned")
+            .values()
+            .filter(|c| c.pod_id == id)
+            .cloned()
+            .collect();
         for c in containers {
             self.remove_container_files(&c).await?;
             self.forget_container(&c)?;

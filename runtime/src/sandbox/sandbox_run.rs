@@ -18,7 +18,10 @@ impl SandboxManager {
         {
             let mut names = self.names.lock().expect("names poisoned");
             if let Some(existing) = names.get(&key) {
-                return Err(RuntimeError::AlreadyExists { name: key, id: existing.clone() });
+                return Err(RuntimeError::AlreadyExists {
+                    name: key,
+                    id: existing.clone(),
+                });
             }
             names.insert(key.clone(), id.clone());
         }
@@ -75,16 +78,28 @@ impl SandboxManager {
         let invalid = |field, reason: String| Err(RuntimeError::InvalidArgument { field, reason });
         let m = &spec.metadata;
         if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
-            return invalid("config.metadata", "name, namespace and uid are required".into());
+            return invalid(
+                "config.metadata",
+                "name, namespace and uid are required".into(),
+            );
         }
         if spec.hostname.len() > 64 || spec.hostname.contains(['/', '\0', '\n']) {
-            return invalid("config.hostname", format!("{:?} is not a valid hostname", spec.hostname));
+            return invalid(
+                "config.hostname",
+                format!("{:?} is not a valid hostname", spec.hostname),
+            );
         }
         if !spec.cgroup_parent.is_empty() {
-            validate_path(&spec.cgroup_parent)
-                .map_err(|e| RuntimeError::InvalidArgument { field: "config.linux.cgroup_parent", reason: e.to_string() })?;
+            validate_path(&spec.cgroup_parent).map_err(|e| RuntimeError::InvalidArgument {
+                field: "config.linux.cgroup_parent",
+                reason: e.to_string(),
+            })?;
         }
-        for (field, mode) in [("network", spec.namespaces.network), ("pid", spec.namespaces.pid), ("ipc", spec.namespaces.ipc)] {
+        for (field, mode) in [
+            ("network", spec.namespaces.network),
+            ("pid", spec.namespaces.pid),
+            ("ipc", spec.namespaces.ipc),
+        ] {
             if mode == NsMode::Target {
                 return Err(RuntimeError::InvalidArgument {
                     field: "config.linux.security_context.namespace_options",
@@ -98,29 +113,51 @@ impl SandboxManager {
                 });
             }
         }
-        sysctl::validate(&spec.sysctls, spec.namespaces.network, spec.namespaces.ipc)
-            .map_err(|reason| RuntimeError::InvalidArgument { field: "config.linux.sysctls", reason })?;
+        sysctl::validate(&spec.sysctls, spec.namespaces.network, spec.namespaces.ipc).map_err(
+            |reason| RuntimeError::InvalidArgument {
+                field: "config.linux.sysctls",
+                reason,
+            },
+        )?;
         if let Some(dns) = &spec.dns {
-            files::validate_dns(dns).map_err(|reason| RuntimeError::InvalidArgument { field: "config.dns_config", reason })?;
+            files::validate_dns(dns).map_err(|reason| RuntimeError::InvalidArgument {
+                field: "config.dns_config",
+                reason,
+            })?;
         }
         Ok(())
     }
 
-    async fn create(&self, sandbox: &mut Sandbox, cgroups: &crate::cgroup::Cgroupfs) -> Result<(), RuntimeError> {
+    async fn create(
+        &self,
+        sandbox: &mut Sandbox,
+        cgroups: &crate::cgroup::Cgroupfs,
+    ) -> Result<(), RuntimeError> {
         let id = sandbox.id.clone();
         let io = |op, path: &std::path::Path| {
             let (id, path) = (id.clone(), path.to_path_buf());
-            move |source| RuntimeError::Io { id, op, path, source }
+            move |source| RuntimeError::Io {
+                id,
+                op,
+                path,
+                source,
+            }
         };
         let spec = sandbox.spec.clone();
         let host_network = spec.namespaces.network == NsMode::Node;
-        let hostname = if spec.hostname.is_empty() { spec.metadata.name.chars().take(63).collect() } else { spec.hostname.clone() };
+        let hostname = if spec.hostname.is_empty() {
+            spec.metadata.name.chars().take(63).collect()
+        } else {
+            spec.hostname.clone()
+        };
 
         // Pod files.
         let dir = sandbox.pod_dir.clone();
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).map_err(io("chmod", &dir))?;
-        let write = |name: &str, content: &[u8]| fs::write(dir.join(name), content).map_err(io("write", &dir.join(name)));
+        let write = |name: &str, content: &[u8]| {
+            fs::write(dir.join(name), content).map_err(io("write", &dir.join(name)))
+        };
         write("hostname", format!("{hostname}\n").as_bytes())?;
         let hosts = if host_network {
             fs::read(&self.config.host_hosts).map_err(io("read", &self.config.host_hosts))?
@@ -129,10 +166,15 @@ impl SandboxManager {
         };
         write("hosts", &hosts)?;
         let resolv = match &spec.dns {
-            Some(dns) if !dns.servers.is_empty() || !dns.searches.is_empty() || !dns.options.is_empty() => {
+            Some(dns)
+                if !dns.servers.is_empty()
+                    || !dns.searches.is_empty()
+                    || !dns.options.is_empty() =>
+            {
                 files::resolv_conf(dns).into_bytes()
             }
-            _ => fs::read(&self.config.host_resolv_conf).map_err(io("read", &self.config.host_resolv_conf))?,
+            _ => fs::read(&self.config.host_resolv_conf)
+                .map_err(io("read", &self.config.host_resolv_conf))?,
         };
         write("resolv.conf", &resolv)?;
 
@@ -148,11 +190,19 @@ impl SandboxManager {
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 Some(options.as_str()),
             )
-            .map_err(|e| RuntimeError::Io { id: id.clone(), op: "mount shm tmpfs at", path: shm.clone(), source: e.into() })?;
+            .map_err(|e| RuntimeError::Io {
+                id: id.clone(),
+                op: "mount shm tmpfs at",
+                path: shm.clone(),
+                source: e.into(),
+            })?;
         }
 
         // Cgroups: the pod's (created if missing), the init's below it, the monitors'.
-        let cg_err = |source| RuntimeError::Cgroup { id: id.clone(), source };
+        let cg_err = |source| RuntimeError::Cgroup {
+            id: id.clone(),
+            source,
+        };
         // A cgroup_parent named in the config belongs to whoever named it (kubelet, or
         // several crictl pods sharing one): created if missing, never removed by us.
         // Only the cgroup crust picks (`<pod_parent>/<id>`) is the pod's to remove.
@@ -160,7 +210,9 @@ impl SandboxManager {
         if let Some(init_cgroup) = &sandbox.init_cgroup {
             cgroups.create(init_cgroup).map_err(cg_err)?;
         }
-        cgroups.create(&self.config.monitor_cgroup).map_err(cg_err)?;
+        cgroups
+            .create(&self.config.monitor_cgroup)
+            .map_err(cg_err)?;
 
         // The monitor.
         if let Some(sock_dir) = sandbox.socket.parent() {
@@ -180,13 +232,24 @@ impl SandboxManager {
             hostname,
             sysctls: spec.sysctls.clone(),
             monitor_cgroup_dirs: cgroups.dirs(&self.config.monitor_cgroup),
-            pod_cgroup_dirs: sandbox.init_cgroup.as_deref().map(|c| cgroups.dirs(c)).unwrap_or_default(),
+            pod_cgroup_dirs: sandbox
+                .init_cgroup
+                .as_deref()
+                .map(|c| cgroups.dirs(c))
+                .unwrap_or_default(),
         };
         let bytes = serde_json::to_vec_pretty(&monitor_spec).expect("monitor spec serializes");
         fs::write(&spec_file, bytes).map_err(io("write", &spec_file))?;
-        let pids = monitor::spawn(&self.config.monitor_bin, &spec_file, &dir.join("monitor.log"))
-            .await
-            .map_err(|source| RuntimeError::Monitor { id: id.clone(), source })?;
+        let pids = monitor::spawn(
+            &self.config.monitor_bin,
+            &spec_file,
+            &dir.join("monitor.log"),
+        )
+        .await
+        .map_err(|source| RuntimeError::Monitor {
+            id: id.clone(),
+            source,
+        })?;
         sandbox.monitor = Some(pids);
 
         // The pod network, in the pinned namespace, while the record still says
@@ -200,7 +263,13 @@ impl SandboxManager {
                 annotations: spec.annotations.clone(),
                 dns: spec.dns.clone(),
             };
-            let status = network.setup(&req).await.map_err(|message| RuntimeError::Network { id: id.clone(), message })?;
+            let status = network
+                .setup(&req)
+                .await
+                .map_err(|message| RuntimeError::Network {
+                    id: id.clone(),
+                    message,
+                })?;
             sandbox.network = Some(status.clone());
             // The pod's own name resolves to its address, as kubelet-managed hosts do.
             let hosts_path = dir.join("hosts");

@@ -16,7 +16,10 @@ impl SandboxManager {
     /// Status of the pod with this id or unique id prefix.
     pub fn status(&self, id_or_prefix: &str) -> Result<SandboxView, RuntimeError> {
         let id = self.resolve(id_or_prefix)?;
-        let sandbox = self.snapshot(&id).ok_or(RuntimeError::NotFound { kind: "pod sandbox", id })?;
+        let sandbox = self.snapshot(&id).ok_or(RuntimeError::NotFound {
+            kind: "pod sandbox",
+            id,
+        })?;
         Ok(self.view(sandbox))
     }
 

@@ -7,10 +7,14 @@ use crate::error::RuntimeError;
 
 impl SandboxManager {
     pub async fn stop(&self, id_or_prefix: &str) -> Result<(), RuntimeError> {
-        let Some(id) = self.resolve_if_present(id_or_prefix)? else { return Ok(()) };
+        let Some(id) = self.resolve_if_present(id_or_prefix)? else {
+            return Ok(());
+        };
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
-        let Some(mut sandbox) = self.snapshot(&id) else { return Ok(()) };
+        let Some(mut sandbox) = self.snapshot(&id) else {
+            return Ok(());
+        };
         self.teardown(&sandbox, false).await?;
         let from = sandbox.state;
         if from != SandboxState::NotReady {

@@ -35,18 +35,34 @@ impl PodResources {
 }
 
 impl SandboxManager {
-    pub async fn update_pod_resources(&self, id: &str, update: PodResources) -> Result<(), RuntimeError> {
+    pub async fn update_pod_resources(
+        &self,
+        id: &str,
+        update: PodResources,
+    ) -> Result<(), RuntimeError> {
         let id = self.resolve(id)?;
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
-        let mut sandbox = self.snapshot(&id).ok_or_else(|| RuntimeError::NotFound { kind: "pod sandbox", id: id.clone() })?;
+        let mut sandbox = self.snapshot(&id).ok_or_else(|| RuntimeError::NotFound {
+            kind: "pod sandbox",
+            id: id.clone(),
+        })?;
         if sandbox.cgroup_created && sandbox.state == SandboxState::Ready {
-            let host = crate::container::HostContext { min_oom_score_adj: self.config.min_oom_score_adj, ..Default::default() };
+            let host = crate::container::HostContext {
+                min_oom_score_adj: self.config.min_oom_score_adj,
+                ..Default::default()
+            };
             let linux = crate::container::spec_resources::resources(&update.total(), &host)
-                .map_err(|e| RuntimeError::InvalidArgument { field: "resources", reason: e.to_string() })?;
+                .map_err(|e| RuntimeError::InvalidArgument {
+                    field: "resources",
+                    reason: e.to_string(),
+                })?;
             self.cgroups()?
                 .apply_resources(&sandbox.cgroup, &linux)
-                .map_err(|source| RuntimeError::Cgroup { id: id.clone(), source })?;
+                .map_err(|source| RuntimeError::Cgroup {
+                    id: id.clone(),
+                    source,
+                })?;
         }
         let from = sandbox.state;
         sandbox.resources = Some(update);
@@ -61,10 +77,29 @@ mod tests {
     #[test]
     fn totals_add_overhead_only_to_set_limits() {
         let p = PodResources {
-            overhead: ResourcesSpec { memory_limit_in_bytes: 10, cpu_shares: 5, cpu_quota: 1000, ..Default::default() },
-            resources: ResourcesSpec { memory_limit_in_bytes: 100, cpu_shares: 0, cpu_quota: 50_000, cpu_period: 100_000, ..Default::default() },
+            overhead: ResourcesSpec {
+                memory_limit_in_bytes: 10,
+                cpu_shares: 5,
+                cpu_quota: 1000,
+                ..Default::default()
+            },
+            resources: ResourcesSpec {
+                memory_limit_in_bytes: 100,
+                cpu_shares: 0,
+                cpu_quota: 50_000,
+                cpu_period: 100_000,
+                ..Default::default()
+            },
         };
         let t = p.total();
-        assert_eq!((t.memory_limit_in_bytes, t.cpu_shares, t.cpu_quota, t.cpu_period), (110, 0, 51_000, 100_000));
+        assert_eq!(
+            (
+                t.memory_limit_in_bytes,
+                t.cpu_shares,
+                t.cpu_quota,
+                t.cpu_period
+            ),
+            (110, 0, 51_000, 100_000)
+        );
     }
 }

@@ -14,8 +14,16 @@ pub enum SysctlNs {
 /// Classifies a sysctl name (dotted or slashed form).
 pub fn namespace_of(name: &str) -> Option<SysctlNs> {
     let name = name.replace('/', ".");
-    const IPC: &[&str] =
-        &["kernel.shmmax", "kernel.shmall", "kernel.shmmni", "kernel.shm_rmid_forced", "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem"];
+    const IPC: &[&str] = &[
+        "kernel.shmmax",
+        "kernel.shmall",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+    ];
     if name.starts_with("net.") {
         Some(SysctlNs::Net)
     } else if IPC.contains(&name.as_str()) || name.starts_with("fs.mqueue.") {
@@ -31,16 +39,28 @@ pub fn namespace_of(name: &str) -> Option<SysctlNs> {
 /// offending sysctl.
 pub fn validate(sysctls: &[(String, String)], network: NsMode, ipc: NsMode) -> Result<(), String> {
     for (name, value) in sysctls {
-        if name.is_empty() || name.contains("..") || name.starts_with(['.', '/']) || value.contains('\n') {
+        if name.is_empty()
+            || name.contains("..")
+            || name.starts_with(['.', '/'])
+            || value.contains('\n')
+        {
             return Err(format!("sysctl {name:?}={value:?} is malformed"));
         }
         match namespace_of(name) {
-            None => return Err(format!("sysctl {name:?} is not namespaced; it cannot be set per pod")),
+            None => {
+                return Err(format!(
+                    "sysctl {name:?} is not namespaced; it cannot be set per pod"
+                ));
+            }
             Some(SysctlNs::Net | SysctlNs::Uts) if network == NsMode::Node => {
-                return Err(format!("sysctl {name:?} needs the pod's own network namespace (network is NODE)"));
+                return Err(format!(
+                    "sysctl {name:?} needs the pod's own network namespace (network is NODE)"
+                ));
             }
             Some(SysctlNs::Ipc) if ipc == NsMode::Node => {
-                return Err(format!("sysctl {name:?} needs the pod's own IPC namespace (ipc is NODE)"));
+                return Err(format!(
+                    "sysctl {name:?} needs the pod's own IPC namespace (ipc is NODE)"
+                ));
             }
             Some(_) => {}
         }
@@ -57,7 +77,12 @@ mod tests {
         let s = |n: &str| vec![(n.to_string(), "1".to_string())];
         let cases: &[(&str, NsMode, NsMode, bool)] = &[
             ("net.ipv4.ip_forward", NsMode::Pod, NsMode::Pod, true),
-            ("net/ipv4/conf/all/forwarding", NsMode::Pod, NsMode::Pod, true),
+            (
+                "net/ipv4/conf/all/forwarding",
+                NsMode::Pod,
+                NsMode::Pod,
+                true,
+            ),
             ("net.ipv4.ip_forward", NsMode::Node, NsMode::Pod, false),
             ("kernel.shm_rmid_forced", NsMode::Pod, NsMode::Pod, true),
             ("kernel.shm_rmid_forced", NsMode::Pod, NsMode::Node, false),
@@ -70,9 +95,16 @@ mod tests {
         ];
         for (name, net, ipc, ok) in cases {
             let result = validate(&s(name), *net, *ipc);
-            assert_eq!(result.is_ok(), *ok, "{name} net={net:?} ipc={ipc:?}: {result:?}");
+            assert_eq!(
+                result.is_ok(),
+                *ok,
+                "{name} net={net:?} ipc={ipc:?}: {result:?}"
+            );
             if let Err(e) = result {
-                assert!(e.contains(&format!("{name:?}")), "error names the sysctl: {e}");
+                assert!(
+                    e.contains(&format!("{name:?}")),
+                    "error names the sysctl: {e}"
+                );
             }
         }
     }

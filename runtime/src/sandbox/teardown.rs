@@ -33,14 +33,20 @@ impl SandboxManager {
             errors.push(format!("network teardown: {e}"));
         }
 
-
         // The monitor, from the record or (after a crash mid-create) its pid file.
         let pids: Option<MonitorPids> = sandbox.monitor.or_else(|| {
-            fs::read(sandbox.pod_dir.join("monitor.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
+            fs::read(sandbox.pod_dir.join("monitor.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
         });
         if let Some(pids) = pids {
             if pids.monitor.is_alive() {
-                let asked = monitor::request(&sandbox.monitor_socket(), &Request::Shutdown, MONITOR_TIMEOUT).await;
+                let asked = monitor::request(
+                    &sandbox.monitor_socket(),
+                    &Request::Shutdown,
+                    MONITOR_TIMEOUT,
+                )
+                .await;
                 if let Err(error) = &asked {
                     tracing::warn!(pod_id = %sandbox.id, %error, "monitor did not accept shutdown; killing it");
                 }
@@ -71,7 +77,12 @@ impl SandboxManager {
         let init_cgroup = sandbox.init_cgroup.clone();
         let killed = self
             .cgroup_blocking(move |cgroups| {
-                containers.iter().chain(init_cgroup.iter()).filter_map(|cg| cgroups.kill_all(cg).err()).map(|e| e.to_string()).collect::<Vec<_>>()
+                containers
+                    .iter()
+                    .chain(init_cgroup.iter())
+                    .filter_map(|cg| cgroups.kill_all(cg).err())
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
             })
             .await;
         errors.extend(killed.unwrap_or_default());
@@ -109,12 +120,25 @@ impl SandboxManager {
                 owned.push(sandbox.cgroup.clone());
             }
             let removed = self
-                .cgroup_blocking(move |cgroups| owned.iter().filter_map(|cg| cgroups.remove(cg).err()).map(|e| e.to_string()).collect::<Vec<_>>())
+                .cgroup_blocking(move |cgroups| {
+                    owned
+                        .iter()
+                        .filter_map(|cg| cgroups.remove(cg).err())
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                })
                 .await;
             errors.extend(removed.unwrap_or_default());
         }
 
-        if errors.is_empty() { Ok(()) } else { Err(RuntimeError::Teardown { id: sandbox.id.clone(), errors }) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Teardown {
+                id: sandbox.id.clone(),
+                errors,
+            })
+        }
     }
 }
 

@@ -10,5 +10,6 @@ pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Erro
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| D::Error::custom(format!("invalid duration {text:?}: {e}")))
+    humantime::parse_duration(&text)
+        .map_err(|e| D::Error::custom(format!("invalid duration {text:?}: {e}")))
 }

@@ -31,7 +31,11 @@ pub enum ConfigError {
     #[error("{origin}: invalid TOML: {message}")]
     Syntax { origin: String, message: String },
     #[error("{origin}: key `{key}`: {message}")]
-    Key { origin: String, key: String, message: String },
+    Key {
+        origin: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// The merged configuration and the files it came from, in the order applied.
@@ -52,7 +56,12 @@ pub fn load(path: &Path, required: bool, overrides: &Overrides) -> Result<Loaded
     match fs::metadata(path) {
         Ok(_) => files.push(path.to_path_buf()),
         Err(e) if e.kind() == io::ErrorKind::NotFound && !required => {}
-        Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     }
     files.extend(drop_ins(path)?);
 
@@ -64,10 +73,17 @@ pub fn load(path: &Path, required: bool, overrides: &Overrides) -> Result<Loaded
     };
     let mut origins = BTreeMap::new();
     for file in &files {
-        let text = fs::read_to_string(file).map_err(|source| ConfigError::Read { path: file.clone(), source })?;
+        let text = fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            path: file.clone(),
+            source,
+        })?;
         let origin = file.display().to_string();
-        let table: Table =
-            text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax { origin: origin.clone(), message: e.to_string() })?;
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                origin: origin.clone(),
+                message: e.to_string(),
+            })?;
         // Check each file on its own first, so an unknown key or a bad value is blamed
         // on the file that has it rather than on the merge.
         deserialize(&table, |_| origin.clone())?;
@@ -78,7 +94,11 @@ pub fn load(path: &Path, required: bool, overrides: &Overrides) -> Result<Loaded
     let blame = |key: &str| origin_of(&origins, key);
     let config = deserialize(&merged, blame)?;
     if let Some((key, message)) = validate(&config).into_iter().next() {
-        return Err(ConfigError::Key { origin: blame(&key), key, message });
+        return Err(ConfigError::Key {
+            origin: blame(&key),
+            key,
+            message,
+        });
     }
     Ok(Loaded { config, files })
 }
@@ -95,7 +115,10 @@ fn drop_ins(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     };
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| ConfigError::DropInDir { path: dir.clone(), source })?;
+        let entry = entry.map_err(|source| ConfigError::DropInDir {
+            path: dir.clone(),
+            source,
+        })?;
         let file = entry.path();
         if file.extension().is_some_and(|e| e == "toml") && file.is_file() {
             files.push(file);
@@ -109,17 +132,33 @@ fn deserialize(table: &Table, blame: impl Fn(&str) -> String) -> Result<Config, 
     serde_path_to_error::deserialize(Value::Table(table.clone())).map_err(|e| {
         let key = e.path().to_string();
         let message = e.inner().message().to_string();
-        ConfigError::Key { origin: blame(&key), key, message }
+        ConfigError::Key {
+            origin: blame(&key),
+            key,
+            message,
+        }
     })
 }
 
 /// Merges `from` into `into`: tables key by key, everything else replaced. Records
 /// which origin set each leaf so later errors can name the file.
-fn merge(into: &mut Table, from: Table, prefix: &str, origin: &str, origins: &mut BTreeMap<String, String>) {
+fn merge(
+    into: &mut Table,
+    from: Table,
+    prefix: &str,
+    origin: &str,
+    origins: &mut BTreeMap<String, String>,
+) {
     for (key, value) in from {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match (into.get_mut(&key), value) {
-            (Some(Value::Table(existing)), Value::Table(table)) => merge(existing, table, &path, origin, origins),
+            (Some(Value::Table(existing)), Value::Table(table)) => {
+                merge(existing, table, &path, origin, origins)
+            }
             (_, value) => {
                 if let Value::Table(table) = &value {
                     record_origins(table, &path, origin, origins);
@@ -131,7 +170,12 @@ fn merge(into: &mut Table, from: Table, prefix: &str, origin: &str, origins: &mu
     }
 }
 
-fn record_origins(table: &Table, prefix: &str, origin: &str, origins: &mut BTreeMap<String, String>) {
+fn record_origins(
+    table: &Table,
+    prefix: &str,
+    origin: &str,
+    origins: &mut BTreeMap<String, String>,
+) {
     for (key, value) in table {
         let path = format!("{prefix}.{key}");
         if let Value::Table(t) = value {
@@ -217,7 +261,10 @@ mod tests {
         let parsed: Config = Value::Table(table.clone()).try_into().unwrap();
         assert_eq!(parsed, Config::default());
         // Every key the defaults serialize is present in the template (nothing left out).
-        let defaults: Table = Value::try_from(Config::default()).unwrap().try_into().unwrap();
+        let defaults: Table = Value::try_from(Config::default())
+            .unwrap()
+            .try_into()
+            .unwrap();
         assert_eq!(table, defaults, "template and Config::default() differ");
     }
 
@@ -240,42 +287,129 @@ mod tests {
     #[test]
     fn drop_ins_merge_in_lexical_order_and_flags_win() {
         let f = Files::new(
-            Some("root = \"/srv/a\"\nlog_level = \"debug\"\n[network]\ncni_bin_dirs = [\"/x\", \"/y\"]\n"),
+            Some(
+                "root = \"/srv/a\"\nlog_level = \"debug\"\n[network]\ncni_bin_dirs = [\"/x\", \"/y\"]\n",
+            ),
             &[
-                ("20-later.toml", "root = \"/srv/c\"\n[runtime.handlers.runc]\ntype = \"oci\"\npath = \"/usr/bin/runc\"\n"),
-                ("10-first.toml", "root = \"/srv/b\"\n[network]\ncni_bin_dirs = [\"/z\"]\n[cgroup]\ndriver = \"systemd\"\n"),
+                (
+                    "20-later.toml",
+                    "root = \"/srv/c\"\n[runtime.handlers.runc]\ntype = \"oci\"\npath = \"/usr/bin/runc\"\n",
+                ),
+                (
+                    "10-first.toml",
+                    "root = \"/srv/b\"\n[network]\ncni_bin_dirs = [\"/z\"]\n[cgroup]\ndriver = \"systemd\"\n",
+                ),
                 ("30-ignored.conf", "this is not toml and is not a drop-in"),
             ],
         );
-        let overrides = Overrides { state: Some("/run/other".into()), ..Overrides::default() };
+        let overrides = Overrides {
+            state: Some("/run/other".into()),
+            ..Overrides::default()
+        };
         let loaded = f.load(true, &overrides).unwrap();
         let c = &loaded.config;
         assert_eq!(c.root, PathBuf::from("/srv/c"), "last drop-in wins");
         assert_eq!(c.state, PathBuf::from("/run/other"), "flag wins");
         assert_eq!(c.log_level, "debug", "main file value kept");
-        assert_eq!(c.network.cni_bin_dirs, vec![PathBuf::from("/z")], "arrays are replaced, not appended");
-        assert_eq!(c.network.cni_conf_dir, PathBuf::from("/etc/cni/net.d"), "untouched keys keep defaults");
+        assert_eq!(
+            c.network.cni_bin_dirs,
+            vec![PathBuf::from("/z")],
+            "arrays are replaced, not appended"
+        );
+        assert_eq!(
+            c.network.cni_conf_dir,
+            PathBuf::from("/etc/cni/net.d"),
+            "untouched keys keep defaults"
+        );
         assert_eq!(c.cgroup.driver, CgroupDriver::Systemd);
-        assert_eq!(c.runtime.handlers.len(), 2, "handler tables merge: {:?}", c.runtime.handlers);
+        assert_eq!(
+            c.runtime.handlers.len(),
+            2,
+            "handler tables merge: {:?}",
+            c.runtime.handlers
+        );
         assert_eq!(c.runtime.handlers["runc"].kind, HandlerKind::Oci);
-        let names: Vec<_> = loaded.files.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+        let names: Vec<_> = loaded
+            .files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect();
         assert_eq!(names, vec!["crust.toml", "10-first.toml", "20-later.toml"]);
     }
 
     #[test]
     fn errors_name_the_key_and_the_file() {
         // (main file, drop-ins, overrides, file blamed, key named, text in message)
-        let bad_flag = Overrides { log_level: Some("[[[".into()), ..Overrides::default() };
+        let bad_flag = Overrides {
+            log_level: Some("[[[".into()),
+            ..Overrides::default()
+        };
         let none = Overrides::default();
-        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a Overrides, &'a str, &'a str, &'a str);
+        type Case<'a> = (
+            Option<&'a str>,
+            &'a [(&'a str, &'a str)],
+            &'a Overrides,
+            &'a str,
+            &'a str,
+            &'a str,
+        );
         let cases: &[Case] = &[
-            (Some("bogus = 1\n"), &[], &none, "crust.toml", "bogus", "unknown field"),
-            (Some("[network]\ncni_conf_dirr = \"/x\"\n"), &[], &none, "crust.toml", "network", "cni_conf_dirr"),
-            (None, &[("50-x.toml", "[cgroup]\ndriver = \"systemdd\"\n")], &none, "50-x.toml", "cgroup.driver", "systemdd"),
-            (Some("shutdown_timeout = \"soon\"\n"), &[], &none, "crust.toml", "shutdown_timeout", "invalid duration"),
-            (Some("[streaming]\naddress = \"localhost\"\n"), &[], &none, "crust.toml", "streaming.address", "invalid"),
-            (Some("root = \"relative/dir\"\n"), &[], &none, "crust.toml", "root", "absolute"),
-            (Some("[runtime]\ndefault_handler = \"nope\"\n"), &[], &none, "crust.toml", "runtime.default_handler", "nope"),
+            (
+                Some("bogus = 1\n"),
+                &[],
+                &none,
+                "crust.toml",
+                "bogus",
+                "unknown field",
+            ),
+            (
+                Some("[network]\ncni_conf_dirr = \"/x\"\n"),
+                &[],
+                &none,
+                "crust.toml",
+                "network",
+                "cni_conf_dirr",
+            ),
+            (
+                None,
+                &[("50-x.toml", "[cgroup]\ndriver = \"systemdd\"\n")],
+                &none,
+                "50-x.toml",
+                "cgroup.driver",
+                "systemdd",
+            ),
+            (
+                Some("shutdown_timeout = \"soon\"\n"),
+                &[],
+                &none,
+                "crust.toml",
+                "shutdown_timeout",
+                "invalid duration",
+            ),
+            (
+                Some("[streaming]\naddress = \"localhost\"\n"),
+                &[],
+                &none,
+                "crust.toml",
+                "streaming.address",
+                "invalid",
+            ),
+            (
+                Some("root = \"relative/dir\"\n"),
+                &[],
+                &none,
+                "crust.toml",
+                "root",
+                "absolute",
+            ),
+            (
+                Some("[runtime]\ndefault_handler = \"nope\"\n"),
+                &[],
+                &none,
+                "crust.toml",
+                "runtime.default_handler",
+                "nope",
+            ),
             (
                 None,
                 &[("10.toml", "[runtime.handlers.runc]\ntype = \"oci\"\n")],
@@ -292,17 +426,44 @@ mod tests {
                 "runtime.handlers.Bad_Name",
                 "DNS label",
             ),
-            (Some("[network]\ncni_bin_dirs = []\n"), &[], &none, "crust.toml", "network.cni_bin_dirs", "empty"),
-            (Some("[image]\nregistries_conf = \"r.conf\"\n"), &[], &none, "crust.toml", "image.registries_conf", "absolute"),
+            (
+                Some("[network]\ncni_bin_dirs = []\n"),
+                &[],
+                &none,
+                "crust.toml",
+                "network.cni_bin_dirs",
+                "empty",
+            ),
+            (
+                Some("[image]\nregistries_conf = \"r.conf\"\n"),
+                &[],
+                &none,
+                "crust.toml",
+                "image.registries_conf",
+                "absolute",
+            ),
             (None, &[], &bad_flag, "command line", "log_level", "filter"),
-            (Some("root = [\n"), &[], &none, "crust.toml", "", "invalid TOML"),
+            (
+                Some("root = [\n"),
+                &[],
+                &none,
+                "crust.toml",
+                "",
+                "invalid TOML",
+            ),
         ];
         for (main, drop_ins, overrides, file, key, text) in cases {
             let f = Files::new(*main, drop_ins);
             let err = f.load(false, overrides).unwrap_err();
             let msg = err.to_string();
-            assert!(msg.contains(file), "{main:?} {drop_ins:?}: {msg:?} should blame {file:?}");
-            assert!(msg.contains(&format!("`{key}")) || key.is_empty(), "{msg:?} should name key {key:?}");
+            assert!(
+                msg.contains(file),
+                "{main:?} {drop_ins:?}: {msg:?} should blame {file:?}"
+            );
+            assert!(
+                msg.contains(&format!("`{key}")) || key.is_empty(),
+                "{msg:?} should name key {key:?}"
+            );
             assert!(msg.contains(text), "{msg:?} should contain {text:?}");
         }
     }

@@ -198,7 +198,9 @@ impl Default for CgroupConfig {
 
 impl Default for StreamingConfig {
     fn default() -> Self {
-        StreamingConfig { address: SocketAddr::from(([127, 0, 0, 1], 0)) }
+        StreamingConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
     }
 }
 
@@ -206,7 +208,13 @@ impl Default for RuntimeSection {
     fn default() -> Self {
         RuntimeSection {
             default_handler: "crust".into(),
-            handlers: BTreeMap::from([("crust".into(), Handler { kind: HandlerKind::Builtin, path: None })]),
+            handlers: BTreeMap::from([(
+                "crust".into(),
+                Handler {
+                    kind: HandlerKind::Builtin,
+                    path: None,
+                },
+            )]),
             monitor_path: None,
             shm_size: 64 << 20,
         }
@@ -216,6 +224,8 @@ impl Default for RuntimeSection {
 impl Config {
     /// The CRI socket path: `socket` if set, else `<state>/crust.sock`.
     pub fn socket_path(&self) -> PathBuf {
-        self.socket.clone().unwrap_or_else(|| self.state.join("crust.sock"))
+        self.socket
+            .clone()
+            .unwrap_or_else(|| self.state.join("crust.sock"))
     }
 }

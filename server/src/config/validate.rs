@@ -9,7 +9,10 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
     let mut errors = Vec::new();
     let mut absolute = |key: &str, path: &Path| {
         if !path.is_absolute() {
-            errors.push((key.to_string(), format!("{} must be an absolute path", path.display())));
+            errors.push((
+                key.to_string(),
+                format!("{} must be an absolute path", path.display()),
+            ));
         }
     };
     absolute("root", &c.root);
@@ -38,42 +41,68 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
     if c.network.cni_bin_dirs.is_empty() {
         errors.push(("network.cni_bin_dirs".into(), "must not be empty".into()));
     }
-    for (key, path) in [("cgroup.monitor_cgroup", &c.cgroup.monitor_cgroup), ("cgroup.pod_parent", &c.cgroup.pod_parent)] {
+    for (key, path) in [
+        ("cgroup.monitor_cgroup", &c.cgroup.monitor_cgroup),
+        ("cgroup.pod_parent", &c.cgroup.pod_parent),
+    ] {
         if let Err(e) = crust_runtime::cgroup::validate_path(path) {
             errors.push((key.into(), e.to_string()));
         }
     }
     if c.runtime.shm_size < 4096 {
-        errors.push(("runtime.shm_size".into(), "must be at least one page (4096 bytes)".into()));
+        errors.push((
+            "runtime.shm_size".into(),
+            "must be at least one page (4096 bytes)".into(),
+        ));
     }
     if c.image.pull_progress_timeout.is_zero() {
-        errors.push(("image.pull_progress_timeout".into(), "must be greater than zero".into()));
+        errors.push((
+            "image.pull_progress_timeout".into(),
+            "must be greater than zero".into(),
+        ));
     }
     if c.image.max_concurrent_downloads == 0 {
-        errors.push(("image.max_concurrent_downloads".into(), "must be at least 1".into()));
+        errors.push((
+            "image.max_concurrent_downloads".into(),
+            "must be at least 1".into(),
+        ));
     }
     if c.network.plugin_timeout.is_zero() {
-        errors.push(("network.plugin_timeout".into(), "must be greater than zero".into()));
+        errors.push((
+            "network.plugin_timeout".into(),
+            "must be greater than zero".into(),
+        ));
     }
     if c.shutdown_timeout.is_zero() {
-        errors.push(("shutdown_timeout".into(), "must be greater than zero".into()));
+        errors.push((
+            "shutdown_timeout".into(),
+            "must be greater than zero".into(),
+        ));
     }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&c.log_level) {
-        errors.push(("log_level".into(), format!("invalid log filter {:?}: {e}", c.log_level)));
+        errors.push((
+            "log_level".into(),
+            format!("invalid log filter {:?}: {e}", c.log_level),
+        ));
     }
     for (name, handler) in &c.runtime.handlers {
         let key = format!("runtime.handlers.{name}");
         if !is_dns_label(name) {
             // RuntimeClass.handler must be a DNS label (Kubernetes API validation).
-            errors.push((key.clone(), format!("handler name {name:?} is not a DNS label (a-z, 0-9, '-', at most 63)")));
+            errors.push((
+                key.clone(),
+                format!("handler name {name:?} is not a DNS label (a-z, 0-9, '-', at most 63)"),
+            ));
         }
         match (handler.kind, &handler.path) {
-            (HandlerKind::Oci, None) => {
-                errors.push((format!("{key}.path"), "is required for type = \"oci\" (the OCI runtime binary)".into()))
-            }
-            (HandlerKind::Builtin, Some(_)) => {
-                errors.push((format!("{key}.path"), "is only valid for type = \"oci\"".into()))
-            }
+            (HandlerKind::Oci, None) => errors.push((
+                format!("{key}.path"),
+                "is required for type = \"oci\" (the OCI runtime binary)".into(),
+            )),
+            (HandlerKind::Builtin, Some(_)) => errors.push((
+                format!("{key}.path"),
+                "is only valid for type = \"oci\"".into(),
+            )),
             _ => {}
         }
     }
@@ -83,7 +112,12 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
             format!(
                 "{:?} is not a configured handler (have: {})",
                 c.runtime.default_handler,
-                c.runtime.handlers.keys().cloned().collect::<Vec<_>>().join(", ")
+                c.runtime
+                    .handlers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
@@ -106,7 +140,17 @@ mod tests {
 
     #[test]
     fn dns_labels() {
-        for (name, ok) in [("runc", true), ("kata-qemu", true), ("a", true), ("", false), ("-a", false), ("a-", false), ("Runc", false), ("a_b", false), (&"a".repeat(64) as &str, false)] {
+        for (name, ok) in [
+            ("runc", true),
+            ("kata-qemu", true),
+            ("a", true),
+            ("", false),
+            ("-a", false),
+            ("a-", false),
+            ("Runc", false),
+            ("a_b", false),
+            (&"a".repeat(64) as &str, false),
+        ] {
             assert_eq!(is_dns_label(name), ok, "{name:?}");
         }
     }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use crust_proto::runtime::v1::{
-    Container, ContainerFilter, ContainerStatusRequest, ContainerStatusResponse, ListContainersRequest,
-    ListContainersResponse, StreamContainersRequest,
+    Container, ContainerFilter, ContainerStatusRequest, ContainerStatusResponse,
+    ListContainersRequest, ListContainersResponse, StreamContainersRequest,
 };
 use serde_json::json;
 
@@ -13,7 +13,10 @@ use crate::{convert_container, daemon::Daemon, error::ApiError};
 /// Containers per `StreamContainersResponse`.
 pub const STREAM_BATCH: usize = 256;
 
-pub async fn container_status(daemon: &Daemon, req: ContainerStatusRequest) -> Result<ContainerStatusResponse, ApiError> {
+pub async fn container_status(
+    daemon: &Daemon,
+    req: ContainerStatusRequest,
+) -> Result<ContainerStatusResponse, ApiError> {
     tracing::Span::current().record("container_id", req.container_id.as_str());
     let c = daemon.sandboxes.container_status(&req.container_id)?;
     let mut info = HashMap::new();
@@ -31,19 +34,38 @@ pub async fn container_status(daemon: &Daemon, req: ContainerStatusRequest) -> R
         });
         info.insert("info".to_string(), details.to_string());
     }
-    Ok(ContainerStatusResponse { status: Some(convert_container::container_status(&c)), info })
+    Ok(ContainerStatusResponse {
+        status: Some(convert_container::container_status(&c)),
+        info,
+    })
 }
 
-pub async fn list_containers(daemon: &Daemon, req: ListContainersRequest) -> Result<ListContainersResponse, ApiError> {
-    Ok(ListContainersResponse { containers: list(daemon, req.filter) })
+pub async fn list_containers(
+    daemon: &Daemon,
+    req: ListContainersRequest,
+) -> Result<ListContainersResponse, ApiError> {
+    Ok(ListContainersResponse {
+        containers: list(daemon, req.filter),
+    })
 }
 
 /// Batches for `StreamContainers`; the list is taken at once, so no container appears
 /// twice.
-pub async fn stream_containers(daemon: &Daemon, req: StreamContainersRequest) -> Result<Vec<Vec<Container>>, ApiError> {
-    Ok(list(daemon, req.filter).chunks(STREAM_BATCH).map(<[Container]>::to_vec).collect())
+pub async fn stream_containers(
+    daemon: &Daemon,
+    req: StreamContainersRequest,
+) -> Result<Vec<Vec<Container>>, ApiError> {
+    Ok(list(daemon, req.filter)
+        .chunks(STREAM_BATCH)
+        .map(<[Container]>::to_vec)
+        .collect())
 }
 
 fn list(daemon: &Daemon, filter: Option<ContainerFilter>) -> Vec<Container> {
-    daemon.sandboxes.list_containers(&convert_container::filter(filter)).iter().map(convert_container::container).collect()
+    daemon
+        .sandboxes
+        .list_containers(&convert_container::filter(filter))
+        .iter()
+        .map(convert_container::container)
+        .collect()
 }

@@ -5,22 +5,43 @@ use crust_runtime::container::ImageForContainer;
 
 use crate::{convert_container, daemon::Daemon, error::ApiError};
 
-pub async fn create_container(daemon: &Daemon, req: CreateContainerRequest) -> Result<CreateContainerResponse, ApiError> {
+pub async fn create_container(
+    daemon: &Daemon,
+    req: CreateContainerRequest,
+) -> Result<CreateContainerResponse, ApiError> {
     tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
-    let config = req.config.ok_or(ApiError::InvalidArgument { field: "config", reason: "is required".into() })?;
-    let reference = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+    let config = req.config.ok_or(ApiError::InvalidArgument {
+        field: "config",
+        reason: "is required".into(),
+    })?;
+    let reference = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_default();
     if reference.is_empty() {
-        return Err(ApiError::InvalidArgument { field: "config.image.image", reason: "is required".into() });
+        return Err(ApiError::InvalidArgument {
+            field: "config.image.image",
+            reason: "is required".into(),
+        });
     }
     tracing::Span::current().record("image", reference.as_str());
     // Pods of an `oci` handler would need runc/crun to run their containers; until that
     // lands, refuse rather than quietly use the built-in launcher.
     if let Ok(pod) = daemon.sandboxes.status(&req.pod_sandbox_id) {
         let handler = &pod.sandbox.spec.runtime_handler;
-        if daemon.config.runtime.handlers.get(handler).is_some_and(|h| h.kind == crate::config::HandlerKind::Oci) {
+        if daemon
+            .config
+            .runtime
+            .handlers
+            .get(handler)
+            .is_some_and(|h| h.kind == crate::config::HandlerKind::Oci)
+        {
             return Err(ApiError::Unsupported {
                 what: "oci runtime handlers",
-                reason: format!("runtime handler {handler:?} is an OCI runtime; only the built-in launcher runs containers for now"),
+                reason: format!(
+                    "runtime handler {handler:?} is an OCI runtime; only the built-in launcher runs containers for now"
+                ),
             });
         }
     }
@@ -33,7 +54,10 @@ pub async fn create_container(daemon: &Daemon, req: CreateContainerRequest) -> R
         lower: image.lower_names.clone(),
         config: convert_container::image_config(&image.config),
     };
-    let id = daemon.sandboxes.create_container(&req.pod_sandbox_id, spec, image).await?;
+    let id = daemon
+        .sandboxes
+        .create_container(&req.pod_sandbox_id, spec, image)
+        .await?;
     tracing::Span::current().record("container_id", id.as_str());
     Ok(CreateContainerResponse { container_id: id })
 }

@@ -2,17 +2,29 @@
 
 use std::time::Duration;
 
-use crust_proto::runtime::v1::{ExecSyncRequest, ExecSyncResponse, ReopenContainerLogRequest, ReopenContainerLogResponse};
+use crust_proto::runtime::v1::{
+    ExecSyncRequest, ExecSyncResponse, ReopenContainerLogRequest, ReopenContainerLogResponse,
+};
 
 use crate::{daemon::Daemon, error::ApiError};
 
 /// Runs a command in a container; `timeout` seconds (0 = none) bound it, after which
 /// its whole process tree is killed and the call answers DEADLINE_EXCEEDED.
-pub async fn exec_sync(daemon: &Daemon, req: ExecSyncRequest) -> Result<ExecSyncResponse, ApiError> {
+pub async fn exec_sync(
+    daemon: &Daemon,
+    req: ExecSyncRequest,
+) -> Result<ExecSyncResponse, ApiError> {
     tracing::Span::current().record("container_id", req.container_id.as_str());
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
-    let result = daemon.sandboxes.exec_sync(&req.container_id, &req.cmd, timeout).await?;
-    Ok(ExecSyncResponse { stdout: result.stdout, stderr: result.stderr, exit_code: result.exit_code })
+    let result = daemon
+        .sandboxes
+        .exec_sync(&req.container_id, &req.cmd, timeout)
+        .await?;
+    Ok(ExecSyncResponse {
+        stdout: result.stdout,
+        stderr: result.stderr,
+        exit_code: result.exit_code,
+    })
 }
 
 /// `UpdateContainerResources`: new cgroup limits, live.
@@ -21,8 +33,17 @@ pub async fn update_container_resources(
     req: crust_proto::runtime::v1::UpdateContainerResourcesRequest,
 ) -> Result<crust_proto::runtime::v1::UpdateContainerResourcesResponse, ApiError> {
     tracing::Span::current().record("container_id", req.container_id.as_str());
-    let linux = req.linux.ok_or(ApiError::InvalidArgument { field: "linux", reason: "is required".into() })?;
-    daemon.sandboxes.update_container_resources(&req.container_id, crate::convert_container::resources(linux)).await?;
+    let linux = req.linux.ok_or(ApiError::InvalidArgument {
+        field: "linux",
+        reason: "is required".into(),
+    })?;
+    daemon
+        .sandboxes
+        .update_container_resources(
+            &req.container_id,
+            crate::convert_container::resources(linux),
+        )
+        .await?;
     Ok(crust_proto::runtime::v1::UpdateContainerResourcesResponse {})
 }
 
@@ -31,7 +52,10 @@ pub async fn reopen_container_log(
     req: ReopenContainerLogRequest,
 ) -> Result<ReopenContainerLogResponse, ApiError> {
     tracing::Span::current().record("container_id", req.container_id.as_str());
-    daemon.sandboxes.reopen_container_log(&req.container_id).await?;
+    daemon
+        .sandboxes
+        .reopen_container_log(&req.container_id)
+        .await?;
     Ok(ReopenContainerLogResponse {})
 }
 
@@ -45,6 +69,9 @@ pub async fn update_pod_sandbox_resources(
         overhead: crate::convert_container::resources(req.overhead.unwrap_or_default()),
         resources: crate::convert_container::resources(req.resources.unwrap_or_default()),
     };
-    daemon.sandboxes.update_pod_resources(&req.pod_sandbox_id, update).await?;
+    daemon
+        .sandboxes
+        .update_pod_resources(&req.pod_sandbox_id, update)
+        .await?;
     Ok(crust_proto::runtime::v1::UpdatePodSandboxResourcesResponse {})
 }

@@ -2,25 +2,25 @@
 //! response or an [`crate::error::ApiError`]; spans, metrics and status mapping are
 //! done once, in [`crate::daemon::Daemon::handle`].
 
+pub mod container_status;
+pub mod create_container;
+pub mod exec_sync;
 pub mod image_fs_info;
 pub mod image_status;
 pub mod list_images;
+pub mod list_pod_sandbox;
+pub mod pod_sandbox_status;
 pub mod pull_image;
+pub mod remove_container;
 pub mod remove_image;
+pub mod remove_pod_sandbox;
+pub mod run_pod_sandbox;
 pub mod runtime_config;
+pub mod start_container;
+pub mod stats;
 pub mod status;
+pub mod stop_container;
+pub mod stop_pod_sandbox;
 pub mod stream_images;
 pub mod update_runtime_config;
 pub mod version;
-pub mod list_pod_sandbox;
-pub mod pod_sandbox_status;
-pub mod remove_pod_sandbox;
-pub mod run_pod_sandbox;
-pub mod stop_pod_sandbox;
-pub mod container_status;
-pub mod create_container;
-pub mod remove_container;
-pub mod start_container;
-pub mod stop_container;
-pub mod exec_sync;
-pub mod stats;

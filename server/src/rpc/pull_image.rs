@@ -6,7 +6,10 @@ use crate::{convert_image, daemon::Daemon, error::ApiError};
 
 /// Pulls `req.image`; `image_ref` in the answer is the image id (config digest), as
 /// containerd returns, so kubelet can refer to it immutably.
-pub async fn pull_image(daemon: &Daemon, req: PullImageRequest) -> Result<PullImageResponse, ApiError> {
+pub async fn pull_image(
+    daemon: &Daemon,
+    req: PullImageRequest,
+) -> Result<PullImageResponse, ApiError> {
     let image = convert_image::image_name(req.image.as_ref(), "image.image")?;
     tracing::Span::current().record("image", image.as_str());
     let credentials = convert_image::credentials(req.auth.as_ref(), &image)?;

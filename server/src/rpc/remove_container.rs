@@ -4,7 +4,10 @@ use crust_proto::runtime::v1::{RemoveContainerRequest, RemoveContainerResponse};
 
 use crate::{daemon::Daemon, error::ApiError};
 
-pub async fn remove_container(daemon: &Daemon, req: RemoveContainerRequest) -> Result<RemoveContainerResponse, ApiError> {
+pub async fn remove_container(
+    daemon: &Daemon,
+    req: RemoveContainerRequest,
+) -> Result<RemoveContainerResponse, ApiError> {
     tracing::Span::current().record("container_id", req.container_id.as_str());
     daemon.sandboxes.remove_container(&req.container_id).await?;
     Ok(RemoveContainerResponse {})

@@ -7,7 +7,10 @@ use crate::{convert_image, daemon::Daemon, error::ApiError};
 /// Removes by id, tag or digest. Removing an image that is not there succeeds (CRI:
 /// "This call is idempotent, and must not return an error if the image has already
 /// been removed").
-pub async fn remove_image(daemon: &Daemon, req: RemoveImageRequest) -> Result<RemoveImageResponse, ApiError> {
+pub async fn remove_image(
+    daemon: &Daemon,
+    req: RemoveImageRequest,
+) -> Result<RemoveImageResponse, ApiError> {
     let image = convert_image::image_name(req.image.as_ref(), "image.image")?;
     tracing::Span::current().record("image", image.as_str());
     let store = daemon.images()?.clone();

@@ -5,7 +5,10 @@ use crust_proto::runtime::v1::{RemovePodSandboxRequest, RemovePodSandboxResponse
 
 use crate::{daemon::Daemon, error::ApiError};
 
-pub async fn remove_pod_sandbox(daemon: &Daemon, req: RemovePodSandboxRequest) -> Result<RemovePodSandboxResponse, ApiError> {
+pub async fn remove_pod_sandbox(
+    daemon: &Daemon,
+    req: RemovePodSandboxRequest,
+) -> Result<RemovePodSandboxResponse, ApiError> {
     tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
     daemon.sandboxes.remove(&req.pod_sandbox_id).await?;
     Ok(RemovePodSandboxResponse {})

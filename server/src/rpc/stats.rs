@@ -41,7 +41,10 @@ fn container_stats(v: &ContainerStatsView) -> cri::ContainerStats {
     cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
             id: c.id.clone(),
-            metadata: Some(cri::ContainerMetadata { name: c.spec.metadata.name.clone(), attempt: c.spec.metadata.attempt }),
+            metadata: Some(cri::ContainerMetadata {
+                name: c.spec.metadata.name.clone(),
+                attempt: c.spec.metadata.attempt,
+            }),
             labels: c.spec.labels.clone().into_iter().collect(),
             annotations: c.spec.annotations.clone().into_iter().collect(),
         }),
@@ -49,18 +52,29 @@ fn container_stats(v: &ContainerStatsView) -> cri::ContainerStats {
         memory: Some(memory(&v.sample)),
         writable_layer: Some(cri::FilesystemUsage {
             timestamp: v.sample.timestamp,
-            fs_id: Some(cri::FilesystemIdentifier { mountpoint: v.writable_dir.display().to_string() }),
-            used_bytes: Some(cri::UInt64Value { value: v.writable_bytes }),
-            inodes_used: Some(cri::UInt64Value { value: v.writable_inodes }),
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: v.writable_dir.display().to_string(),
+            }),
+            used_bytes: Some(cri::UInt64Value {
+                value: v.writable_bytes,
+            }),
+            inodes_used: Some(cri::UInt64Value {
+                value: v.writable_inodes,
+            }),
         }),
         ..Default::default()
     }
 }
 
-pub async fn container_stats_one(daemon: &Daemon, req: cri::ContainerStatsRequest) -> Result<cri::ContainerStatsResponse, ApiError> {
+pub async fn container_stats_one(
+    daemon: &Daemon,
+    req: cri::ContainerStatsRequest,
+) -> Result<cri::ContainerStatsResponse, ApiError> {
     tracing::Span::current().record("container_id", req.container_id.as_str());
     let view = daemon.sandboxes.container_stats(&req.container_id)?;
-    Ok(cri::ContainerStatsResponse { stats: Some(container_stats(&view)) })
+    Ok(cri::ContainerStatsResponse {
+        stats: Some(container_stats(&view)),
+    })
 }
 
 fn list(daemon: &Daemon, filter: Option<cri::ContainerStatsFilter>) -> Vec<cri::ContainerStats> {
@@ -81,12 +95,23 @@ fn list(daemon: &Daemon, filter: Option<cri::ContainerStatsFilter>) -> Vec<cri::
         .collect()
 }
 
-pub async fn list_container_stats(daemon: &Daemon, req: cri::ListContainerStatsRequest) -> Result<cri::ListContainerStatsResponse, ApiError> {
-    Ok(cri::ListContainerStatsResponse { stats: list(daemon, req.filter) })
+pub async fn list_container_stats(
+    daemon: &Daemon,
+    req: cri::ListContainerStatsRequest,
+) -> Result<cri::ListContainerStatsResponse, ApiError> {
+    Ok(cri::ListContainerStatsResponse {
+        stats: list(daemon, req.filter),
+    })
 }
 
-pub async fn stream_container_stats(daemon: &Daemon, req: cri::StreamContainerStatsRequest) -> Result<Vec<Vec<cri::ContainerStats>>, ApiError> {
-    Ok(list(daemon, req.filter).chunks(STREAM_BATCH).map(<[cri::ContainerStats]>::to_vec).collect())
+pub async fn stream_container_stats(
+    daemon: &Daemon,
+    req: cri::StreamContainerStatsRequest,
+) -> Result<Vec<Vec<cri::ContainerStats>>, ApiError> {
+    Ok(list(daemon, req.filter)
+        .chunks(STREAM_BATCH)
+        .map(<[cri::ContainerStats]>::to_vec)
+        .collect())
 }
 
 fn pod_stats(daemon: &Daemon, id: &str) -> Result<cri::PodSandboxStats, ApiError> {
@@ -114,21 +139,49 @@ fn pod_stats(daemon: &Daemon, id: &str) -> Result<cri::PodSandboxStats, ApiError
     })
 }
 
-pub async fn pod_sandbox_stats(daemon: &Daemon, req: cri::PodSandboxStatsRequest) -> Result<cri::PodSandboxStatsResponse, ApiError> {
+pub async fn pod_sandbox_stats(
+    daemon: &Daemon,
+    req: cri::PodSandboxStatsRequest,
+) -> Result<cri::PodSandboxStatsResponse, ApiError> {
     tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
-    Ok(cri::PodSandboxStatsResponse { stats: Some(pod_stats(daemon, &req.pod_sandbox_id)?) })
+    Ok(cri::PodSandboxStatsResponse {
+        stats: Some(pod_stats(daemon, &req.pod_sandbox_id)?),
+    })
 }
 
-fn list_pods(daemon: &Daemon, filter: Option<cri::PodSandboxStatsFilter>) -> Vec<cri::PodSandboxStats> {
+fn list_pods(
+    daemon: &Daemon,
+    filter: Option<cri::PodSandboxStatsFilter>,
+) -> Vec<cri::PodSandboxStats> {
     let f = filter.unwrap_or_default();
-    let filter = crust_runtime::sandbox::SandboxFilter { id: f.id, ready: Some(true), labels: f.label_selector.into_iter().collect() };
-    daemon.sandboxes.list(&filter).iter().filter_map(|v| pod_stats(daemon, &v.sandbox.id).ok()).collect()
+    let filter = crust_runtime::sandbox::SandboxFilter {
+        id: f.id,
+        ready: Some(true),
+        labels: f.label_selector.into_iter().collect(),
+    };
+    daemon
+        .sandboxes
+        .list(&filter)
+        .iter()
+        .filter_map(|v| pod_stats(daemon, &v.sandbox.id).ok())
+        .collect()
 }
 
-pub async fn list_pod_sandbox_stats(daemon: &Daemon, req: cri::ListPodSandboxStatsRequest) -> Result<cri::ListPodSandboxStatsResponse, ApiError> {
-    Ok(cri::ListPodSandboxStatsResponse { stats: list_pods(daemon, req.filter) })
+pub async fn list_pod_sandbox_stats(
+    daemon: &Daemon,
+    req: cri::ListPodSandboxStatsRequest,
+) -> Result<cri::ListPodSandboxStatsResponse, ApiError> {
+    Ok(cri::ListPodSandboxStatsResponse {
+        stats: list_pods(daemon, req.filter),
+    })
 }
 
-pub async fn stream_pod_sandbox_stats(daemon: &Daemon, req: cri::StreamPodSandboxStatsRequest) -> Result<Vec<Vec<cri::PodSandboxStats>>, ApiError> {
-    Ok(list_pods(daemon, req.filter).chunks(STREAM_BATCH).map(<[cri::PodSandboxStats]>::to_vec).collect())
+pub async fn stream_pod_sandbox_stats(
+    daemon: &Daemon,
+    req: cri::StreamPodSandboxStatsRequest,
+) -> Result<Vec<Vec<cri::PodSandboxStats>>, ApiError> {
+    Ok(list_pods(daemon, req.filter)
+        .chunks(STREAM_BATCH)
+        .map(<[cri::PodSandboxStats]>::to_vec)
+        .collect())
 }

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use crust_proto::runtime::v1::{
-    RuntimeCondition, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest, StatusResponse,
+    RuntimeCondition, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest,
+    StatusResponse,
 };
 use serde_json::json;
 
@@ -24,7 +25,12 @@ pub async fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusRespons
     let network = crust_network::default_network(&net.cni_conf_dir, &net.cni_bin_dirs);
     let network_condition = match &network {
         Ok(_) => condition(NETWORK_READY, true, "", ""),
-        Err(e) => condition(NETWORK_READY, false, NETWORK_NOT_READY_REASON, &format!("Network plugin returns error: {e}")),
+        Err(e) => condition(
+            NETWORK_READY,
+            false,
+            NETWORK_NOT_READY_REASON,
+            &format!("Network plugin returns error: {e}"),
+        ),
     };
     let conditions = vec![condition(RUNTIME_READY, true, "", ""), network_condition];
 
@@ -40,10 +46,21 @@ pub async fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusRespons
                 Err(e) => json!({"error": e.to_string()}),
             }),
         );
-        let node = daemon.node.lock().expect("node config lock poisoned").clone();
+        let node = daemon
+            .node
+            .lock()
+            .expect("node config lock poisoned")
+            .clone();
         info.insert("runtimeConfig".into(), to_json(json!(node)));
-        let quarantined = daemon.quarantined.lock().expect("quarantine list lock poisoned").clone();
-        info.insert("recovery".into(), to_json(json!({ "quarantined": quarantined })));
+        let quarantined = daemon
+            .quarantined
+            .lock()
+            .expect("quarantine list lock poisoned")
+            .clone();
+        info.insert(
+            "recovery".into(),
+            to_json(json!({ "quarantined": quarantined })),
+        );
         let cgroup = crust_runtime::cgroup::detect_mode(&daemon.config.cgroup.root);
         info.insert(
             "cgroup".into(),
@@ -52,8 +69,14 @@ pub async fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusRespons
                 Err(e) => json!({"driver": daemon.config.cgroup.driver, "error": e.to_string()}),
             }),
         );
-        info.insert("metrics".into(), to_json(json!({ "address": daemon.metrics_address.get() })));
-        info.insert("version".into(), to_json(json!({ "crust": env!("CARGO_PKG_VERSION") })));
+        info.insert(
+            "metrics".into(),
+            to_json(json!({ "address": daemon.metrics_address.get() })),
+        );
+        info.insert(
+            "version".into(),
+            to_json(json!({ "crust": env!("CARGO_PKG_VERSION") })),
+        );
     }
 
     Ok(StatusResponse {
@@ -68,13 +91,26 @@ pub async fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusRespons
 /// expects. No handler claims recursive read-only mounts or user namespaces yet: those
 /// are advertised only when the container launcher implements them.
 fn runtime_handlers(daemon: &Daemon) -> Vec<RuntimeHandler> {
-    let features = || Some(RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false });
+    let features = || {
+        Some(RuntimeHandlerFeatures {
+            recursive_read_only_mounts: false,
+            user_namespaces: false,
+        })
+    };
     std::iter::once(String::new())
         .chain(daemon.config.runtime.handlers.keys().cloned())
-        .map(|name| RuntimeHandler { name, features: features() })
+        .map(|name| RuntimeHandler {
+            name,
+            features: features(),
+        })
         .collect()
 }
 
 fn condition(kind: &str, status: bool, reason: &str, message: &str) -> RuntimeCondition {
-    RuntimeCondition { r#type: kind.into(), status, reason: reason.into(), message: message.into() }
+    RuntimeCondition {
+        r#type: kind.into(),
+        status,
+        reason: reason.into(),
+        message: message.into(),
+    }
 }

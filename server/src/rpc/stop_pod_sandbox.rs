@@ -5,7 +5,10 @@ use crust_proto::runtime::v1::{StopPodSandboxRequest, StopPodSandboxResponse};
 
 use crate::{daemon::Daemon, error::ApiError};
 
-pub async fn stop_pod_sandbox(daemon: &Daemon, req: StopPodSandboxRequest) -> Result<StopPodSandboxResponse, ApiError> {
+pub async fn stop_pod_sandbox(
+    daemon: &Daemon,
+    req: StopPodSandboxRequest,
+) -> Result<StopPodSandboxResponse, ApiError> {
     tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
     daemon.sandboxes.stop(&req.pod_sandbox_id).await?;
     Ok(StopPodSandboxResponse {})

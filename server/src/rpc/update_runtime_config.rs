@@ -15,7 +15,11 @@ pub async fn update_runtime_config(
     daemon: &Daemon,
     req: UpdateRuntimeConfigRequest,
 ) -> Result<UpdateRuntimeConfigResponse, ApiError> {
-    let pod_cidr = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr).unwrap_or_default();
+    let pod_cidr = req
+        .runtime_config
+        .and_then(|c| c.network_config)
+        .map(|n| n.pod_cidr)
+        .unwrap_or_default();
     if pod_cidr.trim().is_empty() {
         return Ok(UpdateRuntimeConfigResponse {});
     }
@@ -25,7 +29,10 @@ pub async fn update_runtime_config(
     if node.pod_cidrs == cidrs {
         return Ok(UpdateRuntimeConfigResponse {});
     }
-    let updated = NodeConfig { pod_cidrs: cidrs, updated_at: humantime::format_rfc3339(std::time::SystemTime::now()).to_string() };
+    let updated = NodeConfig {
+        pod_cidrs: cidrs,
+        updated_at: humantime::format_rfc3339(std::time::SystemTime::now()).to_string(),
+    };
     daemon.store.put(&updated)?;
     tracing::info!(pod_cidrs = ?updated.pod_cidrs, "pod CIDR updated");
     *node = updated;
@@ -34,15 +41,26 @@ pub async fn update_runtime_config(
 
 /// Parses kubelet's comma-separated CIDR list (dual-stack sends one per family).
 fn parse_cidrs(text: &str) -> Result<Vec<String>, ApiError> {
-    let invalid = |reason: String| ApiError::InvalidArgument { field: FIELD, reason };
+    let invalid = |reason: String| ApiError::InvalidArgument {
+        field: FIELD,
+        reason,
+    };
     let mut cidrs = Vec::new();
     for part in text.split(',').map(str::trim) {
-        let (addr, prefix) = part.split_once('/').ok_or_else(|| invalid(format!("{part:?} is not a CIDR (no /prefix)")))?;
-        let addr: IpAddr = addr.parse().map_err(|_| invalid(format!("{part:?}: {addr:?} is not an IP address")))?;
+        let (addr, prefix) = part
+            .split_once('/')
+            .ok_or_else(|| invalid(format!("{part:?} is not a CIDR (no /prefix)")))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| invalid(format!("{part:?}: {addr:?} is not an IP address")))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         match prefix.parse::<u8>() {
             Ok(p) if p <= max => {}
-            _ => return Err(invalid(format!("{part:?}: prefix length must be 0..={max}"))),
+            _ => {
+                return Err(invalid(format!(
+                    "{part:?}: prefix length must be 0..={max}"
+                )));
+            }
         }
         cidrs.push(part.to_string());
     }
@@ -64,9 +82,21 @@ mod tests {
             ("0.0.0.0/0", &["0.0.0.0/0"]),
         ];
         for (text, want) in ok {
-            assert_eq!(parse_cidrs(text).unwrap(), want.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{text}");
+            assert_eq!(
+                parse_cidrs(text).unwrap(),
+                want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{text}"
+            );
         }
-        for bad in ["10.88.0.0", "10.88.0.0/33", "fd00::/129", "host/24", "10.0.0.0/x", "a/1,b/2,c/3", "1.1.1.0/24,2.2.2.0/24,3.3.3.0/24"] {
+        for bad in [
+            "10.88.0.0",
+            "10.88.0.0/33",
+            "fd00::/129",
+            "host/24",
+            "10.0.0.0/x",
+            "a/1,b/2,c/3",
+            "1.1.1.0/24,2.2.2.0/24,3.3.3.0/24",
+        ] {
             let err = parse_cidrs(bad).unwrap_err();
             assert!(err.to_string().contains(FIELD), "{bad}: {err}");
         }
