@@ -102,18 +102,6 @@ pub enum StateArg {
     Exited,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(path: &PathBuf, what: &str) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let value: Value =
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("yaml" | "yml") => serde_yaml::from_str(&text)
-                .with_context(|| format!("parse YAML {}", path.display()))?,
-            _ => serde_json::from_str(&text)
-                .with_context(|| format!("parse JSON {}", path.display()))?,
-        };
-    serde_json::from_value(value).with_context(|| format!("{} is not a {what}", path.display()))
-}
-
 fn state_name(state: i32) -> &'static str {
     match ContainerState::try_from(state) {
         Ok(ContainerState::ContainerCreated) => "Created",
@@ -163,7 +151,8 @@ pub async fn run(
             container_config,
             pod_config,
         } => {
-            let config: ContainerConfig = parse(&container_config, "ContainerConfig")?;
+            let config: ContainerConfig =
+                crust_ctl::files::parse_cri_file(&container_config, "ContainerConfig")?;
             let sandbox_config = Some(crate::pod_cmds::parse_pod_config(&pod_config)?);
             let req = CreateContainerRequest {
                 pod_sandbox_id: pod_id,
@@ -198,7 +187,8 @@ pub async fn run(
             pod_config,
             runtime,
         } => {
-            let config: ContainerConfig = parse(&container_config, "ContainerConfig")?;
+            let config: ContainerConfig =
+                crust_ctl::files::parse_cri_file(&container_config, "ContainerConfig")?;
             let pod = crate::pod_cmds::parse_pod_config(&pod_config)?;
             let pod_id = client
                 .run_pod_sandbox(RunPodSandboxRequest {
@@ -255,20 +245,7 @@ pub async fn run(
                 if ids.is_empty() {
                     bail!("name the containers to remove, or use --all");
                 }
-                let mut t = Vec::new();
-                for id in &ids {
-                    let m: Vec<_> = list
-                        .iter()
-                        .filter(|c| c.id.starts_with(id.as_str()))
-                        .cloned()
-                        .collect();
-                    match m.len() {
-                        0 => bail!("container {id:?} not found"),
-                        1 => t.extend(m),
-                        n => bail!("container id prefix {id:?} is ambiguous ({n} containers)"),
-                    }
-                }
-                t
+                crust_ctl::files::by_prefixes(&list, &ids, |c| &c.id, "container")?
             };
             let mut out = String::new();
             for c in targets {

@@ -11,6 +11,7 @@
 //! ```
 
 mod connect;
+pub mod files;
 pub mod output;
 
 pub use connect::{ConnectError, connect, image_client, runtime_client, socket_path};

@@ -90,17 +90,8 @@ pub enum StateArg {
 /// Parses a pod config in crictl's format. crictl reads its files with Go's JSON
 /// decoder, so both snake_case (`log_directory`) and protojson camelCase names are
 /// accepted, as pbjson does.
-pub fn parse_pod_config(path: &PathBuf) -> anyhow::Result<PodSandboxConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let value: Value =
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("yaml" | "yml") => serde_yaml::from_str(&text)
-                .with_context(|| format!("parse YAML {}", path.display()))?,
-            _ => serde_json::from_str(&text)
-                .with_context(|| format!("parse JSON {}", path.display()))?,
-        };
-    serde_json::from_value(value)
-        .with_context(|| format!("{} is not a PodSandboxConfig", path.display()))
+pub fn parse_pod_config(path: &std::path::Path) -> anyhow::Result<PodSandboxConfig> {
+    crust_ctl::files::parse_cri_file(path, "PodSandboxConfig")
 }
 
 fn short(id: &str, no_trunc: bool) -> &str {
@@ -177,20 +168,7 @@ pub async fn run(
                 if ids.is_empty() {
                     bail!("name the pods to remove, or use --all");
                 }
-                let mut targets = Vec::new();
-                for id in &ids {
-                    let matching: Vec<_> = pods
-                        .iter()
-                        .filter(|p| p.id.starts_with(id.as_str()))
-                        .cloned()
-                        .collect();
-                    match matching.len() {
-                        0 => bail!("pod {id:?} not found"),
-                        1 => targets.extend(matching),
-                        n => bail!("pod id prefix {id:?} is ambiguous ({n} pods)"),
-                    }
-                }
-                targets
+                crust_ctl::files::by_prefixes(&pods, &ids, |p| &p.id, "pod")?
             };
             let mut out = String::new();
             for pod in targets {

@@ -9,6 +9,7 @@
 pub mod image_builder;
 pub mod registry;
 
+pub mod bench;
 pub mod cni;
 
 use std::{

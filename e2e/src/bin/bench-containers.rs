@@ -5,7 +5,8 @@
 //!
 //! `cargo build --release --bins && ./target/release/bench-containers [N]` (as root).
 
-use std::{fs, time::Instant};
+use crust_e2e::bench::{percentile, proc_kib};
+use std::time::Instant;
 
 use crust_e2e::{
     Sandbox,
@@ -22,28 +23,6 @@ use crust_proto::runtime::v1::{
 };
 use serde_json::json;
 use tonic::transport::Channel;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn kib(pid: i32, field: &str) -> u64 {
-    fs::read_to_string(format!(
-        "/proc/{pid}/{}",
-        if field == "Pss:" {
-            "smaps_rollup"
-        } else {
-            "status"
-        }
-    ))
-    .unwrap_or_default()
-    .lines()
-    .find_map(|l| {
-        l.strip_prefix(field)
-            .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))
-    })
-    .unwrap_or(0)
-}
 
 fn busybox_image() -> anyhow::Result<Image> {
     let mut layer = LayerBuilder::new();
@@ -201,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 3. The pod monitor's memory with 1, then 5 running containers.
-    let mem = |pid: i32| (kib(pid, "VmRSS:"), kib(pid, "Pss:"));
+    let mem = |pid: i32| (proc_kib(pid, "VmRSS:"), proc_kib(pid, "Pss:"));
     let one = mem(monitor);
     for i in 1..5 {
         running.push(pod.run(&mut rt, &format!("extra-{i}")).await?.0);

@@ -4,6 +4,7 @@
 //!
 //! `cargo build --release --bins && ./target/release/bench-pods [N]` (as root).
 
+use crust_e2e::bench::{percentile, proc_kib};
 use std::{fs, time::Instant};
 
 use crust_e2e::{Sandbox, cni::TestNetwork};
@@ -11,28 +12,6 @@ use crust_proto::runtime::v1::{
     LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
     RunPodSandboxRequest, StopPodSandboxRequest,
 };
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn kib(pid: i32, field: &str) -> u64 {
-    fs::read_to_string(format!(
-        "/proc/{pid}/{}",
-        if field == "Pss:" {
-            "smaps_rollup"
-        } else {
-            "status"
-        }
-    ))
-    .unwrap_or_default()
-    .lines()
-    .find_map(|l| {
-        l.strip_prefix(field)
-            .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))
-    })
-    .unwrap_or(0)
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -81,9 +60,9 @@ async fn main() -> anyhow::Result<()> {
         .filter_map(|b| serde_json::from_slice::<crust_runtime::monitor::MonitorPids>(&b).ok())
         .map(|p| p.monitor.pid)
         .collect();
-    let rss: Vec<u64> = monitors.iter().map(|&p| kib(p, "VmRSS:")).collect();
-    let pss: Vec<u64> = monitors.iter().map(|&p| kib(p, "Pss:")).collect();
-    let crustd_rss = kib(d.pid().as_raw(), "VmRSS:");
+    let rss: Vec<u64> = monitors.iter().map(|&p| proc_kib(p, "VmRSS:")).collect();
+    let pss: Vec<u64> = monitors.iter().map(|&p| proc_kib(p, "Pss:")).collect();
+    let crustd_rss = proc_kib(d.pid().as_raw(), "VmRSS:");
 
     let mut teardown_ms = Vec::new();
     for id in ids {

@@ -19,6 +19,7 @@
 //! defaults to 3; needs the `docker-registry`, `busybox-static` and `containerd`
 //! packages).
 
+use crust_e2e::bench::proc_kib;
 use std::{
     fs,
     os::unix::process::CommandExt,
@@ -127,18 +128,6 @@ fn build_image() -> anyhow::Result<Image> {
     ))
 }
 
-/// A `/proc/<pid>/status` field in KiB.
-fn status_kib(pid: i32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)
-                .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
-}
-
 /// Unmounts (lazily, deepest first) everything mounted at or below `dir`.
 fn unmount_below(dir: &Path) {
     let base = dir.display().to_string();
@@ -189,7 +178,7 @@ async fn pull(
 ) -> anyhow::Result<Sample> {
     let channel = crust_ctl::connect(endpoint, RPC_TIMEOUT).await?;
     let mut client = crust_ctl::image_client(channel);
-    let idle_kib = status_kib(pid, "VmRSS:");
+    let idle_kib = proc_kib(pid, "VmRSS:");
     let request = PullImageRequest {
         image: Some(ImageSpec {
             image: image.to_string(),
@@ -206,7 +195,7 @@ async fn pull(
         .into_inner()
         .image_ref;
     let seconds = start.elapsed().as_secs_f64();
-    let peak_kib = status_kib(pid, "VmHWM:");
+    let peak_kib = proc_kib(pid, "VmHWM:");
     if image_ref != expect_id {
         bail!("PullImage on {endpoint} returned {image_ref}, expected the image id {expect_id}");
     }

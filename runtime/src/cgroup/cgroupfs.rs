@@ -318,23 +318,20 @@ impl Cgroupfs {
         r: &oci_spec::runtime::LinuxResources,
     ) -> Result<(), CgroupError> {
         validate_path(path)?;
-        let mut writes: Vec<(&str, &str, String)> = Vec::new();
+        let mut writes: Vec<LimitWrite> = Vec::new();
         if let Some(mem) = r.memory() {
             let limit = mem
                 .limit()
                 .filter(|l| *l > 0)
-                .map(|l| ("memory.limit_in_bytes", "memory.max", l.to_string()));
-            let swap = mem.swap().filter(|s| *s > 0).map(|s| {
-                (
-                    "memory.memsw.limit_in_bytes",
-                    "memory.swap.max",
-                    s.to_string(),
-                )
-            });
+                .map(|l| LimitWrite::same("memory.limit_in_bytes", "memory.max", l));
+            let swap = mem
+                .swap()
+                .filter(|s| *s > 0)
+                .map(|s| LimitWrite::same("memory.memsw.limit_in_bytes", "memory.swap.max", s));
             // v1 requires memory <= memory+swap at every step: when raising, raise the
             // memsw limit first; when lowering, lower the memory limit first.
-            let raising = match (&limit, self.current_v1(path, "memory.limit_in_bytes")) {
-                (Some((_, _, new)), Some(current)) => new.parse::<i64>().unwrap_or(0) > current,
+            let raising = match (mem.limit(), self.current_v1(path, "memory.limit_in_bytes")) {
+                (Some(new), Some(current)) => new > current,
                 _ => false,
             };
             if raising {
@@ -349,38 +346,47 @@ impl Cgroupfs {
             if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
                 // cgroup v2 weight from v1 shares, as runc converts it.
                 let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
-                writes.push(("cpu.shares", "cpu.weight", format!("{shares}\u{0}{weight}")));
+                writes.push(LimitWrite::new(
+                    "cpu.shares",
+                    shares.to_string(),
+                    "cpu.weight",
+                    weight.to_string(),
+                ));
             }
-            if let Some(period) = cpu.period().filter(|p| *p > 0) {
-                writes.push(("cpu.cfs_period_us", "", period.to_string()));
+            let period = cpu.period().filter(|p| *p > 0);
+            if let Some(period) = period {
+                // v2 has no period file of its own: it goes into cpu.max with the quota.
+                writes.push(LimitWrite {
+                    optional: true,
+                    ..LimitWrite::new("cpu.cfs_period_us", period.to_string(), "", String::new())
+                });
             }
             if let Some(quota) = cpu.quota().filter(|q| *q > 0) {
-                let period = cpu.period().filter(|p| *p > 0).unwrap_or(100_000);
-                writes.push((
+                let v2 = format!("{quota} {}", period.unwrap_or(100_000));
+                writes.push(LimitWrite::new(
                     "cpu.cfs_quota_us",
+                    quota.to_string(),
                     "cpu.max",
-                    format!("{quota}\u{0}{quota} {period}"),
+                    v2,
                 ));
             }
             if let Some(cpus) = cpu.cpus().as_ref().filter(|c| !c.is_empty()) {
-                writes.push(("cpuset.cpus", "cpuset.cpus", cpus.clone()));
+                writes.push(LimitWrite::same("cpuset.cpus", "cpuset.cpus", cpus));
             }
             if let Some(mems) = cpu.mems().as_ref().filter(|m| !m.is_empty()) {
-                writes.push(("cpuset.mems", "cpuset.mems", mems.clone()));
+                writes.push(LimitWrite::same("cpuset.mems", "cpuset.mems", mems));
             }
         }
         if let Some(pids) = r.pids().as_ref().filter(|p| p.limit() > 0) {
-            writes.push(("pids.max", "pids.max", pids.limit().to_string()));
+            writes.push(LimitWrite::same("pids.max", "pids.max", pids.limit()));
         }
-        for (v1_file, v2_file, value) in writes {
-            // "v1\0v2" carries different values for the two versions.
-            let (v1_value, v2_value) = value.split_once('\u{0}').unwrap_or((&value, &value));
+        for w in writes {
             let mut done = false;
             for h in &self.hierarchies {
                 let (file, value) = if h.v2 {
-                    (v2_file, v2_value)
+                    (w.v2_file, &w.v2_value)
                 } else {
-                    (v1_file, v1_value)
+                    (w.v1_file, &w.v1_value)
                 };
                 if file.is_empty() {
                     continue;
@@ -391,10 +397,10 @@ impl Cgroupfs {
                     done = true;
                 }
             }
-            if !done && !v1_file.ends_with("cfs_period_us") {
+            if !done && !w.optional {
                 return Err(CgroupError::Unsupported {
                     path: path.to_string(),
-                    file: v1_file.to_string(),
+                    file: w.v1_file.to_string(),
                 });
             }
         }
@@ -413,6 +419,39 @@ impl Cgroupfs {
     /// True if `path` exists in any hierarchy.
     pub fn exists(&self, path: &str) -> bool {
         validate_path(path).is_ok() && self.dirs(path).iter().any(|d| d.is_dir())
+    }
+}
+
+/// One limit, as written on each cgroup version (file names and value formats differ).
+#[derive(Debug, Clone)]
+struct LimitWrite {
+    v1_file: &'static str,
+    v1_value: String,
+    /// Empty when v2 has no file for it.
+    v2_file: &'static str,
+    v2_value: String,
+    /// No hierarchy having the file is fine (the value is carried by another write).
+    optional: bool,
+}
+
+impl LimitWrite {
+    fn new(
+        v1_file: &'static str,
+        v1_value: String,
+        v2_file: &'static str,
+        v2_value: String,
+    ) -> LimitWrite {
+        LimitWrite {
+            v1_file,
+            v1_value,
+            v2_file,
+            v2_value,
+            optional: false,
+        }
+    }
+
+    fn same(v1_file: &'static str, v2_file: &'static str, value: impl ToString) -> LimitWrite {
+        LimitWrite::new(v1_file, value.to_string(), v2_file, value.to_string())
     }
 }
 

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     error::RuntimeError,
     ids,
-    monitor::{self, OverlayMount, Request},
+    monitor::{OverlayMount, Request},
     sandbox::{NsMode, SandboxManager},
 };
 
@@ -224,22 +224,14 @@ impl SandboxManager {
                 work: c.dir.join("work"),
             }),
         };
-        let reply = monitor::request(
-            &sandbox.monitor_socket(),
-            &req,
-            crate::sandbox::CONTAINER_TIMEOUT,
-        )
-        .await
-        .map_err(|source| RuntimeError::Monitor {
-            id: id.clone(),
-            source,
-        })?;
-        if !reply.ok {
-            return Err(RuntimeError::Launch {
-                id: id.clone(),
-                message: reply.error.unwrap_or_default(),
-            });
-        }
+        let reply = self
+            .order_monitor(
+                &sandbox.monitor_socket(),
+                &id,
+                &req,
+                crate::sandbox::CONTAINER_TIMEOUT,
+            )
+            .await?;
         c.pid = reply.pid;
         c.state = ContainerState::Created;
         self.commit_container(c, Some(ContainerState::Creating))

@@ -50,15 +50,8 @@ impl SandboxManager {
         command: &[String],
         timeout: Duration,
     ) -> Result<ExecResult, RuntimeError> {
-        let id = self.resolve_container(id)?;
-        let c = self.container_status(&id)?;
-        if c.state != ContainerState::Running {
-            return Err(RuntimeError::ContainerState {
-                id,
-                state: c.state,
-                wanted: "running",
-            });
-        }
+        let c = self.running_container(id)?;
+        let id = c.id.clone();
         if command.is_empty() {
             return Err(RuntimeError::InvalidArgument {
                 field: "cmd",
@@ -164,39 +157,32 @@ impl SandboxManager {
         })
     }
 
-    /// ReopenContainerLog: the monitor reopens the log file (kubelet rotated it).
-    pub async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
-        let id = self.resolve_container(id)?;
-        let c = self.container_status(&id)?;
+    /// The container `id` (or unique prefix), which must be running.
+    fn running_container(&self, id: &str) -> Result<super::Container, RuntimeError> {
+        let c = self.container_status(id)?;
         if c.state != ContainerState::Running {
             return Err(RuntimeError::ContainerState {
-                id,
+                id: c.id,
                 state: c.state,
                 wanted: "running",
             });
         }
+        Ok(c)
+    }
+
+    /// ReopenContainerLog: the monitor reopens the log file (kubelet rotated it).
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
+        let c = self.running_container(id)?;
+        let id = c.id.clone();
         let socket =
             self.snapshot(&c.pod_id)
                 .map(|s| s.monitor_socket())
                 .ok_or(RuntimeError::NotReady {
                     id: c.pod_id.clone(),
                 })?;
-        let reply = crate::monitor::request(
-            &socket,
-            &crate::monitor::Request::ReopenLog { id: id.clone() },
-            crate::sandbox::MONITOR_TIMEOUT,
-        )
-        .await
-        .map_err(|source| RuntimeError::Monitor {
-            id: id.clone(),
-            source,
-        })?;
-        if !reply.ok {
-            return Err(RuntimeError::Launch {
-                id,
-                message: reply.error.unwrap_or_default(),
-            });
-        }
+        let reopen = crate::monitor::Request::ReopenLog { id: id.clone() };
+        self.order_monitor(&socket, &id, &reopen, crate::sandbox::MONITOR_TIMEOUT)
+            .await?;
         Ok(())
     }
 }

@@ -1,11 +1,7 @@
 //! StartContainer: release the created process into its exec.
 
 use super::{ContainerState, container_create::now};
-use crate::{
-    error::RuntimeError,
-    monitor::{self, Request},
-    sandbox::SandboxManager,
-};
+use crate::{error::RuntimeError, monitor::Request, sandbox::SandboxManager};
 
 impl SandboxManager {
     pub async fn start_container(&self, id_or_prefix: &str) -> Result<(), RuntimeError> {
@@ -21,16 +17,15 @@ impl SandboxManager {
             });
         }
         let sandbox = self.status(&c.pod_id)?.sandbox;
-        let reply = monitor::request(
-            &sandbox.monitor_socket(),
-            &Request::StartContainer { id: id.clone() },
-            crate::sandbox::CONTAINER_TIMEOUT,
-        )
-        .await
-        .map_err(|source| RuntimeError::Monitor {
-            id: id.clone(),
-            source,
-        })?;
+        let start = Request::StartContainer { id: id.clone() };
+        let reply = self
+            .ask_monitor(
+                &sandbox.monitor_socket(),
+                &id,
+                &start,
+                crate::sandbox::CONTAINER_TIMEOUT,
+            )
+            .await?;
         if !reply.ok {
             // The exec failed: the process is gone; record it as exited with the reason.
             c.state = ContainerState::Exited;

@@ -86,7 +86,8 @@ impl SandboxManager {
         Ok(self.stats_of(container))
     }
 
-    pub(crate) fn stats_of(&self, container: Container) -> ContainerStatsView {
+    /// Stats of a container record already in hand (a list need not look it up again).
+    pub fn stats_of(&self, container: Container) -> ContainerStatsView {
         let sample = self.sample(&container.id, &container.cgroup);
         let writable_dir = container.dir.join("upper");
         let (writable_bytes, writable_inodes) =

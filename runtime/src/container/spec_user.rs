@@ -28,13 +28,19 @@ struct GroupEntry<'a> {
     members: Vec<&'a str>,
 }
 
+/// The colon-separated fields of each record of an /etc/passwd-style file, skipping
+/// blank lines and comments.
+fn records(contents: Option<&str>) -> impl Iterator<Item = std::str::Split<'_, char>> {
+    contents
+        .unwrap_or("")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(':'))
+}
+
 fn passwd_entries(contents: Option<&str>) -> impl Iterator<Item = PasswdEntry<'_>> {
-    contents.unwrap_or("").lines().filter_map(|line| {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            return None;
-        }
-        let mut parts = line.split(':');
+    records(contents).filter_map(|mut parts| {
         let name = parts.next()?;
         let _password = parts.next()?;
         let uid = parts.next()?.parse().ok()?;
@@ -51,12 +57,7 @@ fn passwd_entries(contents: Option<&str>) -> impl Iterator<Item = PasswdEntry<'_
 }
 
 fn group_entries(contents: Option<&str>) -> impl Iterator<Item = GroupEntry<'_>> {
-    contents.unwrap_or("").lines().filter_map(|line| {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            return None;
-        }
-        let mut parts = line.split(':');
+    records(contents).filter_map(|mut parts| {
         let name = parts.next()?;
         let _password = parts.next()?;
         let gid = parts.next()?.parse().ok()?;

@@ -583,6 +583,42 @@ impl SandboxManager {
         tokio::task::spawn_blocking(move || op(&cgroups)).await.ok()
     }
 
+    /// Sends `req` to the monitor at `socket` on behalf of object `id`; a monitor that
+    /// cannot be reached is [`RuntimeError::Monitor`]. The reply may still be a refusal.
+    pub(crate) async fn ask_monitor(
+        &self,
+        socket: &Path,
+        id: &str,
+        req: &crate::monitor::Request,
+        timeout: Duration,
+    ) -> Result<crate::monitor::Reply, RuntimeError> {
+        crate::monitor::request(socket, req, timeout)
+            .await
+            .map_err(|source| RuntimeError::Monitor {
+                id: id.to_string(),
+                source,
+            })
+    }
+
+    /// As [`SandboxManager::ask_monitor`], with a refusal turned into
+    /// [`RuntimeError::Launch`] carrying the monitor's reason.
+    pub(crate) async fn order_monitor(
+        &self,
+        socket: &Path,
+        id: &str,
+        req: &crate::monitor::Request,
+        timeout: Duration,
+    ) -> Result<crate::monitor::Reply, RuntimeError> {
+        let reply = self.ask_monitor(socket, id, req, timeout).await?;
+        if !reply.ok {
+            return Err(RuntimeError::Launch {
+                id: id.to_string(),
+                message: reply.error.unwrap_or_default(),
+            });
+        }
+        Ok(reply)
+    }
+
     /// Where the monitor binary is.
     pub fn monitor_bin(&self) -> &Path {
         &self.config.monitor_bin

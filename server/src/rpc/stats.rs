@@ -90,8 +90,7 @@ fn list(daemon: &Daemon, filter: Option<cri::ContainerStatsFilter>) -> Vec<cri::
         .sandboxes
         .list_containers(&filter)
         .into_iter()
-        .filter_map(|c| daemon.sandboxes.container_stats(&c.id).ok())
-        .map(|v| container_stats(&v))
+        .map(|c| container_stats(&daemon.sandboxes.stats_of(c)))
         .collect()
 }
 
