@@ -25,6 +25,7 @@ mod spec_security;
 #[cfg(test)]
 mod spec_tests;
 mod spec_user;
+mod stdio;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
@@ -38,6 +39,7 @@ pub use seccomp_default::default_seccomp_profile;
 pub use spec::{OOM_CLAMPED_ANNOTATION, generate_spec, stop_signal};
 pub use spec_devices::{DeviceLookup, HostDevice, HostDeviceKind, HostDevices};
 pub use spec_mounts::image_volumes;
+pub use stdio::{OUTPUT_QUEUE, StdioEnd, StdioOutput, StdioRequest, StdioSession, TerminalSize};
 
 pub use crate::sandbox::NsMode;
 
