@@ -6,9 +6,27 @@
 //! connection ([`Connection`]) usable as server (crustd) and client
 //! (crustctl, e2e tests).
 //!
+//! ```no_run
+//! # async fn demo(io: tokio::net::TcpStream) -> Result<(), crust_stream::Error> {
+//! use crust_stream::{Connection, Headers};
+//! let conn = Connection::server(io);
+//! while let Some(stream) = conn.accept().await {
+//!     let kind = stream.headers().get("streamtype").map(str::to_owned);
+//!     stream.reply(Headers::new())?;
+//!     tokio::spawn(async move {
+//!         while let Some(chunk) = stream.recv().await {
+//!             if stream.send(chunk).await.is_err() { break; }
+//!         }
+//!         let _ = stream.close();
+//!         drop(kind);
+//!     });
+//! }
+//! # Ok(()) }
+//! ```
 
 pub mod spdy;
 
+pub use spdy::conn::{Config, Connection, FlowControl, Role, SpdyStream};
 pub use spdy::frame::{Frame, Headers, RstStatus, Setting};
 
 /// What can fail while framing or running a SPDY connection.
