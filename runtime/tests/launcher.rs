@@ -168,6 +168,9 @@ async fn create_and_start(
         exit_file: exit.clone(),
         cgroup_dirs: vec![],
         overlay: None,
+        stdin: false,
+        stdin_once: false,
+        tty: false,
     };
     let reply = monitor::request(&pod.spec.socket, &req, Duration::from_secs(10))
         .await
@@ -334,6 +337,9 @@ async fn exec_failure_is_reported_by_start() {
         exit_file: pod.dir.path().join("bad.exit"),
         cgroup_dirs: vec![],
         overlay: None,
+        stdin: false,
+        stdin_once: false,
+        tty: false,
     };
     assert!(
         monitor::request(&pod.spec.socket, &req, Duration::from_secs(10))

@@ -82,13 +82,6 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
             reason: format!("unknown namespace mode {}", ns.pid),
         });
     }
-    if config.tty || config.stdin {
-        return Err(ApiError::Unsupported {
-            what: "stdin and tty",
-            reason: "config.stdin/config.tty need attach (issue 7)".into(),
-        });
-    }
-
     Ok(ContainerSpec {
         metadata: ContainerMetadata {
             name: metadata.name,

@@ -223,6 +223,9 @@ impl SandboxManager {
                 upper: c.dir.join("upper"),
                 work: c.dir.join("work"),
             }),
+            stdin: c.spec.stdin,
+            stdin_once: c.spec.stdin_once,
+            tty: c.spec.tty,
         };
         let reply = self
             .order_monitor(

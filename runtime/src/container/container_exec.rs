@@ -158,7 +158,7 @@ impl SandboxManager {
     }
 
     /// The container `id` (or unique prefix), which must be running.
-    fn running_container(&self, id: &str) -> Result<super::Container, RuntimeError> {
+    pub(super) fn running_container(&self, id: &str) -> Result<super::Container, RuntimeError> {
         let c = self.container_status(id)?;
         if c.state != ContainerState::Running {
             return Err(RuntimeError::ContainerState {

@@ -7,6 +7,7 @@
 //! seccomp profile) and [`generate_spec`] turns them into a spec without touching the
 //! host, except through the narrow [`DeviceLookup`] trait for device nodes.
 
+mod container_attach;
 mod container_create;
 mod container_exec;
 mod container_list;
@@ -31,6 +32,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use container_attach::attach_to_monitor;
 pub use container_exec::{EXEC_OUTPUT_LIMIT, ExecResult};
 pub use container_list::ContainerFilter;
 pub use container_stats::{ContainerStatsView, UsageSample};

@@ -30,6 +30,9 @@ pub enum MonitorError {
     Timeout(Duration),
     #[error("monitor at {socket}: {reason}")]
     Unreachable { socket: PathBuf, reason: String },
+    /// The monitor answered, and said no.
+    #[error("monitor at {socket} refused: {reason}")]
+    Refused { socket: PathBuf, reason: String },
 }
 
 /// Starts `crust-monitor --spec <spec>` with stderr appended to `log`, and waits for

@@ -37,15 +37,58 @@ struct Container {
     pending: Option<(OwnedFd, OwnedFd)>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
+    /// Where attachers' input goes (a pipe, or the pty master); `None` without CRI
+    /// `stdin`, or once closed.
+    stdin: Option<OwnedFd>,
+    /// Input not yet taken by the container (the fd is non-blocking).
+    stdin_buf: Vec<u8>,
+    /// Close stdin once `stdin_buf` is written (an attacher ended it, `stdin_once`).
+    stdin_closing: bool,
+    stdio: StdioConfig,
+    /// Someone is attached: output is also queued as [`Event::Output`].
+    tee: bool,
     log: CriLog,
     exit_file: PathBuf,
     exited: bool,
 }
 
+/// A container's CRI stdio settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct StdioConfig {
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+}
+
+/// A [`super::Request::CreateContainer`], borrowed.
+#[derive(Clone, Copy)]
+pub(super) struct NewContainer<'a> {
+    pub id: &'a str,
+    pub spec: &'a Path,
+    pub log_path: &'a Path,
+    pub exit_file: &'a Path,
+    pub cgroup_dirs: &'a [PathBuf],
+    pub overlay: Option<&'a super::OverlayMount>,
+    pub stdio: StdioConfig,
+}
+
+/// What attachers need to hear about, in order.
+pub(super) enum Event {
+    Output(String, Stream, Vec<u8>),
+    /// The container exited (after its last output) or was removed.
+    Exited(String, i32),
+}
+
+/// Input buffered per container before attachers are read no further (backpressure
+/// goes to the attachers, never to the monitor loop).
+pub(super) const STDIN_BUFFER: usize = 1 << 20;
+
 /// All containers of this pod.
 #[derive(Default)]
 pub(super) struct Containers {
     map: HashMap<String, Container>,
+    /// Drained by the monitor loop after each round (see [`super::attach`]).
+    pub(super) events: Vec<Event>,
 }
 
 fn ok(pid: Option<ProcRef>) -> Reply {
@@ -78,15 +121,16 @@ fn set_nonblocking(fd: &OwnedFd) {
 }
 
 impl Containers {
-    pub(super) fn create(
-        &mut self,
-        id: &str,
-        spec: &Path,
-        log_path: &Path,
-        exit_file: &Path,
-        cgroup_dirs: &[PathBuf],
-        overlay: Option<&super::OverlayMount>,
-    ) -> Reply {
+    pub(super) fn create(&mut self, new: NewContainer<'_>) -> Reply {
+        let NewContainer {
+            id,
+            spec,
+            log_path,
+            exit_file,
+            cgroup_dirs,
+            overlay,
+            stdio,
+        } = new;
         if self.map.contains_key(id) {
             return fail(format!("container {id} already exists in this monitor"));
         }
@@ -106,16 +150,23 @@ impl Containers {
             spec: &spec,
             cgroup_dirs,
             overlay,
+            stdin: stdio.stdin,
+            tty: stdio.tty,
         }) {
             Ok(Launched {
                 pid,
                 start,
                 status,
+                stdin,
                 stdout,
                 stderr,
             }) => {
-                set_nonblocking(&stdout);
-                set_nonblocking(&stderr);
+                for fd in [Some(&stdout), stderr.as_ref(), stdin.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    set_nonblocking(fd);
+                }
                 let proc_ref = ProcRef::of(pid.as_raw());
                 self.map.insert(
                     id.to_string(),
@@ -124,7 +175,12 @@ impl Containers {
                         proc_ref,
                         pending: Some((start, status)),
                         stdout: Some(stdout),
-                        stderr: Some(stderr),
+                        stderr,
+                        stdin,
+                        stdin_buf: Vec::new(),
+                        stdin_closing: false,
+                        stdio,
+                        tee: false,
                         log,
                         exit_file: exit_file.to_path_buf(),
                         exited: false,
@@ -192,7 +248,11 @@ impl Containers {
                 self.on_exit(status);
             }
         }
-        self.map.remove(id);
+        if self.map.remove(id).is_some() {
+            // Attachers of an exited container were told already; this is for those
+            // of one that was killed above (its exit was queued) or never reaped.
+            self.events.push(Event::Exited(id.to_string(), -1));
+        }
         ok(None)
     }
 
@@ -227,7 +287,13 @@ impl Containers {
         let eof = loop {
             match file.read(&mut buf) {
                 Ok(0) => break true,
-                Ok(n) => c.log.write(stream, &buf[..n]),
+                Ok(n) => {
+                    c.log.write(stream, &buf[..n]);
+                    if c.tee {
+                        self.events
+                            .push(Event::Output(id.to_string(), stream, buf[..n].to_vec()));
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => break true,
@@ -285,6 +351,9 @@ impl Containers {
             );
         }
         c.exited = true;
+        c.stdin = None;
+        c.stdin_buf = Vec::new();
+        self.events.push(Event::Exited(id, exit_code));
         true
     }
 
@@ -302,6 +371,137 @@ impl Containers {
             .filter(|c| !c.exited)
             .map(|c| c.pid)
             .collect()
+    }
+}
+
+/// Attach support: stdin, terminal size, and who wants output.
+impl Containers {
+    /// Whether an attach to `id` may begin: it runs, and has stdin if that is asked.
+    /// Returns the container's tty setting.
+    pub(super) fn attachable(&self, id: &str, stdin: bool) -> Result<bool, String> {
+        let c = self
+            .map
+            .get(id)
+            .ok_or_else(|| format!("container {id} not found"))?;
+        if c.exited {
+            return Err(format!("container {id} has exited"));
+        }
+        if c.pending.is_some() {
+            return Err(format!("container {id} is not started"));
+        }
+        if stdin && !c.stdio.stdin {
+            return Err(format!("container {id} was created without stdin"));
+        }
+        Ok(c.stdio.tty)
+    }
+
+    /// Turns the copy of output for attachers on or off.
+    pub(super) fn set_tee(&mut self, id: &str, on: bool) {
+        if let Some(c) = self.map.get_mut(id) {
+            c.tee = on;
+        }
+    }
+
+    /// Whether `id` takes more input now (false: leave attachers' input unread).
+    pub(super) fn stdin_has_room(&self, id: &str) -> bool {
+        self.map
+            .get(id)
+            .is_none_or(|c| c.stdin_buf.len() < STDIN_BUFFER)
+    }
+
+    /// Queues input for the container and writes what it takes now. Input for a
+    /// container without (or past) stdin is dropped, as a closed pipe would.
+    pub(super) fn write_stdin(&mut self, id: &str, data: &[u8]) {
+        let Some(c) = self.map.get_mut(id) else {
+            return;
+        };
+        if c.stdin.is_none() || c.stdin_closing {
+            return;
+        }
+        c.stdin_buf.extend_from_slice(data);
+        self.flush_stdin(id);
+    }
+
+    /// An attach session's stdin ended: with `stdin_once`, the container's stdin is
+    /// closed once the queued input is written (CRI `stdin_once`; containerd closes
+    /// the stdin FIFO, and for a terminal shuts the console down, which hangs it up).
+    pub(super) fn end_stdin(&mut self, id: &str) {
+        let Some(c) = self.map.get_mut(id) else {
+            return;
+        };
+        if c.stdio.stdin_once && c.stdin.is_some() {
+            c.stdin_closing = true;
+            self.flush_stdin(id);
+        }
+    }
+
+    /// Writes queued input until the container stops taking it.
+    pub(super) fn flush_stdin(&mut self, id: &str) {
+        let Some(c) = self.map.get_mut(id) else {
+            return;
+        };
+        let Some(fd) = c.stdin.as_ref() else {
+            c.stdin_buf.clear();
+            return;
+        };
+        let mut written = 0;
+        let mut broken = false;
+        while written < c.stdin_buf.len() {
+            match nix::unistd::write(fd, &c.stdin_buf[written..]) {
+                Ok(n) => written += n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => break,
+                // EPIPE (the container closed its stdin), EIO (terminal gone).
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        c.stdin_buf.drain(..written);
+        if broken {
+            c.stdin_buf.clear();
+            c.stdin = None;
+        }
+        if c.stdin_closing && c.stdin_buf.is_empty() && c.stdin.take().is_some() && c.stdio.tty {
+            // The master has a second descriptor (the output one): drop it too, after
+            // taking what output is left, so the terminal hangs up.
+            self.on_output(id, Stream::Stdout);
+            if let Some(c) = self.map.get_mut(id)
+                && c.stdout.take().is_some()
+            {
+                c.log.finish(Stream::Stdout);
+            }
+        }
+    }
+
+    /// Containers with input waiting: (container, fd) to poll for POLLOUT.
+    pub(super) fn stdin_fds(&self) -> Vec<(String, RawFd)> {
+        self.map
+            .iter()
+            .filter(|(_, c)| !c.stdin_buf.is_empty())
+            .filter_map(|(id, c)| c.stdin.as_ref().map(|fd| (id.clone(), fd.as_raw_fd())))
+            .collect()
+    }
+
+    /// Sets the terminal size (the kernel sends SIGWINCH to the foreground group).
+    pub(super) fn resize(&mut self, id: &str, width: u16, height: u16) {
+        let Some(c) = self.map.get(id) else { return };
+        if !c.stdio.tty {
+            return;
+        }
+        let Some(master) = c.stdout.as_ref() else {
+            return;
+        };
+        let size = libc::winsize {
+            ws_col: width,
+            ws_row: height,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: `master` is an open pty master; TIOCSWINSZ reads a winsize from the
+        // valid pointer.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
     }
 }
 

@@ -129,6 +129,7 @@ struct Monitor {
     init: Option<ProcRef>,
     init_exited: bool,
     containers: super::containers::Containers,
+    attach: super::attach::Attachers,
 }
 
 fn daemon(spec: MonitorSpec, ready: OwnedFd) -> ExitCode {
@@ -160,6 +161,7 @@ fn daemon(spec: MonitorSpec, ready: OwnedFd) -> ExitCode {
                 init,
                 init_exited: false,
                 containers: Default::default(),
+                attach: Default::default(),
             };
             monitor.serve(listener);
             ExitCode::SUCCESS
@@ -353,13 +355,22 @@ impl Monitor {
                 PollFd::new(listener.as_fd(), PollFlags::POLLIN),
                 PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             ];
-            for (_, _, fd) in &outputs {
-                // SAFETY: the container map owns these fds and is not touched until the
-                // poll set is dropped below.
-                fds.push(PollFd::new(
-                    unsafe { super::containers::borrow(*fd) },
-                    PollFlags::POLLIN,
-                ));
+            let inputs = self.containers.stdin_fds();
+            let attachers = self.attach.interests(&self.containers);
+            let watched = outputs
+                .iter()
+                .map(|(_, _, fd)| (*fd, PollFlags::POLLIN))
+                .chain(inputs.iter().map(|(_, fd)| (*fd, PollFlags::POLLOUT)))
+                .chain(attachers.iter().map(|a| {
+                    let mut flags = PollFlags::empty();
+                    flags.set(PollFlags::POLLIN, a.read);
+                    flags.set(PollFlags::POLLOUT, a.write);
+                    (a.fd, flags)
+                }));
+            for (fd, flags) in watched {
+                // SAFETY: the container map and the attachers own these fds and are
+                // not touched until the poll set is dropped below.
+                fds.push(PollFd::new(unsafe { super::containers::borrow(fd) }, flags));
             }
             if poll(&mut fds, PollTimeout::NONE).is_err() {
                 continue;
@@ -372,10 +383,30 @@ impl Monitor {
             let signal_ready = ready(&fds[1]);
             let conn_ready = ready(&fds[0]);
             let readable: Vec<usize> = (0..outputs.len()).filter(|i| ready(&fds[i + 2])).collect();
+            let base = 2 + outputs.len();
+            let writable = |f: &PollFd| {
+                f.revents().is_some_and(|r| {
+                    r.intersects(PollFlags::POLLOUT | PollFlags::POLLHUP | PollFlags::POLLERR)
+                })
+            };
+            let stdin_ready: Vec<usize> = (0..inputs.len())
+                .filter(|i| writable(&fds[base + i]))
+                .collect();
+            let base = base + inputs.len();
+            let attach_ready: Vec<(usize, bool, bool)> = (0..attachers.len())
+                .map(|i| (i, ready(&fds[base + i]), writable(&fds[base + i])))
+                .filter(|(_, r, w)| *r || *w)
+                .collect();
             drop(fds);
             for i in readable {
                 let (id, stream, _) = &outputs[i];
                 self.containers.on_output(id, *stream);
+            }
+            for i in stdin_ready {
+                self.containers.flush_stdin(&inputs[i].0);
+            }
+            for (i, r, w) in attach_ready {
+                self.attach.on_ready(i, r, w, &mut self.containers);
             }
             if signal_ready {
                 while let Ok(Some(info)) = signals.read_signal() {
@@ -388,6 +419,8 @@ impl Monitor {
                     }
                 }
             }
+            // Output and exits reach attachers in the order they happened.
+            self.attach.dispatch(&mut self.containers);
             if conn_ready {
                 while let Ok((conn, _)) = listener.accept() {
                     if self.handle(conn) {
@@ -426,9 +459,13 @@ impl Monitor {
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
         let mut line = String::new();
-        if BufReader::new(&conn).read_line(&mut line).is_err() {
+        let mut reader = BufReader::new(&conn);
+        if reader.read_line(&mut line).is_err() {
             return false;
         }
+        // An attacher may send frames right after its request line.
+        let early = reader.buffer().to_vec();
+        drop(reader);
         let init_alive = self.init.map(|_| !self.init_exited);
         let (reply, stop) = match serde_json::from_str::<Request>(line.trim()) {
             Ok(Request::Ping) => (
@@ -458,17 +495,35 @@ impl Monitor {
                 exit_file,
                 cgroup_dirs,
                 overlay,
+                stdin,
+                stdin_once,
+                tty,
             }) => (
-                self.containers.create(
-                    &id,
-                    &spec,
-                    &log_path,
-                    &exit_file,
-                    &cgroup_dirs,
-                    overlay.as_ref(),
-                ),
+                self.containers.create(super::containers::NewContainer {
+                    id: &id,
+                    spec: &spec,
+                    log_path: &log_path,
+                    exit_file: &exit_file,
+                    cgroup_dirs: &cgroup_dirs,
+                    overlay: overlay.as_ref(),
+                    stdio: super::containers::StdioConfig {
+                        stdin,
+                        stdin_once,
+                        tty,
+                    },
+                }),
                 false,
             ),
+            Ok(Request::Attach {
+                id,
+                stdin,
+                stdout,
+                stderr,
+            }) => {
+                let session = (id, stdin, stdout, stderr);
+                self.attach.open(&mut self.containers, conn, early, session);
+                return false;
+            }
             Ok(Request::StartContainer { id }) => (self.containers.start(&id), false),
             Ok(Request::Signal { id, signal }) => (self.containers.signal(&id, signal), false),
             Ok(Request::ReopenLog { id }) => (self.containers.reopen_log(&id), false),
@@ -522,6 +577,8 @@ impl Monitor {
 
     fn shutdown(&mut self) {
         self.kill_pod();
+        // Best effort: attachers hear the exits if their sockets take the frames now.
+        self.attach.dispatch(&mut self.containers);
         let _ = fs::remove_file(&self.spec.socket);
         // The pins are crustd's to remove (it must do so even when we are dead), but
         // unmounting here too makes a clean stop cheaper; both are idempotent.

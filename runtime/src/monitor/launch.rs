@@ -37,8 +37,13 @@ pub struct Launched {
     pub start: OwnedFd,
     /// Child's reports: `R` when set up, or an error text; EOF after a successful exec.
     pub status: OwnedFd,
+    /// The container's stdin: a pipe's write end, or (with a terminal) a duplicate of
+    /// the pty master. `None`: the container reads /dev/null.
+    pub stdin: Option<OwnedFd>,
+    /// Output: a pipe's read end, or the pty master (stderr is then `None`: a terminal
+    /// has one output stream).
     pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    pub stderr: Option<OwnedFd>,
 }
 
 /// Where a container's writes go and where it lives.
@@ -48,7 +53,28 @@ pub struct LaunchConfig<'a> {
     pub cgroup_dirs: &'a [PathBuf],
     /// The rootfs overlay to mount at `root.path` in the container's mount namespace.
     pub overlay: Option<&'a super::OverlayMount>,
+    /// CRI `stdin`: the container reads from a pipe the monitor writes.
+    pub stdin: bool,
+    /// CRI `tty`: the container gets a terminal (stdin, stdout and stderr are its
+    /// slave, and it is the controlling terminal of the container's session).
+    pub tty: bool,
 }
+
+/// The container's side of its stdio, as raw fds made before the clone (the child only
+/// dup2s them).
+#[derive(Clone, Copy)]
+struct ChildStdio {
+    /// Read end of the stdin pipe; -1 for /dev/null.
+    stdin: RawFd,
+    out: RawFd,
+    err: RawFd,
+    /// With a terminal: the child's end of the socket it sends the pty master over
+    /// (`out`/`err`/`stdin` are then unused).
+    console: RawFd,
+}
+
+/// Initial terminal size (CRI gives none at create; kubelet resizes on attach).
+const INITIAL_SIZE: (u16, u16) = (80, 24);
 
 /// Clones the container process. It sets itself up in new PID (unless it joins the
 /// pod's) and mount namespaces and then waits for [`Launched::start`].
@@ -57,6 +83,29 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     let (start_r, start_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let stdin_pipe = if cfg.stdin && !cfg.tty {
+        Some(pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?)
+    } else {
+        None
+    };
+    // The pty is made by the child, from the container's own devpts instance (the
+    // spec mounts /dev/pts with `newinstance`): a slave from the monitor's devpts
+    // would not resolve inside the container (`tty` would say "not a tty"). runc's
+    // console socket works the same way.
+    let console = if cfg.tty {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        Some(
+            socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| format!("socketpair: {e}"))?,
+        )
+    } else {
+        None
+    };
 
     let namespaces = cfg
         .spec
@@ -73,13 +122,18 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     }
     let status_fd = status_w.as_raw_fd();
     let start_fd = start_r.as_raw_fd();
-    let (out_fd, err_fd) = (out_w.as_raw_fd(), err_w.as_raw_fd());
+    let stdio = ChildStdio {
+        stdin: stdin_pipe.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
+        out: out_w.as_raw_fd(),
+        err: err_w.as_raw_fd(),
+        console: console.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
+    };
     let mut stack = vec![0u8; 1 << 20];
     let spec = cfg.spec.clone();
     let overlay = cfg.overlay.cloned();
     let child = Box::new(move || -> isize {
         let mut status = unsafe_file(status_fd);
-        match child_main(&spec, overlay.as_ref(), status_fd, start_fd, out_fd, err_fd) {
+        match child_main(&spec, overlay.as_ref(), status_fd, start_fd, stdio) {
             Ok(never) => match never {},
             Err(e) => {
                 let _ = status.write_all(format!("E{e}").as_bytes());
@@ -93,6 +147,14 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
         .map_err(|e| format!("clone container process: {e}"))?;
     drop((status_w, start_r, out_w, err_w));
+    let stdin_w = stdin_pipe.map(|(r, w)| {
+        drop(r);
+        w
+    });
+    let console = console.map(|(ours, child)| {
+        drop(child);
+        ours
+    });
 
     for dir in cfg.cgroup_dirs {
         let procs = dir.join("cgroup.procs");
@@ -121,12 +183,36 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
         }
         _ => return Err("container process died during setup".into()),
     }
+    let (stdin, stdout, stderr) = match console {
+        None => (stdin_w, out_r, Some(err_r)),
+        Some(sock) => {
+            // The child sent the master before reporting ready, so it is queued.
+            let master = match receive_fd(&sock) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    return Err(format!("receive the container's pty master: {e}"));
+                }
+            };
+            let input = if cfg.stdin {
+                Some(
+                    master
+                        .try_clone()
+                        .map_err(|e| format!("dup pty master: {e}"))?,
+                )
+            } else {
+                None
+            };
+            (input, master, None)
+        }
+    };
     Ok(Launched {
         pid,
         start: start_w,
         status: status_file.into(),
-        stdout: out_r,
-        stderr: err_r,
+        stdin,
+        stdout,
+        stderr,
     })
 }
 
@@ -187,8 +273,7 @@ fn child_main(
     overlay: Option<&super::OverlayMount>,
     status_fd: RawFd,
     start_fd: RawFd,
-    out_fd: RawFd,
-    err_fd: RawFd,
+    stdio: ChildStdio,
 ) -> Result<Never, String> {
     let linux = spec.linux().clone().unwrap_or_default();
     // Compiled now so a bad profile fails CreateContainer; loaded as late as possible.
@@ -248,13 +333,28 @@ fn child_main(
             .map_err(|e| format!("setrlimit {:?}: {e}", rlimit.typ()))?;
     }
 
-    // Stdio: the monitor's pipes; no stdin until attach exists.
-    let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
-    // SAFETY: out_fd/err_fd are the pipe write ends this child inherited and owns.
-    let (out, err) = unsafe { (OwnedFd::from_raw_fd(out_fd), OwnedFd::from_raw_fd(err_fd)) };
-    dup2_stdout(&out).map_err(|e| format!("stdout: {e}"))?;
-    dup2_stderr(&err).map_err(|e| format!("stderr: {e}"))?;
+    // Stdio: the monitor's pipes, or a terminal from the container's devpts.
+    if stdio.console >= 0 {
+        setup_terminal(stdio.console, process.user().uid())?;
+    } else {
+        if stdio.stdin >= 0 {
+            // SAFETY: the stdin pipe's read end, inherited and owned by this child.
+            let input = unsafe { OwnedFd::from_raw_fd(stdio.stdin) };
+            dup2_stdin(&input).map_err(|e| format!("stdin: {e}"))?;
+        } else {
+            let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+            dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
+        }
+        // SAFETY: out/err are the pipe write ends this child inherited and owns.
+        let (out, err) = unsafe {
+            (
+                OwnedFd::from_raw_fd(stdio.out),
+                OwnedFd::from_raw_fd(stdio.err),
+            )
+        };
+        dup2_stdout(&out).map_err(|e| format!("stdout: {e}"))?;
+        dup2_stderr(&err).map_err(|e| format!("stderr: {e}"))?;
+    }
 
     let no_new_privs = process.no_new_privileges() == Some(true);
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we
@@ -305,6 +405,94 @@ fn child_main(
     }
     let error = execvpe(&program, &args, &env).unwrap_err();
     Err(format!("exec {:?}: {error}", program))
+}
+
+/// In the child, after pivot_root: opens a pty from the container's `/dev/ptmx`, sends
+/// the master to the monitor over `console`, and makes the slave our stdin, stdout,
+/// stderr and controlling terminal (of a new session, as a login would).
+fn setup_terminal(console: RawFd, uid: u32) -> Result<(), String> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let master = nix::fcntl::open(
+        "/dev/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open /dev/ptmx: {e}"))?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the valid pointer.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(format!("unlock pty: {}", nix::Error::last()));
+    }
+    let size = libc::winsize {
+        ws_col: INITIAL_SIZE.0,
+        ws_row: INITIAL_SIZE.1,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from the valid pointer.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+        return Err(format!("set terminal size: {}", nix::Error::last()));
+    }
+    // TIOCGPTPEER opens the slave from the master itself: no path lookup in a
+    // container-controlled /dev/pts.
+    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd or -1.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY,
+        )
+    };
+    if slave < 0 {
+        return Err(format!("open pty slave: {}", nix::Error::last()));
+    }
+    // SAFETY: the fd was just returned to us and is owned by nobody else.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    // The process may run as another user; the terminal is its to use (as login does).
+    let _ = nix::unistd::fchown(&slave, Some(Uid::from_raw(uid)), None);
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(
+        console,
+        &[std::io::IoSlice::new(b"M")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("send pty master: {e}"))?;
+    drop(master);
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    // SAFETY: TIOCSCTTY takes an int argument by value (0: do not steal).
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(format!("set controlling terminal: {}", nix::Error::last()));
+    }
+    dup2_stdin(&slave).map_err(|e| format!("stdin: {e}"))?;
+    dup2_stdout(&slave).map_err(|e| format!("stdout: {e}"))?;
+    dup2_stderr(&slave).map_err(|e| format!("stderr: {e}"))?;
+    Ok(())
+}
+
+/// Receives the fd the child sent with [`setup_terminal`].
+fn receive_fd(sock: &OwnedFd) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| e.to_string())?;
+    for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this fd in our table for us.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    Err("no fd in the message".into())
 }
 
 fn report_ready(status_fd: RawFd) -> Result<(), String> {

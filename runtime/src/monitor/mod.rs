@@ -7,8 +7,10 @@
 //! reparented away from crustd and survives crustd restarts. The daemon half is a
 //! single-threaded child subreaper that creates the pod namespaces, pins them, runs
 //! the pod init when the pod has its own PID namespace, and answers [`Request`]s on a
-//! unix socket, one JSON line each way per connection.
+//! unix socket, one JSON line each way per connection (an [`Request::Attach`] connection then
+//! goes on as a framed duplex stream, see [`attach`]).
 
+pub mod attach;
 pub mod caps;
 mod client;
 mod containers;
@@ -89,6 +91,15 @@ pub enum Request {
         /// it never appears on the host and vanishes with the container).
         #[serde(default)]
         overlay: Option<OverlayMount>,
+        /// CRI `stdin`: keep a pipe (or, with `tty`, the terminal) open for attach.
+        #[serde(default)]
+        stdin: bool,
+        /// CRI `stdin_once`: the first attach session's end closes stdin.
+        #[serde(default)]
+        stdin_once: bool,
+        /// CRI `tty`: the container's stdio is a terminal.
+        #[serde(default)]
+        tty: bool,
     },
     StartContainer {
         id: String,
@@ -105,6 +116,18 @@ pub enum Request {
     /// Forget a container: kill it if it still runs, close its pipes and log file.
     RemoveContainer {
         id: String,
+    },
+    /// Attach to a running container's stdio. After an ok reply line the connection
+    /// carries [`attach`] frames both ways until the container exits or crustd closes
+    /// it; a refusal closes it after the reply.
+    Attach {
+        id: String,
+        #[serde(default)]
+        stdin: bool,
+        #[serde(default)]
+        stdout: bool,
+        #[serde(default)]
+        stderr: bool,
     },
 }
 
