@@ -37,6 +37,8 @@ pub struct Daemon {
     /// The image store, opened during recovery; `Err` says why it could not be (the
     /// image RPCs then answer UNAVAILABLE with that reason).
     pub images: OnceLock<Result<Arc<crust_image::ImageStore>, String>>,
+    /// The exec/attach/port-forward server, once its listener is bound.
+    pub streaming: OnceLock<crate::streaming::StreamingHandle>,
 }
 
 /// The sandbox manager's settings, from the daemon config.
@@ -117,6 +119,7 @@ impl Daemon {
             quarantined: Mutex::new(Vec::new()),
             sandboxes,
             images: OnceLock::new(),
+            streaming: OnceLock::new(),
         })
     }
 

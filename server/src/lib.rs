@@ -18,3 +18,4 @@ pub mod recovery;
 pub mod rpc;
 pub mod serve;
 pub mod services;
+pub mod streaming;

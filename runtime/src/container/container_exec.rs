@@ -50,42 +50,8 @@ impl SandboxManager {
         command: &[String],
         timeout: Duration,
     ) -> Result<ExecResult, RuntimeError> {
-        let c = self.running_container(id)?;
-        let id = c.id.clone();
-        if command.is_empty() {
-            return Err(RuntimeError::InvalidArgument {
-                field: "cmd",
-                reason: "is empty".into(),
-            });
-        }
-        let pid = c.pid.ok_or_else(|| RuntimeError::ContainerState {
-            id: id.clone(),
-            state: c.state,
-            wanted: "running",
-        })?;
-        let cgroups = self.cgroups()?;
-        let exec_cgroup = format!("{}/exec-{}", c.cgroup, &ids::new_id()[..12]);
-        cgroups
-            .create(&exec_cgroup)
-            .map_err(|source| RuntimeError::Cgroup {
-                id: id.clone(),
-                source,
-            })?;
-
-        let mut cmd = Command::new(&self.config.monitor_bin);
-        cmd.arg("exec")
-            .arg("--spec")
-            .arg(c.spec_file())
-            .arg("--pid")
-            .arg(pid.pid.to_string())
-            .arg("--start-time")
-            .arg(pid.start_time.to_string());
-        for dir in cgroups.dirs(&exec_cgroup) {
-            cmd.arg("--cgroup").arg(dir);
-        }
-        cmd.arg("--")
-            .args(command)
-            .stdin(Stdio::null())
+        let (id, exec_cgroup, mut cmd) = self.exec_command(id, command, false)?;
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -93,7 +59,9 @@ impl SandboxManager {
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                let _ = cgroups.remove(&exec_cgroup);
+                let _ = self
+                    .cgroup_blocking(move |cgroups| cgroups.remove(&exec_cgroup))
+                    .await;
                 return Err(RuntimeError::Io {
                     id,
                     op: "start exec helper",
@@ -157,8 +125,57 @@ impl SandboxManager {
         })
     }
 
+    /// Prepares `crust-monitor exec` for `command` in the running container `id`: its
+    /// own cgroup below the container's (created here; the caller removes it) and the
+    /// helper's command line. `tty`: the helper makes its stdin its controlling terminal.
+    /// Returns the full container id, the exec cgroup and the command.
+    pub(crate) fn exec_command(
+        &self,
+        id: &str,
+        command: &[String],
+        tty: bool,
+    ) -> Result<(String, String, Command), RuntimeError> {
+        let c = self.running_container(id)?;
+        let id = c.id.clone();
+        if command.is_empty() {
+            return Err(RuntimeError::InvalidArgument {
+                field: "cmd",
+                reason: "is empty".into(),
+            });
+        }
+        let pid = c.pid.ok_or_else(|| RuntimeError::ContainerState {
+            id: id.clone(),
+            state: c.state,
+            wanted: "running",
+        })?;
+        let cgroups = self.cgroups()?;
+        let exec_cgroup = format!("{}/exec-{}", c.cgroup, &ids::new_id()[..12]);
+        cgroups
+            .create(&exec_cgroup)
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.clone(),
+                source,
+            })?;
+        let mut cmd = Command::new(&self.config.monitor_bin);
+        cmd.arg("exec")
+            .arg("--spec")
+            .arg(c.spec_file())
+            .arg("--pid")
+            .arg(pid.pid.to_string())
+            .arg("--start-time")
+            .arg(pid.start_time.to_string());
+        if tty {
+            cmd.arg("--tty").arg("1");
+        }
+        for dir in cgroups.dirs(&exec_cgroup) {
+            cmd.arg("--cgroup").arg(dir);
+        }
+        cmd.arg("--").args(command);
+        Ok((id, exec_cgroup, cmd))
+    }
+
     /// The container `id` (or unique prefix), which must be running.
-    pub(super) fn running_container(&self, id: &str) -> Result<super::Container, RuntimeError> {
+    pub(crate) fn running_container(&self, id: &str) -> Result<super::Container, RuntimeError> {
         let c = self.container_status(id)?;
         if c.state != ContainerState::Running {
             return Err(RuntimeError::ContainerState {

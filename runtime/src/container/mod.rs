@@ -10,6 +10,7 @@
 mod container_attach;
 mod container_create;
 mod container_exec;
+mod container_exec_session;
 mod container_list;
 mod container_remove;
 mod container_start;

@@ -11,7 +11,9 @@ use nix::{
     unistd::{ForkResult, chdir, execvpe, fork, getpid},
 };
 
-/// Usage: `crust-monitor exec --spec FILE --pid PID [--cgroup DIR]... -- CMD [ARG]...`
+/// Usage: `crust-monitor exec --spec FILE --pid PID [--start-time T] [--tty 1]
+/// [--cgroup DIR]... -- CMD [ARG]...`. With `--tty 1` stdin is a pty slave that becomes
+/// the command's controlling terminal.
 pub fn main(args: &[String]) -> ExitCode {
     match run(args) {
         Ok(code) => code,
@@ -27,6 +29,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     let mut pid = None;
     let mut start_time = None;
     let mut cgroups = Vec::new();
+    let mut tty = false;
     let mut i = 0;
     let command: Vec<String> = loop {
         match args.get(i).map(String::as_str) {
@@ -36,6 +39,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 start_time = args.get(i + 1).and_then(|p| p.parse::<u64>().ok())
             }
             Some("--cgroup") => cgroups.extend(args.get(i + 1).cloned()),
+            Some("--tty") => tty = args.get(i + 1).map(String::as_str) == Some("1"),
             Some("--") => break args[i + 1..].to_vec(),
             _ => return Err(
                 "usage: crust-monitor exec --spec FILE --pid PID [--cgroup DIR]... -- CMD [ARG]..."
@@ -111,6 +115,17 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             let result = (|| -> Result<(), String> {
+                if tty {
+                    // A session of its own with the pty as controlling terminal, so
+                    // the shell gets job control, ^C and SIGWINCH (what runc does with
+                    // a console).
+                    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+                    // SAFETY: TIOCSCTTY takes an int argument; fd 0 is the pty slave
+                    // crustd passed as stdin.
+                    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+                        return Err(format!("set controlling terminal: {}", nix::Error::last()));
+                    }
+                }
                 // The same confinement as the container's own process, in runc's order.
                 let no_new_privs = process.no_new_privileges() == Some(true);
                 if let (Some(programs), false) = (&seccomp, no_new_privs) {

@@ -112,6 +112,13 @@ pub struct CgroupConfig {
 pub struct StreamingConfig {
     /// Listen address of the exec/attach/port-forward server; port 0 picks a free one.
     pub address: SocketAddr,
+    /// How long the URL Exec/Attach/PortForward return stays valid (used once).
+    #[serde(with = "duration")]
+    pub token_timeout: Duration,
+    /// A stream with no traffic either way for this long is closed (kubelet's
+    /// `--streaming-connection-idle-timeout`).
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +207,8 @@ impl Default for StreamingConfig {
     fn default() -> Self {
         StreamingConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(4 * 3600),
         }
     }
 }

@@ -73,6 +73,14 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
             "must be greater than zero".into(),
         ));
     }
+    for (key, value) in [
+        ("streaming.token_timeout", c.streaming.token_timeout),
+        ("streaming.idle_timeout", c.streaming.idle_timeout),
+    ] {
+        if value.is_zero() {
+            errors.push((key.into(), "must be greater than 0".into()));
+        }
+    }
     if c.shutdown_timeout.is_zero() {
         errors.push((
             "shutdown_timeout".into(),
