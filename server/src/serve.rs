@@ -59,6 +59,23 @@ pub async fn serve(
         None => None,
     };
 
+    let streaming_listener = TcpListener::bind(config.streaming.address)
+        .await
+        .with_context(|| format!("bind streaming address {}", config.streaming.address))?;
+    let bound = streaming_listener
+        .local_addr()
+        .context("streaming listener address")?;
+    let _ = daemon.streaming.set(Arc::new(crate::streaming::Streaming::new(
+        bound,
+        config.streaming.token_timeout,
+        config.streaming.idle_timeout,
+    )));
+    tracing::info!(address = %bound, "serving exec, attach and port-forward");
+    let streaming_task = tokio::spawn(crate::streaming::serve(
+        streaming_listener,
+        daemon.clone(),
+    ));
+
     let runtime = RuntimeServiceServer::new(RuntimeApi {
         daemon: daemon.clone(),
     })
@@ -111,6 +128,7 @@ pub async fn serve(
     if let Some(task) = metrics_task {
         task.abort();
     }
+    streaming_task.abort();
     socket.remove();
     tracing::info!("stopped");
     result

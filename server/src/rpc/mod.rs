@@ -22,5 +22,6 @@ pub mod status;
 pub mod stop_container;
 pub mod stop_pod_sandbox;
 pub mod stream_images;
+pub mod streaming;
 pub mod update_runtime_config;
 pub mod version;

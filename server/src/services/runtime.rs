@@ -289,22 +289,43 @@ impl RuntimeService for RuntimeApi {
         .await
     }
 
-    async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        self.unimplemented("Exec").await
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle(
+            "Exec",
+            rpc_span!("Exec"),
+            crate::rpc::streaming::exec(d, req),
+        )
+        .await
     }
 
     async fn attach(
         &self,
-        _request: Request<AttachRequest>,
+        request: Request<AttachRequest>,
     ) -> Result<Response<AttachResponse>, Status> {
-        self.unimplemented("Attach").await
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle(
+            "Attach",
+            rpc_span!("Attach"),
+            crate::rpc::streaming::attach(d, req),
+        )
+        .await
     }
 
     async fn port_forward(
         &self,
-        _request: Request<PortForwardRequest>,
+        request: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        self.unimplemented("PortForward").await
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle(
+            "PortForward",
+            rpc_span!("PortForward"),
+            crate::rpc::streaming::port_forward(d, req),
+        )
+        .await
     }
 
     async fn container_stats(
