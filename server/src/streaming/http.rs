@@ -246,10 +246,11 @@ pub(super) async fn open_stdio(
         Pending::Attach {
             container_id,
             streams,
-        } => {
-            let _ = (daemon, container_id, streams);
-            Err("ATTACH-PENDING".to_string())
-        }
+        } => daemon
+            .sandboxes
+            .attach(container_id, *streams)
+            .await
+            .map_err(|e| e.to_string()),
         Pending::PortForward { .. } => Err("not a stdio session".into()),
     }
 }
