@@ -62,10 +62,7 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response<Body> {
 }
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok())
 }
 
 fn upgrade_kind(headers: &HeaderMap) -> Option<String> {
@@ -90,7 +87,12 @@ fn route(mut req: Request<hyper::body::Incoming>, daemon: Arc<Daemon>) -> Respon
         Ok(_) => return plain(StatusCode::NOT_FOUND, "token is for another endpoint"),
         Err(e) => return plain(StatusCode::NOT_FOUND, e.to_string()),
     };
-    let span = tracing::info_span!("stream", kind, container_id = tracing::field::Empty, pod_id = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "stream",
+        kind,
+        container_id = tracing::field::Empty,
+        pod_id = tracing::field::Empty
+    );
     match &pending {
         Pending::Exec { container_id, .. } | Pending::Attach { container_id, .. } => {
             span.record("container_id", container_id.as_str());
@@ -139,9 +141,12 @@ fn route(mut req: Request<hyper::body::Incoming>, daemon: Arc<Daemon>) -> Respon
                             return;
                         }
                     };
-                    let socket =
-                        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                            .await;
+                    let socket = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        None,
+                    )
+                    .await;
                     serve_ws(socket, &proto, pending, query_ports, daemon, idle).await;
                 },
                 span,

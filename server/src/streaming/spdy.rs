@@ -76,7 +76,10 @@ async fn stdio(
     let gathered = tokio::time::timeout(creation, async {
         let mut n = 0;
         while n < expected {
-            let stream = conn.accept().await.ok_or("the client closed the connection")?;
+            let stream = conn
+                .accept()
+                .await
+                .ok_or("the client closed the connection")?;
             stream
                 .reply(Headers::new())
                 .map_err(|_| "reply to stream failed")?;
@@ -104,7 +107,10 @@ async fn stdio(
             return;
         }
         Err(_) => {
-            tracing::info!(?creation, "timed out waiting for the client to create streams");
+            tracing::info!(
+                ?creation,
+                "timed out waiting for the client to create streams"
+            );
             return;
         }
     }

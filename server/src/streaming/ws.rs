@@ -18,10 +18,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::mpsc,
 };
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::Message,
-};
+use tokio_tungstenite::{WebSocketStream, tungstenite::Message};
 
 use super::{
     bridge::{self, FromClient},
