@@ -4,9 +4,9 @@ use std::{fs, os::unix::fs::PermissionsExt, time::Duration};
 
 use crust_e2e::{Crustd, Sandbox, crustctl};
 use crust_proto::runtime::v1::{
-    AttachRequest, CgroupDriver, CheckpointContainerRequest, ExecRequest,
-    ListMetricDescriptorsRequest, NetworkConfig, PortForwardRequest, RuntimeConfig,
-    RuntimeConfigRequest, StatusRequest, UpdateRuntimeConfigRequest, VersionRequest,
+    AttachRequest, CgroupDriver, CheckpointContainerRequest, ListMetricDescriptorsRequest,
+    ListPodSandboxMetricsRequest, NetworkConfig, RuntimeConfig, RuntimeConfigRequest,
+    StatusRequest, UpdateRuntimeConfigRequest, VersionRequest,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -206,22 +206,8 @@ async fn unimplemented_rpcs_say_so_by_name() {
                 .unwrap_err(),
         ),
         (
-            "Attach",
-            rt.attach(AttachRequest::default())
-                .await
-                .map(|_| ())
-                .unwrap_err(),
-        ),
-        (
-            "PortForward",
-            rt.port_forward(PortForwardRequest::default())
-                .await
-                .map(|_| ())
-                .unwrap_err(),
-        ),
-        (
-            "Exec",
-            rt.exec(ExecRequest::default())
+            "ListPodSandboxMetrics",
+            rt.list_pod_sandbox_metrics(ListPodSandboxMetricsRequest::default())
                 .await
                 .map(|_| ())
                 .unwrap_err(),
@@ -414,7 +400,9 @@ async fn metrics_count_rpcs_and_errors() {
     d.wait_ready().await.unwrap();
     let mut rt = d.runtime().await.unwrap();
     rt.version(VersionRequest::default()).await.unwrap();
-    let _ = rt.attach(AttachRequest::default()).await;
+    let _ = rt
+        .list_metric_descriptors(ListMetricDescriptorsRequest::default())
+        .await;
     let address = verbose_info(&d).await["metrics"]["address"]
         .as_str()
         .unwrap()
@@ -432,7 +420,9 @@ async fn metrics_count_rpcs_and_errors() {
         "{body}"
     );
     assert!(
-        body.contains(r#"crust_rpc_errors_total{rpc="Attach",code="UNIMPLEMENTED"} 1"#),
+        body.contains(
+            r#"crust_rpc_errors_total{rpc="ListMetricDescriptors",code="UNIMPLEMENTED"} 1"#
+        ),
         "{body}"
     );
     assert!(

@@ -859,3 +859,52 @@ async fn a_hundred_concurrent_exec_sessions() {
         assert_eq!(out.exit_code(), 0);
     }
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_takes_its_exec_with_it() {
+    let w = world("").await;
+    let id = container(&w, &w.pod, "sleeper", &["sleep", "1000"], false).await;
+    let exec_cgroups = || {
+        w.sb.cgroups()
+            .into_iter()
+            .filter(|d| {
+                d.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("exec-"))
+            })
+            .count()
+    };
+    for t in TRANSPORTS {
+        let url = exec_url(
+            &w.d,
+            &id,
+            &["sh", "-c", "sleep 1000 & echo started; wait"],
+            [false, true, false, false],
+        )
+        .await;
+        let session = tokio::spawn(async move {
+            stdio(
+                t,
+                &url,
+                [false, true, false, false],
+                Input {
+                    until: Some(b"started".to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+        });
+        let out = session.await.unwrap();
+        assert_eq!(out.stdout, b"started\n", "{t:?}");
+        // The client is gone (its connection dropped): the exec's cgroup, and with it the
+        // shell and its background sleep, must go too.
+        let mut left = exec_cgroups();
+        for _ in 0..200 {
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            left = exec_cgroups();
+        }
+        assert_eq!(left, 0, "{t:?}: exec cgroups left behind");
+    }
+}

@@ -74,6 +74,10 @@ pub async fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusRespons
             to_json(json!({ "address": daemon.metrics_address.get() })),
         );
         info.insert(
+            "streaming".into(),
+            to_json(json!({ "url": daemon.streaming.get().map(|s| s.base_url()) })),
+        );
+        info.insert(
             "version".into(),
             to_json(json!({ "crust": env!("CARGO_PKG_VERSION") })),
         );

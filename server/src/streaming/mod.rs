@@ -77,6 +77,11 @@ impl Streaming {
         }
     }
 
+    /// Where the server is reached, `http://host:port`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// Parks `pending` and returns the URL that redeems it.
     pub fn url_for(&self, pending: Pending) -> String {
         let path = pending.path();
