@@ -13,5 +13,6 @@
 mod connect;
 pub mod files;
 pub mod output;
+pub mod stream_client;
 
 pub use connect::{ConnectError, connect, image_client, runtime_client, socket_path};
