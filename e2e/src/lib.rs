@@ -11,6 +11,8 @@ pub mod registry;
 
 pub mod bench;
 pub mod cni;
+pub mod containerd;
+pub mod cri_bench;
 
 use std::{
     fs,
@@ -340,8 +342,13 @@ impl Crustd {
             .arg(sandbox.state())
             .arg("--socket")
             .arg(sandbox.socket())
-            .arg("--log-level")
-            .arg("debug")
+            // Debug unless the caller picks a level (the benchmarks log at info).
+            .args(
+                (!args.contains(&"--log-level"))
+                    .then_some(["--log-level", "debug"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)

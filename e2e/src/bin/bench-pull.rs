@@ -19,12 +19,13 @@
 //! defaults to 3; needs the `docker-registry`, `busybox-static` and `containerd`
 //! packages).
 
-use crust_e2e::bench::proc_kib;
+use crust_e2e::{
+    bench::proc_kib,
+    containerd::{Containerd, ContainerdOptions, which},
+};
 use std::{
     fs,
-    os::unix::process::CommandExt,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -34,8 +35,7 @@ use crust_e2e::{
     image_builder::{Compression, Image, Layer, LayerBuilder, host_arch},
     registry::Registry,
 };
-use crust_proto::runtime::v1::{ImageSpec, PullImageRequest, VersionRequest};
-use nix::sys::signal::Signal;
+use crust_proto::runtime::v1::{ImageSpec, PullImageRequest};
 use serde_json::json;
 
 const LAYERS: usize = 10;
@@ -128,22 +128,6 @@ fn build_image() -> anyhow::Result<Image> {
     ))
 }
 
-/// Unmounts (lazily, deepest first) everything mounted at or below `dir`.
-fn unmount_below(dir: &Path) {
-    let base = dir.display().to_string();
-    let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| *m == base || m.starts_with(&format!("{base}/")))
-        .map(str::to_string)
-        .collect();
-    mounts.reverse();
-    for m in mounts {
-        let _ = nix::mount::umount2(Path::new(&m), nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 /// One pull's numbers.
 struct Sample {
     seconds: f64,
@@ -227,187 +211,17 @@ async fn run_crust(image: &str, expect_id: &str) -> anyhow::Result<Sample> {
     sample
 }
 
-/// A containerd started with a config of its own in a temp dir. Dropping it kills it
-/// (by PID), unmounts whatever is left under its dir and removes the dir.
-struct Containerd {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Containerd {
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("c.sock")
-    }
-
-    fn endpoint(&self) -> String {
-        format!("unix://{}", self.socket().display())
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    fn start(registry_host: &str) -> anyhow::Result<Containerd> {
-        let binary = which("containerd").context(
-            "containerd not found: apt-get install -y --no-install-recommends containerd (Debian's package brings runc)",
-        )?;
-        let dir = tempfile::Builder::new()
-            .prefix("crust-ctrd-")
-            .tempdir_in("/var/tmp")
-            .context("create temp dir")?;
-        let p = dir.path();
-        for sub in ["root", "state", "net.d", "certs.d", "tmp", "opt"] {
-            fs::create_dir_all(p.join(sub))?;
-        }
-        // The registry is plain HTTP on loopback.
-        let hosts_dir = p.join("certs.d").join(registry_host);
-        fs::create_dir_all(&hosts_dir)?;
-        fs::write(
-            hosts_dir.join("hosts.toml"),
-            format!(
-                "server = \"http://{registry_host}\"\n\n[host.\"http://{registry_host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-            ),
-        )?;
-        let d = p.display();
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
-
-[grpc]
-  address = "{d}/c.sock"
-
-[ttrpc]
-  address = "{d}/c.sock.ttrpc"
-
-[debug]
-  address = ""
-  level = "info"
-
-[metrics]
-  address = ""
-
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = "{d}/opt"
-  [plugins."io.containerd.grpc.v1.cri"]
-    restrict_oom_score_adj = true
-    stream_server_address = "127.0.0.1"
-    stream_server_port = "0"
-    [plugins."io.containerd.grpc.v1.cri".containerd]
-      snapshotter = "overlayfs"
-      default_runtime_name = "runc"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-        runtime_type = "io.containerd.runc.v2"
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          SystemdCgroup = false
-    [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = "/usr/lib/cni"
-      conf_dir = "{d}/net.d"
-    [plugins."io.containerd.grpc.v1.cri".registry]
-      config_path = "{d}/certs.d"
-"#
-        );
-        let config_path = p.join("config.toml");
-        fs::write(&config_path, config)?;
-        let log = fs::File::create(p.join("containerd.log"))?;
-        let mut cmd = Command::new(binary);
-        cmd.arg("--config")
-            .arg(&config_path)
-            // Temp mounts (WithTempMount) land under its own dir.
-            .env("TMPDIR", p.join("tmp"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it
-        // asks the kernel to SIGKILL containerd if this benchmark dies first.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
-        }
-        let child = cmd.spawn().context("spawn containerd")?;
-        Ok(Containerd {
-            child: Some(child),
-            dir,
-        })
-    }
-
-    /// Waits until the CRI plugin answers `Version` on the socket.
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.as_mut().expect("running").try_wait()? {
-                bail!(
-                    "containerd exited with {status} before serving:\n{}",
-                    self.log()
-                );
-            }
-            if let Ok(channel) = crust_ctl::connect(&self.endpoint(), Duration::from_secs(5)).await
-                && crust_ctl::runtime_client(channel)
-                    .version(VersionRequest::default())
-                    .await
-                    .is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "containerd's CRI plugin not serving after 30s:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Only the process we started, by its PID.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        unmount_below(self.dir.path());
-        // The TempDir removes the directory.
-    }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .chain([
-            "/usr/bin".into(),
-            "/usr/sbin".into(),
-            "/usr/local/bin".into(),
-        ])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 async fn run_containerd(
     registry_host: &str,
     image: &str,
     expect_id: &str,
 ) -> anyhow::Result<Sample> {
-    let mut c = Containerd::start(registry_host)?;
+    let mut c = Containerd::start(&ContainerdOptions {
+        registry_host: registry_host.to_string(),
+        ..Default::default()
+    })?;
     c.wait_ready().await?;
-    let sample = pull(
-        &c.endpoint(),
-        c.pid(),
-        &c.dir.path().join("root"),
-        image,
-        expect_id,
-    )
-    .await;
+    let sample = pull(&c.endpoint(), c.pid(), &c.root(), image, expect_id).await;
     if sample.is_err() {
         eprintln!("containerd log:\n{}", c.log());
     }
@@ -471,11 +285,7 @@ async fn bench(n: usize) -> anyhow::Result<()> {
     let push_s = started.elapsed().as_secs_f64();
     let name = format!("{}/{REPO}:{TAG}", registry.host());
     let id = image.id();
-    let version = Command::new(which("containerd").expect("checked above"))
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let version = Containerd::version();
 
     println!(
         "image {name}: {LAYERS} gzip layers, {:.1} MiB compressed, {:.1} MiB of tar (built in {build_s:.1}s, pushed in {push_s:.1}s)",

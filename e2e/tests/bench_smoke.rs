@@ -1,0 +1,77 @@
+//! Smoke run of the CRI benchmark (`bench-cri`) against crust only: 3 latency rounds and
+//! 5 density pods. Checks the shape of the report, not the numbers' size; containerd is
+//! not needed.
+
+use crust_e2e::{
+    Sandbox,
+    cni::TestNetwork,
+    cri_bench::{self, Options, Target},
+    registry::Registry,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_cri_smoke_against_crust() {
+    let registry = Registry::start().await.unwrap();
+    let images = cri_bench::push_test_images(&registry).await.unwrap();
+    let sb = Sandbox::new().unwrap();
+    let net = TestNetwork::install(&sb, &[]);
+    let mut d = sb.start().unwrap();
+    d.wait_ready().await.unwrap();
+    let logs = tempfile::tempdir_in("/var/tmp").unwrap();
+    let target = Target {
+        name: "crust".into(),
+        endpoint: sb.endpoint(),
+        daemon_pid: None, // found from the socket
+    };
+    let opts = Options {
+        iterations: 3,
+        pods: 5,
+        concurrency: 2,
+        image: images.busybox,
+        pre_pull: vec![],
+        log_dir: logs.path().to_path_buf(),
+    };
+    let report = cri_bench::run(&target, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("bench failed: {e:#}\ncrustd log:\n{}", d.logs()));
+    report.print_table();
+
+    assert_eq!(report.rows.len(), 6);
+    for row in &report.rows {
+        assert_eq!(row.samples.len(), 3, "{}", row.name);
+        assert!(row.samples.iter().all(|&s| s > 0.0), "{row:?}");
+    }
+    let density = report.density.as_ref().expect("density ran");
+    assert_eq!(density.pods, 5);
+    assert_eq!(
+        density.helpers.processes, 5,
+        "one monitor per pod: {density:?}"
+    );
+    assert_eq!(
+        density.infra.processes, 5,
+        "one pod init per pod: {density:?}"
+    );
+    for (name, value, _) in density.metrics() {
+        if name != "bytes per pod (PSS)" {
+            assert!(value > 0.0, "{name}: {value}");
+        }
+    }
+    assert_eq!(report.leftover_pods, 0);
+    assert_eq!(report.leftover_containers, 0);
+    let json = report.to_json();
+    assert_eq!(json["latency"][0]["samples"], 3);
+
+    // Teardown left nothing behind on the host either.
+    assert!(
+        sb.live_monitor_pids().is_empty(),
+        "{:?}",
+        sb.live_monitor_pids()
+    );
+    assert!(
+        net.attached_veths().is_empty(),
+        "{:?}",
+        net.attached_veths()
+    );
+    assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
+    d.terminate().await.unwrap();
+}
