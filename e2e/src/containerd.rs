@@ -207,7 +207,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             if args
                 .first()
                 .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"))
-                && args.iter().any(|a| *a == needle.as_bytes())
+                && args.contains(&needle.as_bytes())
             {
                 pids.push(pid);
             }

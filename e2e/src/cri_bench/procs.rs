@@ -21,29 +21,12 @@ pub fn parent_pid(pid: i32) -> Option<i32> {
     after_comm.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The process listening on the unix socket at `path`: the socket's inode from
-/// `/proc/net/unix`, then the process holding an fd on it.
+/// The process listening on the unix socket at `path`: `SO_PEERCRED` of a connection
+/// to it gives the PID that called `listen` (the path's name may have been renamed
+/// into place, so `/proc/net/unix` need not show it).
 pub fn socket_owner(path: &Path) -> Option<i32> {
-    let wanted = path.display().to_string();
-    let table = fs::read_to_string("/proc/net/unix").ok()?;
-    let inode = table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() >= 8 && f[7] == wanted).then(|| f[6].to_string())
-    })?;
-    let target = format!("socket:[{inode}]");
-    for entry in fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        for fd in fs::read_dir(entry.path().join("fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()) {
-                return Some(pid);
-            }
-        }
-    }
-    None
+    let stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+    let cred =
+        nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    Some(cred.pid()).filter(|&p| p > 0)
 }
