@@ -10,6 +10,7 @@ use crust_proto::runtime::v1::{StatusRequest, VersionRequest};
 mod ctr_cmds;
 mod image_cmds;
 mod pod_cmds;
+mod stream_cmds;
 
 const DEFAULT_ENDPOINT: &str = "unix:///run/crust/crust.sock";
 
@@ -53,6 +54,8 @@ enum Command {
     Container(ctr_cmds::ContainerCommand),
     #[command(flatten)]
     Image(image_cmds::ImageCommand),
+    #[command(flatten)]
+    Stream(stream_cmds::StreamCommand),
 }
 
 fn main() -> ExitCode {
@@ -67,10 +70,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(text) => {
+    let result = runtime.block_on(run(cli));
+    // A blocking read of stdin (exec -i) may still be pending; do not wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok((text, code)) => {
             print!("{text}");
-            ExitCode::SUCCESS
+            // Remote exit codes are 0-255 (a shell's); anything else is a failure.
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
         Err(e) => {
             eprintln!("crustctl: {}", error_chain(&e));
@@ -79,10 +86,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<String> {
+/// What to print and the exit code.
+async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
     let channel = crust_ctl::connect(&cli.endpoint, cli.timeout).await?;
     let mut runtime = crust_ctl::runtime_client(channel.clone());
-    Ok(match cli.command {
+    if let Command::Stream(cmd) = cli.command {
+        return Ok((String::new(), stream_cmds::run(cmd, runtime).await?));
+    }
+    let text = match cli.command {
+        Command::Stream(_) => unreachable!("handled above"),
         Command::Pod(cmd) => pod_cmds::run(cmd, runtime).await?,
         Command::Container(cmd) => ctr_cmds::run(cmd, runtime).await?,
         Command::Image(cmd) => image_cmds::run(cmd, channel, &cli.endpoint).await?,
@@ -113,7 +125,8 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
                 _ => output::render(&output::info_value(&s, quiet), format),
             }
         }
-    })
+    };
+    Ok((text, 0))
 }
 
 /// The error and its causes, each once: transport errors repeat their source in their
