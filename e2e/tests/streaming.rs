@@ -908,3 +908,65 @@ async fn a_client_that_goes_away_takes_its_exec_with_it() {
         assert_eq!(left, 0, "{t:?}: exec cgroups left behind");
     }
 }
+
+/// crustctl's own client library (what `crustctl exec/attach/port-forward` run) against
+/// the real server, over both transports.
+#[tokio::test]
+async fn crustctl_stream_client_works_against_crustd() {
+    use crust_ctl::stream_client::{self as sc, StreamOpts};
+    let w = world("").await;
+    let id = container(&w, &w.pod, "sleeper", &["sleep", "1000"], false).await;
+    container(
+        &w,
+        &w.pod,
+        "httpd",
+        &["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"],
+        false,
+    )
+    .await;
+    for t in [sc::Transport::Spdy, sc::Transport::WebSocket] {
+        let url = exec_url(
+            &w.d,
+            &id,
+            &["sh", "-c", "cat; exit 5"],
+            [true, true, false, false],
+        )
+        .await;
+        let opts = StreamOpts {
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        };
+        let out = sc::exec_collect(&url, t, opts, b"through crustctl\n")
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"through crustctl\n", "{t:?}");
+        assert_eq!(out.exit_code, 5, "{t:?}");
+
+        // Port forward: a local connection carried to httpd in the pod (which may still
+        // be starting: then the forward reports the refused connect and is retried).
+        let mut response = String::new();
+        for _ in 0..50 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let local = listener.local_addr().unwrap();
+            let url = forward_url(&w.d, &w.pod, 8080).await;
+            let forward = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                sc::port_forward_conn(&url, t, 8080, tcp).await
+            });
+            let mut client = TcpStream::connect(local).await.unwrap();
+            client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+            let mut got = Vec::new();
+            let _ = client.read_to_end(&mut got).await;
+            let result = forward.await.unwrap();
+            response = String::from_utf8_lossy(&got).into_owned();
+            match result {
+                Ok(()) if !got.is_empty() => break,
+                Err(e) => assert!(e.to_string().contains("refused"), "{t:?}: {e}"),
+                Ok(()) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{t:?}: {response}");
+    }
+}

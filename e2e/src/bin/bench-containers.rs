@@ -1,10 +1,12 @@
 //! Container benchmark: starts a loopback registry with a busybox image and crustd on a
 //! temp root, runs one pod, and prints CreateContainer+StartContainer latency
-//! (p50/p95/max), ExecSync latency (p50/p95) and the pod monitor's memory with 1 and
+//! (p50/p95/max), ExecSync latency (p50/p95), the streaming Exec round trip over SPDY and
+//! WebSocket (p50/p95) and the pod monitor's memory with 1 and
 //! with 5 running containers. Prints numbers; never passes or fails on them.
 //!
 //! `cargo build --release --bins && ./target/release/bench-containers [N]` (as root).
 
+use crust_ctl::stream_client::{StreamOpts, Transport, exec_collect};
 use crust_e2e::bench::{percentile, proc_kib};
 use std::time::Instant;
 
@@ -15,10 +17,10 @@ use crust_e2e::{
     registry::Registry,
 };
 use crust_proto::runtime::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec,
-    LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
-    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecRequest, ExecSyncRequest,
+    ImageSpec, LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
     runtime_service_client::RuntimeServiceClient,
 };
 use serde_json::json;
@@ -179,6 +181,35 @@ async fn main() -> anyhow::Result<()> {
         exec_failures += usize::from(r.exit_code != 0);
     }
 
+    // 2b. Exec (streaming) round trip: the Exec RPC, the upgrade to SPDY or WebSocket,
+    // `true` in the container and its exit status back, as `kubectl exec` does it.
+    let mut stream_ms: Vec<(Transport, Vec<f64>)> = Vec::new();
+    for transport in [Transport::Spdy, Transport::WebSocket] {
+        let mut ms = Vec::new();
+        for _ in 0..n {
+            let start = Instant::now();
+            let url = rt
+                .exec(ExecRequest {
+                    container_id: running[0].clone(),
+                    cmd: vec!["true".into()],
+                    stdout: true,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .url;
+            let opts = StreamOpts {
+                stdout: true,
+                ..Default::default()
+            };
+            let out = exec_collect(&url, transport, opts, b"").await?;
+            ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(out.exit_code == 0, "exec true exited {}", out.exit_code);
+        }
+        ms.sort_by(f64::total_cmp);
+        stream_ms.push((transport, ms));
+    }
+
     // 3. The pod monitor's memory with 1, then 5 running containers.
     let mem = |pid: i32| (proc_kib(pid, "VmRSS:"), proc_kib(pid, "Pss:"));
     let one = mem(monitor);
@@ -215,6 +246,13 @@ async fn main() -> anyhow::Result<()> {
         percentile(&exec_ms, 0.5),
         percentile(&exec_ms, 0.95)
     );
+    for (transport, ms) in &stream_ms {
+        println!(
+            "Exec [true] round trip over {transport:?} ms: p50 {:.2}  p95 {:.2}  ({n} runs)",
+            percentile(ms, 0.5),
+            percentile(ms, 0.95)
+        );
+    }
     println!(
         "monitor (pid {monitor}) memory KiB with 1 running container (after the execs): RSS {}  PSS {}",
         one.0, one.1
