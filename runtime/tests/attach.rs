@@ -155,6 +155,7 @@ async fn run(pod: &Pod, id: &str, command: &[&str], stdio: Stdio) -> (PathBuf, P
         stdin: stdio.stdin,
         stdin_once: stdio.stdin_once,
         tty: stdio.tty,
+        oci: None,
     };
     let reply = monitor::request(&pod.spec.socket, &create, Duration::from_secs(10))
         .await

@@ -171,6 +171,7 @@ async fn create_and_start(
         stdin: false,
         stdin_once: false,
         tty: false,
+        oci: None,
     };
     let reply = monitor::request(&pod.spec.socket, &req, Duration::from_secs(10))
         .await
@@ -340,6 +341,7 @@ async fn exec_failure_is_reported_by_start() {
         stdin: false,
         stdin_once: false,
         tty: false,
+        oci: None,
     };
     assert!(
         monitor::request(&pod.spec.socket, &req, Duration::from_secs(10))

@@ -62,6 +62,13 @@ fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
             .unwrap_or(0),
         host_resolv_conf: "/etc/resolv.conf".into(),
         host_hosts: "/etc/hosts".into(),
+        oci_runtimes: config
+            .runtime
+            .handlers
+            .iter()
+            .filter(|(_, h)| h.kind == crate::config::HandlerKind::Oci)
+            .filter_map(|(name, h)| Some((name.clone(), h.path.clone()?)))
+            .collect(),
     }
 }
 

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     error::RuntimeError,
     ids,
-    monitor::{OverlayMount, Request},
+    monitor::{OciRuntime, OverlayMount, Request},
     sandbox::{NsMode, SandboxManager},
 };
 
@@ -190,7 +190,17 @@ impl SandboxManager {
             },
             ..Default::default()
         };
-        let spec = generate_spec(&input, &HostDevices::default()).map_err(|e| {
+        let oci = self
+            .config
+            .oci_runtimes
+            .get(&sandbox.spec.runtime_handler)
+            .map(|binary| {
+                Box::new(OciRuntime {
+                    binary: binary.clone(),
+                    root: self.config.state_dir.join("runc"),
+                })
+            });
+        let mut spec = generate_spec(&input, &HostDevices::default()).map_err(|e| {
             RuntimeError::InvalidArgument {
                 field: "config",
                 reason: e.to_string(),
@@ -203,6 +213,13 @@ impl SandboxManager {
                     id: id.clone(),
                     source,
                 })?;
+        }
+        if oci.is_some()
+            && let Some(linux) = spec.linux_mut()
+        {
+            // runc's cgroupfs driver takes a relative cgroupsPath as relative to its
+            // own cgroup; ours are relative to the hierarchy roots.
+            linux.set_cgroups_path(Some(PathBuf::from(format!("/{}", c.cgroup))));
         }
         let spec_file = c.spec_file();
         fs::write(
@@ -226,6 +243,7 @@ impl SandboxManager {
             stdin: c.spec.stdin,
             stdin_once: c.spec.stdin_once,
             tty: c.spec.tty,
+            oci,
         };
         let reply = self
             .order_monitor(

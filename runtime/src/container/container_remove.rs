@@ -22,8 +22,11 @@ impl SandboxManager {
     }
 
     /// Deletes what a container has on disk and its cgroup. Best-effort and
-    /// idempotent; the rootfs overlay lives in the container's mount namespace, so
-    /// there is nothing to unmount.
+    /// idempotent. The built-in launcher's rootfs overlay lives in the container's
+    /// mount namespace; an OCI runtime's is on the host at `<dir>/rootfs`, which the
+    /// monitor unmounts, and which is unmounted here too in case the monitor is gone
+    /// (before the directory is emptied: removing through the overlay would write
+    /// whiteouts, not free the layer).
     pub(crate) async fn remove_container_files(&self, c: &Container) -> Result<(), RuntimeError> {
         let mut errors = Vec::new();
         // The monitor forgets it too (closes its pipes and log). A dead monitor has
@@ -39,6 +42,11 @@ impl SandboxManager {
             )
             .await;
         }
+        let rootfs = c.dir.join("rootfs");
+        match nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => errors.push(format!("unmount {}: {e}", rootfs.display())),
+        }
         let cgroup = c.cgroup.clone();
         if let Some(Err(e)) = self
             .cgroup_blocking(move |cgroups| cgroups.remove(&cgroup))
@@ -46,7 +54,9 @@ impl SandboxManager {
         {
             errors.push(e.to_string());
         }
-        for dir in [&c.dir, &c.bundle] {
+        // An OCI runtime's state of the container, if its monitor could not delete it.
+        let runtime_state = self.config.state_dir.join("runc").join(&c.id);
+        for dir in [&c.dir, &c.bundle, &runtime_state] {
             match fs::remove_dir_all(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}

@@ -1,4 +1,5 @@
-//! The monitor's containers: create/start through the launcher, copy their output into
+//! The monitor's containers: create/start through the launcher (or, for `oci` runtime
+//! handlers, an OCI runtime binary: see [`super::oci`]), copy their output into
 //! CRI log files, and record each exit in a file before anyone is told.
 #![allow(unsafe_code)]
 
@@ -24,6 +25,7 @@ use super::{
     ExitRecord, Reply,
     crilog::{CriLog, Stream},
     launch::{self, LaunchConfig, Launched},
+    oci::{self, OciContainer},
 };
 use crate::proc::ProcRef;
 
@@ -33,8 +35,10 @@ const MAX_LOG_LINE: usize = 16 * 1024;
 struct Container {
     pid: Pid,
     proc_ref: Option<ProcRef>,
-    /// Until started: the start and status pipes.
-    pending: Option<(OwnedFd, OwnedFd)>,
+    /// Until started: how to start it.
+    pending: Option<Pending>,
+    /// Run by an OCI runtime: what remove must undo.
+    oci: Option<OciContainer>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     /// Where attachers' input goes (a pipe, or the pty master); `None` without CRI
@@ -50,6 +54,14 @@ struct Container {
     log: CriLog,
     exit_file: PathBuf,
     exited: bool,
+}
+
+/// A created container's way to start.
+enum Pending {
+    /// The built-in launcher's start and status pipes.
+    Builtin(OwnedFd, OwnedFd),
+    /// `<runtime> start`.
+    Oci,
 }
 
 /// A container's CRI stdio settings.
@@ -69,6 +81,7 @@ pub(super) struct NewContainer<'a> {
     pub exit_file: &'a Path,
     pub cgroup_dirs: &'a [PathBuf],
     pub overlay: Option<&'a super::OverlayMount>,
+    pub oci: Option<&'a super::OciRuntime>,
     pub stdio: StdioConfig,
 }
 
@@ -129,6 +142,7 @@ impl Containers {
             exit_file,
             cgroup_dirs,
             overlay,
+            oci,
             stdio,
         } = new;
         if self.map.contains_key(id) {
@@ -146,6 +160,9 @@ impl Containers {
             Ok(log) => log,
             Err(e) => return fail(format!("open log {}: {e}", log_path.display())),
         };
+        if let Some(runtime) = oci {
+            return self.create_oci(new, runtime, &spec, log);
+        }
         match launch::create(&LaunchConfig {
             spec: &spec,
             cgroup_dirs,
@@ -173,7 +190,8 @@ impl Containers {
                     Container {
                         pid,
                         proc_ref,
-                        pending: Some((start, status)),
+                        pending: Some(Pending::Builtin(start, status)),
+                        oci: None,
                         stdout: Some(stdout),
                         stderr,
                         stdin,
@@ -196,14 +214,19 @@ impl Containers {
         let Some(c) = self.map.get_mut(id) else {
             return fail(format!("container {id} not found"));
         };
-        let Some((start, status)) = c.pending.take() else {
+        let Some(pending) = c.pending.take() else {
             return fail(format!("container {id} was already started"));
         };
         let started_at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
-        match launch::start(&start, &status) {
+        let started = match (&pending, &c.oci) {
+            (Pending::Builtin(start, status), _) => launch::start(start, status),
+            (Pending::Oci, Some(oci)) => oci::start(oci),
+            (Pending::Oci, None) => Err("no OCI runtime recorded".into()),
+        };
+        match started {
             Ok(()) => Reply {
                 started_at: Some(started_at),
                 ..ok(c.proc_ref)
@@ -247,6 +270,17 @@ impl Containers {
             if let Ok(status) = nix::sys::wait::waitpid(c.pid, None) {
                 self.on_exit(status);
             }
+        }
+        let mut teardown = Ok(());
+        if let Some(c) = self.map.get_mut(id)
+            && let Some(o) = c.oci.as_mut()
+            && !o.deleted
+        {
+            teardown = oci::delete(o);
+            o.deleted = teardown.is_ok();
+        }
+        if let Err(e) = teardown {
+            return fail(format!("remove container {id}: {e}"));
         }
         if self.map.remove(id).is_some() {
             // Attachers of an exited container were told already; this is for those
@@ -364,6 +398,21 @@ impl Containers {
         }
     }
 
+    /// Deletes every OCI-runtime container's runtime state and rootfs mount (pod
+    /// shutdown, after their processes are reaped). Best-effort.
+    pub(super) fn delete_oci_all(&mut self) {
+        for (id, c) in self.map.iter_mut() {
+            if let Some(o) = c.oci.as_mut()
+                && !o.deleted
+            {
+                match oci::delete(o) {
+                    Ok(()) => o.deleted = true,
+                    Err(e) => eprintln!("crust-monitor: delete container {id}: {e}"),
+                }
+            }
+        }
+    }
+
     /// Pids of containers not yet reaped.
     pub(super) fn running(&self) -> Vec<Pid> {
         self.map
@@ -371,6 +420,66 @@ impl Containers {
             .filter(|c| !c.exited)
             .map(|c| c.pid)
             .collect()
+    }
+}
+
+impl Containers {
+    /// [`Containers::create`] through an OCI runtime.
+    fn create_oci(
+        &mut self,
+        new: NewContainer<'_>,
+        runtime: &super::OciRuntime,
+        spec: &oci_spec::runtime::Spec,
+        log: CriLog,
+    ) -> Reply {
+        let Some(root) = spec.root().as_ref() else {
+            return fail("spec has no root".into());
+        };
+        let Some(bundle) = new.spec.parent() else {
+            return fail(format!("spec {} has no directory", new.spec.display()));
+        };
+        let handle = OciContainer {
+            runtime: runtime.clone(),
+            id: new.id.to_string(),
+            bundle: bundle.to_path_buf(),
+            rootfs: root.path().clone(),
+            deleted: false,
+        };
+        let created = match oci::create(&handle, new.overlay, new.stdio.stdin, new.stdio.tty) {
+            Ok(created) => created,
+            Err(e) => return fail(e),
+        };
+        for fd in [
+            Some(&created.stdout),
+            created.stderr.as_ref(),
+            created.stdin.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            set_nonblocking(fd);
+        }
+        let proc_ref = ProcRef::of(created.pid.as_raw());
+        self.map.insert(
+            new.id.to_string(),
+            Container {
+                pid: created.pid,
+                proc_ref,
+                pending: Some(Pending::Oci),
+                oci: Some(handle),
+                stdout: Some(created.stdout),
+                stderr: created.stderr,
+                stdin: created.stdin,
+                stdin_buf: Vec::new(),
+                stdin_closing: false,
+                stdio: new.stdio,
+                tee: false,
+                log,
+                exit_file: new.exit_file.to_path_buf(),
+                exited: false,
+            },
+        );
+        ok(proc_ref)
     }
 }
 

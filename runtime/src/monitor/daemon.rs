@@ -498,6 +498,7 @@ impl Monitor {
                 stdin,
                 stdin_once,
                 tty,
+                oci,
             }) => (
                 self.containers.create(super::containers::NewContainer {
                     id: &id,
@@ -506,6 +507,7 @@ impl Monitor {
                     exit_file: &exit_file,
                     cgroup_dirs: &cgroup_dirs,
                     overlay: overlay.as_ref(),
+                    oci: oci.as_deref(),
                     stdio: super::containers::StdioConfig {
                         stdin,
                         stdin_once,
@@ -564,6 +566,8 @@ impl Monitor {
                 self.containers.on_exit(status);
             }
         }
+        // The OCI runtime's state and the host-side rootfs mounts go with the pod.
+        self.containers.delete_oci_all();
         if let Some(init) = self.init
             && !self.init_exited
         {

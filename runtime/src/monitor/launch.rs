@@ -472,7 +472,7 @@ fn setup_terminal(console: RawFd, uid: u32) -> Result<(), String> {
 }
 
 /// Receives the fd the child sent with [`setup_terminal`].
-fn receive_fd(sock: &OwnedFd) -> Result<OwnedFd, String> {
+pub(super) fn receive_fd(sock: &OwnedFd) -> Result<OwnedFd, String> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];

@@ -18,6 +18,7 @@ pub mod crilog;
 pub mod daemon;
 pub mod exec;
 pub mod launch;
+mod oci;
 pub mod seccomp;
 mod syscalls_x86_64;
 
@@ -100,6 +101,10 @@ pub enum Request {
         /// CRI `tty`: the container's stdio is a terminal.
         #[serde(default)]
         tty: bool,
+        /// Run the container with this OCI runtime (an `oci` handler's) instead of
+        /// the built-in launcher; `spec`'s directory is the bundle.
+        #[serde(default)]
+        oci: Option<Box<OciRuntime>>,
     },
     StartContainer {
         id: String,
@@ -129,6 +134,13 @@ pub enum Request {
         #[serde(default)]
         stderr: bool,
     },
+}
+
+/// An OCI runtime binary (runc) and its state directory (`--root`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciRuntime {
+    pub binary: PathBuf,
+    pub root: PathBuf,
 }
 
 /// An overlay rootfs: read-only image layers under a per-container writable upper.

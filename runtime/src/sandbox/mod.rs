@@ -240,6 +240,9 @@ pub struct SandboxConfig {
     /// host network.
     pub host_resolv_conf: PathBuf,
     pub host_hosts: PathBuf,
+    /// Runtime handlers of `type = "oci"`: handler name -> the OCI runtime binary
+    /// (`runc`) that runs their pods' containers instead of the built-in launcher.
+    pub oci_runtimes: BTreeMap<String, PathBuf>,
 }
 
 /// Runs pods. Operations on one pod are serialized; different pods proceed in parallel.

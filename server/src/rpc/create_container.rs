@@ -26,25 +26,6 @@ pub async fn create_container(
         });
     }
     tracing::Span::current().record("image", reference.as_str());
-    // Pods of an `oci` handler would need runc/crun to run their containers; until that
-    // lands, refuse rather than quietly use the built-in launcher.
-    if let Ok(pod) = daemon.sandboxes.status(&req.pod_sandbox_id) {
-        let handler = &pod.sandbox.spec.runtime_handler;
-        if daemon
-            .config
-            .runtime
-            .handlers
-            .get(handler)
-            .is_some_and(|h| h.kind == crate::config::HandlerKind::Oci)
-        {
-            return Err(ApiError::Unsupported {
-                what: "oci runtime handlers",
-                reason: format!(
-                    "runtime handler {handler:?} is an OCI runtime; only the built-in launcher runs containers for now"
-                ),
-            });
-        }
-    }
     let image = daemon.images()?.runtime_image(&reference)?;
     let spec = convert_container::container_spec(config)?;
     let image = ImageForContainer {

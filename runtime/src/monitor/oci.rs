@@ -1,0 +1,382 @@
+//! Containers of `oci` runtime handlers: the same generated spec, run by an OCI runtime
+//! binary (runc) instead of the built-in launcher.
+//!
+//! The monitor runs the runtime as a plain child (`std::process::Command`) and waits for
+//! it synchronously, with a bound, before going back to its poll loop, so the loop's
+//! generic `waitpid(-1)` reaper can never take the runtime's own exit status. The
+//! runtime's `create` leaves the container's init (waiting on its exec FIFO) orphaned;
+//! the monitor is a child subreaper, so the init becomes its child and its exit is
+//! reaped and recorded like a built-in container's (matched by the `--pid-file` pid).
+//!
+//! Unlike the built-in launcher, which mounts the rootfs overlay inside the container's
+//! own mount namespace, an OCI runtime expects `root.path` to be the rootfs already: the
+//! overlay is mounted on the host side before `create` and unmounted by [`delete`].
+#![allow(unsafe_code)]
+
+use std::{
+    fs::{self, File, OpenOptions},
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::net::UnixListener,
+    },
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    fcntl::OFlag,
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, setns},
+    unistd::{Pid, chdir, pipe2},
+};
+
+use super::{OciRuntime, OverlayMount};
+
+/// How long one runtime command may take; below crustd's own timeout for container
+/// requests (30 s), so crustd always hears the outcome.
+const RUNTIME_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Initial terminal size, as the built-in launcher's.
+const INITIAL_SIZE: (u16, u16) = (80, 24);
+
+/// A container the runtime created; what remove needs to undo it.
+pub(super) struct OciContainer {
+    pub runtime: OciRuntime,
+    pub id: String,
+    pub bundle: PathBuf,
+    /// The mounted overlay (`root.path`).
+    pub rootfs: PathBuf,
+    /// `delete` ran (runtime state gone, rootfs unmounted).
+    pub deleted: bool,
+}
+
+/// The monitor's end of a created container.
+pub(super) struct Created {
+    pub pid: Pid,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// Mounts the rootfs and runs `<runtime> create`. On failure everything made is undone.
+pub(super) fn create(
+    c: &OciContainer,
+    overlay: Option<&OverlayMount>,
+    stdin: bool,
+    tty: bool,
+) -> Result<Created, String> {
+    if let Some(o) = overlay {
+        mount_overlay(o, &c.rootfs)?;
+    }
+    match create_mounted(c, stdin, tty) {
+        Ok(created) => Ok(created),
+        Err(e) => {
+            let undo = OciContainer {
+                runtime: c.runtime.clone(),
+                id: c.id.clone(),
+                bundle: c.bundle.clone(),
+                rootfs: c.rootfs.clone(),
+                deleted: false,
+            };
+            if let Err(more) = delete(&undo) {
+                eprintln!("crust-monitor: undo failed create of {}: {more}", c.id);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn create_mounted(c: &OciContainer, stdin: bool, tty: bool) -> Result<Created, String> {
+    let pid_file = c.bundle.join("runtime.pid");
+    let _ = fs::remove_file(&pid_file);
+    let mut args: Vec<String> = vec![
+        "create".into(),
+        "--bundle".into(),
+        c.bundle.display().to_string(),
+        "--pid-file".into(),
+        pid_file.display().to_string(),
+    ];
+    let mut cmd = c.runtime.command(&c.bundle, "create");
+    let mut ours_in = None;
+    let mut ours_out = None;
+    let mut ours_err = None;
+    let mut console = None;
+    if tty {
+        // The runtime makes the pty inside the container and sends us the master over
+        // this socket (runc's --console-socket protocol: one SCM_RIGHTS message).
+        // In the runtime's (short) state root: the bundle path is too long for a unix
+        // socket address (108 bytes).
+        fs::create_dir_all(&c.runtime.root)
+            .map_err(|e| format!("create {}: {e}", c.runtime.root.display()))?;
+        let short: String = c.id.chars().take(16).collect();
+        let path = c.runtime.root.join(format!("console-{short}.sock"));
+        let _ = fs::remove_file(&path);
+        let listener =
+            UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+        args.extend(["--console-socket".into(), path.display().to_string()]);
+        console = Some((listener, path));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr_file(&c.bundle, "create")?);
+    } else {
+        // Without a terminal the runtime hands its own stdio to the container.
+        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+        if stdin {
+            let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+            cmd.stdin(Stdio::from(in_r));
+            ours_in = Some(in_w);
+        } else {
+            cmd.stdin(Stdio::null());
+        }
+        ours_out = Some(out_r);
+        ours_err = Some(err_r);
+    }
+    cmd.args(&args).arg(&c.id);
+    let status = run_bounded(cmd, "create");
+    if let Some((_, path)) = &console {
+        // A connection the runtime made stays queued on the listener.
+        let _ = fs::remove_file(path);
+    }
+    let status = status?;
+    if !status.success() {
+        return Err(format!(
+            "{} create {}: {status}: {}",
+            c.runtime.binary.display(),
+            c.id,
+            c.runtime.errors(&c.bundle, "create")
+        ));
+    }
+    let pid = fs::read_to_string(&pid_file)
+        .map_err(|e| format!("read {}: {e}", pid_file.display()))?
+        .trim()
+        .parse::<i32>()
+        .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
+    let pid = Pid::from_raw(pid);
+    match console {
+        None => Ok(Created {
+            pid,
+            stdin: ours_in,
+            stdout: ours_out.expect("pipes made"),
+            stderr: ours_err,
+        }),
+        Some((listener, _)) => {
+            // The runtime connected and sent before it exited; both are queued.
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("console socket: {e}"))?;
+            let (conn, _) = listener
+                .accept()
+                .map_err(|e| format!("the runtime sent no console (accept: {e})"))?;
+            let master = super::launch::receive_fd(&OwnedFd::from(conn))
+                .map_err(|e| format!("receive the container's pty master: {e}"))?;
+            let size = libc::winsize {
+                ws_col: INITIAL_SIZE.0,
+                ws_row: INITIAL_SIZE.1,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: `master` is an open pty master; TIOCSWINSZ reads a winsize from
+            // the valid pointer.
+            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+            let input = if stdin {
+                Some(
+                    master
+                        .try_clone()
+                        .map_err(|e| format!("dup pty master: {e}"))?,
+                )
+            } else {
+                None
+            };
+            Ok(Created {
+                pid,
+                stdin: input,
+                stdout: master,
+                stderr: None,
+            })
+        }
+    }
+}
+
+/// `<runtime> start`: the container's init execs the process.
+pub(super) fn start(c: &OciContainer) -> Result<(), String> {
+    let mut cmd = c.runtime.command(&c.bundle, "start");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr_file(&c.bundle, "start")?)
+        .arg("start")
+        .arg(&c.id);
+    let status = run_bounded(cmd, "start")?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} start {}: {status}: {}",
+            c.runtime.binary.display(),
+            c.id,
+            c.runtime.errors(&c.bundle, "start")
+        ))
+    }
+}
+
+/// `<runtime> delete --force`, then unmounts the rootfs. Idempotent: a container the
+/// runtime does not know and a rootfs not mounted are fine.
+pub(super) fn delete(c: &OciContainer) -> Result<(), String> {
+    let mut errors = Vec::new();
+    let stderr = stderr_file(&c.bundle, "delete");
+    let mut cmd = c.runtime.command(&c.bundle, "delete");
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    if let Ok(file) = stderr {
+        cmd.stderr(file);
+    }
+    cmd.args(["delete", "--force"]).arg(&c.id);
+    match run_bounded(cmd, "delete") {
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            let text = c.runtime.errors(&c.bundle, "delete");
+            // runc: "container does not exist"; crun: "No such file or directory".
+            if !(text.contains("does not exist") || text.contains("No such file")) {
+                errors.push(format!("delete: {status}: {text}"));
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+    match umount2(&c.rootfs, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => errors.push(format!("unmount {}: {e}", c.rootfs.display())),
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+impl OciRuntime {
+    /// `<binary> --root R --log <bundle>/<op>.log --log-format json` (fresh log per op).
+    fn command(&self, bundle: &Path, op: &str) -> Command {
+        let log = bundle.join(format!("{op}.log"));
+        let _ = fs::remove_file(&log);
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json"]);
+        cmd
+    }
+
+    /// What the runtime said went wrong in `op`: the error entries of its JSON log,
+    /// else its stderr.
+    fn errors(&self, bundle: &Path, op: &str) -> String {
+        let log = fs::read_to_string(bundle.join(format!("{op}.log"))).unwrap_or_default();
+        let mut messages: Vec<String> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| matches!(v["level"].as_str(), Some("error" | "fatal")))
+            .filter_map(|v| v["msg"].as_str().map(str::to_string))
+            .collect();
+        messages.dedup();
+        if messages.is_empty() {
+            let stderr =
+                fs::read_to_string(bundle.join(format!("{op}.stderr"))).unwrap_or_default();
+            let text = if stderr.trim().is_empty() {
+                log
+            } else {
+                stderr
+            };
+            return text.trim().chars().take(2000).collect();
+        }
+        messages.join("; ")
+    }
+}
+
+fn stderr_file(bundle: &Path, op: &str) -> Result<File, String> {
+    let path = bundle.join(format!("{op}.stderr"));
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| format!("create {}: {e}", path.display()))
+}
+
+/// Spawns the runtime and waits for it by its pid (never through the generic reaper),
+/// killing it after [`RUNTIME_TIMEOUT`].
+fn run_bounded(mut cmd: Command, op: &str) -> Result<ExitStatus, String> {
+    let mut child = with_own_pid_ns(|| cmd.spawn())
+        .map_err(|e| format!("run {:?} {op}: {e}", cmd.get_program()))?;
+    // The child's copies of our pipe ends must not stay open in the parent.
+    drop(cmd);
+    wait_bounded(&mut child, op)
+}
+
+fn wait_bounded(child: &mut Child, op: &str) -> Result<ExitStatus, String> {
+    let deadline = Instant::now() + RUNTIME_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "runtime {op} did not finish within {} s (killed)",
+                    RUNTIME_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("wait for runtime {op}: {e}")),
+        }
+    }
+}
+
+/// Runs `f` with the monitor's children created in the monitor's own PID namespace.
+///
+/// A monitor of a pod with a shared PID namespace has unshared it, so its children are
+/// born in the pod's namespace. The runtime must not be: it reads `/proc/<pid>` of its
+/// children and writes `--pid-file` with the pids it sees, which must be the pids the
+/// monitor reaps. The runtime joins the pod's namespace itself (the spec names the pin).
+fn with_own_pid_ns<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    if ino("/proc/self/ns/pid") == ino("/proc/self/ns/pid_for_children") {
+        return f();
+    }
+    let children = File::open("/proc/self/ns/pid_for_children")?;
+    let own = File::open("/proc/self/ns/pid")?;
+    setns(own, CloneFlags::CLONE_NEWPID).map_err(std::io::Error::from)?;
+    let result = f();
+    if let Err(e) = setns(children, CloneFlags::CLONE_NEWPID) {
+        // Later built-in children would land in the wrong namespace; say so loudly.
+        eprintln!("crust-monitor: return to the pod PID namespace: {e}");
+    }
+    result
+}
+
+/// The overlay at `rootfs`, in the monitor's (the host's) mount namespace.
+fn mount_overlay(o: &OverlayMount, rootfs: &Path) -> Result<(), String> {
+    if o.lower.is_empty() {
+        return Err("image has no layers".into());
+    }
+    // Relative lowerdir names, resolved against our cwd: short option strings.
+    chdir(o.layers_root.as_path())
+        .map_err(|e| format!("chdir {}: {e}", o.layers_root.display()))?;
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        o.lower.join(":"),
+        o.upper.display(),
+        o.work.display()
+    );
+    let result = mount(
+        Some("overlay"),
+        rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| format!("mount overlay rootfs at {}: {e}", rootfs.display()));
+    let _ = chdir("/");
+    result
+}
