@@ -65,16 +65,15 @@ pub async fn serve(
     let bound = streaming_listener
         .local_addr()
         .context("streaming listener address")?;
-    let _ = daemon.streaming.set(Arc::new(crate::streaming::Streaming::new(
-        bound,
-        config.streaming.token_timeout,
-        config.streaming.idle_timeout,
-    )));
+    let _ = daemon
+        .streaming
+        .set(Arc::new(crate::streaming::Streaming::new(
+            bound,
+            config.streaming.token_timeout,
+            config.streaming.idle_timeout,
+        )));
     tracing::info!(address = %bound, "serving exec, attach and port-forward");
-    let streaming_task = tokio::spawn(crate::streaming::serve(
-        streaming_listener,
-        daemon.clone(),
-    ));
+    let streaming_task = tokio::spawn(crate::streaming::serve(streaming_listener, daemon.clone()));
 
     let runtime = RuntimeServiceServer::new(RuntimeApi {
         daemon: daemon.clone(),
