@@ -404,8 +404,9 @@ async fn runc_and_the_builtin_launcher_agree_on_security_settings() {
     let w = world().await;
     let builtin = run_pod(&w, "builtin", "", NamespaceMode::Container).await;
     let runc = run_pod(&w, "runc-sec", "runc", NamespaceMode::Container).await;
+    // Everything on stdout: the log interleaves two pipes in whatever order they are read.
     let script = "id -u; id -g; id -G; grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; \
-                  touch /probe 2>&1; touch /tmp/probe && echo tmp-writable; echo pid $$";
+                  touch /probe 2>&1; touch /tmp/probe 2>&1 && echo tmp-writable; echo pid $$";
     for (name, uid) in [("root", None), ("user", Some(1000))] {
         let mut outputs = Vec::new();
         for pod in [&builtin, &runc] {
