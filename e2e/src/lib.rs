@@ -327,6 +327,35 @@ pub struct Crustd {
 }
 
 impl Crustd {
+    /// The status of container `id` (which must exist).
+    pub async fn container_status(&self, id: &str) -> crust_proto::runtime::v1::ContainerStatus {
+        let req = crust_proto::runtime::v1::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        };
+        self.runtime()
+            .await
+            .expect("connect")
+            .container_status(req)
+            .await
+            .expect("ContainerStatus")
+            .into_inner()
+            .status
+            .expect("status is set")
+    }
+
+    /// Polls until container `id` has exited (at most 10 s), then returns its status.
+    pub async fn wait_exited(&self, id: &str) -> crust_proto::runtime::v1::ContainerStatus {
+        for _ in 0..1000 {
+            let s = self.container_status(id).await;
+            if s.state == i32::from(crust_proto::runtime::v1::ContainerState::ContainerExited) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("container {id} did not exit");
+    }
+
     /// Spawns crustd with `--config/--root/--state/--socket` from `sandbox` plus `args`.
     /// Does not wait for readiness; see [`Crustd::wait_ready`].
     pub fn spawn(sandbox: &Sandbox, args: &[&str]) -> anyhow::Result<Crustd> {

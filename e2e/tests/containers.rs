@@ -165,33 +165,6 @@ async fn start(w: &World, id: &str) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
-async fn status(d: &Crustd, id: &str) -> crust_proto::runtime::v1::ContainerStatus {
-    let req = ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    };
-    d.runtime()
-        .await
-        .unwrap()
-        .container_status(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-}
-
-async fn wait_exited(d: &Crustd, id: &str) -> crust_proto::runtime::v1::ContainerStatus {
-    for _ in 0..1000 {
-        let s = status(d, id).await;
-        if s.state == i32::from(ContainerState::ContainerExited) {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("container {id} did not exit");
-}
-
 /// (stream, text) of every record, checking the CRI format on the way.
 fn log(path: &str) -> Vec<(String, String)> {
     fs::read_to_string(path)
@@ -220,11 +193,11 @@ async fn a_container_runs_logs_and_exits_with_its_code() {
     let id = create(&w, config(&w, "once", &["sh", "-c", script]))
         .await
         .unwrap();
-    let created = status(&w.d, &id).await;
+    let created = w.d.container_status(&id).await;
     assert_eq!(created.state, i32::from(ContainerState::ContainerCreated));
     assert_eq!(created.started_at, 0);
     start(&w, &id).await.unwrap();
-    let s = wait_exited(&w.d, &id).await;
+    let s = w.d.wait_exited(&id).await;
     assert_eq!(s.exit_code, 7);
     assert_eq!(s.reason, "Error");
     assert!(s.started_at > 0 && s.finished_at >= s.started_at, "{s:?}");
@@ -257,7 +230,7 @@ async fn a_container_runs_logs_and_exits_with_its_code() {
         "{}",
         err.message()
     );
-    let s = status(&w.d, &ok).await;
+    let s = w.d.container_status(&ok).await;
     assert_eq!(
         (s.state, s.reason.as_str()),
         (i32::from(ContainerState::ContainerExited), "StartError")
@@ -267,7 +240,7 @@ async fn a_container_runs_logs_and_exits_with_its_code() {
         .await
         .unwrap();
     start(&w, &done).await.unwrap();
-    assert_eq!(wait_exited(&w.d, &done).await.reason, "Completed");
+    assert_eq!(w.d.wait_exited(&done).await.reason, "Completed");
 }
 
 #[tokio::test]
@@ -334,7 +307,7 @@ async fn stop_list_remove_and_the_cri_rules() {
     })
     .await
     .unwrap();
-    let s = status(&w.d, &id).await;
+    let s = w.d.container_status(&id).await;
     assert_eq!(
         (s.state, s.exit_code),
         (i32::from(ContainerState::ContainerExited), 143)
@@ -422,7 +395,7 @@ async fn a_container_over_its_memory_limit_is_oom_killed() {
     });
     let id = create(&w, c).await.unwrap();
     start(&w, &id).await.unwrap();
-    let s = wait_exited(&w.d, &id).await;
+    let s = w.d.wait_exited(&id).await;
     assert_eq!(
         (s.exit_code, s.reason.as_str()),
         (137, "OOMKilled"),
@@ -447,11 +420,11 @@ async fn containers_keep_running_across_a_crustd_restart_and_exits_while_down_ar
     w.d = w.sb.start().unwrap();
     w.d.wait_ready().await.unwrap();
     assert_eq!(
-        status(&w.d, &long).await.state,
+        w.d.container_status(&long).await.state,
         i32::from(ContainerState::ContainerRunning),
         "still running"
     );
-    let s = status(&w.d, &short).await;
+    let s = w.d.container_status(&short).await;
     assert_eq!(
         (s.state, s.exit_code),
         (i32::from(ContainerState::ContainerExited), 3),
@@ -473,7 +446,7 @@ async fn containers_keep_running_across_a_crustd_restart_and_exits_while_down_ar
         panic!("{e:?}\ncrustd:\n{}\nmonitor:\n{monitor_log}", w.d.logs());
     }
     assert_eq!(
-        status(&w.d, &long).await.state,
+        w.d.container_status(&long).await.state,
         i32::from(ContainerState::ContainerExited),
         "stopping the pod stops its containers"
     );
@@ -767,7 +740,7 @@ async fn update_container_resources_changes_limits_live() {
         (128u64 << 20).to_string()
     );
     assert_eq!(read(&format!("cpu{cgroup}/cpu.shares")), "1024");
-    let s = status(&w.d, &id).await;
+    let s = w.d.container_status(&id).await;
     assert_eq!(
         s.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
         128 << 20,
@@ -859,7 +832,7 @@ async fn seccomp_profiles_confine_the_container_and_its_execs() {
     );
     let id = create(&w, c).await.unwrap();
     start(&w, &id).await.unwrap();
-    wait_exited(&w.d, &id).await;
+    w.d.wait_exited(&id).await;
     let lines: Vec<String> = log(w.logs.join("nomkdir.log").to_str().unwrap())
         .into_iter()
         .map(|(_, t)| t)
@@ -913,7 +886,7 @@ async fn stop_signal_reaches_the_container() {
         })
         .await
         .unwrap();
-    let s = status(&w.d, &id).await;
+    let s = w.d.container_status(&id).await;
     assert_eq!(
         s.exit_code, 42,
         "SIGTERM delivered and handled, not SIGKILL after the grace: {s:?}"
@@ -964,7 +937,7 @@ async fn image_symlinks_cannot_point_mounts_at_the_host() {
     .await
     .unwrap();
     start(&w, &id).await.unwrap();
-    let s = wait_exited(&w.d, &id).await;
+    let s = w.d.wait_exited(&id).await;
     assert_eq!(s.exit_code, 0, "{s:?}");
     assert!(
         !Path::new(&escape).exists(),

@@ -7,7 +7,7 @@
 //! it. crun is not tested here: bookworm's crun refuses this host's hybrid cgroups (see
 //! TESTING.md); `crun_is_detected_not_assumed` checks that and says so.
 
-use std::{collections::HashMap, fs, path::Path, time::Duration};
+use std::{collections::HashMap, fs, path::Path};
 
 use crust_e2e::{
     Crustd, Sandbox,
@@ -16,12 +16,12 @@ use crust_e2e::{
     registry::Registry,
 };
 use crust_proto::runtime::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, ContainerState, CreateContainerRequest, ExecSyncRequest,
+    ImageSpec, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use serde_json::json;
 
@@ -200,33 +200,6 @@ async fn start(w: &World, id: &str) {
         .unwrap();
 }
 
-async fn status(d: &Crustd, id: &str) -> crust_proto::runtime::v1::ContainerStatus {
-    let req = ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    };
-    d.runtime()
-        .await
-        .unwrap()
-        .container_status(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-}
-
-async fn wait_exited(d: &Crustd, id: &str) -> crust_proto::runtime::v1::ContainerStatus {
-    for _ in 0..1000 {
-        let s = status(d, id).await;
-        if s.state == i32::from(ContainerState::ContainerExited) {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("container {id} did not exit");
-}
-
 /// (stream, text) of every CRI log record.
 fn log(path: &str) -> Vec<(String, String)> {
     fs::read_to_string(path)
@@ -274,10 +247,10 @@ async fn runc_runs_the_container_lifecycle_logs_exits_and_exec() {
     let state = runc_state(&w, &id).expect("runc knows the created container");
     assert_eq!(state["status"], "created", "{state}");
     assert!(rootfs_mounted(&w, &id), "the rootfs is mounted for runc");
-    let created = status(&w.d, &id).await;
+    let created = w.d.container_status(&id).await;
     assert_eq!(created.state, i32::from(ContainerState::ContainerCreated));
     start(&w, &id).await;
-    let s = wait_exited(&w.d, &id).await;
+    let s = w.d.wait_exited(&id).await;
     assert_eq!(s.exit_code, 7, "{s:?}");
     assert_eq!(s.reason, "Error");
     assert!(s.started_at > 0 && s.finished_at >= s.started_at, "{s:?}");
@@ -337,7 +310,7 @@ async fn runc_runs_the_container_lifecycle_logs_exits_and_exec() {
         })
         .await
         .unwrap();
-    let s = wait_exited(&w.d, &id2).await;
+    let s = w.d.wait_exited(&id2).await;
     // The pod shares its PID namespace (CRI's default, POD), so sleep is not PID 1
     // there and SIGTERM ends it.
     assert_eq!(s.exit_code, 143, "{s:?}");
@@ -418,7 +391,7 @@ async fn runc_and_the_builtin_launcher_agree_on_security_settings() {
             .await
             .unwrap();
             start(&w, &id).await;
-            let s = wait_exited(&w.d, &id).await;
+            let s = w.d.wait_exited(&id).await;
             let lines: Vec<String> = log(&s.log_path).into_iter().map(|(_, t)| t).collect();
             outputs.push(lines);
         }
@@ -470,7 +443,7 @@ async fn crun_is_detected_not_assumed() {
     match create(&w2, &pod, config(&w2, "c", &["sh", "-c", "echo hi"])).await {
         Ok(id) => {
             start(&w2, &id).await;
-            let s = wait_exited(&w2.d, &id).await;
+            let s = w2.d.wait_exited(&id).await;
             assert_eq!(s.exit_code, 0, "crun ran the container: {s:?}");
             eprintln!("crun works on this host");
         }
@@ -495,7 +468,7 @@ async fn runc_gives_a_tty_and_its_errors_reach_the_caller() {
     c.tty = true;
     let id = create(&w, &pod, c).await.unwrap();
     start(&w, &id).await;
-    let s = wait_exited(&w.d, &id).await;
+    let s = w.d.wait_exited(&id).await;
     assert_eq!(s.exit_code, 0, "{s:?}");
     let text = fs::read_to_string(&s.log_path).unwrap();
     assert!(
