@@ -8,6 +8,7 @@
 
 pub mod image_builder;
 pub mod registry;
+pub mod world;
 
 pub mod bench;
 pub mod cni;

@@ -148,7 +148,12 @@ impl SandboxManager {
             let p = sandbox.pin(name);
             p.exists().then_some(p)
         };
+        let target_pid_ns = match c.spec.security.pid_mode {
+            NsMode::Target => Some(self.target_pid_ns(&c.pod_id, &c.spec.security.target_id)?),
+            _ => None,
+        };
         let input = SpecInput {
+            target_pid_ns,
             container: c.spec.clone(),
             image: c.image.config.clone(),
             pod: PodContext {
@@ -256,5 +261,42 @@ impl SandboxManager {
         c.pid = reply.pid;
         c.state = ContainerState::Created;
         self.commit_container(c, Some(ContainerState::Creating))
+    }
+}
+
+impl SandboxManager {
+    /// The PID namespace of `target_id` for `pid: TARGET` (CRI: "the container will be
+    /// placed in the PID namespace of the container identified by target_id", which
+    /// kubelet uses for ephemeral debug containers). The target must be a container of
+    /// the same pod whose process exists, since its namespace lives only as long as
+    /// its init.
+    fn target_pid_ns(&self, pod_id: &str, target_id: &str) -> Result<PathBuf, RuntimeError> {
+        const FIELD: &str = "config.linux.security_context.namespace_options.target_id";
+        if target_id.is_empty() {
+            return Err(RuntimeError::InvalidArgument {
+                field: FIELD,
+                reason: "is required when pid is TARGET".into(),
+            });
+        }
+        let target = self.container_snapshot(&self.resolve_container(target_id)?)?;
+        if target.pod_id != pod_id {
+            return Err(RuntimeError::InvalidArgument {
+                field: FIELD,
+                reason: format!(
+                    "container {} belongs to pod sandbox {}, not {pod_id}",
+                    target.id, target.pod_id
+                ),
+            });
+        }
+        match target.pid {
+            Some(pid) if target.state == ContainerState::Running && pid.is_alive() => {
+                Ok(PathBuf::from(format!("/proc/{}/ns/pid", pid.pid)))
+            }
+            _ => Err(RuntimeError::ContainerState {
+                id: target.id,
+                state: target.state,
+                wanted: "running (the target of pid TARGET)",
+            }),
+        }
     }
 }

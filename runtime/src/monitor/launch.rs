@@ -120,6 +120,16 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     if wants_new_pid {
         flags |= CloneFlags::CLONE_NEWPID;
     }
+    // The pod's, a TARGET container's, or (for a PID namespace of its own, or the
+    // host's) the monitor's own: see `pidns`.
+    let pid_path = namespaces
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Pid)
+        .and_then(|n| n.path().as_deref());
+    let born_in = match pid_path {
+        Some(path) => super::pidns::ChildPidNs::At(path),
+        None => super::pidns::ChildPidNs::Own,
+    };
     let status_fd = status_w.as_raw_fd();
     let start_fd = start_r.as_raw_fd();
     let stdio = ChildStdio {
@@ -144,8 +154,12 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     // SAFETY: the monitor is single-threaded, so the child (which does not share our
     // memory: no CLONE_VM) is a consistent copy; the stack outlives the call because
     // the child gets its own copy of it on its first write.
-    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
-        .map_err(|e| format!("clone container process: {e}"))?;
+    let pid = super::pidns::with_children_in(born_in, || {
+        // SAFETY: as above.
+        unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
+            .map_err(std::io::Error::from)
+    })
+    .map_err(|e| format!("clone container process: {e}"))?;
     drop((status_w, start_r, out_w, err_w));
     let stdin_w = stdin_pipe.map(|(r, w)| {
         drop(r);
@@ -289,16 +303,15 @@ fn child_main(
             LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
             LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
             LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
-            // Joining a PID namespace only affects children; the monitor clones into
-            // the pod's PID namespace already when the pod has one. Any other PID
-            // namespace (a TARGET container's) would need a second fork: refuse rather
-            // than run in the wrong one.
+            // Joining a PID namespace only affects children: the monitor cloned us
+            // into the one the spec names (`pidns`). Check rather than run in the
+            // wrong one.
             LinuxNamespaceType::Pid => {
                 use std::os::unix::fs::MetadataExt;
                 let ino = |p: &Path| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
                 if ino(path) != ino(Path::new("/proc/self/ns/pid")) {
                     return Err(format!(
-                        "PID namespace {} is not the pod's; joining it is not supported",
+                        "born outside the PID namespace {} the spec names",
                         path.display()
                     ));
                 }

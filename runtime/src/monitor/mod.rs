@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod exec;
 pub mod launch;
 mod oci;
+mod pidns;
 pub mod seccomp;
 mod syscalls_x86_64;
 

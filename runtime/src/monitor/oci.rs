@@ -27,7 +27,6 @@ use std::{
 use nix::{
     fcntl::OFlag,
     mount::{MntFlags, MsFlags, mount, umount2},
-    sched::{CloneFlags, setns},
     unistd::{Pid, chdir, pipe2},
 };
 
@@ -306,7 +305,7 @@ fn stderr_file(bundle: &Path, op: &str) -> Result<File, String> {
 /// Spawns the runtime and waits for it by its pid (never through the generic reaper),
 /// killing it after [`RUNTIME_TIMEOUT`].
 fn run_bounded(mut cmd: Command, op: &str) -> Result<ExitStatus, String> {
-    let mut child = with_own_pid_ns(|| cmd.spawn())
+    let mut child = super::pidns::with_children_in(super::pidns::ChildPidNs::Own, || cmd.spawn())
         .map_err(|e| format!("run {:?} {op}: {e}", cmd.get_program()))?;
     // The child's copies of our pipe ends must not stay open in the parent.
     drop(cmd);
@@ -330,29 +329,6 @@ fn wait_bounded(child: &mut Child, op: &str) -> Result<ExitStatus, String> {
             Err(e) => return Err(format!("wait for runtime {op}: {e}")),
         }
     }
-}
-
-/// Runs `f` with the monitor's children created in the monitor's own PID namespace.
-///
-/// A monitor of a pod with a shared PID namespace has unshared it, so its children are
-/// born in the pod's namespace. The runtime must not be: it reads `/proc/<pid>` of its
-/// children and writes `--pid-file` with the pids it sees, which must be the pids the
-/// monitor reaps. The runtime joins the pod's namespace itself (the spec names the pin).
-fn with_own_pid_ns<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
-    use std::os::unix::fs::MetadataExt;
-    let ino = |p: &str| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
-    if ino("/proc/self/ns/pid") == ino("/proc/self/ns/pid_for_children") {
-        return f();
-    }
-    let children = File::open("/proc/self/ns/pid_for_children")?;
-    let own = File::open("/proc/self/ns/pid")?;
-    setns(own, CloneFlags::CLONE_NEWPID).map_err(std::io::Error::from)?;
-    let result = f();
-    if let Err(e) = setns(children, CloneFlags::CLONE_NEWPID) {
-        // Later built-in children would land in the wrong namespace; say so loudly.
-        eprintln!("crust-monitor: return to the pod PID namespace: {e}");
-    }
-    result
 }
 
 /// The overlay at `rootfs`, in the monitor's (the host's) mount namespace.
