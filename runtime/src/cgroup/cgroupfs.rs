@@ -29,6 +29,52 @@ struct Hierarchy {
     cpuset: bool,
     /// v1 freezer.
     freezer: bool,
+    /// v1 devices (device rules go to its `devices.allow`/`devices.deny`).
+    devices: bool,
+    /// The v1 controllers of the mount (`cpu,cpuacct` -> both); empty on v2.
+    controllers: Vec<String>,
+}
+
+impl Hierarchy {
+    fn v2(dir: PathBuf) -> Hierarchy {
+        Hierarchy {
+            dir,
+            v2: true,
+            cpuset: false,
+            freezer: false,
+            devices: false,
+            controllers: Vec::new(),
+        }
+    }
+
+    /// A v1 mount whose directory is named after its controllers (`cpu,cpuacct`).
+    fn v1(dir: PathBuf) -> Hierarchy {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let controllers: Vec<String> = name.split(',').map(str::to_string).collect();
+        let has = |c: &str| controllers.iter().any(|x| x == c);
+        Hierarchy {
+            cpuset: has("cpuset"),
+            freezer: has("freezer"),
+            devices: has("devices"),
+            controllers,
+            dir,
+            v2: false,
+        }
+    }
+}
+
+/// What the host's cgroups can limit (containerd and kubelet probe the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupFeatures {
+    /// cgroup v2 only (no v1 controllers in use).
+    pub v2: bool,
+    /// Swap accounting: v1 `memory.memsw.limit_in_bytes`, v2 `memory.swap.max`.
+    pub swap: bool,
+    /// A hugetlb controller the limits can be written to.
+    pub hugetlb: bool,
 }
 
 /// Manages cgroups below a cgroup root (normally `/sys/fs/cgroup`). Paths are
@@ -85,12 +131,7 @@ impl Cgroupfs {
         let mode = detect_mode(root)?;
         let mut hierarchies = Vec::new();
         match mode {
-            CgroupMode::Unified => hierarchies.push(Hierarchy {
-                dir: root.to_path_buf(),
-                v2: true,
-                cpuset: false,
-                freezer: false,
-            }),
+            CgroupMode::Unified => hierarchies.push(Hierarchy::v2(root.to_path_buf())),
             CgroupMode::Hybrid | CgroupMode::Legacy => {
                 let entries = fs::read_dir(root).map_err(io_err("read", root))?;
                 let mut dirs: Vec<PathBuf> =
@@ -107,30 +148,34 @@ impl Cgroupfs {
                     let Ok(fs_type) = statfs(&dir).map(|s| s.filesystem_type()) else {
                         continue;
                     };
-                    let name = dir
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
                     if fs_type == CGROUP2_SUPER_MAGIC {
-                        hierarchies.push(Hierarchy {
-                            dir,
-                            v2: true,
-                            cpuset: false,
-                            freezer: false,
-                        });
+                        hierarchies.push(Hierarchy::v2(dir));
                     } else if fs_type == CGROUP_SUPER_MAGIC {
-                        let controllers: Vec<&str> = name.split(',').collect();
-                        hierarchies.push(Hierarchy {
-                            cpuset: controllers.contains(&"cpuset"),
-                            freezer: controllers.contains(&"freezer"),
-                            dir,
-                            v2: false,
-                        });
+                        hierarchies.push(Hierarchy::v1(dir));
                     }
                 }
             }
         }
         Ok(Cgroupfs { mode, hierarchies })
+    }
+
+    /// A cgroup v2 manager at `dir` without checking the filesystem: for tests over
+    /// plain directories that stand in for a cgroup2 mount.
+    pub fn unified_at(dir: &Path) -> Cgroupfs {
+        Cgroupfs {
+            mode: CgroupMode::Unified,
+            hierarchies: vec![Hierarchy::v2(dir.to_path_buf())],
+        }
+    }
+
+    /// A v1 manager over `dirs`, each named after its controllers (`memory`,
+    /// `cpu,cpuacct`), without checking the filesystems: for tests over plain
+    /// directories.
+    pub fn legacy_at(dirs: &[PathBuf]) -> Cgroupfs {
+        Cgroupfs {
+            mode: CgroupMode::Legacy,
+            hierarchies: dirs.iter().cloned().map(Hierarchy::v1).collect(),
+        }
     }
 
     pub fn mode(&self) -> CgroupMode {
@@ -311,35 +356,77 @@ impl Cgroupfs {
 
     /// Writes the OCI resource limits into `path`: each limit goes to the file of
     /// whichever hierarchy has it (v1 `memory.limit_in_bytes`, v2 `memory.max`...). A
-    /// limit no hierarchy can hold is an error, never silently dropped.
+    /// limit no hierarchy can hold is an error, never silently dropped. Device rules are
+    /// written on v1 only (see [`Cgroupfs::apply_device_rules`]); `unified` is refused
+    /// unless the host is cgroup v2 only, as runc does (`ErrV1NoUnified`).
     pub fn apply_resources(
         &self,
         path: &str,
         r: &oci_spec::runtime::LinuxResources,
     ) -> Result<(), CgroupError> {
         validate_path(path)?;
+        let unified = r.unified().as_ref().filter(|u| !u.is_empty());
+        if unified.is_some() && self.mode != CgroupMode::Unified {
+            return Err(CgroupError::UnifiedOnV1 {
+                path: path.to_string(),
+            });
+        }
         let mut writes: Vec<LimitWrite> = Vec::new();
         if let Some(mem) = r.memory() {
-            let limit = mem
-                .limit()
-                .filter(|l| *l > 0)
-                .map(|l| LimitWrite::same("memory.limit_in_bytes", "memory.max", l));
-            let swap = mem
-                .swap()
-                .filter(|s| *s > 0)
-                .map(|s| LimitWrite::same("memory.memsw.limit_in_bytes", "memory.swap.max", s));
+            let limit = mem.limit().filter(|l| *l > 0);
+            let limit_write =
+                limit.map(|l| LimitWrite::same("memory.limit_in_bytes", "memory.max", l));
+            let swap_write = match mem.swap().filter(|s| *s > 0 || *s == -1) {
+                None => None,
+                // OCI `swap` is memory+swap (v1's memsw); v2's memory.swap.max is swap
+                // alone, so it gets the difference (runc's
+                // ConvertMemorySwapToCgroupV2Value).
+                Some(-1) => Some(LimitWrite::new(
+                    "memory.memsw.limit_in_bytes",
+                    "-1".into(),
+                    "memory.swap.max",
+                    "max".into(),
+                )),
+                Some(swap) => {
+                    let v2 = match limit {
+                        Some(l) if swap >= l => (swap - l).to_string(),
+                        Some(l) => {
+                            return Err(CgroupError::InvalidValue {
+                                path: path.to_string(),
+                                file: "memory.swap.max".into(),
+                                reason: format!("memory+swap {swap} is below the memory limit {l}"),
+                            });
+                        }
+                        None if self.mode == CgroupMode::Unified => {
+                            return Err(CgroupError::InvalidValue {
+                                path: path.to_string(),
+                                file: "memory.swap.max".into(),
+                                reason: "a swap limit needs a memory limit".into(),
+                            });
+                        }
+                        // v1 or hybrid: no v2 hierarchy carries memory files.
+                        None => String::new(),
+                    };
+                    Some(LimitWrite::new(
+                        "memory.memsw.limit_in_bytes",
+                        swap.to_string(),
+                        "memory.swap.max",
+                        v2,
+                    ))
+                }
+            };
             // v1 requires memory <= memory+swap at every step: when raising, raise the
             // memsw limit first; when lowering, lower the memory limit first.
-            let raising = match (mem.limit(), self.current_v1(path, "memory.limit_in_bytes")) {
+            let raising = match (limit, self.current_v1(path, "memory.limit_in_bytes")) {
                 (Some(new), Some(current)) => new > current,
                 _ => false,
             };
             if raising {
-                writes.extend(swap.clone());
-                writes.extend(limit);
+                writes.extend(swap_write);
+                writes.extend(limit_write);
             } else {
-                writes.extend(limit);
-                writes.extend(swap);
+                writes.extend(limit_write);
+                writes.extend(swap_write);
             }
         }
         if let Some(cpu) = r.cpu() {
@@ -354,21 +441,32 @@ impl Cgroupfs {
                 ));
             }
             let period = cpu.period().filter(|p| *p > 0);
-            if let Some(period) = period {
-                // v2 has no period file of its own: it goes into cpu.max with the quota.
-                writes.push(LimitWrite {
-                    optional: true,
-                    ..LimitWrite::new("cpu.cfs_period_us", period.to_string(), "", String::new())
-                });
-            }
-            if let Some(quota) = cpu.quota().filter(|q| *q > 0) {
-                let v2 = format!("{quota} {}", period.unwrap_or(100_000));
-                writes.push(LimitWrite::new(
-                    "cpu.cfs_quota_us",
-                    quota.to_string(),
-                    "cpu.max",
-                    v2,
-                ));
+            // -1 is CRI's "no limit" (UpdateContainerResources sends it to lift one):
+            // v1 takes -1, v2 `max`.
+            let quota = cpu.quota().filter(|q| *q > 0 || *q == -1);
+            if self.mode == CgroupMode::Unified {
+                // v2 has one file, `cpu.max` = "$QUOTA [$PERIOD]"; the quota always
+                // comes first, so a period alone keeps the quota already there.
+                if quota.is_some() || period.is_some() {
+                    let q = match quota {
+                        Some(-1) => "max".to_string(),
+                        Some(q) => q.to_string(),
+                        None => self.current_v2_quota(path),
+                    };
+                    let value = match period {
+                        Some(p) => format!("{q} {p}"),
+                        None => q,
+                    };
+                    writes.push(LimitWrite::v2_only("cpu.max", value));
+                }
+            } else {
+                // Period before quota, as runc: a quota is checked against the period.
+                if let Some(p) = period {
+                    writes.push(LimitWrite::v1_only("cpu.cfs_period_us", p));
+                }
+                if let Some(q) = quota {
+                    writes.push(LimitWrite::v1_only("cpu.cfs_quota_us", q));
+                }
             }
             if let Some(cpus) = cpu.cpus().as_ref().filter(|c| !c.is_empty()) {
                 writes.push(LimitWrite::same("cpuset.cpus", "cpuset.cpus", cpus));
@@ -377,34 +475,190 @@ impl Cgroupfs {
                 writes.push(LimitWrite::same("cpuset.mems", "cpuset.mems", mems));
             }
         }
-        if let Some(pids) = r.pids().as_ref().filter(|p| p.limit() > 0) {
-            writes.push(LimitWrite::same("pids.max", "pids.max", pids.limit()));
-        }
-        for w in writes {
-            let mut done = false;
-            for h in &self.hierarchies {
-                let (file, value) = if h.v2 {
-                    (w.v2_file, &w.v2_value)
-                } else {
-                    (w.v1_file, &w.v1_value)
-                };
-                if file.is_empty() {
-                    continue;
-                }
-                let target = h.dir.join(&path[1..]).join(file);
-                if target.exists() {
-                    fs::write(&target, value).map_err(io_err("write", &target))?;
-                    done = true;
-                }
+        if let Some(pids) = r.pids().as_ref() {
+            match pids.limit() {
+                l if l > 0 => writes.push(LimitWrite::same("pids.max", "pids.max", l)),
+                // Unlimited, on both versions.
+                -1 => writes.push(LimitWrite::same("pids.max", "pids.max", "max")),
+                _ => {}
             }
-            if !done && !w.optional {
-                return Err(CgroupError::Unsupported {
+        }
+        for h in r.hugepage_limits().iter().flatten() {
+            // CRI page sizes are the kernel's file-name form ("2MB", "1GB").
+            let size = h.page_size();
+            if size.is_empty() || !size.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(CgroupError::InvalidValue {
                     path: path.to_string(),
-                    file: w.v1_file.to_string(),
+                    file: format!("hugetlb.{size}"),
+                    reason: "not a page size like 2MB".into(),
                 });
             }
+            let limit = h.limit();
+            writes.push(LimitWrite::new(
+                format!("hugetlb.{size}.limit_in_bytes"),
+                limit.to_string(),
+                format!("hugetlb.{size}.max"),
+                limit.to_string(),
+            ));
+            // Reservations count against the same limit where the kernel has them
+            // (5.7+), as runc writes both.
+            writes.push(LimitWrite {
+                optional: true,
+                ..LimitWrite::new(
+                    format!("hugetlb.{size}.rsvd.limit_in_bytes"),
+                    limit.to_string(),
+                    format!("hugetlb.{size}.rsvd.max"),
+                    limit.to_string(),
+                )
+            });
+        }
+        for w in writes {
+            self.write_limit(path, &w)?;
+        }
+        if let Some(rules) = r.devices().as_ref().filter(|d| !d.is_empty()) {
+            self.apply_device_rules(path, rules)?;
+        }
+        // Last, so they override the typed fields, as runc applies them.
+        for (key, value) in unified.into_iter().flatten() {
+            if key.is_empty() || key.contains('/') || key.starts_with('.') {
+                return Err(CgroupError::InvalidValue {
+                    path: path.to_string(),
+                    file: key.clone(),
+                    reason: "`unified` keys are file names".into(),
+                });
+            }
+            let w = LimitWrite::v2_only(key.clone(), value);
+            self.write_limit(path, &w)?;
         }
         Ok(())
+    }
+
+    /// Writes one limit into every hierarchy that has its file.
+    fn write_limit(&self, path: &str, w: &LimitWrite) -> Result<(), CgroupError> {
+        let mut done = false;
+        for h in &self.hierarchies {
+            let (file, value) = if h.v2 {
+                (&w.v2_file, &w.v2_value)
+            } else {
+                (&w.v1_file, &w.v1_value)
+            };
+            if file.is_empty() {
+                continue;
+            }
+            let target = h.dir.join(&path[1..]).join(file);
+            if target.exists() {
+                fs::write(&target, value).map_err(io_err("write", &target))?;
+                done = true;
+            }
+        }
+        if !done && !w.optional {
+            // Name the file of the host's version.
+            let file = if self.mode == CgroupMode::Unified || w.v1_file.is_empty() {
+                &w.v2_file
+            } else {
+                &w.v1_file
+            };
+            return Err(CgroupError::Unsupported {
+                path: path.to_string(),
+                file: file.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes device cgroup rules into `path`'s v1 `devices.deny`/`devices.allow`, in
+    /// order (the spec's list starts with "deny all", which empties the kernel's allow
+    /// list, then adds what is allowed, as runc's v1 devices controller).
+    ///
+    /// Known gap: cgroup v2 has no device files; the kernel checks device access with
+    /// an eBPF program attached to the cgroup (`BPF_CGROUP_DEVICE`, what runc's
+    /// `devicefilter` generates). crust does not load one yet, so on a v2-only host
+    /// the rules are not enforced by the cgroup (the built-in launcher's /dev still
+    /// holds only the listed nodes). That is logged, not an error.
+    pub fn apply_device_rules(
+        &self,
+        path: &str,
+        rules: &[oci_spec::runtime::LinuxDeviceCgroup],
+    ) -> Result<(), CgroupError> {
+        validate_path(path)?;
+        let mut written = false;
+        for h in self.hierarchies.iter().filter(|h| h.devices) {
+            let dir = h.dir.join(&path[1..]);
+            for rule in rules {
+                let Some(line) = device_rule_line(rule) else {
+                    continue;
+                };
+                let file = dir.join(if rule.allow() {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                });
+                fs::write(&file, &line).map_err(|source| CgroupError::DeviceRule {
+                    path: file.clone(),
+                    rule: line.clone(),
+                    source,
+                })?;
+            }
+            written = true;
+        }
+        if !written {
+            tracing::warn!(
+                cgroup = path,
+                "no v1 devices controller: device rules are not enforced by the cgroup \
+                 (cgroup v2 needs an eBPF device filter, not implemented)"
+            );
+        }
+        Ok(())
+    }
+
+    /// What this host's cgroups can limit, for spec generation.
+    pub fn features(&self) -> CgroupFeatures {
+        let v1 = |controller: &str| {
+            self.hierarchies
+                .iter()
+                .filter(|h| !h.v2)
+                .find(|h| h.controllers.iter().any(|c| c == controller))
+        };
+        match self.mode {
+            CgroupMode::Unified => {
+                let root = &self.hierarchies[0].dir;
+                let controllers =
+                    fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+                let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+                // The root cgroup has no memory.swap.max; any child with the memory
+                // controller has one when the kernel accounts swap (containerd looks in
+                // its own cgroup for the same reason).
+                let swap = has("memory")
+                    && fs::read_dir(root)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .any(|e| e.path().join("memory.swap.max").exists());
+                CgroupFeatures {
+                    v2: true,
+                    swap,
+                    hugetlb: has("hugetlb"),
+                }
+            }
+            // In hybrid mode runc (and crust) limit through the v1 controllers only;
+            // the cgroup2 mount serves placement, freeze and kill.
+            CgroupMode::Hybrid | CgroupMode::Legacy => CgroupFeatures {
+                v2: false,
+                swap: v1("memory")
+                    .is_some_and(|h| h.dir.join("memory.memsw.limit_in_bytes").exists()),
+                hugetlb: v1("hugetlb").is_some(),
+            },
+        }
+    }
+
+    /// The quota in `path`'s v2 `cpu.max` ("max" when unset or unreadable).
+    fn current_v2_quota(&self, path: &str) -> String {
+        self.hierarchies
+            .iter()
+            .filter(|h| h.v2)
+            .find_map(|h| fs::read_to_string(h.dir.join(&path[1..]).join("cpu.max")).ok())
+            .and_then(|v| v.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| "max".to_string())
     }
 
     /// The current value of a v1 file of `path`, if some hierarchy has it.
@@ -425,10 +679,11 @@ impl Cgroupfs {
 /// One limit, as written on each cgroup version (file names and value formats differ).
 #[derive(Debug, Clone)]
 struct LimitWrite {
-    v1_file: &'static str,
+    /// Empty when v1 has no file for it.
+    v1_file: String,
     v1_value: String,
     /// Empty when v2 has no file for it.
-    v2_file: &'static str,
+    v2_file: String,
     v2_value: String,
     /// No hierarchy having the file is fine (the value is carried by another write).
     optional: bool,
@@ -436,23 +691,54 @@ struct LimitWrite {
 
 impl LimitWrite {
     fn new(
-        v1_file: &'static str,
+        v1_file: impl Into<String>,
         v1_value: String,
-        v2_file: &'static str,
+        v2_file: impl Into<String>,
         v2_value: String,
     ) -> LimitWrite {
         LimitWrite {
-            v1_file,
+            v1_file: v1_file.into(),
             v1_value,
-            v2_file,
+            v2_file: v2_file.into(),
             v2_value,
             optional: false,
         }
     }
 
-    fn same(v1_file: &'static str, v2_file: &'static str, value: impl ToString) -> LimitWrite {
+    fn same(v1_file: &str, v2_file: &str, value: impl ToString) -> LimitWrite {
         LimitWrite::new(v1_file, value.to_string(), v2_file, value.to_string())
     }
+
+    fn v1_only(file: &str, value: impl ToString) -> LimitWrite {
+        LimitWrite::new(file, value.to_string(), "", String::new())
+    }
+
+    fn v2_only(file: impl Into<String>, value: impl ToString) -> LimitWrite {
+        LimitWrite::new("", String::new(), file, value.to_string())
+    }
+}
+
+/// A v1 `devices.allow`/`devices.deny` line: `c 1:3 rwm`, `a *:* rwm`. `None` for a
+/// type the device cgroup does not know (fifos: the kernel takes only a, b and c).
+fn device_rule_line(rule: &oci_spec::runtime::LinuxDeviceCgroup) -> Option<String> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let typ = match rule.typ() {
+        None | Some(T::A) => 'a',
+        Some(T::B) => 'b',
+        Some(T::C) | Some(T::U) => 'c',
+        Some(T::P) => return None,
+    };
+    let num = |n: Option<i64>| {
+        n.filter(|n| *n >= 0)
+            .map_or("*".to_string(), |n| n.to_string())
+    };
+    let access = rule.access().clone().filter(|a| !a.is_empty());
+    Some(format!(
+        "{typ} {}:{} {}",
+        num(rule.major()),
+        num(rule.minor()),
+        access.as_deref().unwrap_or("rwm")
+    ))
 }
 
 fn libc_ebusy() -> i32 {

@@ -4,7 +4,7 @@
 mod cgroupfs;
 mod stats;
 
-pub use cgroupfs::{Cgroupfs, validate_path};
+pub use cgroupfs::{CgroupFeatures, Cgroupfs, validate_path};
 pub use stats::CgroupUsage;
 
 use std::{
@@ -53,6 +53,22 @@ pub enum CgroupError {
     },
     #[error("cgroup {path}: no mounted controller provides {file}")]
     Unsupported { path: String, file: String },
+    #[error(
+        "cgroup {path}: `unified` (cgroup v2 files) cannot be set on a cgroup v1 or hybrid host"
+    )]
+    UnifiedOnV1 { path: String },
+    #[error("cgroup {path}: invalid value for {file}: {reason}")]
+    InvalidValue {
+        path: String,
+        file: String,
+        reason: String,
+    },
+    #[error("write device rule {rule:?} to {path}: {source}")]
+    DeviceRule {
+        path: PathBuf,
+        rule: String,
+        source: io::Error,
+    },
     #[error("cgroup {path} still has processes {pids:?} after killing them")]
     Busy { path: String, pids: Vec<i32> },
 }
