@@ -403,6 +403,59 @@ async fn a_container_over_its_memory_limit_is_oom_killed() {
     );
 }
 
+/// An earlier OOM kill of some other process in the container's cgroup does not make a
+/// later StopContainer's SIGKILL look like the OOM killer's work.
+#[tokio::test]
+async fn a_stop_after_a_child_was_oom_killed_is_not_oom_killed() {
+    let w = world().await;
+    let mut c = config(
+        &w,
+        "survivor",
+        &[
+            "sh",
+            "-c",
+            "(x=$(head -c 200000000 /dev/zero | tr '\\0' a)); echo child-gone; exec sleep 3600",
+        ],
+    );
+    c.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&w, c).await.unwrap();
+    start(&w, &id).await.unwrap();
+    let log_path = w.d.container_status(&id).await.log_path;
+    for _ in 0..1000 {
+        if fs::read_to_string(&log_path).unwrap_or_default().contains("child-gone") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        fs::read_to_string(&log_path).unwrap().contains("child-gone"),
+        "the subshell was OOM-killed and the container went on"
+    );
+    let running = w.d.container_status(&id).await;
+    assert_eq!(running.state, ContainerState::ContainerRunning as i32);
+    w.d.runtime()
+        .await
+        .unwrap()
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let s = w.d.wait_exited(&id).await;
+    assert_eq!(
+        (s.exit_code, s.reason.as_str()),
+        (137, "Error"),
+        "killed by StopContainer, not by the OOM killer: {s:?}"
+    );
+}
+
 #[tokio::test]
 async fn containers_keep_running_across_a_crustd_restart_and_exits_while_down_are_reported() {
     let mut w = world().await;

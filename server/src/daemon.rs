@@ -69,6 +69,8 @@ fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
             .filter(|(_, h)| h.kind == crate::config::HandlerKind::Oci)
             .filter_map(|(name, h)| Some((name.clone(), h.path.clone()?)))
             .collect(),
+        max_log_line: config.runtime.max_log_line_size,
+        exec_output_limit: config.runtime.exec_sync_output_limit,
     }
 }
 

@@ -29,9 +29,6 @@ use super::{
 };
 use crate::proc::ProcRef;
 
-/// Longest log line before it is split into `P` records (containerd's default).
-const MAX_LOG_LINE: usize = 16 * 1024;
-
 struct Container {
     pid: Pid,
     proc_ref: Option<ProcRef>,
@@ -83,6 +80,8 @@ pub(super) struct NewContainer<'a> {
     pub overlay: Option<&'a super::OverlayMount>,
     pub oci: Option<&'a super::OciRuntime>,
     pub stdio: StdioConfig,
+    /// Longest log line before it is split into `P` records.
+    pub max_log_line: usize,
 }
 
 /// What attachers need to hear about, in order.
@@ -144,6 +143,7 @@ impl Containers {
             overlay,
             oci,
             stdio,
+            max_log_line,
         } = new;
         if self.map.contains_key(id) {
             return fail(format!("container {id} already exists in this monitor"));
@@ -156,7 +156,7 @@ impl Containers {
             Ok(spec) => spec,
             Err(e) => return fail(format!("read spec {}: {e}", spec.display())),
         };
-        let log = match CriLog::open(log_path, MAX_LOG_LINE) {
+        let log = match CriLog::open(log_path, max_log_line) {
             Ok(log) => log,
             Err(e) => return fail(format!("open log {}: {e}", log_path.display())),
         };
