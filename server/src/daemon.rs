@@ -39,6 +39,9 @@ pub struct Daemon {
     pub images: OnceLock<Result<Arc<crust_image::ImageStore>, String>>,
     /// The exec/attach/port-forward server, once its listener is bound.
     pub streaming: OnceLock<crate::streaming::StreamingHandle>,
+    /// Handler name -> whether it supports recursive read-only mounts; probed on the
+    /// first `Status` (an `oci` handler's binary is asked once, not on every call).
+    pub handler_rro: OnceLock<std::collections::BTreeMap<String, bool>>,
 }
 
 /// The sandbox manager's settings, from the daemon config.
@@ -129,6 +132,7 @@ impl Daemon {
             sandboxes,
             images: OnceLock::new(),
             streaming: OnceLock::new(),
+            handler_rro: OnceLock::new(),
         })
     }
 

@@ -24,10 +24,7 @@ pub struct ExecResult {
     pub exit_code: i32,
 }
 
-async fn read_capped(
-    mut pipe: impl tokio::io::AsyncRead + Unpin,
-    limit: usize,
-) -> (Vec<u8>, bool) {
+async fn read_capped(mut pipe: impl tokio::io::AsyncRead + Unpin, limit: usize) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut truncated = false;
@@ -117,7 +114,7 @@ impl SandboxManager {
         if out_cut || err_cut {
             err.extend_from_slice(
                 format!("\n[crust: exec output truncated at {limit} bytes per stream]\n")
-                .as_bytes(),
+                    .as_bytes(),
             );
         }
         Ok(ExecResult {
