@@ -68,6 +68,12 @@ pub fn sandbox_spec(
             reason: "config.linux.security_context.namespace_options.userns_options: only NODE mode is supported".into(),
         });
     }
+    // Kept so CreateContainer can allow privileged containers in this pod only (CRI:
+    // "privileged containers ... only if the sandbox is privileged").
+    let privileged = linux
+        .security_context
+        .as_ref()
+        .is_some_and(|s| s.privileged);
     let mut sysctls: Vec<(String, String)> = linux.sysctls.into_iter().collect();
     sysctls.sort();
     Ok(SandboxSpec {
@@ -109,6 +115,7 @@ pub fn sandbox_spec(
                 host_ip: p.host_ip.clone(),
             })
             .collect(),
+        privileged,
     })
 }
 
@@ -190,5 +197,48 @@ pub fn filter(f: Option<cri::PodSandboxFilter>) -> SandboxFilter {
             .state
             .map(|s| s.state == i32::from(cri::PodSandboxState::SandboxReady)),
         labels: sorted(&f.label_selector),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(privileged: Option<bool>) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "p".into(),
+                ..Default::default()
+            }),
+            linux: privileged.map(|privileged| cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    privileged,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn privileged_flag_is_kept() {
+        for (name, sent, want) in [
+            ("privileged pod", Some(true), true),
+            ("unprivileged pod", Some(false), false),
+            ("no linux config", None, false),
+        ] {
+            let spec = sandbox_spec(Some(config(sent)), "runc".into()).unwrap();
+            assert_eq!(spec.privileged, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn records_without_the_flag_load_unprivileged() {
+        let spec = sandbox_spec(Some(config(Some(true))), "runc".into()).unwrap();
+        let mut json = serde_json::to_value(&spec).unwrap();
+        json.as_object_mut().unwrap().remove("privileged");
+        let old: SandboxSpec = serde_json::from_value(json).unwrap();
+        assert!(!old.privileged);
     }
 }

@@ -4,8 +4,8 @@
 use std::{fs, path::PathBuf, time::SystemTime};
 
 use super::{
-    Container, ContainerSpec, ContainerState, HostContext, HostDevices, ImageForContainer,
-    PodContext, SpecInput, generate_spec,
+    Container, ContainerSpec, ContainerState, HostDevices, ImageForContainer, PodContext,
+    SpecInput, container_create_host, generate_spec,
 };
 use crate::{
     error::RuntimeError,
@@ -74,7 +74,6 @@ impl SandboxManager {
             dir: self.config.containers_dir.join(&id),
             bundle,
             cgroup: format!("{}/{id}", sandbox.cgroup),
-            oom_kills_before_kill: None,
             spec,
             image,
         };
@@ -149,13 +148,45 @@ impl SandboxManager {
             let p = sandbox.pin(name);
             p.exists().then_some(p)
         };
+        // Host side of the mounts, before the spec names them: image volumes (with
+        // the image's content copied up) and CRI host paths (created, resolved).
+        let spec_error = |e: super::SpecError| RuntimeError::InvalidArgument {
+            field: "config",
+            reason: e.to_string(),
+        };
+        let host_error = |(op, path, source): container_create_host::HostError| RuntimeError::Io {
+            id: id.clone(),
+            op,
+            path,
+            source,
+        };
+        let volumes_root = c.dir.join("volumes");
+        let volumes =
+            super::image_volumes(&c.spec, &c.image.config, &volumes_root).map_err(spec_error)?;
+        let layers: Vec<PathBuf> = c
+            .image
+            .lower
+            .iter()
+            .map(|l| c.image.layers_root.join(l))
+            .collect();
+        container_create_host::create_image_volumes(&volumes, &layers).map_err(host_error)?;
+        let mut container_spec = c.spec.clone();
+        container_spec.mounts = container_create_host::resolve_mount_sources(&c.spec.mounts)
+            .map_err(|e| match e {
+                Ok(host) => host_error(host),
+                Err(spec) => spec_error(spec),
+            })?;
+        if container_spec.resources.pids_limit.is_none() {
+            container_spec.resources.pids_limit = self.container_pids_limit;
+        }
+
         let target_pid_ns = match c.spec.security.pid_mode {
             NsMode::Target => Some(self.target_pid_ns(&c.pod_id, &c.spec.security.target_id)?),
             _ => None,
         };
         let input = SpecInput {
             target_pid_ns,
-            container: c.spec.clone(),
+            container: container_spec,
             image: c.image.config.clone(),
             pod: PodContext {
                 sandbox_id: sandbox.id.clone(),
@@ -174,16 +205,13 @@ impl SandboxManager {
                 sysctls: sandbox.spec.sysctls.clone(),
                 cgroup_path: c.cgroup.clone(),
                 host_network: ns.network == NsMode::Node,
-                ..Default::default()
+                privileged: sandbox.spec.privileged,
             },
-            host: HostContext {
-                min_oom_score_adj: self.config.min_oom_score_adj,
-                ..Default::default()
-            },
+            host: self.host.clone(),
             rootfs: c.dir.join("rootfs"),
             etc_passwd: read_in_rootfs(&c.image.layers_root, &c.image.lower, "etc/passwd"),
             etc_group: read_in_rootfs(&c.image.layers_root, &c.image.lower, "etc/group"),
-            volumes_root: c.dir.join("volumes"),
+            volumes_root,
             // A Localhost profile is a file on the host; its contents go into the spec.
             seccomp_localhost: match &c.spec.security.seccomp {
                 super::SecurityProfile::Localhost(path) => Some(fs::read_to_string(path).map_err(
@@ -194,7 +222,6 @@ impl SandboxManager {
                 )?),
                 _ => None,
             },
-            ..Default::default()
         };
         let oci = self
             .config
@@ -206,12 +233,7 @@ impl SandboxManager {
                     root: self.config.state_dir.join("runc"),
                 })
             });
-        let mut spec = generate_spec(&input, &HostDevices::default()).map_err(|e| {
-            RuntimeError::InvalidArgument {
-                field: "config",
-                reason: e.to_string(),
-            }
-        })?;
+        let mut spec = generate_spec(&input, &HostDevices::default()).map_err(spec_error)?;
         if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().clone()) {
             cgroups
                 .apply_resources(&c.cgroup, &resources)
@@ -250,7 +272,6 @@ impl SandboxManager {
             stdin_once: c.spec.stdin_once,
             tty: c.spec.tty,
             oci,
-            max_log_line: self.config.max_log_line,
         };
         let reply = self
             .order_monitor(

@@ -1,7 +1,7 @@
 //! UpdateContainerResources: new limits, written live into the container's cgroup and
 //! kept in its record (so ContainerStatus shows them and a restart keeps them).
 
-use super::{ContainerState, HostContext, ResourcesSpec, spec_resources};
+use super::{ContainerState, ResourcesSpec, spec_resources};
 use crate::{error::RuntimeError, sandbox::SandboxManager};
 
 impl SandboxManager {
@@ -21,11 +21,7 @@ impl SandboxManager {
                 wanted: "created or running",
             });
         }
-        let host = HostContext {
-            min_oom_score_adj: self.config.min_oom_score_adj,
-            ..Default::default()
-        };
-        let linux = spec_resources::resources(&resources, &host).map_err(|e| {
+        let linux = spec_resources::resources(&resources, &self.host).map_err(|e| {
             RuntimeError::InvalidArgument {
                 field: "linux",
                 reason: e.to_string(),

@@ -9,6 +9,7 @@
 
 mod container_attach;
 mod container_create;
+mod container_create_host;
 mod container_exec;
 mod container_exec_session;
 mod container_list;
@@ -29,7 +30,10 @@ mod spec_tests;
 mod spec_user;
 mod stdio;
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -284,6 +288,34 @@ impl Default for HostContext {
             cgroup_v2: true,
             swap_available: true,
             hugetlb_available: true,
+            rlimits: Vec::new(),
+        }
+    }
+}
+
+impl HostContext {
+    /// Probes the host once (containerd and kubelet probe the same things): cgroup
+    /// version, swap accounting and hugetlb from the cgroup manager (`None`, a driver
+    /// crust does not write itself: all false), AppArmor when
+    /// `<sys>/module/apparmor/parameters/enabled` is `Y` (libapparmor's
+    /// `aa_is_enabled`), SELinux when `<sys>/fs/selinux/enforce` exists (selinuxfs is
+    /// mounted).
+    pub fn detect(
+        cgroups: Option<&crate::cgroup::Cgroupfs>,
+        sys_root: &Path,
+        min_oom_score_adj: i32,
+    ) -> HostContext {
+        let features = cgroups.map(|c| c.features());
+        HostContext {
+            host_has_apparmor: std::fs::read_to_string(
+                sys_root.join("module/apparmor/parameters/enabled"),
+            )
+            .is_ok_and(|v| v.trim() == "Y"),
+            host_has_selinux: sys_root.join("fs/selinux/enforce").exists(),
+            min_oom_score_adj,
+            cgroup_v2: features.is_some_and(|f| f.v2),
+            swap_available: features.is_some_and(|f| f.swap),
+            hugetlb_available: features.is_some_and(|f| f.hugetlb),
             rlimits: Vec::new(),
         }
     }

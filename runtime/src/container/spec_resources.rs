@@ -130,6 +130,15 @@ pub(crate) fn resources(
         }
     };
 
+    // runc refuses `unified` on a v1 or hybrid host (ErrV1NoUnified): the files are
+    // cgroup v2's, and a v1 host would drop them.
+    if !r.unified.is_empty() && !host.cgroup_v2 {
+        return Err(SpecError::Unsupported {
+            field: format!("{}.unified", field::RESOURCES),
+            what: "cgroup v2 `unified` resources".into(),
+            reason: "the host's cgroups are v1 (or hybrid)".into(),
+        });
+    }
     for k in r.unified.keys() {
         if k.is_empty() || k.contains('/') || k.starts_with('.') {
             return Err(SpecError::invalid(

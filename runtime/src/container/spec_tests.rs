@@ -703,3 +703,52 @@ fn errors_name_the_field() {
         Err(SpecError::InvalidField { .. })
     ));
 }
+
+/// The host probe reads the LSM switches under the given sysfs root.
+#[test]
+fn host_context_detects_lsms_under_sys_root() {
+    let sys = tempfile::tempdir().unwrap();
+    let host = HostContext::detect(None, sys.path(), -500);
+    assert!(
+        !host.host_has_apparmor && !host.host_has_selinux,
+        "{host:?}"
+    );
+    assert!(
+        !host.cgroup_v2 && !host.swap_available && !host.hugetlb_available,
+        "no cgroup manager: nothing can be limited: {host:?}"
+    );
+    assert_eq!(host.min_oom_score_adj, -500);
+
+    let apparmor = sys.path().join("module/apparmor/parameters");
+    std::fs::create_dir_all(&apparmor).unwrap();
+    std::fs::write(apparmor.join("enabled"), "N\n").unwrap();
+    assert!(
+        !HostContext::detect(None, sys.path(), 0).host_has_apparmor,
+        "N: disabled"
+    );
+    std::fs::write(apparmor.join("enabled"), "Y\n").unwrap();
+    std::fs::create_dir_all(sys.path().join("fs/selinux")).unwrap();
+    std::fs::write(sys.path().join("fs/selinux/enforce"), "0").unwrap();
+    let host = HostContext::detect(None, sys.path(), 0);
+    assert!(host.host_has_apparmor && host.host_has_selinux, "{host:?}");
+}
+
+/// `unified` holds cgroup v2 files: refused on a v1/hybrid host, naming the field.
+#[test]
+fn unified_needs_cgroup_v2() {
+    let mut c = ContainerSpec {
+        command: s(&["/bin/true"]),
+        ..Default::default()
+    };
+    c.security.pid_mode = NsMode::Container;
+    c.resources.unified = [("memory.high".to_string(), "1000000".to_string())].into();
+    let mut i = input(c);
+    i.host.cgroup_v2 = false;
+    let err = generate_spec(&i, &FakeDevices).unwrap_err();
+    assert!(
+        err.to_string().contains("config.linux.resources.unified"),
+        "{err}"
+    );
+    i.host.cgroup_v2 = true;
+    generate(&i);
+}

@@ -149,6 +149,10 @@ pub struct SandboxSpec {
     pub runtime_handler: String,
     #[serde(default)]
     pub port_mappings: Vec<PortMapping>,
+    /// CRI `LinuxSandboxSecurityContext.privileged`: whether the pod may run privileged
+    /// containers. Absent in records written before it was kept: not privileged.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// Sandbox states.
@@ -243,11 +247,6 @@ pub struct SandboxConfig {
     /// Runtime handlers of `type = "oci"`: handler name -> the OCI runtime binary
     /// (`runc`) that runs their pods' containers instead of the built-in launcher.
     pub oci_runtimes: BTreeMap<String, PathBuf>,
-    /// Longest container log line before it is split into `P` records.
-    pub max_log_line: usize,
-    /// The most ExecSync output kept per stream (stdout, stderr); the rest is dropped
-    /// and the truncation noted on stderr.
-    pub exec_output_limit: usize,
 }
 
 /// Runs pods. Operations on one pod are serialized; different pods proceed in parallel.
@@ -268,7 +267,16 @@ pub struct SandboxManager {
     pub(crate) container_names: Mutex<HashMap<String, String>>,
     /// Last CPU sample (unix ns, cumulative CPU ns) per container or pod, for rates.
     pub(crate) cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    /// Host facts that shape container specs, probed once at start.
+    pub(crate) host: crate::container::HostContext,
+    /// Pids limit of every container (CRI has none per container; CRI-O's
+    /// `pids_limit`). `None`: not limited by crust.
+    pub(crate) container_pids_limit: Option<i64>,
 }
+
+/// Where sysfs is mounted, for the LSM probes (the one root not in [`SandboxConfig`];
+/// tests override the probe's result with [`SandboxManager::with_host_context`]).
+const SYS_ROOT: &str = "/sys";
 
 /// How long crustd waits for a monitor to answer.
 /// How long crustd waits for a monitor to create or start a container: longer than
@@ -297,6 +305,19 @@ impl SandboxManager {
             // The systemd driver has its own issue; pods are refused until then.
             CgroupDriver::Systemd => None,
         };
+        let host = crate::container::HostContext::detect(
+            cgroups.as_ref(),
+            Path::new(SYS_ROOT),
+            config.min_oom_score_adj,
+        );
+        tracing::info!(
+            cgroup_v2 = host.cgroup_v2,
+            swap = host.swap_available,
+            hugetlb = host.hugetlb_available,
+            apparmor = host.host_has_apparmor,
+            selinux = host.host_has_selinux,
+            "host features"
+        );
         Ok(SandboxManager {
             config,
             store,
@@ -308,7 +329,22 @@ impl SandboxManager {
             containers: RwLock::new(HashMap::new()),
             container_names: Mutex::new(HashMap::new()),
             cpu_samples: Mutex::new(HashMap::new()),
+            host,
+            container_pids_limit: None,
         })
+    }
+
+    /// Replaces the probed host facts (tests of hosts unlike this one).
+    pub fn with_host_context(mut self, host: crate::container::HostContext) -> SandboxManager {
+        self.host = host;
+        self
+    }
+
+    /// Limits the number of processes of every container (CRI-O's `pids_limit`;
+    /// `-1` unlimited). A limit of 0 is treated as unset.
+    pub fn with_container_pids_limit(mut self, limit: Option<i64>) -> SandboxManager {
+        self.container_pids_limit = limit.filter(|l| *l != 0);
+        self
     }
 
     pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -498,28 +534,17 @@ impl SandboxManager {
         Ok(())
     }
 
-    /// Persists a change that is not a state transition (new resource limits). The
-    /// record must still be in `c`'s state: a stale copy never undoes a transition.
+    /// Persists a change that is not a state transition (new resource limits).
     pub(crate) fn update_container_record(
         &self,
         c: &crate::container::Container,
     ) -> Result<(), RuntimeError> {
         let mut map = self.containers.write().expect("containers poisoned");
-        match map.get(&c.id) {
-            None => {
-                return Err(RuntimeError::NotFound {
-                    kind: "container",
-                    id: c.id.clone(),
-                });
-            }
-            Some(current) if current.state != c.state => {
-                return Err(RuntimeError::ContainerState {
-                    id: c.id.clone(),
-                    state: current.state,
-                    wanted: "unchanged since it was read",
-                });
-            }
-            Some(_) => {}
+        if !map.contains_key(&c.id) {
+            return Err(RuntimeError::NotFound {
+                kind: "container",
+                id: c.id.clone(),
+            });
         }
         self.store.put(c)?;
         map.insert(c.id.clone(), c.clone());

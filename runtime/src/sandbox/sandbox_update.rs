@@ -48,11 +48,7 @@ impl SandboxManager {
             id: id.clone(),
         })?;
         if sandbox.cgroup_created && sandbox.state == SandboxState::Ready {
-            let host = crate::container::HostContext {
-                min_oom_score_adj: self.config.min_oom_score_adj,
-                ..Default::default()
-            };
-            let linux = crate::container::spec_resources::resources(&update.total(), &host)
+            let linux = crate::container::spec_resources::resources(&update.total(), &self.host)
                 .map_err(|e| RuntimeError::InvalidArgument {
                     field: "resources",
                     reason: e.to_string(),

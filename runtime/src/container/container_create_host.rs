@@ -1,0 +1,374 @@
+//! What CreateContainer prepares on the host before it generates the spec, as
+//! containerd's CRI plugin does: the directories of the image's `VOLUME`s, filled with
+//! what the image has at that path ("copy-up"), and the host paths of CRI mounts
+//! (created when missing, symlinks resolved).
+
+// One `lgetxattr(2)` call, to read overlayfs' opaque-directory marker.
+#![allow(unsafe_code)]
+
+use std::{
+    ffi::CString,
+    fs, io,
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink},
+    },
+    path::{Component, Path, PathBuf},
+};
+
+use super::{MountSpec, SpecError, spec_mounts::clean_absolute};
+
+/// The image unpacker's (overlayfs') mark of a directory that hides everything below
+/// it in lower layers.
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// Where the failure happened, for `RuntimeError::Io`.
+pub(crate) type HostError = (&'static str, PathBuf, io::Error);
+
+fn at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> HostError + 'a {
+    move |e| (op, path.to_path_buf(), e)
+}
+
+/// CRI mounts with each `host_path` as the launcher should bind it: a missing path is
+/// created as a directory (0755) and symlinks are resolved on the host, as containerd's
+/// `WithMounts` (`os.MkdirAll` then `EvalSymlinks`): binding through a symlink would
+/// otherwise resolve it inside the container's mount namespace, and a missing source
+/// would fail the start. Paths are checked first, so nothing relative is ever created.
+pub(crate) fn resolve_mount_sources(
+    mounts: &[MountSpec],
+) -> Result<Vec<MountSpec>, Result<HostError, SpecError>> {
+    let mut out = Vec::with_capacity(mounts.len());
+    for (i, m) in mounts.iter().enumerate() {
+        let host =
+            clean_absolute(&m.host_path, &format!("config.mounts[{i}].host_path")).map_err(Err)?;
+        match fs::metadata(&host) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&host).map_err(|e| Ok(at("create", &host)(e)))?;
+            }
+            Err(e) => return Err(Ok(at("stat", &host)(e))),
+        }
+        let resolved = fs::canonicalize(&host).map_err(|e| Ok(at("resolve", &host)(e)))?;
+        out.push(MountSpec {
+            host_path: resolved.to_string_lossy().into_owned(),
+            ..m.clone()
+        });
+    }
+    Ok(out)
+}
+
+/// Creates the host directory of each image volume (`(container path, host dir)` from
+/// [`super::image_volumes`]) and copies into it what the image's layers (`layers`,
+/// top-most first) have at that path, as containerd's `WithVolumes` copies from the
+/// image's rootfs: a VOLUME of a directory the image fills (`/data` with seed files)
+/// starts with those files, owned and moded as in the image.
+pub(crate) fn create_image_volumes(
+    volumes: &[(PathBuf, PathBuf)],
+    layers: &[PathBuf],
+) -> Result<(), HostError> {
+    for (dest, host) in volumes {
+        fs::create_dir_all(host).map_err(at("create", host))?;
+        let rel = dest.strip_prefix("/").unwrap_or(dest);
+        copy_up(layers, rel, host)?;
+    }
+    Ok(())
+}
+
+/// What a layer has at a path, seen through overlayfs' rules.
+#[derive(Debug, PartialEq, Eq)]
+enum InLayer {
+    /// Nothing there; lower layers show through.
+    Absent,
+    /// A whiteout, a non-directory, or an opaque ancestor without the path: lower
+    /// layers' content is hidden and this layer adds none.
+    Hidden,
+    /// A directory; `hides_lower` when it (or an ancestor) is opaque.
+    Dir { hides_lower: bool },
+}
+
+fn is_whiteout(meta: &fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    let (Ok(path), Ok(name)) = (
+        CString::new(dir.as_os_str().as_bytes()),
+        CString::new(OPAQUE_XATTR),
+    ) else {
+        return false;
+    };
+    let mut value = [0u8; 4];
+    // SAFETY: `path` and `name` are NUL-terminated strings that outlive the call, and
+    // `value` is a writable buffer of the length passed.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
+}
+
+fn in_layer(layer: &Path, rel: &Path) -> io::Result<InLayer> {
+    let mut cur = layer.to_path_buf();
+    let mut hides_lower = false;
+    for part in rel.components() {
+        let Component::Normal(part) = part else {
+            continue;
+        };
+        cur.push(part);
+        let meta = match fs::symlink_metadata(&cur) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(if hides_lower {
+                    InLayer::Hidden
+                } else {
+                    InLayer::Absent
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        // A symlink on the way is not followed: the volume is then not a directory
+        // of the image (containerd would resolve it inside the rootfs; rare enough).
+        if is_whiteout(&meta) || !meta.is_dir() {
+            return Ok(InLayer::Hidden);
+        }
+        hides_lower |= is_opaque(&cur);
+    }
+    Ok(InLayer::Dir { hides_lower })
+}
+
+fn copy_up(layers: &[PathBuf], rel: &Path, dest: &Path) -> Result<(), HostError> {
+    // Bottom layer first, each upper one merged over it.
+    for layer in layers.iter().rev() {
+        let src = layer.join(rel);
+        match in_layer(layer, rel).map_err(at("read", &src))? {
+            InLayer::Absent => {}
+            InLayer::Hidden => empty_dir(dest)?,
+            InLayer::Dir { hides_lower } => {
+                if hides_lower {
+                    empty_dir(dest)?;
+                }
+                let meta = fs::symlink_metadata(&src).map_err(at("stat", &src))?;
+                copy_attrs(&meta, dest)?;
+                merge(&src, dest)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn empty_dir(dir: &Path) -> Result<(), HostError> {
+    for entry in fs::read_dir(dir).map_err(at("read", dir))? {
+        let path = entry.map_err(at("read", dir))?.path();
+        remove(&path)?;
+    }
+    Ok(())
+}
+
+fn remove(path: &Path) -> Result<(), HostError> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn copy_attrs(meta: &fs::Metadata, dest: &Path) -> Result<(), HostError> {
+    std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))
+        .map_err(at("chown", dest))?;
+    if !meta.file_type().is_symlink() {
+        fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(at("chmod", dest))?;
+    }
+    Ok(())
+}
+
+/// Merges one layer's directory `src` into `dest`, applying its whiteouts and opaque
+/// directories. Hard links become copies; sockets are skipped (they are not content).
+fn merge(src: &Path, dest: &Path) -> Result<(), HostError> {
+    for entry in fs::read_dir(src).map_err(at("read", src))? {
+        let entry = entry.map_err(at("read", src))?;
+        let from = entry.path();
+        let to = dest.join(entry.file_name());
+        let meta = fs::symlink_metadata(&from).map_err(at("stat", &from))?;
+        let ft = meta.file_type();
+        if is_whiteout(&meta) {
+            remove(&to)?;
+            continue;
+        }
+        if ft.is_dir() {
+            let existing_dir = fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir());
+            if !existing_dir || is_opaque(&from) {
+                remove(&to)?;
+                fs::create_dir(&to).map_err(at("create", &to))?;
+            }
+            copy_attrs(&meta, &to)?;
+            merge(&from, &to)?;
+            continue;
+        }
+        remove(&to)?;
+        if ft.is_file() {
+            fs::copy(&from, &to).map_err(at("copy", &from))?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&from).map_err(at("read link", &from))?;
+            symlink(&target, &to).map_err(at("symlink", &to))?;
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            let kind = if ft.is_char_device() {
+                nix::sys::stat::SFlag::S_IFCHR
+            } else if ft.is_block_device() {
+                nix::sys::stat::SFlag::S_IFBLK
+            } else {
+                nix::sys::stat::SFlag::S_IFIFO
+            };
+            nix::sys::stat::mknod(
+                &to,
+                kind,
+                nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777),
+                meta.rdev(),
+            )
+            .map_err(|e| at("mknod", &to)(e.into()))?;
+        } else {
+            continue;
+        }
+        copy_attrs(&meta, &to)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, data: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, data).unwrap();
+    }
+
+    fn whiteout(path: &Path) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        nix::sys::stat::mknod(
+            path,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            for e in fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                let rel = p.strip_prefix(base).unwrap().display().to_string();
+                if p.is_dir() {
+                    out.push(format!("{rel}/"));
+                    walk(base, &p, out);
+                } else {
+                    out.push(format!("{rel}={}", fs::read_to_string(&p).unwrap()));
+                }
+            }
+        }
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
+    /// Two layers over /data: the upper one deletes a file, replaces another and adds a
+    /// directory; the volume holds the merged view, with the image's mode.
+    #[test]
+    fn copy_up_merges_layers_like_overlayfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, upper) = (tmp.path().join("l1"), tmp.path().join("l2"));
+        write(&lower.join("data/keep"), "lower");
+        write(&lower.join("data/gone"), "lower");
+        write(&lower.join("data/replaced"), "lower");
+        write(&upper.join("data/replaced"), "upper");
+        write(&upper.join("data/sub/new"), "upper");
+        whiteout(&upper.join("data/gone"));
+        // The top-most layer's directory attributes win, as in overlayfs.
+        fs::set_permissions(upper.join("data"), fs::Permissions::from_mode(0o700)).unwrap();
+        let vol = tmp.path().join("volumes/0-data");
+        create_image_volumes(
+            &[("/data".into(), vol.clone())],
+            &[upper.clone(), lower.clone()],
+        )
+        .unwrap();
+        assert_eq!(
+            listing(&vol),
+            ["keep=lower", "replaced=upper", "sub/", "sub/new=upper"]
+        );
+        assert_eq!(
+            fs::metadata(&vol).unwrap().mode() & 0o777,
+            0o700,
+            "the volume takes the image directory's mode"
+        );
+    }
+
+    #[test]
+    fn copy_up_hidden_and_absent_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, upper) = (tmp.path().join("l1"), tmp.path().join("l2"));
+        write(&lower.join("data/old"), "lower");
+        write(&lower.join("cache/old"), "lower");
+        whiteout(&upper.join("data"));
+        write(&upper.join("cache"), "a file now");
+        let layers = [upper.clone(), lower.clone()];
+        for (dest, why) in [
+            ("/data", "whited out above"),
+            ("/cache", "a file above"),
+            ("/nothing/here", "not in the image"),
+        ] {
+            let vol = tmp.path().join("v").join(dest.trim_start_matches('/'));
+            create_image_volumes(&[(dest.into(), vol.clone())], &layers).unwrap();
+            assert!(vol.is_dir(), "{why}: the volume exists");
+            assert!(listing(&vol).is_empty(), "{why}: {:?}", listing(&vol));
+        }
+    }
+
+    #[test]
+    fn mount_sources_are_created_and_resolved() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("new/dir");
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        symlink(&real, &link).unwrap();
+        let m = |host: &Path| MountSpec {
+            container_path: "/mnt".into(),
+            host_path: host.display().to_string(),
+            ..Default::default()
+        };
+        let got = resolve_mount_sources(&[m(&missing), m(&link)]).unwrap();
+        assert!(missing.is_dir(), "a missing host path is created");
+        let canonical = |p: &Path| fs::canonicalize(p).unwrap().display().to_string();
+        assert_eq!(got[0].host_path, canonical(&missing));
+        assert_eq!(
+            got[1].host_path,
+            canonical(&real),
+            "the symlink is resolved"
+        );
+        assert_eq!(got[1].container_path, "/mnt");
+
+        let err = resolve_mount_sources(&[MountSpec {
+            host_path: "relative/dir".into(),
+            ..Default::default()
+        }])
+        .unwrap_err();
+        assert!(
+            matches!(err, Err(SpecError::InvalidField { .. })),
+            "{err:?}"
+        );
+        assert!(
+            !Path::new("relative").exists(),
+            "nothing relative is created"
+        );
+    }
+}
