@@ -403,6 +403,64 @@ async fn a_container_over_its_memory_limit_is_oom_killed() {
     );
 }
 
+/// An earlier OOM kill of some other process in the container's cgroup does not make a
+/// later StopContainer's SIGKILL look like the OOM killer's work.
+#[tokio::test]
+async fn a_stop_after_a_child_was_oom_killed_is_not_oom_killed() {
+    let w = world().await;
+    let mut c = config(
+        &w,
+        "survivor",
+        &[
+            "sh",
+            "-c",
+            "(x=$(head -c 200000000 /dev/zero | tr '\\0' a)); echo child-gone; exec sleep 3600",
+        ],
+    );
+    c.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&w, c).await.unwrap();
+    start(&w, &id).await.unwrap();
+    let log_path = w.d.container_status(&id).await.log_path;
+    for _ in 0..1000 {
+        if fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("child-gone")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        fs::read_to_string(&log_path)
+            .unwrap()
+            .contains("child-gone"),
+        "the subshell was OOM-killed and the container went on"
+    );
+    let running = w.d.container_status(&id).await;
+    assert_eq!(running.state, ContainerState::ContainerRunning as i32);
+    w.d.runtime()
+        .await
+        .unwrap()
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let s = w.d.wait_exited(&id).await;
+    assert_eq!(
+        (s.exit_code, s.reason.as_str()),
+        (137, "Error"),
+        "killed by StopContainer, not by the OOM killer: {s:?}"
+    );
+}
+
 #[tokio::test]
 async fn containers_keep_running_across_a_crustd_restart_and_exits_while_down_are_reported() {
     let mut w = world().await;
@@ -1163,4 +1221,84 @@ async fn container_and_pod_stats_come_from_the_cgroups_and_the_writable_layer() 
         .into_inner()
         .stats;
     assert_eq!(pods.len(), 1);
+}
+
+/// `oom_score_adj` below crustd's own cannot be set without CAP_SYS_RESOURCE (missing
+/// on this host): the container still runs, with crustd's score, and the verbose
+/// status says what was asked and why it was not given. A higher score is given as is.
+#[tokio::test]
+async fn oom_score_adj_is_clamped_to_crustds_own_and_the_status_says_so() {
+    let w = world().await;
+    let crustd = w.d.pid().as_raw();
+    let own: i64 = fs::read_to_string(format!("/proc/{crustd}/oom_score_adj"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cap_eff = fs::read_to_string(format!("/proc/{crustd}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("CapEff:")
+                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        })
+        .unwrap();
+    let can_lower = cap_eff & (1 << 24) != 0;
+    let wanted = own.min(0) - 10;
+    for (name, asked, expect) in [
+        ("low", wanted, if can_lower { wanted } else { own }),
+        ("high", 500, 500),
+    ] {
+        let mut c = config(&w, name, &["sleep", "3600"]);
+        c.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                oom_score_adj: asked,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = create(&w, c).await.unwrap();
+        start(&w, &id).await.unwrap();
+        let out = exec(&w, &id, &["cat", "/proc/self/oom_score_adj"], 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expect.to_string(),
+            "{name}: asked {asked}, crustd's own {own}, CAP_SYS_RESOURCE {can_lower}"
+        );
+        let info =
+            w.d.runtime()
+                .await
+                .unwrap()
+                .container_status(ContainerStatusRequest {
+                    container_id: id.clone(),
+                    verbose: true,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .info;
+        let details: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        assert!(
+            details["mounts"].is_array(),
+            "verbose info lists the mounts"
+        );
+        if expect == asked {
+            assert!(details["oomScoreAdj"].is_null(), "{name}: nothing to say");
+        } else {
+            assert_eq!(
+                details["oomScoreAdj"]["requested"], asked,
+                "{name}: {details}"
+            );
+            assert_eq!(details["oomScoreAdj"]["applied"], own, "{name}");
+            assert!(
+                details["oomScoreAdj"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("CAP_SYS_RESOURCE"),
+                "{name}"
+            );
+        }
+    }
 }

@@ -500,3 +500,46 @@ async fn runc_gives_a_tty_and_its_errors_reach_the_caller() {
             .collect();
     assert!(mounts.is_empty(), "rootfs of the failed create: {mounts:?}");
 }
+
+/// Status advertises recursive read-only mounts per handler: the built-in launcher
+/// has them (this kernel has mount_setattr), runc exactly when its own features
+/// document lists `rro` (bookworm's 1.1.5 does not; runc 1.2 does).
+#[tokio::test]
+async fn status_advertises_recursive_read_only_mounts_per_handler() {
+    require_runc();
+    let w = world().await;
+    let features = std::process::Command::new(RUNC)
+        .arg("features")
+        .output()
+        .expect("runc features");
+    let doc: serde_json::Value = serde_json::from_slice(&features.stdout).expect("JSON");
+    let runc_rro = doc["mountOptions"]
+        .as_array()
+        .is_some_and(|o| o.iter().any(|x| x == "rro"));
+    let handlers =
+        w.d.runtime()
+            .await
+            .unwrap()
+            .status(crust_proto::runtime::v1::StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner()
+            .runtime_handlers;
+    let rro: HashMap<String, bool> = handlers
+        .into_iter()
+        .map(|h| {
+            let f = h.features.expect("features are set");
+            assert!(!f.user_namespaces, "{}: no user namespaces yet", h.name);
+            (h.name, f.recursive_read_only_mounts)
+        })
+        .collect();
+    assert_eq!(
+        rro,
+        HashMap::from([
+            (String::new(), true),
+            ("crust".to_string(), true),
+            ("runc".to_string(), runc_rro),
+        ]),
+        "the default handler (\"\") is the built-in one"
+    );
+}

@@ -246,3 +246,66 @@ async fn pid_target_refusals_name_the_target() {
         );
     }
 }
+
+/// Host pids whose command line is exactly `args`.
+fn host_processes(args: &[&str]) -> Vec<i32> {
+    let wanted = args.join("\0") + "\0";
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted.as_bytes())
+        })
+        .collect()
+}
+
+/// A container whose main process exits leaves nothing behind, also where the kernel
+/// would not clean up: in the pod's shared PID namespace its orphans would be adopted
+/// by the pod init, and with TARGET by the target.
+async fn nothing_outlives_the_main_process(handler: &str) {
+    let w = world().await;
+    let pod = w
+        .run_pod(
+            &PodOptions::named(&format!("orphans-{handler}"))
+                .handler(handler)
+                .pid(NamespaceMode::Pod),
+        )
+        .await;
+    let marker = if handler.is_empty() { "3611" } else { "3612" };
+    let script = format!("sleep {marker} & sleep {marker} & echo forked");
+    let id = w
+        .run(&pod, w.config("parent", &["sh", "-c", &script]))
+        .await;
+    let status = w.d.wait_exited(&id).await;
+    assert_eq!(status.exit_code, 0, "{handler}: {status:?}");
+    let mut left = host_processes(&["sleep", marker]);
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        left = host_processes(&["sleep", marker]);
+    }
+    for pid in &left {
+        // Ours (unique marker): end them so a failure leaves nothing behind either.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(
+        left.is_empty(),
+        "{handler}: the container's background processes outlived it: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn nothing_outlives_a_container_in_a_shared_pid_namespace_builtin() {
+    nothing_outlives_the_main_process("").await;
+}
+
+#[tokio::test]
+async fn nothing_outlives_a_container_in_a_shared_pid_namespace_runc() {
+    nothing_outlives_the_main_process("runc").await;
+}

@@ -172,6 +172,7 @@ async fn create_and_start(
         stdin_once: false,
         tty: false,
         oci: None,
+        max_log_line: crust_runtime::monitor::DEFAULT_MAX_LOG_LINE,
     };
     let reply = monitor::request(&pod.spec.socket, &req, Duration::from_secs(10))
         .await
@@ -342,6 +343,7 @@ async fn exec_failure_is_reported_by_start() {
         stdin_once: false,
         tty: false,
         oci: None,
+        max_log_line: crust_runtime::monitor::DEFAULT_MAX_LOG_LINE,
     };
     assert!(
         monitor::request(&pod.spec.socket, &req, Duration::from_secs(10))

@@ -39,6 +39,9 @@ pub struct Daemon {
     pub images: OnceLock<Result<Arc<crust_image::ImageStore>, String>>,
     /// The exec/attach/port-forward server, once its listener is bound.
     pub streaming: OnceLock<crate::streaming::StreamingHandle>,
+    /// Handler name -> whether it supports recursive read-only mounts; probed on the
+    /// first `Status` (an `oci` handler's binary is asked once, not on every call).
+    pub handler_rro: OnceLock<std::collections::BTreeMap<String, bool>>,
 }
 
 /// The sandbox manager's settings, from the daemon config.
@@ -56,10 +59,7 @@ fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
         pod_cgroup_parent: config.cgroup.pod_parent.clone(),
         shm_size: config.runtime.shm_size,
         containers_dir: config.root.join("containers"),
-        min_oom_score_adj: std::fs::read_to_string("/proc/self/oom_score_adj")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0),
+        min_oom_score_adj: min_oom_score_adj(),
         host_resolv_conf: "/etc/resolv.conf".into(),
         host_hosts: "/etc/hosts".into(),
         oci_runtimes: config
@@ -69,7 +69,28 @@ fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
             .filter(|(_, h)| h.kind == crate::config::HandlerKind::Oci)
             .filter_map(|(name, h)| Some((name.clone(), h.path.clone()?)))
             .collect(),
+        max_log_line: config.runtime.max_log_line_size,
+        exec_output_limit: config.runtime.exec_sync_output_limit,
     }
+}
+
+/// The lowest `oom_score_adj` crustd can give a container: any with CAP_SYS_RESOURCE
+/// (proc(5): lowering below the writer's own needs it), else crustd's own.
+fn min_oom_score_adj() -> i32 {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if effective & (1 << CAP_SYS_RESOURCE) != 0 {
+        return -1000;
+    }
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// `crust-monitor` next to the running executable (installed side by side, or
@@ -127,6 +148,7 @@ impl Daemon {
             sandboxes,
             images: OnceLock::new(),
             streaming: OnceLock::new(),
+            handler_rro: OnceLock::new(),
         })
     }
 

@@ -74,6 +74,7 @@ impl SandboxManager {
             dir: self.config.containers_dir.join(&id),
             bundle,
             cgroup: format!("{}/{id}", sandbox.cgroup),
+            oom_kills_before_kill: None,
             spec,
             image,
         };
@@ -272,6 +273,7 @@ impl SandboxManager {
             stdin_once: c.spec.stdin_once,
             tty: c.spec.tty,
             oci,
+            max_log_line: self.config.max_log_line,
         };
         let reply = self
             .order_monitor(

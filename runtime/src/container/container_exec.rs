@@ -12,8 +12,8 @@ use tokio::{io::AsyncReadExt, process::Command};
 use super::ContainerState;
 use crate::{error::RuntimeError, ids, sandbox::SandboxManager};
 
-/// The most output kept per stream (the rest is read and dropped, and the truncation
-/// noted on stderr). Both streams together stay below the 16 MiB gRPC message limit.
+/// The largest `exec_output_limit` (per stream): both streams together, plus the
+/// response's framing, must stay below kubelet's and crustd's 16 MiB gRPC messages.
 pub const EXEC_OUTPUT_LIMIT: usize = (16 << 20) / 2 - 64 * 1024;
 
 /// What an exec produced.
@@ -24,7 +24,7 @@ pub struct ExecResult {
     pub exit_code: i32,
 }
 
-async fn read_capped(mut pipe: impl tokio::io::AsyncRead + Unpin) -> (Vec<u8>, bool) {
+async fn read_capped(mut pipe: impl tokio::io::AsyncRead + Unpin, limit: usize) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut truncated = false;
@@ -32,7 +32,7 @@ async fn read_capped(mut pipe: impl tokio::io::AsyncRead + Unpin) -> (Vec<u8>, b
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => return (kept, truncated),
             Ok(n) => {
-                let room = EXEC_OUTPUT_LIMIT.saturating_sub(kept.len());
+                let room = limit.saturating_sub(kept.len());
                 kept.extend_from_slice(&buf[..n.min(room)]);
                 truncated |= n > room;
             }
@@ -70,8 +70,9 @@ impl SandboxManager {
                 });
             }
         };
-        let stdout = tokio::spawn(read_capped(child.stdout.take().expect("piped")));
-        let stderr = tokio::spawn(read_capped(child.stderr.take().expect("piped")));
+        let limit = self.config.exec_output_limit;
+        let stdout = tokio::spawn(read_capped(child.stdout.take().expect("piped"), limit));
+        let stderr = tokio::spawn(read_capped(child.stderr.take().expect("piped"), limit));
         let waited = if timeout.is_zero() {
             Ok(child.wait().await)
         } else {
@@ -112,10 +113,8 @@ impl SandboxManager {
         };
         if out_cut || err_cut {
             err.extend_from_slice(
-                format!(
-                    "\n[crust: exec output truncated at {EXEC_OUTPUT_LIMIT} bytes per stream]\n"
-                )
-                .as_bytes(),
+                format!("\n[crust: exec output truncated at {limit} bytes per stream]\n")
+                    .as_bytes(),
             );
         }
         Ok(ExecResult {

@@ -34,7 +34,8 @@ impl SandboxManager {
         let Ok(exit) = serde_json::from_slice::<ExitRecord>(&bytes) else {
             return Ok(());
         };
-        let reason = if exit.signal == Some(9) && self.oom_killed(&c.cgroup) {
+        let oom = self.oom_kill_count(&c.cgroup) > c.oom_kills_before_kill.unwrap_or(0);
+        let reason = if exit.signal == Some(9) && oom {
             "OOMKilled"
         } else if exit.exit_code == 0 {
             "Completed"
@@ -86,23 +87,26 @@ impl SandboxManager {
         }
     }
 
-    fn oom_killed(&self, cgroup: &str) -> bool {
+    /// How many processes the OOM killer has killed in the container's cgroup.
+    fn oom_kill_count(&self, cgroup: &str) -> u64 {
         let Ok(cgroups) = self.cgroups() else {
-            return false;
+            return 0;
         };
-        cgroups.dirs(cgroup).iter().any(|dir| {
-            // v1: memory.oom_control has "oom_kill N"; v2: memory.events has "oom_kill N".
-            ["memory.oom_control", "memory.events"].iter().any(|f| {
-                fs::read_to_string(dir.join(f))
-                    .unwrap_or_default()
-                    .lines()
-                    .any(|l| {
-                        l.strip_prefix("oom_kill ")
-                            .and_then(|n| n.trim().parse::<u64>().ok())
-                            .is_some_and(|n| n > 0)
-                    })
+        cgroups
+            .dirs(cgroup)
+            .iter()
+            .flat_map(|dir| {
+                // v1: memory.oom_control has "oom_kill N"; v2: memory.events has it too.
+                ["memory.oom_control", "memory.events"].map(|f| {
+                    fs::read_to_string(dir.join(f))
+                        .unwrap_or_default()
+                        .lines()
+                        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                })
             })
-        })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Stops a container: its stop signal, then after `timeout` SIGKILL to every process
@@ -151,6 +155,14 @@ impl SandboxManager {
             }
         }
         if !c.exit_file().exists() {
+            if c.oom_kills_before_kill.is_none() {
+                // Remember what the OOM killer had done before our SIGKILL, so that
+                // this kill is not taken for its work (see `refresh_container`).
+                c.oom_kills_before_kill = Some(self.oom_kill_count(&c.cgroup));
+                if let Err(e) = self.update_container_record(c) {
+                    tracing::debug!(container_id = %c.id, error = %e, "OOM baseline not kept");
+                }
+            }
             let cgroup = c.cgroup.clone();
             let _ = self
                 .cgroup_blocking(move |cgroups| cgroups.kill_all(&cgroup))

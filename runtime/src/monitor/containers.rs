@@ -29,9 +29,6 @@ use super::{
 };
 use crate::proc::ProcRef;
 
-/// Longest log line before it is split into `P` records (containerd's default).
-const MAX_LOG_LINE: usize = 16 * 1024;
-
 struct Container {
     pid: Pid,
     proc_ref: Option<ProcRef>,
@@ -54,6 +51,9 @@ struct Container {
     log: CriLog,
     exit_file: PathBuf,
     exited: bool,
+    /// The container's cgroup directories: what is left in them when its process
+    /// exits is killed.
+    cgroup_dirs: Vec<PathBuf>,
 }
 
 /// A created container's way to start.
@@ -83,6 +83,8 @@ pub(super) struct NewContainer<'a> {
     pub overlay: Option<&'a super::OverlayMount>,
     pub oci: Option<&'a super::OciRuntime>,
     pub stdio: StdioConfig,
+    /// Longest log line before it is split into `P` records.
+    pub max_log_line: usize,
 }
 
 /// What attachers need to hear about, in order.
@@ -144,6 +146,7 @@ impl Containers {
             overlay,
             oci,
             stdio,
+            max_log_line,
         } = new;
         if self.map.contains_key(id) {
             return fail(format!("container {id} already exists in this monitor"));
@@ -156,7 +159,7 @@ impl Containers {
             Ok(spec) => spec,
             Err(e) => return fail(format!("read spec {}: {e}", spec.display())),
         };
-        let log = match CriLog::open(log_path, MAX_LOG_LINE) {
+        let log = match CriLog::open(log_path, max_log_line) {
             Ok(log) => log,
             Err(e) => return fail(format!("open log {}: {e}", log_path.display())),
         };
@@ -202,6 +205,7 @@ impl Containers {
                         log,
                         exit_file: exit_file.to_path_buf(),
                         exited: false,
+                        cgroup_dirs: cgroup_dirs.to_vec(),
                     },
                 );
                 ok(proc_ref)
@@ -363,6 +367,11 @@ impl Containers {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
+        // In a PID namespace of its own the kernel has killed the container's other
+        // processes with it; in the pod's (or a TARGET's, or the host's) they live on,
+        // reparented. A container ends with its process, as with runc, which kills
+        // what is left in the cgroup on delete: do it now, before the exit is visible.
+        kill_cgroup_members(&c.cgroup_dirs);
         let record = ExitRecord {
             exit_code,
             signal,
@@ -477,6 +486,7 @@ impl Containers {
                 log,
                 exit_file: new.exit_file.to_path_buf(),
                 exited: false,
+                cgroup_dirs: new.cgroup_dirs.to_vec(),
             },
         );
         ok(proc_ref)
@@ -627,4 +637,29 @@ fn unsafe_view(fd: RawFd) -> File {
 pub(super) unsafe fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
     // SAFETY: guaranteed by the caller.
     unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// SIGKILLs every process in `dirs` (not in their children: an exec's own cgroup is
+/// crustd's to end). cgroup v2's `cgroup.kill` does it atomically; on v1 the members
+/// are listed and signalled, which is enough here because a process in a container
+/// whose main process has exited has nobody left to fork for it but itself.
+fn kill_cgroup_members(dirs: &[PathBuf]) {
+    for dir in dirs {
+        if std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+            continue;
+        }
+        for _ in 0..3 {
+            let members: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if members.is_empty() {
+                break;
+            }
+            for pid in members {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
 }

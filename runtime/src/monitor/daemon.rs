@@ -499,8 +499,10 @@ impl Monitor {
                 stdin_once,
                 tty,
                 oci,
+                max_log_line,
             }) => (
                 self.containers.create(super::containers::NewContainer {
+                    max_log_line,
                     id: &id,
                     spec: &spec,
                     log_path: &log_path,

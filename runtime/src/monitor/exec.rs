@@ -127,6 +127,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                     }
                 }
                 // The same confinement as the container's own process, in runc's order.
+                super::process_limits::apply(&process)?;
                 let no_new_privs = process.no_new_privileges() == Some(true);
                 if let (Some(programs), false) = (&seccomp, no_new_privs) {
                     super::seccomp::apply(programs)?;

@@ -20,6 +20,7 @@ pub mod exec;
 pub mod launch;
 mod oci;
 mod pidns;
+mod process_limits;
 pub mod seccomp;
 mod syscalls_x86_64;
 
@@ -106,6 +107,9 @@ pub enum Request {
         /// the built-in launcher; `spec`'s directory is the bundle.
         #[serde(default)]
         oci: Option<Box<OciRuntime>>,
+        /// Longest log line before it is split into `P` records.
+        #[serde(default = "default_max_log_line")]
+        max_log_line: usize,
     },
     StartContainer {
         id: String,
@@ -185,4 +189,12 @@ pub struct Reply {
     /// StartContainer: taken by the monitor, so it is never after the exit time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<i64>,
+}
+
+/// containerd's default `max_container_log_line_size`; what a request from a crustd
+/// that did not say gets.
+pub const DEFAULT_MAX_LOG_LINE: usize = 16 * 1024;
+
+fn default_max_log_line() -> usize {
+    DEFAULT_MAX_LOG_LINE
 }

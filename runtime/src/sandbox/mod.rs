@@ -247,6 +247,11 @@ pub struct SandboxConfig {
     /// Runtime handlers of `type = "oci"`: handler name -> the OCI runtime binary
     /// (`runc`) that runs their pods' containers instead of the built-in launcher.
     pub oci_runtimes: BTreeMap<String, PathBuf>,
+    /// Longest container log line before it is split into `P` records.
+    pub max_log_line: usize,
+    /// The most ExecSync output kept per stream (stdout, stderr); the rest is dropped
+    /// and the truncation noted on stderr.
+    pub exec_output_limit: usize,
 }
 
 /// Runs pods. Operations on one pod are serialized; different pods proceed in parallel.
@@ -534,17 +539,28 @@ impl SandboxManager {
         Ok(())
     }
 
-    /// Persists a change that is not a state transition (new resource limits).
+    /// Persists a change that is not a state transition (new resource limits). The
+    /// record must still be in `c`'s state: a stale copy never undoes a transition.
     pub(crate) fn update_container_record(
         &self,
         c: &crate::container::Container,
     ) -> Result<(), RuntimeError> {
         let mut map = self.containers.write().expect("containers poisoned");
-        if !map.contains_key(&c.id) {
-            return Err(RuntimeError::NotFound {
-                kind: "container",
-                id: c.id.clone(),
-            });
+        match map.get(&c.id) {
+            None => {
+                return Err(RuntimeError::NotFound {
+                    kind: "container",
+                    id: c.id.clone(),
+                });
+            }
+            Some(current) if current.state != c.state => {
+                return Err(RuntimeError::ContainerState {
+                    id: c.id.clone(),
+                    state: current.state,
+                    wanted: "unchanged since it was read",
+                });
+            }
+            Some(_) => {}
         }
         self.store.put(c)?;
         map.insert(c.id.clone(), c.clone());

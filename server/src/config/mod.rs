@@ -133,6 +133,13 @@ pub struct RuntimeSection {
     pub monitor_path: Option<PathBuf>,
     /// Size of each pod's `/dev/shm` tmpfs, in bytes.
     pub shm_size: u64,
+    /// Longest container log line, in bytes, before it is split into partial (`P`)
+    /// records (containerd's `max_container_log_line_size`).
+    pub max_log_line_size: usize,
+    /// The most ExecSync output kept per stream, in bytes; the rest is read and
+    /// dropped, and stderr says so. At most 8 MiB − 64 KiB, so that both streams fit in
+    /// kubelet's 16 MiB gRPC message.
+    pub exec_sync_output_limit: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,6 +233,8 @@ impl Default for RuntimeSection {
             )]),
             monitor_path: None,
             shm_size: 64 << 20,
+            max_log_line_size: crust_runtime::monitor::DEFAULT_MAX_LOG_LINE,
+            exec_sync_output_limit: crust_runtime::container::EXEC_OUTPUT_LIMIT,
         }
     }
 }

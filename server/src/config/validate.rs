@@ -55,6 +55,20 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
             "must be at least one page (4096 bytes)".into(),
         ));
     }
+    // A log line must hold at least a UTF-8 character; CriLog splits at whole ones.
+    if c.runtime.max_log_line_size < 64 {
+        errors.push((
+            "runtime.max_log_line_size".into(),
+            "must be at least 64 bytes".into(),
+        ));
+    }
+    let limit = crust_runtime::container::EXEC_OUTPUT_LIMIT;
+    if c.runtime.exec_sync_output_limit == 0 || c.runtime.exec_sync_output_limit > limit {
+        errors.push((
+            "runtime.exec_sync_output_limit".into(),
+            format!("must be between 1 and {limit} bytes (both streams fit in 16 MiB)"),
+        ));
+    }
     if c.image.pull_progress_timeout.is_zero() {
         errors.push((
             "image.pull_progress_timeout".into(),
@@ -166,5 +180,22 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(validate(&Config::default()), Vec::<(String, String)>::new());
+    }
+
+    #[test]
+    fn log_line_and_exec_output_bounds() {
+        for (line, exec, bad) in [
+            (16384, 8_323_072, vec![]),
+            (64, 1, vec![]),
+            (63, 1, vec!["runtime.max_log_line_size"]),
+            (64, 0, vec!["runtime.exec_sync_output_limit"]),
+            (64, 8_323_073, vec!["runtime.exec_sync_output_limit"]),
+        ] {
+            let mut c = Config::default();
+            c.runtime.max_log_line_size = line;
+            c.runtime.exec_sync_output_limit = exec;
+            let keys: Vec<String> = validate(&c).into_iter().map(|(k, _)| k).collect();
+            assert_eq!(keys, bad, "max_log_line_size {line}, exec_sync_output_limit {exec}");
+        }
     }
 }

@@ -25,13 +25,26 @@ pub async fn container_status(
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(serde_json::Value::Null);
-        let details = json!({
+        let mut details = json!({
             "pid": c.pid.map(|p| p.pid),
             "sandboxID": c.pod_id,
             "cgroup": c.cgroup,
+            "mounts": spec["mounts"].clone(),
             "runtimeSpec": spec,
             "recordedState": c.state,
         });
+        // A score crust could not give (lowering it needs CAP_SYS_RESOURCE) is raised
+        // to crustd's own rather than failing the container: say so here.
+        let clamped = &details["runtimeSpec"]["annotations"]
+            [crust_runtime::container::OOM_CLAMPED_ANNOTATION];
+        if let Some(requested) = clamped.as_str().and_then(|s| s.parse::<i64>().ok()) {
+            details["oomScoreAdj"] = json!({
+                "requested": requested,
+                "applied": details["runtimeSpec"]["process"]["oomScoreAdj"].clone(),
+                "reason": "raised to crustd's own oom_score_adj: \
+                           crustd lacks CAP_SYS_RESOURCE, which lowering it needs",
+            });
+        }
         info.insert("info".to_string(), details.to_string());
     }
     Ok(ContainerStatusResponse {

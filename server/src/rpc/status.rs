@@ -92,20 +92,50 @@ pub async fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusRespons
 }
 
 /// Every configured handler, plus the default one under the empty name as kubelet
-/// expects. No handler claims recursive read-only mounts or user namespaces yet: those
-/// are advertised only when the container launcher implements them.
+/// expects. Recursive read-only mounts: the built-in launcher has them where the
+/// kernel has `mount_setattr`; an `oci` handler where its runtime lists `rro` in its
+/// features (runc 1.2+). No handler has user namespaces yet.
 fn runtime_handlers(daemon: &Daemon) -> Vec<RuntimeHandler> {
-    let features = || {
-        Some(RuntimeHandlerFeatures {
-            recursive_read_only_mounts: false,
-            user_namespaces: false,
-        })
-    };
-    std::iter::once(String::new())
-        .chain(daemon.config.runtime.handlers.keys().cloned())
-        .map(|name| RuntimeHandler {
+    use crate::config::HandlerKind;
+    let rro = daemon.handler_rro.get_or_init(|| {
+        let kernel = crust_runtime::features::kernel_has_mount_setattr();
+        daemon
+            .config
+            .runtime
+            .handlers
+            .iter()
+            .map(|(name, h)| {
+                let supported = kernel
+                    && match (h.kind, &h.path) {
+                        (HandlerKind::Builtin, _) => true,
+                        (HandlerKind::Oci, Some(path)) => {
+                            crust_runtime::features::oci_runtime_has_rro(
+                                path,
+                                std::time::Duration::from_secs(2),
+                            )
+                        }
+                        (HandlerKind::Oci, None) => false,
+                    };
+                (name.clone(), supported)
+            })
+            .collect()
+    });
+    let default = &daemon.config.runtime.default_handler;
+    std::iter::once((String::new(), default.clone()))
+        .chain(
+            daemon
+                .config
+                .runtime
+                .handlers
+                .keys()
+                .map(|n| (n.clone(), n.clone())),
+        )
+        .map(|(name, handler)| RuntimeHandler {
             name,
-            features: features(),
+            features: Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: rro.get(&handler).copied().unwrap_or(false),
+                user_namespaces: false,
+            }),
         })
         .collect()
 }
