@@ -4,7 +4,10 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
-use crust_ctl::output::{self, Format};
+use crust_ctl::{
+    cri_log::{LogLine, LogReader, Stream},
+    output::{self, Format},
+};
 use crust_proto::runtime::v1::{
     ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatusRequest,
     CreateContainerRequest, ListContainersRequest, RemoveContainerRequest, RunPodSandboxRequest,
@@ -109,36 +112,6 @@ fn state_name(state: i32) -> &'static str {
         Ok(ContainerState::ContainerExited) => "Exited",
         _ => "Unknown",
     }
-}
-
-/// One CRI log record: (timestamp, stream, partial, content).
-fn parse_log_line(line: &str) -> Option<(&str, &str, bool, &str)> {
-    let mut parts = line.splitn(4, ' ');
-    let (ts, stream, tag) = (parts.next()?, parts.next()?, parts.next()?);
-    Some((ts, stream, tag == "P", parts.next().unwrap_or("")))
-}
-
-/// Rebuilds the container's output from CRI records (joining `P` parts).
-pub fn render_log(text: &str, timestamps: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut pending = String::new();
-    for line in text.lines() {
-        let Some((ts, _, partial, content)) = parse_log_line(line) else {
-            continue;
-        };
-        if pending.is_empty() && timestamps {
-            pending.push_str(ts);
-            pending.push(' ');
-        }
-        pending.push_str(content);
-        if !partial {
-            out.push(std::mem::take(&mut pending));
-        }
-    }
-    if !pending.is_empty() {
-        out.push(pending);
-    }
-    out
 }
 
 pub async fn run(
@@ -387,61 +360,64 @@ pub async fn run(
                 .into_inner()
                 .status
                 .unwrap_or_default();
-            let path = status.log_path.clone();
-            let mut printed = 0usize;
+            let mut reader = LogReader::new(&status.log_path);
+            let mut lines = reader
+                .read_new()
+                .with_context(|| format!("read log {}", status.log_path))?;
+            if !follow {
+                lines.extend(reader.flush());
+            }
+            let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+            // stdout records on stdout, stderr records on stderr, as crictl does.
             let mut out = String::new();
-            loop {
-                let text =
-                    std::fs::read_to_string(&path).with_context(|| format!("read log {path}"))?;
-                let lines = render_log(&text, timestamps);
-                let start = if printed == 0 {
-                    tail.map_or(0, |n| lines.len().saturating_sub(n))
-                } else {
-                    printed
-                };
-                for line in lines.iter().skip(start) {
-                    if follow {
-                        println!("{line}");
-                    } else {
-                        out.push_str(line);
+            for line in &lines[skip..] {
+                match (follow, line.stream) {
+                    (_, Stream::Stderr) => eprintln!("{}", log_text(line, timestamps)),
+                    (true, Stream::Stdout) => println!("{}", log_text(line, timestamps)),
+                    (false, Stream::Stdout) => {
+                        out.push_str(&log_text(line, timestamps));
                         out.push('\n');
                     }
                 }
-                printed = lines.len().max(start);
-                if !follow {
-                    return Ok(out);
-                }
-                let st = client
+            }
+            if !follow {
+                return Ok(out);
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let exited = client
                     .container_status(ContainerStatusRequest {
                         container_id: id.clone(),
                         verbose: false,
                     })
-                    .await?
+                    .await
+                    .with_context(|| format!("container {id}"))?
                     .into_inner()
                     .status
-                    .unwrap_or_default();
-                if st.state == i32::from(ContainerState::ContainerExited) {
-                    // One last read picks up the final output.
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    for line in render_log(&text, timestamps).iter().skip(printed) {
-                        println!("{line}");
+                    .is_none_or(|s| s.state == i32::from(ContainerState::ContainerExited));
+                // Read after the status: an exit seen means its output is in the file.
+                let mut lines = reader.read_new().unwrap_or_default();
+                if exited {
+                    lines.extend(reader.flush());
+                }
+                for line in &lines {
+                    match line.stream {
+                        Stream::Stdout => println!("{}", log_text(line, timestamps)),
+                        Stream::Stderr => eprintln!("{}", log_text(line, timestamps)),
                     }
+                }
+                if exited {
                     return Ok(String::new());
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logs_join_partials_and_add_timestamps() {
-        let text = "2026-01-01T00:00:00.1Z stdout P hel\n2026-01-01T00:00:00.2Z stdout F lo\n2026-01-01T00:00:00.3Z stderr F oops\n";
-        assert_eq!(render_log(text, false), vec!["hello", "oops"]);
-        assert_eq!(render_log(text, true)[0], "2026-01-01T00:00:00.1Z hello");
+fn log_text(line: &LogLine, timestamps: bool) -> String {
+    if timestamps {
+        format!("{} {}", line.timestamp, line.text)
+    } else {
+        line.text.clone()
     }
 }

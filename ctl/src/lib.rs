@@ -11,6 +11,7 @@
 //! ```
 
 mod connect;
+pub mod cri_log;
 pub mod files;
 pub mod output;
 pub mod stream_client;

@@ -1,0 +1,169 @@
+//! crustctl's container verbs that `containers.rs` does not cover: `create` and `start`
+//! with config files, `exec -s` (ExecSync), and `logs -f` following a container across
+//! a partial line, a log rotation and its exit, with stdout and stderr apart.
+
+use std::{process::Stdio, time::Duration};
+
+use crust_e2e::world::{PodOptions, World, busybox_image};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const APPLETS: &[&str] = &["sh", "echo", "printf", "sleep", "touch", "head", "tr"];
+
+async fn world() -> World {
+    let image = busybox_image(APPLETS, |_| {});
+    World::start(&image, "test/ctl", "[runtime]\nmax_log_line_size = 64\n").await
+}
+
+fn ctl(w: &World, args: &[&str]) -> String {
+    let out = crust_e2e::crustctl(&w.sb.endpoint(), args).unwrap();
+    assert!(
+        out.status.success(),
+        "crustctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Lines of a child's pipe, as they come.
+fn lines_of(
+    pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, what: &str) -> String {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} from crustctl logs -f"))
+        .unwrap_or_else(|| panic!("crustctl logs -f ended before {what}"))
+}
+
+#[tokio::test]
+async fn crustctl_create_start_exec_and_logs_follow() {
+    let w = world().await;
+    let pod = w.run_pod(&PodOptions::named("ctl")).await;
+    let dir = w.sb.path();
+    let pod_file = dir.join("pod.json");
+    std::fs::write(
+        &pod_file,
+        format!(
+            r#"{{"metadata":{{"name":"ctl","namespace":"e2e","uid":"uid-ctl"}},"log_directory":"{}"}}"#,
+            w.logs.join("ctl").display()
+        ),
+    )
+    .unwrap();
+    // Waits for /tmp/go1 and /tmp/go2 (made with exec) so the test decides when each
+    // part is written: a 100-byte piece of a line (one P record of 64 bytes; 36 wait in
+    // the monitor), then its rest.
+    let script = "echo one; echo err >&2; \
+        until [ -e /tmp/go1 ]; do sleep 0.05; done; echo two; \
+        head -c 100 /dev/zero | tr '\\0' x; \
+        until [ -e /tmp/go2 ]; do sleep 0.05; done; \
+        head -c 50 /dev/zero | tr '\\0' y; echo; echo last";
+    let ctr_file = dir.join("ctr.yaml");
+    std::fs::write(
+        &ctr_file,
+        format!(
+            "metadata:\n  name: talker\nimage:\n  image: {}\ncommand: [sh, -c, {script:?}]\nlog_path: talker.log\n",
+            w.image
+        ),
+    )
+    .unwrap();
+    let id = ctl(
+        &w,
+        &[
+            "create",
+            &pod,
+            ctr_file.to_str().unwrap(),
+            pod_file.to_str().unwrap(),
+        ],
+    )
+    .trim()
+    .to_string();
+    assert_eq!(id.len(), 64, "create prints the id");
+    assert!(ctl(&w, &["ps", "-a", "-q", "--state", "created"]).contains(&id));
+    ctl(&w, &["start", &id]);
+    assert_eq!(
+        ctl(&w, &["exec", "-s", &id, "echo", "from-exec"]),
+        "from-exec\n"
+    );
+
+    let mut follower = tokio::process::Command::new(crust_e2e::binary("crustctl"))
+        .args(["-r", &w.sb.endpoint(), "logs", "-f", &id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = lines_of(follower.stdout.take().unwrap());
+    let mut err = lines_of(follower.stderr.take().unwrap());
+    assert_eq!(next_line(&mut out, "the first line").await, "one");
+    assert_eq!(
+        next_line(&mut err, "the stderr line").await,
+        "err",
+        "stderr apart"
+    );
+
+    // Rotate as kubelet does: rename, then ReopenContainerLog.
+    let log = w.logs.join("ctl").join("talker.log");
+    std::fs::rename(&log, log.with_extension("log.1")).unwrap();
+    w.d.runtime()
+        .await
+        .unwrap()
+        .reopen_container_log(crust_proto::runtime::v1::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    ctl(&w, &["exec", "-s", &id, "touch", "/tmp/go1"]);
+    assert_eq!(next_line(&mut out, "the line after rotation").await, "two");
+    for _ in 0..1000 {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(" stdout P ")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains(" stdout P "),
+        "the first piece is a partial record"
+    );
+    // Let the follower read the partial record before the rest exists.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ctl(&w, &["exec", "-s", &id, "touch", "/tmp/go2"]);
+    let joined = next_line(&mut out, "the joined line").await;
+    assert_eq!(
+        joined,
+        format!("{}{}", "x".repeat(100), "y".repeat(50)),
+        "partial records are joined, never printed half"
+    );
+    assert_eq!(next_line(&mut out, "the last line").await, "last");
+    let status = tokio::time::timeout(Duration::from_secs(20), follower.wait())
+        .await
+        .expect("logs -f ends when the container exits")
+        .unwrap();
+    assert!(status.success());
+    assert!(out.recv().await.is_none(), "nothing after the exit");
+
+    let timestamps = ctl(&w, &["logs", "--timestamps", "--tail", "1", &id]);
+    let (ts, text) = timestamps.trim_end().split_once(' ').unwrap();
+    assert_eq!(text, "last");
+    assert!(
+        ts.ends_with('Z') && ts.contains('T'),
+        "an RFC 3339 timestamp first: {timestamps:?}"
+    );
+}
