@@ -20,8 +20,20 @@ const APPLETS: &[&str] = &[
     "sh", "cat", "sleep", "echo", "mknod", "head", "grep", "ls", "touch",
 ];
 
+const RUNC: &str = "/usr/sbin/runc";
+
+/// Every world also offers the `runc` handler (type "oci"), so each behaviour is
+/// checked with both launchers.
+fn runc_config() -> String {
+    assert!(
+        Path::new(RUNC).is_file(),
+        "{RUNC} not found: install it with `apt-get install runc`"
+    );
+    format!("[runtime.handlers.runc]\ntype = \"oci\"\npath = \"{RUNC}\"\n")
+}
+
 async fn world(repo: &str) -> World {
-    World::start(&busybox_image(APPLETS, |_| {}), repo, "").await
+    World::start(&busybox_image(APPLETS, |_| {}), repo, &runc_config()).await
 }
 
 /// The container's cgroup directory in the v1 `controller` hierarchy.
@@ -34,8 +46,7 @@ fn cgroup_dir(w: &World, controller: &str, pod: &str, ctr: &str) -> std::path::P
 /// An image with `VOLUME /data` whose layer already has `/data/seed`: the container
 /// gets a writable volume at /data that starts with the seed (containerd's copy-up),
 /// and the volume's directory goes away with the container.
-#[tokio::test]
-async fn image_volume_holds_the_image_content_and_is_writable() {
+async fn image_volume(handler: &str) {
     let mut layer = LayerBuilder::new();
     layer.busybox(APPLETS).expect("busybox-static is installed");
     for dir in ["etc", "proc", "sys", "dev", "tmp", "data"] {
@@ -47,8 +58,8 @@ async fn image_volume_holds_the_image_content_and_is_writable() {
         host_arch(),
         serde_json::json!({"Cmd": ["sh"], "Env": ["PATH=/bin"], "Volumes": {"/data": {}}}),
     );
-    let w = World::start(&image, "test/volume", "").await;
-    let pod = w.run_pod(&PodOptions::named("vol")).await;
+    let w = World::start(&image, "test/volume", &runc_config()).await;
+    let pod = w.run_pod(&PodOptions::named("vol").handler(handler)).await;
     let ctr = w.run(&pod, w.config("app", &["sleep", "3600"])).await;
 
     let (code, out, err) = w.exec(&ctr, &["cat", "/data/seed"]).await;
@@ -84,11 +95,20 @@ async fn image_volume_holds_the_image_content_and_is_writable() {
     );
 }
 
+#[tokio::test]
+async fn image_volume_holds_the_image_content_with_the_builtin_launcher() {
+    image_volume("").await;
+}
+
+#[tokio::test]
+async fn image_volume_holds_the_image_content_with_runc() {
+    image_volume("runc").await;
+}
+
 /// A CRI mount whose host path does not exist yet is created as a directory (what
 /// kubelet's hostPath volumes rely on with containerd); one whose host path is a
 /// symlink binds the directory it points to.
-#[tokio::test]
-async fn mount_host_paths_are_created_and_symlinks_resolved() {
+async fn mount_host_paths(handler: &str) {
     let w = world("test/mounts").await;
     let missing = w.sb.path().join("host/not-yet");
     let real = w.sb.path().join("host/real");
@@ -97,7 +117,9 @@ async fn mount_host_paths_are_created_and_symlinks_resolved() {
     let link = w.sb.path().join("host/link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
 
-    let pod = w.run_pod(&PodOptions::named("mounts")).await;
+    let pod = w
+        .run_pod(&PodOptions::named("mounts").handler(handler))
+        .await;
     let mut config = w.config("app", &["sleep", "3600"]);
     config.mounts = vec![
         Mount {
@@ -127,6 +149,16 @@ async fn mount_host_paths_are_created_and_symlinks_resolved() {
     );
 }
 
+#[tokio::test]
+async fn mount_host_paths_are_created_and_symlinks_resolved_with_the_builtin_launcher() {
+    mount_host_paths("").await;
+}
+
+#[tokio::test]
+async fn mount_host_paths_are_created_and_symlinks_resolved_with_runc() {
+    mount_host_paths("runc").await;
+}
+
 fn privileged(
     mut c: crust_proto::runtime::v1::ContainerConfig,
 ) -> crust_proto::runtime::v1::ContainerConfig {
@@ -151,8 +183,7 @@ fn status_field(status: &str, key: &str) -> String {
 /// A privileged pod runs a privileged container with every capability the host has
 /// (its bounding set) and no seccomp filter; a non-privileged pod refuses one with
 /// INVALID_ARGUMENT naming the field.
-#[tokio::test]
-async fn privileged_containers_need_a_privileged_pod() {
+async fn privileged_pod(handler: &str) {
     let w = world("test/privileged").await;
     let config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -183,7 +214,7 @@ async fn privileged_containers_need_a_privileged_pod() {
             .unwrap()
             .run_pod_sandbox(RunPodSandboxRequest {
                 config: Some(config),
-                runtime_handler: String::new(),
+                runtime_handler: handler.into(),
             })
             .await
             .expect("RunPodSandbox (privileged)")
@@ -198,11 +229,17 @@ async fn privileged_containers_need_a_privileged_pod() {
     assert_eq!(
         status_field(&status, "CapEff:"),
         status_field(&host, "CapBnd:"),
-        "all of the host's capabilities"
+        "{handler}: all of the host's capabilities"
     );
-    assert_eq!(status_field(&status, "Seccomp:"), "0", "no seccomp filter");
+    assert_eq!(
+        status_field(&status, "Seccomp:"),
+        "0",
+        "{handler}: no seccomp filter"
+    );
 
-    let plain = w.run_pod(&PodOptions::named("plain")).await;
+    let plain = w
+        .run_pod(&PodOptions::named("plain").handler(handler))
+        .await;
     let err = w
         .create(&plain, privileged(w.config("priv", &["sleep", "3600"])))
         .await
@@ -215,13 +252,24 @@ async fn privileged_containers_need_a_privileged_pod() {
     );
 }
 
+#[tokio::test]
+async fn privileged_containers_need_a_privileged_pod_with_the_builtin_launcher() {
+    privileged_pod("").await;
+}
+
+#[tokio::test]
+async fn privileged_containers_need_a_privileged_pod_with_runc() {
+    privileged_pod("runc").await;
+}
+
 /// The device cgroup allows mknod of any device but opening only the listed ones: a
 /// block device node made inside the container cannot be read (EPERM from the
 /// cgroup, not ENXIO from a missing device).
-#[tokio::test]
-async fn device_cgroup_denies_unlisted_devices() {
+async fn device_cgroup(handler: &str) {
     let w = world("test/devices").await;
-    let pod = w.run_pod(&PodOptions::named("devices")).await;
+    let pod = w
+        .run_pod(&PodOptions::named("devices").handler(handler))
+        .await;
     let ctr = w.run(&pod, w.config("app", &["sleep", "3600"])).await;
     let list = fs::read_to_string(cgroup_dir(&w, "devices", &pod, &ctr).join("devices.list"))
         .expect("the container's v1 devices cgroup");
@@ -244,6 +292,16 @@ async fn device_cgroup_denies_unlisted_devices() {
     );
     let (code, _, err) = w.exec(&ctr, &["head", "-c1", "/dev/zero"]).await;
     assert_eq!(code, 0, "an allowed device still reads: {err}");
+}
+
+#[tokio::test]
+async fn device_cgroup_denies_unlisted_devices_with_the_builtin_launcher() {
+    device_cgroup("").await;
+}
+
+#[tokio::test]
+async fn device_cgroup_denies_unlisted_devices_with_runc() {
+    device_cgroup("runc").await;
 }
 
 /// A 2MB hugepage limit lands in the container's hugetlb cgroup where the host has a

@@ -277,6 +277,10 @@ pub struct HostContext {
     pub hugetlb_available: bool,
     /// Rlimits for every container (default none: the monitor's own are inherited).
     pub rlimits: Vec<Rlimit>,
+    /// crustd's effective capabilities (`CapEff`), what "all capabilities" means for
+    /// privileged containers; `None`: every capability the kernel knows.
+    #[serde(default)]
+    pub capabilities_mask: Option<u64>,
 }
 
 impl Default for HostContext {
@@ -289,6 +293,7 @@ impl Default for HostContext {
             swap_available: true,
             hugetlb_available: true,
             rlimits: Vec::new(),
+            capabilities_mask: None,
         }
     }
 }
@@ -299,13 +304,23 @@ impl HostContext {
     /// crust does not write itself: all false), AppArmor when
     /// `<sys>/module/apparmor/parameters/enabled` is `Y` (libapparmor's
     /// `aa_is_enabled`), SELinux when `<sys>/fs/selinux/enforce` exists (selinuxfs is
-    /// mounted).
+    /// mounted), and crustd's effective capabilities from `<proc>/self/status`.
     pub fn detect(
         cgroups: Option<&crate::cgroup::Cgroupfs>,
         sys_root: &Path,
+        proc_root: &Path,
         min_oom_score_adj: i32,
     ) -> HostContext {
         let features = cgroups.map(|c| c.features());
+        // containerd's `cap.Current()` reads the same line.
+        let capabilities_mask = std::fs::read_to_string(proc_root.join("self/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            });
         HostContext {
             host_has_apparmor: std::fs::read_to_string(
                 sys_root.join("module/apparmor/parameters/enabled"),
@@ -317,6 +332,7 @@ impl HostContext {
             swap_available: features.is_some_and(|f| f.swap),
             hugetlb_available: features.is_some_and(|f| f.hugetlb),
             rlimits: Vec::new(),
+            capabilities_mask,
         }
     }
 }

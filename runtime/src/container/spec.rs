@@ -216,7 +216,11 @@ pub fn generate_spec(input: &SpecInput, devices: &dyn DeviceLookup) -> Result<Sp
     )?;
     let env = process_env(c, &input.image, &input.pod, &user.home)?;
     let cwd = process_cwd(c, &input.image)?;
-    let (caps, ambient) = spec_security::capabilities(privileged, sc.capabilities.as_ref())?;
+    let (caps, ambient) = spec_security::capabilities(
+        privileged,
+        sc.capabilities.as_ref(),
+        input.host.capabilities_mask,
+    )?;
     let seccomp = spec_security::seccomp(sc, &caps, input.seccomp_localhost.as_deref())?;
     // Checked even when privileged: a profile the host cannot apply is an error, not
     // silently dropped (containerd's GenerateApparmorSpecOpts).

@@ -103,6 +103,17 @@ pub(crate) fn all_capabilities() -> Capabilities {
     ALL_CAPS.into_iter().collect()
 }
 
+/// The capabilities of a `CapEff`-style mask (bit n = capability n); bits the table
+/// does not know are left out.
+pub(crate) fn capabilities_of_mask(mask: u64) -> Capabilities {
+    ALL_CAPS
+        .into_iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, cap)| cap)
+        .collect()
+}
+
 fn is_all(name: &str) -> bool {
     name.eq_ignore_ascii_case("ALL")
 }
@@ -118,11 +129,18 @@ fn parse_capability(name: &str, field: String) -> Result<Capability, SpecError> 
 /// Order as in containerd: `add: [ALL]` first, then `drop: [ALL]`, then individual adds,
 /// then individual drops, so `add: [ALL], drop: [CHOWN]` is everything but CHOWN and
 /// `drop: [ALL], add: [NET_ADMIN]` is only NET_ADMIN.
+///
+/// "All" (privileged, or `add: [ALL]`) is what crustd itself holds (`host_mask`, its
+/// effective set), as containerd's `WithAllCurrentCapabilities`: a capability outside
+/// the runtime's own bounding set cannot be granted (runc fails "unable to apply
+/// caps"). `None`: every capability the kernel knows.
 pub(crate) fn capabilities(
     privileged: bool,
     spec: Option<&CapabilitiesSpec>,
+    host_mask: Option<u64>,
 ) -> Result<(Capabilities, Capabilities), SpecError> {
     let f = format!("{}.capabilities", field::SC);
+    let all_capabilities = || host_mask.map_or_else(all_capabilities, capabilities_of_mask);
     if privileged {
         return Ok((all_capabilities(), Capabilities::new()));
     }
@@ -423,7 +441,7 @@ mod tests {
             ),
         ];
         for (name, privileged, s, want) in cases {
-            let (got, ambient) = capabilities(privileged, s.as_ref()).unwrap();
+            let (got, ambient) = capabilities(privileged, s.as_ref(), None).unwrap();
             assert_eq!(got, want, "{name}");
             assert!(ambient.is_empty(), "{name}");
         }
@@ -431,15 +449,36 @@ mod tests {
         assert_eq!(all_capabilities().len(), 41);
     }
 
+    /// "All" is crustd's own set: a host without CAP_SYS_RESOURCE (bit 24) cannot
+    /// grant it, privileged or `add: [ALL]`.
+    #[test]
+    fn all_means_the_hosts_capabilities() {
+        let mask = 0x000001fffeffffff_u64;
+        for (name, privileged, s) in [
+            ("privileged", true, None),
+            ("add ALL", false, Some(spec(&["ALL"], &[]))),
+        ] {
+            let (got, _) = capabilities(privileged, s.as_ref(), Some(mask)).unwrap();
+            assert_eq!(got.len(), 40, "{name}");
+            assert!(!got.contains(&Capability::SysResource), "{name}");
+            assert!(
+                got.contains(&Capability::CheckpointRestore),
+                "{name}: bit 40"
+            );
+        }
+        assert_eq!(capabilities_of_mask(u64::MAX), all_capabilities());
+        assert_eq!(capabilities_of_mask(1), caps(&[Capability::Chown]));
+    }
+
     #[test]
     fn unknown_capability_names_field() {
-        let err = capabilities(false, Some(&spec(&["NET_ADMIN", "FLY"], &[]))).unwrap_err();
+        let err = capabilities(false, Some(&spec(&["NET_ADMIN", "FLY"], &[])), None).unwrap_err();
         assert!(
             err.to_string()
                 .contains("config.linux.security_context.capabilities.add_capabilities[1]"),
             "{err}"
         );
-        let err = capabilities(false, Some(&spec(&[], &["NOPE"]))).unwrap_err();
+        let err = capabilities(false, Some(&spec(&[], &["NOPE"])), None).unwrap_err();
         assert!(err.to_string().contains("drop_capabilities[0]"), "{err}");
     }
 
@@ -447,14 +486,14 @@ mod tests {
     fn ambient_capabilities() {
         let mut s = spec(&["NET_ADMIN"], &[]);
         s.add_ambient = vec!["NET_ADMIN".into()];
-        let (set, ambient) = capabilities(false, Some(&s)).unwrap();
+        let (set, ambient) = capabilities(false, Some(&s), None).unwrap();
         assert_eq!(ambient, caps(&[Capability::NetAdmin]));
         let lc = linux_capabilities(&set, &ambient);
         assert_eq!(lc.inheritable().as_ref().unwrap(), &ambient);
         assert_eq!(lc.bounding().as_ref().unwrap(), &set);
         s.add_ambient = vec!["SYS_ADMIN".into()];
         assert!(
-            capabilities(false, Some(&s)).is_err(),
+            capabilities(false, Some(&s), None).is_err(),
             "ambient outside the permitted set"
         );
     }

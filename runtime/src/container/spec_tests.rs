@@ -706,9 +706,9 @@ fn errors_name_the_field() {
 
 /// The host probe reads the LSM switches under the given sysfs root.
 #[test]
-fn host_context_detects_lsms_under_sys_root() {
+fn host_context_detects_lsms_and_capabilities_under_its_roots() {
     let sys = tempfile::tempdir().unwrap();
-    let host = HostContext::detect(None, sys.path(), -500);
+    let host = HostContext::detect(None, sys.path(), sys.path(), -500);
     assert!(
         !host.host_has_apparmor && !host.host_has_selinux,
         "{host:?}"
@@ -718,19 +718,27 @@ fn host_context_detects_lsms_under_sys_root() {
         "no cgroup manager: nothing can be limited: {host:?}"
     );
     assert_eq!(host.min_oom_score_adj, -500);
+    assert_eq!(host.capabilities_mask, None, "no status file");
 
     let apparmor = sys.path().join("module/apparmor/parameters");
     std::fs::create_dir_all(&apparmor).unwrap();
     std::fs::write(apparmor.join("enabled"), "N\n").unwrap();
     assert!(
-        !HostContext::detect(None, sys.path(), 0).host_has_apparmor,
+        !HostContext::detect(None, sys.path(), sys.path(), 0).host_has_apparmor,
         "N: disabled"
     );
     std::fs::write(apparmor.join("enabled"), "Y\n").unwrap();
     std::fs::create_dir_all(sys.path().join("fs/selinux")).unwrap();
     std::fs::write(sys.path().join("fs/selinux/enforce"), "0").unwrap();
-    let host = HostContext::detect(None, sys.path(), 0);
+    std::fs::create_dir_all(sys.path().join("self")).unwrap();
+    std::fs::write(
+        sys.path().join("self/status"),
+        "Name:\tcrustd\nCapEff:\t000001fffeffffff\n",
+    )
+    .unwrap();
+    let host = HostContext::detect(None, sys.path(), sys.path(), 0);
     assert!(host.host_has_apparmor && host.host_has_selinux, "{host:?}");
+    assert_eq!(host.capabilities_mask, Some(0x000001fffeffffff));
 }
 
 /// `unified` holds cgroup v2 files: refused on a v1/hybrid host, naming the field.

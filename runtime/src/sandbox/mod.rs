@@ -279,9 +279,11 @@ pub struct SandboxManager {
     pub(crate) container_pids_limit: Option<i64>,
 }
 
-/// Where sysfs is mounted, for the LSM probes (the one root not in [`SandboxConfig`];
+/// Where sysfs is mounted, for the LSM probes (roots not in [`SandboxConfig`];
 /// tests override the probe's result with [`SandboxManager::with_host_context`]).
 const SYS_ROOT: &str = "/sys";
+/// Where procfs is mounted, for crustd's own capabilities.
+const PROC_ROOT: &str = "/proc";
 
 /// How long crustd waits for a monitor to answer.
 /// How long crustd waits for a monitor to create or start a container: longer than
@@ -313,6 +315,7 @@ impl SandboxManager {
         let host = crate::container::HostContext::detect(
             cgroups.as_ref(),
             Path::new(SYS_ROOT),
+            Path::new(PROC_ROOT),
             config.min_oom_score_adj,
         );
         tracing::info!(
