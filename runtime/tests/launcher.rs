@@ -3,7 +3,12 @@
 //! busybox rootfs. Checks are made from outside (`/proc/<pid>`) and from the
 //! container's own output in its CRI log.
 
-use std::{fs, os::unix::fs::MetadataExt, path::Path, time::Duration};
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use crust_runtime::{
     container::{
@@ -73,7 +78,9 @@ fn rootfs(dir: &Path) -> std::path::PathBuf {
         fs::create_dir_all(root.join(sub)).unwrap();
     }
     fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
-    for applet in ["sh", "cat", "id", "sleep", "echo", "ls", "hostname", "grep"] {
+    for applet in [
+        "sh", "cat", "id", "sleep", "echo", "ls", "hostname", "grep", "readlink", "mount", "touch",
+    ] {
         fs::hard_link(root.join("bin/busybox"), root.join("bin").join(applet)).unwrap();
     }
     fs::write(
@@ -157,6 +164,16 @@ async fn create_and_start(
     std::path::PathBuf,
 ) {
     let spec = container::generate_spec(input, &HostDevices::default()).expect("spec");
+    create_and_start_spec(pod, id, &spec, vec![]).await
+}
+
+/// Creates and starts a container from a spec, placed in `cgroup_dirs`.
+async fn create_and_start_spec(
+    pod: &Pod,
+    id: &str,
+    spec: &oci_spec::runtime::Spec,
+    cgroup_dirs: Vec<PathBuf>,
+) -> (crust_runtime::proc::ProcRef, PathBuf, PathBuf) {
     let d = pod.dir.path();
     let spec_path = d.join(format!("{id}.json"));
     fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
@@ -166,7 +183,7 @@ async fn create_and_start(
         spec: spec_path,
         log_path: log.clone(),
         exit_file: exit.clone(),
-        cgroup_dirs: vec![],
+        cgroup_dirs,
         overlay: None,
         stdin: false,
         stdin_once: false,
@@ -396,4 +413,224 @@ async fn root_keeps_exactly_the_requested_capabilities() {
     ] {
         assert!(out.iter().any(|l| l == want), "{want} not in {out:?}");
     }
+}
+
+/// Stdout lines of a finished container.
+fn stdout(log: &Path) -> Vec<String> {
+    log_lines(log)
+        .into_iter()
+        .filter(|(s, _)| s == "stdout")
+        .map(|(_, t)| t)
+        .collect()
+}
+
+/// A cgroup directory the test made; removed (after its processes are gone) on drop.
+struct TestCgroup(PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A spec that asks for a cgroup namespace of its own (what spec generation does on
+/// cgroup v2; this host is v1/hybrid, so the spec is edited by hand): the container's
+/// cgroups become its namespace's root. It enters the namespace only after the
+/// monitor placed it in its cgroup: from a namespace made before the move, its own
+/// cgroup would read as a path below the root, not as `/`.
+#[tokio::test]
+async fn own_cgroup_namespace_is_entered_after_placement() {
+    let pod = pod().await;
+    let root = rootfs(pod.dir.path());
+    let name = pod
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let cgroup = TestCgroup(Path::new("/sys/fs/cgroup/pids").join(name));
+    fs::create_dir(&cgroup.0).unwrap();
+    let input = spec_input(
+        &pod,
+        &root,
+        &[
+            "/bin/sh",
+            "-c",
+            "readlink /proc/self/ns/cgroup; grep :pids: /proc/self/cgroup",
+        ],
+        SecurityContextSpec::default(),
+    );
+    let mut spec = container::generate_spec(&input, &HostDevices::default()).unwrap();
+    let mut linux = spec.linux().clone().unwrap();
+    let mut namespaces = linux.namespaces().clone().unwrap();
+    let mut cgroupns = oci_spec::runtime::LinuxNamespace::default();
+    cgroupns.set_typ(oci_spec::runtime::LinuxNamespaceType::Cgroup);
+    namespaces.push(cgroupns);
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    let (_, log, exit) = create_and_start_spec(&pod, "cgns", &spec, vec![cgroup.0.clone()]).await;
+    assert_eq!(wait_exit(&exit).await.exit_code, 0, "{:?}", log_lines(&log));
+    let out = stdout(&log);
+    let host_ns = fs::read_link("/proc/self/ns/cgroup").unwrap();
+    assert!(out[0].starts_with("cgroup:["), "{out:?}");
+    assert_ne!(Path::new(&out[0]), host_ns, "a cgroup namespace of its own");
+    assert!(
+        out[1].ends_with(":pids:/"),
+        "its pids cgroup ({}) is its namespace's root: {out:?}",
+        cgroup.0.display()
+    );
+}
+
+/// Mounts the test made on the host, detached (deepest first) on drop.
+struct HostMounts(Vec<PathBuf>);
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for target in self.0.iter().rev() {
+            let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn host_mount_points_under(dir: &Path) -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// A CRI Bidirectional mount (`rshared`, rootfsPropagation `rshared`): a mount the
+/// container makes under it reaches the host, and nothing else the launcher mounts
+/// does. The source and the rootfs share one shared host mount (the hard case: it is
+/// also the mount that holds the rootfs), made shared by the test as kubelet's hosts
+/// are; the host's `/` is left alone.
+#[tokio::test]
+async fn bidirectional_mounts_reach_the_host() {
+    use nix::mount::{MsFlags, mount};
+    let pod = pod().await;
+    let shared = pod.dir.path().join("shared");
+    fs::create_dir_all(shared.join("vol/sub")).unwrap();
+    let mut host = HostMounts(vec![]);
+    mount(
+        Some(&shared),
+        &shared,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    host.0.push(shared.clone());
+    mount(
+        None::<&str>,
+        &shared,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    // The container's mount, as the host will see it: detached at the end too.
+    host.0.push(shared.join("vol/sub"));
+    let root = rootfs(&shared);
+    let mut input = spec_input(
+        &pod,
+        &root,
+        &[
+            "/bin/sh",
+            "-c",
+            "mount -t tmpfs tmpfs /mnt/bidi/sub && touch /mnt/bidi/sub/from-container && \
+             sleep 1000",
+        ],
+        SecurityContextSpec {
+            capabilities: Some(CapabilitiesSpec {
+                add: vec!["SYS_ADMIN".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    input.container.mounts = vec![container::MountSpec {
+        container_path: "/mnt/bidi".into(),
+        host_path: shared.join("vol").display().to_string(),
+        readonly: false,
+        propagation: container::Propagation::Bidirectional,
+        recursive_read_only: false,
+    }];
+    let (pid, log, exit) = create_and_start(&pod, "bidi", &input).await;
+    let marker = shared.join("vol/sub/from-container");
+    for _ in 0..500 {
+        if marker.exists() || !pid.is_alive() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = host_mount_points_under(&shared);
+    let _ = monitor::request(
+        &pod.spec.socket,
+        &Request::Signal {
+            id: "bidi".into(),
+            signal: 9,
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    let record = wait_exit(&exit).await;
+    assert!(
+        marker.exists(),
+        "the container's tmpfs is not on the host (exit {record:?}): {:?}",
+        log_lines(&log)
+    );
+    assert_eq!(
+        seen,
+        vec![shared.clone(), shared.join("vol/sub")],
+        "the host sees the container's mount and none of the launcher's"
+    );
+}
+
+/// A Bidirectional mount from a source that is not on a shared host mount could never
+/// propagate: CreateContainer fails and says why (containerd's `ensureShared`).
+#[tokio::test]
+async fn bidirectional_mount_needs_a_shared_source() {
+    let pod = pod().await;
+    let root = rootfs(pod.dir.path());
+    // The test's directory is on a private host mount (this host's `/` is private).
+    let vol = pod.dir.path().join("vol");
+    fs::create_dir_all(&vol).unwrap();
+    let mut input = spec_input(&pod, &root, &["/bin/true"], SecurityContextSpec::default());
+    input.container.mounts = vec![container::MountSpec {
+        container_path: "/mnt/bidi".into(),
+        host_path: vol.display().to_string(),
+        readonly: false,
+        propagation: container::Propagation::Bidirectional,
+        recursive_read_only: false,
+    }];
+    let spec = container::generate_spec(&input, &HostDevices::default()).unwrap();
+    let spec_path = pod.dir.path().join("private.json");
+    fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let req = Request::CreateContainer {
+        id: "private".into(),
+        spec: spec_path,
+        log_path: pod.dir.path().join("private.log"),
+        exit_file: pod.dir.path().join("private.exit"),
+        cgroup_dirs: vec![],
+        overlay: None,
+        stdin: false,
+        stdin_once: false,
+        tty: false,
+        oci: None,
+        max_log_line: crust_runtime::monitor::DEFAULT_MAX_LOG_LINE,
+    };
+    let reply = monitor::request(&pod.spec.socket, &req, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(!reply.ok, "created with a private bidirectional source");
+    let error = reply.error.unwrap_or_default();
+    assert!(error.contains("not shared"), "{error}");
 }

@@ -5,27 +5,38 @@
 //! ordinary Rust until it execs. The child sets everything up, reports "ready" on the
 //! status pipe, waits for the start byte, then execs; a failure at any point is written
 //! to the status pipe (close-on-exec, so a successful exec reads as EOF).
+//!
+//! The start pipe carries two bytes: `P` once the monitor has placed the child in its
+//! cgroups (the child waits for it before anything that depends on its cgroup: the
+//! cgroup namespace, the /sys/fs/cgroup view, mknod under the device cgroup), then
+//! `S` for StartContainer.
 #![allow(unsafe_code)]
+
+mod cgroupfs;
+mod devices;
+mod mounts;
+mod terminal;
+
+pub(super) use terminal::receive_fd;
+use terminal::setup_terminal;
 
 use std::{
     ffi::CString,
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{Read, Write},
     os::{
         fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
-        unix::fs::{OpenOptionsExt, symlink},
+        unix::fs::DirBuilderExt,
     },
-    path::{Component, Path, PathBuf},
+    path::{Path, PathBuf},
 };
 
 use nix::{
     fcntl::OFlag,
-    mount::{MntFlags, MsFlags, mount, umount2},
-    sched::{CloneFlags, setns},
-    sys::stat::Mode,
+    sched::{CloneFlags, setns, unshare},
     unistd::{
-        Gid, Pid, Uid, chdir, dup2_stderr, dup2_stdin, dup2_stdout, execvpe, pipe2, pivot_root,
-        setgid, setgroups, setuid,
+        Gid, Pid, Uid, chdir, dup2_stderr, dup2_stdin, dup2_stdout, execvpe, pipe2, setgid,
+        setgroups, setuid,
     },
 };
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
@@ -72,9 +83,6 @@ struct ChildStdio {
     /// (`out`/`err`/`stdin` are then unused).
     console: RawFd,
 }
-
-/// Initial terminal size (CRI gives none at create; kubelet resizes on attach).
-const INITIAL_SIZE: (u16, u16) = (80, 24);
 
 /// Clones the container process. It sets itself up in new PID (unless it joins the
 /// pod's) and mount namespaces and then waits for [`Launched::start`].
@@ -177,6 +185,8 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
             return Err(format!("place container in {}: {e}", procs.display()));
         }
     }
+    // Fails only if the child is already gone (EPIPE): its status pipe then says why.
+    let _ = nix::unistd::write(&start_w, b"P");
     // Wait for the child's verdict on its setup, but not forever: a mount on a hung
     // filesystem must not freeze the pod's monitor (it serves every container).
     if !readable_within(&status_r, SETUP_TIMEOUT_MS) {
@@ -296,6 +306,13 @@ fn child_main(
         .as_ref()
         .map(super::seccomp::compile)
         .transpose()?;
+    wait_for(start_fd, b'P')?;
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let cgroups = mounts
+        .iter()
+        .any(|m| matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")))
+        .then(cgroupfs::CgroupView::discover)
+        .transpose()?;
     // Join the namespaces the spec names by path (the pod's, pinned by the monitor).
     for ns in linux.namespaces().clone().unwrap_or_default() {
         let Some(path) = ns.path() else { continue };
@@ -303,6 +320,7 @@ fn child_main(
             LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
             LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
             LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
             // Joining a PID namespace only affects children: the monitor cloned us
             // into the one the spec names (`pidns`). Check rather than run in the
             // wrong one.
@@ -324,17 +342,39 @@ fn child_main(
         setns(file, flag).map_err(|e| format!("join namespace {}: {e}", path.display()))?;
     }
 
-    let root = spec.root().as_ref().ok_or("spec has no root")?;
-    let rootfs = root.path().clone();
-    setup_mounts(spec, &rootfs, overlay)?;
+    // A cgroup namespace of its own is entered once the process is in its cgroups,
+    // so that they become its root (runc's nsexec waits for the parent the same way);
+    // and before the mounts, so a cgroup2 mount shows that root.
+    let own_cgroupns = linux
+        .namespaces()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none());
+    if own_cgroupns {
+        unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| format!("unshare cgroup namespace: {e}"))?;
+    }
 
-    // Sysctls (namespaced: net.*, IPC) in the pod's namespaces.
+    let process = spec.process().clone().ok_or("spec has no process")?;
+    let root = spec.root().as_ref().ok_or("spec has no root")?;
+    mounts::prepare_rootfs(spec, root.path(), overlay, cgroups.as_ref())?;
+    // runc's `prepareRootfs` creates a missing cwd after pivot_root (so a link in the
+    // image cannot lead it out of the rootfs), as root and before the root may go
+    // read-only: a CRI working_dir need not exist in the image.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(process.cwd())
+        .map_err(|e| format!("create working directory {}: {e}", process.cwd().display()))?;
+    // Sysctls (namespaced: net.*, IPC), resolved in the namespaces we joined. Before
+    // `finalize_rootfs` makes /proc/sys read-only, in runc's order.
     for (key, value) in linux.sysctl().clone().unwrap_or_default() {
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
         fs::write(&path, &value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
     }
+    mounts::finalize_rootfs(spec)?;
 
-    let process = spec.process().clone().ok_or("spec has no process")?;
     if let Some(adj) = process.oom_score_adj() {
         fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("oom_score_adj {adj}: {e}"))?;
@@ -396,13 +436,8 @@ fn child_main(
     let program = args.first().cloned().ok_or("process.args is empty")?;
 
     // Set up: tell the monitor, then wait for StartContainer.
-    let mut start = unsafe_file(start_fd);
-    let mut byte = [0u8; 1];
     report_ready(status_fd)?;
-    match start.read(&mut byte) {
-        Ok(1) => {}
-        _ => return Err("monitor went away before start".into()),
-    }
+    wait_for(start_fd, b'S')?;
     reset_signals()?;
     if let (Some(programs), true) = (&seccomp, no_new_privs) {
         super::seccomp::apply(programs)?;
@@ -420,92 +455,20 @@ fn child_main(
     Err(format!("exec {:?}: {error}", program))
 }
 
-/// In the child, after pivot_root: opens a pty from the container's `/dev/ptmx`, sends
-/// the master to the monitor over `console`, and makes the slave our stdin, stdout,
-/// stderr and controlling terminal (of a new session, as a login would).
-fn setup_terminal(console: RawFd, uid: u32) -> Result<(), String> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let master = nix::fcntl::open(
-        "/dev/ptmx",
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("open /dev/ptmx: {e}"))?;
-    let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads one int from the valid pointer.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
-        return Err(format!("unlock pty: {}", nix::Error::last()));
+/// Waits for the monitor's `byte` on the start pipe.
+fn wait_for(start_fd: RawFd, byte: u8) -> Result<(), String> {
+    let mut start = unsafe_file(start_fd);
+    let mut got = [0u8; 1];
+    let read = start.read(&mut got);
+    std::mem::forget(start);
+    match read {
+        Ok(1) if got[0] == byte => Ok(()),
+        Ok(1) => Err(format!(
+            "unexpected byte {:?} from the monitor",
+            got[0] as char
+        )),
+        _ => Err("monitor went away before start".into()),
     }
-    let size = libc::winsize {
-        ws_col: INITIAL_SIZE.0,
-        ws_row: INITIAL_SIZE.1,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize from the valid pointer.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
-        return Err(format!("set terminal size: {}", nix::Error::last()));
-    }
-    // TIOCGPTPEER opens the slave from the master itself: no path lookup in a
-    // container-controlled /dev/pts.
-    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd or -1.
-    let slave = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY,
-        )
-    };
-    if slave < 0 {
-        return Err(format!("open pty slave: {}", nix::Error::last()));
-    }
-    // SAFETY: the fd was just returned to us and is owned by nobody else.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
-    // The process may run as another user; the terminal is its to use (as login does).
-    let _ = nix::unistd::fchown(&slave, Some(Uid::from_raw(uid)), None);
-    let fds = [master.as_raw_fd()];
-    sendmsg::<()>(
-        console,
-        &[std::io::IoSlice::new(b"M")],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(|e| format!("send pty master: {e}"))?;
-    drop(master);
-    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    // SAFETY: TIOCSCTTY takes an int argument by value (0: do not steal).
-    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
-        return Err(format!("set controlling terminal: {}", nix::Error::last()));
-    }
-    dup2_stdin(&slave).map_err(|e| format!("stdin: {e}"))?;
-    dup2_stdout(&slave).map_err(|e| format!("stdout: {e}"))?;
-    dup2_stderr(&slave).map_err(|e| format!("stderr: {e}"))?;
-    Ok(())
-}
-
-/// Receives the fd the child sent with [`setup_terminal`].
-pub(super) fn receive_fd(sock: &OwnedFd) -> Result<OwnedFd, String> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| e.to_string())?;
-    for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: the kernel just installed this fd in our table for us.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-    }
-    Err("no fd in the message".into())
 }
 
 fn report_ready(status_fd: RawFd) -> Result<(), String> {
@@ -559,366 +522,6 @@ pub(crate) fn apply_identity(process: &oci_spec::runtime::Process) -> Result<(),
     Ok(())
 }
 
-/// Rootfs, spec mounts, devices, pivot_root, masked and read-only paths.
-fn setup_mounts(
-    spec: &Spec,
-    rootfs: &Path,
-    overlay: Option<&super::OverlayMount>,
-) -> Result<(), String> {
-    // Nothing we mount may propagate back to the host.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| format!("make / rslave: {e}"))?;
-    if let Some(o) = overlay {
-        if o.lower.is_empty() {
-            return Err("image has no layers".into());
-        }
-        // Relative lowerdir names, resolved against our cwd: short option strings.
-        chdir(o.layers_root.as_path())
-            .map_err(|e| format!("chdir {}: {e}", o.layers_root.display()))?;
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            o.lower.join(":"),
-            o.upper.display(),
-            o.work.display()
-        );
-        mount(
-            Some("overlay"),
-            rootfs,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(data.as_str()),
-        )
-        .map_err(|e| format!("mount overlay rootfs at {}: {e}", rootfs.display()))?;
-    }
-    mount(
-        Some(rootfs),
-        rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| format!("bind rootfs {}: {e}", rootfs.display()))?;
-
-    for m in spec.mounts().clone().unwrap_or_default() {
-        let target = resolve_in_root(rootfs, m.destination())?;
-        let typ = m.typ().clone().unwrap_or_default();
-        let options = m.options().clone().unwrap_or_default();
-        let (flags, data) = mount_flags(&options);
-        let bind = flags.contains(MsFlags::MS_BIND);
-        let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
-        if bind {
-            // Bind targets take the source's kind: a file over a file, a dir over a dir.
-            if source.is_dir() {
-                fs::create_dir_all(&target)
-                    .map_err(|e| format!("create {}: {e}", target.display()))?;
-            } else {
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)
-                        .map_err(|e| format!("create {}: {e}", parent.display()))?;
-                }
-                if !target.exists() {
-                    File::create(&target)
-                        .map_err(|e| format!("create {}: {e}", target.display()))?;
-                }
-            }
-            mount(
-                Some(&source),
-                &target,
-                None::<&str>,
-                flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
-                None::<&str>,
-            )
-            .map_err(|e| {
-                format!(
-                    "bind {} at {}: {e}",
-                    source.display(),
-                    m.destination().display()
-                )
-            })?;
-            if flags.contains(MsFlags::MS_RDONLY) {
-                // Read-only binds need a remount; keep the flags the source already has.
-                let remount = MsFlags::MS_BIND
-                    | MsFlags::MS_REMOUNT
-                    | (flags & !(MsFlags::MS_REC | MsFlags::MS_BIND));
-                mount(None::<&str>, &target, None::<&str>, remount, None::<&str>)
-                    .map_err(|e| format!("remount {} read-only: {e}", m.destination().display()))?;
-            }
-            if options.iter().any(|o| o == "rro") {
-                recursive_read_only(&target).map_err(|e| {
-                    format!(
-                        "make {} recursively read-only: {e}",
-                        m.destination().display()
-                    )
-                })?;
-            }
-            // Propagation as CRI asked (rslave: host mounts appear; rshared: both ways).
-            let propagation = options.iter().find_map(|o| match o.as_str() {
-                "rprivate" => Some(MsFlags::MS_PRIVATE | MsFlags::MS_REC),
-                "private" => Some(MsFlags::MS_PRIVATE),
-                "rslave" => Some(MsFlags::MS_SLAVE | MsFlags::MS_REC),
-                "slave" => Some(MsFlags::MS_SLAVE),
-                "rshared" => Some(MsFlags::MS_SHARED | MsFlags::MS_REC),
-                "shared" => Some(MsFlags::MS_SHARED),
-                _ => None,
-            });
-            if let Some(p) = propagation {
-                mount(None::<&str>, &target, None::<&str>, p, None::<&str>).map_err(|e| {
-                    format!("set propagation of {}: {e}", m.destination().display())
-                })?;
-            }
-        } else if typ == "cgroup" || typ == "cgroup2" {
-            // The host's cgroup tree, read-only (a private cgroup namespace view comes
-            // with the cgroup namespace work).
-            fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
-            mount(
-                Some("/sys/fs/cgroup"),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(|e| format!("bind cgroups: {e}"))?;
-            let _ = mount(
-                None::<&str>,
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                None::<&str>,
-            );
-        } else {
-            fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
-            mount(
-                Some(&source),
-                &target,
-                Some(typ.as_str()),
-                flags,
-                data.as_deref(),
-            )
-            .map_err(|e| format!("mount {typ} at {}: {e}", m.destination().display()))?;
-        }
-    }
-
-    // Default devices: bind the host's nodes (works where mknod is not allowed, too).
-    let dev = resolve_in_root(rootfs, Path::new("/dev"))?;
-    if dev.is_dir() {
-        for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-            let target = dev.join(name);
-            if !target.exists() {
-                let _ = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .mode(0o666)
-                    .open(&target);
-            }
-            mount(
-                Some(&Path::new("/dev").join(name)),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| format!("bind /dev/{name}: {e}"))?;
-        }
-        for (link, to) in [
-            ("fd", "/proc/self/fd"),
-            ("stdin", "/proc/self/fd/0"),
-            ("stdout", "/proc/self/fd/1"),
-            ("stderr", "/proc/self/fd/2"),
-            ("ptmx", "pts/ptmx"),
-        ] {
-            let _ = symlink(to, dev.join(link));
-        }
-    }
-
-    // pivot_root(".", ".") then detach the old root: the process sees only the rootfs.
-    chdir(rootfs).map_err(|e| format!("chdir rootfs: {e}"))?;
-    pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
-    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-
-    let linux = spec.linux().clone().unwrap_or_default();
-    for path in linux.masked_paths().clone().unwrap_or_default() {
-        let p = Path::new(&path);
-        match fs::metadata(p) {
-            Ok(meta) if meta.is_dir() => mount(
-                Some("tmpfs"),
-                p,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY,
-                None::<&str>,
-            )
-            .map_err(|e| format!("mask {path}: {e}"))?,
-            Ok(_) => mount(
-                Some("/dev/null"),
-                p,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| format!("mask {path}: {e}"))?,
-            Err(_) => {}
-        }
-    }
-    for path in linux.readonly_paths().clone().unwrap_or_default() {
-        let p = Path::new(&path);
-        if !p.exists() {
-            continue;
-        }
-        mount(
-            Some(p),
-            p,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|e| format!("readonly {path}: {e}"))?;
-        mount(
-            None::<&str>,
-            p,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|e| format!("readonly {path}: {e}"))?;
-    }
-    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .map_err(|e| format!("read-only rootfs: {e}"))?;
-    }
-    let _ = Mode::empty();
-    Ok(())
-}
-
-/// `dest` inside `rootfs`, resolving every symlink on the way as if `rootfs` were `/`
-/// (an absolute link restarts at the rootfs, `..` stops at it), so nothing created or
-/// mounted for the container can land on the host, whatever links the image holds.
-/// (Only the image and crust write the rootfs before the container starts, so the
-/// walk is not racing the container.)
-fn resolve_in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, String> {
-    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
-    let mut pending: Vec<std::ffi::OsString> = dest
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(p) => Some(p.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate: PathBuf = std::iter::once(rootfs.as_os_str().to_os_string())
-            .chain(resolved.iter().cloned())
-            .chain(std::iter::once(part.clone()))
-            .collect();
-        match fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                hops += 1;
-                if hops > 40 {
-                    return Err(format!(
-                        "too many symlinks resolving {} in the rootfs",
-                        dest.display()
-                    ));
-                }
-                let target = fs::read_link(&candidate)
-                    .map_err(|e| format!("read link {}: {e}", candidate.display()))?;
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                for c in target.components().rev() {
-                    match c {
-                        Component::Normal(p) => pending.push(p.to_os_string()),
-                        Component::ParentDir => pending.push("..".into()),
-                        _ => {}
-                    }
-                }
-            }
-            _ => resolved.push(part),
-        }
-    }
-    Ok(std::iter::once(rootfs.as_os_str().to_os_string())
-        .chain(resolved)
-        .collect())
-}
-
-/// Makes a mount and every mount below it read-only (`mount_setattr(2)`, Linux 5.12):
-/// a plain read-only bind leaves submounts writable, which `recursive_read_only`
-/// exists to prevent. Fails (never silently degrades) on older kernels.
-fn recursive_read_only(target: &Path) -> Result<(), String> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    const AT_RECURSIVE: libc::c_int = 0x8000;
-    let path = CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|_| "path contains NUL".to_string())?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: a valid C path, a correctly laid out mount_attr and its size.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc < 0 {
-        Err(nix::Error::last().to_string())
-    } else {
-        Ok(())
-    }
-}
-
-/// OCI mount options -> flags and the data string for the rest.
-fn mount_flags(options: &[String]) -> (MsFlags, Option<String>) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for option in options {
-        match option.as_str() {
-            "bind" => flags |= MsFlags::MS_BIND,
-            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "rw" => {}
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            "relatime" => flags |= MsFlags::MS_RELATIME,
-            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
-            "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "rro" => {}
-            other => data.push(other.to_string()),
-        }
-    }
-    (flags, (!data.is_empty()).then(|| data.join(",")))
-}
-
 fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
     use nix::sys::resource::Resource::*;
     Some(match name {
@@ -933,54 +536,4 @@ fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
         "RlimitFsize" => RLIMIT_FSIZE,
         _ => return None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn destinations_stay_in_the_rootfs_whatever_the_links() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::create_dir_all(root.join("real")).unwrap();
-        symlink("/run/nologin", root.join("etc/hosts")).unwrap();
-        symlink("../../../../..", root.join("up")).unwrap();
-        symlink("/real", root.join("abs")).unwrap();
-        symlink("loop2", root.join("loop1")).unwrap();
-        symlink("loop1", root.join("loop2")).unwrap();
-        let cases: &[(&str, PathBuf)] = &[
-            ("/etc/resolv.conf", root.join("etc/resolv.conf")),
-            ("/etc/hosts", root.join("run/nologin")),
-            ("/up/etc", root.join("etc")),
-            ("/abs/x", root.join("real/x")),
-            ("/../../etc", root.join("etc")),
-            ("/a/../../b", root.join("b")),
-        ];
-        for (dest, want) in cases {
-            let got = resolve_in_root(root, Path::new(dest)).unwrap();
-            assert_eq!(&got, want, "{dest}");
-            assert!(got.starts_with(root), "{dest} escaped to {}", got.display());
-        }
-        assert!(
-            resolve_in_root(root, Path::new("/loop1/x")).is_err(),
-            "symlink loops are refused"
-        );
-    }
-
-    #[test]
-    fn mount_options() {
-        let (f, d) = mount_flags(&[
-            "nosuid".into(),
-            "noexec".into(),
-            "mode=755".into(),
-            "size=65536k".into(),
-        ]);
-        assert!(f.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC));
-        assert_eq!(d.as_deref(), Some("mode=755,size=65536k"));
-        let (f, d) = mount_flags(&["rbind".into(), "ro".into(), "rprivate".into()]);
-        assert!(f.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
-        assert_eq!(d, None);
-    }
 }

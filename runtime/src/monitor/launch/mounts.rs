@@ -1,0 +1,693 @@
+//! The container's filesystem, built in its own mount namespace in runc's order
+//! (libcontainer/rootfs_linux.go `prepareRootfs`: root propagation, rootfs, the spec's
+//! mounts, devices, pivot_root; then `standard_init_linux.go`: read-only paths, masked
+//! paths, read-only root), so a spec behaves the same under both launchers.
+
+use std::{
+    ffi::CString,
+    fs::{self, File},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    path::{Component, Path, PathBuf},
+};
+
+use nix::{
+    errno::Errno,
+    fcntl::OFlag,
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sys::stat::Mode,
+    unistd::{chdir, fchdir, pivot_root},
+};
+use oci_spec::runtime::Spec;
+
+use super::cgroupfs::CgroupView;
+
+/// Everything up to and including pivot_root: root propagation, the rootfs, the spec's
+/// mounts and /dev. Leaves the process at `/` of the new root.
+pub(super) fn prepare_rootfs(
+    spec: &Spec,
+    rootfs: &Path,
+    overlay: Option<&super::super::OverlayMount>,
+    cgroups: Option<&CgroupView>,
+) -> Result<(), String> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let shared_clones = clone_shared_sources(&mounts)?;
+    // runc's `prepareRoot`: `/` gets `linux.rootfsPropagation`, rslave by default, so
+    // host mounts reach the container but nothing we mount goes back. With `rshared`
+    // (a CRI Bidirectional mount) the namespace keeps its peers on the host, which is
+    // what lets a mount under such a bind reach the host.
+    let root_propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        Some(p) => propagation_flags(p).ok_or_else(|| format!("unknown rootfsPropagation {p}"))?,
+    };
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        root_propagation,
+        None::<&str>,
+    )
+    .map_err(|e| format!("set propagation of /: {e}"))?;
+    // runc's `rootfsParentMountPrivate`: the mount holding the rootfs goes private, so
+    // the rootfs mounts below do not propagate to other namespaces (with a shared root
+    // they would land on the host), and pivot_root accepts it (it refuses a shared
+    // parent of the new root).
+    make_parent_private(rootfs)?;
+    if let Some(o) = overlay {
+        if o.lower.is_empty() {
+            return Err("image has no layers".into());
+        }
+        // Relative lowerdir names, resolved against our cwd: short option strings.
+        chdir(o.layers_root.as_path())
+            .map_err(|e| format!("chdir {}: {e}", o.layers_root.display()))?;
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            o.lower.join(":"),
+            o.upper.display(),
+            o.work.display()
+        );
+        mount(
+            Some("overlay"),
+            rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| format!("mount overlay rootfs at {}: {e}", rootfs.display()))?;
+    }
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind rootfs {}: {e}", rootfs.display()))?;
+
+    for (m, clone) in mounts.iter().zip(&shared_clones) {
+        let target = resolve_in_root(rootfs, m.destination())?;
+        let typ = m.typ().clone().unwrap_or_default();
+        let options = m.options().clone().unwrap_or_default();
+        let (flags, data) = mount_flags(&options);
+        let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+        if flags.contains(MsFlags::MS_BIND) {
+            bind_mount(
+                &source,
+                clone.as_ref(),
+                &target,
+                m.destination(),
+                flags,
+                &options,
+            )?;
+        } else if typ == "cgroup" || typ == "cgroup2" {
+            fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+            cgroups
+                .ok_or("no cgroup view for a cgroup mount")?
+                .mount(&target, flags)
+                .map_err(|e| format!("mount cgroups at {}: {e}", m.destination().display()))?;
+        } else {
+            fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+            mount(
+                Some(&source),
+                &target,
+                Some(typ.as_str()),
+                flags,
+                data.as_deref(),
+            )
+            .map_err(|e| format!("mount {typ} at {}: {e}", m.destination().display()))?;
+        }
+    }
+
+    // runc's `needsSetupDev`: a bind-mounted /dev is the caller's; otherwise /dev (the
+    // spec's tmpfs) gets the spec's devices and the usual links.
+    let dev_is_bound = mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && (m.typ().as_deref() == Some("bind")
+                || mount_flags(m.options().as_deref().unwrap_or_default())
+                    .0
+                    .contains(MsFlags::MS_BIND))
+    });
+    if !dev_is_bound {
+        super::devices::create_devices(&linux, rootfs)?;
+        super::devices::dev_links(rootfs)?;
+    }
+
+    // pivot_root(".", ".") stacks the old root on the new one; runc's `pivotRoot` then
+    // makes it rslave before detaching it, so the unmount cannot propagate to the host
+    // (with a shared root propagation it otherwise would). The old root is reached
+    // through a descriptor opened before (runc 1.2 does the same): mount(2) resolves
+    // "." without crossing the mount stacked there, so a plain "." would make the
+    // *new* root rslave and cut a bidirectional mount off from its host peers.
+    let old_root = nix::fcntl::open(
+        "/",
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open the old root: {e}"))?;
+    chdir(rootfs).map_err(|e| format!("chdir rootfs: {e}"))?;
+    pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    fchdir(&old_root).map_err(|e| format!("fchdir to the old root: {e}"))?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make the old root rslave: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
+    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    // runc applies a private root propagation again to the new root: the rootfs bind
+    // was made from a mount we had just made private, not from `/`.
+    if root_propagation.contains(MsFlags::MS_PRIVATE) {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            root_propagation,
+            None::<&str>,
+        )
+        .map_err(|e| format!("set propagation of the new root: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A bind mount from the spec: the target takes the source's kind, then read-only,
+/// recursive read-only and propagation as the options ask. `clone` is the source's
+/// detached clone for a bidirectional mount ([`clone_shared_sources`]).
+fn bind_mount(
+    source: &Path,
+    clone: Option<&OwnedFd>,
+    target: &Path,
+    destination: &Path,
+    flags: MsFlags,
+    options: &[String],
+) -> Result<(), String> {
+    if source.is_dir() {
+        fs::create_dir_all(target).map_err(|e| format!("create {}: {e}", target.display()))?;
+    } else {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+        }
+        if !target.exists() {
+            File::create(target).map_err(|e| format!("create {}: {e}", target.display()))?;
+        }
+    }
+    match clone {
+        Some(fd) => move_mount(fd, target),
+        None => mount(
+            Some(source),
+            target,
+            None::<&str>,
+            flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
+            None::<&str>,
+        ),
+    }
+    .map_err(|e| {
+        format!(
+            "bind {} at {}: {e}",
+            source.display(),
+            destination.display()
+        )
+    })?;
+    if flags.contains(MsFlags::MS_RDONLY) {
+        // Read-only binds need a remount; keep the flags the source already has.
+        let remount = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | (flags & !(MsFlags::MS_REC | MsFlags::MS_BIND));
+        mount(None::<&str>, target, None::<&str>, remount, None::<&str>)
+            .map_err(|e| format!("remount {} read-only: {e}", destination.display()))?;
+    }
+    if options.iter().any(|o| o == "rro") {
+        set_mount_attrs(target, MOUNT_ATTR_RDONLY)
+            .map_err(|e| format!("make {} recursively read-only: {e}", destination.display()))?;
+    }
+    // Propagation as CRI asked (rslave: host mounts appear; rshared: both ways, which
+    // needs a shared source: the bind joins the source's peer group).
+    if let Some(p) = options.iter().find_map(|o| propagation_flags(o)) {
+        mount(None::<&str>, target, None::<&str>, p, None::<&str>)
+            .map_err(|e| format!("set propagation of {}: {e}", destination.display()))?;
+    }
+    Ok(())
+}
+
+/// After pivot_root (runc's order, `standard_init_linux.go`): read-only paths, masked
+/// paths, then the read-only root. Pod sysctls must be written before this: /proc/sys
+/// is one of the read-only paths.
+pub(super) fn finalize_rootfs(spec: &Spec) -> Result<(), String> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    for path in linux.readonly_paths().clone().unwrap_or_default() {
+        let p = Path::new(&path);
+        if !p.exists() {
+            continue;
+        }
+        mount(
+            Some(p),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("readonly {path}: {e}"))?;
+        mount(
+            None::<&str>,
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("readonly {path}: {e}"))?;
+    }
+    for path in linux.masked_paths().clone().unwrap_or_default() {
+        let p = Path::new(&path);
+        match fs::metadata(p) {
+            Ok(meta) if meta.is_dir() => mount(
+                Some("tmpfs"),
+                p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(|e| format!("mask {path}: {e}"))?,
+            Ok(_) => mount(
+                Some("/dev/null"),
+                p,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("mask {path}: {e}"))?,
+            Err(_) => {}
+        }
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| format!("read-only rootfs: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A bind that propagates both ways (CRI Bidirectional: `rshared`) must be in its
+/// source's peer group on the host, so the source must be a shared mount there, or
+/// nothing the container mounts would reach the host: checked, as containerd's CRI
+/// does (`ensureShared`), rather than silently not propagating.
+///
+/// Each such source is cloned (`open_tree(2)`, OPEN_TREE_CLONE) before anything
+/// changes propagation: until then our mounts are copies of the host's, and a clone of
+/// a shared mount joins its peer group (fs/namespace.c `clone_mnt`). The clone is
+/// detached, so neither the root's propagation nor making the rootfs's parent private
+/// (which may be the very mount the source is on) touches it; it is moved into place
+/// later. runc binds from the live tree instead, which loses the peer group whenever
+/// the source shares the mount holding the rootfs.
+fn clone_shared_sources(
+    mounts: &[oci_spec::runtime::Mount],
+) -> Result<Vec<Option<OwnedFd>>, String> {
+    let shared = |m: &oci_spec::runtime::Mount| {
+        m.options()
+            .as_deref()
+            .is_some_and(|o| o.iter().any(|o| o == "rshared" || o == "shared"))
+    };
+    if !mounts.iter().any(shared) {
+        return Ok(mounts.iter().map(|_| None).collect());
+    }
+    let info = mountinfo()?;
+    let mut clones = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        let options = m.options().clone().unwrap_or_default();
+        let (flags, _) = mount_flags(&options);
+        let Some(source) = m.source().as_deref().filter(|_| shared(m)) else {
+            clones.push(None);
+            continue;
+        };
+        if !flags.contains(MsFlags::MS_BIND) {
+            clones.push(None);
+            continue;
+        }
+        let source =
+            fs::canonicalize(source).map_err(|e| format!("resolve {}: {e}", source.display()))?;
+        let holder = containing_mount(&info, &source)
+            .ok_or_else(|| format!("no mount holds {}", source.display()))?;
+        if !holder.shared {
+            return Err(format!(
+                "{} is on mount {}, which is not shared: a bidirectional mount needs a \
+                 shared source (mount --make-shared)",
+                source.display(),
+                holder.mount_point.display()
+            ));
+        }
+        let fd = open_tree_clone(&source, flags.contains(MsFlags::MS_REC))
+            .map_err(|e| format!("clone {}: {e}", source.display()))?;
+        clones.push(Some(fd));
+    }
+    Ok(clones)
+}
+
+/// `open_tree(2)` with OPEN_TREE_CLONE: a detached copy of the mount (tree) at `path`.
+fn open_tree_clone(path: &Path, recursive: bool) -> Result<OwnedFd, nix::Error> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: a valid C path and flags; the result is a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `move_mount(2)`: attaches the detached mount `fd` at `target`.
+fn move_mount(fd: &OwnedFd, target: &Path) -> Result<(), nix::Error> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let target = CString::new(target.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: a valid fd, an empty C path for it, a valid C target path.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        Err(nix::Error::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// The mount `path` (canonical) is on: the last-mounted of the deepest mount points
+/// above it (mountinfo lists mounts in mount order, so a later one covers an earlier
+/// one at the same place).
+fn containing_mount<'a>(info: &'a [MountInfo], path: &Path) -> Option<&'a MountInfo> {
+    info.iter()
+        .filter(|m| path.starts_with(&m.mount_point))
+        .fold(None, |best: Option<&MountInfo>, m| match best {
+            Some(b) if b.mount_point.as_os_str().len() > m.mount_point.as_os_str().len() => Some(b),
+            _ => Some(m),
+        })
+}
+
+/// Makes the mount that holds `rootfs` private (in our namespace only).
+fn make_parent_private(rootfs: &Path) -> Result<(), String> {
+    let rootfs = fs::canonicalize(rootfs).map_err(|e| format!("resolve rootfs: {e}"))?;
+    let info = mountinfo()?;
+    let parent = &containing_mount(&info, &rootfs)
+        .ok_or_else(|| format!("no mount holds {}", rootfs.display()))?
+        .mount_point;
+    mount(
+        None::<&str>,
+        parent,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make {} private: {e}", parent.display()))
+}
+
+/// One line of `/proc/self/mountinfo` (proc(5)), the fields the launcher needs.
+pub(super) struct MountInfo {
+    /// The directory of the filesystem that is mounted (a bind's subtree).
+    pub root: PathBuf,
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    pub super_options: Vec<String>,
+    /// In a peer group (`shared:N` among the optional fields).
+    pub shared: bool,
+}
+
+pub(super) fn mountinfo() -> Result<Vec<MountInfo>, String> {
+    let text = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
+    Ok(text.lines().filter_map(parse_mountinfo_line).collect())
+}
+
+fn parse_mountinfo_line(line: &str) -> Option<MountInfo> {
+    let (left, right) = line.split_once(" - ")?;
+    let left: Vec<&str> = left.split(' ').collect();
+    let mut right = right.split(' ');
+    let fstype = right.next()?.to_string();
+    let _source = right.next()?;
+    let super_options = right.next()?.split(',').map(str::to_string).collect();
+    Some(MountInfo {
+        root: PathBuf::from(unescape(left.get(3)?)),
+        mount_point: PathBuf::from(unescape(left.get(4)?)),
+        fstype,
+        super_options,
+        shared: left.iter().skip(6).any(|f| f.starts_with("shared:")),
+    })
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `dest` inside `rootfs`, resolving every symlink on the way as if `rootfs` were `/`
+/// (an absolute link restarts at the rootfs, `..` stops at it), so nothing created or
+/// mounted for the container can land on the host, whatever links the image holds.
+/// (Only the image and crust write the rootfs before the container starts, so the
+/// walk is not racing the container.)
+pub(super) fn resolve_in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, String> {
+    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
+    let mut pending: Vec<std::ffi::OsString> = dest
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate: PathBuf = std::iter::once(rootfs.as_os_str().to_os_string())
+            .chain(resolved.iter().cloned())
+            .chain(std::iter::once(part.clone()))
+            .collect();
+        match fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(format!(
+                        "too many symlinks resolving {} in the rootfs",
+                        dest.display()
+                    ));
+                }
+                let target = fs::read_link(&candidate)
+                    .map_err(|e| format!("read link {}: {e}", candidate.display()))?;
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(p) => pending.push(p.to_os_string()),
+                        Component::ParentDir => pending.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => resolved.push(part),
+        }
+    }
+    Ok(std::iter::once(rootfs.as_os_str().to_os_string())
+        .chain(resolved)
+        .collect())
+}
+
+/// `mount_setattr(2)` attribute bits (linux/mount.h).
+pub(super) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(super) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(super) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(super) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// Sets `attrs` on a mount and every mount below it (`mount_setattr(2)` with
+/// AT_RECURSIVE, Linux 5.12): a plain read-only remount leaves submounts writable,
+/// which this exists to prevent. Fails (never silently degrades) on older kernels.
+pub(super) fn set_mount_attrs(target: &Path, attrs: u64) -> Result<(), String> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const AT_RECURSIVE: libc::c_int = 0x8000;
+    let path = CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| "path contains NUL".to_string())?;
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid C path, a correctly laid out mount_attr and its size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(nix::Error::last().to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// The propagation an OCI option names, if it names one.
+fn propagation_flags(option: &str) -> Option<MsFlags> {
+    Some(match option {
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "private" => MsFlags::MS_PRIVATE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "shared" => MsFlags::MS_SHARED,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        _ => return None,
+    })
+}
+
+/// OCI mount options -> flags and the data string for the rest.
+pub(super) fn mount_flags(options: &[String]) -> (MsFlags, Option<String>) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for option in options {
+        match option.as_str() {
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => {}
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "rro" => {}
+            p if propagation_flags(p).is_some() => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, (!data.is_empty()).then(|| data.join(",")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    #[test]
+    fn destinations_stay_in_the_rootfs_whatever_the_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(root.join("real")).unwrap();
+        symlink("/run/nologin", root.join("etc/hosts")).unwrap();
+        symlink("../../../../..", root.join("up")).unwrap();
+        symlink("/real", root.join("abs")).unwrap();
+        symlink("loop2", root.join("loop1")).unwrap();
+        symlink("loop1", root.join("loop2")).unwrap();
+        let cases: &[(&str, PathBuf)] = &[
+            ("/etc/resolv.conf", root.join("etc/resolv.conf")),
+            ("/etc/hosts", root.join("run/nologin")),
+            ("/up/etc", root.join("etc")),
+            ("/abs/x", root.join("real/x")),
+            ("/../../etc", root.join("etc")),
+            ("/a/../../b", root.join("b")),
+        ];
+        for (dest, want) in cases {
+            let got = resolve_in_root(root, Path::new(dest)).unwrap();
+            assert_eq!(&got, want, "{dest}");
+            assert!(got.starts_with(root), "{dest} escaped to {}", got.display());
+        }
+        assert!(
+            resolve_in_root(root, Path::new("/loop1/x")).is_err(),
+            "symlink loops are refused"
+        );
+    }
+
+    #[test]
+    fn mount_options() {
+        let (f, d) = mount_flags(&[
+            "nosuid".into(),
+            "noexec".into(),
+            "mode=755".into(),
+            "size=65536k".into(),
+        ]);
+        assert!(f.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC));
+        assert_eq!(d.as_deref(), Some("mode=755,size=65536k"));
+        let (f, d) = mount_flags(&["rbind".into(), "ro".into(), "rprivate".into()]);
+        assert!(f.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        assert_eq!(d, None);
+    }
+
+    #[test]
+    fn mountinfo_lines() {
+        let cases = [
+            (
+                "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory",
+                ("/", "/sys/fs/cgroup/memory", "cgroup", "rw,memory"),
+            ),
+            (
+                r"90 29 8:1 /var/a\040b /mnt/x\134y rw - ext4 /dev/sda1 rw",
+                ("/var/a b", r"/mnt/x\y", "ext4", "rw"),
+            ),
+            (
+                "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate",
+                ("/", "/sys/fs/cgroup/unified", "cgroup2", "rw,nsdelegate"),
+            ),
+        ];
+        for (line, (root, mp, fstype, opts)) in cases {
+            let m = parse_mountinfo_line(line).unwrap_or_else(|| panic!("{line}"));
+            assert_eq!(m.root, Path::new(root), "{line}");
+            assert_eq!(m.mount_point, Path::new(mp), "{line}");
+            assert_eq!(m.fstype, fstype, "{line}");
+            assert_eq!(m.super_options.join(","), opts, "{line}");
+            assert_eq!(m.shared, line.contains(" shared:"), "{line}");
+        }
+        assert!(parse_mountinfo_line("garbage").is_none());
+    }
+}
