@@ -71,7 +71,14 @@ async fn long_log_lines_split_and_exec_output_is_cut_at_the_configured_sizes() {
     assert!(got[..3].iter().all(|(_, _, t)| t.chars().all(|c| c == 'a')));
 
     let (code, out, err) = w
-        .exec(&id, &["sh", "-c", "head -c 5000 /dev/zero | tr '\\0' b; echo done >&2"])
+        .exec(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "head -c 5000 /dev/zero | tr '\\0' b; echo done >&2",
+            ],
+        )
         .await;
     assert_eq!(code, 0);
     assert_eq!(out.len(), 1000, "stdout is cut at exec_sync_output_limit");
@@ -81,14 +88,21 @@ async fn long_log_lines_split_and_exec_output_is_cut_at_the_configured_sizes() {
         "stderr keeps its own output and notes the cut: {err:?}"
     );
     let (_, small, err) = w.exec(&id, &["echo", "fits"]).await;
-    assert_eq!((small.as_str(), err.as_str()), ("fits\n", ""), "no note when nothing was cut");
+    assert_eq!(
+        (small.as_str(), err.as_str()),
+        ("fits\n", ""),
+        "no note when nothing was cut"
+    );
 }
 
 #[tokio::test]
 async fn out_of_range_output_limits_are_config_errors() {
     let sb = crust_e2e::Sandbox::new().unwrap();
     for (extra, key) in [
-        ("[runtime]\nmax_log_line_size = 10\n", "runtime.max_log_line_size"),
+        (
+            "[runtime]\nmax_log_line_size = 10\n",
+            "runtime.max_log_line_size",
+        ),
         (
             "[runtime]\nexec_sync_output_limit = 9000000\n",
             "runtime.exec_sync_output_limit",
@@ -103,4 +117,45 @@ async fn out_of_range_output_limits_are_config_errors() {
         assert_eq!(status.code(), Some(2), "{key}: a config error exits 2");
         assert!(d.logs().contains(key), "{key} named: {}", d.logs());
     }
+}
+
+/// `[runtime] pids_limit` becomes every container's `pids.max`, and a fork bomb stops
+/// there.
+#[tokio::test]
+async fn pids_limit_caps_every_container() {
+    let image = busybox_image(&["sh", "sleep"], |_| {});
+    let w = World::start(&image, "test/pids", "[runtime]\npids_limit = 20\n").await;
+    let pod = w.run_pod(&PodOptions::named("pids")).await;
+    let id = w.run(&pod, w.config("capped", &["sleep", "3600"])).await;
+    let info =
+        w.d.runtime()
+            .await
+            .unwrap()
+            .container_status(crust_proto::runtime::v1::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info;
+    let details: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let cgroup = details["cgroup"].as_str().unwrap().trim_start_matches('/');
+    let max = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{cgroup}/pids.max"))
+        .expect("the v1 pids controller");
+    assert_eq!(max.trim(), "20");
+    let (_, _, err) = w
+        .exec(
+            &id,
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 30 ]; do sleep 60 & i=$((i+1)); done",
+            ],
+        )
+        .await;
+    assert!(
+        err.contains("fork"),
+        "the 21st process cannot be forked: {err:?}"
+    );
 }

@@ -135,7 +135,8 @@ impl Daemon {
             sandbox_config(&config),
             store.clone(),
             Some(network),
-        )?;
+        )?
+        .with_container_pids_limit(Some(config.runtime.pids_limit));
         Ok(Daemon {
             config,
             config_files,

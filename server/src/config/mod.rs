@@ -140,6 +140,9 @@ pub struct RuntimeSection {
     /// dropped, and stderr says so. At most 8 MiB − 64 KiB, so that both streams fit in
     /// kubelet's 16 MiB gRPC message.
     pub exec_sync_output_limit: usize,
+    /// Process limit (`pids.max`) of every container, as CRI-O's `pids_limit`: CRI has
+    /// none per container. 0: crust sets none; -1: unlimited.
+    pub pids_limit: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +238,7 @@ impl Default for RuntimeSection {
             shm_size: 64 << 20,
             max_log_line_size: crust_runtime::monitor::DEFAULT_MAX_LOG_LINE,
             exec_sync_output_limit: crust_runtime::container::EXEC_OUTPUT_LIMIT,
+            pids_limit: 0,
         }
     }
 }

@@ -62,6 +62,12 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
             "must be at least 64 bytes".into(),
         ));
     }
+    if c.runtime.pids_limit < -1 {
+        errors.push((
+            "runtime.pids_limit".into(),
+            "must be -1 (unlimited), 0 (not set) or a positive number".into(),
+        ));
+    }
     let limit = crust_runtime::container::EXEC_OUTPUT_LIMIT;
     if c.runtime.exec_sync_output_limit == 0 || c.runtime.exec_sync_output_limit > limit {
         errors.push((
