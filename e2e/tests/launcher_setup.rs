@@ -15,9 +15,6 @@ use crust_proto::runtime::v1::{
 const RUNC: &str = "/usr/sbin/runc";
 /// The built-in launcher (the default handler) and runc.
 const HANDLERS: [&str; 2] = ["", "runc"];
-/// Only the built-in launcher, where runc cannot run the case under crust today (each
-/// use says why; those are the `oci` handler's issues, not the launcher's).
-const BUILTIN: [&str; 1] = [""];
 
 async fn world(repo: &str) -> World {
     assert!(
@@ -105,15 +102,13 @@ async fn ok(w: &World, id: &str, cmd: &[&str]) -> String {
 }
 
 /// Pod sysctls (net.* in the pod's network namespace, kernel.shm_* in its IPC one) are
-/// written by the container's setup before /proc/sys goes read-only.
-///
-/// Built-in only: runc refuses them ("sysctl ... not allowed in host network
-/// namespace") because the monitor runs it inside the pod's namespaces, so runc's
-/// check that the spec's namespace is not its own fails.
+/// written by the container's setup before /proc/sys goes read-only (built-in), or
+/// left to the pod's namespaces, where the monitor set them (runc: the bundle carries
+/// none, as runc run from inside the pod's namespace would refuse them).
 #[tokio::test]
 async fn pod_sysctls_reach_the_containers() {
     let w = world("test/sysctl").await;
-    for handler in BUILTIN {
+    for handler in HANDLERS {
         let pod = run_pod(
             &w,
             &format!("sysctl-{}", handler.len()),

@@ -249,6 +249,11 @@ impl SandboxManager {
             // runc's cgroupfs driver takes a relative cgroupsPath as relative to its
             // own cgroup; ours are relative to the hierarchy roots.
             linux.set_cgroups_path(Some(PathBuf::from(format!("/{}", c.cgroup))));
+            // Pod sysctls are the pod's namespaces' own, already set there by the
+            // monitor when it made them. runc would refuse them anyway: it runs inside
+            // the pod's network namespace (the monitor's), so its "not the host's
+            // namespace" check sees the pod's as its own host's.
+            linux.set_sysctl(None);
         }
         let spec_file = c.spec_file();
         fs::write(

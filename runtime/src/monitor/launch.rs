@@ -375,16 +375,7 @@ fn child_main(
     }
     mounts::finalize_rootfs(spec)?;
 
-    if let Some(adj) = process.oom_score_adj() {
-        fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| format!("oom_score_adj {adj}: {e}"))?;
-    }
-    for rlimit in process.rlimits().clone().unwrap_or_default() {
-        let resource = rlimit_resource(&format!("{:?}", rlimit.typ()))
-            .ok_or_else(|| format!("unknown rlimit {:?}", rlimit.typ()))?;
-        nix::sys::resource::setrlimit(resource, rlimit.soft(), rlimit.hard())
-            .map_err(|e| format!("setrlimit {:?}: {e}", rlimit.typ()))?;
-    }
+    super::process_limits::apply(&process)?;
 
     // Stdio: the monitor's pipes, or a terminal from the container's devpts.
     if stdio.console >= 0 {
@@ -520,20 +511,4 @@ pub(crate) fn apply_identity(process: &oci_spec::runtime::Process) -> Result<(),
         nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
     }
     Ok(())
-}
-
-fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
-    use nix::sys::resource::Resource::*;
-    Some(match name {
-        "RlimitNofile" => RLIMIT_NOFILE,
-        "RlimitNproc" => RLIMIT_NPROC,
-        "RlimitCore" => RLIMIT_CORE,
-        "RlimitMemlock" => RLIMIT_MEMLOCK,
-        "RlimitStack" => RLIMIT_STACK,
-        "RlimitAs" => RLIMIT_AS,
-        "RlimitCpu" => RLIMIT_CPU,
-        "RlimitData" => RLIMIT_DATA,
-        "RlimitFsize" => RLIMIT_FSIZE,
-        _ => return None,
-    })
 }
