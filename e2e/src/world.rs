@@ -5,9 +5,9 @@
 use std::{collections::HashMap, path::PathBuf};
 
 use crust_proto::runtime::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, KeyValue,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RunPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse,
+    ImageSpec, KeyValue, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RunPodSandboxRequest,
     StartContainerRequest,
 };
 
@@ -53,6 +53,10 @@ impl PodOptions {
             pid: NamespaceMode::Pod,
             host_network: false,
         }
+    }
+    pub fn namespace(mut self, namespace: &str) -> PodOptions {
+        self.namespace = namespace.into();
+        self
     }
     pub fn handler(mut self, handler: &str) -> PodOptions {
         self.handler = handler.into();
@@ -222,21 +226,34 @@ impl World {
         id
     }
 
-    /// ExecSync `cmd` in container `id` (10 s timeout): (exit code, stdout, stderr).
-    pub async fn exec(&self, id: &str, cmd: &[&str]) -> (i32, String, String) {
-        let r = self
+    /// ExecSync `cmd` in container `id` with `timeout` seconds (0: none); the call's
+    /// own error, such as DeadlineExceeded, is returned for the test to check.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<ExecSyncResponse, tonic::Status> {
+        Ok(self
             .d
             .runtime()
             .await
             .expect("connect")
-            .exec_sync(crust_proto::runtime::v1::ExecSyncRequest {
+            .exec_sync(ExecSyncRequest {
                 container_id: id.into(),
                 cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                timeout: 10,
+                timeout,
             })
+            .await?
+            .into_inner())
+    }
+
+    /// ExecSync `cmd` in container `id` (10 s timeout): (exit code, stdout, stderr).
+    pub async fn exec(&self, id: &str, cmd: &[&str]) -> (i32, String, String) {
+        let r = self
+            .exec_sync(id, cmd, 10)
             .await
-            .unwrap_or_else(|e| panic!("ExecSync {cmd:?} in {id}: {e}"))
-            .into_inner();
+            .unwrap_or_else(|e| panic!("ExecSync {cmd:?} in {id}: {e}"));
         (
             r.exit_code,
             String::from_utf8_lossy(&r.stdout).into_owned(),

@@ -1,21 +1,24 @@
 //! Containers through the real crustd, monitor and built-in launcher: an image pulled
 //! from a real registry, run in a real pod; lifecycle, logs, exits, OOM, restarts.
 
-use std::{collections::HashMap, fs, path::Path, time::Duration};
+use std::{
+    collections::HashMap,
+    fs,
+    ops::{Deref, DerefMut},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use crust_e2e::{
-    Crustd, Sandbox,
-    cni::TestNetwork,
     image_builder::{Compression, Image, LayerBuilder, host_arch},
     registry::Registry,
+    world::{PodOptions, World, busybox_image},
 };
 use crust_proto::runtime::v1::{
-    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStateValue,
-    ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
-    LinuxContainerResources, LinuxContainerSecurityContext, ListContainersRequest,
-    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest, security_profile::ProfileType,
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatusRequest,
+    ImageSpec, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
+    ListContainersRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    SecurityProfile, StopContainerRequest, StopPodSandboxRequest, security_profile::ProfileType,
 };
 use serde_json::json;
 use tonic::Code;
@@ -24,145 +27,39 @@ const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "sleep", "hostname", "head", "tr", "ls", "grep",
 ];
 
-fn busybox_image() -> Image {
-    let mut layer = LayerBuilder::new();
-    layer.busybox(APPLETS).unwrap();
-    for dir in ["etc", "proc", "sys", "dev", "tmp"] {
-        layer.dir(dir, 0o755);
-    }
-    layer
-        .file(
-            "etc/passwd",
-            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
-            0o644,
-        )
-        .file("etc/group", b"root:x:0:\napp:x:1000:\n", 0o644);
-    Image::build(
-        vec![layer.finish(Compression::Gzip)],
-        host_arch(),
-        json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}),
-    )
-}
-
-struct World {
-    _registry: Registry,
-    image: String,
-    d: Crustd,
+/// The shared world with the one pod, `app`, that the tests here run their containers
+/// in; the world's fields and helpers are reached through it.
+struct PodWorld {
+    world: World,
     pod: String,
-    logs: std::path::PathBuf,
-    _net: TestNetwork,
-    sb: Sandbox,
+    /// The pod's log directory, where its containers' logs are.
+    pod_logs: PathBuf,
 }
 
-async fn world() -> World {
-    let registry = Registry::start().await.unwrap();
-    registry
-        .push_image("test/busybox", &["v1"], &busybox_image())
-        .await
-        .unwrap();
-    let image = format!("{}/test/busybox:v1", registry.host());
-    let sb = Sandbox::new().unwrap();
-    let net = TestNetwork::install(&sb, &[]);
-    let mut d = sb.start().unwrap();
-    d.wait_ready().await.unwrap();
-    d.image()
-        .await
-        .unwrap()
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .unwrap();
-    let logs = sb.path().join("logs");
-    let pod = run_pod(&d, "app", &logs).await;
-    World {
-        _registry: registry,
-        image,
-        d,
+impl Deref for PodWorld {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl DerefMut for PodWorld {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.world
+    }
+}
+
+async fn world() -> PodWorld {
+    let world = World::start(&busybox_image(APPLETS, |_| {}), "test/busybox", "").await;
+    let pod = world
+        .run_pod(&PodOptions::named("app").namespace("ctr"))
+        .await;
+    let pod_logs = world.logs.join("app");
+    PodWorld {
+        world,
         pod,
-        logs,
-        _net: net,
-        sb,
+        pod_logs,
     }
-}
-
-async fn run_pod(d: &Crustd, name: &str, logs: &Path) -> String {
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "ctr".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: logs.display().to_string(),
-        ..Default::default()
-    };
-    let req = RunPodSandboxRequest {
-        config: Some(config),
-        runtime_handler: String::new(),
-    };
-    d.runtime()
-        .await
-        .unwrap()
-        .run_pod_sandbox(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id
-}
-
-fn config(w: &World, name: &str, command: &[&str]) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: w.image.clone(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        envs: vec![KeyValue {
-            key: "WHO".into(),
-            value: "crust".into(),
-        }],
-        log_path: format!("{name}.log"),
-        labels: HashMap::from([("name".into(), name.into())]),
-        ..Default::default()
-    }
-}
-
-async fn create(w: &World, config: ContainerConfig) -> Result<String, tonic::Status> {
-    let req = CreateContainerRequest {
-        pod_sandbox_id: w.pod.clone(),
-        config: Some(config),
-        sandbox_config: None,
-    };
-    Ok(w.d
-        .runtime()
-        .await
-        .unwrap()
-        .create_container(req)
-        .await?
-        .into_inner()
-        .container_id)
-}
-
-async fn start(w: &World, id: &str) -> Result<(), tonic::Status> {
-    w.d.runtime()
-        .await
-        .unwrap()
-        .start_container(StartContainerRequest {
-            container_id: id.into(),
-        })
-        .await
-        .map(|_| ())
 }
 
 /// (stream, text) of every record, checking the CRI format on the way.
@@ -190,18 +87,22 @@ async fn a_container_runs_logs_and_exits_with_its_code() {
     let w = world().await;
     let script =
         "echo hello $WHO; echo oops >&2; hostname; cat /etc/resolv.conf | head -n 1; id -u; exit 7";
-    let id = create(&w, config(&w, "once", &["sh", "-c", script]))
+    let id = w
+        .create(&w.pod, w.config("once", &["sh", "-c", script]))
         .await
         .unwrap();
     let created = w.d.container_status(&id).await;
     assert_eq!(created.state, i32::from(ContainerState::ContainerCreated));
     assert_eq!(created.started_at, 0);
-    start(&w, &id).await.unwrap();
+    w.start_container(&id).await.unwrap();
     let s = w.d.wait_exited(&id).await;
     assert_eq!(s.exit_code, 7);
     assert_eq!(s.reason, "Error");
     assert!(s.started_at > 0 && s.finished_at >= s.started_at, "{s:?}");
-    assert_eq!(s.log_path, w.logs.join("once.log").display().to_string());
+    assert_eq!(
+        s.log_path,
+        w.pod_logs.join("once.log").display().to_string()
+    );
     let lines = log(&s.log_path);
     assert_eq!(lines[0], ("stdout".to_string(), "hello crust".to_string()));
     assert!(
@@ -221,10 +122,11 @@ async fn a_container_runs_logs_and_exits_with_its_code() {
         "uid 0: {lines:?}"
     );
 
-    let ok = create(&w, config(&w, "fine", &["true-not-in-image-so-use-sh"]))
+    let ok = w
+        .create(&w.pod, w.config("fine", &["true-not-in-image-so-use-sh"]))
         .await
         .unwrap();
-    let err = start(&w, &ok).await.unwrap_err();
+    let err = w.start_container(&ok).await.unwrap_err();
     assert!(
         err.message().contains("true-not-in-image-so-use-sh"),
         "{}",
@@ -236,20 +138,22 @@ async fn a_container_runs_logs_and_exits_with_its_code() {
         (i32::from(ContainerState::ContainerExited), "StartError")
     );
 
-    let done = create(&w, config(&w, "zero", &["sh", "-c", "exit 0"]))
+    let done = w
+        .create(&w.pod, w.config("zero", &["sh", "-c", "exit 0"]))
         .await
         .unwrap();
-    start(&w, &done).await.unwrap();
+    w.start_container(&done).await.unwrap();
     assert_eq!(w.d.wait_exited(&done).await.reason, "Completed");
 }
 
 #[tokio::test]
 async fn stop_list_remove_and_the_cri_rules() {
     let w = world().await;
-    let id = create(&w, config(&w, "sleeper", &["sleep", "1000"]))
+    let id = w
+        .create(&w.pod, w.config("sleeper", &["sleep", "1000"]))
         .await
         .unwrap();
-    start(&w, &id).await.unwrap();
+    w.start_container(&id).await.unwrap();
     let mut rt = w.d.runtime().await.unwrap();
 
     let running = Some(ContainerFilter {
@@ -284,20 +188,20 @@ async fn stop_list_remove_and_the_cri_rules() {
 
     // Same name in the same pod.
     assert_eq!(
-        create(&w, config(&w, "sleeper", &["sleep", "1"]))
+        w.create(&w.pod, w.config("sleeper", &["sleep", "1"]))
             .await
             .unwrap_err()
             .code(),
         Code::AlreadyExists
     );
     // A missing image.
-    let mut missing = config(&w, "missing", &["sh"]);
+    let mut missing = w.config("missing", &["sh"]);
     missing.image = Some(ImageSpec {
         image: "example.invalid/nothing:1".into(),
         ..Default::default()
     });
     assert_eq!(
-        create(&w, missing).await.unwrap_err().code(),
+        w.create(&w.pod, missing).await.unwrap_err().code(),
         Code::NotFound
     );
     // The pod shares a PID namespace, so sleep is not PID 1 and SIGTERM ends it.
@@ -338,10 +242,11 @@ async fn stop_list_remove_and_the_cri_rules() {
     assert_eq!(gone.code(), Code::NotFound);
 
     // A running container is killed by RemoveContainer; a stopped pod refuses new ones.
-    let busy = create(&w, config(&w, "busy", &["sleep", "1000"]))
+    let busy = w
+        .create(&w.pod, w.config("busy", &["sleep", "1000"]))
         .await
         .unwrap();
-    start(&w, &busy).await.unwrap();
+    w.start_container(&busy).await.unwrap();
     rt.remove_container(RemoveContainerRequest {
         container_id: busy.clone(),
     })
@@ -353,7 +258,7 @@ async fn stop_list_remove_and_the_cri_rules() {
     .await
     .unwrap();
     assert_eq!(
-        create(&w, config(&w, "late", &["sh"]))
+        w.create(&w.pod, w.config("late", &["sh"]))
             .await
             .unwrap_err()
             .code(),
@@ -377,8 +282,7 @@ async fn stop_list_remove_and_the_cri_rules() {
 #[tokio::test]
 async fn a_container_over_its_memory_limit_is_oom_killed() {
     let w = world().await;
-    let mut c = config(
-        &w,
+    let mut c = w.config(
         "hog",
         &[
             "sh",
@@ -393,8 +297,8 @@ async fn a_container_over_its_memory_limit_is_oom_killed() {
         }),
         ..Default::default()
     });
-    let id = create(&w, c).await.unwrap();
-    start(&w, &id).await.unwrap();
+    let id = w.create(&w.pod, c).await.unwrap();
+    w.start_container(&id).await.unwrap();
     let s = w.d.wait_exited(&id).await;
     assert_eq!(
         (s.exit_code, s.reason.as_str()),
@@ -408,8 +312,7 @@ async fn a_container_over_its_memory_limit_is_oom_killed() {
 #[tokio::test]
 async fn a_stop_after_a_child_was_oom_killed_is_not_oom_killed() {
     let w = world().await;
-    let mut c = config(
-        &w,
+    let mut c = w.config(
         "survivor",
         &[
             "sh",
@@ -424,8 +327,8 @@ async fn a_stop_after_a_child_was_oom_killed_is_not_oom_killed() {
         }),
         ..Default::default()
     });
-    let id = create(&w, c).await.unwrap();
-    start(&w, &id).await.unwrap();
+    let id = w.create(&w.pod, c).await.unwrap();
+    w.start_container(&id).await.unwrap();
     let log_path = w.d.container_status(&id).await.log_path;
     for _ in 0..1000 {
         if fs::read_to_string(&log_path)
@@ -464,14 +367,16 @@ async fn a_stop_after_a_child_was_oom_killed_is_not_oom_killed() {
 #[tokio::test]
 async fn containers_keep_running_across_a_crustd_restart_and_exits_while_down_are_reported() {
     let mut w = world().await;
-    let long = create(&w, config(&w, "long", &["sleep", "1000"]))
+    let long = w
+        .create(&w.pod, w.config("long", &["sleep", "1000"]))
         .await
         .unwrap();
-    start(&w, &long).await.unwrap();
-    let short = create(&w, config(&w, "short", &["sh", "-c", "sleep 1; exit 3"]))
+    w.start_container(&long).await.unwrap();
+    let short = w
+        .create(&w.pod, w.config("short", &["sh", "-c", "sleep 1; exit 3"]))
         .await
         .unwrap();
-    start(&w, &short).await.unwrap();
+    w.start_container(&short).await.unwrap();
 
     assert!(w.d.terminate().await.unwrap().success());
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -581,42 +486,23 @@ async fn crustctl_container_verbs() {
     assert!(!ctl(&["ps", "-a", "-q"]).contains(&id));
 }
 
-async fn exec(
-    w: &World,
-    id: &str,
-    cmd: &[&str],
-    timeout: i64,
-) -> Result<crust_proto::runtime::v1::ExecSyncResponse, tonic::Status> {
-    let req = crust_proto::runtime::v1::ExecSyncRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        timeout,
-    };
-    Ok(w.d
-        .runtime()
-        .await
-        .unwrap()
-        .exec_sync(req)
-        .await?
-        .into_inner())
-}
-
 #[tokio::test]
 async fn exec_sync_runs_inside_the_container_and_honours_its_timeout() {
     let w = world().await;
-    let id = create(&w, config(&w, "target", &["sleep", "1000"]))
+    let id = w
+        .create(&w.pod, w.config("target", &["sleep", "1000"]))
         .await
         .unwrap();
-    start(&w, &id).await.unwrap();
+    w.start_container(&id).await.unwrap();
 
-    let r = exec(
-        &w,
-        &id,
-        &["sh", "-c", "echo out $WHO; echo err >&2; hostname; exit 5"],
-        10,
-    )
-    .await
-    .unwrap();
+    let r = w
+        .exec_sync(
+            &id,
+            &["sh", "-c", "echo out $WHO; echo err >&2; hostname; exit 5"],
+            10,
+        )
+        .await
+        .unwrap();
     assert_eq!(r.exit_code, 5);
     assert_eq!(
         String::from_utf8_lossy(&r.stdout),
@@ -624,23 +510,25 @@ async fn exec_sync_runs_inside_the_container_and_honours_its_timeout() {
         "the container's env and the pod's hostname"
     );
     assert_eq!(String::from_utf8_lossy(&r.stderr), "err\n");
-    let r = exec(&w, &id, &["ls", "/"], 10).await.unwrap();
+    let r = w.exec_sync(&id, &["ls", "/"], 10).await.unwrap();
     let root = String::from_utf8_lossy(&r.stdout).to_string();
     assert!(
         root.contains("bin") && !root.contains("work"),
         "the container's root: {root}"
     );
-    let r = exec(&w, &id, &["no-such-command"], 10).await.unwrap();
+    let r = w.exec_sync(&id, &["no-such-command"], 10).await.unwrap();
     assert_eq!(r.exit_code, 127);
     assert!(String::from_utf8_lossy(&r.stderr).contains("no-such-command"));
 
     // A background child that keeps the pipes open must not hold the call up.
-    let r = exec(&w, &id, &["sh", "-c", "sleep 100 & echo done"], 30)
+    let r = w
+        .exec_sync(&id, &["sh", "-c", "sleep 100 & echo done"], 30)
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout), "done\n");
     // A command past its timeout is killed, with everything it forked.
-    let err = exec(&w, &id, &["sh", "-c", "sleep 100 & sleep 100"], 1)
+    let err = w
+        .exec_sync(&id, &["sh", "-c", "sleep 100 & sleep 100"], 1)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
@@ -680,7 +568,7 @@ async fn exec_sync_runs_inside_the_container_and_honours_its_timeout() {
         .await
         .unwrap();
     assert_eq!(
-        exec(&w, &id, &["true"], 1).await.unwrap_err().code(),
+        w.exec_sync(&id, &["true"], 1).await.unwrap_err().code(),
         Code::FailedPrecondition
     );
 }
@@ -688,22 +576,22 @@ async fn exec_sync_runs_inside_the_container_and_honours_its_timeout() {
 #[tokio::test]
 async fn reopen_container_log_follows_rotation() {
     let w = world().await;
-    let id = create(
-        &w,
-        config(
-            &w,
-            "chatty",
-            &[
-                "sh",
-                "-c",
-                "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.05; done",
-            ],
-        ),
-    )
-    .await
-    .unwrap();
-    start(&w, &id).await.unwrap();
-    let path = w.logs.join("chatty.log");
+    let id = w
+        .create(
+            &w.pod,
+            w.config(
+                "chatty",
+                &[
+                    "sh",
+                    "-c",
+                    "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.05; done",
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    w.start_container(&id).await.unwrap();
+    let path = w.pod_logs.join("chatty.log");
     for _ in 0..200 {
         if fs::read_to_string(&path)
             .map(|t| t.lines().count() >= 2)
@@ -713,7 +601,7 @@ async fn reopen_container_log_follows_rotation() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    fs::rename(&path, w.logs.join("chatty.log.1")).unwrap();
+    fs::rename(&path, w.pod_logs.join("chatty.log.1")).unwrap();
     let req = crust_proto::runtime::v1::ReopenContainerLogRequest {
         container_id: id.clone(),
     };
@@ -737,14 +625,14 @@ async fn reopen_container_log_follows_rotation() {
         !fresh.is_empty() && fresh[0].1.starts_with("line"),
         "{fresh:?}"
     );
-    let rotated = log(w.logs.join("chatty.log.1").to_str().unwrap());
+    let rotated = log(w.pod_logs.join("chatty.log.1").to_str().unwrap());
     assert!(rotated[0].1 == "line0", "{rotated:?}");
 }
 
 #[tokio::test]
 async fn update_container_resources_changes_limits_live() {
     let w = world().await;
-    let mut c = config(&w, "tunable", &["sleep", "1000"]);
+    let mut c = w.config("tunable", &["sleep", "1000"]);
     c.linux = Some(LinuxContainerConfig {
         resources: Some(LinuxContainerResources {
             memory_limit_in_bytes: 64 << 20,
@@ -753,8 +641,8 @@ async fn update_container_resources_changes_limits_live() {
         }),
         ..Default::default()
     });
-    let id = create(&w, c).await.unwrap();
-    start(&w, &id).await.unwrap();
+    let id = w.create(&w.pod, c).await.unwrap();
+    w.start_container(&id).await.unwrap();
     let mut rt = w.d.runtime().await.unwrap();
     let info = rt
         .container_status(ContainerStatusRequest {
@@ -825,8 +713,7 @@ async fn seccomp_profiles_confine_the_container_and_its_execs() {
     let w = world().await;
     // RuntimeDefault: filtered (mode 2), and ordinary work still runs.
     let c = with_seccomp(
-        config(
-            &w,
+        w.config(
             "confined",
             &[
                 "sh",
@@ -837,9 +724,9 @@ async fn seccomp_profiles_confine_the_container_and_its_execs() {
         ProfileType::RuntimeDefault,
         "",
     );
-    let id = create(&w, c).await.unwrap();
-    start(&w, &id).await.unwrap();
-    let path = w.logs.join("confined.log");
+    let id = w.create(&w.pod, c).await.unwrap();
+    w.start_container(&id).await.unwrap();
+    let path = w.pod_logs.join("confined.log");
     for _ in 0..200 {
         if fs::read_to_string(&path)
             .map(|t| t.contains(" ok"))
@@ -854,14 +741,10 @@ async fn seccomp_profiles_confine_the_container_and_its_execs() {
         .map(|(_, t)| t)
         .collect();
     assert_eq!(lines, vec!["Seccomp:\t2".to_string(), "ok".to_string()]);
-    let r = exec(
-        &w,
-        &id,
-        &["grep", "-E", "^Seccomp:", "/proc/self/status"],
-        10,
-    )
-    .await
-    .unwrap();
+    let r = w
+        .exec_sync(&id, &["grep", "-E", "^Seccomp:", "/proc/self/status"], 10)
+        .await
+        .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&r.stdout),
         "Seccomp:\t2\n",
@@ -876,8 +759,7 @@ async fn seccomp_profiles_confine_the_container_and_its_execs() {
     )
     .unwrap();
     let c = with_seccomp(
-        config(
-            &w,
+        w.config(
             "nomkdir",
             &[
                 "sh",
@@ -888,10 +770,10 @@ async fn seccomp_profiles_confine_the_container_and_its_execs() {
         ProfileType::Localhost,
         profile.to_str().unwrap(),
     );
-    let id = create(&w, c).await.unwrap();
-    start(&w, &id).await.unwrap();
+    let id = w.create(&w.pod, c).await.unwrap();
+    w.start_container(&id).await.unwrap();
     w.d.wait_exited(&id).await;
-    let lines: Vec<String> = log(w.logs.join("nomkdir.log").to_str().unwrap())
+    let lines: Vec<String> = log(w.pod_logs.join("nomkdir.log").to_str().unwrap())
         .into_iter()
         .map(|(_, t)| t)
         .collect();
@@ -906,11 +788,11 @@ async fn seccomp_profiles_confine_the_container_and_its_execs() {
 
     // A Localhost profile that is not there is an error naming the field.
     let c = with_seccomp(
-        config(&w, "missing-profile", &["sh"]),
+        w.config("missing-profile", &["sh"]),
         ProfileType::Localhost,
         "/nonexistent/profile.json",
     );
-    let err = create(&w, c).await.unwrap_err();
+    let err = w.create(&w.pod, c).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("localhost_ref"), "{}", err.message());
 }
@@ -919,21 +801,21 @@ async fn seccomp_profiles_confine_the_container_and_its_execs() {
 async fn stop_signal_reaches_the_container() {
     let w = world().await;
     // The monitor blocks SIGTERM for itself; the container must not inherit that.
-    let id = create(
-        &w,
-        config(
-            &w,
-            "trapper",
-            &[
-                "sh",
-                "-c",
-                "trap 'exit 42' TERM; while true; do sleep 0.1; done",
-            ],
-        ),
-    )
-    .await
-    .unwrap();
-    start(&w, &id).await.unwrap();
+    let id = w
+        .create(
+            &w.pod,
+            w.config(
+                "trapper",
+                &[
+                    "sh",
+                    "-c",
+                    "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    w.start_container(&id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     w.d.runtime()
         .await
@@ -988,13 +870,14 @@ async fn image_symlinks_cannot_point_mounts_at_the_host() {
         })
         .await
         .unwrap();
-    let id = create(
-        &w,
-        config(&w, "hostile", &["sh", "-c", "cat /etc/hosts | head -n 1"]),
-    )
-    .await
-    .unwrap();
-    start(&w, &id).await.unwrap();
+    let id = w
+        .create(
+            &w.pod,
+            w.config("hostile", &["sh", "-c", "cat /etc/hosts | head -n 1"]),
+        )
+        .await
+        .unwrap();
+    w.start_container(&id).await.unwrap();
     let s = w.d.wait_exited(&id).await;
     assert_eq!(s.exit_code, 0, "{s:?}");
     assert!(
@@ -1056,7 +939,7 @@ async fn mounts_honour_recursive_read_only_and_propagation() {
     };
     let script = "touch /rro/x 2>/dev/null || echo rro-top-ro; touch /rro/sub/x 2>/dev/null || echo rro-sub-ro; \
                   touch /ro/sub/y 2>/dev/null && echo ro-sub-rw; sleep 1000";
-    let mut c = config(&w, "mounter", &["sh", "-c", script]);
+    let mut c = w.config("mounter", &["sh", "-c", script]);
     c.mounts = vec![
         m(true, true, MountPropagation::PropagationPrivate, "/rro"),
         m(true, false, MountPropagation::PropagationPrivate, "/ro"),
@@ -1067,9 +950,9 @@ async fn mounts_honour_recursive_read_only_and_propagation() {
             "/slave",
         ),
     ];
-    let id = create(&w, c).await.unwrap();
-    start(&w, &id).await.unwrap();
-    let path = w.logs.join("mounter.log");
+    let id = w.create(&w.pod, c).await.unwrap();
+    w.start_container(&id).await.unwrap();
+    let path = w.pod_logs.join("mounter.log");
     for _ in 0..300 {
         if fs::read_to_string(&path)
             .map(|t| t.lines().count() >= 3)
@@ -1099,7 +982,8 @@ async fn mounts_honour_recursive_read_only_and_propagation() {
     )
     .unwrap();
     fs::write(data.join("late/hello"), "from the host").unwrap();
-    let r = exec(&w, &id, &["cat", "/slave/late/hello"], 10)
+    let r = w
+        .exec_sync(&id, &["cat", "/slave/late/hello"], 10)
         .await
         .unwrap();
     assert_eq!(
@@ -1108,7 +992,10 @@ async fn mounts_honour_recursive_read_only_and_propagation() {
         "{}",
         String::from_utf8_lossy(&r.stderr)
     );
-    let r = exec(&w, &id, &["cat", "/ro/late/hello"], 10).await.unwrap();
+    let r = w
+        .exec_sync(&id, &["cat", "/ro/late/hello"], 10)
+        .await
+        .unwrap();
     assert_ne!(r.exit_code, 0, "a private mount does not receive it");
     w.d.runtime()
         .await
@@ -1126,11 +1013,12 @@ async fn container_and_pod_stats_come_from_the_cgroups_and_the_writable_layer() 
     };
     let w = world().await;
     let script = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; head -c 3000000 /dev/zero > /tmp/blob; echo ready; sleep 1000";
-    let id = create(&w, config(&w, "busy", &["sh", "-c", script]))
+    let id = w
+        .create(&w.pod, w.config("busy", &["sh", "-c", script]))
         .await
         .unwrap();
-    start(&w, &id).await.unwrap();
-    let path = w.logs.join("busy.log");
+    w.start_container(&id).await.unwrap();
+    let path = w.pod_logs.join("busy.log");
     for _ in 0..1000 {
         if fs::read_to_string(&path)
             .map(|t| t.contains("ready"))
@@ -1249,7 +1137,7 @@ async fn oom_score_adj_is_clamped_to_crustds_own_and_the_status_says_so() {
         ("low", wanted, if can_lower { wanted } else { own }),
         ("high", 500, 500),
     ] {
-        let mut c = config(&w, name, &["sleep", "3600"]);
+        let mut c = w.config(name, &["sleep", "3600"]);
         c.linux = Some(LinuxContainerConfig {
             resources: Some(LinuxContainerResources {
                 oom_score_adj: asked,
@@ -1257,9 +1145,10 @@ async fn oom_score_adj_is_clamped_to_crustds_own_and_the_status_says_so() {
             }),
             ..Default::default()
         });
-        let id = create(&w, c).await.unwrap();
-        start(&w, &id).await.unwrap();
-        let out = exec(&w, &id, &["cat", "/proc/self/oom_score_adj"], 10)
+        let id = w.create(&w.pod, c).await.unwrap();
+        w.start_container(&id).await.unwrap();
+        let out = w
+            .exec_sync(&id, &["cat", "/proc/self/oom_score_adj"], 10)
             .await
             .unwrap();
         assert_eq!(

@@ -9,21 +9,12 @@
 
 use std::{collections::HashMap, fs, path::Path};
 
-use crust_e2e::{
-    Crustd, Sandbox,
-    cni::TestNetwork,
-    image_builder::{Compression, Image, LayerBuilder, host_arch},
-    registry::Registry,
-};
+use crust_e2e::world::{PodOptions, World, busybox_image};
 use crust_proto::runtime::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, CreateContainerRequest, ExecSyncRequest,
-    ImageSpec, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    ContainerConfig, ContainerState, Int64Value, LinuxContainerConfig,
+    LinuxContainerSecurityContext, NamespaceMode, NamespaceOption, RemoveContainerRequest,
+    RemovePodSandboxRequest, StopContainerRequest, StopPodSandboxRequest,
 };
-use serde_json::json;
 
 const RUNC: &str = "/usr/sbin/runc";
 
@@ -41,35 +32,6 @@ fn require_runc() {
     );
 }
 
-fn busybox_image() -> Image {
-    let mut layer = LayerBuilder::new();
-    layer.busybox(APPLETS).unwrap();
-    for dir in ["etc", "proc", "sys", "dev", "tmp"] {
-        layer.dir(dir, 0o755);
-    }
-    layer
-        .file(
-            "etc/passwd",
-            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
-            0o644,
-        )
-        .file("etc/group", b"root:x:0:\napp:x:1000:\n", 0o644);
-    Image::build(
-        vec![layer.finish(Compression::Gzip)],
-        host_arch(),
-        json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}),
-    )
-}
-
-struct World {
-    _registry: Registry,
-    image: String,
-    d: Crustd,
-    logs: std::path::PathBuf,
-    _net: TestNetwork,
-    sb: Sandbox,
-}
-
 async fn world() -> World {
     require_runc();
     world_with("runc", RUNC).await
@@ -77,127 +39,19 @@ async fn world() -> World {
 
 /// A crustd with one extra handler, `name`, of `type = "oci"` running `binary`.
 async fn world_with(name: &str, binary: &str) -> World {
-    let registry = Registry::start().await.unwrap();
-    registry
-        .push_image("test/busybox", &["v1"], &busybox_image())
-        .await
-        .unwrap();
-    let image = format!("{}/test/busybox:v1", registry.host());
-    let sb = Sandbox::new().unwrap();
-    sb.write_config(&format!(
-        "[runtime.handlers.{name}]\ntype = \"oci\"\npath = \"{binary}\"\n"
-    ))
-    .unwrap();
-    let net = TestNetwork::install(&sb, &[]);
-    let mut d = sb.start().unwrap();
-    d.wait_ready().await.unwrap();
-    d.image()
-        .await
-        .unwrap()
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .unwrap();
-    let logs = sb.path().join("logs");
-    World {
-        _registry: registry,
-        image,
-        d,
-        logs,
-        _net: net,
-        sb,
-    }
+    let handler = format!("[runtime.handlers.{name}]\ntype = \"oci\"\npath = \"{binary}\"\n");
+    World::start(&busybox_image(APPLETS, |_| {}), "test/busybox", &handler).await
 }
 
 /// A pod for `handler`; `pid` is its PID namespace mode (POD: shared, CRI's default).
 async fn run_pod(w: &World, name: &str, handler: &str, pid: NamespaceMode) -> String {
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "oci".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: w.logs.join(name).display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    pid: pid.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let req = RunPodSandboxRequest {
-        config: Some(config),
-        runtime_handler: handler.into(),
-    };
-    w.d.runtime()
-        .await
-        .unwrap()
-        .run_pod_sandbox(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id
-}
-
-fn config(w: &World, name: &str, command: &[&str]) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: w.image.clone(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        envs: vec![KeyValue {
-            key: "WHO".into(),
-            value: "crust".into(),
-        }],
-        log_path: format!("{name}.log"),
-        labels: HashMap::from([("name".into(), name.into())]),
-        ..Default::default()
-    }
-}
-
-async fn create(w: &World, pod: &str, config: ContainerConfig) -> Result<String, tonic::Status> {
-    let req = CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(config),
-        sandbox_config: None,
-    };
-    Ok(w.d
-        .runtime()
-        .await
-        .unwrap()
-        .create_container(req)
-        .await?
-        .into_inner()
-        .container_id)
-}
-
-async fn start(w: &World, id: &str) {
-    w.d.runtime()
-        .await
-        .unwrap()
-        .start_container(StartContainerRequest {
-            container_id: id.into(),
-        })
-        .await
-        .unwrap();
+    w.run_pod(
+        &PodOptions::named(name)
+            .namespace("oci")
+            .handler(handler)
+            .pid(pid),
+    )
+    .await
 }
 
 /// (stream, text) of every CRI log record.
@@ -241,7 +95,8 @@ async fn runc_runs_the_container_lifecycle_logs_exits_and_exec() {
 
     // Logs, exit code and the pod's namespaces.
     let script = "echo hello $WHO; echo oops >&2; hostname; head -n 1 /etc/resolv.conf; exit 7";
-    let id = create(&w, &pod, config(&w, "once", &["sh", "-c", script]))
+    let id = w
+        .create(&pod, w.config("once", &["sh", "-c", script]))
         .await
         .unwrap();
     let state = runc_state(&w, &id).expect("runc knows the created container");
@@ -249,7 +104,7 @@ async fn runc_runs_the_container_lifecycle_logs_exits_and_exec() {
     assert!(rootfs_mounted(&w, &id), "the rootfs is mounted for runc");
     let created = w.d.container_status(&id).await;
     assert_eq!(created.state, i32::from(ContainerState::ContainerCreated));
-    start(&w, &id).await;
+    w.start_container(&id).await.unwrap();
     let s = w.d.wait_exited(&id).await;
     assert_eq!(s.exit_code, 7, "{s:?}");
     assert_eq!(s.reason, "Error");
@@ -274,26 +129,20 @@ async fn runc_runs_the_container_lifecycle_logs_exits_and_exec() {
     );
 
     // A long runner: exec into it, stop it, remove it.
-    let id2 = create(&w, &pod, config(&w, "sleeper", &["sleep", "1000"]))
+    let id2 = w
+        .create(&pod, w.config("sleeper", &["sleep", "1000"]))
         .await
         .unwrap();
-    start(&w, &id2).await;
+    w.start_container(&id2).await.unwrap();
     assert_eq!(runc_state(&w, &id2).unwrap()["status"], "running");
-    let r =
-        w.d.runtime()
-            .await
-            .unwrap()
-            .exec_sync(ExecSyncRequest {
-                container_id: id2.clone(),
-                cmd: ["sh", "-c", "echo out $WHO; hostname; ls /; exit 3"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                timeout: 10,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+    let r = w
+        .exec_sync(
+            &id2,
+            &["sh", "-c", "echo out $WHO; hostname; ls /; exit 3"],
+            10,
+        )
+        .await
+        .unwrap();
     assert_eq!(r.exit_code, 3, "{r:?}");
     let out = String::from_utf8_lossy(&r.stdout);
     assert!(out.starts_with("out crust\nrunc-app\n"), "{out}");
@@ -329,7 +178,8 @@ async fn runc_runs_the_container_lifecycle_logs_exits_and_exec() {
     }
 
     // A container left created when the pod goes: runc state and mount go too.
-    let id3 = create(&w, &pod, config(&w, "left", &["sleep", "1000"]))
+    let id3 = w
+        .create(&pod, w.config("left", &["sleep", "1000"]))
         .await
         .unwrap();
     let mut rt = w.d.runtime().await.unwrap();
@@ -383,14 +233,11 @@ async fn runc_and_the_builtin_launcher_agree_on_security_settings() {
     for (name, uid) in [("root", None), ("user", Some(1000))] {
         let mut outputs = Vec::new();
         for pod in [&builtin, &runc] {
-            let id = create(
-                &w,
-                pod,
-                secure(config(&w, name, &["sh", "-c", script]), uid),
-            )
-            .await
-            .unwrap();
-            start(&w, &id).await;
+            let id = w
+                .create(pod, secure(w.config(name, &["sh", "-c", script]), uid))
+                .await
+                .unwrap();
+            w.start_container(&id).await.unwrap();
             let s = w.d.wait_exited(&id).await;
             let lines: Vec<String> = log(&s.log_path).into_iter().map(|(_, t)| t).collect();
             outputs.push(lines);
@@ -440,9 +287,12 @@ async fn crun_is_detected_not_assumed() {
     };
     let w2 = world_with("crun", crun).await;
     let pod = run_pod(&w2, "crun-app", "crun", NamespaceMode::Pod).await;
-    match create(&w2, &pod, config(&w2, "c", &["sh", "-c", "echo hi"])).await {
+    match w2
+        .create(&pod, w2.config("c", &["sh", "-c", "echo hi"]))
+        .await
+    {
         Ok(id) => {
-            start(&w2, &id).await;
+            w2.start_container(&id).await.unwrap();
             let s = w2.d.wait_exited(&id).await;
             assert_eq!(s.exit_code, 0, "crun ran the container: {s:?}");
             eprintln!("crun works on this host");
@@ -464,10 +314,10 @@ async fn crun_is_detected_not_assumed() {
 async fn runc_gives_a_tty_and_its_errors_reach_the_caller() {
     let w = world().await;
     let pod = run_pod(&w, "runc-tty", "runc", NamespaceMode::Pod).await;
-    let mut c = config(&w, "term", &["sh", "-c", "tty; echo hi"]);
+    let mut c = w.config("term", &["sh", "-c", "tty; echo hi"]);
     c.tty = true;
-    let id = create(&w, &pod, c).await.unwrap();
-    start(&w, &id).await;
+    let id = w.create(&pod, c).await.unwrap();
+    w.start_container(&id).await.unwrap();
     let s = w.d.wait_exited(&id).await;
     assert_eq!(s.exit_code, 0, "{s:?}");
     let text = fs::read_to_string(&s.log_path).unwrap();
@@ -476,7 +326,8 @@ async fn runc_gives_a_tty_and_its_errors_reach_the_caller() {
         "a terminal, one stream: {text}"
     );
 
-    let err = create(&w, &pod, config(&w, "missing", &["no-such-binary"]))
+    let err = w
+        .create(&pod, w.config("missing", &["no-such-binary"]))
         .await
         .unwrap_err();
     assert!(

@@ -4,22 +4,17 @@
 //! does through kubelet. The clients here are written from the protocol, independently
 //! of crustd's server code, so they check it rather than mirror it.
 
-use std::{collections::HashMap, time::Duration};
+use std::{ops::Deref, time::Duration};
 
 use crust_e2e::{
-    Crustd, Sandbox,
-    cni::TestNetwork,
-    image_builder::{Compression, Image, LayerBuilder, host_arch},
-    registry::Registry,
+    Crustd,
+    image_builder::Image,
+    world::{PodOptions, World, busybox_image},
 };
 use crust_proto::runtime::v1::{
-    AttachRequest, ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecRequest,
-    ImageSpec, LinuxPodSandboxConfig, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, PortForwardRequest, PullImageRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest,
+    AttachRequest, ExecRequest, PortForwardRequest, StopContainerRequest,
 };
 use futures::{SinkExt, StreamExt};
-use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -29,21 +24,13 @@ use tonic::Code;
 
 const APPLETS: &[&str] = &["sh", "echo", "cat", "sleep", "head", "stty", "httpd", "wc"];
 
+/// The test image, with a page for httpd to serve at `/www/index.html`.
 fn image() -> Image {
-    let mut layer = LayerBuilder::new();
-    layer.busybox(APPLETS).unwrap();
-    for dir in ["etc", "proc", "sys", "dev", "tmp", "www"] {
-        layer.dir(dir, 0o755);
-    }
-    layer
-        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
-        .file("etc/group", b"root:x:0:\n", 0o644)
-        .file("www/index.html", b"hello from the pod\n", 0o644);
-    Image::build(
-        vec![layer.finish(Compression::Gzip)],
-        host_arch(),
-        json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}),
-    )
+    busybox_image(APPLETS, |layer| {
+        layer
+            .dir("www", 0o755)
+            .file("www/index.html", b"hello from the pod\n", 0o644);
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,122 +41,37 @@ enum Transport {
 
 const TRANSPORTS: [Transport; 2] = [Transport::Spdy, Transport::WebSocket];
 
-struct World {
-    _registry: Registry,
-    image: String,
-    d: Crustd,
+/// The pods here are in this Kubernetes namespace.
+const NAMESPACE: &str = "stream";
+
+/// The shared world with the pod, `stream`, that the tests here run their containers
+/// in; the world's fields and helpers are reached through it.
+struct PodWorld {
+    world: World,
     pod: String,
-    _net: TestNetwork,
-    sb: Sandbox,
 }
 
-async fn world(extra_config: &str) -> World {
-    let registry = Registry::start().await.unwrap();
-    registry
-        .push_image("test/stream", &["v1"], &image())
-        .await
-        .unwrap();
-    let image = format!("{}/test/stream:v1", registry.host());
-    let sb = Sandbox::new().unwrap();
-    let net = TestNetwork::install(&sb, &[]);
-    sb.write_config(extra_config).unwrap();
-    let mut d = sb.start().unwrap();
-    d.wait_ready().await.unwrap();
-    d.image()
-        .await
-        .unwrap()
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .unwrap();
-    let pod = run_pod(&d, &sb, "stream", false).await;
-    World {
-        _registry: registry,
-        image,
-        d,
-        pod,
-        _net: net,
-        sb,
+impl Deref for PodWorld {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
     }
 }
 
-async fn run_pod(d: &Crustd, sb: &Sandbox, name: &str, host_network: bool) -> String {
-    let mut config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "stream".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: sb.path().join("logs").display().to_string(),
-        ..Default::default()
-    };
-    if host_network {
-        config.linux = Some(LinuxPodSandboxConfig {
-            security_context: Some(crust_proto::runtime::v1::LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Node.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-    }
-    d.runtime()
-        .await
-        .unwrap()
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id
+async fn world(extra_config: &str) -> PodWorld {
+    let world = World::start(&image(), "test/stream", extra_config).await;
+    let pod = world
+        .run_pod(&PodOptions::named("stream").namespace(NAMESPACE))
+        .await;
+    PodWorld { world, pod }
 }
 
-/// Creates and starts a container running `command` in `pod`.
+/// Creates and starts a container running `command` in `pod`, with stdin open if
+/// `stdin`.
 async fn container(w: &World, pod: &str, name: &str, command: &[&str], stdin: bool) -> String {
-    let config = ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: w.image.clone(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        stdin,
-        log_path: format!("{name}.log"),
-        labels: HashMap::new(),
-        ..Default::default()
-    };
-    let mut rt = w.d.runtime().await.unwrap();
-    let id = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    id
+    let mut config = w.config(name, command);
+    config.stdin = stdin;
+    w.run(pod, config).await
 }
 
 /// What a session produced.
@@ -663,7 +565,7 @@ async fn attach_joins_the_running_containers_stdio() {
         assert!(contains(&out.stdout, &line), "{t:?}: {:?}", out.stdout);
     }
     // Detaching left the container running, and its output also went to the log.
-    let log = std::fs::read_to_string(w.sb.path().join("logs/cat.log")).unwrap();
+    let log = std::fs::read_to_string(w.logs.join("stream/cat.log")).unwrap();
     assert!(
         log.contains("stdout F ping 0") && log.contains("stdout F ping 1"),
         "{log}"
@@ -788,7 +690,13 @@ async fn port_forward_reaches_the_pods_loopback_also_on_the_host_network() {
     )
     .await;
     // The host's own network: a port that is free here.
-    let host_pod = run_pod(&w.d, &w.sb, "hostnet", true).await;
+    let host_pod = w
+        .run_pod(
+            &PodOptions::named("hostnet")
+                .namespace(NAMESPACE)
+                .host_network(),
+        )
+        .await;
     let host_port = free_port();
     let listen = format!("127.0.0.1:{host_port}");
     container(
