@@ -462,7 +462,7 @@ async fn own_cgroup_namespace_is_entered_after_placement() {
         &[
             "/bin/sh",
             "-c",
-            "readlink /proc/self/ns/cgroup; grep :pids: /proc/self/cgroup",
+            "readlink /proc/self/ns/cgroup; grep :pids: /proc/self/cgroup; exec sleep 60",
         ],
         SecurityContextSpec::default(),
     );
@@ -474,9 +474,40 @@ async fn own_cgroup_namespace_is_entered_after_placement() {
     namespaces.push(cgroupns);
     linux.set_namespaces(Some(namespaces));
     spec.set_linux(Some(linux));
-    let (_, log, exit) = create_and_start_spec(&pod, "cgns", &spec, vec![cgroup.0.clone()]).await;
-    assert_eq!(wait_exit(&exit).await.exit_code, 0, "{:?}", log_lines(&log));
+    let (pid, log, exit) = create_and_start_spec(&pod, "cgns", &spec, vec![cgroup.0.clone()]).await;
+    for _ in 0..500 {
+        if stdout(&log).len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // An exec joins the container's cgroup namespace too (as runc exec does).
+    let exec = std::process::Command::new(env!("CARGO_BIN_EXE_crust-monitor"))
+        .args(["exec", "--spec"])
+        .arg(pod.dir.path().join("cgns.json"))
+        .args([
+            "--pid",
+            &pid.pid.to_string(),
+            "--",
+            "/bin/readlink",
+            "/proc/self/ns/cgroup",
+        ])
+        .output()
+        .unwrap();
+    pid.kill();
+    assert_eq!(
+        wait_exit(&exit).await.exit_code,
+        137,
+        "{:?}",
+        log_lines(&log)
+    );
     let out = stdout(&log);
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stdout).trim(),
+        out[0],
+        "the exec is in the container's cgroup namespace: {}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
     let host_ns = fs::read_link("/proc/self/ns/cgroup").unwrap();
     assert!(out[0].starts_with("cgroup:["), "{out:?}");
     assert_ne!(Path::new(&out[0]), host_ns, "a cgroup namespace of its own");

@@ -77,6 +77,9 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         ("uts", CloneFlags::CLONE_NEWUTS),
         ("net", CloneFlags::CLONE_NEWNET),
         ("pid", CloneFlags::CLONE_NEWPID),
+        // The container's own cgroup namespace where it has one (cgroup v2), else the
+        // one it shares with the host: joining that is a no-op.
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
         ("mnt", CloneFlags::CLONE_NEWNS),
     ];
     let mut files = Vec::new();
