@@ -176,11 +176,11 @@ mod tests {
             [(Stream::Stderr, "oops")],
             "stdout still partial"
         );
-        write!(f, "out F world\n").unwrap();
+        writeln!(f, "out F world").unwrap();
         let got = r.read_new().unwrap();
         assert_eq!(texts(&got), [(Stream::Stdout, "hello, world")]);
         assert_eq!(got[0].timestamp, "t1", "a line's time is its first part's");
-        write!(f, "t5 stdout P cut\n").unwrap();
+        writeln!(f, "t5 stdout P cut").unwrap();
         assert!(r.read_new().unwrap().is_empty());
         assert_eq!(texts(&r.flush()), [(Stream::Stdout, "cut")]);
     }

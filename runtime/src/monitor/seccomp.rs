@@ -310,6 +310,12 @@ mod tests {
         }
     }
 
+    /// A syscall with one integer argument (ignored by those that take none).
+    fn raw(nr: libc::c_long, arg: u64) -> libc::c_long {
+        // SAFETY: only called with syscalls that take no pointer arguments.
+        unsafe { libc::syscall(nr, arg) }
+    }
+
     /// errno of a raw syscall, or 0 when it succeeded.
     fn errno_of(rc: libc::c_long) -> i32 {
         if rc >= 0 {
@@ -333,25 +339,12 @@ mod tests {
             ]
         });
         fn body() -> i32 {
-            // SAFETY (each): raw syscalls without pointer arguments.
             let checks = [
-                (errno_of(unsafe { libc::syscall(libc::SYS_getpid) }), 0),
-                (
-                    errno_of(unsafe { libc::syscall(libc::SYS_getppid) }),
-                    libc::ENOSYS,
-                ),
-                (
-                    errno_of(unsafe { libc::syscall(libc::SYS_getuid) }),
-                    libc::EPERM,
-                ),
-                (
-                    errno_of(unsafe { libc::syscall(libc::SYS_personality, 0xffff_ffffu64) }),
-                    0,
-                ),
-                (
-                    errno_of(unsafe { libc::syscall(libc::SYS_personality, 0u64) }),
-                    libc::EPERM,
-                ),
+                (errno_of(raw(libc::SYS_getpid, 0)), 0),
+                (errno_of(raw(libc::SYS_getppid, 0)), libc::ENOSYS),
+                (errno_of(raw(libc::SYS_getuid, 0)), libc::EPERM),
+                (errno_of(raw(libc::SYS_personality, 0xffff_ffff)), 0),
+                (errno_of(raw(libc::SYS_personality, 0)), libc::EPERM),
             ];
             // The index of the first wrong result, plus one; 0 when all are right.
             checks
@@ -381,9 +374,9 @@ mod tests {
             ]
         });
         fn body() -> i32 {
-            // SAFETY: raw syscalls without pointer arguments.
-            let getppid = errno_of(unsafe { libc::syscall(libc::SYS_getppid) });
-            // SAFETY: as above.
+            let getppid = errno_of(raw(libc::SYS_getppid, 0));
+            // SAFETY: PR_GET_NO_NEW_PRIVS takes no pointers; the unused arguments are 0,
+            // as the kernel requires.
             let nnp = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
             match (getppid, nnp) {
                 (libc::ENOSYS, 0) => 0,

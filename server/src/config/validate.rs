@@ -201,7 +201,10 @@ mod tests {
             c.runtime.max_log_line_size = line;
             c.runtime.exec_sync_output_limit = exec;
             let keys: Vec<String> = validate(&c).into_iter().map(|(k, _)| k).collect();
-            assert_eq!(keys, bad, "max_log_line_size {line}, exec_sync_output_limit {exec}");
+            assert_eq!(
+                keys, bad,
+                "max_log_line_size {line}, exec_sync_output_limit {exec}"
+            );
         }
     }
 }
