@@ -7,7 +7,7 @@
 //! `cargo build --release --bins && ./target/release/bench-containers [N]` (as root).
 
 use crust_ctl::stream_client::{StreamOpts, Transport, exec_collect};
-use crust_e2e::bench::{percentile, proc_kib};
+use crust_e2e::bench::{memory_by_mapping, percentile, proc_kib};
 use std::time::Instant;
 
 use crust_e2e::{
@@ -217,6 +217,7 @@ async fn main() -> anyhow::Result<()> {
         running.push(pod.run(&mut rt, &format!("extra-{i}")).await?.0);
     }
     let five = mem(monitor);
+    let breakdown = memory_by_mapping(monitor);
 
     for id in &running {
         stop_remove(&mut rt, id).await?;
@@ -261,5 +262,8 @@ async fn main() -> anyhow::Result<()> {
         "monitor (pid {monitor}) memory KiB with 5 running containers: RSS {}  PSS {}",
         five.0, five.1
     );
+    for (kind, rss, pss) in breakdown {
+        println!("  {kind}: RSS {rss}  PSS {pss}");
+    }
     Ok(())
 }
