@@ -65,7 +65,7 @@ async fn stop(w: &World, id: &str) {
             timeout: 0,
         })
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("StopContainer {id}: {e:?}\ncrustd:\n{}", w.d.logs()));
 }
 
 /// TARGET joins the target container's namespace: both see the same namespace and the
@@ -172,6 +172,41 @@ async fn own_namespace_inside_a_shared_pod(handler: &str) {
         shared_init, "sleep 3603",
         "{handler}: the POD container's PID 1 is the pod's init, not itself"
     );
+    // The harness leaves nothing behind, also a container in a PID namespace of its
+    // own, which the pod init's death does not take with it.
+    let pids = [
+        container_pid(&w, &shared).await,
+        container_pid(&w, &private).await,
+    ];
+    drop(w);
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .is_ok_and(|s| s.contains("State:\tZ")),
+            "{handler}: container process {pid} outlived the test's teardown"
+        );
+    }
+}
+
+/// The host pid of container `id`, from its verbose status.
+async fn container_pid(w: &World, id: &str) -> i32 {
+    let info =
+        w.d.runtime()
+            .await
+            .unwrap()
+            .container_status(crust_proto::runtime::v1::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info;
+    let details: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    details["pid"]
+        .as_i64()
+        .expect("a running container has a pid") as i32
 }
 
 #[tokio::test]

@@ -494,3 +494,35 @@ fn host_features_match_the_mounts() {
         assert_eq!(f.hugetlb, root.join("hugetlb").is_dir());
     }
 }
+
+/// `kill_all` of a cgroup with no processes of its own still kills those of the
+/// cgroups below it (a pod's cgroup holds only its containers' cgroups).
+fn kill_all_takes_the_subtree(manager: &Cgroupfs) {
+    let cg = TestCgroup::new(manager);
+    manager.create(&cg.path).unwrap();
+    let mut sleeper = Sleeper::start();
+    manager.add_process(&cg.path, sleeper.pid()).unwrap();
+    assert!(manager.procs(&cg.parent()).unwrap().is_empty());
+    assert_eq!(
+        manager.procs_below(&cg.parent()).unwrap(),
+        vec![sleeper.pid()]
+    );
+    manager.kill_all(&cg.parent()).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        sleeper.0.wait().unwrap().signal(),
+        Some(9),
+        "the child cgroup's process was killed"
+    );
+    assert!(manager.procs_below(&cg.parent()).unwrap().is_empty());
+}
+
+#[test]
+fn kill_all_takes_the_subtree_v1() {
+    kill_all_takes_the_subtree(&Cgroupfs::open(Path::new("/sys/fs/cgroup")).unwrap());
+}
+
+#[test]
+fn kill_all_takes_the_subtree_v2() {
+    kill_all_takes_the_subtree(&Cgroupfs::open(Path::new("/sys/fs/cgroup/unified")).unwrap());
+}

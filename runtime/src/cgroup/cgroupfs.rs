@@ -273,14 +273,35 @@ impl Cgroupfs {
         Ok(any)
     }
 
-    /// SIGKILLs every process in `path` and waits until the cgroup is empty. Uses
-    /// `cgroup.kill` where the kernel has it (atomic, races with fork cannot escape);
-    /// otherwise freezes the cgroup so nothing forks between listing and killing.
+    /// Every process in `path` and in the cgroups below it.
+    pub fn procs_below(&self, path: &str) -> Result<Vec<i32>, CgroupError> {
+        validate_path(path)?;
+        let mut pids: BTreeSet<i32> = self.procs(path)?.into_iter().collect();
+        let mut children = BTreeSet::new();
+        for dir in self.dirs(path) {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    children.insert(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        for child in children {
+            pids.extend(self.procs_below(&format!("{path}/{child}"))?);
+        }
+        Ok(pids.into_iter().collect())
+    }
+
+    /// SIGKILLs every process in `path` and below and waits until they are gone. Uses
+    /// `cgroup.kill` where the kernel has it (atomic, races with fork cannot escape;
+    /// it takes the whole subtree); otherwise freezes the cgroup (which freezes its
+    /// subtree too) so nothing forks between listing and killing.
     pub fn kill_all(&self, path: &str) -> Result<(), CgroupError> {
         validate_path(path)?;
         let deadline = Instant::now() + KILL_TIMEOUT;
         loop {
-            let pids = self.procs(path)?;
+            // Below too: a cgroup's own member list leaves out its children's, and
+            // a parent with no direct members is not an empty subtree.
+            let pids = self.procs_below(path)?;
             if pids.is_empty() {
                 return Ok(());
             }
@@ -298,7 +319,7 @@ impl Cgroupfs {
                 .any(|file| fs::write(file, "1").is_ok());
             if !killed_by_kernel {
                 let frozen = self.set_frozen(path, true).unwrap_or(false);
-                for pid in self.procs(path)? {
+                for pid in self.procs_below(path)? {
                     // ESRCH: already gone, which is what we want.
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
