@@ -42,8 +42,10 @@ pub struct LogReader {
     identity: (u64, u64),
     /// Bytes after the last complete record read.
     carry: Vec<u8>,
-    /// Partial lines: (timestamp of the first part, text so far), stdout then stderr.
-    pending: [Option<(String, String)>; 2],
+    /// Partial lines: (timestamp of the first part, bytes so far), stdout then stderr.
+    /// Bytes, not text: the monitor splits long lines by bytes, so a character can be
+    /// cut between two records.
+    pending: [Option<(String, Vec<u8>)>; 2],
 }
 
 impl LogReader {
@@ -75,7 +77,13 @@ impl LogReader {
                 Some(f) => f.stream_position()?,
                 None => 0,
             };
-            if (meta.dev(), meta.ino()) != self.identity || meta.len() < position {
+            let rotated = (meta.dev(), meta.ino()) != self.identity;
+            if rotated || meta.len() < position {
+                if rotated {
+                    // Whatever the monitor wrote to the old file after our drain above
+                    // and before it reopened.
+                    self.drain(&mut lines)?;
+                }
                 self.carry.clear();
                 self.file = None;
                 if let Ok(file) = File::open(&self.path) {
@@ -93,11 +101,11 @@ impl LogReader {
     pub fn flush(&mut self) -> Vec<LogLine> {
         let mut out = Vec::new();
         for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-            if let Some((timestamp, text)) = self.pending[i].take() {
+            if let Some((timestamp, bytes)) = self.pending[i].take() {
                 out.push(LogLine {
                     stream,
                     timestamp,
-                    text,
+                    text: String::from_utf8_lossy(&bytes).into_owned(),
                 });
             }
         }
@@ -117,7 +125,7 @@ impl LogReader {
         };
         let records: Vec<u8> = self.carry.drain(..complete).collect();
         for record in records.split(|b| *b == b'\n') {
-            if let Some(line) = self.take(&String::from_utf8_lossy(record)) {
+            if let Some(line) = self.take(record) {
                 lines.push(line);
             }
         }
@@ -125,26 +133,27 @@ impl LogReader {
     }
 
     /// Adds one record; returns the line it completes, if it does.
-    fn take(&mut self, record: &str) -> Option<LogLine> {
-        let mut parts = record.splitn(4, ' ');
+    fn take(&mut self, record: &[u8]) -> Option<LogLine> {
+        let mut parts = record.splitn(4, |b| *b == b' ');
         let (timestamp, stream, tag) = (parts.next()?, parts.next()?, parts.next()?);
-        let text = parts.next().unwrap_or("");
+        let text = parts.next().unwrap_or(b"");
         let (slot, stream) = match stream {
-            "stdout" => (0, Stream::Stdout),
-            "stderr" => (1, Stream::Stderr),
+            b"stdout" => (0, Stream::Stdout),
+            b"stderr" => (1, Stream::Stderr),
             _ => return None,
         };
+        let timestamp = String::from_utf8_lossy(timestamp);
         let pending =
-            self.pending[slot].get_or_insert_with(|| (timestamp.to_string(), String::new()));
-        pending.1.push_str(text);
-        if tag == "P" {
+            self.pending[slot].get_or_insert_with(|| (timestamp.into_owned(), Vec::new()));
+        pending.1.extend_from_slice(text);
+        if tag == b"P" {
             return None;
         }
-        let (timestamp, text) = self.pending[slot].take()?;
+        let (timestamp, bytes) = self.pending[slot].take()?;
         Some(LogLine {
             stream,
             timestamp,
-            text,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }
 }
@@ -183,6 +192,20 @@ mod tests {
         writeln!(f, "t5 stdout P cut").unwrap();
         assert!(r.read_new().unwrap().is_empty());
         assert_eq!(texts(&r.flush()), [(Stream::Stdout, "cut")]);
+    }
+
+    #[test]
+    fn a_character_split_between_records_is_whole_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        // "é" is 0xC3 0xA9; the monitor split the line between its two bytes.
+        let bytes = b"t1 stdout P caf\xC3\nt2 stdout F \xA9!\n".to_vec();
+        std::fs::write(&path, bytes).unwrap();
+        let mut r = LogReader::new(&path);
+        assert_eq!(
+            texts(&r.read_new().unwrap()),
+            [(Stream::Stdout, "caf\u{e9}!")]
+        );
     }
 
     #[test]

@@ -66,6 +66,6 @@ pub fn memory_by_mapping(pid: i32) -> Vec<(String, u64, u64)> {
         }
     }
     sums.retain(|(_, rss, _)| *rss > 0);
-    sums.sort_by(|a, b| b.1.cmp(&a.1));
+    sums.sort_by_key(|(_, rss, _)| std::cmp::Reverse(*rss));
     sums
 }

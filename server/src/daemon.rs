@@ -39,9 +39,9 @@ pub struct Daemon {
     pub images: OnceLock<Result<Arc<crust_image::ImageStore>, String>>,
     /// The exec/attach/port-forward server, once its listener is bound.
     pub streaming: OnceLock<crate::streaming::StreamingHandle>,
-    /// Handler name -> whether it supports recursive read-only mounts; probed on the
-    /// first `Status` (an `oci` handler's binary is asked once, not on every call).
-    pub handler_rro: OnceLock<std::collections::BTreeMap<String, bool>>,
+    /// Handler name -> whether it supports recursive read-only mounts; probed once at
+    /// start (an `oci` handler's binary is asked then, not on every `Status`).
+    pub handler_rro: std::collections::BTreeMap<String, bool>,
 }
 
 /// The sandbox manager's settings, from the daemon config.
@@ -72,6 +72,31 @@ fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
         max_log_line: config.runtime.max_log_line_size,
         exec_output_limit: config.runtime.exec_sync_output_limit,
     }
+}
+
+/// Which handlers support recursive read-only mounts: the built-in launcher where the
+/// kernel has `mount_setattr`; an `oci` handler when its runtime's `features` lists
+/// `rro` (asked once here, before crustd serves, with a bound on the answer).
+fn handler_rro(config: &Config) -> std::collections::BTreeMap<String, bool> {
+    use crate::config::HandlerKind;
+    let kernel = crust_runtime::features::kernel_has_mount_setattr();
+    config
+        .runtime
+        .handlers
+        .iter()
+        .map(|(name, h)| {
+            let supported = kernel
+                && match (h.kind, &h.path) {
+                    (HandlerKind::Builtin, _) => true,
+                    (HandlerKind::Oci, Some(path)) => crust_runtime::features::oci_runtime_has_rro(
+                        path,
+                        std::time::Duration::from_secs(2),
+                    ),
+                    (HandlerKind::Oci, None) => false,
+                };
+            (name.clone(), supported)
+        })
+        .collect()
 }
 
 /// The lowest `oom_score_adj` crustd can give a container: any with CAP_SYS_RESOURCE
@@ -137,7 +162,9 @@ impl Daemon {
             Some(network),
         )?
         .with_container_pids_limit(Some(config.runtime.pids_limit));
+        let handler_rro = handler_rro(&config);
         Ok(Daemon {
+            handler_rro,
             config,
             config_files,
             store,
@@ -149,7 +176,6 @@ impl Daemon {
             sandboxes,
             images: OnceLock::new(),
             streaming: OnceLock::new(),
-            handler_rro: OnceLock::new(),
         })
     }
 

@@ -153,7 +153,7 @@ fn copy_up(layers: &[PathBuf], rel: &Path, dest: &Path) -> Result<(), HostError>
                 }
                 let meta = fs::symlink_metadata(&src).map_err(at("stat", &src))?;
                 copy_attrs(&meta, dest)?;
-                merge(&src, dest)?;
+                merge(&src, dest, 0)?;
             }
         }
     }
@@ -192,7 +192,18 @@ fn copy_attrs(meta: &fs::Metadata, dest: &Path) -> Result<(), HostError> {
 
 /// Merges one layer's directory `src` into `dest`, applying its whiteouts and opaque
 /// directories. Hard links become copies; sockets are skipped (they are not content).
-fn merge(src: &Path, dest: &Path) -> Result<(), HostError> {
+/// Deepest directory nesting copied up: a hostile image's pathologically deep tree
+/// fails the container instead of exhausting crustd's stack.
+const MAX_COPY_DEPTH: usize = 128;
+
+fn merge(src: &Path, dest: &Path, depth: usize) -> Result<(), HostError> {
+    if depth > MAX_COPY_DEPTH {
+        return Err((
+            "copy up",
+            src.to_path_buf(),
+            io::Error::other(format!("nested deeper than {MAX_COPY_DEPTH} directories")),
+        ));
+    }
     for entry in fs::read_dir(src).map_err(at("read", src))? {
         let entry = entry.map_err(at("read", src))?;
         let from = entry.path();
@@ -210,7 +221,7 @@ fn merge(src: &Path, dest: &Path) -> Result<(), HostError> {
                 fs::create_dir(&to).map_err(at("create", &to))?;
             }
             copy_attrs(&meta, &to)?;
-            merge(&from, &to)?;
+            merge(&from, &to, depth + 1)?;
             continue;
         }
         remove(&to)?;

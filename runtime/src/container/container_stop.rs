@@ -34,7 +34,15 @@ impl SandboxManager {
         let Ok(exit) = serde_json::from_slice::<ExitRecord>(&bytes) else {
             return Ok(());
         };
-        let oom = self.oom_kill_count(&c.cgroup) > c.oom_kills_before_kill.unwrap_or(0);
+        // The baseline from the latest record: `c` may be a copy taken before
+        // StopContainer recorded it.
+        let baseline = self
+            .container_snapshot(&c.id)
+            .ok()
+            .and_then(|now| now.oom_kills_before_kill)
+            .or(c.oom_kills_before_kill)
+            .unwrap_or(0);
+        let oom = self.oom_kill_count(&c.cgroup) > baseline;
         let reason = if exit.signal == Some(9) && oom {
             "OOMKilled"
         } else if exit.exit_code == 0 {

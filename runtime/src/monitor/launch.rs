@@ -370,7 +370,7 @@ fn child_main(
     // Sysctls (namespaced: net.*, IPC), resolved in the namespaces we joined. Before
     // `finalize_rootfs` makes /proc/sys read-only, in runc's order.
     for (key, value) in linux.sysctl().clone().unwrap_or_default() {
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        let path = Path::new("/proc/sys").join(super::daemon::sysctl_path(&key));
         fs::write(&path, &value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
     }
     mounts::finalize_rootfs(spec)?;

@@ -17,7 +17,8 @@
 //!
 //! The filters are then joined into one program (see [`chain`]).
 //!
-//! Limits: syscalls are resolved for the native architecture (x86_64) only; names the
+//! Limits: x32 syscalls (x86_64's arch value with bit 30 set in the number) are killed,
+//! as libseccomp does; syscalls are resolved for the native architecture (x86_64) only; names the
 //! table does not know are skipped, as libseccomp does for names unknown to the kernel;
 //! a process of another architecture (32-bit x86) is killed by the filter's arch check
 //! rather than filtered; `SCMP_ACT_NOTIFY` is refused.
@@ -181,7 +182,25 @@ fn chain(mut programs: Vec<(SeccompAction, BpfProgram)>) -> Result<BpfProgram, S
     const MAX_INSNS: usize = 4096;
     programs.sort_by_key(|(action, _)| strength(action));
     let count = programs.len();
-    let mut out = BpfProgram::new();
+    // x32 syscalls come with the x86_64 arch value and bit 30 set in their number, so
+    // no rule matches them: kill them first, as libseccomp does, or a profile whose
+    // default is ALLOW could be bypassed through them.
+    const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JEQ_K: u16 = 0x15;
+    const BPF_JGE_K: u16 = 0x35;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const RET_KILL_PROCESS: u32 = 0x8000_0000;
+    let insn = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
+    let mut out: BpfProgram = vec![
+        // seccomp_data.arch; other arches go on to the programs' own arch checks.
+        insn(BPF_LD_W_ABS, 0, 0, 4),
+        insn(BPF_JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
+        // seccomp_data.nr
+        insn(BPF_LD_W_ABS, 0, 0, 0),
+        insn(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
+        insn(BPF_RET_K, 0, 0, RET_KILL_PROCESS),
+    ];
     for (n, (_, program)) in programs.into_iter().enumerate() {
         let len = program.len();
         for (i, mut insn) in program.into_iter().enumerate() {
@@ -268,13 +287,13 @@ mod tests {
             1,
             "base + the ENOSYS group, chained into one"
         );
-        // Every program starts with the arch check (load, jeq, ret): the chain holds
-        // two of them.
+        // Every program starts with the arch check (load arch, jeq): the chain holds
+        // three, the x32 guard's and the two filters'.
         let arch_checks = programs[0]
             .windows(2)
             .filter(|w| w[0].code == 0x20 && w[0].k == 4 && w[1].code == 0x15)
             .count();
-        assert_eq!(arch_checks, 2, "two filters chained");
+        assert_eq!(arch_checks, 3, "the x32 guard and two filters chained");
         let allow = serde_json::from_value::<LinuxSeccomp>(serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]
@@ -360,6 +379,23 @@ mod tests {
                  personality(query) allowed, personality(0) EPERM) got the wrong result"
             ),
             other => panic!("child ended as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn x32_syscalls_are_killed_also_under_a_default_allow() {
+        use nix::sys::{signal::Signal, wait::WaitStatus};
+        let profile = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]
+        });
+        fn body() -> i32 {
+            // getppid through the x32 ABI: the same number with bit 30 set.
+            errno_of(raw(libc::SYS_getppid | 0x4000_0000, 0))
+        }
+        match in_child(profile, body) {
+            WaitStatus::Signaled(_, Signal::SIGSYS, _) => {}
+            other => panic!("an x32 syscall must be killed, child ended as {other:?}"),
         }
     }
 

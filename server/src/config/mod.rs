@@ -133,8 +133,8 @@ pub struct RuntimeSection {
     pub monitor_path: Option<PathBuf>,
     /// Size of each pod's `/dev/shm` tmpfs, in bytes.
     pub shm_size: u64,
-    /// Longest container log line, in bytes, before it is split into partial (`P`)
-    /// records (containerd's `max_container_log_line_size`).
+    /// Longest container log line, in bytes (64 to 1 MiB), before it is split into
+    /// partial (`P`) records (containerd's `max_container_log_line_size`).
     pub max_log_line_size: usize,
     /// The most ExecSync output kept per stream, in bytes; the rest is read and
     /// dropped, and stderr says so. At most 8 MiB − 64 KiB, so that both streams fit in

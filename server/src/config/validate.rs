@@ -55,11 +55,12 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
             "must be at least one page (4096 bytes)".into(),
         ));
     }
-    // A log line must hold at least a UTF-8 character; CriLog splits at whole ones.
-    if c.runtime.max_log_line_size < 64 {
+    // Small enough that a record is not a sliver; at most 1 MiB because the monitor
+    // holds up to this much of each stream of every container while a line is open.
+    if !(64..=1 << 20).contains(&c.runtime.max_log_line_size) {
         errors.push((
             "runtime.max_log_line_size".into(),
-            "must be at least 64 bytes".into(),
+            "must be between 64 and 1048576 bytes".into(),
         ));
     }
     if c.runtime.pids_limit < -1 {
@@ -194,6 +195,7 @@ mod tests {
             (16384, 8_323_072, vec![]),
             (64, 1, vec![]),
             (63, 1, vec!["runtime.max_log_line_size"]),
+            ((1 << 20) + 1, 1, vec!["runtime.max_log_line_size"]),
             (64, 0, vec!["runtime.exec_sync_output_limit"]),
             (64, 8_323_073, vec!["runtime.exec_sync_output_limit"]),
         ] {

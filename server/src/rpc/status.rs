@@ -96,30 +96,7 @@ pub async fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusRespons
 /// kernel has `mount_setattr`; an `oci` handler where its runtime lists `rro` in its
 /// features (runc 1.2+). No handler has user namespaces yet.
 fn runtime_handlers(daemon: &Daemon) -> Vec<RuntimeHandler> {
-    use crate::config::HandlerKind;
-    let rro = daemon.handler_rro.get_or_init(|| {
-        let kernel = crust_runtime::features::kernel_has_mount_setattr();
-        daemon
-            .config
-            .runtime
-            .handlers
-            .iter()
-            .map(|(name, h)| {
-                let supported = kernel
-                    && match (h.kind, &h.path) {
-                        (HandlerKind::Builtin, _) => true,
-                        (HandlerKind::Oci, Some(path)) => {
-                            crust_runtime::features::oci_runtime_has_rro(
-                                path,
-                                std::time::Duration::from_secs(2),
-                            )
-                        }
-                        (HandlerKind::Oci, None) => false,
-                    };
-                (name.clone(), supported)
-            })
-            .collect()
-    });
+    let rro = &daemon.handler_rro;
     let default = &daemon.config.runtime.default_handler;
     std::iter::once((String::new(), default.clone()))
         .chain(
