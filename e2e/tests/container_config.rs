@@ -263,8 +263,9 @@ async fn privileged_containers_need_a_privileged_pod_with_runc() {
 }
 
 /// The device cgroup allows mknod of any device but opening only the listed ones: a
-/// block device node made inside the container cannot be read (EPERM from the
-/// cgroup, not ENXIO from a missing device).
+/// block device node made in the container's /dev cannot be read (EPERM from the
+/// cgroup, not ENXIO from a missing device). And no device node in the rootfs opens
+/// at all, not even an allowed one (the overlay is mounted nodev: EACCES).
 async fn device_cgroup(handler: &str) {
     let w = world("test/devices").await;
     let pod = w
@@ -282,13 +283,21 @@ async fn device_cgroup(handler: &str) {
         "/dev/null stays allowed: {list}"
     );
 
-    let (code, _, err) = w.exec(&ctr, &["mknod", "/tmp/sda", "b", "8", "0"]).await;
+    let (code, _, err) = w.exec(&ctr, &["mknod", "/dev/sda", "b", "8", "0"]).await;
     assert_eq!(code, 0, "mknod is allowed (CAP_MKNOD, 'b *:* m'): {err}");
-    let (code, _, err) = w.exec(&ctr, &["head", "-c1", "/tmp/sda"]).await;
+    let (code, _, err) = w.exec(&ctr, &["head", "-c1", "/dev/sda"]).await;
     assert_ne!(code, 0, "reading 8:0 must fail");
     assert!(
         err.contains("Operation not permitted"),
         "refused by the device cgroup: {err}"
+    );
+    let (code, _, err) = w.exec(&ctr, &["mknod", "/tmp/null", "c", "1", "3"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = w.exec(&ctr, &["head", "-c1", "/tmp/null"]).await;
+    assert_ne!(code, 0, "a device node in the rootfs must not open");
+    assert!(
+        err.contains("Permission denied"),
+        "refused by the rootfs's nodev, though the cgroup allows 1:3: {err}"
     );
     let (code, _, err) = w.exec(&ctr, &["head", "-c1", "/dev/zero"]).await;
     assert_eq!(code, 0, "an allowed device still reads: {err}");

@@ -345,7 +345,11 @@ fn namespace_table() {
 
 #[test]
 fn unprivileged_defaults() {
-    let spec = generate(&input(ContainerSpec::default()));
+    let mut i = input(ContainerSpec::default());
+    // Docker's 14 (on cgroup v2 without a device filter MKNOD leaves the set, see
+    // `mknod_is_left_out_on_cgroup_v2`).
+    i.host.cgroup_v2 = false;
+    let spec = generate(&i);
     let p = spec.process().as_ref().unwrap();
     assert_eq!(
         p.args().as_ref().unwrap(),
@@ -759,4 +763,51 @@ fn unified_needs_cgroup_v2() {
     );
     i.host.cgroup_v2 = true;
     generate(&i);
+}
+
+/// Without a device filter on cgroup v2, CAP_MKNOD leaves the default set (kept on v1,
+/// where the device cgroup stops what a node could open; kept when asked for by name
+/// and for privileged containers).
+#[test]
+fn mknod_is_left_out_on_cgroup_v2() {
+    use oci_spec::runtime::Capability;
+    for (v2, add, privileged, want) in [
+        (false, vec![], false, true),
+        (true, vec![], false, false),
+        (true, vec!["MKNOD".to_string()], false, true),
+        (true, vec!["CAP_MKNOD".to_string()], false, true),
+        (true, vec![], true, true),
+    ] {
+        let mut c = ContainerSpec {
+            command: s(&["/bin/true"]),
+            ..Default::default()
+        };
+        c.security.pid_mode = NsMode::Container;
+        c.security.privileged = privileged;
+        if !add.is_empty() {
+            c.security.capabilities = Some(CapabilitiesSpec {
+                add: add.clone(),
+                ..Default::default()
+            });
+        }
+        let mut i = input(c);
+        i.host.cgroup_v2 = v2;
+        i.pod.privileged = privileged;
+        let spec = generate(&i);
+        let bounding = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .bounding()
+            .clone()
+            .unwrap();
+        assert_eq!(
+            bounding.contains(&Capability::Mknod),
+            want,
+            "v2 {v2}, add {add:?}, privileged {privileged}"
+        );
+    }
 }

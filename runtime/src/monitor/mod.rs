@@ -164,6 +164,41 @@ pub struct OverlayMount {
     pub work: PathBuf,
 }
 
+impl OverlayMount {
+    /// Mounts the overlay at `rootfs` (in the caller's mount namespace), `nodev`: a
+    /// device node in an image layer, or one made in the writable layer, cannot be
+    /// opened. The container's devices live in its `/dev` tmpfs, a mount of its own;
+    /// where the device cgroup cannot be enforced (cgroup v2 without its eBPF filter)
+    /// this is what keeps a hostile image's `b 8:0` node from reaching the host disk.
+    /// Changes the working directory (the layer names are relative) and leaves it at
+    /// `/`.
+    pub(crate) fn mount_at(&self, rootfs: &std::path::Path) -> Result<(), String> {
+        use nix::mount::{MsFlags, mount};
+        if self.lower.is_empty() {
+            return Err("image has no layers".into());
+        }
+        // Relative lowerdir names, resolved against our cwd: short option strings.
+        nix::unistd::chdir(self.layers_root.as_path())
+            .map_err(|e| format!("chdir {}: {e}", self.layers_root.display()))?;
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            self.lower.join(":"),
+            self.upper.display(),
+            self.work.display()
+        );
+        let result = mount(
+            Some("overlay"),
+            rootfs,
+            Some("overlay"),
+            MsFlags::MS_NODEV,
+            Some(data.as_str()),
+        )
+        .map_err(|e| format!("mount overlay rootfs at {}: {e}", rootfs.display()));
+        let _ = nix::unistd::chdir("/");
+        result
+    }
+}
+
 /// How a container process ended, written by the monitor before anything else learns
 /// of it, so exits survive crustd being down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,8 +26,8 @@ use std::{
 
 use nix::{
     fcntl::OFlag,
-    mount::{MntFlags, MsFlags, mount, umount2},
-    unistd::{Pid, chdir, pipe2},
+    mount::{MntFlags, umount2},
+    unistd::{Pid, pipe2},
 };
 
 use super::{OciRuntime, OverlayMount};
@@ -66,7 +66,7 @@ pub(super) fn create(
     tty: bool,
 ) -> Result<Created, String> {
     if let Some(o) = overlay {
-        mount_overlay(o, &c.rootfs)?;
+        o.mount_at(&c.rootfs)?;
     }
     match create_mounted(c, stdin, tty) {
         Ok(created) => Ok(created),
@@ -329,30 +329,4 @@ fn wait_bounded(child: &mut Child, op: &str) -> Result<ExitStatus, String> {
             Err(e) => return Err(format!("wait for runtime {op}: {e}")),
         }
     }
-}
-
-/// The overlay at `rootfs`, in the monitor's (the host's) mount namespace.
-fn mount_overlay(o: &OverlayMount, rootfs: &Path) -> Result<(), String> {
-    if o.lower.is_empty() {
-        return Err("image has no layers".into());
-    }
-    // Relative lowerdir names, resolved against our cwd: short option strings.
-    chdir(o.layers_root.as_path())
-        .map_err(|e| format!("chdir {}: {e}", o.layers_root.display()))?;
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        o.lower.join(":"),
-        o.upper.display(),
-        o.work.display()
-    );
-    let result = mount(
-        Some("overlay"),
-        rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| format!("mount overlay rootfs at {}: {e}", rootfs.display()));
-    let _ = chdir("/");
-    result
 }

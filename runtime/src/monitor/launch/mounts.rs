@@ -54,26 +54,7 @@ pub(super) fn prepare_rootfs(
     // parent of the new root).
     make_parent_private(rootfs)?;
     if let Some(o) = overlay {
-        if o.lower.is_empty() {
-            return Err("image has no layers".into());
-        }
-        // Relative lowerdir names, resolved against our cwd: short option strings.
-        chdir(o.layers_root.as_path())
-            .map_err(|e| format!("chdir {}: {e}", o.layers_root.display()))?;
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            o.lower.join(":"),
-            o.upper.display(),
-            o.work.display()
-        );
-        mount(
-            Some("overlay"),
-            rootfs,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(data.as_str()),
-        )
-        .map_err(|e| format!("mount overlay rootfs at {}: {e}", rootfs.display()))?;
+        o.mount_at(rootfs)?;
     }
     mount(
         Some(rootfs),
