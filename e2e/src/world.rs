@@ -209,6 +209,25 @@ impl World {
             .map(|_| ())
     }
 
+    /// Container `id`'s verbose `ContainerStatus` info (`info["info"]`: pid, cgroup,
+    /// mounts, the OCI spec...), parsed.
+    pub async fn verbose_info(&self, id: &str) -> serde_json::Value {
+        let info = self
+            .d
+            .runtime()
+            .await
+            .expect("connect")
+            .container_status(crust_proto::runtime::v1::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
+            .into_inner()
+            .info;
+        serde_json::from_str(&info["info"]).expect("verbose info is JSON")
+    }
+
     /// Creates and starts a container; panics on failure.
     pub async fn run(&self, pod: &str, config: ContainerConfig) -> String {
         let name = config

@@ -1156,19 +1156,7 @@ async fn oom_score_adj_is_clamped_to_crustds_own_and_the_status_says_so() {
             expect.to_string(),
             "{name}: asked {asked}, crustd's own {own}, CAP_SYS_RESOURCE {can_lower}"
         );
-        let info =
-            w.d.runtime()
-                .await
-                .unwrap()
-                .container_status(ContainerStatusRequest {
-                    container_id: id.clone(),
-                    verbose: true,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .info;
-        let details: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        let details = w.verbose_info(&id).await;
         assert!(
             details["mounts"].is_array(),
             "verbose info lists the mounts"

@@ -127,19 +127,7 @@ async fn pids_limit_caps_every_container() {
     let w = World::start(&image, "test/pids", "[runtime]\npids_limit = 20\n").await;
     let pod = w.run_pod(&PodOptions::named("pids")).await;
     let id = w.run(&pod, w.config("capped", &["sleep", "3600"])).await;
-    let info =
-        w.d.runtime()
-            .await
-            .unwrap()
-            .container_status(crust_proto::runtime::v1::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .info;
-    let details: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let details = w.verbose_info(&id).await;
     let cgroup = details["cgroup"].as_str().unwrap().trim_start_matches('/');
     let max = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{cgroup}/pids.max"))
         .expect("the v1 pids controller");

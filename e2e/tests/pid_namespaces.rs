@@ -191,19 +191,7 @@ async fn own_namespace_inside_a_shared_pod(handler: &str) {
 
 /// The host pid of container `id`, from its verbose status.
 async fn container_pid(w: &World, id: &str) -> i32 {
-    let info =
-        w.d.runtime()
-            .await
-            .unwrap()
-            .container_status(crust_proto::runtime::v1::ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .info;
-    let details: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let details = w.verbose_info(id).await;
     details["pid"]
         .as_i64()
         .expect("a running container has a pid") as i32
