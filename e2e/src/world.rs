@@ -40,6 +40,10 @@ pub struct PodOptions {
     /// The pod's PID namespace mode (POD: shared by its containers).
     pub pid: NamespaceMode,
     pub host_network: bool,
+    /// `LinuxSandboxSecurityContext.privileged`: the pod may run privileged containers.
+    pub privileged: bool,
+    /// Pod sysctls (`LinuxPodSandboxConfig.sysctls`).
+    pub sysctls: Vec<(String, String)>,
 }
 
 impl PodOptions {
@@ -52,7 +56,20 @@ impl PodOptions {
             handler: String::new(),
             pid: NamespaceMode::Pod,
             host_network: false,
+            privileged: false,
+            sysctls: Vec::new(),
         }
+    }
+    pub fn privileged(mut self) -> PodOptions {
+        self.privileged = true;
+        self
+    }
+    pub fn sysctls(mut self, sysctls: &[(&str, &str)]) -> PodOptions {
+        self.sysctls = sysctls
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
     }
     pub fn namespace(mut self, namespace: &str) -> PodOptions {
         self.namespace = namespace.into();
@@ -123,7 +140,9 @@ impl World {
             hostname: o.name.clone(),
             log_directory: self.logs.join(&o.name).display().to_string(),
             linux: Some(LinuxPodSandboxConfig {
+                sysctls: o.sysctls.iter().cloned().collect(),
                 security_context: Some(LinuxSandboxSecurityContext {
+                    privileged: o.privileged,
                     namespace_options: Some(NamespaceOption {
                         pid: o.pid.into(),
                         network: if o.host_network {

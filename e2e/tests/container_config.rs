@@ -11,8 +11,7 @@ use crust_e2e::{
 };
 use crust_proto::runtime::v1::{
     HugepageLimit, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest, RunPodSandboxRequest,
+    Mount, RemoveContainerRequest,
 };
 use tonic::Code;
 
@@ -185,41 +184,9 @@ fn status_field(status: &str, key: &str) -> String {
 /// INVALID_ARGUMENT naming the field.
 async fn privileged_pod(handler: &str) {
     let w = world("test/privileged").await;
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: "priv".into(),
-            uid: "uid-priv".into(),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        hostname: "priv".into(),
-        log_directory: w.logs.join("priv").display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                privileged: true,
-                namespace_options: Some(NamespaceOption {
-                    pid: NamespaceMode::Pod.into(),
-                    network: NamespaceMode::Pod.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let pod =
-        w.d.runtime()
-            .await
-            .unwrap()
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config),
-                runtime_handler: handler.into(),
-            })
-            .await
-            .expect("RunPodSandbox (privileged)")
-            .into_inner()
-            .pod_sandbox_id;
+    let pod = w
+        .run_pod(&PodOptions::named("priv").handler(handler).privileged())
+        .await;
     let ctr = w
         .run(&pod, privileged(w.config("priv", &["sleep", "3600"])))
         .await;

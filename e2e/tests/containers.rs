@@ -279,6 +279,17 @@ async fn stop_list_remove_and_the_cri_rules() {
     );
 }
 
+/// Puts `config` under a memory limit of `bytes`.
+fn with_memory_limit(config: &mut ContainerConfig, bytes: i64) {
+    config.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: bytes,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+}
+
 #[tokio::test]
 async fn a_container_over_its_memory_limit_is_oom_killed() {
     let w = world().await;
@@ -290,13 +301,7 @@ async fn a_container_over_its_memory_limit_is_oom_killed() {
             "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
         ],
     );
-    c.linux = Some(LinuxContainerConfig {
-        resources: Some(LinuxContainerResources {
-            memory_limit_in_bytes: 32 << 20,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    with_memory_limit(&mut c, 32 << 20);
     let id = w.create(&w.pod, c).await.unwrap();
     w.start_container(&id).await.unwrap();
     let s = w.d.wait_exited(&id).await;
@@ -320,13 +325,7 @@ async fn a_stop_after_a_child_was_oom_killed_is_not_oom_killed() {
             "(x=$(head -c 200000000 /dev/zero | tr '\\0' a)); echo child-gone; exec sleep 3600",
         ],
     );
-    c.linux = Some(LinuxContainerConfig {
-        resources: Some(LinuxContainerResources {
-            memory_limit_in_bytes: 32 << 20,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    with_memory_limit(&mut c, 32 << 20);
     let id = w.create(&w.pod, c).await.unwrap();
     w.start_container(&id).await.unwrap();
     let log_path = w.d.container_status(&id).await.log_path;

@@ -3,13 +3,12 @@
 //! does): pod sysctls, CRI and privileged devices, a read-only view of the
 //! container's own cgroups, and a working_dir the image lacks.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path};
+use std::{os::unix::fs::MetadataExt, path::Path};
 
-use crust_e2e::world::{World, busybox_image};
+use crust_e2e::world::{PodOptions, World, busybox_image};
 use crust_proto::runtime::v1::{
     ContainerConfig, Device, LinuxContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RunPodSandboxRequest,
+    LinuxContainerSecurityContext,
 };
 
 const RUNC: &str = "/usr/sbin/runc";
@@ -35,8 +34,7 @@ async fn world(repo: &str) -> World {
     .await
 }
 
-/// A pod as `World::run_pod` makes it, with the sysctls and privilege `World` does not
-/// offer.
+/// A pod named `name` for `handler`, with `sysctls` and, if `privileged`, privileged.
 async fn run_pod(
     w: &World,
     name: &str,
@@ -44,44 +42,11 @@ async fn run_pod(
     sysctls: &[(&str, &str)],
     privileged: bool,
 ) -> String {
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: w.logs.join(name).display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            sysctls: sysctls
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<HashMap<_, _>>(),
-            security_context: Some(LinuxSandboxSecurityContext {
-                privileged,
-                namespace_options: Some(NamespaceOption {
-                    pid: NamespaceMode::Pod.into(),
-                    network: NamespaceMode::Pod.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    w.d.runtime()
-        .await
-        .expect("connect")
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}"))
-        .into_inner()
-        .pod_sandbox_id
+    let mut options = PodOptions::named(name).handler(handler).sysctls(sysctls);
+    if privileged {
+        options = options.privileged();
+    }
+    w.run_pod(&options).await
 }
 
 fn linux(c: &mut ContainerConfig) -> &mut LinuxContainerConfig {

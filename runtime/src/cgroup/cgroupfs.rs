@@ -277,6 +277,14 @@ impl Cgroupfs {
     pub fn procs_below(&self, path: &str) -> Result<Vec<i32>, CgroupError> {
         validate_path(path)?;
         let mut pids: BTreeSet<i32> = self.procs(path)?.into_iter().collect();
+        for child in self.children(path) {
+            pids.extend(self.procs_below(&format!("{path}/{child}"))?);
+        }
+        Ok(pids.into_iter().collect())
+    }
+
+    /// Names of the cgroups directly below `path`, in any hierarchy.
+    fn children(&self, path: &str) -> BTreeSet<String> {
         let mut children = BTreeSet::new();
         for dir in self.dirs(path) {
             for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -285,10 +293,7 @@ impl Cgroupfs {
                 }
             }
         }
-        for child in children {
-            pids.extend(self.procs_below(&format!("{path}/{child}"))?);
-        }
-        Ok(pids.into_iter().collect())
+        children
     }
 
     /// SIGKILLs every process in `path` and below and waits until they are gone. Uses
@@ -337,15 +342,7 @@ impl Cgroupfs {
     pub fn remove(&self, path: &str) -> Result<(), CgroupError> {
         validate_path(path)?;
         // Child cgroups first: a cgroup with children cannot be removed (EBUSY).
-        let mut children = BTreeSet::new();
-        for dir in self.dirs(path) {
-            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    children.insert(entry.file_name().to_string_lossy().into_owned());
-                }
-            }
-        }
-        for child in children {
+        for child in self.children(path) {
             self.remove(&format!("{path}/{child}"))?;
         }
         self.kill_all(path)?;

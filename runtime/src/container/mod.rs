@@ -21,7 +21,7 @@ mod container_update;
 mod record;
 mod seccomp_default;
 mod spec;
-mod spec_devices;
+pub(crate) mod spec_devices;
 mod spec_mounts;
 pub(crate) mod spec_resources;
 mod spec_security;

@@ -157,8 +157,8 @@ pub(crate) fn rule(
 }
 
 /// The devices every container gets (`oci.WithDefaultUnixDevices`; runc creates the same
-/// ones itself): (path, major, minor).
-const DEFAULT_DEVICES: [(&str, i64, i64); 6] = [
+/// ones itself, and so does the built-in launcher): (path, major, minor).
+pub(crate) const DEFAULT_DEVICES: [(&str, i64, i64); 6] = [
     ("/dev/null", 1, 3),
     ("/dev/zero", 1, 5),
     ("/dev/full", 1, 7),

@@ -22,15 +22,8 @@ use oci_spec::runtime::{Linux, LinuxDevice, LinuxDeviceType};
 use super::mounts::resolve_in_root;
 
 /// The devices runc adds to every container even when the spec does not list them
-/// (libcontainer/specconv `AllowedDevices`): (path, major, minor).
-const DEFAULT_DEVICES: [(&str, i64, i64); 6] = [
-    ("/dev/null", 1, 3),
-    ("/dev/zero", 1, 5),
-    ("/dev/full", 1, 7),
-    ("/dev/random", 1, 8),
-    ("/dev/urandom", 1, 9),
-    ("/dev/tty", 5, 0),
-];
+/// (libcontainer/specconv `AllowedDevices`): the ones spec generation lists too.
+use crate::container::spec_devices::DEFAULT_DEVICES;
 
 /// Creates the spec's devices (and the defaults it does not list) under `rootfs`.
 pub(super) fn create_devices(linux: &Linux, rootfs: &Path) -> Result<(), String> {
