@@ -37,19 +37,9 @@ pub fn oci_runtime_has_rro(binary: &Path, timeout: Duration) -> bool {
     else {
         return false;
     };
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-        }
+    // The features document is a few KiB: it fits in the pipe while we wait.
+    if !matches!(crate::proc::wait_bounded(&mut child, timeout), Ok(Some(_))) {
+        return false;
     }
     let mut out = Vec::new();
     if let Some(mut stdout) = child.stdout.take() {

@@ -37,6 +37,27 @@ impl ProcRef {
     }
 }
 
+/// Waits for `child` (a helper we spawned, waited for by its own pid) for at most
+/// `timeout`; past that, kills and reaps it and returns `Ok(None)`. Polls, so the
+/// caller's own reaping of other children is left alone.
+pub fn wait_bounded(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// Start time of `pid`, from `/proc/<pid>/stat`.
 pub fn start_time(pid: i32) -> Option<u64> {
     stat_fields(pid).map(|(_, start)| start)

@@ -37,8 +37,10 @@ impl SandboxManager {
         // The baseline from the latest record: `c` may be a copy taken before
         // StopContainer recorded it.
         let baseline = self
-            .container_snapshot(&c.id)
-            .ok()
+            .containers
+            .read()
+            .expect("containers poisoned")
+            .get(&c.id)
             .and_then(|now| now.oom_kills_before_kill)
             .or(c.oom_kills_before_kill)
             .unwrap_or(0);

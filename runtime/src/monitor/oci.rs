@@ -21,7 +21,7 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use nix::{
@@ -313,20 +313,12 @@ fn run_bounded(mut cmd: Command, op: &str) -> Result<ExitStatus, String> {
 }
 
 fn wait_bounded(child: &mut Child, op: &str) -> Result<ExitStatus, String> {
-    let deadline = Instant::now() + RUNTIME_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "runtime {op} did not finish within {} s (killed)",
-                    RUNTIME_TIMEOUT.as_secs()
-                ));
-            }
-            Err(e) => return Err(format!("wait for runtime {op}: {e}")),
-        }
+    match crate::proc::wait_bounded(child, RUNTIME_TIMEOUT) {
+        Ok(Some(status)) => Ok(status),
+        Ok(None) => Err(format!(
+            "runtime {op} did not finish within {} s (killed)",
+            RUNTIME_TIMEOUT.as_secs()
+        )),
+        Err(e) => Err(format!("wait for runtime {op}: {e}")),
     }
 }
