@@ -10,5 +10,7 @@ pub mod ids;
 pub mod monitor;
 pub mod proc;
 pub mod sandbox;
+mod text;
 
 pub use error::RuntimeError;
+pub use text::{EXCERPT_BYTES, excerpt};

@@ -5,7 +5,7 @@ use std::{fs, path::PathBuf, time::SystemTime};
 
 use super::{
     Container, ContainerSpec, ContainerState, HostDevices, ImageForContainer, PodContext,
-    SpecInput, container_create_host, generate_spec,
+    SpecInput, container_create_host, generate_spec, spec_files,
 };
 use crate::{
     error::RuntimeError,
@@ -21,12 +21,110 @@ pub(crate) fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn read_in_rootfs(layers_root: &std::path::Path, lower: &[String], path: &str) -> Option<String> {
-    // The top-most layer that has the file wins (no whiteout handling needed for the
-    // common /etc/passwd case: a deleted passwd is vanishingly rare).
-    lower
+/// How long reading the spec's input files may take. They are regular files of a few
+/// KiB on local disk, so only a hung filesystem takes longer; crustd then answers
+/// instead of waiting with it.
+const SPEC_FILES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The image's /etc/passwd and /etc/group and a Localhost seccomp profile.
+struct SpecFiles {
+    passwd: Option<String>,
+    group: Option<String>,
+    seccomp: Option<String>,
+}
+
+/// Reads the files the spec needs on a blocking thread (never on a runtime worker,
+/// whose other tasks would stall with it), each bounded and regular-only (see
+/// `spec_files`). A bad file is the image's or the profile's fault, so it is an
+/// INVALID_ARGUMENT naming the file (and the image).
+async fn read_spec_files(c: &Container) -> Result<SpecFiles, RuntimeError> {
+    let layers: Vec<PathBuf> = c
+        .image
+        .lower
         .iter()
-        .find_map(|l| fs::read_to_string(layers_root.join(l).join(path)).ok())
+        .map(|l| c.image.layers_root.join(l))
+        .collect();
+    let image = c.image.reference.clone();
+    let seccomp = match &c.spec.security.seccomp {
+        super::SecurityProfile::Localhost(path) => Some(path.clone()),
+        _ => None,
+    };
+    let id = c.id.clone();
+    let task = tokio::task::spawn_blocking(move || -> Result<SpecFiles, RuntimeError> {
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        let image_file = |path: &str| {
+            spec_files::read_image_file(
+                &layers,
+                path,
+                &format!("the image's /{path}"),
+                super::MAX_SPEC_FILE,
+            )
+            .map(|o| o.map(text))
+            .map_err(|e| spec_file_error(&id, "config.image", Some(&image), e))
+        };
+        let seccomp = seccomp
+            .map(|path| {
+                const FIELD: &str = "config.linux.security_context.seccomp.localhost_ref";
+                if !path.starts_with('/') {
+                    return Err(RuntimeError::InvalidArgument {
+                        field: FIELD,
+                        reason: format!(
+                            "seccomp profile {:?} is not an absolute path",
+                            crate::excerpt(&path)
+                        ),
+                    });
+                }
+                let what = format!("seccomp profile {:?}", crate::excerpt(&path));
+                spec_files::read_host_file(path.as_ref(), &what, super::MAX_SPEC_FILE)
+                    .map(text)
+                    .map_err(|e| spec_file_error(&id, FIELD, None, e))
+            })
+            .transpose()?;
+        Ok(SpecFiles {
+            passwd: image_file("etc/passwd")?,
+            group: image_file("etc/group")?,
+            seccomp,
+        })
+    });
+    match tokio::time::timeout(SPEC_FILES_TIMEOUT, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(RuntimeError::Launch {
+            id: c.id.clone(),
+            message: format!("reading the image's /etc/passwd and /etc/group failed: {join}"),
+        }),
+        Err(_) => Err(RuntimeError::DeadlineExceeded {
+            id: c.id.clone(),
+            what: "reading the image's /etc/passwd, /etc/group and seccomp profile".into(),
+            after: SPEC_FILES_TIMEOUT,
+        }),
+    }
+}
+
+/// A file that is not a bounded regular file is the caller's (image's, profile's)
+/// fault; an I/O error reading a good one is crust's.
+fn spec_file_error(
+    id: &str,
+    field: &'static str,
+    image: Option<&str>,
+    e: spec_files::SpecFileError,
+) -> RuntimeError {
+    match e {
+        spec_files::SpecFileError::Io {
+            op, path, source, ..
+        } if source.kind() != std::io::ErrorKind::NotFound => RuntimeError::Io {
+            id: id.to_string(),
+            op,
+            path,
+            source,
+        },
+        e => RuntimeError::InvalidArgument {
+            field,
+            reason: match image {
+                Some(image) => format!("image {:?}: {e}", crate::excerpt(image)),
+                None => e.to_string(),
+            },
+        },
+    }
 }
 
 impl SandboxManager {
@@ -185,6 +283,7 @@ impl SandboxManager {
             NsMode::Target => Some(self.target_pid_ns(&c.pod_id, &c.spec.security.target_id)?),
             _ => None,
         };
+        let files = read_spec_files(c).await?;
         let input = SpecInput {
             target_pid_ns,
             container: container_spec,
@@ -210,19 +309,11 @@ impl SandboxManager {
             },
             host: self.host.clone(),
             rootfs: c.dir.join("rootfs"),
-            etc_passwd: read_in_rootfs(&c.image.layers_root, &c.image.lower, "etc/passwd"),
-            etc_group: read_in_rootfs(&c.image.layers_root, &c.image.lower, "etc/group"),
+            etc_passwd: files.passwd,
+            etc_group: files.group,
             volumes_root,
             // A Localhost profile is a file on the host; its contents go into the spec.
-            seccomp_localhost: match &c.spec.security.seccomp {
-                super::SecurityProfile::Localhost(path) => Some(fs::read_to_string(path).map_err(
-                    |e| RuntimeError::InvalidArgument {
-                        field: "config.linux.security_context.seccomp.localhost_ref",
-                        reason: format!("read {path}: {e}"),
-                    },
-                )?),
-                _ => None,
-            },
+            seccomp_localhost: files.seccomp,
         };
         let oci = self
             .config

@@ -22,6 +22,7 @@ mod record;
 mod seccomp_default;
 mod spec;
 pub(crate) mod spec_devices;
+mod spec_files;
 mod spec_mounts;
 pub(crate) mod spec_resources;
 mod spec_security;
@@ -45,6 +46,7 @@ pub use record::{Container, ContainerState, ImageForContainer};
 pub use seccomp_default::default_seccomp_profile;
 pub use spec::{OOM_CLAMPED_ANNOTATION, generate_spec, stop_signal};
 pub use spec_devices::{DeviceLookup, HostDevice, HostDeviceKind, HostDevices};
+pub use spec_files::MAX_SPEC_FILE;
 pub use spec_mounts::image_volumes;
 pub use stdio::{OUTPUT_QUEUE, StdioEnd, StdioOutput, StdioRequest, StdioSession, TerminalSize};
 
