@@ -11,3 +11,4 @@ mod quantity;
 pub use cni_config::{CniNetwork, NetworkError, default_network};
 pub use default_conflist::{DEFAULT_CONFLIST, DEFAULT_CONFLIST_NAME};
 pub use pod_network::{CniManager, Dns, PodNetworkRequest, PodNetworkResult, PortMapping, pod_ips};
+pub use quantity::parse_quantity;

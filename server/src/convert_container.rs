@@ -37,6 +37,7 @@ fn ns_mode(mode: i32) -> NsMode {
 /// `ContainerConfig` -> the runtime's spec. Features the built-in launcher does not
 /// have yet are refused with UNIMPLEMENTED naming the field, never ignored.
 pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, ApiError> {
+    crate::convert_limits::container_config(&config)?;
     let metadata = config.metadata.ok_or(ApiError::InvalidArgument {
         field: "config.metadata",
         reason: "is required".into(),

@@ -48,6 +48,7 @@ pub fn sandbox_spec(
         field: "config",
         reason: "is required".into(),
     })?;
+    crate::convert_limits::pod_config(&config)?;
     let metadata = config.metadata.ok_or(ApiError::InvalidArgument {
         field: "config.metadata",
         reason: "is required".into(),

@@ -113,15 +113,52 @@ fn runtime_code(e: &crust_runtime::RuntimeError) -> Code {
     }
 }
 
+/// The longest status message sent. Messages quote client input only through
+/// [`crust_runtime::excerpt`]; this is the backstop for one that repeats an id or a
+/// path a client sent (a 1 MiB container id in ContainerStatus): the client gets the
+/// start of the message and its length, not megabytes back.
+pub const STATUS_MESSAGE_MAX: usize = 1024;
+
+fn bounded(message: String) -> String {
+    if message.len() <= STATUS_MESSAGE_MAX {
+        return message;
+    }
+    let mut end = STATUS_MESSAGE_MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &message[..end], message.len())
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
-        Status::new(e.code(), e.to_string())
+        Status::new(e.code(), bounded(e.to_string()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut() {
+        let status = Status::from(ApiError::NotFound {
+            kind: "container",
+            id: "é".repeat(1 << 20),
+        });
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(
+            status.message().len() < STATUS_MESSAGE_MAX + 40,
+            "{}",
+            status.message().len()
+        );
+        assert!(
+            status.message().starts_with("container \"éé"),
+            "{}",
+            &status.message()[..40]
+        );
+        assert!(status.message().ends_with("bytes)"));
+    }
 
     #[test]
     fn codes_and_messages() {

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod convert_container;
 pub mod convert_image;
+pub mod convert_limits;
 pub mod convert_sandbox;
 pub mod daemon;
 pub mod error;

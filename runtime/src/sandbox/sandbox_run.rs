@@ -113,12 +113,17 @@ impl SandboxManager {
                 });
             }
         }
-        sysctl::validate(&spec.sysctls, spec.namespaces.network, spec.namespaces.ipc).map_err(
-            |reason| RuntimeError::InvalidArgument {
+        sysctl::validate(&spec.sysctls, spec.namespaces.network, spec.namespaces.ipc)
+            .and_then(|()| {
+                sysctl::check_known(
+                    &spec.sysctls,
+                    &std::path::Path::new(super::PROC_ROOT).join("sys"),
+                )
+            })
+            .map_err(|reason| RuntimeError::InvalidArgument {
                 field: "config.linux.sysctls",
                 reason,
-            },
-        )?;
+            })?;
         if let Some(dns) = &spec.dns {
             files::validate_dns(dns).map_err(|reason| RuntimeError::InvalidArgument {
                 field: "config.dns_config",

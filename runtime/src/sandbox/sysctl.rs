@@ -68,6 +68,25 @@ pub fn validate(sysctls: &[(String, String)], network: NsMode, ipc: NsMode) -> R
     Ok(())
 }
 
+/// Checks every sysctl exists under `proc_sys` (crustd's `/proc/sys`). The pod's are
+/// written by its monitor in the pod's new namespaces, where an unknown name failed
+/// with ENOENT and came back as a monitor failure (INTERNAL) after the namespaces were
+/// made; the namespaced sysctls exist in crustd's namespaces too, so an unknown one is
+/// refused up front as the caller's error.
+pub fn check_known(sysctls: &[(String, String)], proc_sys: &std::path::Path) -> Result<(), String> {
+    for (name, _) in sysctls {
+        let path = proc_sys.join(crate::monitor::daemon::sysctl_path(name));
+        if !path.is_file() {
+            return Err(format!(
+                "sysctl {:?} is not known to this kernel (no {})",
+                crate::excerpt(name),
+                crate::excerpt(&path.display().to_string())
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +126,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn unknown_sysctls_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("net/ipv4")).unwrap();
+        std::fs::write(tmp.path().join("net/ipv4/ip_forward"), "0").unwrap();
+        let s = |n: &str| vec![(n.to_string(), "1".to_string())];
+        assert!(check_known(&s("net.ipv4.ip_forward"), tmp.path()).is_ok());
+        let err = check_known(&s("net.ipv4.no_such_thing"), tmp.path()).unwrap_err();
+        assert!(err.contains("net.ipv4.no_such_thing"), "{err}");
+        assert!(
+            check_known(&s("net.ipv4"), tmp.path()).is_err(),
+            "a directory is no sysctl"
+        );
     }
 }

@@ -25,9 +25,10 @@ pub async fn create_container(
             reason: "is required".into(),
         });
     }
+    // Checked and converted first: a bad config fails before the image is looked up.
+    let spec = convert_container::container_spec(config)?;
     tracing::Span::current().record("image", reference.as_str());
     let image = daemon.images()?.runtime_image(&reference)?;
-    let spec = convert_container::container_spec(config)?;
     let image = ImageForContainer {
         id: image.id.clone(),
         reference,

@@ -15,7 +15,15 @@ pub async fn exec_sync(
     req: ExecSyncRequest,
 ) -> Result<ExecSyncResponse, ApiError> {
     tracing::Span::current().record("container_id", req.container_id.as_str());
-    let timeout = Duration::from_secs(req.timeout.max(0) as u64);
+    crate::convert_limits::exec_cmd(&req.cmd)?;
+    // CRI: "Timeout in seconds to stop the command. Default: 0 (run forever)."
+    if req.timeout < 0 {
+        return Err(ApiError::InvalidArgument {
+            field: "timeout",
+            reason: format!("{} is negative", req.timeout),
+        });
+    }
+    let timeout = Duration::from_secs(req.timeout as u64);
     let result = daemon
         .sandboxes
         .exec_sync(&req.container_id, &req.cmd, timeout)
@@ -37,6 +45,7 @@ pub async fn update_container_resources(
         field: "linux",
         reason: "is required".into(),
     })?;
+    crate::convert_limits::resources("linux", &linux)?;
     daemon
         .sandboxes
         .update_container_resources(
@@ -65,9 +74,15 @@ pub async fn update_pod_sandbox_resources(
     req: crust_proto::runtime::v1::UpdatePodSandboxResourcesRequest,
 ) -> Result<crust_proto::runtime::v1::UpdatePodSandboxResourcesResponse, ApiError> {
     tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
+    let (overhead, resources) = (
+        req.overhead.unwrap_or_default(),
+        req.resources.unwrap_or_default(),
+    );
+    crate::convert_limits::resources("overhead", &overhead)?;
+    crate::convert_limits::resources("resources", &resources)?;
     let update = crust_runtime::sandbox::PodResources {
-        overhead: crate::convert_container::resources(req.overhead.unwrap_or_default()),
-        resources: crate::convert_container::resources(req.resources.unwrap_or_default()),
+        overhead: crate::convert_container::resources(overhead),
+        resources: crate::convert_container::resources(resources),
     };
     daemon
         .sandboxes

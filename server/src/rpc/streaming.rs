@@ -60,12 +60,7 @@ pub async fn exec(daemon: &Daemon, req: ExecRequest) -> Result<ExecResponse, Api
         stderr: req.stderr,
         tty: req.tty,
     };
-    if req.cmd.is_empty() {
-        return Err(ApiError::InvalidArgument {
-            field: "cmd",
-            reason: "is empty".into(),
-        });
-    }
+    crate::convert_limits::exec_cmd(&req.cmd)?;
     check_streams(&streams)?;
     let c = running(daemon, &req.container_id)?;
     let url = streaming(daemon)?.url_for(Pending::Exec {

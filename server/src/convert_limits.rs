@@ -1,0 +1,897 @@
+//! Bounds and checks on CRI input, applied before anything is created.
+//!
+//! Every string a request carries ends up somewhere with a limit of its own: a 1 MiB pod
+//! name went into `CNI_ARGS`, whose ADD and rollback DEL then failed with E2BIG (Linux's
+//! `MAX_ARG_STRLEN` is 128 KiB per env string), leaving a record retried at every start
+//! forever. So each field is bounded up front, by Kubernetes' own limit where there is
+//! one, else by the kernel's (paths, argv) or a generous one, and the answer is
+//! INVALID_ARGUMENT naming the field. Values are quoted through [`excerpt`] only.
+//! Enum fields must hold a value the CRI defines: an unknown one is refused rather than
+//! read as the default.
+
+use std::net::IpAddr;
+
+use crust_proto::runtime::v1 as cri;
+use crust_runtime::excerpt;
+
+use crate::error::ApiError;
+
+/// A DNS subdomain (RFC 1123), Kubernetes' bound on object names: pod and container
+/// metadata names, and uid (a UUID; static pods' are hashes).
+pub const NAME_MAX: usize = 253;
+/// A DNS label, Kubernetes' bound on namespace names.
+pub const NAMESPACE_MAX: usize = 63;
+/// The kernel's `HOST_NAME_MAX`.
+pub const HOSTNAME_MAX: usize = 64;
+/// The kernel's `PATH_MAX`.
+pub const PATH_MAX: usize = 4096;
+/// A qualified label or annotation key: a 253-byte DNS-subdomain prefix, `/` and a
+/// 63-byte name (Kubernetes `IsQualifiedName`).
+pub const KEY_MAX: usize = 253 + 1 + 63;
+/// Label values. Kubernetes allows 63 for user labels, but kubelet's own CRI labels
+/// carry full pod names (`io.kubernetes.pod.name`, up to 253), so a generous bound.
+pub const LABEL_VALUE_MAX: usize = 4096;
+/// Kubernetes' `TotalAnnotationSizeLimitB`: keys plus values of all annotations. Also
+/// the bound on all labels together.
+pub const MAP_TOTAL_MAX: usize = 256 * 1024;
+/// The kernel's `MAX_ARG_STRLEN`: one argv or envp string.
+pub const ARG_MAX: usize = 128 * 1024;
+/// argv plus envp together: Linux's default `ARG_MAX` (a quarter of the 8 MiB stack);
+/// more fails at exec with E2BIG anyway.
+pub const ARGV_TOTAL_MAX: usize = 2 * 1024 * 1024;
+/// resolv.conf entries: kubelet's `MaxDNSSearchPaths`, also used for servers and options.
+pub const DNS_ENTRIES_MAX: usize = 32;
+/// Other short strings (capability names, SELinux parts, hugepage sizes, usernames:
+/// `LOGIN_NAME_MAX` is 256).
+pub const SHORT_MAX: usize = 256;
+/// Entries of a repeated field (mounts, devices, port mappings, paths, groups).
+pub const LIST_MAX: usize = 1024;
+
+fn invalid(field: &'static str, reason: String) -> ApiError {
+    ApiError::InvalidArgument { field, reason }
+}
+
+/// `value` is at most `max` bytes and free of NUL and other control characters.
+pub fn text(field: &'static str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(invalid(
+            field,
+            format!(
+                "{} bytes, more than {max}: {:?}",
+                value.len(),
+                excerpt(value)
+            ),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(invalid(
+            field,
+            format!("{:?} contains the control character {c:?}", excerpt(value)),
+        ));
+    }
+    Ok(())
+}
+
+/// An argv/envp string: bounded, and without NUL (which exec cannot pass). Newlines
+/// and tabs are fine in arguments.
+fn arg(field: &'static str, what: &str, value: &str) -> Result<(), ApiError> {
+    if value.len() > ARG_MAX {
+        return Err(invalid(
+            field,
+            format!("{what} is {} bytes, more than {ARG_MAX}", value.len()),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(invalid(
+            field,
+            format!("{what} {:?} contains a NUL byte", excerpt(value)),
+        ));
+    }
+    Ok(())
+}
+
+/// An object name or uid: bounded, printable, and without `;`, which separates
+/// `CNI_ARGS` entries (a name with one could add arguments of its own).
+fn name(field: &'static str, value: &str, max: usize) -> Result<(), ApiError> {
+    text(field, value, max)?;
+    if value.contains(';') {
+        return Err(invalid(field, format!("{:?} contains ';'", excerpt(value))));
+    }
+    Ok(())
+}
+
+fn list<T>(field: &'static str, items: &[T], max: usize) -> Result<(), ApiError> {
+    if items.len() > max {
+        return Err(invalid(
+            field,
+            format!("{} entries, more than {max}", items.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// A host or container path: bounded, no NUL.
+fn path(field: &'static str, value: &str) -> Result<(), ApiError> {
+    if value.len() > PATH_MAX {
+        return Err(invalid(
+            field,
+            format!(
+                "{} bytes, more than PATH_MAX ({PATH_MAX}): {:?}",
+                value.len(),
+                excerpt(value)
+            ),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(invalid(
+            field,
+            format!("{:?} contains a NUL byte", excerpt(value)),
+        ));
+    }
+    Ok(())
+}
+
+/// Labels or annotations: bounded keys and values, and all of them together.
+fn map<'a>(
+    field: &'static str,
+    entries: impl Iterator<Item = (&'a String, &'a String)>,
+    value_max: usize,
+) -> Result<(), ApiError> {
+    let mut total = 0usize;
+    for (k, v) in entries {
+        if k.is_empty() {
+            return Err(invalid(field, "empty key".into()));
+        }
+        text(field, k, KEY_MAX).map_err(|e| invalid(field, format!("key: {}", reason(e))))?;
+        if v.len() > value_max {
+            return Err(invalid(
+                field,
+                format!(
+                    "value of {:?} is {} bytes, more than {value_max}",
+                    excerpt(k),
+                    v.len()
+                ),
+            ));
+        }
+        if v.contains('\0') {
+            return Err(invalid(
+                field,
+                format!("value of {:?} contains a NUL byte", excerpt(k)),
+            ));
+        }
+        total += k.len() + v.len();
+    }
+    if total > MAP_TOTAL_MAX {
+        return Err(invalid(
+            field,
+            format!("{total} bytes in all, more than {MAP_TOTAL_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+fn reason(e: ApiError) -> String {
+    match e {
+        ApiError::InvalidArgument { reason, .. } => reason,
+        e => e.to_string(),
+    }
+}
+
+/// A CRI enum field holds a value the proto defines.
+fn known<E: TryFrom<i32>>(field: &'static str, value: i32) -> Result<(), ApiError> {
+    E::try_from(value)
+        .map(|_| ())
+        .map_err(|_| invalid(field, format!("unknown value {value}")))
+}
+
+fn profile(field: &'static str, p: Option<&cri::SecurityProfile>) -> Result<(), ApiError> {
+    let Some(p) = p else { return Ok(()) };
+    known::<cri::security_profile::ProfileType>(field, p.profile_type)?;
+    path(field, &p.localhost_ref)
+}
+
+fn namespaces(field: &'static str, ns: Option<&cri::NamespaceOption>) -> Result<(), ApiError> {
+    let Some(ns) = ns else { return Ok(()) };
+    for mode in [ns.network, ns.pid, ns.ipc] {
+        known::<cri::NamespaceMode>(field, mode)?;
+    }
+    if let Some(u) = &ns.userns_options {
+        known::<cri::NamespaceMode>(field, u.mode)?;
+    }
+    text(field, &ns.target_id, NAME_MAX)
+}
+
+/// The bandwidth annotations the CNI `bandwidth` plugin gets, parsed here so a bad one
+/// is the caller's INVALID_ARGUMENT, not a failed network setup (INTERNAL) after the
+/// pod's namespaces were made.
+pub const BANDWIDTH_ANNOTATIONS: [&str; 2] = [
+    "kubernetes.io/ingress-bandwidth",
+    "kubernetes.io/egress-bandwidth",
+];
+
+/// `LinuxContainerResources` (container resources, pod overhead and resources): no
+/// negative quantities. CRI/cgroup meanings: 0 is "unset" for all of them; CFS quota
+/// -1 is "unlimited", as is swap -1; `oom_score_adj` is the kernel's -1000..=1000.
+pub fn resources(field: &'static str, r: &cri::LinuxContainerResources) -> Result<(), ApiError> {
+    let checks: [(&str, i64, i64); 5] = [
+        ("cpu_period", r.cpu_period, 0),
+        ("cpu_quota", r.cpu_quota, -1),
+        ("cpu_shares", r.cpu_shares, 0),
+        ("memory_limit_in_bytes", r.memory_limit_in_bytes, 0),
+        (
+            "memory_swap_limit_in_bytes",
+            r.memory_swap_limit_in_bytes,
+            -1,
+        ),
+    ];
+    for (name, value, min) in checks {
+        if value < min {
+            return Err(invalid(
+                field,
+                format!("{name} is {value}, less than {min}"),
+            ));
+        }
+    }
+    if !(-1000..=1000).contains(&r.oom_score_adj) {
+        return Err(invalid(
+            field,
+            format!("oom_score_adj is {}, outside -1000..=1000", r.oom_score_adj),
+        ));
+    }
+    text(field, &r.cpuset_cpus, PATH_MAX)?;
+    text(field, &r.cpuset_mems, PATH_MAX)?;
+    list(field, &r.hugepage_limits, LIST_MAX)?;
+    for h in &r.hugepage_limits {
+        text(field, &h.page_size, SHORT_MAX)?;
+    }
+    map(field, r.unified.iter(), PATH_MAX)
+}
+
+/// `PodSandboxConfig`, before conversion.
+pub fn pod_config(c: &cri::PodSandboxConfig) -> Result<(), ApiError> {
+    if let Some(m) = &c.metadata {
+        name("config.metadata.name", &m.name, NAME_MAX)?;
+        name("config.metadata.namespace", &m.namespace, NAMESPACE_MAX)?;
+        name("config.metadata.uid", &m.uid, NAME_MAX)?;
+    }
+    text("config.hostname", &c.hostname, HOSTNAME_MAX)?;
+    path("config.log_directory", &c.log_directory)?;
+    // CRI: the host directory of the pod's logs; container log paths are relative to
+    // it, so a relative one would put logs wherever crustd's cwd is.
+    if !c.log_directory.is_empty() && !c.log_directory.starts_with('/') {
+        return Err(invalid(
+            "config.log_directory",
+            format!("{:?} is not an absolute path", excerpt(&c.log_directory)),
+        ));
+    }
+    if c.log_directory.split('/').any(|p| p == "..") {
+        return Err(invalid(
+            "config.log_directory",
+            format!("{:?} contains \"..\"", excerpt(&c.log_directory)),
+        ));
+    }
+    if let Some(dns) = &c.dns_config {
+        for (field, entries) in [
+            ("config.dns_config.servers", &dns.servers),
+            ("config.dns_config.searches", &dns.searches),
+            ("config.dns_config.options", &dns.options),
+        ] {
+            list(field, entries, DNS_ENTRIES_MAX)?;
+            for e in entries {
+                text(field, e, NAME_MAX)?;
+            }
+        }
+    }
+    list("config.port_mappings", &c.port_mappings, LIST_MAX)?;
+    for (i, p) in c.port_mappings.iter().enumerate() {
+        port_mapping(i, p)?;
+    }
+    map("config.labels", c.labels.iter(), LABEL_VALUE_MAX)?;
+    map("config.annotations", c.annotations.iter(), MAP_TOTAL_MAX)?;
+    for key in BANDWIDTH_ANNOTATIONS {
+        if let Some(v) = c.annotations.get(key) {
+            crust_network::parse_quantity(v).map_err(|_| {
+                invalid(
+                    "config.annotations",
+                    format!(
+                        "{key}: {:?} is not a quantity (such as 10M or 1Gi)",
+                        excerpt(v)
+                    ),
+                )
+            })?;
+        }
+    }
+    if let Some(l) = &c.linux {
+        path("config.linux.cgroup_parent", &l.cgroup_parent)?;
+        map("config.linux.sysctls", l.sysctls.iter(), PATH_MAX)?;
+        if let Some(o) = &l.overhead {
+            resources("config.linux.overhead", o)?;
+        }
+        if let Some(r) = &l.resources {
+            resources("config.linux.resources", r)?;
+        }
+        if let Some(sc) = &l.security_context {
+            namespaces(
+                "config.linux.security_context.namespace_options",
+                sc.namespace_options.as_ref(),
+            )?;
+            known::<cri::SupplementalGroupsPolicy>(
+                "config.linux.security_context.supplemental_groups_policy",
+                sc.supplemental_groups_policy,
+            )?;
+            list(
+                "config.linux.security_context.supplemental_groups",
+                &sc.supplemental_groups,
+                LIST_MAX,
+            )?;
+            profile("config.linux.security_context.seccomp", sc.seccomp.as_ref())?;
+            profile(
+                "config.linux.security_context.apparmor",
+                sc.apparmor.as_ref(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A port mapping: CRI's "host port 1-65535; 0 means do not publish", a container
+/// port 1-65535 (Kubernetes `containerPort`), a protocol the CRI defines and an IP (or
+/// nothing) as host IP. Ports above 65535 went to the portmap plugin and came back
+/// INTERNAL; negative ones were silently not published.
+fn port_mapping(i: usize, p: &cri::PortMapping) -> Result<(), ApiError> {
+    const F: &str = "config.port_mappings";
+    if !(0..=65535).contains(&p.host_port) {
+        return Err(invalid(
+            F,
+            format!("[{i}].host_port {} is outside 0..=65535", p.host_port),
+        ));
+    }
+    if !(1..=65535).contains(&p.container_port) {
+        return Err(invalid(
+            F,
+            format!(
+                "[{i}].container_port {} is outside 1..=65535",
+                p.container_port
+            ),
+        ));
+    }
+    if cri::Protocol::try_from(p.protocol).is_err() {
+        return Err(invalid(
+            F,
+            format!("[{i}].protocol: unknown value {}", p.protocol),
+        ));
+    }
+    if !p.host_ip.is_empty() && p.host_ip.parse::<IpAddr>().is_err() {
+        return Err(invalid(
+            F,
+            format!(
+                "[{i}].host_ip {:?} is not an IP address",
+                excerpt(&p.host_ip)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// argv and envp strings, and all of them together.
+fn argv<'a>(
+    field: &'static str,
+    strings: impl Iterator<Item = &'a str>,
+    mut total: usize,
+) -> Result<usize, ApiError> {
+    for (i, s) in strings.enumerate() {
+        arg(field, &format!("[{i}]"), s)?;
+        total += s.len() + 1;
+        if total > ARGV_TOTAL_MAX {
+            return Err(invalid(
+                field,
+                format!("more than {ARGV_TOTAL_MAX} bytes of command, args and env in all"),
+            ));
+        }
+    }
+    Ok(total)
+}
+
+/// An ExecSync or Exec command: at least one word, exec-able strings, bounded.
+pub fn exec_cmd(cmd: &[String]) -> Result<(), ApiError> {
+    if cmd.is_empty() || cmd[0].is_empty() {
+        return Err(invalid("cmd", "is required".into()));
+    }
+    list("cmd", cmd, ARGV_TOTAL_MAX)?;
+    argv("cmd", cmd.iter().map(String::as_str), 0).map(|_| ())
+}
+
+/// `ContainerConfig`, before conversion.
+pub fn container_config(c: &cri::ContainerConfig) -> Result<(), ApiError> {
+    if let Some(m) = &c.metadata {
+        name("config.metadata.name", &m.name, NAME_MAX)?;
+    }
+    if let Some(i) = &c.image {
+        text("config.image.image", &i.image, PATH_MAX)?;
+    }
+    let total = argv("config.command", c.command.iter().map(String::as_str), 0)?;
+    let total = argv("config.args", c.args.iter().map(String::as_str), total)?;
+    for (i, kv) in c.envs.iter().enumerate() {
+        if kv.key.contains('=') {
+            return Err(invalid(
+                "config.envs",
+                format!("[{i}] key {:?} contains '='", excerpt(&kv.key)),
+            ));
+        }
+    }
+    argv(
+        "config.envs",
+        c.envs
+            .iter()
+            .flat_map(|kv| [kv.key.as_str(), kv.value.as_str()]),
+        total,
+    )?;
+    path("config.working_dir", &c.working_dir)?;
+    list("config.mounts", &c.mounts, LIST_MAX)?;
+    for m in &c.mounts {
+        path("config.mounts.container_path", &m.container_path)?;
+        path("config.mounts.host_path", &m.host_path)?;
+        known::<cri::MountPropagation>("config.mounts.propagation", m.propagation)?;
+    }
+    list("config.devices", &c.devices, LIST_MAX)?;
+    for d in &c.devices {
+        path("config.devices.container_path", &d.container_path)?;
+        path("config.devices.host_path", &d.host_path)?;
+        text("config.devices.permissions", &d.permissions, SHORT_MAX)?;
+    }
+    map("config.labels", c.labels.iter(), LABEL_VALUE_MAX)?;
+    map("config.annotations", c.annotations.iter(), MAP_TOTAL_MAX)?;
+    log_path(&c.log_path)?;
+    known::<cri::Signal>("config.stop_signal", c.stop_signal)?;
+    if let Some(l) = &c.linux {
+        if let Some(r) = &l.resources {
+            resources("config.linux.resources", r)?;
+        }
+        if let Some(sc) = &l.security_context {
+            container_security(sc)?;
+        }
+    }
+    Ok(())
+}
+
+/// CRI: "Path relative to PodSandboxConfig.LogDirectory". An absolute path or one
+/// with `..` wrote the log outside the pod's log directory.
+fn log_path(p: &str) -> Result<(), ApiError> {
+    const F: &str = "config.log_path";
+    path(F, p)?;
+    if p.starts_with('/') {
+        return Err(invalid(
+            F,
+            format!(
+                "{:?} is absolute; it must be relative to the pod's log_directory",
+                excerpt(p)
+            ),
+        ));
+    }
+    if p.split('/').any(|c| c == "..") {
+        return Err(invalid(
+            F,
+            format!("{:?} leaves the pod's log_directory (\"..\")", excerpt(p)),
+        ));
+    }
+    Ok(())
+}
+
+fn container_security(sc: &cri::LinuxContainerSecurityContext) -> Result<(), ApiError> {
+    namespaces(
+        "config.linux.security_context.namespace_options",
+        sc.namespace_options.as_ref(),
+    )?;
+    known::<cri::SupplementalGroupsPolicy>(
+        "config.linux.security_context.supplemental_groups_policy",
+        sc.supplemental_groups_policy,
+    )?;
+    list(
+        "config.linux.security_context.supplemental_groups",
+        &sc.supplemental_groups,
+        LIST_MAX,
+    )?;
+    profile("config.linux.security_context.seccomp", sc.seccomp.as_ref())?;
+    profile(
+        "config.linux.security_context.apparmor",
+        sc.apparmor.as_ref(),
+    )?;
+    text(
+        "config.linux.security_context.run_as_username",
+        &sc.run_as_username,
+        SHORT_MAX,
+    )?;
+    for (field, paths) in [
+        (
+            "config.linux.security_context.masked_paths",
+            &sc.masked_paths,
+        ),
+        (
+            "config.linux.security_context.readonly_paths",
+            &sc.readonly_paths,
+        ),
+    ] {
+        list(field, paths, LIST_MAX)?;
+        for p in paths {
+            path(field, p)?;
+        }
+    }
+    if let Some(c) = &sc.capabilities {
+        for (field, caps) in [
+            (
+                "config.linux.security_context.capabilities.add_capabilities",
+                &c.add_capabilities,
+            ),
+            (
+                "config.linux.security_context.capabilities.drop_capabilities",
+                &c.drop_capabilities,
+            ),
+            (
+                "config.linux.security_context.capabilities.add_ambient_capabilities",
+                &c.add_ambient_capabilities,
+            ),
+        ] {
+            list(field, caps, LIST_MAX)?;
+            for cap in caps {
+                text(field, cap, SHORT_MAX)?;
+            }
+        }
+    }
+    if let Some(o) = &sc.selinux_options {
+        for part in [&o.user, &o.role, &o.r#type, &o.level] {
+            text(
+                "config.linux.security_context.selinux_options",
+                part,
+                SHORT_MAX,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "p".into(),
+                uid: "u".into(),
+                namespace: "n".into(),
+                attempt: 0,
+            }),
+            log_directory: "/var/log/pods/n_p_u".into(),
+            ..Default::default()
+        }
+    }
+
+    fn container() -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "c".into(),
+                attempt: 0,
+            }),
+            command: vec!["sh".into()],
+            log_path: "c/0.log".into(),
+            ..Default::default()
+        }
+    }
+
+    fn check(name: &str, got: Result<(), ApiError>, want: Option<(&str, &str)>) {
+        match (got, want) {
+            (Ok(()), None) => {}
+            (Err(e), Some((field, text))) => {
+                let msg = e.to_string();
+                assert!(
+                    matches!(&e, ApiError::InvalidArgument { field: f, .. } if *f == field),
+                    "{name}: {msg} should name {field}"
+                );
+                assert!(msg.contains(text), "{name}: {msg:?} lacks {text:?}");
+                assert!(msg.len() < 400, "{name}: message of {} bytes", msg.len());
+            }
+            (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn pod_config_table() {
+        let big = "a".repeat(1 << 20);
+        type Edit = Box<dyn Fn(&mut cri::PodSandboxConfig)>;
+        let port =
+            |p: cri::PortMapping| -> Edit { Box::new(move |c| c.port_mappings = vec![p.clone()]) };
+        let ok_port = cri::PortMapping {
+            protocol: 0,
+            container_port: 80,
+            host_port: 8080,
+            host_ip: String::new(),
+        };
+        let ann = |k: &str, v: &str| -> Edit {
+            let (k, v) = (k.to_string(), v.to_string());
+            Box::new(move |c| {
+                c.annotations.insert(k.clone(), v.clone());
+            })
+        };
+        let sc = |f: fn(&mut cri::LinuxSandboxSecurityContext)| -> Edit {
+            Box::new(move |c| {
+                let mut s = cri::LinuxSandboxSecurityContext::default();
+                f(&mut s);
+                c.linux = Some(cri::LinuxPodSandboxConfig {
+                    security_context: Some(s),
+                    ..Default::default()
+                });
+            })
+        };
+        let b = big.clone();
+        let cases: Vec<(&str, Edit, Option<(&str, &str)>)> = vec![
+            ("defaults pass", Box::new(|_| {}), None),
+            (
+                "1 MiB name",
+                Box::new(move |c| c.metadata.as_mut().unwrap().name = b.clone()),
+                Some(("config.metadata.name", "1048576 bytes, more than 253")),
+            ),
+            (
+                "namespace over a DNS label",
+                Box::new(|c| c.metadata.as_mut().unwrap().namespace = "n".repeat(64)),
+                Some(("config.metadata.namespace", "more than 63")),
+            ),
+            (
+                "CNI_ARGS separator in uid",
+                Box::new(|c| c.metadata.as_mut().unwrap().uid = "u;K8S_POD_NAME=x".into()),
+                Some(("config.metadata.uid", "';'")),
+            ),
+            (
+                "NUL in name",
+                Box::new(|c| c.metadata.as_mut().unwrap().name = "a\0b".into()),
+                Some(("config.metadata.name", "control character")),
+            ),
+            (
+                "long hostname",
+                Box::new(|c| c.hostname = "h".repeat(65)),
+                Some(("config.hostname", "more than 64")),
+            ),
+            (
+                "relative log directory",
+                Box::new(|c| c.log_directory = "logs/p".into()),
+                Some(("config.log_directory", "not an absolute path")),
+            ),
+            (
+                "dot-dot log directory",
+                Box::new(|c| c.log_directory = "/var/log/../../etc".into()),
+                Some(("config.log_directory", "\"..\"")),
+            ),
+            ("good port", port(ok_port.clone()), None),
+            (
+                "host port 70000",
+                port(cri::PortMapping {
+                    host_port: 70000,
+                    ..ok_port.clone()
+                }),
+                Some(("config.port_mappings", "host_port 70000")),
+            ),
+            (
+                "negative host port",
+                port(cri::PortMapping {
+                    host_port: -5,
+                    ..ok_port.clone()
+                }),
+                Some(("config.port_mappings", "host_port -5")),
+            ),
+            (
+                "negative container port",
+                port(cri::PortMapping {
+                    container_port: -1,
+                    ..ok_port.clone()
+                }),
+                Some(("config.port_mappings", "container_port -1")),
+            ),
+            (
+                "protocol 99",
+                port(cri::PortMapping {
+                    protocol: 99,
+                    ..ok_port.clone()
+                }),
+                Some(("config.port_mappings", "protocol: unknown value 99")),
+            ),
+            (
+                "host ip not an ip",
+                port(cri::PortMapping {
+                    host_ip: "not-an-ip".into(),
+                    ..ok_port.clone()
+                }),
+                Some(("config.port_mappings", "\"not-an-ip\" is not an IP")),
+            ),
+            (
+                "good bandwidth",
+                ann("kubernetes.io/ingress-bandwidth", "10M"),
+                None,
+            ),
+            (
+                "bad bandwidth",
+                ann("kubernetes.io/ingress-bandwidth", "lots"),
+                Some(("config.annotations", "kubernetes.io/ingress-bandwidth")),
+            ),
+            (
+                "annotations over 256 KiB",
+                ann("big", &"v".repeat(MAP_TOTAL_MAX)),
+                Some(("config.annotations", "bytes in all")),
+            ),
+            (
+                "label key too long",
+                Box::new(|c| {
+                    c.labels.insert("k".repeat(400), "v".into());
+                }),
+                Some(("config.labels", "key")),
+            ),
+            (
+                "namespace mode 9",
+                sc(|s| {
+                    s.namespace_options = Some(cri::NamespaceOption {
+                        network: 9,
+                        ..Default::default()
+                    })
+                }),
+                Some((
+                    "config.linux.security_context.namespace_options",
+                    "unknown value 9",
+                )),
+            ),
+            (
+                "seccomp type 9",
+                sc(|s| {
+                    s.seccomp = Some(cri::SecurityProfile {
+                        profile_type: 9,
+                        localhost_ref: String::new(),
+                    })
+                }),
+                Some(("config.linux.security_context.seccomp", "unknown value 9")),
+            ),
+            (
+                "negative overhead",
+                Box::new(|c| {
+                    c.linux = Some(cri::LinuxPodSandboxConfig {
+                        overhead: Some(cri::LinuxContainerResources {
+                            memory_limit_in_bytes: -1,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                }),
+                Some(("config.linux.overhead", "memory_limit_in_bytes is -1")),
+            ),
+        ];
+        for (name, edit, want) in cases {
+            let mut c = pod();
+            edit(&mut c);
+            check(name, pod_config(&c), want);
+        }
+    }
+
+    #[test]
+    fn container_config_table() {
+        type Edit = Box<dyn Fn(&mut cri::ContainerConfig)>;
+        let res = |r: cri::LinuxContainerResources| -> Edit {
+            Box::new(move |c| {
+                c.linux = Some(cri::LinuxContainerConfig {
+                    resources: Some(r.clone()),
+                    ..Default::default()
+                })
+            })
+        };
+        let cases: Vec<(&str, Edit, Option<(&str, &str)>)> = vec![
+            ("defaults pass", Box::new(|_| {}), None),
+            (
+                "long name",
+                Box::new(|c| c.metadata.as_mut().unwrap().name = "c".repeat(300)),
+                Some(("config.metadata.name", "more than 253")),
+            ),
+            (
+                "NUL in an arg",
+                Box::new(|c| c.args = vec!["a".into(), "b\0c".into()]),
+                Some(("config.args", "[1] \"b\\0c\" contains a NUL byte")),
+            ),
+            (
+                "an arg over MAX_ARG_STRLEN",
+                Box::new(|c| c.args = vec!["a".repeat(ARG_MAX + 1)]),
+                Some(("config.args", "more than 131072")),
+            ),
+            (
+                "argv and env over 2 MiB",
+                Box::new(|c| {
+                    c.envs = (0..20)
+                        .map(|i| cri::KeyValue {
+                            key: format!("K{i}"),
+                            value: "v".repeat(ARG_MAX - 10),
+                        })
+                        .collect()
+                }),
+                Some(("config.envs", "in all")),
+            ),
+            (
+                "env key with =",
+                Box::new(|c| {
+                    c.envs = vec![cri::KeyValue {
+                        key: "A=B".into(),
+                        value: String::new(),
+                    }]
+                }),
+                Some(("config.envs", "contains '='")),
+            ),
+            (
+                "absolute log path",
+                Box::new(|c| c.log_path = "/etc/cron.d/x".into()),
+                Some(("config.log_path", "is absolute")),
+            ),
+            (
+                "dot-dot log path",
+                Box::new(|c| c.log_path = "c/../../../x.log".into()),
+                Some(("config.log_path", "leaves the pod's log_directory")),
+            ),
+            (
+                "propagation 9",
+                Box::new(|c| {
+                    c.mounts = vec![cri::Mount {
+                        container_path: "/m".into(),
+                        host_path: "/tmp".into(),
+                        propagation: 9,
+                        ..Default::default()
+                    }]
+                }),
+                Some(("config.mounts.propagation", "unknown value 9")),
+            ),
+            (
+                "stop signal 999",
+                Box::new(|c| c.stop_signal = 999),
+                Some(("config.stop_signal", "unknown value 999")),
+            ),
+            (
+                "negative cpu shares",
+                res(cri::LinuxContainerResources {
+                    cpu_shares: -2,
+                    ..Default::default()
+                }),
+                Some(("config.linux.resources", "cpu_shares is -2")),
+            ),
+            (
+                "cpu quota -1 is unlimited",
+                res(cri::LinuxContainerResources {
+                    cpu_quota: -1,
+                    ..Default::default()
+                }),
+                None,
+            ),
+            (
+                "cpu quota below -1",
+                res(cri::LinuxContainerResources {
+                    cpu_quota: -2,
+                    ..Default::default()
+                }),
+                Some(("config.linux.resources", "cpu_quota is -2")),
+            ),
+            (
+                "oom_score_adj out of range",
+                res(cri::LinuxContainerResources {
+                    oom_score_adj: 1001,
+                    ..Default::default()
+                }),
+                Some(("config.linux.resources", "oom_score_adj is 1001")),
+            ),
+        ];
+        for (name, edit, want) in cases {
+            let mut c = container();
+            edit(&mut c);
+            check(name, container_config(&c), want);
+        }
+    }
+
+    #[test]
+    fn exec_commands() {
+        check("plain", exec_cmd(&["ls".into(), "-l".into()]), None);
+        check("empty", exec_cmd(&[]), Some(("cmd", "is required")));
+        check(
+            "NUL",
+            exec_cmd(&["echo".into(), "a\0".into()]),
+            Some(("cmd", "NUL")),
+        );
+    }
+}
