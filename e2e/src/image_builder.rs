@@ -86,6 +86,15 @@ impl LayerBuilder {
         self
     }
 
+    /// A named pipe (FIFO) at `path`.
+    pub fn fifo(&mut self, path: &str) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Fifo, 0o644, 0);
+        self.builder
+            .append_data(&mut h, path, std::io::empty())
+            .expect("append fifo");
+        self
+    }
+
     /// `.wh.<name>` next to `path`'s file name: deletes `path` from lower layers.
     pub fn whiteout(&mut self, path: &str) -> &mut Self {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));

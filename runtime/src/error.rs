@@ -15,8 +15,12 @@ pub enum RuntimeError {
         count: usize,
     },
 
-    #[error("pod sandbox {name:?} already exists as {id}")]
-    AlreadyExists { name: String, id: String },
+    #[error("{kind} {name:?} already exists as {id}")]
+    AlreadyExists {
+        kind: &'static str,
+        name: String,
+        id: String,
+    },
 
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
@@ -24,14 +28,25 @@ pub enum RuntimeError {
     #[error("{what} is not supported yet: {reason}")]
     Unsupported { what: &'static str, reason: String },
 
-    #[error("pod sandbox {id}: cgroup: {source}")]
-    Cgroup { id: String, source: CgroupError },
+    // `kind` in the next four: "pod sandbox" or "container", whichever `id` names
+    // (CRI clients and people read "container X" for a container RPC's failure).
+    #[error("{kind} {id}: cgroup: {source}")]
+    Cgroup {
+        kind: &'static str,
+        id: String,
+        source: CgroupError,
+    },
 
-    #[error("pod sandbox {id}: {source}")]
-    Monitor { id: String, source: MonitorError },
+    #[error("{kind} {id}: {source}")]
+    Monitor {
+        kind: &'static str,
+        id: String,
+        source: MonitorError,
+    },
 
-    #[error("pod sandbox {id}: {op} {path}: {source}")]
+    #[error("{kind} {id}: {op} {path}: {source}")]
     Io {
+        kind: &'static str,
         id: String,
         op: &'static str,
         path: PathBuf,
@@ -61,8 +76,12 @@ pub enum RuntimeError {
     #[error("pod sandbox {id}: network setup failed: {message}")]
     Network { id: String, message: String },
 
-    #[error("pod sandbox {id}: teardown incomplete: {}", errors.join("; "))]
-    Teardown { id: String, errors: Vec<String> },
+    #[error("{kind} {id}: teardown incomplete: {}", errors.join("; "))]
+    Teardown {
+        kind: &'static str,
+        id: String,
+        errors: Vec<String>,
+    },
 
     #[error("pod sandbox {id} is {state:?}, cannot become {to:?}")]
     InvalidTransition {

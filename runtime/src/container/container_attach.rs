@@ -88,7 +88,11 @@ impl SandboxManager {
                     message: reason,
                 })
             }
-            Err(source) => Err(RuntimeError::Monitor { id: c.id, source }),
+            Err(source) => Err(RuntimeError::Monitor {
+                kind: "container",
+                id: c.id,
+                source,
+            }),
         }
     }
 }

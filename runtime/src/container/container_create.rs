@@ -112,6 +112,7 @@ fn spec_file_error(
         spec_files::SpecFileError::Io {
             op, path, source, ..
         } if source.kind() != std::io::ErrorKind::NotFound => RuntimeError::Io {
+            kind: "container",
             id: id.to_string(),
             op,
             path,
@@ -180,6 +181,7 @@ impl SandboxManager {
             let mut names = self.container_names.lock().expect("names poisoned");
             if let Some(existing) = names.get(&container.name_key()) {
                 return Err(RuntimeError::AlreadyExists {
+                    kind: "container",
                     name: container.name_key(),
                     id: existing.clone(),
                 });
@@ -217,6 +219,7 @@ impl SandboxManager {
         let io = |op: &'static str, path: &std::path::Path| {
             let (id, path) = (id.clone(), path.to_path_buf());
             move |source| RuntimeError::Io {
+                kind: "container",
                 id,
                 op,
                 path,
@@ -238,6 +241,7 @@ impl SandboxManager {
         cgroups
             .create(&c.cgroup)
             .map_err(|source| RuntimeError::Cgroup {
+                kind: "container",
                 id: id.clone(),
                 source,
             })?;
@@ -254,6 +258,7 @@ impl SandboxManager {
             reason: e.to_string(),
         };
         let host_error = |(op, path, source): container_create_host::HostError| RuntimeError::Io {
+            kind: "container",
             id: id.clone(),
             op,
             path,
@@ -330,6 +335,7 @@ impl SandboxManager {
             cgroups
                 .apply_resources(&c.cgroup, &resources)
                 .map_err(|source| RuntimeError::Cgroup {
+                    kind: "container",
                     id: id.clone(),
                     source,
                 })?;

@@ -63,6 +63,7 @@ impl SandboxManager {
                     .cgroup_blocking(move |cgroups| cgroups.remove(&exec_cgroup))
                     .await;
                 return Err(RuntimeError::Io {
+                    kind: "container",
                     id,
                     op: "start exec helper",
                     path: self.config.monitor_bin.clone(),
@@ -105,6 +106,7 @@ impl SandboxManager {
                 });
             }
             Ok(status) => status.map_err(|e| RuntimeError::Io {
+                kind: "container",
                 id: id.clone(),
                 op: "wait for exec",
                 path: self.config.monitor_bin.clone(),
@@ -152,6 +154,7 @@ impl SandboxManager {
         cgroups
             .create(&exec_cgroup)
             .map_err(|source| RuntimeError::Cgroup {
+                kind: "container",
                 id: id.clone(),
                 source,
             })?;

@@ -98,6 +98,7 @@ impl SandboxManager {
                 let doomed = exec_cgroup.clone();
                 let _ = self.cgroup_blocking(move |c| c.remove(&doomed)).await;
                 return Err(RuntimeError::Io {
+                    kind: "container",
                     id,
                     op: "start exec helper",
                     path: self.config.monitor_bin.clone(),

@@ -67,6 +67,7 @@ impl SandboxManager {
             Ok(())
         } else {
             Err(RuntimeError::Teardown {
+                kind: "container",
                 id: c.id.clone(),
                 errors,
             })

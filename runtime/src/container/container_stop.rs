@@ -198,6 +198,7 @@ impl SandboxManager {
         self.refresh_container(c)?;
         if matches!(c.state, ContainerState::Running | ContainerState::Created) {
             return Err(RuntimeError::Teardown {
+                kind: "container",
                 id: c.id.clone(),
                 errors: vec!["container still running after SIGKILL".into()],
             });

@@ -30,6 +30,7 @@ impl SandboxManager {
         self.cgroups()?
             .apply_resources(&c.cgroup, &linux)
             .map_err(|source| RuntimeError::Cgroup {
+                kind: "container",
                 id: id.clone(),
                 source,
             })?;

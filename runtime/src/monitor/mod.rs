@@ -144,6 +144,17 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// What the request acts on, for error messages: the pod for `Ping` and
+    /// `Shutdown`, a container for the rest.
+    pub fn object_kind(&self) -> &'static str {
+        match self {
+            Request::Ping | Request::Shutdown => "pod sandbox",
+            _ => "container",
+        }
+    }
+}
+
 /// An OCI runtime binary (runc) and its state directory (`--root`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OciRuntime {

@@ -304,6 +304,7 @@ impl SandboxManager {
             CgroupDriver::Cgroupfs => {
                 Some(Cgroupfs::open(&config.cgroup_root).map_err(|source| {
                     RuntimeError::Cgroup {
+                        kind: "pod sandbox",
                         id: String::new(),
                         source,
                     }
@@ -658,6 +659,7 @@ impl SandboxManager {
         crate::monitor::request(socket, req, timeout)
             .await
             .map_err(|source| RuntimeError::Monitor {
+                kind: req.object_kind(),
                 id: id.to_string(),
                 source,
             })

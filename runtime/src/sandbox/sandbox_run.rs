@@ -19,6 +19,7 @@ impl SandboxManager {
             let mut names = self.names.lock().expect("names poisoned");
             if let Some(existing) = names.get(&key) {
                 return Err(RuntimeError::AlreadyExists {
+                    kind: "pod sandbox",
                     name: key,
                     id: existing.clone(),
                 });
@@ -142,6 +143,7 @@ impl SandboxManager {
         let io = |op, path: &std::path::Path| {
             let (id, path) = (id.clone(), path.to_path_buf());
             move |source| RuntimeError::Io {
+                kind: "pod sandbox",
                 id,
                 op,
                 path,
@@ -196,6 +198,7 @@ impl SandboxManager {
                 Some(options.as_str()),
             )
             .map_err(|e| RuntimeError::Io {
+                kind: "pod sandbox",
                 id: id.clone(),
                 op: "mount shm tmpfs at",
                 path: shm.clone(),
@@ -205,6 +208,7 @@ impl SandboxManager {
 
         // Cgroups: the pod's (created if missing), the init's below it, the monitors'.
         let cg_err = |source| RuntimeError::Cgroup {
+            kind: "pod sandbox",
             id: id.clone(),
             source,
         };
@@ -252,6 +256,7 @@ impl SandboxManager {
         )
         .await
         .map_err(|source| RuntimeError::Monitor {
+            kind: "pod sandbox",
             id: id.clone(),
             source,
         })?;

@@ -56,6 +56,7 @@ impl SandboxManager {
             self.cgroups()?
                 .apply_resources(&sandbox.cgroup, &linux)
                 .map_err(|source| RuntimeError::Cgroup {
+                    kind: "pod sandbox",
                     id: id.clone(),
                     source,
                 })?;

@@ -135,6 +135,7 @@ impl SandboxManager {
             Ok(())
         } else {
             Err(RuntimeError::Teardown {
+                kind: "pod sandbox",
                 id: sandbox.id.clone(),
                 errors,
             })
