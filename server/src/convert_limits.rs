@@ -578,7 +578,10 @@ mod tests {
         }
     }
 
-    fn check(name: &str, got: Result<(), ApiError>, want: Option<(&str, &str)>) {
+    /// The field and a part of the message expected, or `None` for "accepted".
+    type Want = Option<(&'static str, &'static str)>;
+
+    fn check(name: &str, got: Result<(), ApiError>, want: Want) {
         match (got, want) {
             (Ok(()), None) => {}
             (Err(e), Some((field, text))) => {
@@ -623,7 +626,7 @@ mod tests {
             })
         };
         let b = big.clone();
-        let cases: Vec<(&str, Edit, Option<(&str, &str)>)> = vec![
+        let cases: Vec<(&str, Edit, Want)> = vec![
             ("defaults pass", Box::new(|_| {}), None),
             (
                 "1 MiB name",
@@ -778,7 +781,7 @@ mod tests {
                 })
             })
         };
-        let cases: Vec<(&str, Edit, Option<(&str, &str)>)> = vec![
+        let cases: Vec<(&str, Edit, Want)> = vec![
             ("defaults pass", Box::new(|_| {}), None),
             (
                 "long name",

@@ -352,7 +352,8 @@ mod tests {
         fs::write(host.path().join("passwd"), "hostuser:x:7:7::/:/bin/sh\n").unwrap();
         let host_passwd = host.path().join("passwd");
         type Setup = Box<dyn Fn(&[PathBuf])>;
-        let cases: Vec<(&str, Setup, Result<Option<&str>, &str>)> = vec![
+        type Want = Result<Option<&'static str>, &'static str>;
+        let cases: Vec<(&str, Setup, Want)> = vec![
             (
                 "plain file",
                 Box::new(|l| fs::write(l[0].join("etc/passwd"), "a").unwrap()),
