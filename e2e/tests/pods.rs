@@ -476,8 +476,9 @@ async fn errors_name_what_is_wrong_and_roll_back() {
         (bad_cgroup, Code::InvalidArgument, "cgroup_parent"),
         (no_meta, Code::InvalidArgument, "config.metadata"),
         (hostnet_sysctl, Code::InvalidArgument, "net.ipv4.ip_forward"),
-        // Valid-looking but fails inside the monitor: rolled back completely.
-        (unknown_sysctl, Code::Internal, "net.no.such.key"),
+        // Namespaced but unknown to the kernel: refused before the monitor would
+        // fail writing it (issue 13: it came back INTERNAL).
+        (unknown_sysctl, Code::InvalidArgument, "net.no.such.key"),
     ];
     for (config, code, text) in cases {
         let name = config

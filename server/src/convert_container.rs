@@ -37,11 +37,14 @@ fn ns_mode(mode: i32) -> NsMode {
 /// `ContainerConfig` -> the runtime's spec. Features the built-in launcher does not
 /// have yet are refused with UNIMPLEMENTED naming the field, never ignored.
 pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, ApiError> {
+    if config.metadata.is_none() {
+        return Err(ApiError::InvalidArgument {
+            field: "config.metadata",
+            reason: "is required".into(),
+        });
+    }
     crate::convert_limits::container_config(&config)?;
-    let metadata = config.metadata.ok_or(ApiError::InvalidArgument {
-        field: "config.metadata",
-        reason: "is required".into(),
-    })?;
+    let metadata = config.metadata.expect("checked above");
     let linux = config.linux.unwrap_or_default();
     let sc = linux.security_context.unwrap_or_default();
     let seccomp = profile(sc.seccomp.as_ref());

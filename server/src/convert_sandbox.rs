@@ -48,11 +48,14 @@ pub fn sandbox_spec(
         field: "config",
         reason: "is required".into(),
     })?;
+    if config.metadata.is_none() {
+        return Err(ApiError::InvalidArgument {
+            field: "config.metadata",
+            reason: "is required".into(),
+        });
+    }
     crate::convert_limits::pod_config(&config)?;
-    let metadata = config.metadata.ok_or(ApiError::InvalidArgument {
-        field: "config.metadata",
-        reason: "is required".into(),
-    })?;
+    let metadata = config.metadata.expect("checked above");
     let linux = config.linux.unwrap_or_default();
     let ns = linux
         .security_context

@@ -439,9 +439,10 @@ impl SandboxManager {
                 .collect()
         };
         match matches.as_slice() {
+            // The id as the client sent it, but never megabytes of it.
             [] => Err(RuntimeError::NotFound {
                 kind: "pod sandbox",
-                id: id_or_prefix.to_string(),
+                id: crate::excerpt(id_or_prefix).into_owned(),
             }),
             [one] => Ok((*one).clone()),
             many => Err(RuntimeError::Ambiguous {
@@ -608,9 +609,10 @@ impl SandboxManager {
                 .collect()
         };
         match matches.as_slice() {
+            // The id as the client sent it, but never megabytes of it.
             [] => Err(RuntimeError::NotFound {
                 kind: "container",
-                id: id_or_prefix.to_string(),
+                id: crate::excerpt(id_or_prefix).into_owned(),
             }),
             [one] => Ok((*one).clone()),
             many => Err(RuntimeError::Ambiguous {

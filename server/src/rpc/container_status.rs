@@ -17,7 +17,10 @@ pub async fn container_status(
     daemon: &Daemon,
     req: ContainerStatusRequest,
 ) -> Result<ContainerStatusResponse, ApiError> {
-    tracing::Span::current().record("container_id", req.container_id.as_str());
+    tracing::Span::current().record(
+        "container_id",
+        crust_runtime::excerpt(&req.container_id).as_ref(),
+    );
     let c = daemon.sandboxes.container_status(&req.container_id)?;
     let mut info = HashMap::new();
     if req.verbose {

@@ -9,7 +9,10 @@ pub async fn create_container(
     daemon: &Daemon,
     req: CreateContainerRequest,
 ) -> Result<CreateContainerResponse, ApiError> {
-    tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
+    tracing::Span::current().record(
+        "pod_id",
+        crust_runtime::excerpt(&req.pod_sandbox_id).as_ref(),
+    );
     let config = req.config.ok_or(ApiError::InvalidArgument {
         field: "config",
         reason: "is required".into(),

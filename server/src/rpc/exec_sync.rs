@@ -14,7 +14,10 @@ pub async fn exec_sync(
     daemon: &Daemon,
     req: ExecSyncRequest,
 ) -> Result<ExecSyncResponse, ApiError> {
-    tracing::Span::current().record("container_id", req.container_id.as_str());
+    tracing::Span::current().record(
+        "container_id",
+        crust_runtime::excerpt(&req.container_id).as_ref(),
+    );
     crate::convert_limits::exec_cmd(&req.cmd)?;
     // CRI: "Timeout in seconds to stop the command. Default: 0 (run forever)."
     if req.timeout < 0 {
@@ -40,7 +43,10 @@ pub async fn update_container_resources(
     daemon: &Daemon,
     req: crust_proto::runtime::v1::UpdateContainerResourcesRequest,
 ) -> Result<crust_proto::runtime::v1::UpdateContainerResourcesResponse, ApiError> {
-    tracing::Span::current().record("container_id", req.container_id.as_str());
+    tracing::Span::current().record(
+        "container_id",
+        crust_runtime::excerpt(&req.container_id).as_ref(),
+    );
     let linux = req.linux.ok_or(ApiError::InvalidArgument {
         field: "linux",
         reason: "is required".into(),
@@ -60,7 +66,10 @@ pub async fn reopen_container_log(
     daemon: &Daemon,
     req: ReopenContainerLogRequest,
 ) -> Result<ReopenContainerLogResponse, ApiError> {
-    tracing::Span::current().record("container_id", req.container_id.as_str());
+    tracing::Span::current().record(
+        "container_id",
+        crust_runtime::excerpt(&req.container_id).as_ref(),
+    );
     daemon
         .sandboxes
         .reopen_container_log(&req.container_id)
@@ -73,7 +82,10 @@ pub async fn update_pod_sandbox_resources(
     daemon: &Daemon,
     req: crust_proto::runtime::v1::UpdatePodSandboxResourcesRequest,
 ) -> Result<crust_proto::runtime::v1::UpdatePodSandboxResourcesResponse, ApiError> {
-    tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
+    tracing::Span::current().record(
+        "pod_id",
+        crust_runtime::excerpt(&req.pod_sandbox_id).as_ref(),
+    );
     let (overhead, resources) = (
         req.overhead.unwrap_or_default(),
         req.resources.unwrap_or_default(),

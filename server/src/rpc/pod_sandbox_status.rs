@@ -10,7 +10,10 @@ pub async fn pod_sandbox_status(
     daemon: &Daemon,
     req: PodSandboxStatusRequest,
 ) -> Result<PodSandboxStatusResponse, ApiError> {
-    tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
+    tracing::Span::current().record(
+        "pod_id",
+        crust_runtime::excerpt(&req.pod_sandbox_id).as_ref(),
+    );
     let view = daemon.sandboxes.status(&req.pod_sandbox_id)?;
     let mut info = HashMap::new();
     if req.verbose {

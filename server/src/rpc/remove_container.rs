@@ -8,7 +8,10 @@ pub async fn remove_container(
     daemon: &Daemon,
     req: RemoveContainerRequest,
 ) -> Result<RemoveContainerResponse, ApiError> {
-    tracing::Span::current().record("container_id", req.container_id.as_str());
+    tracing::Span::current().record(
+        "container_id",
+        crust_runtime::excerpt(&req.container_id).as_ref(),
+    );
     daemon.sandboxes.remove_container(&req.container_id).await?;
     Ok(RemoveContainerResponse {})
 }

@@ -8,7 +8,10 @@ pub async fn start_container(
     daemon: &Daemon,
     req: StartContainerRequest,
 ) -> Result<StartContainerResponse, ApiError> {
-    tracing::Span::current().record("container_id", req.container_id.as_str());
+    tracing::Span::current().record(
+        "container_id",
+        crust_runtime::excerpt(&req.container_id).as_ref(),
+    );
     daemon.sandboxes.start_container(&req.container_id).await?;
     Ok(StartContainerResponse {})
 }

@@ -70,7 +70,10 @@ pub async fn container_stats_one(
     daemon: &Daemon,
     req: cri::ContainerStatsRequest,
 ) -> Result<cri::ContainerStatsResponse, ApiError> {
-    tracing::Span::current().record("container_id", req.container_id.as_str());
+    tracing::Span::current().record(
+        "container_id",
+        crust_runtime::excerpt(&req.container_id).as_ref(),
+    );
     let view = daemon.sandboxes.container_stats(&req.container_id)?;
     Ok(cri::ContainerStatsResponse {
         stats: Some(container_stats(&view)),
@@ -142,7 +145,10 @@ pub async fn pod_sandbox_stats(
     daemon: &Daemon,
     req: cri::PodSandboxStatsRequest,
 ) -> Result<cri::PodSandboxStatsResponse, ApiError> {
-    tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
+    tracing::Span::current().record(
+        "pod_id",
+        crust_runtime::excerpt(&req.pod_sandbox_id).as_ref(),
+    );
     Ok(cri::PodSandboxStatsResponse {
         stats: Some(pod_stats(daemon, &req.pod_sandbox_id)?),
     })

@@ -10,7 +10,10 @@ pub async fn stop_container(
     daemon: &Daemon,
     req: StopContainerRequest,
 ) -> Result<StopContainerResponse, ApiError> {
-    tracing::Span::current().record("container_id", req.container_id.as_str());
+    tracing::Span::current().record(
+        "container_id",
+        crust_runtime::excerpt(&req.container_id).as_ref(),
+    );
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
     daemon
         .sandboxes

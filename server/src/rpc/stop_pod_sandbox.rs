@@ -9,7 +9,10 @@ pub async fn stop_pod_sandbox(
     daemon: &Daemon,
     req: StopPodSandboxRequest,
 ) -> Result<StopPodSandboxResponse, ApiError> {
-    tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
+    tracing::Span::current().record(
+        "pod_id",
+        crust_runtime::excerpt(&req.pod_sandbox_id).as_ref(),
+    );
     daemon.sandboxes.stop(&req.pod_sandbox_id).await?;
     Ok(StopPodSandboxResponse {})
 }

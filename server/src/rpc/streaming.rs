@@ -53,7 +53,10 @@ fn running(daemon: &Daemon, id: &str) -> Result<crust_runtime::container::Contai
 }
 
 pub async fn exec(daemon: &Daemon, req: ExecRequest) -> Result<ExecResponse, ApiError> {
-    tracing::Span::current().record("container_id", req.container_id.as_str());
+    tracing::Span::current().record(
+        "container_id",
+        crust_runtime::excerpt(&req.container_id).as_ref(),
+    );
     let streams = StdioRequest {
         stdin: req.stdin,
         stdout: req.stdout,
@@ -72,7 +75,10 @@ pub async fn exec(daemon: &Daemon, req: ExecRequest) -> Result<ExecResponse, Api
 }
 
 pub async fn attach(daemon: &Daemon, req: AttachRequest) -> Result<AttachResponse, ApiError> {
-    tracing::Span::current().record("container_id", req.container_id.as_str());
+    tracing::Span::current().record(
+        "container_id",
+        crust_runtime::excerpt(&req.container_id).as_ref(),
+    );
     let streams = StdioRequest {
         stdin: req.stdin,
         stdout: req.stdout,
@@ -98,7 +104,10 @@ pub async fn port_forward(
     daemon: &Daemon,
     req: PortForwardRequest,
 ) -> Result<PortForwardResponse, ApiError> {
-    tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
+    tracing::Span::current().record(
+        "pod_id",
+        crust_runtime::excerpt(&req.pod_sandbox_id).as_ref(),
+    );
     if req.pod_sandbox_id.is_empty() {
         return Err(ApiError::InvalidArgument {
             field: "pod_sandbox_id",
