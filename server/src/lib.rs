@@ -6,6 +6,8 @@ pub mod config;
 pub mod convert_container;
 pub mod convert_image;
 pub mod convert_limits;
+#[cfg(test)]
+mod convert_limits_tests;
 pub mod convert_sandbox;
 pub mod daemon;
 pub mod error;
