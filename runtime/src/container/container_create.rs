@@ -101,24 +101,29 @@ async fn read_spec_files(c: &Container) -> Result<SpecFiles, RuntimeError> {
 }
 
 /// A file that is not a bounded regular file is the caller's (image's, profile's)
-/// fault; an I/O error reading a good one is crust's.
+/// fault. So is a profile path that cannot be opened (missing, a loop, no access: the
+/// path is the request's). An I/O error inside the image store (a layer directory that
+/// cannot be opened or read) is crust's.
 fn spec_file_error(
     id: &str,
     field: &'static str,
     image: Option<&str>,
     e: spec_files::SpecFileError,
 ) -> RuntimeError {
-    match e {
-        spec_files::SpecFileError::Io {
-            op, path, source, ..
-        } if source.kind() != std::io::ErrorKind::NotFound => RuntimeError::Io {
+    match (e, image) {
+        (
+            spec_files::SpecFileError::Io {
+                op, path, source, ..
+            },
+            Some(_),
+        ) => RuntimeError::Io {
             kind: "container",
             id: id.to_string(),
             op,
             path,
             source,
         },
-        e => RuntimeError::InvalidArgument {
+        (e, image) => RuntimeError::InvalidArgument {
             field,
             reason: match image {
                 Some(image) => format!("image {:?}: {e}", crate::excerpt(image)),
