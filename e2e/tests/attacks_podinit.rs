@@ -232,9 +232,10 @@ fn listed_fds(listing: &str) -> Vec<(String, String)> {
 /// started with fd 7 open on /etc without close-on-exec (`exec 7</etc` in the shell
 /// that starts it) passed it to every monitor, and from there to every built-in
 /// container and every ExecSync (also in runc pods, whose execs crust runs itself):
-/// `fchdir(7)` or `/proc/self/fd/7/..` then walks the host's filesystem. Now crustd
-/// marks every inherited fd close-on-exec as it starts, and the launcher, the exec
-/// helper and the monitor close or mark everything above 2 before they exec.
+/// `fchdir(7)` or `/proc/self/fd/7/..` then walks the host's filesystem. (The test's
+/// own fds inherited from cargo leaked the same way.) Now crustd marks every inherited
+/// fd close-on-exec as it starts, the monitor closes what it inherited, and the
+/// launcher and the exec helper mark everything above 2 right before they exec.
 #[tokio::test]
 async fn item3_fd_inherited_by_crustd_reaches_no_container() {
     let leaked = 7;
@@ -397,7 +398,8 @@ fn attempt_as_nobody(socket: &Path, request: &[u8]) -> Attempt {
 /// pod), `signal`, or `create_container` from a spec path of their choosing. Now the
 /// directory is 0700 and the socket 0600 whatever the umask, and the monitor serves
 /// only uid 0 (or its own uid): a connection from anyone else is closed unread, which
-/// holds even after the test loosens the modes to 0777.
+/// holds even after the test loosens the modes to 0777. The monitor's other files and
+/// the containers no longer take crustd's umask either.
 #[tokio::test]
 async fn item5_monitor_socket_refuses_other_users_under_umask_000() {
     let options = SpawnOptions {
@@ -429,6 +431,15 @@ async fn item5_monitor_socket_refuses_other_users_under_umask_000() {
         Attempt::Closed,
         "uid 65534 sending shutdown through a 0777 socket"
     );
+    // crustd's umask reaches neither the monitor's files nor the container (runc's
+    // default 0022 applies, in the main process and in an exec).
+    let pins = w.sb.state().join("ns").join(&pod);
+    assert_eq!(mode(&pins) & 0o022, 0, "{}", pins.display());
+    let status =
+        fs::read_to_string(format!("/proc/{}/status", container_pid(&w, &app).await)).unwrap();
+    assert_eq!(status_field(&status, "Umask"), Some("0022"), "container");
+    let (_, out, err) = w.exec(&app, &["sh", "-c", "umask"]).await;
+    assert_eq!(out.trim(), "0022", "exec: {err}");
     // The pod is untouched: its container runs, and the monitor still serves root.
     let (code, out, err) = w.exec(&app, &["echo", "alive"]).await;
     assert_eq!((code, out.trim()), (0, "alive"), "{err}");

@@ -6,9 +6,10 @@
 //! through the monitor into containers and execs, where `fchdir`, `openat` or
 //! `/proc/self/fd/N/..` on a host directory walks the host's filesystem from inside the
 //! container (CVE-2024-21626, runc's leaked cgroup fd). runc and crun close every fd
-//! above the ones they pass before the container's exec; crust does the same, and
-//! crustd and the monitor also mark what they inherited close-on-exec as they start,
-//! which covers every child they spawn (runc, CNI plugins, exec helpers).
+//! above the ones they pass before the container's exec; crust's launcher and exec
+//! helper do the same. crustd also marks what it inherited close-on-exec as it
+//! starts, and the monitor closes it, which covers every child they spawn (runc, CNI
+//! plugins, exec helpers).
 #![allow(unsafe_code)]
 
 use std::{fs, os::fd::RawFd};

@@ -37,13 +37,16 @@ pub const PARENT_ENV: &str = "CRUST_MONITOR_PARENT";
 
 /// Entry point of the `crust-monitor` binary.
 pub fn main() -> ExitCode {
-    // Nothing we inherited without close-on-exec may reach a container, an exec or
-    // runc (CVE-2024-21626 class): crustd marks its own, but we may be started by
-    // anything. Our own descriptors are all opened close-on-exec.
-    if let Err(e) = crate::fds::mark_cloexec_from(3) {
-        eprintln!("crust-monitor: mark inherited descriptors close-on-exec: {e}");
-        return ExitCode::FAILURE;
-    }
+    // Nothing we inherited beyond stdio may reach a container, an exec or runc
+    // (CVE-2024-21626 class), nor be held open for the pod's lifetime (a copy of
+    // another session's pty or pipe). crustd passes us none on purpose and marks its
+    // own inherited ones, but we may be started by anything. Nothing of ours is open
+    // yet; everything we open later is close-on-exec.
+    crate::fds::close_from(3);
+    // Our files (pins, CRI logs, exit records) get 0755/0644 whatever umask crustd
+    // had: under 000 the pins directory was world-writable, and a symlink planted
+    // there would have been followed by the pin's create.
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("exec") {
         return super::exec::main(&args[2..]);

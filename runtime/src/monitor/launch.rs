@@ -498,6 +498,11 @@ pub(crate) fn reset_signals() -> Result<(), String> {
 /// capability sets and no_new_privs. Shared by containers and execs in them.
 pub(crate) fn apply_identity(process: &oci_spec::runtime::Process) -> Result<(), String> {
     let user = process.user();
+    // The spec's umask, else runc's 0022: never whatever crustd was started with (under
+    // umask 000 every file a container made, in a volume too, was world-writable).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        user.umask().unwrap_or(0o022),
+    ));
     let caps = super::caps::CapSets::from_spec(process.capabilities().as_ref())?;
     caps.drop_bounding()?;
     super::caps::keep_caps(true)?;

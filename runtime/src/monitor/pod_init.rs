@@ -203,8 +203,9 @@ unsafe fn confine(plan: &Plan) -> Result<(), (u8, i32)> {
         }
     };
     let null = std::ptr::null::<libc::c_char>();
-    // SAFETY (whole block): syscalls on NUL-terminated constants, `plan.root` (a live
-    // CString) and null pointers where the kernel takes none.
+    // SAFETY: the whole block makes syscalls on NUL-terminated constants, `plan.root`
+    // (a live CString) and null pointers where the kernel takes none, and writes only
+    // the argument and environment areas (see `wipe`).
     unsafe {
         check(0, libc::unshare(libc::CLONE_NEWNS).into())?;
         // Private before anything is mounted or unmounted: with a shared host root the
