@@ -183,6 +183,23 @@ async fn item2_pod_init_reveals_no_host_root_through_proc_1_root() {
             ns("/proc/self/ns/mnt"),
             "{h}"
         );
+        // Still the pod's reaper: an orphan of a container is adopted by it, and
+        // reaped (not left a zombie) once killed.
+        let orphaner = w.config("orphaner", &["sh", "-c", "(sleep 3600 &); exec sleep 3600"]);
+        w.run(&pod, orphaner).await;
+        let orphan = poll(&format!("{h}: an orphan adopted by the pod init"), || {
+            children(init.pid).first().copied()
+        })
+        .await;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(orphan),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        poll(&format!("{h}: the pod init reaps orphan {orphan}"), || {
+            (!children(init.pid).contains(&orphan)).then_some(())
+        })
+        .await;
         // Printed, not asserted: what the init costs.
         let status = fs::read_to_string(format!("{proc}/status")).unwrap();
         eprintln!(
@@ -190,6 +207,28 @@ async fn item2_pod_init_reveals_no_host_root_through_proc_1_root() {
             status_field(&status, "VmRSS").unwrap_or("?")
         );
     }
+}
+
+/// The children of host process `pid` (zombies included: they are children until
+/// reaped).
+fn children(pid: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Polls `f` every 10 ms until it yields a value; panics naming `what` after 30 s
+/// (a bound for a hung run, not a measurement).
+async fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..3000 {
+        if let Some(v) = f() {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 /// The monitor and init pids crust recorded for `pod`.
