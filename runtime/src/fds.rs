@@ -35,21 +35,25 @@ fn close_range(first: RawFd, flags: libc::c_uint) -> std::io::Result<()> {
 }
 
 /// Marks every descriptor from `first` up close-on-exec, so it stays usable here but
-/// no exec'd program inherits it. Falls back to `fcntl` on each fd listed in
-/// `/proc/self/fd` where the kernel lacks `CLOSE_RANGE_CLOEXEC` (allocates: call it
-/// where that is allowed, i.e. not between fork and exec of a threaded process).
-pub fn mark_cloexec_from(first: RawFd) -> std::io::Result<()> {
+/// no exec'd program inherits it. Where the kernel lacks `CLOSE_RANGE_CLOEXEC`
+/// (before 5.11), `fcntl` on each fd listed in `/proc/self/fd`, or on every number
+/// below the fd limit where /proc is not mounted. Allocates: call it where that is
+/// allowed, i.e. not between fork and exec of a threaded process.
+pub fn mark_cloexec_from(first: RawFd) {
     if close_range(first, libc::CLOSE_RANGE_CLOEXEC).is_ok() {
-        return Ok(());
+        return;
     }
-    let fds: Vec<RawFd> = fs::read_dir("/proc/self/fd")?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd >= first)
-        .collect();
+    let fds: Vec<RawFd> = match fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd >= first)
+            .collect(),
+        Err(_) => (first..fd_limit()).collect(),
+    };
     for fd in fds {
-        // SAFETY: fcntl on an integer fd; one that closed meanwhile (the directory's
-        // own) just fails with EBADF, which is ignored.
+        // SAFETY: fcntl on an integer fd; one that is not open (or closed meanwhile:
+        // the directory's own) just fails with EBADF, which is ignored.
         unsafe {
             let flags = libc::fcntl(fd, libc::F_GETFD);
             if flags >= 0 {
@@ -57,7 +61,20 @@ pub fn mark_cloexec_from(first: RawFd) -> std::io::Result<()> {
             }
         }
     }
-    Ok(())
+}
+
+/// One above the highest descriptor number this process may hold (the soft
+/// RLIMIT_NOFILE, at most 2^20). Async-signal-safe.
+fn fd_limit() -> RawFd {
+    // SAFETY: getrlimit writes only into `limit`.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(1 << 20) as RawFd
+        } else {
+            1024
+        }
+    }
 }
 
 /// Closes every descriptor from `first` up: for a process that never execs (the pod
@@ -67,17 +84,9 @@ pub fn close_from(first: RawFd) {
     if close_range(first, 0).is_ok() {
         return;
     }
-    // SAFETY: getrlimit writes only into `limit`; close takes an integer.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur.min(1 << 20) as RawFd
-        } else {
-            1024
-        };
-        for fd in first..max {
-            libc::close(fd);
-        }
+    for fd in first..fd_limit() {
+        // SAFETY: close takes an integer; one that is not open fails with EBADF.
+        unsafe { libc::close(fd) };
     }
 }
 
@@ -103,7 +112,7 @@ mod tests {
         // SAFETY: dup2 onto a number this test owns from here on.
         assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), target) }, target);
         assert!(!cloexec(target));
-        mark_cloexec_from(target).unwrap();
+        mark_cloexec_from(target);
         assert!(cloexec(target), "fd {target} after mark_cloexec_from");
         close_from(target);
         // SAFETY: F_GETFD on an integer fd.

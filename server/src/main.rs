@@ -79,10 +79,7 @@ fn main() -> ExitCode {
     // Before anything else runs (no thread, no child yet): whatever we inherited
     // without close-on-exec must not reach monitors, containers, execs, runc or CNI
     // plugins (CVE-2024-21626 class). It stays usable here; nothing of ours needs it.
-    if let Err(e) = crust_runtime::fds::mark_cloexec_from(3) {
-        eprintln!("crustd: mark inherited descriptors close-on-exec: {e}");
-        return ExitCode::FAILURE;
-    }
+    crust_runtime::fds::mark_cloexec_from(3);
     let cli = Cli::parse();
     let overrides = Overrides {
         root: cli.root.clone(),

@@ -404,7 +404,7 @@ fn child_main(
     // close-on-exec (an fd it inherited) would hand the container a way out of its
     // root (CVE-2024-21626). Marked, not closed: the status pipe must stay open until
     // the exec. Before seccomp, which may not allow close_range.
-    crate::fds::mark_cloexec_from(3).map_err(|e| format!("mark fds close-on-exec: {e}"))?;
+    crate::fds::mark_cloexec_from(3);
     let no_new_privs = process.no_new_privileges() == Some(true);
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we
     // still have it (runc's order). With it, load it right before exec.
