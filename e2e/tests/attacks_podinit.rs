@@ -81,11 +81,12 @@ fn status_field<'a>(status: &'a str, field: &str) -> Option<&'a str> {
 /// `pid: POD`, the CRI default, PID 1 of the pod's namespace was a fork of the monitor:
 /// full capabilities, dumpable, the host's root and mount namespace, and the monitor's
 /// command line (`/usr/.../crust-monitor --spec /run/...`). A container given only
-/// CAP_SYS_PTRACE read and wrote any host file through `/proc/1/root`, and a container
-/// without it could read the init's environment had the init been non-privileged.
-/// Now the init lives in a mount namespace of its own whose root is an empty read-only
-/// tmpfs, holds no capability in any set, is non-dumpable, has no fd open and shows
-/// only `crust-pod-init` as its command line.
+/// CAP_SYS_PTRACE read and wrote any host file through `/proc/1/root`. Now the init
+/// lives in a mount namespace of its own whose root is an empty read-only tmpfs, holds
+/// no capability in any set, has no fd open and shows only `crust-pod-init` as its
+/// command line. It is non-dumpable too: with no capabilities left, any container's
+/// would be a superset of its own, which is all ptrace "read" access (its environ and
+/// root) asks of a dumpable process. And it still reaps the pod's orphans.
 #[tokio::test]
 async fn item2_pod_init_reveals_no_host_root_through_proc_1_root() {
     let w = world("test/podinit", &SpawnOptions::default()).await;
@@ -106,16 +107,19 @@ async fn item2_pod_init_reveals_no_host_root_through_proc_1_root() {
             .await;
         let plain = w.run(&pod, w.config("plain", &["sleep", "3600"])).await;
 
-        // The init's root holds nothing: the host's top-level entries are not there.
-        let (code, listing, err) = w.exec(&tracer, &["ls", "-a", "/proc/1/root/"]).await;
-        let names: BTreeSet<&str> = listing
-            .split_whitespace()
-            .filter(|n| !matches!(*n, "." | ".."))
-            .collect();
-        assert!(
-            names.is_empty(),
-            "{h}: /proc/1/root lists {names:?} (ls exit {code}, {err})"
-        );
+        // The init's root and cwd hold nothing: the host's top-level entries are not
+        // there.
+        for dir in ["/proc/1/root/", "/proc/1/cwd/"] {
+            let (code, listing, err) = w.exec(&tracer, &["ls", "-a", dir]).await;
+            let names: BTreeSet<&str> = listing
+                .split_whitespace()
+                .filter(|n| !matches!(*n, "." | ".."))
+                .collect();
+            assert!(
+                names.is_empty(),
+                "{h}: {dir} lists {names:?} (ls exit {code}, {err})"
+            );
+        }
         // Reading the host file through it fails.
         let inside = format!("/proc/1/root{}", secret.display());
         let (code, out, _) = w.exec(&tracer, &["cat", &inside]).await;
