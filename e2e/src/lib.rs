@@ -177,10 +177,15 @@ impl Sandbox {
 
     /// Starts crustd on this sandbox's dirs (config file written first if missing).
     pub fn start(&self) -> anyhow::Result<Crustd> {
+        self.start_with(&SpawnOptions::default())
+    }
+
+    /// As [`Sandbox::start`], with the process environment `options` sets up.
+    pub fn start_with(&self, options: &SpawnOptions) -> anyhow::Result<Crustd> {
         if !self.config_file().exists() {
             self.write_config("")?;
         }
-        Crustd::spawn(self, &[])
+        Crustd::spawn_with(self, &[], options)
     }
 }
 
@@ -320,6 +325,16 @@ impl Drop for Sandbox {
     }
 }
 
+/// How the process environment crustd starts in differs from the test's.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// The umask crustd starts with (an init system may hand it 000).
+    pub umask: Option<u32>,
+    /// `(N, path)`: crustd inherits `path` opened at fd N without close-on-exec, as
+    /// after `exec 7</etc` in the shell that starts it (CVE-2024-21626's setup).
+    pub inherited_fd: Option<(i32, PathBuf)>,
+}
+
 /// A running crustd. Dropping it kills (SIGKILL) and reaps the process if it still runs.
 pub struct Crustd {
     child: Option<Child>,
@@ -360,6 +375,16 @@ impl Crustd {
     /// Spawns crustd with `--config/--root/--state/--socket` from `sandbox` plus `args`.
     /// Does not wait for readiness; see [`Crustd::wait_ready`].
     pub fn spawn(sandbox: &Sandbox, args: &[&str]) -> anyhow::Result<Crustd> {
+        Self::spawn_with(sandbox, args, &SpawnOptions::default())
+    }
+
+    /// As [`Crustd::spawn`], in the process environment `options` sets up (what a
+    /// careless init system or shell could hand the daemon).
+    pub fn spawn_with(
+        sandbox: &Sandbox,
+        args: &[&str],
+        options: &SpawnOptions,
+    ) -> anyhow::Result<Crustd> {
         let n = fs::read_dir(sandbox.path())?.count();
         let log = sandbox.path().join(format!("crustd-{n}.log"));
         let log_file = fs::File::create(&log)?;
@@ -383,16 +408,39 @@ impl Crustd {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it
-        // only asks the kernel to SIGKILL the child when the spawning thread (the
-        // test's) dies, so a killed test run cannot leak daemons.
+        // Opened here (close-on-exec, as std opens everything); the child dup2s it to
+        // the wanted number, which leaves the copy without close-on-exec.
+        let inherited = match &options.inherited_fd {
+            Some((number, path)) => Some((
+                *number,
+                fs::File::open(path).with_context(|| format!("open {}", path.display()))?,
+            )),
+            None => None,
+        };
+        let inherited_raw = inherited
+            .as_ref()
+            .map(|(n, f)| (*n, std::os::fd::AsRawFd::as_raw_fd(f)));
+        let umask = options.umask;
+        // SAFETY: prctl, umask and dup2 are async-signal-safe and touch no memory of
+        // the parent. The first asks the kernel to SIGKILL the child when the spawning
+        // thread (the test's) dies, so a killed test run cannot leak daemons.
         #[allow(unsafe_code)]
         unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                if let Some(mask) = umask {
+                    libc::umask(mask as libc::mode_t);
+                }
+                if let Some((number, fd)) = inherited_raw
+                    && libc::dup2(fd, number) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
             });
         }
         let child = cmd.spawn().context("spawn crustd")?;
+        drop(inherited);
         Ok(Crustd {
             child: Some(child),
             socket: sandbox.socket(),

@@ -12,7 +12,7 @@ use crust_proto::runtime::v1::{
 };
 
 use crate::{
-    Crustd, Sandbox,
+    Crustd, Sandbox, SpawnOptions,
     cni::TestNetwork,
     image_builder::{Compression, Image, LayerBuilder, host_arch},
     registry::Registry,
@@ -93,6 +93,16 @@ impl World {
     /// Pushes `image` as `<repo>:v1` to a fresh registry, starts crustd with
     /// `extra_config` and a test network, and pulls the image.
     pub async fn start(image: &Image, repo: &str, extra_config: &str) -> World {
+        Self::start_with(image, repo, extra_config, &SpawnOptions::default()).await
+    }
+
+    /// As [`World::start`], crustd started in the environment `options` sets up.
+    pub async fn start_with(
+        image: &Image,
+        repo: &str,
+        extra_config: &str,
+        options: &SpawnOptions,
+    ) -> World {
         let registry = Registry::start().await.expect("start the registry");
         registry
             .push_image(repo, &["v1"], image)
@@ -102,7 +112,7 @@ impl World {
         let sb = Sandbox::new().expect("make a sandbox");
         sb.write_config(extra_config).expect("write the config");
         let net = TestNetwork::install(&sb, &[]);
-        let mut d = sb.start().expect("start crustd");
+        let mut d = sb.start_with(options).expect("start crustd");
         d.wait_ready().await.expect("crustd gets ready");
         d.image()
             .await

@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod container;
 mod error;
+pub mod fds;
 pub mod features;
 pub mod ids;
 pub mod monitor;

@@ -76,6 +76,10 @@ enum ConfigAction {
 }
 
 fn main() -> ExitCode {
+    // Before anything else runs (no thread, no child yet): whatever we inherited
+    // without close-on-exec must not reach monitors, containers, execs, runc or CNI
+    // plugins (CVE-2024-21626 class). It stays usable here; nothing of ours needs it.
+    crust_runtime::fds::mark_cloexec_from(3);
     let cli = Cli::parse();
     let overrides = Overrides {
         root: cli.root.clone(),

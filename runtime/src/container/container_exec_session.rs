@@ -11,7 +11,7 @@
 use std::{
     fs::File,
     io::{ErrorKind, Read, Write},
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd},
     process::Stdio,
     sync::Arc,
 };
@@ -52,20 +52,18 @@ impl SandboxManager {
         let (id, exec_cgroup, mut cmd) = self.exec_command(id, command, req.tty)?;
         let mut pty_master = None;
         if req.tty {
-            let pty = nix::pty::openpty(
-                Some(&nix::pty::Winsize {
-                    ws_row: 24,
-                    ws_col: 80,
-                    ws_xpixel: 0,
-                    ws_ypixel: 0,
-                }),
-                None,
-            )
-            .map_err(|e| RuntimeError::Launch {
+            let (master, slave) = open_pty().map_err(|e| RuntimeError::Launch {
                 id: id.clone(),
                 message: format!("open a pty: {e}"),
             })?;
-            let slave = pty.slave;
+            // openpty's default size, until the client sends its own.
+            set_size(
+                &master,
+                TerminalSize {
+                    width: 80,
+                    height: 24,
+                },
+            );
             let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
             let stdio = (|| Ok::<_, std::io::Error>((dup(&slave)?, dup(&slave)?, dup(&slave)?)))();
             let (i, o, e) = stdio.map_err(|e| RuntimeError::Launch {
@@ -73,7 +71,7 @@ impl SandboxManager {
                 message: format!("dup pty: {e}"),
             })?;
             cmd.stdin(i).stdout(o).stderr(e);
-            pty_master = Some(pty.master);
+            pty_master = Some(master);
         } else {
             cmd.stdin(if req.stdin {
                 Stdio::piped()
@@ -269,7 +267,38 @@ async fn pty_input(master: Arc<AsyncFd<File>>, mut rx: mpsc::Receiver<Vec<u8>>) 
     }
 }
 
-fn set_size(master: &File, size: TerminalSize) {
+/// A pty pair, close-on-exec on both ends from the start. `openpty(3)` opens them
+/// without it, and crustd spawns helpers from other threads at any moment: a monitor,
+/// exec helper or CNI plugin started meanwhile would inherit the session's terminal,
+/// and a stray copy of the slave keeps the master from ever seeing the command end.
+/// The slave comes from the master (TIOCGPTPEER, Linux 4.13), not from a path.
+fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use nix::{fcntl::OFlag, pty};
+    let master = pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    pty::grantpt(&master)?;
+    pty::unlockpt(&master)?;
+    // SAFETY: TIOCGPTPEER takes open(2) flags as its integer argument and returns a
+    // new descriptor, which we own from here on.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just returned to us and are owned by nothing else.
+    Ok(unsafe {
+        (
+            OwnedFd::from_raw_fd(master.into_raw_fd()),
+            OwnedFd::from_raw_fd(slave),
+        )
+    })
+}
+
+fn set_size(master: &impl AsRawFd, size: TerminalSize) {
     let ws = nix::pty::Winsize {
         ws_row: size.height,
         ws_col: size.width,

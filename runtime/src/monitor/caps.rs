@@ -140,28 +140,7 @@ impl CapSets {
             self.permitted & held,
             self.inheritable & held,
         );
-        let header = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let data = [
-            CapData {
-                effective: e as u32,
-                permitted: p as u32,
-                inheritable: i as u32,
-            },
-            CapData {
-                effective: (e >> 32) as u32,
-                permitted: (p >> 32) as u32,
-                inheritable: (i >> 32) as u32,
-            },
-        ];
-        // SAFETY: header and data are valid, correctly laid out capset arguments.
-        if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) }
-            < 0
-        {
-            return Err(format!("capset: {}", nix::Error::last()));
-        }
+        capset(e, p, i).map_err(|errno| format!("capset: {}", nix::Error::from_raw(errno)))?;
         // SAFETY: prctl with integer arguments only.
         unsafe {
             libc::prctl(
@@ -195,6 +174,33 @@ impl CapSets {
         }
         Ok(())
     }
+}
+
+/// Sets this thread's effective, permitted and inheritable sets (raw `capset(2)`).
+/// Allocates nothing, so the pod init may call it after fork; fails with the errno.
+pub(super) fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<(), i32> {
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let (e, p, i) = (effective, permitted, inheritable);
+    let data = [
+        CapData {
+            effective: e as u32,
+            permitted: p as u32,
+            inheritable: i as u32,
+        },
+        CapData {
+            effective: (e >> 32) as u32,
+            permitted: (p >> 32) as u32,
+            inheritable: (i >> 32) as u32,
+        },
+    ];
+    // SAFETY: header and data are valid, correctly laid out capset arguments.
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } < 0 {
+        return Err(nix::Error::last_raw());
+    }
+    Ok(())
 }
 
 /// Keeps the permitted set across setuid from root (PR_SET_KEEPCAPS).

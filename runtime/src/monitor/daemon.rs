@@ -15,6 +15,7 @@ use std::{
 };
 
 use nix::{
+    fcntl::OFlag,
     mount::{MntFlags, MsFlags, mount, umount2},
     poll::{PollFd, PollFlags, PollTimeout, poll},
     sched::{CloneFlags, unshare},
@@ -22,9 +23,10 @@ use nix::{
         prctl,
         signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask},
         signalfd::{SfdFlags, SignalFd},
+        stat::Mode,
         wait::{WaitPidFlag, WaitStatus, waitpid},
     },
-    unistd::{ForkResult, Pid, fork, getpid, pipe, sethostname, setsid},
+    unistd::{ForkResult, Pid, fork, getpid, pipe2, sethostname, setsid},
 };
 
 use super::{MonitorPids, MonitorSpec, Reply, Request, StartMessage};
@@ -35,6 +37,16 @@ pub const PARENT_ENV: &str = "CRUST_MONITOR_PARENT";
 
 /// Entry point of the `crust-monitor` binary.
 pub fn main() -> ExitCode {
+    // Nothing we inherited beyond stdio may reach a container, an exec or runc
+    // (CVE-2024-21626 class), nor be held open for the pod's lifetime (a copy of
+    // another session's pty or pipe). crustd passes us none on purpose and marks its
+    // own inherited ones, but we may be started by anything. Nothing of ours is open
+    // yet; everything we open later is close-on-exec.
+    crate::fds::close_from(3);
+    // Our files (pins, CRI logs, exit records) get 0755/0644 whatever umask crustd
+    // had: under 000 the pins directory was world-writable, and a symlink planted
+    // there would have been followed by the pin's create.
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("exec") {
         return super::exec::main(&args[2..]);
@@ -79,7 +91,7 @@ pub fn main() -> ExitCode {
     }
     let launcher = getpid();
 
-    let (read_end, write_end) = match pipe() {
+    let (read_end, write_end) = match pipe2(OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => return report_and_exit(&StartMessage::Error(format!("pipe: {e}"))),
     };
@@ -130,6 +142,8 @@ struct Monitor {
     init_exited: bool,
     containers: super::containers::Containers,
     attach: super::attach::Attachers,
+    /// Connections refused by the peer check so far.
+    refused: u64,
 }
 
 fn daemon(spec: MonitorSpec, ready: OwnedFd) -> ExitCode {
@@ -162,6 +176,7 @@ fn daemon(spec: MonitorSpec, ready: OwnedFd) -> ExitCode {
                 init_exited: false,
                 containers: Default::default(),
                 attach: Default::default(),
+                refused: 0,
             };
             monitor.serve(listener);
             ExitCode::SUCCESS
@@ -232,11 +247,16 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
     let mut init = None;
     if spec.new_pid {
         unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid namespace: {e}"))?;
+        // The init's empty root is mounted over the pins directory, in its own mount
+        // namespace only.
+        let (plan, watch) = super::pod_init::plan(&spec.pins_dir)?;
         // SAFETY: still single-threaded, so the child is a complete copy of a process
         // with no other threads and no held locks; it never returns into our code.
         match unsafe { fork() }.map_err(|e| format!("fork pod init: {e}"))? {
-            ForkResult::Child => pod_init(ready.as_raw_fd()),
+            ForkResult::Child => super::pod_init::run(plan, ready.as_raw_fd()),
             ForkResult::Parent { child } => {
+                drop(plan);
+                watch.wait()?;
                 let proc_ref = ProcRef::of(child.as_raw()).ok_or("pod init vanished")?;
                 init = Some(proc_ref);
                 for dir in &spec.pod_cgroup_dirs {
@@ -250,8 +270,13 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
     }
 
     let _ = fs::remove_file(&spec.socket);
-    let listener = UnixListener::bind(&spec.socket)
-        .map_err(|e| format!("bind {}: {e}", spec.socket.display()))?;
+    // 0600 whatever umask crustd was started with: whoever may connect can signal
+    // the pod's containers or have one created from a spec path (a bind under umask
+    // 000 made it 0777). Single-threaded, so the umask change races with nothing.
+    let umask = nix::sys::stat::umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(&spec.socket);
+    nix::sys::stat::umask(umask);
+    let listener = bound.map_err(|e| format!("bind {}: {e}", spec.socket.display()))?;
     Ok((listener, init))
 }
 
@@ -305,27 +330,6 @@ fn pin(source: &str, target: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("pin {source} at {}: {e}", target.display()))
-}
-
-/// PID 1 of the pod's PID namespace: reaps every orphan the pod's processes leave and
-/// does nothing else (no allocation, no locks: just close, prctl, waitpid, sigwait).
-fn pod_init(ready_fd: i32) -> ! {
-    let _ = nix::unistd::close(ready_fd);
-    // The pod's PID namespace lives only as long as its monitor.
-    let _ = prctl::set_pdeathsig(Signal::SIGKILL);
-    let _ = prctl::set_name(c"crust-pod-init");
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
-    loop {
-        while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            if status == WaitStatus::StillAlive {
-                break;
-            }
-        }
-        // Blocks until a child changes state (SIGCHLD is blocked, so it stays pending).
-        let _ = mask.wait();
-    }
 }
 
 impl Monitor {
@@ -423,6 +427,10 @@ impl Monitor {
             self.attach.dispatch(&mut self.containers);
             if conn_ready {
                 while let Ok((conn, _)) = listener.accept() {
+                    if !self.peer_allowed(&conn) {
+                        // Closed unread: nothing a stranger sends is parsed.
+                        continue;
+                    }
                     if self.handle(conn) {
                         return self.shutdown();
                     }
@@ -451,6 +459,30 @@ impl Monitor {
                 }
             }
         }
+    }
+
+    /// Only root (crustd) and our own user may talk to us: the socket's 0600 mode is
+    /// the first fence, but a directory or mode loosened by hand, or a socket reached
+    /// through a bind mount, must not open the pod to every local user. The kernel's
+    /// SO_PEERCRED records who connected. Refusals are logged sparsely (1st, 2nd, 4th,
+    /// ...): a refused peer must not be able to fill the monitor's log.
+    fn peer_allowed(&mut self, conn: &UnixStream) -> bool {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let uid = match getsockopt(conn, PeerCredentials) {
+            Ok(cred) => cred.uid(),
+            Err(_) => u32::MAX,
+        };
+        if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+            return true;
+        }
+        self.refused += 1;
+        if self.refused.is_power_of_two() {
+            eprintln!(
+                "crust-monitor {}: refused a connection from uid {uid} ({} so far)",
+                self.spec.pod_id, self.refused
+            );
+        }
+        false
     }
 
     /// Answers one connection. Returns true when the monitor should shut down.

@@ -129,6 +129,10 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                         return Err(format!("set controlling terminal: {}", nix::Error::last()));
                     }
                 }
+                // Only stdio reaches the command (CVE-2024-21626): our own start marked
+                // what we inherited, this also covers anything opened since. Before
+                // seccomp, which may not allow close_range.
+                crate::fds::mark_cloexec_from(3);
                 // The same confinement as the container's own process, in runc's order.
                 super::process_limits::apply(&process)?;
                 let no_new_privs = process.no_new_privileges() == Some(true);

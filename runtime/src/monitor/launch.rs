@@ -400,6 +400,11 @@ fn child_main(
         dup2_stderr(&err).map_err(|e| format!("stderr: {e}"))?;
     }
 
+    // Only stdio goes through the exec: anything else the monitor holds without
+    // close-on-exec (an fd it inherited) would hand the container a way out of its
+    // root (CVE-2024-21626). Marked, not closed: the status pipe must stay open until
+    // the exec. Before seccomp, which may not allow close_range.
+    crate::fds::mark_cloexec_from(3);
     let no_new_privs = process.no_new_privileges() == Some(true);
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we
     // still have it (runc's order). With it, load it right before exec.
@@ -493,6 +498,11 @@ pub(crate) fn reset_signals() -> Result<(), String> {
 /// capability sets and no_new_privs. Shared by containers and execs in them.
 pub(crate) fn apply_identity(process: &oci_spec::runtime::Process) -> Result<(), String> {
     let user = process.user();
+    // The spec's umask, else runc's 0022: never whatever crustd was started with (under
+    // umask 000 every file a container made, in a volume too, was world-writable).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        user.umask().unwrap_or(0o022),
+    ));
     let caps = super::caps::CapSets::from_spec(process.capabilities().as_ref())?;
     caps.drop_bounding()?;
     super::caps::keep_caps(true)?;

@@ -20,6 +20,7 @@ pub mod exec;
 pub mod launch;
 mod oci;
 mod pidns;
+mod pod_init;
 mod process_limits;
 pub mod seccomp;
 mod syscalls_x86_64;
