@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crust_e2e::world::{PodOptions, World, busybox_image};
+use crust_e2e::{
+    image_builder::{Compression, Image, LayerBuilder, host_arch},
+    world::{PodOptions, World, busybox_image},
+};
 use crust_proto::runtime::v1::{
     ContainerConfig, CreateContainerRequest, ExecSyncRequest, LinuxContainerConfig,
     LinuxContainerResources, ReopenContainerLogRequest, StartContainerRequest,
@@ -170,4 +173,92 @@ async fn item8_chatty_container_does_not_starve_its_monitor() {
         size(&long_log) >> 20,
         flood_began.elapsed()
     );
+}
+
+/// An image whose `VOLUME /data` holds a character device with /dev/zero's numbers
+/// (1:5, which the device cgroup allows, so only the mount decides) and a fifo.
+fn image_with_device_in_volume() -> Image {
+    let mut layer = LayerBuilder::new();
+    layer
+        .busybox(&["sh", "head", "mknod", "grep", "sleep", "echo", "ls"])
+        .expect("busybox-static is installed");
+    for dir in ["etc", "proc", "sys", "dev", "tmp", "data"] {
+        layer.dir(dir, 0o755);
+    }
+    layer
+        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+        .file("data/seed", b"seed\n", 0o644)
+        .char_device("data/zero", 0o666, 1, 5)
+        .fifo("data/pipe", 0o644);
+    Image::build(
+        vec![layer.finish(Compression::Gzip)],
+        host_arch(),
+        serde_json::json!({
+            "Cmd": ["sh"],
+            "Env": ["PATH=/bin"],
+            "Volumes": {"/data": {}},
+        }),
+    )
+}
+
+/// What the container can do with device nodes in the volume: the image's, and one
+/// it makes itself (it has CAP_MKNOD), then the volume's mount options.
+const DEVICE_PROBE: &str = "\
+if head -c 4 /data/zero >/dev/null 2>&1; then echo image-node-works; else echo image-node-dead; fi; \
+if mknod /data/made c 1 5 2>/dev/null; then \
+  if head -c 4 /data/made >/dev/null 2>&1; then echo made-node-works; else echo made-node-dead; fi; \
+else echo mknod-refused; fi; \
+ls /data; \
+grep ' /data ' /proc/mounts";
+
+/// Item 4. Attack: an image ships a device node inside a `VOLUME` directory. The
+/// copy-up recreated it (mknod) in the volume's host directory, and the volume was
+/// bound without nodev, so the node was live in the container (unlike the rootfs,
+/// which is nodev): with a disk's or /dev/mem's numbers only the device cgroup stood
+/// between the image and the host's hardware. Now the copy-up skips device nodes and
+/// fifos, and volumes are mounted nodev (so one the container makes is dead too), with
+/// the built-in launcher and with runc.
+#[tokio::test]
+async fn item4_device_nodes_in_an_image_volume_do_not_work() {
+    let runc = "[runtime.handlers.runc]\ntype = \"oci\"\npath = \"/usr/sbin/runc\"\n";
+    assert!(
+        std::path::Path::new("/usr/sbin/runc").exists(),
+        "runc (apt-get install runc) drives the oci handler half of this test"
+    );
+    let w = World::start(&image_with_device_in_volume(), "test/devvol", runc).await;
+    for handler in ["", "runc"] {
+        let name = if handler.is_empty() {
+            "builtin"
+        } else {
+            handler
+        };
+        let pod = w
+            .run_pod(&PodOptions::named(&format!("devvol-{name}")).handler(handler))
+            .await;
+        let id = w.run(&pod, w.config("holder", &["sleep", "3600"])).await;
+        let (code, out, err) = w.exec(&id, &["sh", "-c", DEVICE_PROBE]).await;
+        assert_eq!(code, 0, "{name}: the probe runs: {out} {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines.first().copied(),
+            Some("image-node-dead"),
+            "{name}: the image's device node must not work: {out}"
+        );
+        assert!(
+            lines.contains(&"made-node-dead") || lines.contains(&"mknod-refused"),
+            "{name}: a node made in the volume must not work either: {out}"
+        );
+        assert!(
+            lines.contains(&"seed") && !lines.contains(&"zero") && !lines.contains(&"pipe"),
+            "{name}: the seed file is copied up, the device node and fifo are not: {out}"
+        );
+        let mount = lines.last().copied().unwrap_or_default();
+        assert!(
+            mount
+                .split(' ')
+                .nth(3)
+                .is_some_and(|o| o.split(',').any(|o| o == "nodev")),
+            "{name}: the volume is mounted nodev: {mount:?}"
+        );
+    }
 }

@@ -191,13 +191,17 @@ fn bind_mount(
             destination.display()
         )
     })?;
-    if flags.contains(MsFlags::MS_RDONLY) {
-        // Read-only binds need a remount; keep the flags the source already has.
+    // A bind ignores per-mount flags: ro, nosuid, nodev and noexec need a remount
+    // (runc's `mountToRootfs` does the same); without it an image volume's "nodev"
+    // would be dropped and device nodes in it would work (issue 13, item 4).
+    let per_mount =
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if flags.intersects(per_mount) {
         let remount = MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT
             | (flags & !(MsFlags::MS_REC | MsFlags::MS_BIND));
         mount(None::<&str>, target, None::<&str>, remount, None::<&str>)
-            .map_err(|e| format!("remount {} read-only: {e}", destination.display()))?;
+            .map_err(|e| format!("remount {} with {flags:?}: {e}", destination.display()))?;
     }
     if options.iter().any(|o| o == "rro") {
         set_mount_attrs(target, MOUNT_ATTR_RDONLY)
