@@ -262,3 +262,112 @@ async fn item4_device_nodes_in_an_image_volume_do_not_work() {
         );
     }
 }
+
+/// Swaps `dir/sub` and `dir/swap` (a directory and a symlink) as fast as the kernel
+/// allows until dropped: what a container sharing the volume `dir` can do.
+struct Swapper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Swapper {
+    fn start(dir: &std::path::Path) -> Swapper {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dir = std::fs::File::open(dir).expect("open the volume");
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut swaps = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    nix::fcntl::renameat2(
+                        &dir,
+                        "sub",
+                        &dir,
+                        "swap",
+                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                    )
+                    .expect("swap");
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        Swapper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+impl Drop for Swapper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Item 6 (CVE-2021-30465 class), through crustd. Attack: a pod's volume is shared
+/// with a container that swaps `sub` in it between a directory and a symlink to a host
+/// directory while a sibling is created with a mount at `/vol/sub/x`. The built-in
+/// launcher resolved the target by path and then created and mounted by path, so a
+/// swap in between created `x` in (and mounted onto) the host directory. Now the
+/// target is resolved with openat2(RESOLVE_IN_ROOT) and mounted by descriptor: every
+/// sibling is created and the host directory never receives anything. (The runtime's
+/// launcher test checks where the mount lands.)
+#[tokio::test]
+async fn item6_racing_symlink_swap_in_a_shared_volume_cannot_redirect_a_mount() {
+    const TRIALS: usize = 30;
+    let image = busybox_image(&["sh", "true"], |_| {});
+    let w = World::start(&image, "test/swap", "").await;
+    let base = w.sb.path().join("item6");
+    let (vol, source, host_dir) = (base.join("vol"), base.join("source"), base.join("host-dir"));
+    for dir in [&vol.join("sub"), &source, &host_dir] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(source.join("marker"), "from-source\n").unwrap();
+    std::os::unix::fs::symlink(&host_dir, vol.join("swap")).unwrap();
+    let pod = w.run_pod(&PodOptions::named("swap")).await;
+    let entries = || -> Vec<String> {
+        std::fs::read_dir(&host_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+
+    let swapper = Swapper::start(&vol);
+    let mut broken = Vec::new();
+    for trial in 0..TRIALS {
+        let mut config = w.config(&format!("victim{trial}"), &["true"]);
+        config.mounts = vec![
+            crust_proto::runtime::v1::Mount {
+                container_path: "/vol".into(),
+                host_path: vol.display().to_string(),
+                ..Default::default()
+            },
+            crust_proto::runtime::v1::Mount {
+                container_path: "/vol/sub/x".into(),
+                host_path: source.display().to_string(),
+                ..Default::default()
+            },
+        ];
+        let created = w.create(&pod, config).await;
+        assert!(
+            entries().is_empty(),
+            "trial {trial}: the host directory received {:?} ({created:?})",
+            entries()
+        );
+        if let Err(e) = created {
+            broken.push(format!("trial {trial}: {e}"));
+        }
+    }
+    eprintln!("{} swaps during {TRIALS} creates", swapper.stop());
+    assert!(broken.is_empty(), "the race broke creates: {broken:?}");
+}
