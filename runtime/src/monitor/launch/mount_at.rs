@@ -128,7 +128,7 @@ const MAX_TURNS: usize = 4096;
 /// (directories 0755, a final file 0644 for [`TargetKind::File`]), every step relative
 /// to descriptors resolved in the root. A dangling symlink on the way is followed to
 /// create its target inside the root, as a path walk confined to the rootfs would
-/// (what `resolve_in_root` did by path).
+/// (what the launcher used to do by path, with a race).
 pub(super) fn open_target(
     root: &OwnedFd,
     dest: &Path,

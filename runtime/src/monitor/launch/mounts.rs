@@ -6,7 +6,7 @@
 use std::{
     fs,
     os::fd::OwnedFd,
-    path::{Component, Path, PathBuf},
+    path::{Path, PathBuf},
 };
 
 use nix::{
@@ -112,8 +112,8 @@ pub(super) fn prepare_rootfs(
                     .contains(MsFlags::MS_BIND))
     });
     if !dev_is_bound {
-        super::devices::create_devices(&linux, rootfs)?;
-        super::devices::dev_links(rootfs)?;
+        super::devices::create_devices(&linux, &root)?;
+        super::devices::dev_links(&root)?;
     }
 
     // pivot_root(".", ".") stacks the old root on the new one; runc's `pivotRoot` then
@@ -427,62 +427,6 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `dest` inside `rootfs`, resolving every symlink on the way as if `rootfs` were `/`
-/// (an absolute link restarts at the rootfs, `..` stops at it), so nothing created or
-/// mounted for the container can land on the host, whatever links the image holds.
-/// (Only the image and crust write the rootfs before the container starts, so the
-/// walk is not racing the container.)
-pub(super) fn resolve_in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, String> {
-    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
-    let mut pending: Vec<std::ffi::OsString> = dest
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(p) => Some(p.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate: PathBuf = std::iter::once(rootfs.as_os_str().to_os_string())
-            .chain(resolved.iter().cloned())
-            .chain(std::iter::once(part.clone()))
-            .collect();
-        match fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                hops += 1;
-                if hops > 40 {
-                    return Err(format!(
-                        "too many symlinks resolving {} in the rootfs",
-                        dest.display()
-                    ));
-                }
-                let target = fs::read_link(&candidate)
-                    .map_err(|e| format!("read link {}: {e}", candidate.display()))?;
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                for c in target.components().rev() {
-                    match c {
-                        Component::Normal(p) => pending.push(p.to_os_string()),
-                        Component::ParentDir => pending.push("..".into()),
-                        _ => {}
-                    }
-                }
-            }
-            _ => resolved.push(part),
-        }
-    }
-    Ok(std::iter::once(rootfs.as_os_str().to_os_string())
-        .chain(resolved)
-        .collect())
-}
-
 /// `mount_setattr(2)` attribute bits (linux/mount.h).
 pub(super) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub(super) const MOUNT_ATTR_NOSUID: u64 = 0x2;
@@ -529,39 +473,7 @@ pub(super) fn mount_flags(options: &[String]) -> (MsFlags, Option<String>) {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::symlink;
-
     use super::*;
-
-    #[test]
-    fn destinations_stay_in_the_rootfs_whatever_the_links() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::create_dir_all(root.join("real")).unwrap();
-        symlink("/run/nologin", root.join("etc/hosts")).unwrap();
-        symlink("../../../../..", root.join("up")).unwrap();
-        symlink("/real", root.join("abs")).unwrap();
-        symlink("loop2", root.join("loop1")).unwrap();
-        symlink("loop1", root.join("loop2")).unwrap();
-        let cases: &[(&str, PathBuf)] = &[
-            ("/etc/resolv.conf", root.join("etc/resolv.conf")),
-            ("/etc/hosts", root.join("run/nologin")),
-            ("/up/etc", root.join("etc")),
-            ("/abs/x", root.join("real/x")),
-            ("/../../etc", root.join("etc")),
-            ("/a/../../b", root.join("b")),
-        ];
-        for (dest, want) in cases {
-            let got = resolve_in_root(root, Path::new(dest)).unwrap();
-            assert_eq!(&got, want, "{dest}");
-            assert!(got.starts_with(root), "{dest} escaped to {}", got.display());
-        }
-        assert!(
-            resolve_in_root(root, Path::new("/loop1/x")).is_err(),
-            "symlink loops are refused"
-        );
-    }
 
     #[test]
     fn mount_options() {
