@@ -344,6 +344,7 @@ mod tests {
         fs::create_dir_all(root.join("etc")).unwrap();
         fs::create_dir_all(root.join("real")).unwrap();
         symlink(outside.path(), root.join("abs-out")).unwrap();
+        symlink("/run/nologin", root.join("etc/hosts")).unwrap();
         symlink("../../../../..", root.join("up")).unwrap();
         symlink("/real", root.join("abs")).unwrap();
         symlink("/made/by/link", root.join("dangling")).unwrap();
@@ -357,6 +358,8 @@ mod tests {
                 TargetKind::File,
                 root.join("etc/resolv.conf"),
             ),
+            // A dangling link as the target: its target is made, in the root.
+            ("/etc/hosts", TargetKind::File, root.join("run/nologin")),
             ("/up/etc", TargetKind::Dir, root.join("etc")),
             ("/abs/x", TargetKind::Dir, root.join("real/x")),
             ("/../../etc", TargetKind::Dir, root.join("etc")),
