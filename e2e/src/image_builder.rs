@@ -86,9 +86,20 @@ impl LayerBuilder {
         self
     }
 
-    /// A named pipe (FIFO) at `path`.
-    pub fn fifo(&mut self, path: &str) -> &mut Self {
-        let mut h = Self::header(tar::EntryType::Fifo, 0o644, 0);
+    /// A character device node `major:minor` (for tests of images that carry them).
+    pub fn char_device(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Char, mode, 0);
+        h.set_device_major(major).expect("ustar device major");
+        h.set_device_minor(minor).expect("ustar device minor");
+        self.builder
+            .append_data(&mut h, path, std::io::empty())
+            .expect("append char device");
+        self
+    }
+
+    /// A named pipe.
+    pub fn fifo(&mut self, path: &str, mode: u32) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Fifo, mode, 0);
         self.builder
             .append_data(&mut h, path, std::io::empty())
             .expect("append fifo");

@@ -140,7 +140,7 @@ async fn item7_passwd_symlink_to_dev_zero_and_fifo_are_refused() {
         &w,
         "passwd-fifo",
         &image("app", |l| {
-            l.fifo("etc/passwd");
+            l.fifo("etc/passwd", 0o644);
         }),
     )
     .await;

@@ -174,6 +174,18 @@ async fn create_and_start_spec(
     spec: &oci_spec::runtime::Spec,
     cgroup_dirs: Vec<PathBuf>,
 ) -> (crust_runtime::proc::ProcRef, PathBuf, PathBuf) {
+    try_create_and_start_spec(pod, id, spec, cgroup_dirs)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`create_and_start_spec`], saying why the monitor refused.
+async fn try_create_and_start_spec(
+    pod: &Pod,
+    id: &str,
+    spec: &oci_spec::runtime::Spec,
+    cgroup_dirs: Vec<PathBuf>,
+) -> Result<(crust_runtime::proc::ProcRef, PathBuf, PathBuf), String> {
     let d = pod.dir.path();
     let spec_path = d.join(format!("{id}.json"));
     fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
@@ -194,7 +206,9 @@ async fn create_and_start_spec(
     let reply = monitor::request(&pod.spec.socket, &req, Duration::from_secs(10))
         .await
         .unwrap();
-    assert!(reply.ok, "create: {:?}", reply.error);
+    if !reply.ok {
+        return Err(format!("create: {:?}", reply.error));
+    }
     let pid = reply.pid.expect("pid");
     let reply = monitor::request(
         &pod.spec.socket,
@@ -203,8 +217,10 @@ async fn create_and_start_spec(
     )
     .await
     .unwrap();
-    assert!(reply.ok, "start: {:?}", reply.error);
-    (pid, log, exit)
+    if !reply.ok {
+        return Err(format!("start: {:?}", reply.error));
+    }
+    Ok((pid, log, exit))
 }
 
 fn log_lines(path: &Path) -> Vec<(String, String)> {
@@ -664,4 +680,219 @@ async fn bidirectional_mount_needs_a_shared_source() {
     assert!(!reply.ok, "created with a private bidirectional source");
     let error = reply.error.unwrap_or_default();
     assert!(error.contains("not shared"), "{error}");
+}
+
+/// The mounts of the item 6 tests: `shared` (a volume another container also has) at
+/// /vol, and `source` (holding `marker`) at `/vol/<through>/x`.
+fn volume_mounts(shared: &Path, source: &Path, through: &str) -> Vec<container::MountSpec> {
+    let bind = |container_path: String, host: &Path| container::MountSpec {
+        container_path,
+        host_path: host.display().to_string(),
+        readonly: false,
+        propagation: container::Propagation::Private,
+        recursive_read_only: false,
+    };
+    vec![
+        bind("/vol".into(), shared),
+        bind(format!("/vol/{through}/x"), source),
+    ]
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Issue 13, item 6 (static half). A volume holds `link -> <a host directory>`, and a
+/// mount's target runs through it (`/vol/link/x`): the link is read inside the rootfs
+/// (RESOLVE_IN_ROOT), so the mount lands at `<rootfs><host dir>/x` and the host
+/// directory itself stays untouched.
+#[tokio::test]
+async fn item6_symlink_in_a_mount_target_resolves_inside_the_rootfs() {
+    let pod = pod().await;
+    let d = pod.dir.path();
+    let root = rootfs(d);
+    let (shared, source, host_dir) = (d.join("shared"), d.join("source"), d.join("host-dir"));
+    for dir in [&shared, &source, &host_dir] {
+        fs::create_dir_all(dir).unwrap();
+    }
+    fs::write(source.join("marker"), "from-source\n").unwrap();
+    std::os::unix::fs::symlink(&host_dir, shared.join("link")).unwrap();
+    let mut input = spec_input(
+        &pod,
+        &root,
+        &["/bin/cat", "/vol/link/x/marker"],
+        SecurityContextSpec::default(),
+    );
+    input.container.mounts = volume_mounts(&shared, &source, "link");
+    let (_, log, exit) = create_and_start(&pod, "static", &input).await;
+    let record = wait_exit(&exit).await;
+    assert_eq!(
+        (record.exit_code, log_lines(&log)),
+        (0, vec![("stdout".into(), "from-source".into())]),
+        "the container sees the mount through the link"
+    );
+    assert!(
+        entries(&host_dir).is_empty(),
+        "the host directory the link names is untouched: {:?}",
+        entries(&host_dir)
+    );
+    let inside = root.join(host_dir.strip_prefix("/").unwrap()).join("x");
+    assert!(inside.is_dir(), "the target was made inside the rootfs");
+}
+
+/// Issue 13, item 6 (CVE-2021-30465 class). Another container sharing the volume swaps
+/// a component of a mount target between a directory and a symlink to a host
+/// directory (`renameat2(RENAME_EXCHANGE)` in a tight loop). Resolving the target by
+/// path and then creating and mounting by path let the swap land in between: the
+/// target directory was created in, and the mount made on, the host directory. With
+/// targets held by descriptors resolved in the rootfs, every one of the containers
+/// gets its mount inside its rootfs, and the host directory never receives anything.
+#[tokio::test]
+async fn item6_racing_symlink_swap_never_moves_a_mount_out_of_the_rootfs() {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    };
+    const TRIALS: usize = 20;
+    let pod = pod().await;
+    let d = pod.dir.path();
+    let root = rootfs(d);
+    let (shared, source, host_dir) = (d.join("shared"), d.join("source"), d.join("host-dir"));
+    for dir in [&shared.join("sub"), &source, &host_dir] {
+        fs::create_dir_all(dir).unwrap();
+    }
+    fs::write(source.join("marker"), "from-source\n").unwrap();
+    std::os::unix::fs::symlink(&host_dir, shared.join("swap")).unwrap();
+
+    // The attacker: `sub` and `swap` trade places as fast as the kernel allows. The
+    // test pauses it to look: `paused` stops new swaps, holding `turn` waits out the
+    // one in flight.
+    let paused = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let turn = Arc::new(Mutex::new(()));
+    let swapper = {
+        let (paused, stop, swaps, turn, shared) = (
+            paused.clone(),
+            stop.clone(),
+            swaps.clone(),
+            turn.clone(),
+            shared.clone(),
+        );
+        std::thread::spawn(move || {
+            let dir = fs::File::open(&shared).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                if paused.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                let _turn = turn.lock().unwrap();
+                if paused.load(Ordering::SeqCst) {
+                    continue;
+                }
+                nix::fcntl::renameat2(
+                    &dir,
+                    "sub",
+                    &dir,
+                    "swap",
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
+                swaps.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    struct StopOnDrop(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            if let Some(t) = self.1.take() {
+                let _ = t.join();
+            }
+        }
+    }
+    let _swapper = StopOnDrop(stop, Some(swapper));
+
+    let in_rootfs_host_dir = root.join(host_dir.strip_prefix("/").unwrap()).join("x");
+    let mut broken = Vec::new();
+    for trial in 0..TRIALS {
+        let id = format!("race{trial}");
+        let mut input = spec_input(
+            &pod,
+            &root,
+            &["/bin/sleep", "1000"],
+            SecurityContextSpec::default(),
+        );
+        input.container.mounts = volume_mounts(&shared, &source, "sub");
+        let spec = container::generate_spec(&input, &HostDevices::default()).expect("spec");
+        let created = try_create_and_start_spec(&pod, &id, &spec, vec![]).await;
+
+        paused.store(true, Ordering::SeqCst);
+        let still = turn.lock().unwrap();
+        // Checked first, whether or not the container came up: what a lost race
+        // leaves on the host.
+        assert!(
+            entries(&host_dir).is_empty(),
+            "trial {trial}: the host directory received {:?} ({created:?})",
+            entries(&host_dir)
+        );
+        let (pid, _, exit) = match created {
+            Ok(created) => created,
+            Err(e) => {
+                // Asserted at the end, so that the host check above runs every trial.
+                broken.push(format!("trial {trial}: {e}"));
+                drop(still);
+                paused.store(false, Ordering::SeqCst);
+                continue;
+            }
+        };
+        // The mount is in the container's rootfs: on the real directory (whichever
+        // name it has now) or, through the link read in the rootfs, below
+        // <rootfs><host dir>.
+        let real = if fs::symlink_metadata(shared.join("sub")).unwrap().is_dir() {
+            "sub"
+        } else {
+            "swap"
+        };
+        let in_container = |p: &Path| {
+            let rel = p.strip_prefix(&root).unwrap();
+            PathBuf::from(format!("/proc/{}/root", pid.pid))
+                .join(rel)
+                .join("marker")
+        };
+        let candidates = [
+            root.join("vol").join(real).join("x"),
+            in_rootfs_host_dir.clone(),
+        ];
+        let found = candidates
+            .iter()
+            .filter(|p| fs::read_to_string(in_container(p)).is_ok_and(|t| t == "from-source\n"))
+            .count();
+        assert_eq!(
+            found,
+            1,
+            "trial {trial}: the mount is in the rootfs, at one of {candidates:?}; the \
+             container's mounts: {}",
+            fs::read_to_string(format!("/proc/{}/mountinfo", pid.pid)).unwrap_or_default()
+        );
+        drop(still);
+        let _ = monitor::request(
+            &pod.spec.socket,
+            &Request::Signal {
+                id: id.clone(),
+                signal: 9,
+            },
+            Duration::from_secs(5),
+        )
+        .await;
+        wait_exit(&exit).await;
+        paused.store(false, Ordering::SeqCst);
+    }
+    eprintln!(
+        "{} swaps during {TRIALS} trials",
+        swaps.load(Ordering::SeqCst)
+    );
 }

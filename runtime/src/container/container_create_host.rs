@@ -191,7 +191,7 @@ fn copy_attrs(meta: &fs::Metadata, dest: &Path) -> Result<(), HostError> {
 }
 
 /// Merges one layer's directory `src` into `dest`, applying its whiteouts and opaque
-/// directories. Hard links become copies; sockets are skipped (they are not content).
+/// directories. Hard links become copies; device nodes, fifos and sockets are skipped.
 /// Deepest directory nesting copied up: a hostile image's pathologically deep tree
 /// fails the container instead of exhausting crustd's stack.
 const MAX_COPY_DEPTH: usize = 128;
@@ -224,29 +224,23 @@ fn merge(src: &Path, dest: &Path, depth: usize) -> Result<(), HostError> {
             merge(&from, &to, depth + 1)?;
             continue;
         }
+        if !(ft.is_file() || ft.is_symlink()) {
+            // Device nodes, fifos and sockets are not copied up (issue 13, item 4): a
+            // device node in an image VOLUME (a copy of /dev/mem's or a disk's
+            // numbers) would be live in the container, since a volume is a bind of a
+            // host directory rather than the nodev rootfs; the volume is mounted nodev
+            // too (`spec_mounts`), this keeps such nodes out of the store's volume dirs
+            // altogether. What a lower layer has there is still shadowed, as the image
+            // says.
+            remove(&to)?;
+            continue;
+        }
         remove(&to)?;
         if ft.is_file() {
             fs::copy(&from, &to).map_err(at("copy", &from))?;
-        } else if ft.is_symlink() {
+        } else {
             let target = fs::read_link(&from).map_err(at("read link", &from))?;
             symlink(&target, &to).map_err(at("symlink", &to))?;
-        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
-            let kind = if ft.is_char_device() {
-                nix::sys::stat::SFlag::S_IFCHR
-            } else if ft.is_block_device() {
-                nix::sys::stat::SFlag::S_IFBLK
-            } else {
-                nix::sys::stat::SFlag::S_IFIFO
-            };
-            nix::sys::stat::mknod(
-                &to,
-                kind,
-                nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777),
-                meta.rdev(),
-            )
-            .map_err(|e| at("mknod", &to)(e.into()))?;
-        } else {
-            continue;
         }
         copy_attrs(&meta, &to)?;
     }
@@ -342,6 +336,55 @@ mod tests {
             assert!(vol.is_dir(), "{why}: the volume exists");
             assert!(listing(&vol).is_empty(), "{why}: {:?}", listing(&vol));
         }
+    }
+
+    /// Issue 13, item 4: device nodes and fifos in an image VOLUME are not copied up
+    /// (a lower layer's file of the same name stays hidden); files and symlinks are.
+    #[test]
+    fn copy_up_skips_device_nodes_and_fifos() {
+        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, upper) = (tmp.path().join("l1"), tmp.path().join("l2"));
+        write(&lower.join("data/mem"), "lower file");
+        write(&upper.join("data/plain"), "kept");
+        symlink("plain", upper.join("data/link")).unwrap();
+        mknod(
+            &upper.join("data/mem"),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(1, 1),
+        )
+        .unwrap();
+        mknod(
+            &upper.join("data/disk"),
+            SFlag::S_IFBLK,
+            Mode::from_bits_truncate(0o660),
+            makedev(8, 0),
+        )
+        .unwrap();
+        mknod(
+            &upper.join("data/pipe"),
+            SFlag::S_IFIFO,
+            Mode::from_bits_truncate(0o644),
+            0,
+        )
+        .unwrap();
+        let vol = tmp.path().join("volumes/0-data");
+        create_image_volumes(
+            &[("/data".into(), vol.clone())],
+            &[upper.clone(), lower.clone()],
+        )
+        .unwrap();
+        let mut names: Vec<String> = fs::read_dir(&vol)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["link", "plain"],
+            "only the file and the link are copied"
+        );
     }
 
     #[test]

@@ -244,11 +244,19 @@ pub(crate) fn mounts(
             ));
         }
     }
+    // nodev, as CRI-O mounts image volumes: the copy-up leaves device nodes out, and
+    // nodev keeps any the container makes there (it has CAP_MKNOD) dead too, as on
+    // its nodev rootfs (issue 13, item 4).
     for (dest, host) in image_volumes(c, &input.image, &input.volumes_root)? {
         extra.push(bind(
             dest,
             host,
-            vec!["rbind".into(), "rprivate".into(), "rw".into()],
+            vec![
+                "rbind".into(),
+                "rprivate".into(),
+                "nodev".into(),
+                "rw".into(),
+            ],
         ));
     }
 
@@ -592,7 +600,11 @@ mod tests {
             db.source().as_deref(),
             Some(root.join("1-var_lib_db").as_path())
         );
-        assert_eq!(opts(db), ["rbind", "rprivate", "rw"]);
+        assert_eq!(
+            opts(db),
+            ["rbind", "rprivate", "nodev", "rw"],
+            "image volumes are nodev (issue 13, item 4)"
+        );
         assert_eq!(
             find(&ms, "/cache").source().as_deref(),
             Some(Path::new("/srv/cache")),

@@ -98,6 +98,14 @@ pub(super) enum Event {
 /// goes to the attachers, never to the monitor loop).
 pub(super) const STDIN_BUFFER: usize = 1 << 20;
 
+/// Output read from one stream per loop turn (and the size of one read).
+pub(super) const OUTPUT_CHUNK: usize = 64 * 1024;
+
+/// Output read at once from a stream whose process is gone: the most a pipe can hold
+/// (`/proc/sys/fs/pipe-max-size`'s default, which an unprivileged container cannot
+/// raise its pipe past).
+const EXIT_DRAIN: usize = 1 << 20;
+
 /// All containers of this pod.
 #[derive(Default)]
 pub(super) struct Containers {
@@ -308,8 +316,13 @@ impl Containers {
         fds
     }
 
-    /// Copies whatever the pipe holds into the log; closes it at EOF.
-    pub(super) fn on_output(&mut self, id: &str, stream: Stream) {
+    /// Copies up to `budget` bytes from the pipe into the log; closes it at EOF.
+    ///
+    /// The budget is what keeps the monitor responsive: a writer that never stops
+    /// (`yes`) refills the pipe as fast as it is read, so "until empty" would never
+    /// end and the control socket would wait behind it (issue 13, item 8). The loop
+    /// gives each stream [`OUTPUT_CHUNK`] per turn, round-robin.
+    pub(super) fn on_output(&mut self, id: &str, stream: Stream, budget: usize) {
         let Some(c) = self.map.get_mut(id) else {
             return;
         };
@@ -321,11 +334,17 @@ impl Containers {
         // SAFETY: the fd is owned by `slot` and stays open while this File view lives;
         // the view is forgotten, never closed.
         let mut file = unsafe_view(fd.as_raw_fd());
-        let mut buf = [0u8; 64 * 1024];
+        let mut buf = [0u8; OUTPUT_CHUNK];
+        let mut left = budget;
         let eof = loop {
-            match file.read(&mut buf) {
+            if left == 0 {
+                break false;
+            }
+            let want = left.min(buf.len());
+            match file.read(&mut buf[..want]) {
                 Ok(0) => break true,
                 Ok(n) => {
+                    left -= n;
                     c.log.write(stream, &buf[..n]);
                     if c.tee {
                         self.events
@@ -353,9 +372,11 @@ impl Containers {
             return false;
         };
         let id = id.clone();
-        // Output still in the pipes belongs to the log before the exit is visible.
+        // Output still in the pipes belongs to the log before the exit is visible. A
+        // pipe holds at most EXIT_DRAIN; more means a writer outlived the process
+        // (killed just below), and the loop reads the rest.
         for stream in [Stream::Stdout, Stream::Stderr] {
-            self.on_output(&id, stream);
+            self.on_output(&id, stream, EXIT_DRAIN);
         }
         let c = self.map.get_mut(&id).expect("present");
         let (exit_code, signal) = match status {
@@ -585,7 +606,7 @@ impl Containers {
         if c.stdin_closing && c.stdin_buf.is_empty() && c.stdin.take().is_some() && c.stdio.tty {
             // The master has a second descriptor (the output one): drop it too, after
             // taking what output is left, so the terminal hangs up.
-            self.on_output(id, Stream::Stdout);
+            self.on_output(id, Stream::Stdout, EXIT_DRAIN);
             if let Some(c) = self.map.get_mut(id)
                 && c.stdout.take().is_some()
             {

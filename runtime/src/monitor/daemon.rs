@@ -32,6 +32,9 @@ use nix::{
 use super::{MonitorPids, MonitorSpec, Reply, Request, StartMessage};
 use crate::proc::ProcRef;
 
+/// Connections answered in one loop turn before output gets its turn again.
+const CONNECTIONS_PER_TURN: usize = 16;
+
 /// Environment variable carrying the PID of the crustd that started the monitor.
 pub const PARENT_ENV: &str = "CRUST_MONITOR_PARENT";
 
@@ -402,9 +405,31 @@ impl Monitor {
                 .filter(|(_, r, w)| *r || *w)
                 .collect();
             drop(fds);
+            // The control socket first: crustd's requests (create, stop, reopen the
+            // log) must not wait behind output, whatever its rate. A request may add or
+            // remove containers and attachers, so a turn that served one polls afresh.
+            if conn_ready {
+                for _ in 0..CONNECTIONS_PER_TURN {
+                    let Ok((conn, _)) = listener.accept() else {
+                        break;
+                    };
+                    if !self.peer_allowed(&conn) {
+                        // Closed unread: nothing a stranger sends is parsed.
+                        continue;
+                    }
+                    if self.handle(conn) {
+                        return self.shutdown();
+                    }
+                }
+                self.attach.dispatch(&mut self.containers);
+                continue;
+            }
+            // Then one bounded chunk per ready stream: a stream that is never empty
+            // (`yes`) gets its turn and no more (issue 13, item 8).
             for i in readable {
                 let (id, stream, _) = &outputs[i];
-                self.containers.on_output(id, *stream);
+                self.containers
+                    .on_output(id, *stream, super::containers::OUTPUT_CHUNK);
             }
             for i in stdin_ready {
                 self.containers.flush_stdin(&inputs[i].0);
@@ -425,17 +450,6 @@ impl Monitor {
             }
             // Output and exits reach attachers in the order they happened.
             self.attach.dispatch(&mut self.containers);
-            if conn_ready {
-                while let Ok((conn, _)) = listener.accept() {
-                    if !self.peer_allowed(&conn) {
-                        // Closed unread: nothing a stranger sends is parsed.
-                        continue;
-                    }
-                    if self.handle(conn) {
-                        return self.shutdown();
-                    }
-                }
-            }
         }
     }
 

@@ -14,6 +14,7 @@
 
 mod cgroupfs;
 mod devices;
+mod mount_at;
 mod mounts;
 mod terminal;
 

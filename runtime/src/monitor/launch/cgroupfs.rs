@@ -5,13 +5,15 @@
 //! unless the spec asks `rw` (privileged); on a pure v2 host, a fresh cgroup2 mount,
 //! which shows the root of the container's cgroup namespace.
 
-use std::{fs, path::Path, path::PathBuf};
+use std::{fs, os::fd::OwnedFd, path::Path, path::PathBuf};
 
 use nix::mount::{MsFlags, mount};
 
-use super::mounts::{
-    MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, mountinfo,
-    set_mount_attrs,
+use super::{
+    mount_at::{fd_path, set_attrs_fd},
+    mounts::{
+        MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, mountinfo,
+    },
 };
 
 /// Where the process's cgroups are on the host. Read after the monitor placed the
@@ -85,30 +87,39 @@ impl CgroupView {
     /// Mounts the view at `target` (a directory in the rootfs) with the mount's
     /// `flags`: read-only (recursively: every hierarchy's bind, not just the tmpfs)
     /// when they say `ro`.
-    pub(super) fn mount(&self, target: &Path, flags: MsFlags) -> Result<(), String> {
+    /// `target` is the mount point's descriptor (see `mount_at`); `reopen` resolves
+    /// it again once something is mounted there, to reach what was mounted.
+    pub(super) fn mount(
+        &self,
+        target: &OwnedFd,
+        reopen: &dyn Fn() -> Result<OwnedFd, String>,
+        flags: MsFlags,
+    ) -> Result<(), String> {
         let keep = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         match self {
             CgroupView::V2 => {
-                return mount(
+                mount(
                     Some("cgroup2"),
-                    target,
+                    &fd_path(target),
                     Some("cgroup2"),
                     flags & (keep | MsFlags::MS_RDONLY),
                     None::<&str>,
                 )
-                .map_err(|e| format!("mount cgroup2: {e}"));
+                .map_err(|e| format!("mount cgroup2: {e}"))?;
             }
             CgroupView::V1 { dirs, links } => {
                 mount(
                     Some("tmpfs"),
-                    target,
+                    &fd_path(target),
                     Some("tmpfs"),
                     flags & keep,
                     Some("mode=755"),
                 )
                 .map_err(|e| format!("mount tmpfs: {e}"))?;
+                let top = reopen()?;
+                let base = fd_path(&top);
                 for (name, source) in dirs {
-                    let dest = target.join(name);
+                    let dest = base.join(name);
                     fs::create_dir_all(&dest)
                         .map_err(|e| format!("create {}: {e}", dest.display()))?;
                     mount(
@@ -121,7 +132,7 @@ impl CgroupView {
                     .map_err(|e| format!("bind {}: {e}", source.display()))?;
                 }
                 for (name, to) in links {
-                    std::os::unix::fs::symlink(to, target.join(name))
+                    std::os::unix::fs::symlink(to, base.join(name))
                         .map_err(|e| format!("link {name}: {e}"))?;
                 }
             }
@@ -138,7 +149,7 @@ impl CgroupView {
             }
         }
         if attrs != 0 {
-            set_mount_attrs(target, attrs)?;
+            set_attrs_fd(&reopen()?, attrs, true).map_err(|e| format!("set flags: {e}"))?;
         }
         Ok(())
     }

@@ -5,28 +5,33 @@
 //! device cgroup's business (`linux.resources.devices`), not this module's.
 
 use std::{
-    fs::{self, DirBuilder, OpenOptions},
-    io::ErrorKind,
-    os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, symlink},
+    fs,
+    os::{
+        fd::OwnedFd,
+        unix::fs::{FileTypeExt, MetadataExt},
+    },
     path::Path,
 };
 
 use nix::{
     errno::Errno,
+    fcntl::AtFlags,
     mount::{MsFlags, mount},
-    sys::stat::{Mode, SFlag, makedev, mknod, umask},
-    unistd::{Gid, Uid, chown},
+    sys::stat::{Mode, SFlag, makedev, mknodat, umask},
+    unistd::{Gid, Uid, UnlinkatFlags, fchownat, symlinkat, unlinkat},
 };
 use oci_spec::runtime::{Linux, LinuxDevice, LinuxDeviceType};
 
-use super::mounts::resolve_in_root;
+use super::mount_at::{self, TargetKind};
 
 /// The devices runc adds to every container even when the spec does not list them
 /// (libcontainer/specconv `AllowedDevices`): the ones spec generation lists too.
 use crate::container::spec_devices::DEFAULT_DEVICES;
 
-/// Creates the spec's devices (and the defaults it does not list) under `rootfs`.
-pub(super) fn create_devices(linux: &Linux, rootfs: &Path) -> Result<(), String> {
+/// Creates the spec's devices (and the defaults it does not list) in the rootfs `root`
+/// (a descriptor, see `mount_at`: each node is made relative to its directory's
+/// descriptor, resolved inside the rootfs).
+pub(super) fn create_devices(linux: &Linux, root: &OwnedFd) -> Result<(), String> {
     let mut devices = linux.devices().clone().unwrap_or_default();
     for (path, major, minor) in DEFAULT_DEVICES {
         if !devices.iter().any(|d| d.path() == Path::new(path)) {
@@ -41,27 +46,23 @@ pub(super) fn create_devices(linux: &Linux, rootfs: &Path) -> Result<(), String>
     }
     // The nodes get exactly the spec's modes, as runc does (it sets umask 0 too).
     let old = umask(Mode::empty());
-    let result = devices.iter().try_for_each(|d| create_device(rootfs, d));
+    let result = devices.iter().try_for_each(|d| create_device(root, d));
     umask(old);
     result
 }
 
-fn create_device(rootfs: &Path, d: &LinuxDevice) -> Result<(), String> {
+fn create_device(root: &OwnedFd, d: &LinuxDevice) -> Result<(), String> {
     // /dev/ptmx is the devpts instance's (a link made by `dev_links`), as in runc.
     if d.path() == Path::new("/dev/ptmx") {
         return Ok(());
     }
-    let dest = resolve_in_root(rootfs, d.path())?;
-    if dest == rootfs {
+    let (Some(parent), Some(name)) = (d.path().parent(), d.path().file_name()) else {
         return Err(format!("device {} is the rootfs", d.path().display()));
+    };
+    if name == ".." {
+        return Err(format!("device {} names no node", d.path().display()));
     }
-    if let Some(parent) = dest.parent() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| format!("create {}: {e}", parent.display()))?;
-    }
+    let dir = mount_at::open_target(root, parent, TargetKind::Dir)?;
     let kind = match d.typ() {
         LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
         LinuxDeviceType::B => SFlag::S_IFBLK,
@@ -76,18 +77,20 @@ fn create_device(rootfs: &Path, d: &LinuxDevice) -> Result<(), String> {
     // OCI: fileMode is the permission bits (runc drops any type bits given).
     let perm = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666) & 0o7777);
     let dev = makedev(d.major() as u64, d.minor() as u64);
-    match mknod(&dest, kind, perm, dev) {
+    match mknodat(&dir, name, kind, perm, dev) {
         Ok(()) => {}
         // runc leaves a node that is already there (a /dev that is not a fresh tmpfs).
         Err(Errno::EEXIST) => return Ok(()),
         // No CAP_MKNOD (or a user namespace): bind the host's node, as runc does.
-        Err(Errno::EPERM) => return bind_host_node(&dest, d, kind),
+        Err(Errno::EPERM) => return bind_host_node(root, d, kind),
         Err(e) => return Err(format!("mknod {}: {e}", d.path().display())),
     }
-    chown(
-        &dest,
+    fchownat(
+        &dir,
+        name,
         Some(Uid::from_raw(d.uid().unwrap_or(0))),
         Some(Gid::from_raw(d.gid().unwrap_or(0))),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
     )
     .map_err(|e| format!("chown {}: {e}", d.path().display()))
 }
@@ -95,7 +98,7 @@ fn create_device(rootfs: &Path, d: &LinuxDevice) -> Result<(), String> {
 /// runc's `bindMountDeviceNode`: binds the host node at the device's own path. Checked
 /// first to be the same device, so a host without it fails instead of exposing
 /// another node.
-fn bind_host_node(dest: &Path, d: &LinuxDevice, kind: SFlag) -> Result<(), String> {
+fn bind_host_node(root: &OwnedFd, d: &LinuxDevice, kind: SFlag) -> Result<(), String> {
     let host = d.path();
     let meta = fs::metadata(host).map_err(|e| {
         format!(
@@ -115,16 +118,10 @@ fn bind_host_node(dest: &Path, d: &LinuxDevice, kind: SFlag) -> Result<(), Strin
             host.display()
         ));
     }
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(dest)
-        .map_err(|e| format!("create {}: {e}", dest.display()))?;
+    let target = mount_at::open_target(root, host, TargetKind::File)?;
     mount(
         Some(host),
-        dest,
+        &mount_at::fd_path(&target),
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
@@ -134,12 +131,13 @@ fn bind_host_node(dest: &Path, d: &LinuxDevice, kind: SFlag) -> Result<(), Strin
 
 /// The links every /dev has (runc's `setupPtmx` and `setupDevSymlinks`). A name the
 /// spec already put there (a device or mount) is left alone.
-pub(super) fn dev_links(rootfs: &Path) -> Result<(), String> {
-    let dev = resolve_in_root(rootfs, Path::new("/dev"))?;
+pub(super) fn dev_links(root: &OwnedFd) -> Result<(), String> {
+    let dev = mount_at::open_target(root, Path::new("/dev"), TargetKind::Dir)?;
     // runc removes any /dev/ptmx node first: the container's devpts owns ptys.
-    let ptmx = dev.join("ptmx");
-    if fs::symlink_metadata(&ptmx).is_ok_and(|m| !m.is_dir()) {
-        fs::remove_file(&ptmx).map_err(|e| format!("remove /dev/ptmx: {e}"))?;
+    match unlinkat(&dev, "ptmx", UnlinkatFlags::NoRemoveDir) {
+        // EISDIR/EPERM: a directory (a mount point) stays.
+        Ok(()) | Err(Errno::ENOENT | Errno::EISDIR | Errno::EPERM) => {}
+        Err(e) => return Err(format!("remove /dev/ptmx: {e}")),
     }
     let mut links = vec![
         ("ptmx", "pts/ptmx"),
@@ -152,9 +150,8 @@ pub(super) fn dev_links(rootfs: &Path) -> Result<(), String> {
         links.push(("core", "/proc/kcore"));
     }
     for (link, to) in links {
-        match symlink(to, dev.join(link)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        match symlinkat(to, &dev, link) {
+            Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(format!("link /dev/{link}: {e}")),
         }
     }

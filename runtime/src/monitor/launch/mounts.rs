@@ -4,10 +4,9 @@
 //! paths, read-only root), so a spec behaves the same under both launchers.
 
 use std::{
-    ffi::CString,
-    fs::{self, File},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-    path::{Component, Path, PathBuf},
+    fs,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
 };
 
 use nix::{
@@ -19,7 +18,10 @@ use nix::{
 };
 use oci_spec::runtime::Spec;
 
-use super::cgroupfs::CgroupView;
+use super::{
+    cgroupfs::CgroupView,
+    mount_at::{self, TargetKind},
+};
 
 /// Everything up to and including pivot_root: root propagation, the rootfs, the spec's
 /// mounts and /dev. Leaves the process at `/` of the new root.
@@ -65,37 +67,38 @@ pub(super) fn prepare_rootfs(
     )
     .map_err(|e| format!("bind rootfs {}: {e}", rootfs.display()))?;
 
-    for (m, clone) in mounts.iter().zip(&shared_clones) {
-        let target = resolve_in_root(rootfs, m.destination())?;
+    // Every target is resolved and created through descriptors inside the rootfs,
+    // never by path (CVE-2021-30465: see `mount_at`). Opened after the rootfs bind, so
+    // it is that mount targets resolve in.
+    let root = mount_at::open_root(rootfs)?;
+    for (m, clone) in mounts.iter().zip(shared_clones) {
         let typ = m.typ().clone().unwrap_or_default();
         let options = m.options().clone().unwrap_or_default();
         let (flags, data) = mount_flags(&options);
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+        let dest = m.destination();
         if flags.contains(MsFlags::MS_BIND) {
-            bind_mount(
-                &source,
-                clone.as_ref(),
-                &target,
-                m.destination(),
-                flags,
-                &options,
-            )?;
+            bind_mount(&root, &source, clone, dest, flags, &options)?;
         } else if typ == "cgroup" || typ == "cgroup2" {
-            fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+            let target = mount_at::open_target(&root, dest, TargetKind::Dir)?;
+            // The view is a tmpfs with binds below: those are made inside the tmpfs
+            // just mounted, reached by resolving the target again (in the root, and on
+            // the container's own sysfs, which nothing else writes).
+            let reopen = || mount_at::open_target(&root, dest, TargetKind::Dir);
             cgroups
                 .ok_or("no cgroup view for a cgroup mount")?
-                .mount(&target, flags)
-                .map_err(|e| format!("mount cgroups at {}: {e}", m.destination().display()))?;
+                .mount(&target, &reopen, flags)
+                .map_err(|e| format!("mount cgroups at {}: {e}", dest.display()))?;
         } else {
-            fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+            let target = mount_at::open_target(&root, dest, TargetKind::Dir)?;
             mount(
                 Some(&source),
-                &target,
+                &mount_at::fd_path(&target),
                 Some(typ.as_str()),
                 flags,
                 data.as_deref(),
             )
-            .map_err(|e| format!("mount {typ} at {}: {e}", m.destination().display()))?;
+            .map_err(|e| format!("mount {typ} at {}: {e}", dest.display()))?;
         }
     }
 
@@ -109,8 +112,8 @@ pub(super) fn prepare_rootfs(
                     .contains(MsFlags::MS_BIND))
     });
     if !dev_is_bound {
-        super::devices::create_devices(&linux, rootfs)?;
-        super::devices::dev_links(rootfs)?;
+        super::devices::create_devices(&linux, &root)?;
+        super::devices::dev_links(&root)?;
     }
 
     // pivot_root(".", ".") stacks the old root on the new one; runc's `pivotRoot` then
@@ -154,60 +157,68 @@ pub(super) fn prepare_rootfs(
 }
 
 /// A bind mount from the spec: the target takes the source's kind, then read-only,
-/// recursive read-only and propagation as the options ask. `clone` is the source's
-/// detached clone for a bidirectional mount ([`clone_shared_sources`]).
+/// nosuid, nodev, noexec, recursive read-only and propagation as the options ask.
+/// `clone` is the source's detached clone for a bidirectional mount
+/// ([`clone_shared_sources`]); any other source is cloned here.
+///
+/// The clone gets its flags while detached, is attached onto the target's descriptor,
+/// and gets its propagation through its own descriptor: no path is looked up after
+/// the target was resolved in the rootfs, so a symlink swapped into a shared volume
+/// cannot move the mount (CVE-2021-30465), nor the flags onto another mount. (A bind
+/// ignores per-mount flags; runc remounts for them, which is a second lookup by path.)
 fn bind_mount(
+    root: &OwnedFd,
     source: &Path,
-    clone: Option<&OwnedFd>,
-    target: &Path,
+    clone: Option<OwnedFd>,
     destination: &Path,
     flags: MsFlags,
     options: &[String],
 ) -> Result<(), String> {
-    if source.is_dir() {
-        fs::create_dir_all(target).map_err(|e| format!("create {}: {e}", target.display()))?;
+    let kind = if source.is_dir() {
+        TargetKind::Dir
     } else {
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+        TargetKind::File
+    };
+    let target = mount_at::open_target(root, destination, kind)?;
+    let failed = |what: &'static str| {
+        move |e: Errno| {
+            let (source, destination) = (source.display(), destination.display());
+            format!("bind {source} at {destination}: {what}: {e}")
         }
-        if !target.exists() {
-            File::create(target).map_err(|e| format!("create {}: {e}", target.display()))?;
+    };
+    let tree = match clone {
+        Some(fd) => fd,
+        None => mount_at::open_tree_clone(source, flags.contains(MsFlags::MS_REC))
+            .map_err(failed("clone the source"))?,
+    };
+    let mut attrs = 0;
+    for (flag, attr) in [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+    ] {
+        if flags.contains(flag) {
+            attrs |= attr;
         }
     }
-    match clone {
-        Some(fd) => move_mount(fd, target),
-        None => mount(
-            Some(source),
-            target,
-            None::<&str>,
-            flags & (MsFlags::MS_BIND | MsFlags::MS_REC),
-            None::<&str>,
-        ),
-    }
-    .map_err(|e| {
-        format!(
-            "bind {} at {}: {e}",
-            source.display(),
-            destination.display()
-        )
-    })?;
-    if flags.contains(MsFlags::MS_RDONLY) {
-        // Read-only binds need a remount; keep the flags the source already has.
-        let remount = MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | (flags & !(MsFlags::MS_REC | MsFlags::MS_BIND));
-        mount(None::<&str>, target, None::<&str>, remount, None::<&str>)
-            .map_err(|e| format!("remount {} read-only: {e}", destination.display()))?;
+    // As a remount would: on the bind itself, not the mounts below it (an image
+    // volume's nodev, issue 13 item 4, is on the volume's own mount).
+    if attrs != 0 {
+        mount_at::set_attrs_fd(&tree, attrs, false).map_err(failed("set flags"))?;
     }
     if options.iter().any(|o| o == "rro") {
-        set_mount_attrs(target, MOUNT_ATTR_RDONLY)
-            .map_err(|e| format!("make {} recursively read-only: {e}", destination.display()))?;
+        mount_at::set_attrs_fd(&tree, MOUNT_ATTR_RDONLY, true)
+            .map_err(failed("make it recursively read-only"))?;
     }
+    mount_at::move_mount_to(&tree, &target).map_err(failed("attach"))?;
     // Propagation as CRI asked (rslave: host mounts appear; rshared: both ways, which
-    // needs a shared source: the bind joins the source's peer group).
+    // needs a shared source: the clone is in the source's peer group).
     if let Some(p) = options.iter().find_map(|o| propagation_flags(o)) {
-        mount(None::<&str>, target, None::<&str>, p, None::<&str>)
-            .map_err(|e| format!("set propagation of {}: {e}", destination.display()))?;
+        let recursive = p.contains(MsFlags::MS_REC);
+        let kind = p & !MsFlags::MS_REC;
+        mount_at::set_propagation_fd(&tree, kind.bits(), recursive)
+            .map_err(failed("set propagation"))?;
     }
     Ok(())
 }
@@ -322,51 +333,11 @@ fn clone_shared_sources(
                 holder.mount_point.display()
             ));
         }
-        let fd = open_tree_clone(&source, flags.contains(MsFlags::MS_REC))
+        let fd = mount_at::open_tree_clone(&source, flags.contains(MsFlags::MS_REC))
             .map_err(|e| format!("clone {}: {e}", source.display()))?;
         clones.push(Some(fd));
     }
     Ok(clones)
-}
-
-/// `open_tree(2)` with OPEN_TREE_CLONE: a detached copy of the mount (tree) at `path`.
-fn open_tree_clone(path: &Path, recursive: bool) -> Result<OwnedFd, nix::Error> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const AT_RECURSIVE: libc::c_uint = 0x8000;
-    let path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-    if recursive {
-        flags |= AT_RECURSIVE;
-    }
-    // SAFETY: a valid C path and flags; the result is a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(nix::Error::last());
-    }
-    // SAFETY: the kernel just gave us this fd; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// `move_mount(2)`: attaches the detached mount `fd` at `target`.
-fn move_mount(fd: &OwnedFd, target: &Path) -> Result<(), nix::Error> {
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    let target = CString::new(target.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: a valid fd, an empty C path for it, a valid C target path.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc < 0 {
-        Err(nix::Error::last())
-    } else {
-        Ok(())
-    }
 }
 
 /// The mount `path` (canonical) is on: the last-mounted of the deepest mount points
@@ -456,105 +427,11 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `dest` inside `rootfs`, resolving every symlink on the way as if `rootfs` were `/`
-/// (an absolute link restarts at the rootfs, `..` stops at it), so nothing created or
-/// mounted for the container can land on the host, whatever links the image holds.
-/// (Only the image and crust write the rootfs before the container starts, so the
-/// walk is not racing the container.)
-pub(super) fn resolve_in_root(rootfs: &Path, dest: &Path) -> Result<PathBuf, String> {
-    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
-    let mut pending: Vec<std::ffi::OsString> = dest
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(p) => Some(p.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate: PathBuf = std::iter::once(rootfs.as_os_str().to_os_string())
-            .chain(resolved.iter().cloned())
-            .chain(std::iter::once(part.clone()))
-            .collect();
-        match fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                hops += 1;
-                if hops > 40 {
-                    return Err(format!(
-                        "too many symlinks resolving {} in the rootfs",
-                        dest.display()
-                    ));
-                }
-                let target = fs::read_link(&candidate)
-                    .map_err(|e| format!("read link {}: {e}", candidate.display()))?;
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                for c in target.components().rev() {
-                    match c {
-                        Component::Normal(p) => pending.push(p.to_os_string()),
-                        Component::ParentDir => pending.push("..".into()),
-                        _ => {}
-                    }
-                }
-            }
-            _ => resolved.push(part),
-        }
-    }
-    Ok(std::iter::once(rootfs.as_os_str().to_os_string())
-        .chain(resolved)
-        .collect())
-}
-
 /// `mount_setattr(2)` attribute bits (linux/mount.h).
 pub(super) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub(super) const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub(super) const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub(super) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-
-/// Sets `attrs` on a mount and every mount below it (`mount_setattr(2)` with
-/// AT_RECURSIVE, Linux 5.12): a plain read-only remount leaves submounts writable,
-/// which this exists to prevent. Fails (never silently degrades) on older kernels.
-pub(super) fn set_mount_attrs(target: &Path, attrs: u64) -> Result<(), String> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const AT_RECURSIVE: libc::c_int = 0x8000;
-    let path = CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|_| "path contains NUL".to_string())?;
-    let attr = MountAttr {
-        attr_set: attrs,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: a valid C path, a correctly laid out mount_attr and its size.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc < 0 {
-        Err(nix::Error::last().to_string())
-    } else {
-        Ok(())
-    }
-}
 
 /// The propagation an OCI option names, if it names one.
 fn propagation_flags(option: &str) -> Option<MsFlags> {
@@ -596,39 +473,7 @@ pub(super) fn mount_flags(options: &[String]) -> (MsFlags, Option<String>) {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::symlink;
-
     use super::*;
-
-    #[test]
-    fn destinations_stay_in_the_rootfs_whatever_the_links() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::create_dir_all(root.join("real")).unwrap();
-        symlink("/run/nologin", root.join("etc/hosts")).unwrap();
-        symlink("../../../../..", root.join("up")).unwrap();
-        symlink("/real", root.join("abs")).unwrap();
-        symlink("loop2", root.join("loop1")).unwrap();
-        symlink("loop1", root.join("loop2")).unwrap();
-        let cases: &[(&str, PathBuf)] = &[
-            ("/etc/resolv.conf", root.join("etc/resolv.conf")),
-            ("/etc/hosts", root.join("run/nologin")),
-            ("/up/etc", root.join("etc")),
-            ("/abs/x", root.join("real/x")),
-            ("/../../etc", root.join("etc")),
-            ("/a/../../b", root.join("b")),
-        ];
-        for (dest, want) in cases {
-            let got = resolve_in_root(root, Path::new(dest)).unwrap();
-            assert_eq!(&got, want, "{dest}");
-            assert!(got.starts_with(root), "{dest} escaped to {}", got.display());
-        }
-        assert!(
-            resolve_in_root(root, Path::new("/loop1/x")).is_err(),
-            "symlink loops are refused"
-        );
-    }
 
     #[test]
     fn mount_options() {
