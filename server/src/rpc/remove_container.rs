@@ -10,5 +10,7 @@ pub async fn remove_container(
 ) -> Result<RemoveContainerResponse, ApiError> {
     tracing::Span::current().record("container_id", req.container_id.as_str());
     daemon.sandboxes.remove_container(&req.container_id).await?;
+    // Its image may have been removed while it ran: free the layers now.
+    crate::image_store::prune_unused(daemon).await;
     Ok(RemoveContainerResponse {})
 }

@@ -11,5 +11,7 @@ pub async fn remove_pod_sandbox(
 ) -> Result<RemovePodSandboxResponse, ApiError> {
     tracing::Span::current().record("pod_id", req.pod_sandbox_id.as_str());
     daemon.sandboxes.remove(&req.pod_sandbox_id).await?;
+    // Its containers' images may have been removed while they ran.
+    crate::image_store::prune_unused(daemon).await;
     Ok(RemovePodSandboxResponse {})
 }
