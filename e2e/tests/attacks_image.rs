@@ -688,6 +688,12 @@ async fn item11_remove_image_keeps_the_layers_of_containers_using_it() {
         (0, "still here\n"),
         "running container reads its image"
     );
+    // As containerd: a removed image is not found for new containers.
+    let err = w
+        .create(&pod, w.config("new", &["true"]))
+        .await
+        .expect_err("no new container from a removed image");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
     w.start_container(&created)
         .await
         .expect("the created container still starts");

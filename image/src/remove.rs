@@ -342,6 +342,27 @@ mod tests {
     }
 
     #[test]
+    fn open_makes_the_store_private_whatever_was_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        drop(store_with_image(dir.path()));
+        let image = dir.path().join("image");
+        // An older crustd's modes: traversable by every local user.
+        for sub in ["", "layers", "tmp", "blobs", "blobs/sha256"] {
+            std::fs::set_permissions(image.join(sub), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        drop(store_with_image(dir.path()));
+        for sub in ["", "layers", "tmp", "blobs", "blobs/sha256"] {
+            let mode = std::fs::metadata(image.join(sub))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0o700, "image/{sub}");
+        }
+    }
+
+    #[test]
     fn an_image_missing_a_layer_is_not_present() {
         let dir = tempfile::tempdir().unwrap();
         let (store, record) = store_with_image(dir.path());
