@@ -51,8 +51,9 @@ pub enum ImageError {
         actual: String,
     },
 
-    /// The registry sent more or fewer bytes than the descriptor declares. `received`
-    /// is where reading stopped: one chunk past `declared` when it sent too much.
+    /// The registry sent (or announced in `Content-Length`) more or fewer bytes than
+    /// the descriptor declares. `received` is where reading stopped (one chunk past
+    /// `declared` when it sent too much) or the announced length.
     #[error("pull {image:?}: {what} {digest}: {}", size_detail(*declared, *received))]
     SizeMismatch {
         image: String,

@@ -1,11 +1,13 @@
 //! The content-addressed image store under `<root>/image/`.
 //!
 //! ```text
-//! <root>/image/
+//! <root>/image/          0700: layers keep setuid binaries and device nodes as shipped
 //!   blobs/sha256/<hex>   manifests, indexes and configs, by digest
 //!   layers/<hex>         one unpacked layer per chain ID, shared by every image using it
 //!   tmp/                 work in progress; anything here at start-up is a crash leftover
 //! ```
+//! An image removed while a container uses it stays as a hidden record (found by no
+//! lookup) until its last container is gone; see [`ImageStore::remove`].
 //! Image records (kind `image`, id = config digest hex) live in the daemon's record
 //! store and are written only once every layer and blob they name is complete, so an
 //! image is visible exactly when it is usable. At start-up [`ImageStore::open`] deletes
