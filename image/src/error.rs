@@ -51,6 +51,18 @@ pub enum ImageError {
         actual: String,
     },
 
+    /// The registry sent (or announced in `Content-Length`) more or fewer bytes than
+    /// the descriptor declares. `received` is where reading stopped (one chunk past
+    /// `declared` when it sent too much) or the announced length.
+    #[error("pull {image:?}: {what} {digest}: {}", size_detail(*declared, *received))]
+    SizeMismatch {
+        image: String,
+        what: &'static str,
+        digest: String,
+        declared: u64,
+        received: u64,
+    },
+
     #[error("pull {image:?}: invalid {what}: {reason}")]
     InvalidManifest {
         image: String,
@@ -82,6 +94,14 @@ pub enum ImageError {
 
     #[error("invalid registries.conf {path:?}: {reason}")]
     RegistriesConf { path: PathBuf, reason: String },
+}
+
+fn size_detail(declared: u64, received: u64) -> String {
+    if received > declared {
+        format!("the registry sent more than the {declared} bytes its descriptor declares")
+    } else {
+        format!("the registry sent {received} bytes, its descriptor declares {declared}")
+    }
 }
 
 fn humanize(d: Duration) -> String {

@@ -10,7 +10,7 @@ use crate::{
     ImageError, Reference,
     auth::Credentials,
     oci::{self, ConfigFile, ManifestKind, Platform},
-    registry::Session,
+    registry::{Session, SizeLimit},
     store::{ImageConfig, ImageRecord, ImageStore, LayerInfo, digest_hex, remove_any, unique},
     unpack::unpack_layer,
 };
@@ -19,22 +19,47 @@ use crate::{
 /// few chunks regardless of layer size.
 const CHUNK_QUEUE: usize = 16;
 
-/// Releases a pull's claim on its chain IDs, also when the pull is cancelled.
+/// A pull's claim on its chain IDs and blobs: garbage collection keeps them until the
+/// record naming them is published. Released on drop, also when the pull is cancelled.
 struct InflightGuard<'a> {
     store: &'a ImageStore,
     chains: Vec<String>,
+    blobs: Vec<String>,
+}
+
+impl<'a> InflightGuard<'a> {
+    fn claim(store: &'a ImageStore, chains: Vec<String>, blobs: Vec<String>) -> Self {
+        let mut index = store.index.lock().expect("image index lock poisoned");
+        for chain in &chains {
+            *index.inflight.entry(chain.clone()).or_default() += 1;
+        }
+        for blob in &blobs {
+            *index.inflight_blobs.entry(blob.clone()).or_default() += 1;
+        }
+        InflightGuard {
+            store,
+            chains,
+            blobs,
+        }
+    }
 }
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
         let mut index = self.store.index.lock().expect("image index lock poisoned");
-        for chain in &self.chains {
-            if let Some(n) = index.inflight.get_mut(chain) {
+        let release = |map: &mut std::collections::HashMap<String, usize>, key: &String| {
+            if let Some(n) = map.get_mut(key) {
                 *n -= 1;
                 if *n == 0 {
-                    index.inflight.remove(chain);
+                    map.remove(key);
                 }
             }
+        };
+        for chain in &self.chains {
+            release(&mut index.inflight, chain);
+        }
+        for blob in &self.blobs {
+            release(&mut index.inflight_blobs, blob);
         }
     }
 }
@@ -89,7 +114,7 @@ impl ImageStore {
         session: &Session,
     ) -> Result<String, ImageError> {
         let image = reference.to_string();
-        let top = session.manifest(remote.manifest_ref()).await?;
+        let top = session.manifest(remote.manifest_ref(), None).await?;
         let invalid = |what, reason: String| ImageError::InvalidManifest {
             image: image.clone(),
             what,
@@ -110,7 +135,7 @@ impl ImageStore {
                         platform: platform.to_string(),
                     }
                 })?;
-                let doc = session.manifest(&chosen.digest).await?;
+                let doc = session.manifest(&chosen.digest, Some(chosen.size)).await?;
                 match ManifestKind::parse(&doc.media_type, &doc.body)
                     .map_err(|r| invalid("manifest", r))?
                 {
@@ -123,7 +148,9 @@ impl ImageStore {
                 }
             }
         };
-        let config_bytes = session.small_blob(&manifest.config.digest).await?;
+        let config_bytes = session
+            .small_blob(&manifest.config.digest, manifest.config.size)
+            .await?;
         let config_file: ConfigFile = serde_json::from_slice(&config_bytes)
             .map_err(|e| invalid("image config", e.to_string()))?;
         let diff_ids = &config_file.rootfs.diff_ids;
@@ -151,16 +178,14 @@ impl ImageStore {
             })
             .collect();
 
-        let _guard = {
-            let mut index = self.index.lock().expect("image index lock poisoned");
-            for chain in &chains {
-                *index.inflight.entry(chain.clone()).or_default() += 1;
-            }
-            InflightGuard {
-                store: self,
-                chains: chains.clone(),
-            }
-        };
+        // Claimed before the first layer is looked at: from here a concurrent
+        // RemoveImage's garbage collection keeps what this pull relies on.
+        let blobs = documents
+            .iter()
+            .map(|(digest, _)| digest.clone())
+            .chain([manifest.config.digest.clone()])
+            .collect();
+        let _guard = InflightGuard::claim(self, chains.clone(), blobs);
         try_join_all(
             layers
                 .iter()
@@ -182,6 +207,7 @@ impl ImageStore {
             manifest_digests,
             config: ImageConfig::from_file(&config_file),
             annotations: manifest.annotations.clone(),
+            removed: false,
         };
         self.publish(record)?;
         Ok(id)
@@ -200,6 +226,8 @@ impl ImageStore {
             }
         }
         let merged = match index.images.get(&new.id) {
+            // Removed while a container used it: pulled again, it is new to the CRI.
+            Some(old) if old.removed => new,
             Some(old) => {
                 let mut merged = old.clone();
                 for tag in &new.repo_tags {
@@ -296,6 +324,7 @@ impl ImageStore {
         let mut guard = TmpGuard(Some(tmp.clone()));
 
         let mut response = session.blob(&layer.digest).await?;
+        session.check_length(&response, "layer", &layer.digest, layer.size)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(CHUNK_QUEUE);
         let unpack_dir = tmp.clone();
         let unpacker = tokio::task::spawn_blocking(move || {
@@ -323,14 +352,26 @@ impl ImageStore {
             result
         });
         let mut download_error = None;
+        // Nothing past the declared size reaches the unpacker: a registry cannot fill
+        // the disk through a layer whose manifest says it is small.
+        let mut limit = SizeLimit::new(layer.size);
         loop {
             match session.next_chunk(&mut response).await {
                 Ok(Some(chunk)) => {
+                    if !limit.take(chunk.len()) {
+                        download_error = Some(session.size_mismatch("layer", &layer.digest, limit));
+                        break;
+                    }
                     if tx.send(chunk).await.is_err() {
                         break; // the unpacker stopped: its error says why
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if !limit.complete() {
+                        download_error = Some(session.size_mismatch("layer", &layer.digest, limit));
+                    }
+                    break;
+                }
                 Err(e) => {
                     download_error = Some(e);
                     break;

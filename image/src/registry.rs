@@ -16,8 +16,42 @@ use crate::{
     oci::MANIFEST_ACCEPT,
 };
 
-/// Largest manifest or config we accept; they are JSON of a few KiB in practice.
-const MAX_DOCUMENT: usize = 8 << 20;
+/// Largest manifest or index we accept (containerd's limit too); they are JSON of a
+/// few KiB in practice. A manifest fetched by tag has no descriptor to bound it.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+/// Largest image config or token response we read into memory, whatever its
+/// descriptor declares.
+pub const MAX_CONFIG: u64 = 8 << 20;
+
+/// Counts the bytes of a body against the size its descriptor declares, so a lying
+/// registry cannot stream more than that into memory or the store (issue 13, item 9:
+/// a layer declared 2 KiB streamed 3 GiB into `image/tmp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SizeLimit {
+    pub declared: u64,
+    pub received: u64,
+}
+
+impl SizeLimit {
+    pub(crate) fn new(declared: u64) -> SizeLimit {
+        SizeLimit {
+            declared,
+            received: 0,
+        }
+    }
+
+    /// Counts a chunk of `len` bytes; `false` once the body is longer than declared
+    /// (the chunk must then be dropped, not used).
+    pub(crate) fn take(&mut self, len: usize) -> bool {
+        self.received = self.received.saturating_add(len as u64);
+        self.received <= self.declared
+    }
+
+    /// At the end of the body: it must be exactly as long as declared.
+    pub(crate) fn complete(&self) -> bool {
+        self.received == self.declared
+    }
+}
 
 /// One registry endpoint: `http(s)://host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,8 +156,13 @@ impl Session {
     }
 
     /// Fetches a manifest or index by tag or digest. When `reference` is a digest the
-    /// body is verified against it.
-    pub async fn manifest(&self, reference: &str) -> Result<Document, ImageError> {
+    /// body is verified against it; `declared` is the size its descriptor gives (by tag
+    /// there is none, and [`MAX_MANIFEST`] bounds it).
+    pub async fn manifest(
+        &self,
+        reference: &str,
+        declared: Option<u64>,
+    ) -> Result<Document, ImageError> {
         let path = format!("/v2/{}/manifests/{reference}", self.repository);
         let response = self
             .send(
@@ -143,7 +182,20 @@ impl Session {
             .unwrap_or("")
             .trim()
             .to_string();
-        let body = self.read_small(response, "manifest").await?;
+        let body = match declared {
+            Some(size) if size > MAX_MANIFEST => {
+                return Err(ImageError::InvalidManifest {
+                    image: self.image.clone(),
+                    what: "manifest",
+                    reason: format!("{reference} declares {size} bytes, more than {MAX_MANIFEST}"),
+                });
+            }
+            Some(size) => {
+                self.read_exact_size(response, "manifest", reference, size)
+                    .await?
+            }
+            None => self.read_small(response, "manifest", MAX_MANIFEST).await?,
+        };
         let digest = sha256(&body);
         if reference.contains(':') && reference != digest {
             return Err(ImageError::DigestMismatch {
@@ -160,10 +212,20 @@ impl Session {
         })
     }
 
-    /// Fetches a small blob (a config) whole and verifies its digest.
-    pub async fn small_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
+    /// Fetches a small blob (a config) whole, exactly `declared` bytes (at most
+    /// [`MAX_CONFIG`]), and verifies its digest.
+    pub async fn small_blob(&self, digest: &str, declared: u64) -> Result<Vec<u8>, ImageError> {
+        if declared > MAX_CONFIG {
+            return Err(ImageError::InvalidManifest {
+                image: self.image.clone(),
+                what: "image config",
+                reason: format!("{digest} declares {declared} bytes, more than {MAX_CONFIG}"),
+            });
+        }
         let response = self.blob(digest).await?;
-        let body = self.read_small(response, "config").await?;
+        let body = self
+            .read_exact_size(response, "config", digest, declared)
+            .await?;
         let actual = sha256(&body);
         if actual != digest {
             return Err(ImageError::DigestMismatch {
@@ -199,23 +261,87 @@ impl Session {
         }
     }
 
+    /// Reads a body of unknown size, refusing it past `max` bytes.
     async fn read_small(
         &self,
         mut response: reqwest::Response,
         what: &'static str,
+        max: u64,
     ) -> Result<Vec<u8>, ImageError> {
         let mut body = Vec::new();
+        let mut limit = SizeLimit::new(max);
         while let Some(chunk) = self.next_chunk(&mut response).await? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_DOCUMENT {
+            if !limit.take(chunk.len()) {
                 return Err(ImageError::InvalidManifest {
                     image: self.image.clone(),
                     what,
-                    reason: format!("larger than {MAX_DOCUMENT} bytes"),
+                    reason: format!("larger than {max} bytes"),
                 });
             }
+            body.extend_from_slice(&chunk);
         }
         Ok(body)
+    }
+
+    /// Reads a body its descriptor says is `declared` bytes long: stops reading one
+    /// chunk past it, and refuses a shorter body too.
+    async fn read_exact_size(
+        &self,
+        mut response: reqwest::Response,
+        what: &'static str,
+        digest: &str,
+        declared: u64,
+    ) -> Result<Vec<u8>, ImageError> {
+        self.check_length(&response, what, digest, declared)?;
+        let mut body = Vec::with_capacity(declared as usize);
+        let mut limit = SizeLimit::new(declared);
+        while let Some(chunk) = self.next_chunk(&mut response).await? {
+            if !limit.take(chunk.len()) {
+                return Err(self.size_mismatch(what, digest, limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !limit.complete() {
+            return Err(self.size_mismatch(what, digest, limit));
+        }
+        Ok(body)
+    }
+
+    /// Refuses a body whose `Content-Length` already disagrees with its descriptor,
+    /// before a byte of it is read.
+    pub(crate) fn check_length(
+        &self,
+        response: &reqwest::Response,
+        what: &'static str,
+        digest: &str,
+        declared: u64,
+    ) -> Result<(), ImageError> {
+        match response.content_length() {
+            Some(length) if length != declared => Err(self.size_mismatch(
+                what,
+                digest,
+                SizeLimit {
+                    declared,
+                    received: length,
+                },
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn size_mismatch(
+        &self,
+        what: &'static str,
+        digest: &str,
+        limit: SizeLimit,
+    ) -> ImageError {
+        ImageError::SizeMismatch {
+            image: self.image.clone(),
+            what,
+            digest: digest.to_string(),
+            declared: limit.declared,
+            received: limit.received,
+        }
     }
 
     fn unavailable(&self, e: &reqwest::Error) -> ImageError {
@@ -421,7 +547,9 @@ impl Session {
                 });
             }
         }
-        let body = self.read_small(response, "token response").await?;
+        let body = self
+            .read_small(response, "token response", MAX_CONFIG)
+            .await?;
         #[derive(serde::Deserialize)]
         struct TokenResponse {
             token: Option<String>,
@@ -448,6 +576,25 @@ pub(crate) fn sha256(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_limit_stops_past_the_declared_size() {
+        // (declared, chunk lengths, accepted chunks, complete at the end)
+        let cases: &[(u64, &[usize], usize, bool, &str)] = &[
+            (10, &[4, 6], 2, true, "exact"),
+            (10, &[4, 5], 2, false, "short"),
+            (10, &[4, 7], 1, false, "one byte too many in the last chunk"),
+            (10, &[11], 0, false, "first chunk already too long"),
+            (0, &[], 0, true, "empty and declared empty"),
+            (0, &[1], 0, false, "declared empty, got a byte"),
+        ];
+        for (declared, chunks, accepted, complete, name) in cases {
+            let mut limit = SizeLimit::new(*declared);
+            let taken = chunks.iter().take_while(|len| limit.take(**len)).count();
+            assert_eq!(taken, *accepted, "{name}: chunks accepted");
+            assert_eq!(limit.complete(), *complete, "{name}: complete");
+        }
+    }
 
     #[test]
     fn endpoints() {

@@ -1,5 +1,6 @@
 //! RemoveImage: untag, and delete the image with every layer and blob nothing else
-//! uses once no tag is left.
+//! uses once no tag is left. An image a container uses is hidden instead, and deleted
+//! when its last container is removed.
 
 use crate::{
     ImageError,
@@ -11,8 +12,11 @@ use crate::{
 pub enum Removed {
     /// Nothing matched (CRI: removing a missing image succeeds).
     NotPresent,
-    /// One tag was removed; the image stays (it has other tags, or a container uses it).
+    /// One tag was removed; the image stays (it has other tags).
     Untagged { id: String },
+    /// The image is gone for the CRI, but a container uses it: its layers and blobs
+    /// stay until [`ImageStore::prune_unused`] finds it unused.
+    Hidden { id: String },
     /// The image record is gone and unused layers and blobs were deleted.
     Deleted { id: String },
 }
@@ -20,14 +24,19 @@ pub enum Removed {
 impl ImageStore {
     /// Removes `query` (an id, repo tag or repo digest). By tag, only that tag goes
     /// unless it was the last one; by id or digest, every tag goes. When no tag is
-    /// left the image is deleted, unless `in_use(id)` says a container still uses it:
-    /// it then stays, untagged, until [`ImageStore::prune_unused`] is called after the
-    /// container is removed. Idempotent.
+    /// left the image is deleted, unless `in_use(id)` says a container still uses it
+    /// (or a `CreateContainer` holds its lease): then, as containerd does, it is
+    /// hidden (no lookup finds it) and its files stay until
+    /// [`ImageStore::prune_unused`] runs after its last container is removed.
+    /// `in_use` is called under the store's index lock and must read live state (not
+    /// a list made before the call), so that a container recorded concurrently is seen.
+    /// Idempotent. Blocking.
     ///
     /// ```text
     /// tagged --untag (tags left)--> tagged
-    /// tagged --untag last / by id--> [in use? untagged : deleted]
-    /// untagged --prune (not in use)--> deleted
+    /// tagged --untag last / by id--> [in use? hidden : deleted]
+    /// hidden --pull again--> tagged
+    /// hidden --prune (not in use)--> deleted
     /// ```
     pub fn remove(
         &self,
@@ -49,11 +58,12 @@ impl ImageStore {
                 }
                 _ => {}
             }
-            if in_use(&id) {
+            if index.leased(&id) || in_use(&id) {
                 record.repo_tags.clear();
+                record.removed = true;
                 self.records.put(&record)?;
                 index.images.insert(id.clone(), record);
-                Removed::Untagged { id }
+                Removed::Hidden { id }
             } else {
                 // Forget the record first: once it is gone from disk the image no
                 // longer exists, and its files are ordinary garbage.
@@ -69,28 +79,25 @@ impl ImageStore {
         Ok(outcome)
     }
 
-    /// Deletes untagged images that `in_use` says no container uses any more, then
-    /// their unused layers and blobs. Returns the ids deleted.
+    /// Deletes hidden images (removed while in use) that `in_use` says no container
+    /// uses any more, then their unused layers and blobs. Returns the ids deleted.
+    /// Cheap when no image is hidden. Blocking.
     pub fn prune_unused(&self, in_use: &dyn Fn(&str) -> bool) -> Result<Vec<String>, ImageError> {
-        let doomed: Vec<ImageRecord> = {
-            let index = self.index.lock().expect("image index lock poisoned");
-            index
+        let mut deleted = Vec::new();
+        {
+            let mut index = self.index.lock().expect("image index lock poisoned");
+            let doomed: Vec<ImageRecord> = index
                 .images
                 .values()
-                .filter(|r| r.repo_tags.is_empty() && !in_use(&r.id))
+                .filter(|r| r.removed && !index.leased(&r.id) && !in_use(&r.id))
                 .cloned()
-                .collect()
-        };
-        let mut deleted = Vec::new();
-        for record in doomed {
-            self.records
-                .remove::<ImageRecord>(crust_state::Record::id(&record))?;
-            self.index
-                .lock()
-                .expect("image index lock poisoned")
-                .images
-                .remove(&record.id);
-            deleted.push(record.id);
+                .collect();
+            for record in doomed {
+                self.records
+                    .remove::<ImageRecord>(crust_state::Record::id(&record))?;
+                index.images.remove(&record.id);
+                deleted.push(record.id);
+            }
         }
         if !deleted.is_empty() {
             self.collect_garbage()?;
@@ -139,6 +146,7 @@ mod tests {
             manifest_digests: vec![format!("sha256:{}", "d".repeat(64))],
             config: ImageConfig::default(),
             annotations: Default::default(),
+            removed: false,
         };
         let layer = dir.join("image/layers").join("a".repeat(64));
         std::fs::create_dir_all(layer.join("bin")).unwrap();
@@ -204,7 +212,7 @@ mod tests {
             store.find("Bad"),
             Err(ImageError::InvalidReference(_))
         ));
-        let rt = store.runtime_image("app:v1").unwrap();
+        let (rt, _lease) = std::sync::Arc::new(store).runtime_image("app:v1").unwrap();
         assert_eq!(
             rt.lower_dirs,
             vec![image.join("layers").join("a".repeat(64))]
@@ -258,26 +266,30 @@ mod tests {
             store.find(&record.id).unwrap().unwrap().record.repo_tags,
             vec!["docker.io/library/app:v2".to_string()]
         );
-        // The last tag of an image a container uses: untagged, files kept.
+        // The last tag of an image a container uses: hidden, files kept.
         assert_eq!(
             store.remove("app:v2", &|_| true).unwrap(),
-            Removed::Untagged {
+            Removed::Hidden {
                 id: record.id.clone()
             }
         );
-        assert!(
-            store
-                .find(&record.id)
-                .unwrap()
-                .unwrap()
-                .record
-                .repo_tags
-                .is_empty()
-        );
+        for query in [record.id.as_str(), "app:v2"] {
+            assert!(
+                store.find(query).unwrap().is_none(),
+                "a removed image is found by nothing ({query})"
+            );
+        }
+        assert!(store.list().is_empty(), "nor listed");
         assert!(
             layer.is_dir(),
             "layers stay while a container uses the image"
         );
+        assert_eq!(
+            store.remove(&record.id, &|_| false).unwrap(),
+            Removed::NotPresent,
+            "removing it again is a no-op"
+        );
+        assert!(layer.is_dir(), "and keeps the layers");
         assert_eq!(store.prune_unused(&|_| true).unwrap(), Vec::<String>::new());
         assert_eq!(
             store.prune_unused(&|_| false).unwrap(),
@@ -300,6 +312,63 @@ mod tests {
                 .records
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_lease_keeps_the_image_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, record) = store_with_image(dir.path());
+        let store = std::sync::Arc::new(store);
+        let layer = dir.path().join("image/layers").join("a".repeat(64));
+        let (_image, lease) = store.runtime_image("app:v1").unwrap();
+        // CreateContainer resolved the image but has not recorded its container yet.
+        assert_eq!(
+            store.remove(&record.id, &|_| false).unwrap(),
+            Removed::Hidden {
+                id: record.id.clone()
+            }
+        );
+        assert_eq!(
+            store.prune_unused(&|_| false).unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(layer.is_dir(), "leased layers are kept");
+        drop(lease);
+        assert_eq!(
+            store.prune_unused(&|_| false).unwrap(),
+            vec![record.id.clone()]
+        );
+        assert!(!layer.exists());
+    }
+
+    #[test]
+    fn open_makes_the_store_private_whatever_was_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        drop(store_with_image(dir.path()));
+        let image = dir.path().join("image");
+        // An older crustd's modes: traversable by every local user.
+        for sub in ["", "layers", "tmp", "blobs", "blobs/sha256"] {
+            std::fs::set_permissions(image.join(sub), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        drop(store_with_image(dir.path()));
+        for sub in ["", "layers", "tmp", "blobs", "blobs/sha256"] {
+            let mode = std::fs::metadata(image.join(sub))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0o700, "image/{sub}");
+        }
+    }
+
+    #[test]
+    fn an_image_missing_a_layer_is_not_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, record) = store_with_image(dir.path());
+        std::fs::remove_dir_all(dir.path().join("image/layers").join("a".repeat(64))).unwrap();
+        assert!(store.find(&record.id).unwrap().is_none());
+        assert!(store.list().is_empty());
     }
 
     #[test]

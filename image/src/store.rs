@@ -1,11 +1,13 @@
 //! The content-addressed image store under `<root>/image/`.
 //!
 //! ```text
-//! <root>/image/
+//! <root>/image/          0700: layers keep setuid binaries and device nodes as shipped
 //!   blobs/sha256/<hex>   manifests, indexes and configs, by digest
 //!   layers/<hex>         one unpacked layer per chain ID, shared by every image using it
 //!   tmp/                 work in progress; anything here at start-up is a crash leftover
 //! ```
+//! An image removed while a container uses it stays as a hidden record (found by no
+//! lookup) until its last container is gone; see [`ImageStore::remove`].
 //! Image records (kind `image`, id = config digest hex) live in the daemon's record
 //! store and are written only once every layer and blob they name is complete, so an
 //! image is visible exactly when it is usable. At start-up [`ImageStore::open`] deletes
@@ -19,7 +21,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fs,
     io::ErrorKind,
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -115,6 +117,12 @@ pub struct ImageRecord {
     pub manifest_digests: Vec<String>,
     pub config: ImageConfig,
     pub annotations: BTreeMap<String, String>,
+    /// Removed by `RemoveImage` while a container used it. As containerd (whose
+    /// containers keep their image's snapshots leased), the image is gone for the CRI:
+    /// no lookup finds it. Its layers and blobs stay until no container uses it
+    /// ([`ImageStore::prune_unused`]); pulling it again brings it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 impl Record for ImageRecord {
@@ -167,6 +175,39 @@ pub(crate) struct Index {
     pub(crate) images: BTreeMap<String, ImageRecord>,
     /// Chain IDs a pull in progress needs; removal must not delete them.
     pub(crate) inflight: HashMap<String, usize>,
+    /// Blob digests (manifests, config) a pull in progress is about to publish.
+    pub(crate) inflight_blobs: HashMap<String, usize>,
+    /// Image ids a `CreateContainer` resolved and has not yet recorded its container
+    /// for: removal treats them as in use (see [`ImageLease`]).
+    pub(crate) leases: HashMap<String, usize>,
+}
+
+impl Index {
+    /// Whether `id` is pinned by a container being created.
+    pub(crate) fn leased(&self, id: &str) -> bool {
+        self.leases.contains_key(id)
+    }
+}
+
+/// Keeps an image from being deleted between `CreateContainer` resolving it and the
+/// container record that pins it being written: drop it after that. Without it a
+/// `RemoveImage` in that gap sees no container and deletes the layers the new
+/// container is about to mount.
+pub struct ImageLease {
+    store: Arc<ImageStore>,
+    id: String,
+}
+
+impl Drop for ImageLease {
+    fn drop(&mut self) {
+        let mut index = self.store.index.lock().expect("image index lock poisoned");
+        if let Some(n) = index.leases.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                index.leases.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// The image store. Cheap to share behind an `Arc`; every method is safe to call
@@ -199,6 +240,21 @@ impl ImageStore {
         ] {
             fs::create_dir_all(&dir).map_err(ImageError::io("create", &dir))?;
         }
+        // Layers keep their setuid-root binaries and device nodes as the image made
+        // them, and `tmp/` holds layers being unpacked: reachable by a local user,
+        // those are a root shell and raw disks for them (CVE-2021-41091). containerd
+        // keeps its snapshots under a 0700 dir; so does crust, whatever the umask and
+        // whatever an older crustd left (the mode is set, not only requested).
+        for dir in [
+            root.clone(),
+            root.join("blobs"),
+            root.join("blobs/sha256"),
+            root.join("layers"),
+            root.join("tmp"),
+        ] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(ImageError::io("set mode of", &dir))?;
+        }
         let tmp = root.join("tmp");
         for entry in fs::read_dir(&tmp).map_err(ImageError::io("read", &tmp))? {
             let path = entry.map_err(ImageError::io("read", &tmp))?.path();
@@ -215,7 +271,7 @@ impl ImageStore {
             records,
             index: Mutex::new(Index {
                 images,
-                inflight: HashMap::new(),
+                ..Index::default()
             }),
             layer_locks: Mutex::new(HashMap::new()),
             downloads: Arc::new(tokio::sync::Semaphore::new(
@@ -299,15 +355,35 @@ impl ImageStore {
     /// Finds an image by id (`sha256:<hex>` or `<hex>`), repo tag or repo digest, in
     /// any spelling that normalises to it (`busybox` finds
     /// `docker.io/library/busybox:latest`).
+    ///
+    /// An image is present only with its record and every layer directory: a record
+    /// whose layers are gone is reported absent, so kubelet pulls it again (which
+    /// fetches the missing layers) instead of failing `CreateContainer` forever.
     pub fn find(&self, query: &str) -> Result<Option<ImageView>, ImageError> {
         let index = self.index.lock().expect("image index lock poisoned");
-        Ok(find_in(&index, query)?.map(|(id, _)| self.view(&index.images[&id])))
+        Ok(find_in(&index, query)?
+            .map(|(id, _)| &index.images[&id])
+            .filter(|r| self.layers_present(r))
+            .map(|r| self.view(r)))
     }
 
     /// Every image, sorted by id.
     pub fn list(&self) -> Vec<ImageView> {
         let index = self.index.lock().expect("image index lock poisoned");
-        index.images.values().map(|r| self.view(r)).collect()
+        index
+            .images
+            .values()
+            .filter(|r| !r.removed && self.layers_present(r))
+            .map(|r| self.view(r))
+            .collect()
+    }
+
+    /// Whether every layer directory of `record` exists (a stat per layer).
+    fn layers_present(&self, record: &ImageRecord) -> bool {
+        record
+            .layers
+            .iter()
+            .all(|l| self.layer_dir(&l.chain_id).is_dir())
     }
 
     /// The raw image config JSON, for `ImageStatus` verbose info.
@@ -316,20 +392,38 @@ impl ImageStore {
         fs::read(&path).map_err(ImageError::io("read config", path))
     }
 
-    /// The layer directories and config the runtime needs to start a container.
-    pub fn runtime_image(&self, query: &str) -> Result<RuntimeImage, ImageError> {
-        let view = self.find(query)?.ok_or_else(|| ImageError::NotFound {
-            image: query.to_string(),
-            detail: None,
-        })?;
-        let record = view.record;
+    /// The layer directories and config the runtime needs to start a container, and
+    /// a lease that keeps them until the container's record pins the image (drop it
+    /// once the container is recorded, or its creation failed).
+    pub fn runtime_image(
+        self: &Arc<Self>,
+        query: &str,
+    ) -> Result<(RuntimeImage, ImageLease), ImageError> {
+        let (record, lease) = {
+            let mut index = self.index.lock().expect("image index lock poisoned");
+            let record = find_in(&index, query)?
+                .map(|(id, _)| index.images[&id].clone())
+                .filter(|r| self.layers_present(r))
+                .ok_or_else(|| ImageError::NotFound {
+                    image: query.to_string(),
+                    detail: None,
+                })?;
+            // Taken under the index lock: a removal either ran before (and the image
+            // is not found) or sees the lease.
+            *index.leases.entry(record.id.clone()).or_default() += 1;
+            let lease = ImageLease {
+                store: self.clone(),
+                id: record.id.clone(),
+            };
+            (record, lease)
+        };
         let lower_names: Vec<String> = record
             .layers
             .iter()
             .rev()
             .map(|l| digest_hex(&l.chain_id).to_string())
             .collect();
-        Ok(RuntimeImage {
+        let image = RuntimeImage {
             id: record.id.clone(),
             lower_dirs: record
                 .layers
@@ -340,7 +434,8 @@ impl ImageStore {
             layers_root: self.root.join("layers"),
             lower_names,
             config: record.config,
-        })
+        };
+        Ok((image, lease))
     }
 
     /// Bytes and inodes the store uses (hard links counted once). Blocking: walks the
@@ -377,64 +472,62 @@ impl ImageStore {
     /// Deletes every layer and blob that no image record names and no pull in progress
     /// needs. Deletion moves each into `tmp/` first, so a crash halfway leaves only
     /// `tmp/` content, which the next start removes.
+    ///
+    /// The decision and the move happen under the index lock, the lock a pull takes to
+    /// claim its layers and blobs and to publish its record: a pull claims a layer
+    /// either before (and the layer is kept) or after it was moved away (and the pull
+    /// sees it missing and fetches it again). Deciding from a snapshot and deleting
+    /// later let a concurrent PullImage publish an image whose layers were then deleted
+    /// (issue 13, item 12). Only the slow recursive delete runs outside the lock.
     pub(crate) fn collect_garbage(&self) -> Result<(), ImageError> {
-        let (layers, blobs, inflight) = {
+        let doomed = {
             let index = self.index.lock().expect("image index lock poisoned");
-            let layers: HashSet<String> = index
+            let layers: HashSet<&str> = index
                 .images
                 .values()
-                .flat_map(|r| r.layers.iter().map(|l| digest_hex(&l.chain_id).to_string()))
+                .flat_map(|r| r.layers.iter().map(|l| digest_hex(&l.chain_id)))
+                .chain(index.inflight.keys().map(|c| digest_hex(c)))
                 .collect();
-            let blobs: HashSet<String> = index
+            let blobs: HashSet<&str> = index
                 .images
                 .values()
-                .flat_map(|r| {
-                    std::iter::once(&r.id)
-                        .chain(&r.manifest_digests)
-                        .map(|d| digest_hex(d).to_string())
-                })
+                .flat_map(|r| std::iter::once(&r.id).chain(&r.manifest_digests))
+                .chain(index.inflight_blobs.keys())
+                .map(|d| digest_hex(d))
                 .collect();
-            let inflight: HashSet<String> = index
-                .inflight
-                .keys()
-                .map(|c| digest_hex(c).to_string())
-                .collect();
-            (layers, blobs, inflight)
+            let mut doomed = Vec::new();
+            let layers_dir = self.root.join("layers");
+            for entry in fs::read_dir(&layers_dir).map_err(ImageError::io("read", &layers_dir))? {
+                let entry = entry.map_err(ImageError::io("read", &layers_dir))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !layers.contains(name.as_str()) {
+                    tracing::info!(layer = %name, "removing unused layer");
+                    let to = self.tmp_dir().join(format!("rm-{name}-{}", unique()));
+                    fs::rename(entry.path(), &to)
+                        .map_err(ImageError::io("move unused layer", entry.path()))?;
+                    doomed.push(to);
+                }
+            }
+            let blobs_dir = self.root.join("blobs/sha256");
+            for entry in fs::read_dir(&blobs_dir).map_err(ImageError::io("read", &blobs_dir))? {
+                let entry = entry.map_err(ImageError::io("read", &blobs_dir))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // `write_atomic`'s temp files (`.tmp-<hex>-…`) belong to their blob: a
+                // pull writing one keeps it, a crash's leftover goes.
+                let blob = name
+                    .strip_prefix(".tmp-")
+                    .map_or(name.as_str(), |rest| rest.split('-').next().unwrap_or(""));
+                if !blobs.contains(blob) {
+                    tracing::debug!(blob = %name, "removing unused blob");
+                    remove_any(&entry.path())?;
+                }
+            }
+            doomed
         };
-        let layers_dir = self.root.join("layers");
-        for entry in fs::read_dir(&layers_dir).map_err(ImageError::io("read", &layers_dir))? {
-            let entry = entry.map_err(ImageError::io("read", &layers_dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !layers.contains(&name) && !inflight.contains(&name) {
-                tracing::info!(layer = %name, "removing unused layer");
-                let doomed = self.tmp_dir().join(format!("rm-{name}-{}", unique()));
-                fs::rename(entry.path(), &doomed)
-                    .map_err(ImageError::io("move unused layer", entry.path()))?;
-                remove_any(&doomed)?;
-            }
-        }
-        let blobs_dir = self.root.join("blobs/sha256");
-        for entry in fs::read_dir(&blobs_dir).map_err(ImageError::io("read", &blobs_dir))? {
-            let entry = entry.map_err(ImageError::io("read", &blobs_dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // The record store's temp files start with a dot; they are ours too.
-            if !blobs.contains(&name) && !self.blob_in_flight(&name) {
-                tracing::debug!(blob = %name, "removing unused blob");
-                remove_any(&entry.path())?;
-            }
+        for path in doomed {
+            remove_any(&path)?;
         }
         Ok(())
-    }
-
-    /// Blobs are written just before the record that names them; a pull holding
-    /// layers in flight may be between the two, so keep blobs while any pull runs.
-    fn blob_in_flight(&self, _name: &str) -> bool {
-        !self
-            .index
-            .lock()
-            .expect("image index lock poisoned")
-            .inflight
-            .is_empty()
     }
 }
 
@@ -452,8 +545,11 @@ pub(crate) fn find_in(
     } else {
         None
     };
+    // Hidden (removed while in use) images are found by nothing.
+    let visible = |r: &&ImageRecord| !r.removed;
     if let Some(id) = id {
-        return Ok(index.images.contains_key(&id).then_some((id, None)));
+        let found = index.images.get(&id).filter(visible).is_some();
+        return Ok(found.then_some((id, None)));
     }
     let reference = Reference::parse(query)?;
     let found = match (reference.digest(), reference.repo_tag()) {
@@ -462,12 +558,14 @@ pub(crate) fn find_in(
             index
                 .images
                 .values()
+                .filter(visible)
                 .find(|r| r.repo_digests.contains(&want))
                 .map(|r| (r.id.clone(), None))
         }
         (None, Some(tag)) => index
             .images
             .values()
+            .filter(visible)
             .find(|r| r.repo_tags.contains(&tag))
             .map(|r| (r.id.clone(), Some(tag))),
         (None, None) => None,

@@ -86,6 +86,7 @@ mod tests {
                         ..Default::default()
                     },
                     annotations: Default::default(),
+                    removed: false,
                 },
                 pinned: false,
             };

@@ -82,7 +82,7 @@ fn image_code(e: &crust_image::ImageError) -> Code {
         E::PermissionDenied { .. } => Code::PermissionDenied,
         E::Unavailable { .. } => Code::Unavailable,
         E::ProgressTimeout { .. } => Code::DeadlineExceeded,
-        E::DigestMismatch { .. } => Code::DataLoss,
+        E::DigestMismatch { .. } | E::SizeMismatch { .. } => Code::DataLoss,
         E::InvalidManifest { .. } | E::Registry { .. } | E::Unpack { .. } => {
             Code::FailedPrecondition
         }

@@ -39,3 +39,25 @@ pub fn open(daemon: &Daemon) -> Result<(Arc<ImageStore>, Vec<Quarantined>), Stri
         }
     }
 }
+
+/// Deletes images removed while containers used them once none does (containerd frees
+/// such an image's snapshots with the last container's lease). Called after a
+/// container or pod is removed and at start-up; cheap when no image is hidden.
+/// Best-effort: a failure is logged and retried at the next call.
+pub async fn prune_unused(daemon: &Daemon) {
+    let Ok(store) = daemon.images() else {
+        return;
+    };
+    let store = store.clone();
+    let users = daemon.sandboxes.image_users();
+    let result = tokio::task::spawn_blocking(move || store.prune_unused(&|id| users.uses(id)))
+        .await
+        .expect("prune images task panicked");
+    match result {
+        Ok(ids) if !ids.is_empty() => {
+            tracing::info!(images = ?ids, "deleted removed images no container uses any more");
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot delete unused removed images; will retry"),
+    }
+}

@@ -26,6 +26,8 @@ pub async fn recover(daemon: &Daemon) -> Result<(), ApiError> {
 
     // Pods: running ones stay running; one caught mid-creation is rolled back.
     quarantined.extend(daemon.sandboxes.recover().await?);
+    // Images removed while in use whose containers went while crustd was down.
+    crate::image_store::prune_unused(daemon).await;
 
     if !quarantined.is_empty() {
         tracing::error!(

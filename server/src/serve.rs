@@ -40,6 +40,13 @@ pub async fn serve(
         fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
             .with_context(|| format!("set mode of {}", dir.display()))?;
     }
+    // Containers' writable layers (setuid binaries and device nodes they made) are for
+    // root only (CVE-2021-41091), also when an older crustd left the dir open; the
+    // image store does the same for `<root>/image` when it opens.
+    let containers = config.root.join("containers");
+    fs::create_dir_all(&containers).with_context(|| format!("create {}", containers.display()))?;
+    fs::set_permissions(&containers, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("set mode of {}", containers.display()))?;
     let daemon = Arc::new(Daemon::new(config.clone(), config_files).context("open record store")?);
     tracing::info!(socket = %socket.path.display(), root = %config.root.display(), state = %config.state.display(), "listening");
 

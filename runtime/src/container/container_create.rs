@@ -5,7 +5,7 @@ use std::{fs, path::PathBuf, time::SystemTime};
 
 use super::{
     Container, ContainerSpec, ContainerState, HostDevices, ImageForContainer, PodContext,
-    SpecInput, container_create_host, generate_spec, spec_files,
+    SpecInput, container_create_host, container_dirs, generate_spec, spec_files,
 };
 use crate::{
     error::RuntimeError,
@@ -231,14 +231,21 @@ impl SandboxManager {
                 source,
             }
         };
-        for dir in [
-            c.dir.join("upper"),
-            c.dir.join("work"),
-            c.dir.join("rootfs"),
-            c.bundle.clone(),
-        ] {
-            fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-        }
+        // Private: `upper` may hold setuid binaries and device nodes the container made.
+        let top_layer = c.image.lower.first().map(|l| c.image.layers_root.join(l));
+        container_dirs::make_writable_dirs(
+            &self.config.containers_dir,
+            &c.dir,
+            top_layer.as_deref(),
+        )
+        .map_err(|(op, path, source)| RuntimeError::Io {
+            kind: "container",
+            id: id.clone(),
+            op,
+            path,
+            source,
+        })?;
+        fs::create_dir_all(&c.bundle).map_err(io("create", &c.bundle))?;
         if let Some(parent) = c.log_path.parent() {
             fs::create_dir_all(parent).map_err(io("create", parent))?;
         }

@@ -1,6 +1,9 @@
 //! ContainerStatus and ListContainers.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, RwLock},
+};
 
 use super::{Container, ContainerState};
 use crate::{error::RuntimeError, sandbox::SandboxManager};
@@ -14,6 +17,24 @@ pub struct ContainerFilter {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Answers "does a container use this image?" from the live container records.
+#[derive(Clone)]
+pub struct ImageUsers(Arc<RwLock<HashMap<String, Container>>>);
+
+impl ImageUsers {
+    /// Whether any container, in any state (one being created too), was made from
+    /// image `image_id`: such an image's layers must stay (issue 13, item 11). Reads
+    /// the live records, so the image store can call it under its own lock and see a
+    /// container recorded a moment ago. One pass over the records in memory.
+    pub fn uses(&self, image_id: &str) -> bool {
+        self.0
+            .read()
+            .expect("containers poisoned")
+            .values()
+            .any(|c| c.image.id == image_id)
+    }
+}
+
 impl SandboxManager {
     /// A container by id or unique prefix, with any recorded exit applied.
     pub fn container_status(&self, id_or_prefix: &str) -> Result<Container, RuntimeError> {
@@ -21,6 +42,11 @@ impl SandboxManager {
         let mut c = self.container_snapshot(&id)?;
         self.refresh_container(&mut c)?;
         Ok(c)
+    }
+
+    /// Which images containers use, as a handle the image store's callers can keep.
+    pub fn image_users(&self) -> ImageUsers {
+        ImageUsers(self.containers.clone())
     }
 
     /// Containers matching `filter`, oldest first. Ones still being created are hidden.

@@ -10,6 +10,7 @@
 mod container_attach;
 mod container_create;
 mod container_create_host;
+pub(crate) mod container_dirs;
 mod container_exec;
 mod container_exec_session;
 mod container_list;
@@ -40,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub use container_attach::attach_to_monitor;
 pub use container_exec::{EXEC_OUTPUT_LIMIT, ExecResult};
-pub use container_list::ContainerFilter;
+pub use container_list::{ContainerFilter, ImageUsers};
 pub use container_stats::{ContainerStatsView, UsageSample};
 pub use record::{Container, ContainerState, ImageForContainer};
 pub use seccomp_default::default_seccomp_profile;

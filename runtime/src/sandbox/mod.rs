@@ -266,8 +266,8 @@ pub struct SandboxManager {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Reserved metadata keys -> pod id.
     names: Mutex<HashMap<String, String>>,
-    /// Latest persisted record of every container.
-    pub(crate) containers: RwLock<HashMap<String, crate::container::Container>>,
+    /// Latest persisted record of every container (shared with [`crate::container::ImageUsers`]).
+    pub(crate) containers: Arc<RwLock<HashMap<String, crate::container::Container>>>,
     /// (pod, name, attempt) -> container id.
     pub(crate) container_names: Mutex<HashMap<String, String>>,
     /// Last CPU sample (unix ns, cumulative CPU ns) per container or pod, for rates.
@@ -335,7 +335,7 @@ impl SandboxManager {
             records: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
-            containers: RwLock::new(HashMap::new()),
+            containers: Arc::new(RwLock::new(HashMap::new())),
             container_names: Mutex::new(HashMap::new()),
             cpu_samples: Mutex::new(HashMap::new()),
             host,

@@ -31,7 +31,8 @@ pub async fn create_container(
     // Checked and converted first: a bad config fails before the image is looked up.
     let spec = convert_container::container_spec(config)?;
     tracing::Span::current().record("image", reference.as_str());
-    let image = daemon.images()?.runtime_image(&reference)?;
+    // The lease keeps the image's layers until the container record pins them.
+    let (image, lease) = daemon.images()?.runtime_image(&reference)?;
     let image = ImageForContainer {
         id: image.id.clone(),
         reference,
@@ -39,10 +40,19 @@ pub async fn create_container(
         lower: image.lower_names.clone(),
         config: convert_container::image_config(&image.config),
     };
-    let id = daemon
+    let created = daemon
         .sandboxes
         .create_container(&req.pod_sandbox_id, spec, image)
-        .await?;
+        .await;
+    drop(lease);
+    let id = match created {
+        Ok(id) => id,
+        Err(e) => {
+            // A RemoveImage during the attempt may have left the image to us.
+            crate::image_store::prune_unused(daemon).await;
+            return Err(e.into());
+        }
+    };
     tracing::Span::current().record("container_id", id.as_str());
     Ok(CreateContainerResponse { container_id: id })
 }

@@ -13,5 +13,7 @@ pub async fn remove_container(
         crust_runtime::excerpt(&req.container_id).as_ref(),
     );
     daemon.sandboxes.remove_container(&req.container_id).await?;
+    // Its image may have been removed while it ran: free the layers now.
+    crate::image_store::prune_unused(daemon).await;
     Ok(RemoveContainerResponse {})
 }

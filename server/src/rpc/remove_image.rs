@@ -14,9 +14,10 @@ pub async fn remove_image(
     let image = convert_image::image_name(req.image.as_ref(), "image.image")?;
     tracing::Span::current().record("image", image.as_str());
     let store = daemon.images()?.clone();
-    // Containers are not tracked yet (their issue wires in the real check), so no
-    // image is considered in use.
-    let removed = tokio::task::spawn_blocking(move || store.remove(&image, &|_| false))
+    // An image a container (in any state) uses is hidden, not deleted: its layers
+    // are that container's rootfs. The check reads the live container records.
+    let users = daemon.sandboxes.image_users();
+    let removed = tokio::task::spawn_blocking(move || store.remove(&image, &|id| users.uses(id)))
         .await
         .expect("remove image task panicked")?;
     tracing::info!(outcome = ?removed, "removed");

@@ -14,5 +14,7 @@ pub async fn remove_pod_sandbox(
         crust_runtime::excerpt(&req.pod_sandbox_id).as_ref(),
     );
     daemon.sandboxes.remove(&req.pod_sandbox_id).await?;
+    // Its containers' images may have been removed while they ran.
+    crate::image_store::prune_unused(daemon).await;
     Ok(RemovePodSandboxResponse {})
 }
