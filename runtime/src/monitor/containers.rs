@@ -34,6 +34,9 @@ struct Container {
     proc_ref: Option<ProcRef>,
     /// Until started: how to start it.
     pending: Option<Pending>,
+    /// When StartContainer released it (unix nanoseconds); `None` before, or when
+    /// the start failed.
+    started_at: Option<i64>,
     /// Run by an OCI runtime: what remove must undo.
     oci: Option<OciContainer>,
     stdout: Option<OwnedFd>,
@@ -113,6 +116,7 @@ fn ok(pid: Option<ProcRef>) -> Reply {
         init_alive: None,
         pid,
         started_at: None,
+        process: None,
     }
 }
 
@@ -123,6 +127,7 @@ fn fail(error: String) -> Reply {
         init_alive: None,
         pid: None,
         started_at: None,
+        process: None,
     }
 }
 
@@ -194,6 +199,7 @@ impl Containers {
                         pid,
                         proc_ref,
                         pending: Some(Pending::Builtin(start, status)),
+                        started_at: None,
                         oci: None,
                         stdout: Some(stdout),
                         stderr,
@@ -231,11 +237,35 @@ impl Containers {
             (Pending::Oci, None) => Err("no OCI runtime recorded".into()),
         };
         match started {
-            Ok(()) => Reply {
-                started_at: Some(started_at),
-                ..ok(c.proc_ref)
-            },
+            Ok(()) => {
+                c.started_at = Some(started_at);
+                Reply {
+                    started_at: Some(started_at),
+                    ..ok(c.proc_ref)
+                }
+            }
             Err(e) => fail(e),
+        }
+    }
+
+    /// Where container `id`'s process is (see [`super::ProcessState`]). Read-only.
+    pub(super) fn status(&self, id: &str) -> Reply {
+        use super::ProcessState as P;
+        let Some(c) = self.map.get(id) else {
+            return fail(format!("container {id} not found"));
+        };
+        let process = match (c.pending.is_some(), c.started_at, c.exited) {
+            (true, _, false) => P::Created,
+            (_, Some(_), false) => P::Running,
+            (_, Some(_), true) => P::Exited,
+            // Killed before it was started (pod stop, remove), or its start failed.
+            (true, None, true) => P::Exited,
+            (false, None, _) => P::StartFailed,
+        };
+        Reply {
+            started_at: c.started_at,
+            process: Some(process),
+            ..ok(c.proc_ref)
         }
     }
 
@@ -475,6 +505,7 @@ impl Containers {
                 pid: created.pid,
                 proc_ref,
                 pending: Some(Pending::Oci),
+                started_at: None,
                 oci: Some(handle),
                 stdout: Some(created.stdout),
                 stderr: created.stderr,

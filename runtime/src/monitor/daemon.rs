@@ -475,6 +475,7 @@ impl Monitor {
                     init_alive,
                     pid: None,
                     started_at: None,
+                    process: None,
                 },
                 false,
             ),
@@ -485,6 +486,7 @@ impl Monitor {
                     init_alive,
                     pid: None,
                     started_at: None,
+                    process: None,
                 },
                 true,
             ),
@@ -529,6 +531,7 @@ impl Monitor {
                 return false;
             }
             Ok(Request::StartContainer { id }) => (self.containers.start(&id), false),
+            Ok(Request::ContainerStatus { id }) => (self.containers.status(&id), false),
             Ok(Request::Signal { id, signal }) => (self.containers.signal(&id, signal), false),
             Ok(Request::ReopenLog { id }) => (self.containers.reopen_log(&id), false),
             Ok(Request::RemoveContainer { id }) => (self.containers.remove(&id), false),
@@ -539,6 +542,7 @@ impl Monitor {
                     init_alive,
                     pid: None,
                     started_at: None,
+                    process: None,
                 },
                 false,
             ),
