@@ -277,9 +277,7 @@ async fn item15_an_oom_killed_child_makes_the_container_oom_killed() {
         "sh exited by itself after its child was OOM-killed: {s:?}"
     );
     // A stop by crust is not the OOM killer's work (the existing rule, kept).
-    let mut c = w.config("stopped", &["sleep", "1000"]);
-    c.metadata.as_mut().unwrap().attempt = 0;
-    let id = w.run(&pod, c).await;
+    let id = w.run(&pod, w.config("stopped", &["sleep", "1000"])).await;
     w.d.runtime()
         .await
         .unwrap()
