@@ -183,6 +183,10 @@ impl Rng {
 pub struct Injector {
     pub w: World,
     n: u32,
+    /// Delays spread over the RPC's measured duration times this. Default 2: the
+    /// RPCs run slower right after a restart than when measured, and some trials must
+    /// land after the RPC completed.
+    pub span_scale: f64,
 }
 
 impl Injector {
@@ -190,14 +194,18 @@ impl Injector {
     pub async fn new() -> Injector {
         let image = busybox_image(&["sh", "sleep", "true"], |_| {});
         let w = World::start(&image, "test/crash-inject", "").await;
-        Injector { w, n: 0 }
+        Injector {
+            w,
+            n: 0,
+            span_scale: 2.0,
+        }
     }
 
     /// `trials` trials of `rpc`, their delays stratified over the RPC's own duration
-    /// (measured once without a crash, times 1.25), so every step is hit:
+    /// (measured once without a crash, times `span_scale`), so every step is hit:
     /// trial i is killed at `(i + u) / trials * span`, u uniform in [0, 1).
     pub async fn run(&mut self, rpc: Rpc, trials: u32, rng: &mut Rng) -> Tally {
-        let span = self.calibrate(rpc).await.mul_f64(1.25);
+        let span = self.calibrate(rpc).await.mul_f64(self.span_scale);
         let mut tally = Tally {
             rpc,
             span,
@@ -344,7 +352,7 @@ impl Injector {
         let pod = t.pod.clone().unwrap_or_default();
         let container = t.container.clone().unwrap_or_default();
         match rpc {
-            Rpc::RunPodSandbox => Request::Run(self.pod_config(&t.pod_name)),
+            Rpc::RunPodSandbox => Request::Run(Box::new(self.pod_config(&t.pod_name))),
             Rpc::StopPodSandbox => Request::StopPod(pod),
             Rpc::RemovePodSandbox => Request::RemovePod(pod),
             Rpc::CreateContainer => {
@@ -1119,7 +1127,7 @@ impl Injector {
 
 /// One RPC, owned, so it can run on a task of its own while crustd is killed.
 enum Request {
-    Run(PodSandboxConfig),
+    Run(Box<PodSandboxConfig>),
     StopPod(String),
     RemovePod(String),
     Create(String, Box<cri::ContainerConfig>),
@@ -1145,7 +1153,7 @@ impl Request {
         match self {
             Request::Run(config) => rt
                 .run_pod_sandbox(RunPodSandboxRequest {
-                    config: Some(config),
+                    config: Some(*config),
                     runtime_handler: String::new(),
                 })
                 .await

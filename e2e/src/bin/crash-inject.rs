@@ -6,7 +6,8 @@
 //! if any was found (a correctness check, never a timing one).
 //!
 //! `cargo build --bins && ./target/debug/crash-inject [--trials N] [--seed S]
-//! [--rpc NAME]...` (as root).
+//! [--span-scale F] [--rpc NAME]...` (as root). Delays are spread over each RPC's
+//! duration measured without a crash, times F (default 2).
 
 use anyhow::{Context, bail};
 use crust_e2e::crash::{Injector, Rng, Rpc, table};
@@ -18,12 +19,14 @@ async fn main() -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as u64;
     let mut only = Vec::new();
+    let mut span_scale = 2.0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
             "--trials" => trials = value()?.parse().context("--trials")?,
             "--seed" => seed = value()?.parse().context("--seed")?,
+            "--span-scale" => span_scale = value()?.parse().context("--span-scale")?,
             "--rpc" => {
                 let name = value()?;
                 let rpc = Rpc::ALL
@@ -32,7 +35,9 @@ async fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("unknown RPC {name}"))?;
                 only.push(rpc);
             }
-            other => bail!("unknown argument {other} (--trials N, --seed S, --rpc NAME)"),
+            other => {
+                bail!("unknown argument {other} (--trials N, --seed S, --span-scale F, --rpc NAME)")
+            }
         }
     }
     let rpcs = if only.is_empty() {
@@ -43,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     println!("crash-inject: {trials} trials per RPC, seed {seed}");
     let mut rng = Rng::new(seed);
     let mut injector = Injector::new().await;
+    injector.span_scale = span_scale;
     let mut tallies = Vec::new();
     for rpc in rpcs {
         let tally = injector.run(rpc, trials, &mut rng).await;

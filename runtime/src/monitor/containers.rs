@@ -131,6 +131,20 @@ fn fail(error: String) -> Reply {
     }
 }
 
+/// Where a container is, from whether it still waits to be started, when it was
+/// started, and whether it was reaped.
+fn process_state(pending: bool, started_at: Option<i64>, exited: bool) -> super::ProcessState {
+    use super::ProcessState as P;
+    match (pending, started_at, exited) {
+        (true, _, false) => P::Created,
+        (_, Some(_), false) => P::Running,
+        // Ran and ended, or was killed before it was started (pod stop, remove).
+        (_, Some(_), true) | (true, None, true) => P::Exited,
+        // StartContainer took it out of waiting but the start failed.
+        (false, None, _) => P::StartFailed,
+    }
+}
+
 fn set_nonblocking(fd: &OwnedFd) {
     if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
         let _ = fcntl(
@@ -250,21 +264,12 @@ impl Containers {
 
     /// Where container `id`'s process is (see [`super::ProcessState`]). Read-only.
     pub(super) fn status(&self, id: &str) -> Reply {
-        use super::ProcessState as P;
         let Some(c) = self.map.get(id) else {
             return fail(format!("container {id} not found"));
         };
-        let process = match (c.pending.is_some(), c.started_at, c.exited) {
-            (true, _, false) => P::Created,
-            (_, Some(_), false) => P::Running,
-            (_, Some(_), true) => P::Exited,
-            // Killed before it was started (pod stop, remove), or its start failed.
-            (true, None, true) => P::Exited,
-            (false, None, _) => P::StartFailed,
-        };
         Reply {
             started_at: c.started_at,
-            process: Some(process),
+            process: Some(process_state(c.pending.is_some(), c.started_at, c.exited)),
             ..ok(c.proc_ref)
         }
     }
@@ -691,6 +696,37 @@ fn kill_cgroup_members(dirs: &[PathBuf]) {
             for pid in members {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{super::ProcessState as P, process_state};
+
+    #[test]
+    fn what_the_monitor_reports_of_a_container() {
+        for (pending, started_at, exited, want, case) in [
+            (
+                true,
+                None,
+                false,
+                P::Created,
+                "created, waiting for its start",
+            ),
+            (false, Some(5), false, P::Running, "started, running"),
+            (false, Some(5), true, P::Exited, "started, exited"),
+            (true, None, true, P::Exited, "killed before it was started"),
+            (
+                false,
+                None,
+                false,
+                P::StartFailed,
+                "start failed, not yet reaped",
+            ),
+            (false, None, true, P::StartFailed, "start failed, reaped"),
+        ] {
+            assert_eq!(process_state(pending, started_at, exited), want, "{case}");
         }
     }
 }
