@@ -57,33 +57,41 @@ async fn restart(w: &mut World) {
 async fn item13_start_interrupted_by_a_crash_is_recovered_from_the_monitor() {
     let mut w = world().await;
     let pod = w.run_pod(&PodOptions::named("started")).await;
-    let id = w
-        .create(
-            &pod,
-            w.config(
-                "waiter",
-                &[
-                    "sh",
-                    "-c",
-                    "until [ -e /tmp/go ]; do sleep 0.05; done; exit 7",
-                ],
-            ),
+    let waiter = |name: &str| {
+        w.config(
+            name,
+            &[
+                "sh",
+                "-c",
+                "until [ -e /tmp/go ]; do sleep 0.05; done; exit 7",
+            ],
         )
+    };
+    let id = w
+        .create(&pod, waiter("waiter"))
+        .await
+        .expect("CreateContainer");
+    let late = w
+        .create(&pod, waiter("late"))
         .await
         .expect("CreateContainer");
     let (_, info) = pod_status(&w, &pod).await;
     let socket = PathBuf::from(info["monitor"]["socket"].as_str().expect("monitor socket"));
+    // The StartContainer crustd was sending when it died, as the monitor gets it.
+    let start_in_monitor = |id: &str| {
+        let req = crust_runtime::monitor::Request::StartContainer { id: id.into() };
+        let socket = socket.clone();
+        async move {
+            let reply = crust_runtime::monitor::request(&socket, &req, Duration::from_secs(30))
+                .await
+                .expect("the monitor answers");
+            assert!(reply.ok, "the monitor started the container: {reply:?}");
+            reply.started_at.expect("the monitor says when")
+        }
+    };
 
     w.d.crash().await.unwrap();
-    let reply = crust_runtime::monitor::request(
-        &socket,
-        &crust_runtime::monitor::Request::StartContainer { id: id.clone() },
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("the monitor answers");
-    assert!(reply.ok, "the monitor started the container: {reply:?}");
-    let started_at = reply.started_at.expect("the monitor says when");
+    let started_at = start_in_monitor(&id).await;
 
     restart(&mut w).await;
     let s = w.d.container_status(&id).await;
@@ -116,6 +124,26 @@ async fn item13_start_interrupted_by_a_crash_is_recovered_from_the_monitor() {
         (7, "Error", started_at),
         "the container's own exit: {s:?}"
     );
+
+    // The dead crustd's request may reach the monitor only after recovery asked it
+    // (it sat in the socket's backlog): the retried start hears "already started"
+    // and must learn the truth then, not record a StartError.
+    let late_started_at = start_in_monitor(&late).await;
+    let retried = w.start_container(&late).await.unwrap_err();
+    assert_eq!(retried.code(), Code::FailedPrecondition, "{retried:?}");
+    let s = w.d.container_status(&late).await;
+    assert_eq!(
+        (s.state, s.reason.as_str(), s.started_at),
+        (
+            i32::from(ContainerState::ContainerRunning),
+            "",
+            late_started_at
+        ),
+        "running, with the monitor's start time: {s:?}"
+    );
+    let (code, _, err) = w.exec(&late, &["touch", "/tmp/go"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(w.d.wait_exited(&late).await.exit_code, 7);
 }
 
 /// A CNI plugin first in the chain (so last on DEL): passes ADD through, and on the

@@ -7,7 +7,7 @@
 //!
 //! `cargo build --bins && ./target/debug/crash-inject [--trials N] [--seed S]
 //! [--span-scale F] [--rpc NAME]...` (as root). Delays are spread over each RPC's
-//! duration measured without a crash, times F (default 2).
+//! duration measured without a crash, times F (default 3).
 
 use anyhow::{Context, bail};
 use crust_e2e::crash::{Injector, Rng, Rpc, table};
@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as u64;
     let mut only = Vec::new();
-    let mut span_scale = 2.0;
+    let mut span_scale = 3.0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
