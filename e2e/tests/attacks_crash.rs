@@ -52,11 +52,31 @@ async fn restart(w: &mut World) {
 /// restarted crustd reported the running container CREATED, a retried StartContainer
 /// got "already started" from the monitor and recorded it EXITED (StartError) while it
 /// ran, and its real exit was never reported. The crash is made exact here: crustd is
-/// killed, then the StartContainer it was sending reaches the monitor.
+/// killed, then the StartContainer it was sending reaches the monitor. Both launchers:
+/// the built-in one and runc (an `oci` handler).
 #[tokio::test]
 async fn item13_start_interrupted_by_a_crash_is_recovered_from_the_monitor() {
-    let mut w = world().await;
-    let pod = w.run_pod(&PodOptions::named("started")).await;
+    const RUNC: &str = "/usr/sbin/runc";
+    assert!(
+        std::path::Path::new(RUNC).is_file(),
+        "{RUNC} not found: install it with `apt-get install runc`"
+    );
+    let mut w = World::start(
+        &busybox_image(APPLETS, |_| {}),
+        "test/crash",
+        &format!("[runtime.handlers.runc]\ntype = \"oci\"\npath = \"{RUNC}\"\n"),
+    )
+    .await;
+    for handler in ["", "runc"] {
+        interrupted_start(&mut w, handler).await;
+    }
+}
+
+/// Item 13's scenario in a pod of runtime handler `handler`.
+async fn interrupted_start(w: &mut World, handler: &str) {
+    let pod = w
+        .run_pod(&PodOptions::named(&format!("started-{handler}")).handler(handler))
+        .await;
     let waiter = |name: &str| {
         w.config(
             name,
@@ -75,7 +95,7 @@ async fn item13_start_interrupted_by_a_crash_is_recovered_from_the_monitor() {
         .create(&pod, waiter("late"))
         .await
         .expect("CreateContainer");
-    let (_, info) = pod_status(&w, &pod).await;
+    let (_, info) = pod_status(w, &pod).await;
     let socket = PathBuf::from(info["monitor"]["socket"].as_str().expect("monitor socket"));
     // The StartContainer crustd was sending when it died, as the monitor gets it.
     let start_in_monitor = |id: &str| {
@@ -93,7 +113,7 @@ async fn item13_start_interrupted_by_a_crash_is_recovered_from_the_monitor() {
     w.d.crash().await.unwrap();
     let started_at = start_in_monitor(&id).await;
 
-    restart(&mut w).await;
+    restart(w).await;
     let s = w.d.container_status(&id).await;
     assert_eq!(
         s.state,
