@@ -13,6 +13,7 @@ pub mod world;
 pub mod bench;
 pub mod cni;
 pub mod containerd;
+pub mod crash;
 pub mod cri_bench;
 
 use std::{

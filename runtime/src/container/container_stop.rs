@@ -11,8 +11,11 @@ use crate::{
 
 impl SandboxManager {
     /// Turns a recorded exit into state: Running (or Created) with an exit file becomes
-    /// Exited with its code, time and reason (`OOMKilled` when the cgroup's OOM killer
-    /// fired and the process died of SIGKILL).
+    /// Exited with its code, time and reason: `OOMKilled` when the OOM killer killed
+    /// any process of the container's cgroup during its life, whichever process that
+    /// was and however the main process then ended (containerd: the cgroup's OOM
+    /// events), except kills crust's own stop explains (see
+    /// [`SandboxManager::note_oom_baseline`]).
     pub(crate) fn refresh_container(&self, c: &mut Container) -> Result<(), RuntimeError> {
         if !matches!(c.state, ContainerState::Running | ContainerState::Created) {
             return Ok(());
@@ -45,7 +48,7 @@ impl SandboxManager {
             .or(c.oom_kills_before_kill)
             .unwrap_or(0);
         let oom = self.oom_kill_count(&c.cgroup) > baseline;
-        let reason = if exit.signal == Some(9) && oom {
+        let reason = if oom {
             "OOMKilled"
         } else if exit.exit_code == 0 {
             "Completed"
@@ -97,6 +100,22 @@ impl SandboxManager {
         }
     }
 
+    /// Remembers what the OOM killer had done in the container's cgroup when crust
+    /// began ending it (StopContainer, RemoveContainer, the pod's stop): the exit that
+    /// follows is crust's doing, and counts as OOMKilled only if the OOM killer acted
+    /// after this point. Once per container; a failure to keep it is logged, not fatal.
+    pub(crate) fn note_oom_baseline(&self, c: &mut Container) {
+        if c.oom_kills_before_kill.is_some()
+            || !matches!(c.state, ContainerState::Running | ContainerState::Created)
+        {
+            return;
+        }
+        c.oom_kills_before_kill = Some(self.oom_kill_count(&c.cgroup));
+        if let Err(e) = self.update_container_record(c) {
+            tracing::debug!(container_id = %c.id, error = %e, "OOM baseline not kept");
+        }
+    }
+
     /// How many processes the OOM killer has killed in the container's cgroup.
     fn oom_kill_count(&self, cgroup: &str) -> u64 {
         let Ok(cgroups) = self.cgroups() else {
@@ -145,6 +164,7 @@ impl SandboxManager {
             return Ok(());
         }
         let socket = self.snapshot(&c.pod_id).map(|s| s.monitor_socket());
+        self.note_oom_baseline(c);
         if c.state == ContainerState::Running && !timeout.is_zero() {
             let name = stop_signal(&c.spec, &c.image.config);
             let signal = signal_number(&name).unwrap_or(15);
@@ -165,14 +185,6 @@ impl SandboxManager {
             }
         }
         if !c.exit_file().exists() {
-            if c.oom_kills_before_kill.is_none() {
-                // Remember what the OOM killer had done before our SIGKILL, so that
-                // this kill is not taken for its work (see `refresh_container`).
-                c.oom_kills_before_kill = Some(self.oom_kill_count(&c.cgroup));
-                if let Err(e) = self.update_container_record(c) {
-                    tracing::debug!(container_id = %c.id, error = %e, "OOM baseline not kept");
-                }
-            }
             let cgroup = c.cgroup.clone();
             let _ = self
                 .cgroup_blocking(move |cgroups| cgroups.kill_all(&cgroup))

@@ -64,9 +64,11 @@ pub struct Container {
     pub bundle: PathBuf,
     /// cgroupfs path.
     pub cgroup: String,
-    /// The cgroup's OOM-kill count when crust itself SIGKILLed the container (Stop's
-    /// escalation): a SIGKILL exit then counts as OOMKilled only if the count grew
-    /// past it, not because of an earlier OOM kill of some other process in it.
+    /// The cgroup's OOM-kill count when crust itself began ending the container (its
+    /// stop signal, Stop's SIGKILL escalation, the pod's stop): that exit then counts
+    /// as OOMKilled only if the count grew past it, not because of an earlier OOM kill
+    /// of some other process in it. Without it (an exit of its own) any OOM kill in
+    /// the cgroup makes the exit OOMKilled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_kills_before_kill: Option<u64>,
 }

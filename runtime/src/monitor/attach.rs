@@ -160,6 +160,7 @@ impl Attachers {
             init_alive: None,
             pid: None,
             started_at: None,
+            process: None,
         };
         // Still blocking, with the request's timeouts: one short line.
         let sent = writeln!(

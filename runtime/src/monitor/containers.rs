@@ -34,6 +34,9 @@ struct Container {
     proc_ref: Option<ProcRef>,
     /// Until started: how to start it.
     pending: Option<Pending>,
+    /// When StartContainer released it (unix nanoseconds); `None` before, or when
+    /// the start failed.
+    started_at: Option<i64>,
     /// Run by an OCI runtime: what remove must undo.
     oci: Option<OciContainer>,
     stdout: Option<OwnedFd>,
@@ -121,6 +124,7 @@ fn ok(pid: Option<ProcRef>) -> Reply {
         init_alive: None,
         pid,
         started_at: None,
+        process: None,
     }
 }
 
@@ -131,6 +135,21 @@ fn fail(error: String) -> Reply {
         init_alive: None,
         pid: None,
         started_at: None,
+        process: None,
+    }
+}
+
+/// Where a container is, from whether it still waits to be started, when it was
+/// started, and whether it was reaped.
+fn process_state(pending: bool, started_at: Option<i64>, exited: bool) -> super::ProcessState {
+    use super::ProcessState as P;
+    match (pending, started_at, exited) {
+        (true, _, false) => P::Created,
+        (_, Some(_), false) => P::Running,
+        // Ran and ended, or was killed before it was started (pod stop, remove).
+        (_, Some(_), true) | (true, None, true) => P::Exited,
+        // StartContainer took it out of waiting but the start failed.
+        (false, None, _) => P::StartFailed,
     }
 }
 
@@ -202,6 +221,7 @@ impl Containers {
                         pid,
                         proc_ref,
                         pending: Some(Pending::Builtin(start, status)),
+                        started_at: None,
                         oci: None,
                         stdout: Some(stdout),
                         stderr,
@@ -239,11 +259,26 @@ impl Containers {
             (Pending::Oci, None) => Err("no OCI runtime recorded".into()),
         };
         match started {
-            Ok(()) => Reply {
-                started_at: Some(started_at),
-                ..ok(c.proc_ref)
-            },
+            Ok(()) => {
+                c.started_at = Some(started_at);
+                Reply {
+                    started_at: Some(started_at),
+                    ..ok(c.proc_ref)
+                }
+            }
             Err(e) => fail(e),
+        }
+    }
+
+    /// Where container `id`'s process is (see [`super::ProcessState`]). Read-only.
+    pub(super) fn status(&self, id: &str) -> Reply {
+        let Some(c) = self.map.get(id) else {
+            return fail(format!("container {id} not found"));
+        };
+        Reply {
+            started_at: c.started_at,
+            process: Some(process_state(c.pending.is_some(), c.started_at, c.exited)),
+            ..ok(c.proc_ref)
         }
     }
 
@@ -496,6 +531,7 @@ impl Containers {
                 pid: created.pid,
                 proc_ref,
                 pending: Some(Pending::Oci),
+                started_at: None,
                 oci: Some(handle),
                 stdout: Some(created.stdout),
                 stderr: created.stderr,
@@ -681,6 +717,37 @@ fn kill_cgroup_members(dirs: &[PathBuf]) {
             for pid in members {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{super::ProcessState as P, process_state};
+
+    #[test]
+    fn what_the_monitor_reports_of_a_container() {
+        for (pending, started_at, exited, want, case) in [
+            (
+                true,
+                None,
+                false,
+                P::Created,
+                "created, waiting for its start",
+            ),
+            (false, Some(5), false, P::Running, "started, running"),
+            (false, Some(5), true, P::Exited, "started, exited"),
+            (true, None, true, P::Exited, "killed before it was started"),
+            (
+                false,
+                None,
+                false,
+                P::StartFailed,
+                "start failed, not yet reaped",
+            ),
+            (false, None, true, P::StartFailed, "start failed, reaped"),
+        ] {
+            assert_eq!(process_state(pending, started_at, exited), want, "{case}");
         }
     }
 }

@@ -521,6 +521,7 @@ impl Monitor {
                     init_alive,
                     pid: None,
                     started_at: None,
+                    process: None,
                 },
                 false,
             ),
@@ -531,6 +532,7 @@ impl Monitor {
                     init_alive,
                     pid: None,
                     started_at: None,
+                    process: None,
                 },
                 true,
             ),
@@ -575,6 +577,7 @@ impl Monitor {
                 return false;
             }
             Ok(Request::StartContainer { id }) => (self.containers.start(&id), false),
+            Ok(Request::ContainerStatus { id }) => (self.containers.status(&id), false),
             Ok(Request::Signal { id, signal }) => (self.containers.signal(&id, signal), false),
             Ok(Request::ReopenLog { id }) => (self.containers.reopen_log(&id), false),
             Ok(Request::RemoveContainer { id }) => (self.containers.remove(&id), false),
@@ -585,6 +588,7 @@ impl Monitor {
                     init_alive,
                     pid: None,
                     started_at: None,
+                    process: None,
                 },
                 false,
             ),

@@ -118,6 +118,13 @@ pub enum Request {
     StartContainer {
         id: String,
     },
+    /// What the monitor knows of a container's process: created and waiting, started
+    /// (and when), exited, or a start that failed. crustd asks after a restart, since
+    /// a StartContainer it was killed in the middle of may have run here
+    /// ([`Reply::process`]).
+    ContainerStatus {
+        id: String,
+    },
     /// Send `signal` to the container's process.
     Signal {
         id: String,
@@ -239,6 +246,24 @@ pub struct Reply {
     /// StartContainer: taken by the monitor, so it is never after the exit time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<i64>,
+    /// For [`Request::ContainerStatus`]: where the container's process is; its start
+    /// time is in `started_at`, its exit in the exit file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessState>,
+}
+
+/// A container process as its monitor sees it ([`Request::ContainerStatus`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    /// Created, waiting for StartContainer.
+    Created,
+    /// Released into its exec; still running.
+    Running,
+    /// Started, and has exited: the exit file is written.
+    Exited,
+    /// StartContainer was tried and failed: the process never ran the command.
+    StartFailed,
 }
 
 /// containerd's default `max_container_log_line_size`; what a request from a crustd

@@ -163,7 +163,9 @@ pub struct SandboxSpec {
 ///                     +--failure/crash--> (rolled back)       +-- stop (again) / remove
 /// ```
 /// `Ready` is what was recorded; what is *reported* is Ready only while the monitor
-/// (and the pod init, if any) is alive.
+/// (and the pod init, if any) is alive. Stop and Remove persist NotReady (and drop the
+/// pod's network from the record) before their first teardown step, so a crash in
+/// the middle of one never leaves a pod recorded Ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxState {

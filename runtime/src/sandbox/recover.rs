@@ -1,6 +1,7 @@
 //! Loading pods at crustd start. Running pods keep running across a restart: their
 //! records are loaded and readiness is read from the live monitors. A pod caught in
-//! `Creating` by a crash is rolled back completely.
+//! `Creating` by a crash is rolled back completely. Containers recorded Created are
+//! checked with their monitor, which may have started them.
 
 use crust_state::Quarantined;
 
@@ -58,6 +59,22 @@ impl SandboxManager {
                 .write()
                 .expect("containers poisoned")
                 .insert(c.id.clone(), c);
+        }
+        // A container recorded Created may have been started by a StartContainer that
+        // crustd was killed in the middle of: ask its monitor what really runs before
+        // answering anyone (a retried start must not take it for a failed one).
+        let created: Vec<crate::container::Container> = self
+            .containers
+            .read()
+            .expect("containers poisoned")
+            .values()
+            .filter(|c| c.state == crate::container::ContainerState::Created)
+            .cloned()
+            .collect();
+        for mut c in created {
+            if let Err(error) = self.reconcile_created(&mut c).await {
+                tracing::error!(container_id = %c.id, %error, "could not reconcile the container with its monitor");
+            }
         }
         Ok(quarantined)
     }

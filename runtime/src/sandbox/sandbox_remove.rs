@@ -11,9 +11,11 @@ impl SandboxManager {
         };
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
-        let Some(sandbox) = self.snapshot(&id) else {
+        let Some(mut sandbox) = self.snapshot(&id) else {
             return Ok(());
         };
+        // As Stop: NotReady and without its network before anything is torn down.
+        self.begin_stop(&mut sandbox)?;
         self.teardown(&sandbox, true).await?;
         // The pod's containers went with its monitor; delete what they left.
         let containers: Vec<_> = self

@@ -2,7 +2,7 @@
 //! stays listed (NOTREADY) until removed. Idempotent; a missing pod is not an error
 //! (CRI: kubelet may call it again after a crash).
 
-use super::{SandboxManager, SandboxState};
+use super::{Sandbox, SandboxManager, SandboxState};
 use crate::error::RuntimeError;
 
 impl SandboxManager {
@@ -15,13 +15,25 @@ impl SandboxManager {
         let Some(mut sandbox) = self.snapshot(&id) else {
             return Ok(());
         };
+        self.begin_stop(&mut sandbox)?;
         self.teardown(&sandbox, false).await?;
-        let from = sandbox.state;
-        if from != SandboxState::NotReady {
-            sandbox.state = SandboxState::NotReady;
-            self.commit(&sandbox, Some(from))?;
-        }
         tracing::info!(pod_id = %id, "pod sandbox stopped");
         Ok(())
+    }
+
+    /// Persists "stopping, network torn down" before the first teardown step (Stop and
+    /// Remove): the pod is NotReady and has no IP from here on, so a crustd killed at
+    /// any later step comes back reporting what is true, never READY with the IP of a
+    /// veth and lease CNI DEL already released. The record is cleared before DEL, not
+    /// after: a crash between the two leaves DEL to the retried Stop, which runs it
+    /// again (DEL is idempotent, also with the cached result gone).
+    pub(super) fn begin_stop(&self, sandbox: &mut Sandbox) -> Result<(), RuntimeError> {
+        if sandbox.state == SandboxState::NotReady && sandbox.network.is_none() {
+            return Ok(());
+        }
+        let from = sandbox.state;
+        sandbox.state = SandboxState::NotReady;
+        sandbox.network = None;
+        self.commit(sandbox, Some(from))
     }
 }

@@ -33,6 +33,20 @@ impl SandboxManager {
             errors.push(format!("network teardown: {e}"));
         }
 
+        // The pod's containers are ended by crust from here on: what the OOM killer did
+        // before is kept, so these kills are not reported as its work.
+        let live: Vec<crate::container::Container> = self
+            .containers
+            .read()
+            .expect("containers poisoned")
+            .values()
+            .filter(|c| c.pod_id == sandbox.id)
+            .cloned()
+            .collect();
+        for mut c in live {
+            self.note_oom_baseline(&mut c);
+        }
+
         // The monitor, from the record or (after a crash mid-create) its pid file.
         let pids: Option<MonitorPids> = sandbox.monitor.or_else(|| {
             fs::read(sandbox.pod_dir.join("monitor.json"))
