@@ -200,9 +200,20 @@ impl SandboxManager {
                 )
                 .await;
             }
+            // The exit file is the answer; a vanished pid only means it is near: the
+            // monitor reaps, then writes the file, and under load that gap has been
+            // seen to outlast a single poll (RemoveContainer then failed "still
+            // running"). A monitor that is gone never writes it: one second of grace.
+            let mut grace = 100;
             for _ in 0..500 {
-                if c.exit_file().exists() || c.pid.is_some_and(|p| !p.is_alive()) {
+                if c.exit_file().exists() {
                     break;
+                }
+                if c.pid.is_some_and(|p| !p.is_alive()) {
+                    grace -= 1;
+                    if grace == 0 {
+                        break;
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
