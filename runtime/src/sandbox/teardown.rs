@@ -100,6 +100,15 @@ impl SandboxManager {
             })
             .await;
         errors.extend(killed.unwrap_or_default());
+        // Under systemd each monitor has a scope of its own, done with once the
+        // monitor is (the cgroupfs driver's monitor cgroup is shared and stays).
+        if self.systemd_driver()
+            && let Err(e) = self
+                .remove_cgroup(&self.monitor_cgroup_path(&sandbox.id))
+                .await
+        {
+            errors.push(e.to_string());
+        }
 
         for ns in PINS {
             let pin = sandbox.pin(ns);
@@ -133,16 +142,11 @@ impl SandboxManager {
             if sandbox.cgroup_created {
                 owned.push(sandbox.cgroup.clone());
             }
-            let removed = self
-                .cgroup_blocking(move |cgroups| {
-                    owned
-                        .iter()
-                        .filter_map(|cg| cgroups.remove(cg).err())
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                })
-                .await;
-            errors.extend(removed.unwrap_or_default());
+            for cg in owned {
+                if let Err(e) = self.remove_cgroup(&cg).await {
+                    errors.push(e.to_string());
+                }
+            }
         }
 
         if errors.is_empty() {
