@@ -15,6 +15,7 @@ pub mod cni;
 pub mod containerd;
 pub mod crash;
 pub mod guest;
+pub mod guest_crustd;
 pub mod cri_bench;
 
 use std::{

@@ -229,6 +229,12 @@ impl SandboxManager {
     pub(crate) async fn remove_cgroup(&self, path: &str) -> Result<(), CgroupError> {
         let unit = systemd::unit_of(path).filter(|_| self.systemd_driver());
         if let Some(unit) = unit {
+            // A slice several pods share (crictl pods naming one parent) is stopped
+            // with the last of them: stopping a slice stops every unit inside it.
+            if unit.ends_with(".slice") && self.has_children(path) {
+                tracing::debug!(cgroup = path, "slice still holds other units; left running");
+                return Ok(());
+            }
             let doomed = path.to_string();
             if let Some(Err(e)) = self.cgroup_blocking(move |c| c.kill_all(&doomed)).await {
                 tracing::debug!(cgroup = path, error = %e, "kill before stopping the unit");
@@ -239,6 +245,21 @@ impl SandboxManager {
         self.cgroup_blocking(move |c| c.remove(&doomed))
             .await
             .unwrap_or(Ok(()))
+    }
+}
+
+impl SandboxManager {
+    fn has_children(&self, path: &str) -> bool {
+        let Ok(cgroups) = self.cgroups() else {
+            return false;
+        };
+        cgroups.dirs(path).iter().any(|dir| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        })
     }
 }
 

@@ -138,7 +138,20 @@ impl SandboxManager {
                     Err(e) => errors.push(format!("remove {}: {e}", dir.display())),
                 }
             }
-            let mut owned: Vec<String> = sandbox.init_cgroup.iter().cloned().collect();
+            let mut owned: Vec<String> = Vec::new();
+            if self.systemd_driver() {
+                // The container scopes before their slice: a slice with other pods'
+                // scopes in it is not stopped (see `remove_cgroup`).
+                owned.extend(
+                    self.containers
+                        .read()
+                        .expect("containers poisoned")
+                        .values()
+                        .filter(|c| c.pod_id == sandbox.id)
+                        .map(|c| c.cgroup.clone()),
+                );
+            }
+            owned.extend(sandbox.init_cgroup.iter().cloned());
             if sandbox.cgroup_created {
                 owned.push(sandbox.cgroup.clone());
             }
