@@ -6,7 +6,7 @@ mod stats;
 pub mod systemd;
 
 pub use cgroupfs::{CgroupFeatures, Cgroupfs, validate_path};
-pub use stats::CgroupUsage;
+pub use stats::{CgroupUsage, oom_kills};
 pub use systemd::Systemd;
 
 use std::{
