@@ -201,7 +201,7 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     step("removal");
     node.crustctl(&format!("rmp -f {pod}"), 180).unwrap();
     let left = node
-        .run("systemctl list-units --all --plain --no-legend 'crust-*' | grep -v crustd-test || true", 60)
+        .run("systemctl list-units --all --plain --no-legend 'crust-*.scope' 'crust-pod*.slice'", 60)
         .unwrap();
     assert_eq!(left.trim(), "", "units left: {left}");
     let slice = show(&node, &pod_slice(), &["LoadState", "ActiveState"]);
