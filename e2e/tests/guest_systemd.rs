@@ -152,6 +152,12 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     assert!(monitor.contains(&"Slice=crust.slice".to_string()), "{monitor:?}");
     assert!(monitor.contains(&"ActiveState=active".to_string()), "{monitor:?}");
 
+    step("exec");
+    // ExecSync runs in a cgroup of its own inside the delegated scope.
+    let cg = node
+        .crustctl(&format!("exec -s {ctr} /bin/cat /proc/self/cgroup"), 120)
+        .unwrap();
+    assert!(cg.trim().starts_with("0::/exec-"), "{cg}");
     // UpdateContainerResources: the unit's property and the file.
     step("update");
     node.crustctl(&format!("update {ctr} --memory {}", 128 << 20), 60)
