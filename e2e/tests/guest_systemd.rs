@@ -4,13 +4,11 @@
 //! restart with a running container, and every unit gone after removal. A second
 //! test prints pod+container start p50 under both drivers (numbers, not asserted).
 
-use std::sync::Mutex;
-
 use crust_e2e::guest_crustd::{BUSYBOX, GuestCrustd};
 use serde_json::Value;
 
 /// One guest at a time (each costs 2 GiB and both cores under TCG).
-static ONE_GUEST: Mutex<()> = Mutex::new(());
+static ONE_GUEST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const POD_UID: &str = "0b5e6a2c_3d4f_4e11_9a7b_1c2d3e4f5a6b";
 
@@ -88,7 +86,7 @@ fn wait_exited(node: &GuestCrustd, id: &str) -> Value {
 #[tokio::test]
 #[ignore = "guest node (qemu): cargo test -p crust-e2e --test guest_systemd -- --ignored"]
 async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
-    let _one = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_GUEST.lock().await;
     let node = GuestCrustd::start("systemd", "[cgroup]\ndriver = \"systemd\"\n")
         .await
         .expect("guest node with crustd");
@@ -226,7 +224,7 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
 #[tokio::test]
 #[ignore = "guest node (qemu), benchmark: cargo test -p crust-e2e --test guest_systemd -- --ignored --nocapture"]
 async fn pod_and_container_start_p50_systemd_vs_cgroupfs() {
-    let _one = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_GUEST.lock().await;
     const RUNS: usize = 10;
     let node = GuestCrustd::start("systemd-bench", "[cgroup]\ndriver = \"systemd\"\n")
         .await
@@ -258,8 +256,23 @@ async fn pod_and_container_start_p50_systemd_vs_cgroupfs() {
             )
             .unwrap();
         }
+        // What kubelet's cgroupfs driver does before RunPodSandbox on cgroup v2: pod
+        // cgroups made with their controllers enabled (crust does not write
+        // subtree_control itself yet; systemd does it for slices).
+        let prepare = if driver == "cgroupfs" {
+            format!(
+                "for i in $(seq 0 {last}); do mkdir -p /sys/fs/cgroup/kubepods/besteffort/podb$i; done
+                 for d in /sys/fs/cgroup/kubepods /sys/fs/cgroup/kubepods/besteffort /sys/fs/cgroup/kubepods/besteffort/podb*; do
+                   echo '+memory +cpu +pids' > $d/cgroup.subtree_control
+                 done",
+                last = RUNS - 1
+            )
+        } else {
+            String::new()
+        };
         let script = format!(
             "set -e
+             {prepare}
              for i in $(seq 0 {last}); do
                a=$(date +%s%N)
                {ctl} -t 120s run /root/c.json /root/p-{driver}-$i.json >/dev/null
