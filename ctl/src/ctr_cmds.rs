@@ -11,8 +11,8 @@ use crust_ctl::{
 };
 use crust_proto::runtime::v1::{
     ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatusRequest,
-    CreateContainerRequest, ListContainersRequest, RemoveContainerRequest, RunPodSandboxRequest,
-    LinuxContainerResources, StartContainerRequest, StopContainerRequest,
+    CreateContainerRequest, LinuxContainerResources, ListContainersRequest, RemoveContainerRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
     UpdateContainerResourcesRequest, runtime_service_client::RuntimeServiceClient,
 };
 use serde_json::{Value, json};

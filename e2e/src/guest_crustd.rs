@@ -105,7 +105,9 @@ EOF
             bail!("content may not contain the heredoc marker");
         }
         self.run(
-            &format!("mkdir -p \"$(dirname {path})\"\ncat > {path} <<'CRUST_EOF'\n{content}\nCRUST_EOF"),
+            &format!(
+                "mkdir -p \"$(dirname {path})\"\ncat > {path} <<'CRUST_EOF'\n{content}\nCRUST_EOF"
+            ),
             60,
         )
         .map(drop)

@@ -100,7 +100,10 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     let pod = node.crustctl("runp /root/pod.json", 120).unwrap();
     let pod = pod.trim();
     let ctr = node
-        .crustctl(&format!("create {pod} /root/sleep.json /root/pod.json"), 120)
+        .crustctl(
+            &format!("create {pod} /root/sleep.json /root/pod.json"),
+            120,
+        )
         .unwrap();
     let ctr = ctr.trim().to_string();
     node.crustctl(&format!("start {ctr}"), 120).unwrap();
@@ -111,7 +114,13 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     let props = show(
         &node,
         &scope,
-        &["MemoryMax", "CPUQuotaPerSecUSec", "Slice", "Delegate", "ActiveState"],
+        &[
+            "MemoryMax",
+            "CPUQuotaPerSecUSec",
+            "Slice",
+            "Delegate",
+            "ActiveState",
+        ],
     );
     for want in [
         format!("MemoryMax={}", 64 << 20),
@@ -135,7 +144,9 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     // of its own, outside the pod.
     let procs = node
         .run(
-            &format!("for p in $(cat {dir}/cgroup.procs); do tr '\\0' ' ' < /proc/$p/cmdline; echo; done"),
+            &format!(
+                "for p in $(cat {dir}/cgroup.procs); do tr '\\0' ' ' < /proc/$p/cmdline; echo; done"
+            ),
             60,
         )
         .unwrap();
@@ -146,9 +157,19 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
         "{procs:?}"
     );
     assert_eq!(procs.len(), 2, "{procs:?}");
-    let monitor = show(&node, &format!("crust-monitor-{pod}.scope"), &["Slice", "ActiveState"]);
-    assert!(monitor.contains(&"Slice=crust.slice".to_string()), "{monitor:?}");
-    assert!(monitor.contains(&"ActiveState=active".to_string()), "{monitor:?}");
+    let monitor = show(
+        &node,
+        &format!("crust-monitor-{pod}.scope"),
+        &["Slice", "ActiveState"],
+    );
+    assert!(
+        monitor.contains(&"Slice=crust.slice".to_string()),
+        "{monitor:?}"
+    );
+    assert!(
+        monitor.contains(&"ActiveState=active".to_string()),
+        "{monitor:?}"
+    );
 
     step("exec");
     // ExecSync runs in a cgroup of its own inside the delegated scope.
@@ -170,7 +191,8 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     node.stop_crustd().unwrap();
     let props = show(&node, &scope, &["ActiveState"]);
     assert_eq!(props, ["ActiveState=active"], "scope survives crustd");
-    node.start_crustd("[cgroup]\ndriver = \"systemd\"\n").unwrap();
+    node.start_crustd("[cgroup]\ndriver = \"systemd\"\n")
+        .unwrap();
     assert_eq!(status(&node, &ctr)["state"], "CONTAINER_RUNNING");
     node.crustctl(&format!("stop -t 2 {ctr}"), 120).unwrap();
     assert_eq!(wait_exited(&node, &ctr)["state"], "CONTAINER_EXITED");
@@ -205,7 +227,10 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     step("removal");
     node.crustctl(&format!("rmp -f {pod}"), 180).unwrap();
     let left = node
-        .run("systemctl list-units --all --plain --no-legend 'crust-*.scope' 'crust-pod*.slice'", 60)
+        .run(
+            "systemctl list-units --all --plain --no-legend 'crust-*.scope' 'crust-pod*.slice'",
+            60,
+        )
         .unwrap();
     assert_eq!(left.trim(), "", "units left: {left}");
     let slice = show(&node, &pod_slice(), &["LoadState", "ActiveState"]);
@@ -214,7 +239,10 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
         "pod slice still active: {slice:?}"
     );
     let gone = node
-        .run(&format!("test -e {} && echo present || echo gone", pod_slice_path()), 60)
+        .run(
+            &format!("test -e {} && echo present || echo gone", pod_slice_path()),
+            60,
+        )
         .unwrap();
     assert_eq!(gone.trim(), "gone");
 }
