@@ -311,24 +311,13 @@ pub fn pod_config(c: &cri::PodSandboxConfig) -> Result<(), ApiError> {
             resources("config.linux.resources", r)?;
         }
         if let Some(sc) = &l.security_context {
-            namespaces(
-                "config.linux.security_context.namespace_options",
-                sc.namespace_options.as_ref(),
-            )?;
-            known::<cri::SupplementalGroupsPolicy>(
-                "config.linux.security_context.supplemental_groups_policy",
-                sc.supplemental_groups_policy,
-            )?;
-            list(
-                "config.linux.security_context.supplemental_groups",
-                &sc.supplemental_groups,
-                LIST_MAX,
-            )?;
-            profile("config.linux.security_context.seccomp", sc.seccomp.as_ref())?;
-            profile(
-                "config.linux.security_context.apparmor",
-                sc.apparmor.as_ref(),
-            )?;
+            shared_security(SharedSecurity {
+                namespace_options: sc.namespace_options.as_ref(),
+                supplemental_groups_policy: sc.supplemental_groups_policy,
+                supplemental_groups: &sc.supplemental_groups,
+                seccomp: sc.seccomp.as_ref(),
+                apparmor: sc.apparmor.as_ref(),
+            })?;
         }
     }
     Ok(())
@@ -477,10 +466,19 @@ fn log_path(p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn container_security(sc: &cri::LinuxContainerSecurityContext) -> Result<(), ApiError> {
+/// The fields pod and container security contexts share (two proto types, one check).
+struct SharedSecurity<'a> {
+    namespace_options: Option<&'a cri::NamespaceOption>,
+    supplemental_groups_policy: i32,
+    supplemental_groups: &'a [i64],
+    seccomp: Option<&'a cri::SecurityProfile>,
+    apparmor: Option<&'a cri::SecurityProfile>,
+}
+
+fn shared_security(sc: SharedSecurity<'_>) -> Result<(), ApiError> {
     namespaces(
         "config.linux.security_context.namespace_options",
-        sc.namespace_options.as_ref(),
+        sc.namespace_options,
     )?;
     known::<cri::SupplementalGroupsPolicy>(
         "config.linux.security_context.supplemental_groups_policy",
@@ -488,14 +486,21 @@ fn container_security(sc: &cri::LinuxContainerSecurityContext) -> Result<(), Api
     )?;
     list(
         "config.linux.security_context.supplemental_groups",
-        &sc.supplemental_groups,
+        sc.supplemental_groups,
         LIST_MAX,
     )?;
-    profile("config.linux.security_context.seccomp", sc.seccomp.as_ref())?;
-    profile(
-        "config.linux.security_context.apparmor",
-        sc.apparmor.as_ref(),
-    )?;
+    profile("config.linux.security_context.seccomp", sc.seccomp)?;
+    profile("config.linux.security_context.apparmor", sc.apparmor)
+}
+
+fn container_security(sc: &cri::LinuxContainerSecurityContext) -> Result<(), ApiError> {
+    shared_security(SharedSecurity {
+        namespace_options: sc.namespace_options.as_ref(),
+        supplemental_groups_policy: sc.supplemental_groups_policy,
+        supplemental_groups: &sc.supplemental_groups,
+        seccomp: sc.seccomp.as_ref(),
+        apparmor: sc.apparmor.as_ref(),
+    })?;
     text(
         "config.linux.security_context.run_as_username",
         &sc.run_as_username,
