@@ -18,5 +18,18 @@ apt-get update
 apt-get install -y --no-install-recommends containernetworking-plugins iproute2 iptables \
     docker-registry busybox-static apache2-utils runc
 
+# Python grpcio (PyPI): a gRPC C-core client for e2e/tests/grpc_clients.rs.
+PY=$(command -v python3 || true)
+if [ -z "$PY" ]; then
+    apt-get install -y --no-install-recommends python3 python3-pip
+    PY=/usr/bin/python3
+fi
+if ! "$PY" -c 'import grpc' 2>/dev/null; then
+    "$PY" -m pip --version >/dev/null 2>&1 || apt-get install -y --no-install-recommends python3-pip
+    "$PY" -m pip install --quiet grpcio==1.85.3 \
+        || "$PY" -m pip install --quiet --break-system-packages grpcio==1.85.3
+fi
+export CRUST_TEST_PYTHON=$PY
+
 cargo --version
 cargo test --workspace --locked "$@"

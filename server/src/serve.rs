@@ -10,7 +10,7 @@ use crust_proto::{
     },
 };
 use tokio::{net::TcpListener, sync::oneshot};
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::{StreamExt, wrappers::UnixListenerStream};
 use tonic::transport::Server;
 
 use crate::{
@@ -93,7 +93,9 @@ pub async fn serve(
     .max_decoding_message_size(MAX_MESSAGE_SIZE)
     .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let incoming = UnixListenerStream::new(cri_listener);
+    // Clients that send the socket path as :authority (gRPC C-core) are served too.
+    let incoming =
+        UnixListenerStream::new(cri_listener).map(|conn| conn.map(crate::authority::AuthorityFix::new));
     let mut server = tokio::spawn(
         Server::builder()
             .add_service(runtime)
