@@ -10,8 +10,10 @@ pub mod features;
 pub mod ids;
 pub mod monitor;
 pub mod proc;
+mod private_dir;
 pub mod sandbox;
 mod text;
 
 pub use error::RuntimeError;
+pub use private_dir::{PRIVATE_DIR_MODE, ensure_private_dir};
 pub use text::{EXCERPT_BYTES, excerpt};
