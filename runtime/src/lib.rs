@@ -2,6 +2,7 @@
 //! and cgroups. Containers land with issue 5; until then crustd answers their RPCs with
 //! `UNIMPLEMENTED`.
 
+pub mod apparmor;
 pub mod cgroup;
 pub mod container;
 mod error;

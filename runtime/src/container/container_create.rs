@@ -364,6 +364,7 @@ impl SandboxManager {
             // namespace" check sees the pod's as its own host's.
             linux.set_sysctl(None);
         }
+        self.ensure_apparmor_profile(c, &spec).await?;
         let spec_file = c.spec_file();
         fs::write(
             &spec_file,
@@ -404,6 +405,50 @@ impl SandboxManager {
 }
 
 impl SandboxManager {
+    /// The spec's AppArmor profile must be loaded before either launcher applies it:
+    /// the kernel would fail the exec transition with a bare ENOENT after the
+    /// container was made. `crust-default` is loaded here on first use; a Localhost
+    /// profile missing is FAILED_PRECONDITION naming the profile and the field
+    /// (containerd: "apparmor profile not found").
+    async fn ensure_apparmor_profile(
+        &self,
+        c: &Container,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), RuntimeError> {
+        let Some(profile) = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.apparmor_profile().clone())
+        else {
+            return Ok(());
+        };
+        let field = match c.spec.security.apparmor {
+            super::SecurityProfile::Localhost(_) => {
+                "config.linux.security_context.apparmor.localhost_ref"
+            }
+            _ => "config.linux.security_context.apparmor",
+        };
+        let apparmor = self.apparmor.clone();
+        let name = profile.clone();
+        let ensured = tokio::task::spawn_blocking(move || apparmor.ensure(&name, field))
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::apparmor::AppArmorError::Load {
+                    profile: profile.clone(),
+                    parser: "apparmor_parser".into(),
+                    reason: format!("loader task failed: {e}"),
+                })
+            })
+            .map_err(|source| RuntimeError::AppArmor {
+                id: c.id.clone(),
+                source,
+            })?;
+        if ensured == crate::apparmor::Ensured::LoadedDefault {
+            tracing::info!(container_id = %c.id, profile = %profile, "loaded the default AppArmor profile");
+        }
+        Ok(())
+    }
+
     /// The PID namespace of `target_id` for `pid: TARGET` (CRI: "the container will be
     /// placed in the PID namespace of the container identified by target_id", which
     /// kubelet uses for ephemeral debug containers). The target must be a container of
