@@ -6,7 +6,7 @@ pub mod devices_bpf;
 mod stats;
 
 pub use cgroupfs::{CgroupFeatures, Cgroupfs, validate_path};
-pub use stats::CgroupUsage;
+pub use stats::{CgroupUsage, Psi, PsiLine, parse_psi};
 
 use std::{
     io,
