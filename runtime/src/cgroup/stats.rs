@@ -33,9 +33,7 @@ pub fn parse_psi(text: &str) -> Option<Psi> {
         let kind = words.next();
         let mut l = PsiLine::default();
         for word in words {
-            let Some((key, value)) = word.split_once('=') else {
-                return None;
-            };
+            let (key, value) = word.split_once('=')?;
             match key {
                 "avg10" => l.avg10 = value.parse().ok()?,
                 "avg60" => l.avg60 = value.parse().ok()?,
