@@ -1038,6 +1038,15 @@ async fn container_and_pod_stats_come_from_the_cgroups_and_the_writable_layer() 
         .stats
         .unwrap();
     assert_eq!(stats.attributes.as_ref().unwrap().id, id);
+    // PSI is read from the cgroup2 hierarchy: the root on v2, `unified` on this hybrid
+    // host (no controllers there, but every cgroup has the pressure files).
+    let cpu_psi = stats.cpu.as_ref().unwrap().psi.as_ref().expect("cpu PSI");
+    assert!(cpu_psi.some.is_some(), "cpu PSI `some`");
+    assert!(stats.memory.as_ref().unwrap().psi.is_some(), "memory PSI");
+    assert!(
+        stats.io.as_ref().and_then(|io| io.psi.as_ref()).is_some(),
+        "io PSI"
+    );
     let cpu = stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
     assert!(cpu > 0, "the loop used CPU");
     assert!(

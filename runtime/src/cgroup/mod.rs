@@ -2,10 +2,11 @@
 //! and container cgroups, places processes, freezes, kills and removes them.
 
 mod cgroupfs;
+pub mod devices_bpf;
 mod stats;
 
 pub use cgroupfs::{CgroupFeatures, Cgroupfs, validate_path};
-pub use stats::CgroupUsage;
+pub use stats::{CgroupUsage, Psi, PsiLine, parse_psi};
 
 use std::{
     io,
@@ -68,6 +69,11 @@ pub enum CgroupError {
         path: PathBuf,
         rule: String,
         source: io::Error,
+    },
+    #[error("cgroup {path}: device filter: {source}")]
+    DeviceFilter {
+        path: String,
+        source: devices_bpf::DeviceFilterError,
     },
     #[error("cgroup {path} still has processes {pids:?} after killing them")]
     Busy { path: String, pids: Vec<i32> },

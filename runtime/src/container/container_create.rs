@@ -250,13 +250,13 @@ impl SandboxManager {
             fs::create_dir_all(parent).map_err(io("create", parent))?;
         }
         let cgroups = self.cgroups()?;
-        cgroups
-            .create(&c.cgroup)
-            .map_err(|source| RuntimeError::Cgroup {
-                kind: "container",
-                id: id.clone(),
-                source,
-            })?;
+        let cg_err = |source| RuntimeError::Cgroup {
+            kind: "container",
+            id: id.clone(),
+            source,
+        };
+        cgroups.create(&c.cgroup).map_err(cg_err)?;
+        cgroups.set_oom_group(&c.cgroup).map_err(cg_err)?;
 
         let ns = &sandbox.spec.namespaces;
         let pin = |name: &str| {

@@ -326,6 +326,7 @@ impl SandboxManager {
         );
         tracing::info!(
             cgroup_v2 = host.cgroup_v2,
+            device_filter = host.device_filter,
             swap = host.swap_available,
             hugetlb = host.hugetlb_available,
             apparmor = host.host_has_apparmor,
