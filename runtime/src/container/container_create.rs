@@ -177,7 +177,7 @@ impl SandboxManager {
             log_path,
             dir: self.config.containers_dir.join(&id),
             bundle,
-            cgroup: format!("{}/{id}", sandbox.cgroup),
+            cgroup: self.container_cgroup_path(&sandbox.cgroup, &id),
             oom_kills_before_kill: None,
             spec,
             image,
@@ -250,13 +250,6 @@ impl SandboxManager {
             fs::create_dir_all(parent).map_err(io("create", parent))?;
         }
         let cgroups = self.cgroups()?;
-        let cg_err = |source| RuntimeError::Cgroup {
-            kind: "container",
-            id: id.clone(),
-            source,
-        };
-        cgroups.create(&c.cgroup).map_err(cg_err)?;
-        cgroups.set_oom_group(&c.cgroup).map_err(cg_err)?;
 
         let ns = &sandbox.spec.namespaces;
         let pin = |name: &str| {
@@ -343,15 +336,17 @@ impl SandboxManager {
                 })
             });
         let mut spec = generate_spec(&input, &HostDevices::default()).map_err(spec_error)?;
-        if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().clone()) {
-            cgroups
-                .apply_resources(&c.cgroup, &resources)
-                .map_err(|source| RuntimeError::Cgroup {
-                    kind: "container",
-                    id: id.clone(),
-                    source,
-                })?;
-        }
+        // Made with its limits in one step: a systemd scope takes them as properties.
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+        let cg_err = |source| RuntimeError::Cgroup {
+            kind: "container",
+            id: id.clone(),
+            source,
+        };
+        self.make_container_cgroup(&id, &c.cgroup, resources.as_ref())
+            .await
+            .map_err(cg_err)?;
+        cgroups.set_oom_group(&c.cgroup).map_err(cg_err)?;
         if oci.is_some()
             && let Some(linux) = spec.linux_mut()
         {

@@ -6,7 +6,7 @@ use std::{fs, os::unix::fs::PermissionsExt, time::SystemTime};
 use nix::mount::{MsFlags, mount};
 
 use super::{NsMode, Sandbox, SandboxManager, SandboxSpec, SandboxState, files, sysctl};
-use crate::{cgroup::validate_path, error::RuntimeError, ids, monitor};
+use crate::{error::RuntimeError, ids, monitor};
 
 impl SandboxManager {
     /// Creates and starts a pod; returns its id once it is Ready.
@@ -29,15 +29,20 @@ impl SandboxManager {
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
 
-        let cgroup = if spec.cgroup_parent.is_empty() {
-            format!("{}/{id}", self.config.pod_cgroup_parent)
-        } else {
-            spec.cgroup_parent.clone()
+        let cgroup = match self.pod_cgroup_path(&spec, &id) {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                self.names.lock().expect("names poisoned").remove(&key);
+                return Err(e);
+            }
         };
         let mut sandbox = Sandbox {
             id: id.clone(),
+            // Under systemd also a pod slice this pod's creation started (see
+            // `make_pod_cgroups`).
             cgroup_created: spec.cgroup_parent.is_empty(),
-            init_cgroup: (spec.namespaces.pid == NsMode::Pod).then(|| format!("{cgroup}/{id}")),
+            init_cgroup: (spec.namespaces.pid == NsMode::Pod)
+                .then(|| self.init_cgroup_path(&cgroup, &id)),
             cgroup,
             spec,
             state: SandboxState::Creating,
@@ -91,10 +96,11 @@ impl SandboxManager {
             );
         }
         if !spec.cgroup_parent.is_empty() {
-            validate_path(&spec.cgroup_parent).map_err(|e| RuntimeError::InvalidArgument {
-                field: "config.linux.cgroup_parent",
-                reason: e.to_string(),
-            })?;
+            self.validate_cgroup_parent(&spec.cgroup_parent)
+                .map_err(|e| RuntimeError::InvalidArgument {
+                    field: "config.linux.cgroup_parent",
+                    reason: e.to_string(),
+                })?;
         }
         for (field, mode) in [
             ("network", spec.namespaces.network),
@@ -219,13 +225,7 @@ impl SandboxManager {
         // A cgroup_parent named in the config belongs to whoever named it (kubelet, or
         // several crictl pods sharing one): created if missing, never removed by us.
         // Only the cgroup crust picks (`<pod_parent>/<id>`) is the pod's to remove.
-        cgroups.create(&sandbox.cgroup).map_err(cg_err)?;
-        if let Some(init_cgroup) = &sandbox.init_cgroup {
-            cgroups.create(init_cgroup).map_err(cg_err)?;
-        }
-        cgroups
-            .create(&self.config.monitor_cgroup)
-            .map_err(cg_err)?;
+        self.make_pod_cgroups(sandbox).await.map_err(cg_err)?;
 
         // The monitor. Its socket's directory is ours alone whatever the umask: the
         // socket is 0600 too, but a directory others can write would let them put
@@ -246,7 +246,7 @@ impl SandboxManager {
             new_pid: spec.namespaces.pid == NsMode::Pod,
             hostname,
             sysctls: spec.sysctls.clone(),
-            monitor_cgroup_dirs: cgroups.dirs(&self.config.monitor_cgroup),
+            monitor_cgroup_dirs: cgroups.dirs(&self.monitor_cgroup_path(&id)),
             pod_cgroup_dirs: sandbox
                 .init_cgroup
                 .as_deref()
