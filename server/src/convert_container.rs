@@ -326,17 +326,44 @@ pub fn container_status(c: &Container) -> cri::ContainerStatus {
                 container_path: m.container_path.clone(),
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
+                propagation: match m.propagation {
+                    Propagation::Private => cri::MountPropagation::PropagationPrivate,
+                    Propagation::HostToContainer => {
+                        cri::MountPropagation::PropagationHostToContainer
+                    }
+                    Propagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
+                } as i32,
+                recursive_read_only: m.recursive_read_only,
                 ..Default::default()
             })
             .collect(),
+        user: c.user.as_ref().map(|u| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: u.uid.into(),
+                gid: u.gid.into(),
+                supplemental_groups: u.additional_gids.iter().map(|&g| g.into()).collect(),
+            }),
+        }),
+        // The signal StopContainer sends: the container's, else the image's, else
+        // SIGTERM (never RUNTIME_DEFAULT once decided).
+        stop_signal: signal(&crust_runtime::container::stop_signal(&c.spec, &c.image.config))
+            as i32,
         log_path: c.log_path.display().to_string(),
         image_id: c.image.id.clone(),
         resources: Some(cri::ContainerResources {
             linux: Some(cri_resources(&c.spec.resources)),
             windows: None,
         }),
-        ..Default::default()
     }
+}
+
+/// A stop signal's name (`SIGINT`, `INT`) as CRI's enum; RUNTIME_DEFAULT for what it
+/// has no value for (a number, `SIGRTMIN+3`).
+fn signal(name: &str) -> cri::Signal {
+    let upper = name.to_ascii_uppercase();
+    cri::Signal::from_str_name(&upper)
+        .or_else(|| cri::Signal::from_str_name(&format!("SIG{upper}")))
+        .unwrap_or(cri::Signal::RuntimeDefault)
 }
 
 /// `ContainerFilter` -> the runtime's filter.

@@ -11,6 +11,7 @@ pub mod convert_limits;
 mod convert_limits_tests;
 pub mod convert_sandbox;
 pub mod daemon;
+pub mod deadline;
 pub mod error;
 pub mod image_store;
 pub mod listener;

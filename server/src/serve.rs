@@ -105,6 +105,7 @@ pub async fn serve(
         UnixListenerStream::new(cri_listener).map(|conn| conn.map(crate::authority::AuthorityFix::new));
     let mut server = tokio::spawn(
         Server::builder()
+            .layer(crate::deadline::DeadlineLayer)
             .add_service(runtime)
             .add_service(image)
             .serve_with_incoming_shutdown(incoming, async {

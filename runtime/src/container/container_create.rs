@@ -4,7 +4,7 @@
 use std::{fs, path::PathBuf, time::SystemTime};
 
 use super::{
-    Container, ContainerSpec, ContainerState, HostDevices, ImageForContainer, PodContext,
+    Container, ContainerSpec, ContainerState, ContainerUser, HostDevices, ImageForContainer, PodContext,
     SpecInput, container_create_host, container_dirs, generate_spec, spec_files,
 };
 use crate::{
@@ -179,6 +179,7 @@ impl SandboxManager {
             bundle,
             cgroup: self.container_cgroup_path(&sandbox.cgroup, &id),
             oom_kills_before_kill: None,
+            user: None,
             spec,
             image,
         };
@@ -359,6 +360,11 @@ impl SandboxManager {
             // namespace" check sees the pod's as its own host's.
             linux.set_sysctl(None);
         }
+        c.user = spec.process().as_ref().map(|p| ContainerUser {
+            uid: p.user().uid(),
+            gid: p.user().gid(),
+            additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
+        });
         self.ensure_apparmor_profile(c, &spec).await?;
         let spec_file = c.spec_file();
         fs::write(

@@ -43,7 +43,7 @@ pub use container_attach::attach_to_monitor;
 pub use container_exec::{EXEC_OUTPUT_LIMIT, ExecResult};
 pub use container_list::{ContainerFilter, ImageUsers};
 pub use container_stats::{ContainerStatsView, UsageSample};
-pub use record::{Container, ContainerState, ImageForContainer};
+pub use record::{Container, ContainerState, ContainerUser, ImageForContainer};
 pub use seccomp_default::default_seccomp_profile;
 pub use spec::{OOM_CLAMPED_ANNOTATION, generate_spec, stop_signal};
 pub use spec_devices::{DeviceLookup, HostDevice, HostDeviceKind, HostDevices};
