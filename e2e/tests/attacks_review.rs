@@ -422,8 +422,8 @@ fn process_exists(pid: i64) -> bool {
 /// two clients keeping 64 pings each in flight, as probes and status polls do on a
 /// busy node) a killed container was never reaped, so StopContainer waited for an
 /// exit that was never recorded. Now exits are reaped in every turn, and output gets
-/// a turn after a few connection-only ones: the stop completes while the traffic
-/// goes on, and the container's output still reaches its log.
+/// a turn after a few connection-only ones: the container's output keeps reaching its
+/// log and the stop completes while the traffic goes on.
 #[tokio::test(flavor = "multi_thread")]
 async fn review6_monitor_reaps_under_constant_connection_traffic() {
     let w = world("busy-monitor", "", &SpawnOptions::default()).await;
@@ -431,7 +431,14 @@ async fn review6_monitor_reaps_under_constant_connection_traffic() {
     let id = w
         .run(
             &pod,
-            w.config("c", &["sh", "-c", "echo started; exec sleep 1000"]),
+            w.config(
+                "c",
+                &[
+                    "sh",
+                    "-c",
+                    "echo started; while true; do echo tick; sleep 1; done",
+                ],
+            ),
         )
         .await;
     let pid = w.verbose_info(&id).await["pid"]
@@ -455,6 +462,22 @@ async fn review6_monitor_reaps_under_constant_connection_traffic() {
     while answered.load(Ordering::Relaxed) < 2000 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Output keeps reaching the log during the traffic: two more ticks get there.
+    let log_path = w.logs.join("busy").join("c.log");
+    let ticks = || {
+        fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .matches("tick")
+            .count()
+    };
+    let before = ticks();
+    let drained = tokio::time::timeout(ANSWER_WITHIN, async {
+        while ticks() < before + 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok();
     let t0 = Instant::now();
     let stopped = tokio::time::timeout(ANSWER_WITHIN, async {
         w.d.runtime()
@@ -486,6 +509,10 @@ async fn review6_monitor_reaps_under_constant_connection_traffic() {
         c.join().unwrap();
     }
     assert!(
+        drained,
+        "no output reached the log within {ANSWER_WITHIN:?} under monitor traffic ({before} ticks before)"
+    );
+    assert!(
         reaped,
         "the killed container (pid {pid}) was not reaped within {ANSWER_WITHIN:?} under monitor traffic ({during} pings answered)"
     );
@@ -500,7 +527,7 @@ async fn review6_monitor_reaps_under_constant_connection_traffic() {
         "{status:?}"
     );
     assert_eq!(status.exit_code, 137, "{status:?}");
-    let log = fs::read_to_string(w.logs.join("busy").join("c.log")).unwrap();
+    let log = fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("started"), "{log:?}");
 }
 
