@@ -52,9 +52,7 @@ pub enum UnpackError {
     Unsupported { path: PathBuf, kind: u8 },
     /// A gzip or zstd bomb (a few KiB that decompress to terabytes), or a sparse file
     /// whose holes would be written out: the layer unpacks past the node's bound.
-    #[error(
-        "layer unpacks to more than {limit} bytes (bound: [image] max_layer_unpacked_bytes)"
-    )]
+    #[error("layer unpacks to more than {limit} bytes (bound: [image] max_layer_unpacked_bytes)")]
     TooLarge { limit: u64 },
 }
 
@@ -863,12 +861,14 @@ mod tests {
         let mut holes = Tar::new();
         sparse(&mut holes, "holes", &[1u8; 512], 8 << 20);
         let holes = holes.finish();
-        assert!((holes.len() as u64) < LIMIT, "the sparse stream itself is small");
+        assert!(
+            (holes.len() as u64) < LIMIT,
+            "the sparse stream itself is small"
+        );
         // The padding after the end-of-archive blocks is decompressed too (diff ID).
         let mut padded = Tar::new().file("small", b"ok").finish();
         padded.resize(4 << 20, 0);
-        let mut padded_gz =
-            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut padded_gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         padded_gz.write_all(&padded).unwrap();
         let padded_gz = padded_gz.finish().unwrap();
         for (what, bytes) in [

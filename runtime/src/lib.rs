@@ -10,8 +10,8 @@ pub mod fds;
 pub mod features;
 pub mod ids;
 pub mod monitor;
-pub mod proc;
 mod private_dir;
+pub mod proc;
 pub mod sandbox;
 mod text;
 

@@ -176,10 +176,8 @@ fn pod_config_table() {
             Box::new(|c| {
                 c.annotations
                     .insert("user".into(), "v".repeat(ANNOTATIONS_API_MAX - 4));
-                c.annotations.insert(
-                    "io.kubernetes.container.hash".into(),
-                    "x".repeat(2048),
-                );
+                c.annotations
+                    .insert("io.kubernetes.container.hash".into(), "x".repeat(2048));
                 c.labels
                     .insert("io.kubernetes.pod.name".into(), "p".repeat(253));
             }),

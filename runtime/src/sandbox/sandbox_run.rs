@@ -231,7 +231,8 @@ impl SandboxManager {
         // socket is 0600 too, but a directory others can write would let them put
         // their own socket at a pod's path before the monitor binds it.
         if let Some(sock_dir) = sandbox.socket.parent() {
-            crate::ensure_private_dir(sock_dir).map_err(io("create private directory", sock_dir))?;
+            crate::ensure_private_dir(sock_dir)
+                .map_err(io("create private directory", sock_dir))?;
         }
         let spec_file = dir.join("monitor-spec.json");
         let monitor_spec = monitor::MonitorSpec {
