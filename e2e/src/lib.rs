@@ -14,8 +14,8 @@ pub mod bench;
 pub mod cni;
 pub mod containerd;
 pub mod crash;
-pub mod cri_bench;
 pub mod guest;
+pub mod cri_bench;
 
 use std::{
     fs,
