@@ -20,7 +20,8 @@ use crust_e2e::{
 };
 
 const APPLETS: &[&str] = &["sh", "sleep", "cat", "echo"];
-const IMAGE: &str = "127.0.0.1:5000/test/aa:v1";
+/// Port 5000 is taken in the guest by the packaged docker-registry service.
+const IMAGE: &str = "127.0.0.1:5055/test/aa:v1";
 
 /// The registry storage copied under the workspace (the guest sees only that), removed
 /// on drop.
@@ -93,6 +94,14 @@ fn guest_script(storage: &str, handler: &str, n: usize) -> String {
         ),
         ("nothing", format!("{{{ro}}}")),
     ];
+    // Under TCG a container costs ~40 s: runc gets the two that show it is handed the
+    // profile (default and Localhost) and the control.
+    let containers: Vec<_> = containers
+        .into_iter()
+        .filter(|(name, _)| {
+            handler.is_empty() || ["default", "unconfined", "localhost"].contains(name)
+        })
+        .collect();
     let mut files = String::new();
     for (name, sc) in &containers {
         files.push_str(&format!(
@@ -120,7 +129,7 @@ storage:
   filesystem:
     rootdirectory: /var/lib/aa-reg
 http:
-  addr: 127.0.0.1:5000
+  addr: 127.0.0.1:5055
 EOF
 systemctl is-active -q aa-registry || {{ cp -a {storage}/. /var/lib/aa-reg/ && systemd-run --quiet --unit=aa-registry docker-registry serve /etc/aa-registry.yml; }}
 cat > $D/crust.toml <<EOF
@@ -137,7 +146,7 @@ EOF
 systemd-run --quiet --unit=aa-crustd-{n} $B/crustd --config $D/crust.toml --root $D/root --state $D/state --socket $D/state/crust.sock --log-level debug
 ctl() {{ $B/crustctl -r unix://$D/state/crust.sock -t 120s "$@"; }}
 for i in $(seq 240); do ctl version >/dev/null 2>&1 && break; sleep 0.5; done
-for i in $(seq 120); do ctl pull {IMAGE} >/dev/null 2>&1 && break; sleep 0.5; done
+ok=0; for i in $(seq 10); do ctl pull {IMAGE} >/dev/null 2>/tmp/err && {{ ok=1; break; }}; sleep 1; done; [ $ok = 1 ] || echo "pull-failed: $(cat /tmp/err)"
 echo "default-loaded-before=$(grep -c '^crust-default ' /sys/kernel/security/apparmor/profiles)"
 cat > /tmp/deny.aa <<'EOF'
 profile crust-test-deny-write flags=(attach_disconnected,mediate_deleted) {{
@@ -191,7 +200,7 @@ fn lines_of(out: &str) -> HashMap<String, Vec<String>> {
     by
 }
 
-fn check(out: &str, handler_label: &str) {
+fn check(out: &str, handler_label: &str, all: bool) {
     let by = lines_of(out);
     let has = |name: &str, want: &str| {
         let lines = by.get(name).cloned().unwrap_or_default();
@@ -207,7 +216,13 @@ fn check(out: &str, handler_label: &str) {
         );
     }
     // RuntimeDefault, and no profile at all (CRI: the runtime's default).
-    for name in ["default", "nothing"] {
+    let some = |names: &'static [&'static str]| {
+        names
+            .iter()
+            .copied()
+            .filter(move |n| all || !["nothing", "deprecated"].contains(n))
+    };
+    for name in some(&["default", "nothing"]) {
         has(name, "crust-default (enforce)");
         has(name, "sysrq=denied");
         has(name, "other=written");
@@ -220,14 +235,20 @@ fn check(out: &str, handler_label: &str) {
     has("unconfined", "blocked=written");
     has("unconfined", "exec-current=unconfined");
     has("unconfined", "exec-sysrq=written");
-    for name in ["localhost", "deprecated"] {
+    for name in some(&["localhost", "deprecated"]) {
         has(name, "crust-test-deny-write (enforce)");
         has(name, "blocked=denied");
         has(name, "other=written");
         has(name, "exec-current=crust-test-deny-write (enforce)");
     }
     let unloaded = by.get("unloaded").cloned().unwrap_or_default().join(" ");
-    for want in ["FailedPrecondition", "crust-test-not-loaded", "apparmor.localhost_ref"] {
+    // crustctl prints tonic's description of FAILED_PRECONDITION.
+    for want in [
+        "not in a state required for the operation",
+        "crust-test-not-loaded",
+        "apparmor.localhost_ref",
+        "is not loaded",
+    ] {
         assert!(
             unloaded.contains(want),
             "{handler_label}: unloaded profile: {want:?} missing in {unloaded:?}\n--- output\n{out}"
@@ -255,7 +276,7 @@ async fn apparmor_profiles_are_enforced_in_a_real_node() {
             .unwrap()
             .unwrap_or_else(|e| panic!("{label}: {e}"));
         eprintln!("--- {label}\n{out}");
-        check(&out, label);
+        check(&out, label, handler.is_empty());
         if handler.is_empty() {
             assert!(
                 out.lines().any(|l| l == "default-loaded-before=0"),
