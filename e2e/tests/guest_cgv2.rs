@@ -68,7 +68,7 @@ storage:
   filesystem:
     rootdirectory: /var/tmp/reg-storage
 http:
-  addr: 127.0.0.1:5000
+  addr: 127.0.0.1:5123
 EOF
 systemd-run --quiet --unit=reg-test docker-registry serve /var/tmp/reg.yml
 cat > /var/tmp/crust/crust.toml <<EOF
@@ -83,17 +83,19 @@ systemd-run --quiet --unit=crustd-test $B/crustd --config /var/tmp/crust/crust.t
   --root /var/tmp/crust/root --state $S --socket $S/crust.sock
 export CONTAINER_RUNTIME_ENDPOINT=unix://$S/crust.sock
 ctl() {{ $B/crustctl --timeout 60s "$@"; }}
-for i in $(seq 600); do
-  [ -S $S/crust.sock ] && busybox wget -q -O /dev/null http://127.0.0.1:5000/v2/ && break
+# Port 5123: Debian's own docker-registry service (with auth) holds 5000.
+for i in $(seq 300); do
+  [ -S $S/crust.sock ] && busybox wget -q -O /dev/null http://127.0.0.1:5123/v2/ 2>/dev/null && break
+  [ $i = 300 ] && {{ echo "registry or crustd not ready" >&2; exit 1; }}
   sleep 0.2
 done
-ctl pull 127.0.0.1:5000/busybox:v1 >/dev/null
+ctl pull 127.0.0.1:5123/busybox:v1 >/dev/null
 cat > /var/tmp/pod.json <<EOF
 {{"metadata": {{"name": "cgv2", "namespace": "default", "uid": "cgv2-uid"}},
  "linux": {{"security_context": {{"namespace_options": {{"network": "NODE"}}}}}}}}
 EOF
 cat > /var/tmp/ctr.json <<EOF
-{{"metadata": {{"name": "c"}}, "image": {{"image": "127.0.0.1:5000/busybox:v1"}},
+{{"metadata": {{"name": "c"}}, "image": {{"image": "127.0.0.1:5123/busybox:v1"}},
  "command": ["sleep", "100000"]}}
 EOF
 POD=$(ctl runp /var/tmp/pod.json)
