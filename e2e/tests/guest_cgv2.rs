@@ -108,6 +108,7 @@ echo "OOM_GROUP=$(cat $CG/memory.oom.group)"
 echo "POD_SUBTREE=$(cat $PODCG/cgroup.subtree_control)"
 echo "ROOT_SUBTREE=$(cat /sys/fs/cgroup/cgroup.subtree_control)"
 echo "CTR_CONTROLLERS=$(cat $CG/cgroup.controllers)"
+echo "CTR_SUBTREE=$(cat $CG/cgroup.subtree_control)"
 set -- $(stat -c '%t %T' /dev/vda)
 MAJ=$((0x$1)); MIN=$((0x$2))
 echo "DISK=$MAJ:$MIN"
@@ -207,6 +208,12 @@ async fn cgroup_v2_device_filter_oom_group_controllers_and_stats() {
             );
         }
     }
+
+    assert_eq!(
+        value(&out, "CTR_SUBTREE"),
+        "",
+        "a container's cgroup holds its processes: it delegates nothing (execs join a child)"
+    );
 
     // Stats: PSI for cpu, memory and io, and swap.
     let json = out
