@@ -177,7 +177,7 @@ async fn cgroup_v2_device_filter_oom_group_controllers_and_stats() {
     assert_eq!(value(&out, "MKNOD_DISK"), "ok", "b *:* m allows mknod");
     assert_ne!(value(&out, "DISK_READ"), "0", "the disk node must not open");
     assert!(
-        out.contains("Operation not permitted"),
+        out.contains("/dev/disk: Operation not permitted"),
         "refused with EPERM (the device filter), not another error:\n{out}"
     );
     assert_eq!(value(&out, "DEVNULL"), "0", "/dev/null works");
