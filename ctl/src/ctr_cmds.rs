@@ -1,4 +1,5 @@
-//! Container verbs, as crictl has them: create, start, run, stop, rm, ps, inspect, logs.
+//! Container verbs, as crictl has them: create, start, run, stop, rm, ps, inspect, logs,
+//! update.
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
@@ -10,8 +11,9 @@ use crust_ctl::{
 };
 use crust_proto::runtime::v1::{
     ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatsRequest,
-    ContainerStatusRequest, CreateContainerRequest, ListContainersRequest, RemoveContainerRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    ContainerStatusRequest, CreateContainerRequest, LinuxContainerResources,
+    ListContainersRequest, RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, UpdateContainerResourcesRequest,
     runtime_service_client::RuntimeServiceClient,
 };
 use serde_json::{Value, json};
@@ -91,6 +93,24 @@ pub enum ContainerCommand {
         ids: Vec<String>,
         #[arg(short, long, value_enum, default_value = "json")]
         output: Format,
+    },
+    /// Change running containers' resource limits (crictl update's flags); limits not
+    /// given are sent as 0, which CRI reads as "leave as is".
+    Update {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Memory limit in bytes.
+        #[arg(long)]
+        memory: Option<i64>,
+        /// CFS quota in microseconds per period.
+        #[arg(long)]
+        cpu_quota: Option<i64>,
+        /// CFS period in microseconds.
+        #[arg(long)]
+        cpu_period: Option<i64>,
+        /// CPU shares (relative weight).
+        #[arg(long)]
+        cpu_shares: Option<i64>,
     },
     /// Print a container's logs (from its CRI log file).
     Logs {
@@ -199,6 +219,34 @@ pub async fn run(
                 .await
                 .context("StartContainer")?;
             Ok(format!("{id}\n"))
+        }
+        ContainerCommand::Update {
+            ids,
+            memory,
+            cpu_quota,
+            cpu_period,
+            cpu_shares,
+        } => {
+            let linux = LinuxContainerResources {
+                memory_limit_in_bytes: memory.unwrap_or(0),
+                cpu_quota: cpu_quota.unwrap_or(0),
+                cpu_period: cpu_period.unwrap_or(0),
+                cpu_shares: cpu_shares.unwrap_or(0),
+                ..Default::default()
+            };
+            let mut out = String::new();
+            for id in ids {
+                client
+                    .update_container_resources(UpdateContainerResourcesRequest {
+                        container_id: id.clone(),
+                        linux: Some(linux.clone()),
+                        ..Default::default()
+                    })
+                    .await
+                    .with_context(|| format!("update {id}"))?;
+                out.push_str(&format!("{id}\n"));
+            }
+            Ok(out)
         }
         ContainerCommand::Stop { ids, timeout } => {
             let mut out = String::new();

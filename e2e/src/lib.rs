@@ -14,6 +14,7 @@ pub mod bench;
 pub mod cni;
 pub mod containerd;
 pub mod crash;
+pub mod guest_crustd;
 pub mod cri_bench;
 pub mod guest;
 

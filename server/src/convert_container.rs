@@ -25,6 +25,26 @@ fn profile(p: Option<&cri::SecurityProfile>) -> SecurityProfile {
     }
 }
 
+/// The AppArmor profile: the `apparmor` field, else the deprecated `apparmor_profile`
+/// string (CRI: "runtime/default", "unconfined", "localhost/<name>"). Neither set is
+/// the runtime's default, as in containerd (kubernetes#51746: a pod that names no
+/// profile gets the default one, where the host has AppArmor).
+#[allow(deprecated)]
+fn apparmor(sc: &cri::LinuxContainerSecurityContext) -> Result<SecurityProfile, ApiError> {
+    if sc.apparmor.is_some() {
+        return Ok(profile(sc.apparmor.as_ref()));
+    }
+    crust_runtime::apparmor::parse_deprecated(&sc.apparmor_profile).ok_or_else(|| {
+        ApiError::InvalidArgument {
+            field: "config.linux.security_context.apparmor_profile",
+            reason: format!(
+                "{:?} is none of runtime/default, unconfined, localhost/<name>",
+                crust_runtime::excerpt(&sc.apparmor_profile)
+            ),
+        }
+    })
+}
+
 fn ns_mode(mode: i32) -> NsMode {
     match cri::NamespaceMode::try_from(mode) {
         Ok(cri::NamespaceMode::Container) => NsMode::Container,
@@ -48,6 +68,7 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
     let linux = config.linux.unwrap_or_default();
     let sc = linux.security_context.unwrap_or_default();
     let seccomp = profile(sc.seccomp.as_ref());
+    let apparmor = apparmor(&sc)?;
     let r = linux.resources.unwrap_or_default();
     let ns = sc.namespace_options.clone().unwrap_or_default();
     let unsupported = |what: &'static str, field: &str| {
@@ -158,7 +179,7 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
             masked_paths: sc.masked_paths,
             readonly_paths: sc.readonly_paths,
             seccomp,
-            apparmor: profile(sc.apparmor.as_ref()),
+            apparmor,
             selinux: sc
                 .selinux_options
                 .map(|o| SelinuxOptions {
@@ -332,5 +353,69 @@ pub fn filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
                 Ok(cri::ContainerState::ContainerExited) => ContainerState::Exited,
                 _ => ContainerState::Created,
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CRI `apparmor` wins; without it the deprecated `apparmor_profile` string
+    /// decides; neither is the runtime default (containerd's reading).
+    #[test]
+    #[allow(deprecated)]
+    fn apparmor_field_and_its_deprecated_string() {
+        let sc = |apparmor: Option<(cri::security_profile::ProfileType, &str)>, old: &str| {
+            cri::LinuxContainerSecurityContext {
+                apparmor: apparmor.map(|(t, r)| cri::SecurityProfile {
+                    profile_type: t as i32,
+                    localhost_ref: r.into(),
+                }),
+                apparmor_profile: old.into(),
+                ..Default::default()
+            }
+        };
+        use cri::security_profile::ProfileType as T;
+        let cases = [
+            (
+                "nothing: default",
+                sc(None, ""),
+                SecurityProfile::RuntimeDefault,
+            ),
+            (
+                "new field wins",
+                sc(Some((T::Unconfined, "")), "localhost/x"),
+                SecurityProfile::Unconfined,
+            ),
+            (
+                "new localhost",
+                sc(Some((T::Localhost, "p")), ""),
+                SecurityProfile::Localhost("p".into()),
+            ),
+            (
+                "deprecated localhost",
+                sc(None, "localhost/p"),
+                SecurityProfile::Localhost("p".into()),
+            ),
+            (
+                "deprecated unconfined",
+                sc(None, "unconfined"),
+                SecurityProfile::Unconfined,
+            ),
+            (
+                "deprecated runtime/default",
+                sc(None, "runtime/default"),
+                SecurityProfile::RuntimeDefault,
+            ),
+        ];
+        for (name, sc, want) in cases {
+            assert_eq!(apparmor(&sc).unwrap(), want, "{name}");
+        }
+        let err = apparmor(&sc(None, "p")).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.to_string().contains("apparmor_profile") && err.to_string().contains("\"p\""),
+            "{err}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! share, start-up recovery and shutdown. The binary (`src/main.rs`) is a thin CLI
 //! over [`serve::serve`].
 
+pub mod authority;
 pub mod config;
 pub mod convert_container;
 pub mod convert_image;

@@ -4,9 +4,11 @@
 mod cgroupfs;
 pub mod devices_bpf;
 mod stats;
+pub mod systemd;
 
 pub use cgroupfs::{CgroupFeatures, Cgroupfs, validate_path};
 pub use stats::{CgroupUsage, Psi, PsiLine, parse_psi};
+pub use systemd::Systemd;
 
 use std::{
     io,
@@ -77,6 +79,12 @@ pub enum CgroupError {
     },
     #[error("cgroup {path} still has processes {pids:?} after killing them")]
     Busy { path: String, pids: Vec<i32> },
+    #[error("systemd: {op} {unit}: {reason}")]
+    Systemd {
+        op: &'static str,
+        unit: String,
+        reason: String,
+    },
 }
 
 /// Detects the cgroup layout under `root` (normally `/sys/fs/cgroup`) the way runc and

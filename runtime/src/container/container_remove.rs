@@ -47,11 +47,7 @@ impl SandboxManager {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
             Err(e) => errors.push(format!("unmount {}: {e}", rootfs.display())),
         }
-        let cgroup = c.cgroup.clone();
-        if let Some(Err(e)) = self
-            .cgroup_blocking(move |cgroups| cgroups.remove(&cgroup))
-            .await
-        {
+        if let Err(e) = self.remove_cgroup(&c.cgroup).await {
             errors.push(e.to_string());
         }
         // An OCI runtime's state of the container, if its monitor could not delete it.

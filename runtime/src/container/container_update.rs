@@ -27,8 +27,8 @@ impl SandboxManager {
                 reason: e.to_string(),
             }
         })?;
-        self.cgroups()?
-            .apply_resources(&c.cgroup, &linux)
+        self.update_container_cgroup(&c.cgroup, &linux)
+            .await
             .map_err(|source| RuntimeError::Cgroup {
                 kind: "container",
                 id: id.clone(),

@@ -54,6 +54,13 @@ pub fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("exec") {
         return super::exec::main(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some("keep") {
+        // A systemd scope's anchor (see `cgroup::systemd`): it only waits, until the
+        // scope is stopped. The unit name after `keep` is for `ps`.
+        loop {
+            nix::unistd::pause();
+        }
+    }
     let spec_path = match args.as_slice() {
         [_, flag, path] if flag == "--spec" => path.clone(),
         _ => {

@@ -1,6 +1,7 @@
 //! Pod sandboxes: a per-pod monitor holding pinned namespaces, pod files and a pod
 //! cgroup, persisted as one record per pod.
 
+mod cgroup_units;
 mod files;
 mod recover;
 mod sandbox_list;
@@ -261,6 +262,8 @@ pub struct SandboxManager {
     pub(crate) config: SandboxConfig,
     store: Store,
     cgroups: Option<Cgroupfs>,
+    /// The systemd connection of the systemd driver, made at first use.
+    systemd: tokio::sync::OnceCell<crate::cgroup::Systemd>,
     network: Option<Arc<dyn PodNetwork>>,
     /// Latest persisted record of every pod (what List and Status read).
     records: RwLock<HashMap<String, Sandbox>>,
@@ -279,6 +282,9 @@ pub struct SandboxManager {
     /// Pids limit of every container (CRI has none per container; CRI-O's
     /// `pids_limit`). `None`: not limited by crust.
     pub(crate) container_pids_limit: Option<i64>,
+    /// AppArmor profiles: loads `crust-default` on first use, checks Localhost ones.
+    /// Used only where `host.host_has_apparmor`.
+    pub(crate) apparmor: Arc<crate::apparmor::AppArmor>,
 }
 
 /// Where sysfs is mounted, for the LSM probes (roots not in [`SandboxConfig`];
@@ -295,26 +301,22 @@ pub(crate) const CONTAINER_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl SandboxManager {
-    /// Creates the manager. The cgroupfs driver is opened here, so a host without
-    /// usable cgroups fails at start rather than at the first pod.
+    /// Creates the manager. The cgroup hierarchy is opened here (both drivers write
+    /// the files), so a host without usable cgroups fails at start rather than at the
+    /// first pod; systemd is reached at the first pod.
     pub fn new(
         config: SandboxConfig,
         store: Store,
         network: Option<Arc<dyn PodNetwork>>,
     ) -> Result<SandboxManager, RuntimeError> {
-        let cgroups = match config.cgroup_driver {
-            CgroupDriver::Cgroupfs => {
-                Some(Cgroupfs::open(&config.cgroup_root).map_err(|source| {
-                    RuntimeError::Cgroup {
-                        kind: "pod sandbox",
-                        id: String::new(),
-                        source,
-                    }
-                })?)
-            }
-            // The systemd driver has its own issue; pods are refused until then.
-            CgroupDriver::Systemd => None,
-        };
+        let cgroups =
+            Some(
+                Cgroupfs::open(&config.cgroup_root).map_err(|source| RuntimeError::Cgroup {
+                    kind: "pod sandbox",
+                    id: String::new(),
+                    source,
+                })?,
+            );
         let host = crate::container::HostContext::detect(
             cgroups.as_ref(),
             Path::new(SYS_ROOT),
@@ -334,6 +336,7 @@ impl SandboxManager {
             config,
             store,
             cgroups,
+            systemd: tokio::sync::OnceCell::new(),
             network,
             records: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
@@ -343,6 +346,9 @@ impl SandboxManager {
             cpu_samples: Mutex::new(HashMap::new()),
             host,
             container_pids_limit: None,
+            apparmor: Arc::new(crate::apparmor::AppArmor::new(Box::new(
+                crate::apparmor::HostProfiles::under(Path::new(SYS_ROOT)),
+            ))),
         })
     }
 
@@ -492,9 +498,8 @@ impl SandboxManager {
     /// The cgroup manager, or why pods cannot run.
     pub(crate) fn cgroups(&self) -> Result<&Cgroupfs, RuntimeError> {
         self.cgroups.as_ref().ok_or(RuntimeError::Unsupported {
-            what: "cgroup driver \"systemd\"",
-            reason: "pods need [cgroup] driver = \"cgroupfs\" until the systemd driver lands"
-                .into(),
+            what: "pods without cgroups",
+            reason: "no cgroup hierarchy was opened".into(),
         })
     }
 

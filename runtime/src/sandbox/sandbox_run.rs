@@ -6,7 +6,7 @@ use std::{fs, os::unix::fs::PermissionsExt, time::SystemTime};
 use nix::mount::{MsFlags, mount};
 
 use super::{NsMode, Sandbox, SandboxManager, SandboxSpec, SandboxState, files, sysctl};
-use crate::{cgroup::validate_path, error::RuntimeError, ids, monitor};
+use crate::{error::RuntimeError, ids, monitor};
 
 impl SandboxManager {
     /// Creates and starts a pod; returns its id once it is Ready.
@@ -29,15 +29,20 @@ impl SandboxManager {
         let lock = self.lock_for(&id);
         let _guard = lock.lock().await;
 
-        let cgroup = if spec.cgroup_parent.is_empty() {
-            format!("{}/{id}", self.config.pod_cgroup_parent)
-        } else {
-            spec.cgroup_parent.clone()
+        let cgroup = match self.pod_cgroup_path(&spec, &id) {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                self.names.lock().expect("names poisoned").remove(&key);
+                return Err(e);
+            }
         };
         let mut sandbox = Sandbox {
             id: id.clone(),
+            // Under systemd also a pod slice this pod's creation started (see
+            // `make_pod_cgroups`).
             cgroup_created: spec.cgroup_parent.is_empty(),
-            init_cgroup: (spec.namespaces.pid == NsMode::Pod).then(|| format!("{cgroup}/{id}")),
+            init_cgroup: (spec.namespaces.pid == NsMode::Pod)
+                .then(|| self.init_cgroup_path(&cgroup, &id)),
             cgroup,
             spec,
             state: SandboxState::Creating,
@@ -91,10 +96,11 @@ impl SandboxManager {
             );
         }
         if !spec.cgroup_parent.is_empty() {
-            validate_path(&spec.cgroup_parent).map_err(|e| RuntimeError::InvalidArgument {
-                field: "config.linux.cgroup_parent",
-                reason: e.to_string(),
-            })?;
+            self.validate_cgroup_parent(&spec.cgroup_parent)
+                .map_err(|e| RuntimeError::InvalidArgument {
+                    field: "config.linux.cgroup_parent",
+                    reason: e.to_string(),
+                })?;
         }
         for (field, mode) in [
             ("network", spec.namespaces.network),
@@ -160,6 +166,10 @@ impl SandboxManager {
 
         // Pod files.
         let dir = sandbox.pod_dir.clone();
+        // `pods/` is root's alone (crustd makes it so at start; again here in case it
+        // was removed since): the pods' specs and files are not for other users.
+        let pods = self.pods_dir();
+        crate::ensure_private_dir(&pods).map_err(io("create private directory", &pods))?;
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).map_err(io("chmod", &dir))?;
         let write = |name: &str, content: &[u8]| {
@@ -215,19 +225,13 @@ impl SandboxManager {
         // A cgroup_parent named in the config belongs to whoever named it (kubelet, or
         // several crictl pods sharing one): created if missing, never removed by us.
         // Only the cgroup crust picks (`<pod_parent>/<id>`) is the pod's to remove.
-        cgroups.create(&sandbox.cgroup).map_err(cg_err)?;
-        if let Some(init_cgroup) = &sandbox.init_cgroup {
-            cgroups.create(init_cgroup).map_err(cg_err)?;
-        }
-        cgroups
-            .create(&self.config.monitor_cgroup)
-            .map_err(cg_err)?;
+        self.make_pod_cgroups(sandbox).await.map_err(cg_err)?;
 
         // The monitor. Its socket's directory is ours alone whatever the umask: the
         // socket is 0600 too, but a directory others can write would let them put
         // their own socket at a pod's path before the monitor binds it.
         if let Some(sock_dir) = sandbox.socket.parent() {
-            private_dir(sock_dir).map_err(io("create private directory", sock_dir))?;
+            crate::ensure_private_dir(sock_dir).map_err(io("create private directory", sock_dir))?;
         }
         let spec_file = dir.join("monitor-spec.json");
         let monitor_spec = monitor::MonitorSpec {
@@ -242,7 +246,7 @@ impl SandboxManager {
             new_pid: spec.namespaces.pid == NsMode::Pod,
             hostname,
             sysctls: spec.sysctls.clone(),
-            monitor_cgroup_dirs: cgroups.dirs(&self.config.monitor_cgroup),
+            monitor_cgroup_dirs: cgroups.dirs(&self.monitor_cgroup_path(&id)),
             pod_cgroup_dirs: sandbox
                 .init_cgroup
                 .as_deref()
@@ -297,54 +301,5 @@ impl SandboxManager {
             .unwrap_or_default();
         sandbox.state = SandboxState::Ready;
         self.commit(sandbox, Some(SandboxState::Creating))
-    }
-}
-
-/// Makes `dir` (its parents as needed) a directory only its owner can enter: created
-/// 0700, or an existing one set to 0700. The mode is set explicitly since creation
-/// only masks bits out (umask). A symlink or non-directory there is refused.
-fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    if let Some(parent) = dir.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    let meta = fs::symlink_metadata(dir)?;
-    if !meta.is_dir() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotADirectory,
-            "exists and is not a directory",
-        ));
-    }
-    if meta.mode() & 0o7777 != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::MetadataExt;
-
-    use super::*;
-
-    #[test]
-    fn private_dir_is_0700_whatever_it_was() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mode = |p: &std::path::Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
-        let fresh = tmp.path().join("a/sock");
-        private_dir(&fresh).unwrap();
-        assert_eq!(mode(&fresh), 0o700, "created");
-        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o1777)).unwrap();
-        private_dir(&fresh).unwrap();
-        assert_eq!(mode(&fresh), 0o700, "loosened, then fixed");
-        let link = tmp.path().join("link");
-        std::os::unix::fs::symlink(&fresh, &link).unwrap();
-        assert!(private_dir(&link).is_err(), "a symlink is refused");
-        assert_eq!(mode(&fresh), 0o700);
     }
 }

@@ -100,6 +100,15 @@ impl SandboxManager {
             })
             .await;
         errors.extend(killed.unwrap_or_default());
+        // Under systemd each monitor has a scope of its own, done with once the
+        // monitor is (the cgroupfs driver's monitor cgroup is shared and stays).
+        if self.systemd_driver()
+            && let Err(e) = self
+                .remove_cgroup(&self.monitor_cgroup_path(&sandbox.id))
+                .await
+        {
+            errors.push(e.to_string());
+        }
 
         for ns in PINS {
             let pin = sandbox.pin(ns);
@@ -129,20 +138,28 @@ impl SandboxManager {
                     Err(e) => errors.push(format!("remove {}: {e}", dir.display())),
                 }
             }
-            let mut owned: Vec<String> = sandbox.init_cgroup.iter().cloned().collect();
+            let mut owned: Vec<String> = Vec::new();
+            if self.systemd_driver() {
+                // The container scopes before their slice: a slice with other pods'
+                // scopes in it is not stopped (see `remove_cgroup`).
+                owned.extend(
+                    self.containers
+                        .read()
+                        .expect("containers poisoned")
+                        .values()
+                        .filter(|c| c.pod_id == sandbox.id)
+                        .map(|c| c.cgroup.clone()),
+                );
+            }
+            owned.extend(sandbox.init_cgroup.iter().cloned());
             if sandbox.cgroup_created {
                 owned.push(sandbox.cgroup.clone());
             }
-            let removed = self
-                .cgroup_blocking(move |cgroups| {
-                    owned
-                        .iter()
-                        .filter_map(|cg| cgroups.remove(cg).err())
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                })
-                .await;
-            errors.extend(removed.unwrap_or_default());
+            for cg in owned {
+                if let Err(e) = self.remove_cgroup(&cg).await {
+                    errors.push(e.to_string());
+                }
+            }
         }
 
         if errors.is_empty() {
