@@ -564,6 +564,42 @@ fn v2_create_enables_controllers_in_every_ancestor() {
     );
 }
 
+/// A cgroup with processes (a running container) delegates nothing when a child (an
+/// exec's cgroup) is made below it: the threaded controllers would make it a thread
+/// root, and the child a domain no process can join (EOPNOTSUPP).
+#[test]
+fn v2_a_cgroup_with_processes_delegates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctr = tmp.path().join("pod/ctr");
+    fs::create_dir_all(&ctr).unwrap();
+    for (dir, procs) in [
+        (tmp.path(), "1\n"),
+        (ctr.parent().unwrap(), ""),
+        (ctr.as_path(), "42\n"),
+    ] {
+        fs::write(dir.join("cgroup.controllers"), "cpu memory pids").unwrap();
+        fs::write(dir.join("cgroup.subtree_control"), "").unwrap();
+        fs::write(dir.join("cgroup.procs"), procs).unwrap();
+    }
+    let m = Cgroupfs::unified_at(tmp.path());
+    m.create("/pod/ctr/exec-1").unwrap();
+    assert_eq!(
+        read(&ctr.join("cgroup.subtree_control")),
+        "",
+        "the container's"
+    );
+    assert_eq!(
+        read(&ctr.parent().unwrap().join("cgroup.subtree_control")),
+        "+cpu +memory +pids",
+        "the pod's (no processes of its own)"
+    );
+    assert_eq!(
+        read(&tmp.path().join("cgroup.subtree_control")),
+        "+cpu +memory +pids",
+        "the root may mix processes and controllers"
+    );
+}
+
 #[test]
 fn v2_oom_group_is_set_where_the_memory_controller_is() {
     let (_tmp, m, dir) = v2_fixture();

@@ -239,7 +239,7 @@ impl Cgroupfs {
                 if h.v2 {
                     // Every ancestor delegates its controllers, or the leaf has no
                     // memory.max, cpu.max... to write (cgroups(7), "subtree_control").
-                    enable_controllers(&parent);
+                    enable_controllers(&parent, parent == h.dir);
                 }
                 dir.push(part);
                 match fs::create_dir(&dir) {
@@ -826,14 +826,22 @@ fn device_rule_line(rule: &oci_spec::runtime::LinuxDeviceCgroup) -> Option<Strin
 /// Enables [`V2_CONTROLLERS`] in `dir`'s `cgroup.subtree_control`, those `dir` has
 /// (`cgroup.controllers`) and has not enabled yet, in one write (as runc); when that
 /// is refused, one at a time so one refusal does not cost the rest. Best effort: a
-/// cgroup that holds processes cannot delegate
-/// domain controllers (EBUSY, the "no internal processes" rule: an exec's cgroup below
-/// a running container's), and a missing controller just means a limit the features
-/// probe already reports as unavailable.
-fn enable_controllers(dir: &Path) {
+/// missing controller just means a limit the features probe already reports as
+/// unavailable.
+///
+/// A cgroup that holds processes (a running container, below which an exec gets its
+/// cgroup) is left alone, the root excepted (`is_root`: it may mix): the kernel
+/// refuses domain controllers there (EBUSY, the "no internal processes" rule), but
+/// takes the threaded ones (cpu, pids), which would make it a thread root and every
+/// new child an invalid domain no process can join (EOPNOTSUPP).
+fn enable_controllers(dir: &Path, is_root: bool) {
     let Ok(available) = fs::read_to_string(dir.join("cgroup.controllers")) else {
         return;
     };
+    if !is_root && fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+    {
+        return;
+    }
     let file = dir.join("cgroup.subtree_control");
     let enabled = fs::read_to_string(&file).unwrap_or_default();
     let has = |list: &str, c: &str| {
