@@ -5,7 +5,8 @@
 //! The guest has no network, so the image is built and pushed on the host into a
 //! registry of the host's, whose storage directory is then copied into the workspace
 //! (which the guest sees read-only at /mnt/host) and served in the guest by its own
-//! `docker-registry` on 127.0.0.1:5000.
+//! `docker-registry` on 127.0.0.1:5001 (Debian's own registry service, on 5000 with
+//! auth, is stopped).
 
 use std::{
     fs,
@@ -23,7 +24,7 @@ use crate::{
 };
 
 /// The image every guest node serves, by the name crustd pulls it with.
-pub const BUSYBOX: &str = "127.0.0.1:5000/busybox:latest";
+pub const BUSYBOX: &str = "127.0.0.1:5001/busybox:latest";
 
 /// Applets the guest image links (pod and container tests use these).
 const APPLETS: &[&str] = &["sh", "sleep", "cat", "tail", "true", "echo", "ls", "dd"];
@@ -61,11 +62,11 @@ storage:
   filesystem:
     rootdirectory: /var/lib/crust-registry
 http:
-  addr: 127.0.0.1:5000
+  addr: 127.0.0.1:5001
 EOF
                 systemd-run --unit=crust-registry docker-registry serve /etc/crust-registry.yml
                 for i in $(seq 600); do
-                  busybox wget -q -O /dev/null http://127.0.0.1:5000/v2/ && exit 0
+                  busybox wget -q -O /dev/null http://127.0.0.1:5001/v2/ && exit 0
                   sleep 0.1
                 done
                 echo "registry did not answer" >&2; exit 1"#

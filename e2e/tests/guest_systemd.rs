@@ -44,11 +44,18 @@ fn container_config(name: &str, command: &[&str], memory: i64, quota: i64) -> St
         "command": command,
         "linux": {"resources": {
             "memory_limit_in_bytes": memory,
+            // No swap on top (kubelet's default without NodeSwap): the guest has swap,
+            // and a memory hog would page at emulation speed instead of being killed.
+            "memory_swap_limit_in_bytes": memory,
             "cpu_quota": quota,
             "cpu_period": 100000
         }}
     })
     .to_string()
+}
+
+fn step(what: &str) {
+    eprintln!("guest_systemd: {what}");
 }
 
 /// `systemctl show UNIT -p ...` as (property, value) lines.
@@ -102,6 +109,7 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     let scope = format!("crust-{ctr}.scope");
 
     // Limits, from systemd and from the files.
+    step("limits");
     let props = show(
         &node,
         &scope,
@@ -144,7 +152,14 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     assert!(monitor.contains(&"Slice=crust.slice".to_string()), "{monitor:?}");
     assert!(monitor.contains(&"ActiveState=active".to_string()), "{monitor:?}");
 
+    step("exec");
+    // ExecSync runs in a cgroup of its own inside the delegated scope.
+    let cg = node
+        .crustctl(&format!("exec -s {ctr} /bin/cat /proc/self/cgroup"), 120)
+        .unwrap();
+    assert!(cg.trim().starts_with("0::/exec-"), "{cg}");
     // UpdateContainerResources: the unit's property and the file.
+    step("update");
     node.crustctl(&format!("update {ctr} --memory {}", 128 << 20), 60)
         .unwrap();
     let props = show(&node, &scope, &["MemoryMax"]);
@@ -153,6 +168,7 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     assert_eq!(max.trim(), (128 << 20).to_string());
 
     // A crustd restart keeps the container running, and stoppable.
+    step("crustd restart");
     node.stop_crustd().unwrap();
     let props = show(&node, &scope, &["ActiveState"]);
     assert_eq!(props, ["ActiveState=active"], "scope survives crustd");
@@ -162,6 +178,7 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     assert_eq!(wait_exited(&node, &ctr)["state"], "CONTAINER_EXITED");
 
     // OOM: the kill is seen through the scope's memory.events.
+    step("OOM");
     node.write(
         "/root/hog.json",
         &container_config("hog", &["/bin/tail", "/dev/zero"], 16 << 20, 0),
@@ -173,12 +190,24 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     let hog = hog.trim().to_string();
     node.crustctl(&format!("start {hog}"), 120).unwrap();
     let s = wait_exited(&node, &hog);
-    assert_eq!(s["reason"], "OOMKilled", "{s}");
+    let hog_dir = format!("{}/crust-{hog}.scope", pod_slice_path());
+    let why = node
+        .run(
+            &format!(
+                "cat {hog_dir}/memory.events {hog_dir}/cgroup.procs {hog_dir}/memory.max {hog_dir}/memory.swap.max 2>&1
+                 systemctl show crust-{hog}.scope -p ActiveState -p Result
+                 journalctl --no-pager | grep -i -e oom -e crust-{hog} | tail -20"
+            ),
+            60,
+        )
+        .unwrap_or_default();
+    assert_eq!(s["reason"], "OOMKilled", "{s}\n{why}");
 
     // Removal: every unit of the pod gone, the slice crust started too.
+    step("removal");
     node.crustctl(&format!("rmp -f {pod}"), 180).unwrap();
     let left = node
-        .run("systemctl list-units --all --plain --no-legend 'crust-*' | grep -v crustd-test || true", 60)
+        .run("systemctl list-units --all --plain --no-legend 'crust-*.scope' 'crust-pod*.slice'", 60)
         .unwrap();
     assert_eq!(left.trim(), "", "units left: {left}");
     let slice = show(&node, &pod_slice(), &["LoadState", "ActiveState"]);

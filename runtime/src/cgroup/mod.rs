@@ -7,7 +7,7 @@ mod stats;
 pub mod systemd;
 
 pub use cgroupfs::{CgroupFeatures, Cgroupfs, validate_path};
-pub use stats::{CgroupUsage, Psi, PsiLine, parse_psi};
+pub use stats::{CgroupUsage, Psi, PsiLine, oom_kills, parse_psi};
 pub use systemd::Systemd;
 
 use std::{

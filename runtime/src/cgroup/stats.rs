@@ -79,6 +79,24 @@ pub struct CgroupUsage {
     pub io_psi: Option<Psi>,
 }
 
+/// How many processes the OOM killer has killed in the cgroup at `dirs` (one per
+/// hierarchy): v1 `memory.oom_control` and v2 `memory.events` both have an
+/// `oom_kill N` line. 0 when no file says.
+pub fn oom_kills(dirs: &[std::path::PathBuf]) -> u64 {
+    dirs.iter()
+        .flat_map(|dir| {
+            ["memory.oom_control", "memory.events"].map(|f| {
+                fs::read_to_string(dir.join(f))
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 fn read_u64(path: &std::path::Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }

@@ -47,7 +47,13 @@ impl SandboxManager {
             .and_then(|now| now.oom_kills_before_kill)
             .or(c.oom_kills_before_kill)
             .unwrap_or(0);
-        let oom = self.oom_kill_count(&c.cgroup) > baseline;
+        // The count the monitor saw at the exit, or (older monitors) what the cgroup
+        // says now, if it is still there.
+        let kills = exit
+            .oom_kills
+            .unwrap_or(0)
+            .max(self.oom_kill_count(&c.cgroup));
+        let oom = kills > baseline;
         let reason = if oom {
             "OOMKilled"
         } else if exit.exit_code == 0 {
@@ -121,21 +127,7 @@ impl SandboxManager {
         let Ok(cgroups) = self.cgroups() else {
             return 0;
         };
-        cgroups
-            .dirs(cgroup)
-            .iter()
-            .flat_map(|dir| {
-                // v1: memory.oom_control has "oom_kill N"; v2: memory.events has it too.
-                ["memory.oom_control", "memory.events"].map(|f| {
-                    fs::read_to_string(dir.join(f))
-                        .unwrap_or_default()
-                        .lines()
-                        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
-                        .unwrap_or(0)
-                })
-            })
-            .max()
-            .unwrap_or(0)
+        crate::cgroup::oom_kills(&cgroups.dirs(cgroup))
     }
 
     /// Stops a container: its stop signal, then after `timeout` SIGKILL to every process

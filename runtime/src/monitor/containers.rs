@@ -427,11 +427,13 @@ impl Containers {
         // processes with it; in the pod's (or a TARGET's, or the host's) they live on,
         // reparented. A container ends with its process, as with runc, which kills
         // what is left in the cgroup on delete: do it now, before the exit is visible.
+        let oom_kills = crate::cgroup::oom_kills(&c.cgroup_dirs);
         kill_cgroup_members(&c.cgroup_dirs);
         let record = ExitRecord {
             exit_code,
             signal,
             finished_at,
+            oom_kills: Some(oom_kills),
         };
         let dir = c.exit_file.parent().unwrap_or(Path::new("/"));
         let name = c

@@ -229,6 +229,11 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
     /// Unix nanoseconds.
     pub finished_at: i64,
+    /// The cgroup's OOM-kill count at the exit, read before the monitor kills what is
+    /// left in it: under the systemd driver the emptied scope's cgroup is gone by the
+    /// time crustd looks. Absent in records of older monitors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kills: Option<u64>,
 }
 
 /// The answer to a [`Request`].

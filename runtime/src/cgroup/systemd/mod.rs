@@ -17,13 +17,15 @@
 //! with a *keeper*: `crust-monitor keep`, a process that only waits, started by crustd
 //! and moved in by systemd (the `PIDs` property). The monitor then places the real
 //! process (container init, pod init, itself) into the scope's cgroup as it does under
-//! the cgroupfs driver, before it execs. The keeper stays for the scope's life, so the
-//! cgroup outlives the container's exit long enough for crust to read its OOM kills
-//! (`memory.events`) and is removed when crust stops the unit, never before. It costs
-//! one sleeping process per scope, counted in `pids.max` (crust adds one to every
-//! pids limit for it) and exempt from the OOM killer where crustd may say so.
-//! runc's way (the container's own init pid in `PIDs`) needs the pid before the
-//! process runs anything, which crust's monitor, not crustd, has.
+//! the cgroupfs driver, before it execs. The keeper holds the cgroup until the
+//! container ends: when its process exits the monitor kills what is left in the
+//! cgroup (keeper included, as it does any leftover), systemd then drops the scope, and
+//! the OOM-kill count crust reports from was read by the monitor just before (the exit
+//! record's `oom_kills`). It costs one sleeping process per scope, counted in
+//! `pids.max` (crust adds one to every pids limit for it) and exempt from the OOM
+//! killer where crustd may say so. runc's way (the container's own init pid in `PIDs`)
+//! needs the pid before the process runs anything, which crust's monitor, not crustd,
+//! has.
 //!
 //! Limits go both ways: as unit properties (systemd writes them again on every
 //! re-realization, so they must be its own) and as cgroup files for what systemd has
