@@ -10,10 +10,11 @@ use crust_ctl::{
     output::{self, Format},
 };
 use crust_proto::runtime::v1::{
-    ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatusRequest,
-    CreateContainerRequest, LinuxContainerResources, ListContainersRequest, RemoveContainerRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    UpdateContainerResourcesRequest, runtime_service_client::RuntimeServiceClient,
+    ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatsRequest,
+    ContainerStatusRequest, CreateContainerRequest, LinuxContainerResources,
+    ListContainersRequest, RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, UpdateContainerResourcesRequest,
+    runtime_service_client::RuntimeServiceClient,
 };
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -80,6 +81,14 @@ pub enum ContainerCommand {
     },
     /// Show containers' status.
     Inspect {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: Format,
+    },
+    /// Show containers' stats (ContainerStats: CPU, memory, swap, IO pressure, writable
+    /// layer).
+    Stats {
         #[arg(required = true)]
         ids: Vec<String>,
         #[arg(short, long, value_enum, default_value = "json")]
@@ -389,6 +398,23 @@ pub async fn run(
                     );
                 }
                 out.push_str(&output::render(&Value::Object(doc), format));
+            }
+            Ok(out)
+        }
+        ContainerCommand::Stats {
+            ids,
+            output: format,
+        } => {
+            let mut out = String::new();
+            for id in ids {
+                let resp = client
+                    .container_stats(ContainerStatsRequest {
+                        container_id: id.clone(),
+                    })
+                    .await
+                    .with_context(|| format!("stats of {id}"))?
+                    .into_inner();
+                out.push_str(&output::render(&serde_json::to_value(&resp.stats)?, format));
             }
             Ok(out)
         }

@@ -21,7 +21,8 @@ use anyhow::{Context, bail};
 /// Debian packages the guest image carries beyond vm.sh's base set: what crustd's
 /// guest suites drive (CNI plugins, runc, crun, a registry with busybox content, the
 /// AppArmor parser).
-pub const GUEST_PACKAGES: &str = "apparmor,apparmor-utils,runc,crun,docker-registry,busybox-static,containernetworking-plugins";
+pub const GUEST_PACKAGES: &str =
+    "apparmor,apparmor-utils,runc,crun,docker-registry,busybox-static,containernetworking-plugins";
 
 /// Where the workspace appears inside the guest.
 pub const HOST_SHARE: &str = "/mnt/host";
@@ -82,7 +83,10 @@ pub fn ensure_image() -> anyhow::Result<PathBuf> {
         .status()
         .context("run flock + vm.sh build-image (apt-get install qemu-system-x86 mmdebstrap)")?;
     if !status.success() {
-        bail!("building the guest image under {} failed: {status}", base.display());
+        bail!(
+            "building the guest image under {} failed: {status}",
+            base.display()
+        );
     }
     Ok(images)
 }

@@ -14,9 +14,9 @@ pub mod bench;
 pub mod cni;
 pub mod containerd;
 pub mod crash;
-pub mod guest;
 pub mod guest_crustd;
 pub mod cri_bench;
+pub mod guest;
 
 use std::{
     fs,

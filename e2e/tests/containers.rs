@@ -18,7 +18,8 @@ use crust_proto::runtime::v1::{
     ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatusRequest,
     ImageSpec, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
     ListContainersRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    SecurityProfile, StopContainerRequest, StopPodSandboxRequest, security_profile::ProfileType,
+    SecurityProfile, Signal, StopContainerRequest, StopPodSandboxRequest,
+    security_profile::ProfileType,
 };
 use serde_json::json;
 use tonic::Code;
@@ -485,6 +486,19 @@ async fn crustctl_container_verbs() {
     assert!(!ctl(&["ps", "-a", "-q"]).contains(&id));
 }
 
+/// `/proc/<pid>/stat` of every `sleep` (zombies too) in `pid`'s PID namespace.
+fn sleeps_in_pid_ns_of(pid: i64) -> Vec<String> {
+    let ns = fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| fs::read_link(format!("/proc/{p}/ns/pid")).ok().as_ref() == Some(&ns))
+        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter(|stat| stat.contains("(sleep)"))
+        .collect()
+}
+
 #[tokio::test]
 async fn exec_sync_runs_inside_the_container_and_honours_its_timeout() {
     let w = world().await;
@@ -556,6 +570,11 @@ async fn exec_sync_runs_inside_the_container_and_honours_its_timeout() {
         .filter(|e| e.path().is_dir())
         .collect();
     assert!(execs.is_empty(), "exec cgroups removed");
+    // Killed and reaped before ExecSync returned: no zombie `sleep` (it used to be
+    // orphaned to the host's PID 1 for seconds, so `pgrep sleep` still found it).
+    let main = info["pid"].as_i64().unwrap();
+    let sleeps = sleeps_in_pid_ns_of(main);
+    assert_eq!(sleeps.len(), 1, "only the container's own sleep: {sleeps:?}");
 
     w.d.runtime()
         .await
@@ -815,6 +834,11 @@ async fn stop_signal_reaches_the_container() {
         .await
         .unwrap();
     w.start_container(&id).await.unwrap();
+    assert_eq!(
+        w.d.container_status(&id).await.stop_signal,
+        Signal::Sigterm as i32,
+        "no signal asked, none in the image: SIGTERM, and ContainerStatus says so"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     w.d.runtime()
         .await
@@ -830,6 +854,60 @@ async fn stop_signal_reaches_the_container() {
         s.exit_code, 42,
         "SIGTERM delivered and handled, not SIGKILL after the grace: {s:?}"
     );
+}
+
+/// ContainerStatus.user is the identity the process really has (checked against its
+/// /proc status), stop_signal the one StopContainer will send (issue 15).
+#[tokio::test]
+async fn container_status_reports_the_user_and_stop_signal_used() {
+    use crust_proto::runtime::v1::Int64Value;
+    let w = world().await;
+    let mut c = w.config("who", &["sh", "-c", "trap 'exit 7' INT; while true; do sleep 0.1; done"]);
+    c.stop_signal = Signal::Sigint as i32;
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1234 }),
+            run_as_group: Some(Int64Value { value: 2345 }),
+            supplemental_groups: vec![3456],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = w.create(&w.pod, c).await.unwrap();
+    w.start_container(&id).await.unwrap();
+    let s = w.d.container_status(&id).await;
+    assert_eq!(s.stop_signal, Signal::Sigint as i32, "{s:?}");
+    let user = s.user.and_then(|u| u.linux).expect("ContainerStatus.user.linux");
+    assert_eq!((user.uid, user.gid), (1234, 2345));
+    assert!(user.supplemental_groups.contains(&3456), "{user:?}");
+    let pid = w.verbose_info(&id).await["pid"].as_i64().expect("a running pid");
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .split_whitespace()
+            .map(|x| x.parse::<i64>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("Uid:")[0], user.uid);
+    assert_eq!(field("Gid:")[0], user.gid);
+    let mut groups = field("Groups:");
+    groups.sort();
+    let mut want = user.supplemental_groups.clone();
+    want.sort();
+    assert_eq!(groups, want, "the process's groups are the ones reported");
+    w.d.runtime()
+        .await
+        .unwrap()
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 30,
+        })
+        .await
+        .unwrap();
+    assert_eq!(w.d.container_status(&id).await.exit_code, 7, "SIGINT was sent");
 }
 
 #[tokio::test]
@@ -950,6 +1028,36 @@ async fn mounts_honour_recursive_read_only_and_propagation() {
         ),
     ];
     let id = w.create(&w.pod, c).await.unwrap();
+    // ContainerStatus reports the mounts as asked, not all PRIVATE.
+    let reported: Vec<(String, i32, bool, bool)> = w
+        .d
+        .container_status(&id)
+        .await
+        .mounts
+        .iter()
+        .map(|m| {
+            (
+                m.container_path.clone(),
+                m.propagation,
+                m.readonly,
+                m.recursive_read_only,
+            )
+        })
+        .collect();
+    let p = |x: MountPropagation| x as i32;
+    assert_eq!(
+        reported,
+        vec![
+            ("/rro".into(), p(MountPropagation::PropagationPrivate), true, true),
+            ("/ro".into(), p(MountPropagation::PropagationPrivate), true, false),
+            (
+                "/slave".into(),
+                p(MountPropagation::PropagationHostToContainer),
+                false,
+                false
+            ),
+        ]
+    );
     w.start_container(&id).await.unwrap();
     let path = w.pod_logs.join("mounter.log");
     for _ in 0..300 {
@@ -1038,6 +1146,15 @@ async fn container_and_pod_stats_come_from_the_cgroups_and_the_writable_layer() 
         .stats
         .unwrap();
     assert_eq!(stats.attributes.as_ref().unwrap().id, id);
+    // PSI is read from the cgroup2 hierarchy: the root on v2, `unified` on this hybrid
+    // host (no controllers there, but every cgroup has the pressure files).
+    let cpu_psi = stats.cpu.as_ref().unwrap().psi.as_ref().expect("cpu PSI");
+    assert!(cpu_psi.some.is_some(), "cpu PSI `some`");
+    assert!(stats.memory.as_ref().unwrap().psi.is_some(), "memory PSI");
+    assert!(
+        stats.io.as_ref().and_then(|io| io.psi.as_ref()).is_some(),
+        "io PSI"
+    );
     let cpu = stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
     assert!(cpu > 0, "the loop used CPU");
     assert!(

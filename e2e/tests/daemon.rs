@@ -127,6 +127,11 @@ async fn status_reports_network_readiness_from_cni_config() {
         net.message
     );
     assert!(status.info.is_empty(), "info only when verbose");
+    let features = status.features.expect("Status.features");
+    assert!(
+        features.supplemental_groups_policy && !features.user_namespaces_host_network,
+        "{features:?}"
+    );
     let handlers: Vec<_> = status
         .runtime_handlers
         .iter()

@@ -29,7 +29,10 @@ fn guest_is_a_systemd_cgroup_v2_node_that_runs_host_binaries() {
     assert!(lines[0].ends_with("/systemd"), "PID 1 is {}", lines[0]);
     assert_eq!(lines[1], "cgroup2fs", "{out}");
     for c in ["cpu", "memory", "pids", "io", "cpuset"] {
-        assert!(lines[2].split(' ').any(|x| x == c), "controller {c} missing: {out}");
+        assert!(
+            lines[2].split(' ').any(|x| x == c),
+            "controller {c} missing: {out}"
+        );
     }
     assert_eq!(lines[3], "Y", "AppArmor enabled: {out}");
     assert!(lines[4].contains("crustd"), "{out}");

@@ -1011,3 +1011,147 @@ async fn bearer_token_flow_with_each_auth_config_kind() {
         assert!(!logs.contains(secret), "{secret} must not be logged");
     }
 }
+
+/// A bare HTTP/2 connection as a tonic client's transport: it sends what the request
+/// carries (a `grpc-timeout` header) without enforcing it, so only the server's own
+/// answer reaches the test. (tonic's `Channel` would enforce the deadline itself and
+/// report CANCELLED; so does grpc-go when the server's answer comes first.)
+#[derive(Clone)]
+struct RawH2(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+impl tower::Service<http::Request<tonic::body::Body>> for RawH2 {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, hyper::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let mut send = self.0.clone();
+        Box::pin(async move { send.send_request(req).await })
+    }
+}
+
+async fn raw_image_client(
+    sb: &Sandbox,
+) -> crust_proto::runtime::v1::image_service_client::ImageServiceClient<RawH2> {
+    let stream = tokio::net::UnixStream::connect(sb.socket()).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    crust_proto::runtime::v1::image_service_client::ImageServiceClient::with_origin(
+        RawH2(send),
+        http::Uri::from_static("http://localhost"),
+    )
+}
+
+fn with_deadline<T>(msg: T, timeout: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("grpc-timeout", timeout.parse().unwrap());
+    req
+}
+
+/// A client deadline that passes is DEADLINE_EXCEEDED from the server, never CANCELLED
+/// (tonic's server-side timer answered CANCELLED; issue 15), and a pull cut off at any
+/// point leaves a store that pulls the image whole afterwards.
+#[tokio::test]
+async fn a_passed_deadline_is_deadline_exceeded_never_cancelled() {
+    let registry = Registry::start().await.unwrap();
+    registry
+        .push_image("test/deadline", &["v1"], &busybox_image("0"))
+        .await
+        .unwrap();
+    let name = format!("{}/test/deadline:v1", registry.host());
+    let sb = Sandbox::new().unwrap();
+    let d = started(&sb, "").await;
+    let mut client = raw_image_client(&sb).await;
+    let mut exceeded = 0;
+    for i in 0..40u64 {
+        let ms = 1 + i % 20;
+        let req = with_deadline(
+            PullImageRequest {
+                image: spec(&name),
+                ..Default::default()
+            },
+            &format!("{ms}m"),
+        );
+        match client.pull_image(req).await {
+            Ok(_) => remove(&d, &name).await.unwrap(),
+            Err(s) if s.code() == Code::DeadlineExceeded => exceeded += 1,
+            Err(s) => panic!("pull {i} with a {ms} ms deadline: {s:?}"),
+        }
+        let req = with_deadline(ListImagesRequest::default(), "1m");
+        if let Err(s) = client.list_images(req).await {
+            assert_eq!(s.code(), Code::DeadlineExceeded, "ListImages: {s:?}");
+        }
+    }
+    assert!(exceeded > 0, "no pull ran out of its deadline: the test proves nothing");
+    pull(&d, &name, None).await.expect("a whole pull after the cut-off ones");
+    assert!(status(&d, &name, false).await.image.is_some());
+}
+
+/// ImageSpec.runtime_handler must name a configured handler (issue 15): an unknown
+/// one is NOT_FOUND naming it in every image RPC; the default handler's name works.
+#[tokio::test]
+async fn an_unknown_image_runtime_handler_is_refused() {
+    let registry = Registry::start().await.unwrap();
+    registry
+        .push_image("test/handler", &["v1"], &busybox_image("0"))
+        .await
+        .unwrap();
+    let name = format!("{}/test/handler:v1", registry.host());
+    let sb = Sandbox::new().unwrap();
+    let d = started(&sb, "").await;
+    let mut client = d.image().await.unwrap();
+    let with = |handler: &str| {
+        Some(ImageSpec {
+            image: name.clone(),
+            runtime_handler: handler.into(),
+            ..Default::default()
+        })
+    };
+    let s = client
+        .pull_image(PullImageRequest {
+            image: with("no-such-handler"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    assert!(s.message().contains("no-such-handler"), "{s:?}");
+    let s = client
+        .image_status(ImageStatusRequest {
+            image: with("no-such-handler"),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    let s = client
+        .remove_image(RemoveImageRequest {
+            image: with("no-such-handler"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    client
+        .pull_image(PullImageRequest {
+            image: with("crust"),
+            ..Default::default()
+        })
+        .await
+        .expect("the built-in handler's name");
+    assert!(status(&d, &name, false).await.image.is_some());
+}

@@ -475,8 +475,9 @@ async fn seccomp_localhost_profiles() {
 }
 
 /// A Localhost AppArmor profile or SELinux options on a host without them are refused
-/// naming the field, not ignored; RuntimeDefault AppArmor runs the container (crust
-/// ships no profile, and containerd ignores it where AppArmor is off).
+/// naming the field, not ignored; RuntimeDefault AppArmor runs the container
+/// unconfined (containerd ignores it where AppArmor is off; `guest_apparmor` tests
+/// the `crust-default` profile where it is on).
 #[tokio::test]
 async fn apparmor_and_selinux_where_the_host_lacks_them() {
     let w = world("test/lsm").await;

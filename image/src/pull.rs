@@ -327,6 +327,7 @@ impl ImageStore {
         session.check_length(&response, "layer", &layer.digest, layer.size)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(CHUNK_QUEUE);
         let unpack_dir = tmp.clone();
+        let max_unpacked = self.options.max_layer_unpacked_bytes;
         let unpacker = tokio::task::spawn_blocking(move || {
             let result = unpack_layer(
                 ChannelReader {
@@ -334,6 +335,7 @@ impl ImageStore {
                     current: bytes::Bytes::new(),
                 },
                 &unpack_dir,
+                max_unpacked,
             );
             match &result {
                 // One syncfs instead of an fsync per file: the layer is durable before

@@ -124,6 +124,7 @@ mod tests {
             root: dir.join("image"),
             progress_timeout: Duration::from_secs(5),
             max_concurrent_downloads: 1,
+            max_layer_unpacked_bytes: u64::MAX,
             pinned_images: vec!["docker.io/library/app:v2".into()],
             registries: Registries::default(),
         };
@@ -233,6 +234,7 @@ mod tests {
             root: dir.path().join("image"),
             progress_timeout: Duration::from_secs(5),
             max_concurrent_downloads: 1,
+            max_layer_unpacked_bytes: u64::MAX,
             pinned_images: vec![],
             registries: Registries::default(),
         };

@@ -39,6 +39,8 @@ pub struct StoreOptions {
     pub root: PathBuf,
     pub progress_timeout: Duration,
     pub max_concurrent_downloads: usize,
+    /// Bound on the bytes one layer unpacks to (decompressed stream and file data).
+    pub max_layer_unpacked_bytes: u64,
     /// Exact image names reported as pinned (never garbage collected by kubelet).
     pub pinned_images: Vec<String>,
     pub registries: Registries,

@@ -50,6 +50,10 @@ pub enum UnpackError {
     Read(#[source] io::Error),
     #[error("layer entry {path:?}: unsupported tar entry type {kind}")]
     Unsupported { path: PathBuf, kind: u8 },
+    /// A gzip or zstd bomb (a few KiB that decompress to terabytes), or a sparse file
+    /// whose holes would be written out: the layer unpacks past the node's bound.
+    #[error("layer unpacks to more than {limit} bytes (bound: [image] max_layer_unpacked_bytes)")]
+    TooLarge { limit: u64 },
 }
 
 /// What the stream turned out to be.
@@ -75,12 +79,22 @@ pub enum Compression {
 /// On error `dest` is left half-filled: the caller unpacks into a temp directory and
 /// throws it away. Blocking; run it on a blocking thread.
 ///
+/// `max_unpacked` bounds both the decompressed stream and the bytes written into
+/// files: the compressed size is checked against the manifest, but a few KiB of gzip
+/// can decompress to terabytes, and a sparse tar entry asks for its holes to be
+/// written out. Past it the unpack stops with [`UnpackError::TooLarge`].
+///
 /// ```no_run
 /// let layer = std::fs::File::open("layer.tar.gz").unwrap();
-/// let out = crust_image::unpack::unpack_layer(layer, std::path::Path::new("/tmp/l")).unwrap();
+/// let dest = std::path::Path::new("/tmp/l");
+/// let out = crust_image::unpack::unpack_layer(layer, dest, 32 << 30).unwrap();
 /// println!("{} {}", out.digest, out.diff_id);
 /// ```
-pub fn unpack_layer(src: impl Read, dest: &Path) -> Result<Unpacked, UnpackError> {
+pub fn unpack_layer(
+    src: impl Read,
+    dest: &Path,
+    max_unpacked: u64,
+) -> Result<Unpacked, UnpackError> {
     let mut outer = HashingReader::new(src);
     let mut buffered = BufReader::with_capacity(128 * 1024, &mut outer);
     let head = buffered.fill_buf().map_err(UnpackError::Read)?;
@@ -100,10 +114,25 @@ pub fn unpack_layer(src: impl Read, dest: &Path) -> Result<Unpacked, UnpackError
             ),
             Compression::None => Box::new(&mut buffered),
         };
-        let mut inner = HashingReader::new(decoder);
-        Unpacker::new(dest)?.run(&mut inner)?;
+        let mut inner = HashingReader::new(Bounded {
+            inner: decoder,
+            left: max_unpacked,
+            exceeded: false,
+        });
+        let too_large = |inner: &HashingReader<Bounded<_>>, e| {
+            if inner.inner.exceeded {
+                UnpackError::TooLarge {
+                    limit: max_unpacked,
+                }
+            } else {
+                e
+            }
+        };
+        let unpacked = Unpacker::new(dest, max_unpacked)?.run(&mut inner);
+        unpacked.map_err(|e| too_large(&inner, e))?;
         // tar stops at its end-of-archive blocks; the diff ID covers the padding after.
-        io::copy(&mut inner, &mut io::sink()).map_err(UnpackError::Read)?;
+        let rest = io::copy(&mut inner, &mut io::sink());
+        rest.map_err(|e| too_large(&inner, UnpackError::Read(e)))?;
         inner.finish().0
     };
     io::copy(&mut buffered, &mut io::sink()).map_err(UnpackError::Read)?;
@@ -151,6 +180,30 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// A reader that fails once more than `left` bytes came through, and says so: the
+/// error reaches us through the tar reader, which may wrap it.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    exceeded: bool,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => {
+                self.exceeded = true;
+                Err(io::Error::other("layer past its unpacked size bound"))
+            }
+        }
+    }
+}
+
 /// Unpacks one tar stream under a root directory descriptor.
 struct Unpacker {
     root: OwnedFd,
@@ -162,6 +215,9 @@ struct Unpacker {
     dir_times: Vec<(Vec<OsString>, i64)>,
     /// Copy buffer, reused for every file.
     buf: Vec<u8>,
+    /// Bytes files may still get (sparse entries are written out in full).
+    limit: u64,
+    left: u64,
 }
 
 fn io_err<'p>(
@@ -176,7 +232,7 @@ fn io_err<'p>(
 }
 
 impl Unpacker {
-    fn new(root_path: &Path) -> Result<Self, UnpackError> {
+    fn new(root_path: &Path, limit: u64) -> Result<Self, UnpackError> {
         let root = rfs::open(
             root_path,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -188,6 +244,8 @@ impl Unpacker {
             cached_parent: None,
             dir_times: Vec::new(),
             buf: vec![0; 256 * 1024],
+            limit,
+            left: limit,
         })
     }
 
@@ -314,11 +372,15 @@ impl Unpacker {
                 )
                 .map_err(io_err(&raw_path, "create file"))?;
                 let mut file = File::from(fd);
-                copy_big(entry, &mut file, &mut self.buf).map_err(|e| UnpackError::Io {
+                let copied = copy_big(entry, &mut file, &mut self.buf, self.left);
+                match copied.map_err(|e| UnpackError::Io {
                     path: raw_path.clone(),
                     op: "write file",
                     source: e,
-                })?;
+                })? {
+                    Some(n) => self.left -= n,
+                    None => return Err(UnpackError::TooLarge { limit: self.limit }),
+                }
             }
             T::Symlink => {
                 let target =
@@ -514,14 +576,26 @@ impl Unpacker {
 
 /// `io::copy` with a larger buffer: fewer read/write syscalls for big files (io::copy
 /// uses 8 KiB for readers it cannot specialise, like a tar entry over a decoder).
-fn copy_big(src: &mut impl Read, dst: &mut File, buf: &mut [u8]) -> io::Result<()> {
+/// Copies at most `budget` bytes: `Some(bytes copied)`, or `None` when `src` has
+/// more (nothing past the budget is written).
+fn copy_big(
+    src: &mut impl Read,
+    dst: &mut File,
+    buf: &mut [u8],
+    budget: u64,
+) -> io::Result<Option<u64>> {
+    let mut copied = 0u64;
     loop {
         let n = match src.read(buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(Some(copied)),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        copied += n as u64;
+        if copied > budget {
+            return Ok(None);
+        }
         dst.write_all(&buf[..n])?;
     }
 }
@@ -715,7 +789,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layer = dir.path().join("layer");
         std::fs::create_dir(&layer).unwrap();
-        let result = unpack_layer(bytes, &layer);
+        let result = unpack_layer(bytes, &layer, u64::MAX);
         (dir, layer, result)
     }
 
@@ -757,6 +831,89 @@ mod tests {
                 b"crust\n"
             );
         }
+    }
+
+    /// A GNU sparse entry: `data` stored, at the end of a file of `real_size` bytes
+    /// whose start is one hole. Unpacked, the hole is written out as zeros.
+    fn sparse(t: &mut Tar, name: &str, data: &[u8], real_size: u64) {
+        let mut h = Tar::header(name, tar::EntryType::GNUSparse, 0o644, data.len() as u64);
+        let octal = |v: u64| {
+            let mut f = [0u8; 12];
+            f[..11].copy_from_slice(format!("{v:011o}").as_bytes());
+            f
+        };
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.sparse[0].offset = octal(real_size - data.len() as u64);
+        gnu.sparse[0].numbytes = octal(data.len() as u64);
+        gnu.realsize = octal(real_size);
+        t.push(h, data);
+    }
+
+    #[test]
+    fn bombs_stop_at_the_unpacked_bound() {
+        const LIMIT: u64 = 1 << 20;
+        let zeros = Tar::new().file("zeros", &vec![0u8; 4 << 20]).finish();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&zeros).unwrap();
+        let gz = gz.finish().unwrap();
+        assert!(gz.len() < 64 << 10, "a bomb: {} bytes of gzip", gz.len());
+        let zst = zstd::encode_all(&zeros[..], 19).unwrap();
+        let mut holes = Tar::new();
+        sparse(&mut holes, "holes", &[1u8; 512], 8 << 20);
+        let holes = holes.finish();
+        assert!(
+            (holes.len() as u64) < LIMIT,
+            "the sparse stream itself is small"
+        );
+        // The padding after the end-of-archive blocks is decompressed too (diff ID).
+        let mut padded = Tar::new().file("small", b"ok").finish();
+        padded.resize(4 << 20, 0);
+        let mut padded_gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        padded_gz.write_all(&padded).unwrap();
+        let padded_gz = padded_gz.finish().unwrap();
+        for (what, bytes) in [
+            ("gzip of 4 MiB of zeros", &gz),
+            ("zstd of 4 MiB of zeros", &zst),
+            ("a sparse file of 8 MiB", &holes),
+            ("4 MiB of padding after the tar", &padded_gz),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let layer = dir.path().join("layer");
+            std::fs::create_dir(&layer).unwrap();
+            let err = unpack_layer(&bytes[..], &layer, LIMIT).expect_err(what);
+            assert!(
+                matches!(err, UnpackError::TooLarge { limit: LIMIT }),
+                "{what}: {err}"
+            );
+            assert!(
+                err.to_string().contains("max_layer_unpacked_bytes"),
+                "{what}: the error names the knob: {err}"
+            );
+            let written: u64 = walk_sizes(&layer);
+            assert!(written <= LIMIT, "{what}: {written} bytes written");
+        }
+        // Under the bound, the same layers unpack (the sparse file in full).
+        for (what, bytes) in [("gzip", &gz), ("sparse", &holes)] {
+            let dir = tempfile::tempdir().unwrap();
+            let layer = dir.path().join("layer");
+            std::fs::create_dir(&layer).unwrap();
+            unpack_layer(&bytes[..], &layer, 16 << 20).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+    }
+
+    fn walk_sizes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let meta = e.metadata().unwrap();
+                if meta.is_dir() {
+                    walk_sizes(&e.path())
+                } else {
+                    meta.len()
+                }
+            })
+            .sum()
     }
 
     #[test]
@@ -853,7 +1010,7 @@ mod tests {
             std::fs::write(dir.path().join("escape"), b"outside").unwrap();
             let mut t = Tar::new();
             build(&mut t);
-            let err = unpack_layer(&t.finish()[..], &layer).expect_err(what);
+            let err = unpack_layer(&t.finish()[..], &layer, u64::MAX).expect_err(what);
             assert!(matches!(err, UnpackError::Hostile { .. }), "{what}: {err}");
             assert!(
                 err.to_string().contains(word),

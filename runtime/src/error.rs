@@ -53,6 +53,14 @@ pub enum RuntimeError {
         source: io::Error,
     },
 
+    /// The container's AppArmor profile cannot be applied (not loaded, or the default
+    /// profile failed to load).
+    #[error("container {id}: {source}")]
+    AppArmor {
+        id: String,
+        source: crate::apparmor::AppArmorError,
+    },
+
     #[error("pod sandbox {id} is not ready")]
     NotReady { id: String },
 

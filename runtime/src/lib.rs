@@ -2,6 +2,7 @@
 //! and cgroups. Containers land with issue 5; until then crustd answers their RPCs with
 //! `UNIMPLEMENTED`.
 
+pub mod apparmor;
 pub mod cgroup;
 pub mod container;
 mod error;
@@ -9,9 +10,11 @@ pub mod fds;
 pub mod features;
 pub mod ids;
 pub mod monitor;
+mod private_dir;
 pub mod proc;
 pub mod sandbox;
 mod text;
 
 pub use error::RuntimeError;
+pub use private_dir::{PRIVATE_DIR_MODE, ensure_private_dir};
 pub use text::{EXCERPT_BYTES, excerpt};

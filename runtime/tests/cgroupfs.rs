@@ -453,7 +453,8 @@ fn v2_pids_hugetlb_unified_and_devices() {
     assert!(err.to_string().contains("io.nonexistent"), "{err}");
     assert!(!dir.join("io.nonexistent").exists(), "no file is made up");
 
-    // No device files on v2 (it needs eBPF): a known gap, not an error.
+    // No device files on v2; the eBPF filter is off for fixture directories (it is
+    // tested on the real kernel in tests/devices_bpf.rs).
     m.apply_resources("/pod/c", &device_rules()).unwrap();
     assert!(!dir.join("devices.allow").exists() && !dir.join("devices.deny").exists());
 }
@@ -525,4 +526,89 @@ fn kill_all_takes_the_subtree_v1() {
 #[test]
 fn kill_all_takes_the_subtree_v2() {
     kill_all_takes_the_subtree(&Cgroupfs::open(Path::new("/sys/fs/cgroup/unified")).unwrap());
+}
+
+/// Creating a cgroup on v2 delegates the controllers each ancestor has (and has not
+/// enabled yet) down its `cgroup.subtree_control`, root included, leaf excluded.
+#[test]
+fn v2_create_enables_controllers_in_every_ancestor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let kube = root.join("kubepods");
+    let pod = kube.join("pod1");
+    fs::create_dir_all(&pod).unwrap();
+    for (dir, controllers, enabled) in [
+        (root, "cpuset cpu io memory hugetlb pids rdma misc", ""),
+        (kube.as_path(), "cpu memory pids", "memory"),
+        (pod.as_path(), "cpu pids", ""),
+    ] {
+        fs::write(dir.join("cgroup.controllers"), controllers).unwrap();
+        fs::write(dir.join("cgroup.subtree_control"), enabled).unwrap();
+    }
+    let m = Cgroupfs::unified_at(root);
+    m.create("/kubepods/pod1/ctr").unwrap();
+    assert_eq!(
+        read(&root.join("cgroup.subtree_control")),
+        "+cpuset +cpu +io +memory +hugetlb +pids",
+        "the root delegates what it has, not rdma/misc"
+    );
+    assert_eq!(
+        read(&kube.join("cgroup.subtree_control")),
+        "+cpu +pids",
+        "memory was already enabled"
+    );
+    assert_eq!(read(&pod.join("cgroup.subtree_control")), "+cpu +pids");
+    assert!(
+        !pod.join("ctr/cgroup.subtree_control").exists(),
+        "the leaf (it holds the container's processes) delegates nothing"
+    );
+}
+
+/// A cgroup with processes (a running container) delegates nothing when a child (an
+/// exec's cgroup) is made below it: the threaded controllers would make it a thread
+/// root, and the child a domain no process can join (EOPNOTSUPP).
+#[test]
+fn v2_a_cgroup_with_processes_delegates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctr = tmp.path().join("pod/ctr");
+    fs::create_dir_all(&ctr).unwrap();
+    for (dir, procs) in [
+        (tmp.path(), "1\n"),
+        (ctr.parent().unwrap(), ""),
+        (ctr.as_path(), "42\n"),
+    ] {
+        fs::write(dir.join("cgroup.controllers"), "cpu memory pids").unwrap();
+        fs::write(dir.join("cgroup.subtree_control"), "").unwrap();
+        fs::write(dir.join("cgroup.procs"), procs).unwrap();
+    }
+    let m = Cgroupfs::unified_at(tmp.path());
+    m.create("/pod/ctr/exec-1").unwrap();
+    assert_eq!(
+        read(&ctr.join("cgroup.subtree_control")),
+        "",
+        "the container's"
+    );
+    assert_eq!(
+        read(&ctr.parent().unwrap().join("cgroup.subtree_control")),
+        "+cpu +memory +pids",
+        "the pod's (no processes of its own)"
+    );
+    assert_eq!(
+        read(&tmp.path().join("cgroup.subtree_control")),
+        "+cpu +memory +pids",
+        "the root may mix processes and controllers"
+    );
+}
+
+#[test]
+fn v2_oom_group_is_set_where_the_memory_controller_is() {
+    let (_tmp, m, dir) = v2_fixture();
+    fs::write(dir.join("memory.oom.group"), "0").unwrap();
+    assert!(m.set_oom_group("/pod/c").unwrap());
+    assert_eq!(read(&dir.join("memory.oom.group")), "1");
+    fs::create_dir_all(dir.parent().unwrap().join("nomem")).unwrap();
+    assert!(
+        !m.set_oom_group("/pod/nomem").unwrap(),
+        "no file: nothing to set"
+    );
 }

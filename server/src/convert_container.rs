@@ -25,6 +25,26 @@ fn profile(p: Option<&cri::SecurityProfile>) -> SecurityProfile {
     }
 }
 
+/// The AppArmor profile: the `apparmor` field, else the deprecated `apparmor_profile`
+/// string (CRI: "runtime/default", "unconfined", "localhost/<name>"). Neither set is
+/// the runtime's default, as in containerd (kubernetes#51746: a pod that names no
+/// profile gets the default one, where the host has AppArmor).
+#[allow(deprecated)]
+fn apparmor(sc: &cri::LinuxContainerSecurityContext) -> Result<SecurityProfile, ApiError> {
+    if sc.apparmor.is_some() {
+        return Ok(profile(sc.apparmor.as_ref()));
+    }
+    crust_runtime::apparmor::parse_deprecated(&sc.apparmor_profile).ok_or_else(|| {
+        ApiError::InvalidArgument {
+            field: "config.linux.security_context.apparmor_profile",
+            reason: format!(
+                "{:?} is none of runtime/default, unconfined, localhost/<name>",
+                crust_runtime::excerpt(&sc.apparmor_profile)
+            ),
+        }
+    })
+}
+
 fn ns_mode(mode: i32) -> NsMode {
     match cri::NamespaceMode::try_from(mode) {
         Ok(cri::NamespaceMode::Container) => NsMode::Container,
@@ -48,6 +68,7 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
     let linux = config.linux.unwrap_or_default();
     let sc = linux.security_context.unwrap_or_default();
     let seccomp = profile(sc.seccomp.as_ref());
+    let apparmor = apparmor(&sc)?;
     let r = linux.resources.unwrap_or_default();
     let ns = sc.namespace_options.clone().unwrap_or_default();
     let unsupported = |what: &'static str, field: &str| {
@@ -158,7 +179,7 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
             masked_paths: sc.masked_paths,
             readonly_paths: sc.readonly_paths,
             seccomp,
-            apparmor: profile(sc.apparmor.as_ref()),
+            apparmor,
             selinux: sc
                 .selinux_options
                 .map(|o| SelinuxOptions {
@@ -305,17 +326,44 @@ pub fn container_status(c: &Container) -> cri::ContainerStatus {
                 container_path: m.container_path.clone(),
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
+                propagation: match m.propagation {
+                    Propagation::Private => cri::MountPropagation::PropagationPrivate,
+                    Propagation::HostToContainer => {
+                        cri::MountPropagation::PropagationHostToContainer
+                    }
+                    Propagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
+                } as i32,
+                recursive_read_only: m.recursive_read_only,
                 ..Default::default()
             })
             .collect(),
+        user: c.user.as_ref().map(|u| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: u.uid.into(),
+                gid: u.gid.into(),
+                supplemental_groups: u.additional_gids.iter().map(|&g| g.into()).collect(),
+            }),
+        }),
+        // The signal StopContainer sends: the container's, else the image's, else
+        // SIGTERM (never RUNTIME_DEFAULT once decided).
+        stop_signal: signal(&crust_runtime::container::stop_signal(&c.spec, &c.image.config))
+            as i32,
         log_path: c.log_path.display().to_string(),
         image_id: c.image.id.clone(),
         resources: Some(cri::ContainerResources {
             linux: Some(cri_resources(&c.spec.resources)),
             windows: None,
         }),
-        ..Default::default()
     }
+}
+
+/// A stop signal's name (`SIGINT`, `INT`) as CRI's enum; RUNTIME_DEFAULT for what it
+/// has no value for (a number, `SIGRTMIN+3`).
+fn signal(name: &str) -> cri::Signal {
+    let upper = name.to_ascii_uppercase();
+    cri::Signal::from_str_name(&upper)
+        .or_else(|| cri::Signal::from_str_name(&format!("SIG{upper}")))
+        .unwrap_or(cri::Signal::RuntimeDefault)
 }
 
 /// `ContainerFilter` -> the runtime's filter.
@@ -332,5 +380,69 @@ pub fn filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
                 Ok(cri::ContainerState::ContainerExited) => ContainerState::Exited,
                 _ => ContainerState::Created,
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CRI `apparmor` wins; without it the deprecated `apparmor_profile` string
+    /// decides; neither is the runtime default (containerd's reading).
+    #[test]
+    #[allow(deprecated)]
+    fn apparmor_field_and_its_deprecated_string() {
+        let sc = |apparmor: Option<(cri::security_profile::ProfileType, &str)>, old: &str| {
+            cri::LinuxContainerSecurityContext {
+                apparmor: apparmor.map(|(t, r)| cri::SecurityProfile {
+                    profile_type: t as i32,
+                    localhost_ref: r.into(),
+                }),
+                apparmor_profile: old.into(),
+                ..Default::default()
+            }
+        };
+        use cri::security_profile::ProfileType as T;
+        let cases = [
+            (
+                "nothing: default",
+                sc(None, ""),
+                SecurityProfile::RuntimeDefault,
+            ),
+            (
+                "new field wins",
+                sc(Some((T::Unconfined, "")), "localhost/x"),
+                SecurityProfile::Unconfined,
+            ),
+            (
+                "new localhost",
+                sc(Some((T::Localhost, "p")), ""),
+                SecurityProfile::Localhost("p".into()),
+            ),
+            (
+                "deprecated localhost",
+                sc(None, "localhost/p"),
+                SecurityProfile::Localhost("p".into()),
+            ),
+            (
+                "deprecated unconfined",
+                sc(None, "unconfined"),
+                SecurityProfile::Unconfined,
+            ),
+            (
+                "deprecated runtime/default",
+                sc(None, "runtime/default"),
+                SecurityProfile::RuntimeDefault,
+            ),
+        ];
+        for (name, sc, want) in cases {
+            assert_eq!(apparmor(&sc).unwrap(), want, "{name}");
+        }
+        let err = apparmor(&sc(None, "p")).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.to_string().contains("apparmor_profile") && err.to_string().contains("\"p\""),
+            "{err}"
+        );
     }
 }

@@ -34,6 +34,9 @@ pub fn image_name(spec: Option<&cri::ImageSpec>, field: &'static str) -> Result<
             reason: "empty image".into(),
         });
     }
+    // Before the name reaches the RPC's span, a log line or the store: a 10 MiB name
+    // was logged whole and looked up as it was.
+    crate::convert_limits::image_name(field, name)?;
     Ok(name.to_string())
 }
 

@@ -31,9 +31,23 @@ pub const KEY_MAX: usize = 253 + 1 + 63;
 /// Label values. Kubernetes allows 63 for user labels, but kubelet's own CRI labels
 /// carry full pod names (`io.kubernetes.pod.name`, up to 253), so a generous bound.
 pub const LABEL_VALUE_MAX: usize = 4096;
-/// Kubernetes' `TotalAnnotationSizeLimitB`: keys plus values of all annotations. Also
-/// the bound on all labels together.
-pub const MAP_TOTAL_MAX: usize = 256 * 1024;
+/// Kubernetes' `TotalAnnotationSizeLimitB` (256 KiB): keys plus values of all of a
+/// pod's annotations in the API server.
+pub const ANNOTATIONS_API_MAX: usize = 256 * 1024;
+/// What kubelet adds on top of the API object's labels and annotations when it makes
+/// the CRI config (`io.kubernetes.*` names, hashes, the container ports JSON, the
+/// termination message path...): a pod at the API limit must still run.
+pub const KUBELET_HEADROOM: usize = 64 * 1024;
+/// Keys plus values of one object's labels and annotations together, and so of each
+/// map alone. Both are stored in the object's record and sent back in every List and
+/// Status answer, so together they are bounded, not each on its own (2 × 256 KiB got
+/// in before).
+pub const MAP_TOTAL_MAX: usize = ANNOTATIONS_API_MAX + KUBELET_HEADROOM;
+/// An image name or reference as PullImage, ImageStatus and RemoveImage take it: the
+/// length `Reference::parse` accepts (docker's reference grammar has no bound; names
+/// are at most 255 bytes, tags 128, digests ~135). Longer ones are refused before
+/// they reach a log line or a span.
+pub const IMAGE_NAME_MAX: usize = 4096;
 /// The kernel's `MAX_ARG_STRLEN`: one argv or envp string.
 pub const ARG_MAX: usize = 128 * 1024;
 /// argv plus envp together: Linux's default `ARG_MAX` (a quarter of the 8 MiB stack);
@@ -131,12 +145,13 @@ fn path(field: &'static str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Labels or annotations: bounded keys and values, and all of them together.
+/// Labels or annotations: bounded keys and values, and all of them together. Returns
+/// the bytes of keys and values.
 fn map<'a>(
     field: &'static str,
     entries: impl Iterator<Item = (&'a String, &'a String)>,
     value_max: usize,
-) -> Result<(), ApiError> {
+) -> Result<usize, ApiError> {
     let mut total = 0usize;
     for (k, v) in entries {
         if k.is_empty() {
@@ -167,7 +182,34 @@ fn map<'a>(
             format!("{total} bytes in all, more than {MAP_TOTAL_MAX}"),
         ));
     }
+    Ok(total)
+}
+
+/// An object's labels and annotations, each bounded and both together
+/// ([`MAP_TOTAL_MAX`]). The error names the annotations (what grows in practice) and
+/// says the labels count too.
+fn labels_and_annotations(
+    labels: &std::collections::HashMap<String, String>,
+    annotations: &std::collections::HashMap<String, String>,
+) -> Result<(), ApiError> {
+    let l = map("config.labels", labels.iter(), LABEL_VALUE_MAX)?;
+    let a = map("config.annotations", annotations.iter(), MAP_TOTAL_MAX)?;
+    if l + a > MAP_TOTAL_MAX {
+        return Err(invalid(
+            "config.annotations",
+            format!(
+                "labels ({l} bytes) and annotations ({a} bytes) are {} bytes in all, more than {MAP_TOTAL_MAX}",
+                l + a
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// An image name a request carries (`image.image`, `config.image.image`): bounded,
+/// no control characters.
+pub fn image_name(field: &'static str, name: &str) -> Result<(), ApiError> {
+    text(field, name, IMAGE_NAME_MAX)
 }
 
 fn reason(e: ApiError) -> String {
@@ -244,7 +286,7 @@ pub fn resources(field: &'static str, r: &cri::LinuxContainerResources) -> Resul
     for h in &r.hugepage_limits {
         text(field, &h.page_size, SHORT_MAX)?;
     }
-    map(field, r.unified.iter(), PATH_MAX)
+    map(field, r.unified.iter(), PATH_MAX).map(|_| ())
 }
 
 /// `PodSandboxConfig`, before conversion.
@@ -286,8 +328,7 @@ pub fn pod_config(c: &cri::PodSandboxConfig) -> Result<(), ApiError> {
     for (i, p) in c.port_mappings.iter().enumerate() {
         port_mapping(i, p)?;
     }
-    map("config.labels", c.labels.iter(), LABEL_VALUE_MAX)?;
-    map("config.annotations", c.annotations.iter(), MAP_TOTAL_MAX)?;
+    labels_and_annotations(&c.labels, &c.annotations)?;
     for key in BANDWIDTH_ANNOTATIONS {
         if let Some(v) = c.annotations.get(key) {
             crust_network::parse_quantity(v).map_err(|_| {
@@ -311,24 +352,13 @@ pub fn pod_config(c: &cri::PodSandboxConfig) -> Result<(), ApiError> {
             resources("config.linux.resources", r)?;
         }
         if let Some(sc) = &l.security_context {
-            namespaces(
-                "config.linux.security_context.namespace_options",
-                sc.namespace_options.as_ref(),
-            )?;
-            known::<cri::SupplementalGroupsPolicy>(
-                "config.linux.security_context.supplemental_groups_policy",
-                sc.supplemental_groups_policy,
-            )?;
-            list(
-                "config.linux.security_context.supplemental_groups",
-                &sc.supplemental_groups,
-                LIST_MAX,
-            )?;
-            profile("config.linux.security_context.seccomp", sc.seccomp.as_ref())?;
-            profile(
-                "config.linux.security_context.apparmor",
-                sc.apparmor.as_ref(),
-            )?;
+            shared_security(SharedSecurity {
+                namespace_options: sc.namespace_options.as_ref(),
+                supplemental_groups_policy: sc.supplemental_groups_policy,
+                supplemental_groups: &sc.supplemental_groups,
+                seccomp: sc.seccomp.as_ref(),
+                apparmor: sc.apparmor.as_ref(),
+            })?;
         }
     }
     Ok(())
@@ -407,7 +437,7 @@ pub fn container_config(c: &cri::ContainerConfig) -> Result<(), ApiError> {
         name("config.metadata.name", &m.name, NAME_MAX)?;
     }
     if let Some(i) = &c.image {
-        text("config.image.image", &i.image, PATH_MAX)?;
+        image_name("config.image.image", &i.image)?;
     }
     let total = argv("config.command", c.command.iter().map(String::as_str), 0)?;
     let total = argv("config.args", c.args.iter().map(String::as_str), total)?;
@@ -439,8 +469,7 @@ pub fn container_config(c: &cri::ContainerConfig) -> Result<(), ApiError> {
         path("config.devices.host_path", &d.host_path)?;
         text("config.devices.permissions", &d.permissions, SHORT_MAX)?;
     }
-    map("config.labels", c.labels.iter(), LABEL_VALUE_MAX)?;
-    map("config.annotations", c.annotations.iter(), MAP_TOTAL_MAX)?;
+    labels_and_annotations(&c.labels, &c.annotations)?;
     log_path(&c.log_path)?;
     known::<cri::Signal>("config.stop_signal", c.stop_signal)?;
     if let Some(l) = &c.linux {
@@ -477,10 +506,19 @@ fn log_path(p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn container_security(sc: &cri::LinuxContainerSecurityContext) -> Result<(), ApiError> {
+/// The fields pod and container security contexts share (two proto types, one check).
+struct SharedSecurity<'a> {
+    namespace_options: Option<&'a cri::NamespaceOption>,
+    supplemental_groups_policy: i32,
+    supplemental_groups: &'a [i64],
+    seccomp: Option<&'a cri::SecurityProfile>,
+    apparmor: Option<&'a cri::SecurityProfile>,
+}
+
+fn shared_security(sc: SharedSecurity<'_>) -> Result<(), ApiError> {
     namespaces(
         "config.linux.security_context.namespace_options",
-        sc.namespace_options.as_ref(),
+        sc.namespace_options,
     )?;
     known::<cri::SupplementalGroupsPolicy>(
         "config.linux.security_context.supplemental_groups_policy",
@@ -488,14 +526,21 @@ fn container_security(sc: &cri::LinuxContainerSecurityContext) -> Result<(), Api
     )?;
     list(
         "config.linux.security_context.supplemental_groups",
-        &sc.supplemental_groups,
+        sc.supplemental_groups,
         LIST_MAX,
     )?;
-    profile("config.linux.security_context.seccomp", sc.seccomp.as_ref())?;
-    profile(
-        "config.linux.security_context.apparmor",
-        sc.apparmor.as_ref(),
-    )?;
+    profile("config.linux.security_context.seccomp", sc.seccomp)?;
+    profile("config.linux.security_context.apparmor", sc.apparmor)
+}
+
+fn container_security(sc: &cri::LinuxContainerSecurityContext) -> Result<(), ApiError> {
+    shared_security(SharedSecurity {
+        namespace_options: sc.namespace_options.as_ref(),
+        supplemental_groups_policy: sc.supplemental_groups_policy,
+        supplemental_groups: &sc.supplemental_groups,
+        seccomp: sc.seccomp.as_ref(),
+        apparmor: sc.apparmor.as_ref(),
+    })?;
     text(
         "config.linux.security_context.run_as_username",
         &sc.run_as_username,

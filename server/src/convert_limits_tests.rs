@@ -172,6 +172,29 @@ fn pod_config_table() {
             Some(("config.annotations", "bytes in all")),
         ),
         (
+            "annotations at the API limit plus kubelet's own",
+            Box::new(|c| {
+                c.annotations
+                    .insert("user".into(), "v".repeat(ANNOTATIONS_API_MAX - 4));
+                c.annotations
+                    .insert("io.kubernetes.container.hash".into(), "x".repeat(2048));
+                c.labels
+                    .insert("io.kubernetes.pod.name".into(), "p".repeat(253));
+            }),
+            None,
+        ),
+        (
+            "labels and annotations together over the bound",
+            Box::new(|c| {
+                c.annotations
+                    .insert("a".into(), "v".repeat(MAP_TOTAL_MAX / 2));
+                for i in 0..60 {
+                    c.labels.insert(format!("l{i}"), "v".repeat(4000));
+                }
+            }),
+            Some(("config.annotations", "labels (")),
+        ),
+        (
             "label key too long",
             Box::new(|c| {
                 c.labels.insert("k".repeat(400), "v".into());
@@ -330,6 +353,25 @@ fn container_config_table() {
                 ..Default::default()
             }),
             Some(("config.linux.resources", "oom_score_adj is 1001")),
+        ),
+        (
+            "labels and annotations together over the bound",
+            Box::new(|c| {
+                c.annotations
+                    .insert("a".into(), "v".repeat(MAP_TOTAL_MAX - 100));
+                c.labels.insert("l".into(), "v".repeat(200));
+            }),
+            Some(("config.annotations", "bytes in all")),
+        ),
+        (
+            "image name over 4096",
+            Box::new(|c| {
+                c.image = Some(cri::ImageSpec {
+                    image: format!("registry.example/{}", "a".repeat(IMAGE_NAME_MAX)),
+                    ..Default::default()
+                })
+            }),
+            Some(("config.image.image", "more than 4096")),
         ),
     ];
     for (name, edit, want) in cases {

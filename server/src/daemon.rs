@@ -210,6 +210,21 @@ impl Daemon {
         }
     }
 
+    /// An image RPC's `ImageSpec.runtime_handler` must name a configured handler
+    /// (empty: the default). All handlers share one image store, so a known one
+    /// changes nothing; an unknown one is NOT_FOUND rather than silently ignored.
+    pub fn check_image_handler(
+        &self,
+        spec: Option<&crust_proto::runtime::v1::ImageSpec>,
+    ) -> Result<(), ApiError> {
+        match spec {
+            Some(s) if !s.runtime_handler.is_empty() => {
+                self.resolve_handler(&s.runtime_handler).map(drop)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// True once state has been loaded and reconciled.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)

@@ -103,6 +103,13 @@ fn runtime_code(e: &crust_runtime::RuntimeError) -> Code {
         E::Launch { .. } => Code::Unknown,
         E::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         E::Unsupported { .. } | E::InvalidTransition { .. } => Code::FailedPrecondition,
+        // A Localhost profile is the node's to load (kubelet reports the pod as
+        // blocked); a default profile that fails to load is crust's problem.
+        E::AppArmor {
+            source: crust_runtime::apparmor::AppArmorError::NotLoaded { .. },
+            ..
+        } => Code::FailedPrecondition,
+        E::AppArmor { .. } => Code::Internal,
         E::State(StateError::InvalidId { .. }) => Code::InvalidArgument,
         E::Cgroup { .. }
         | E::Monitor { .. }
@@ -210,6 +217,29 @@ mod tests {
                 },
                 Code::FailedPrecondition,
                 "running",
+            ),
+            (
+                ApiError::Runtime(crust_runtime::RuntimeError::AppArmor {
+                    id: "c1".into(),
+                    source: crust_runtime::apparmor::AppArmorError::NotLoaded {
+                        field: "config.linux.security_context.apparmor.localhost_ref".into(),
+                        profile: "mine".into(),
+                    },
+                }),
+                Code::FailedPrecondition,
+                "apparmor.localhost_ref: AppArmor profile \"mine\" is not loaded",
+            ),
+            (
+                ApiError::Runtime(crust_runtime::RuntimeError::AppArmor {
+                    id: "c1".into(),
+                    source: crust_runtime::apparmor::AppArmorError::Load {
+                        profile: "crust-default".into(),
+                        parser: "apparmor_parser".into(),
+                        reason: "exit status: 1".into(),
+                    },
+                }),
+                Code::Internal,
+                "load AppArmor profile \"crust-default\" with apparmor_parser",
             ),
             (
                 ApiError::State(StateError::InvalidId {

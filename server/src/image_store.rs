@@ -20,6 +20,7 @@ pub fn open(daemon: &Daemon) -> Result<(Arc<ImageStore>, Vec<Quarantined>), Stri
         root: daemon.config.root.join("image"),
         progress_timeout: config.pull_progress_timeout,
         max_concurrent_downloads: config.max_concurrent_downloads,
+        max_layer_unpacked_bytes: config.max_layer_unpacked_bytes,
         pinned_images: config.pinned_images.clone(),
         registries,
     };

@@ -2,6 +2,7 @@
 //! share, start-up recovery and shutdown. The binary (`src/main.rs`) is a thin CLI
 //! over [`serve::serve`].
 
+pub mod authority;
 pub mod config;
 pub mod convert_container;
 pub mod convert_image;
@@ -10,6 +11,7 @@ pub mod convert_limits;
 mod convert_limits_tests;
 pub mod convert_sandbox;
 pub mod daemon;
+pub mod deadline;
 pub mod error;
 pub mod image_store;
 pub mod listener;

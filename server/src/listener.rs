@@ -3,7 +3,10 @@
 use std::{
     fs::{self, File, OpenOptions},
     io,
-    os::unix::{fs::PermissionsExt, net::UnixStream},
+    os::unix::{
+        fs::{OpenOptionsExt, PermissionsExt},
+        net::UnixStream,
+    },
     path::{Path, PathBuf},
 };
 
@@ -54,15 +57,23 @@ pub fn bind(path: &Path, gid: u32) -> Result<(UnixListener, SocketGuard), Listen
         })?;
     }
     let lock_path = with_suffix(path, ".lock");
+    let lock_err = |source| ListenError::Lock {
+        path: lock_path.clone(),
+        source,
+    };
+    // 0600, also when an older crustd (or a loose umask) left it readable: anyone who
+    // can open the lock can flock it and keep the next crustd from ever serving.
     let lock_file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&lock_path)
-        .map_err(|source| ListenError::Lock {
-            path: lock_path.clone(),
-            source,
-        })?;
+        .map_err(lock_err)?;
+    lock_file
+        .set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(lock_err)?;
     let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
         ListenError::InUse {
             socket: path.to_path_buf(),
@@ -146,6 +157,19 @@ mod tests {
         assert!(matches!(err, ListenError::InUse { .. }), "{err}");
         assert!(err.to_string().contains("crust.sock"), "{err}");
         drop(first);
+    }
+
+    #[tokio::test]
+    async fn lock_file_is_0600_also_when_left_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crust.sock");
+        let lock = dir.path().join("crust.sock.lock");
+        // Left by an older crustd: anyone could open it and hold its flock.
+        fs::write(&lock, b"").unwrap();
+        fs::set_permissions(&lock, fs::Permissions::from_mode(0o644)).unwrap();
+        let _bound = bind(&path, 0).unwrap();
+        let mode = fs::metadata(&lock).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o600, "{mode:o}");
     }
 
     #[tokio::test]

@@ -80,6 +80,11 @@ fn main() -> ExitCode {
     // without close-on-exec must not reach monitors, containers, execs, runc or CNI
     // plugins (CVE-2024-21626 class). It stays usable here; nothing of ours needs it.
     crust_runtime::fds::mark_cloexec_from(3);
+    // What we create (pod files, records, CNI caches, image store files) gets the
+    // modes we ask for minus 022, whatever the init system or shell handed us: under
+    // umask 000 every file made without an explicit mode was world-writable. Before
+    // any thread exists, so nothing races the change; monitors and helpers inherit it.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let cli = Cli::parse();
     let overrides = Overrides {
         root: cli.root.clone(),

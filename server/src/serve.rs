@@ -10,7 +10,7 @@ use crust_proto::{
     },
 };
 use tokio::{net::TcpListener, sync::oneshot};
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::{StreamExt, wrappers::UnixListenerStream};
 use tonic::transport::Server;
 
 use crate::{
@@ -40,13 +40,20 @@ pub async fn serve(
         fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
             .with_context(|| format!("set mode of {}", dir.display()))?;
     }
-    // Containers' writable layers (setuid binaries and device nodes they made) are for
-    // root only (CVE-2021-41091), also when an older crustd left the dir open; the
-    // image store does the same for `<root>/image` when it opens.
-    let containers = config.root.join("containers");
-    fs::create_dir_all(&containers).with_context(|| format!("create {}", containers.display()))?;
-    fs::set_permissions(&containers, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("set mode of {}", containers.display()))?;
+    // Only root may enter these, also when an older crustd left them open:
+    // containers' writable layers (setuid binaries and device nodes they made,
+    // CVE-2021-41091; the image store does the same for `<root>/image` when it opens),
+    // the pod and container records and the pods' runtime files (their configs carry
+    // labels, annotations, env and mounts, which are for the kubelet's eyes).
+    for dir in [
+        config.root.join("containers"),
+        config.root.join("records"),
+        config.root.join("quarantine"),
+        config.state.join("pods"),
+    ] {
+        crust_runtime::ensure_private_dir(&dir)
+            .with_context(|| format!("make {} private", dir.display()))?;
+    }
     let daemon = Arc::new(Daemon::new(config.clone(), config_files).context("open record store")?);
     tracing::info!(socket = %socket.path.display(), root = %config.root.display(), state = %config.state.display(), "listening");
 
@@ -93,9 +100,12 @@ pub async fn serve(
     .max_decoding_message_size(MAX_MESSAGE_SIZE)
     .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let incoming = UnixListenerStream::new(cri_listener);
+    // Clients that send the socket path as :authority (gRPC C-core) are served too.
+    let incoming =
+        UnixListenerStream::new(cri_listener).map(|conn| conn.map(crate::authority::AuthorityFix::new));
     let mut server = tokio::spawn(
         Server::builder()
+            .layer(crate::deadline::DeadlineLayer)
             .add_service(runtime)
             .add_service(image)
             .serve_with_incoming_shutdown(incoming, async {

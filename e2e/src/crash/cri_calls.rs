@@ -64,12 +64,7 @@ impl Injector {
             })
             .await?
             .into_inner();
-        let info = r
-            .info
-            .get("info")
-            .and_then(|i| serde_json::from_str(i).ok())
-            .unwrap_or(Value::Null);
-        Ok((r.status.unwrap_or_default(), info))
+        Ok((r.status.unwrap_or_default(), verbose_info(&r.info)))
     }
 
     pub(super) async fn container_status(
@@ -85,12 +80,7 @@ impl Injector {
             })
             .await?
             .into_inner();
-        let info = r
-            .info
-            .get("info")
-            .and_then(|i| serde_json::from_str(i).ok())
-            .unwrap_or(Value::Null);
-        Ok((r.status.unwrap_or_default(), info))
+        Ok((r.status.unwrap_or_default(), verbose_info(&r.info)))
     }
 
     pub(super) async fn stop_pod(&self, id: &str) -> Result<(), Status> {
@@ -223,4 +213,11 @@ impl Request {
                 .map(|_| ()),
         }
     }
+}
+
+/// The JSON a verbose status carries under "info" (Null when absent or not JSON).
+fn verbose_info(info: &std::collections::HashMap<String, String>) -> Value {
+    info.get("info")
+        .and_then(|i| serde_json::from_str(i).ok())
+        .unwrap_or(Value::Null)
 }

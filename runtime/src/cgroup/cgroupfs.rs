@@ -84,7 +84,15 @@ pub struct CgroupFeatures {
 pub struct Cgroupfs {
     mode: CgroupMode,
     hierarchies: Vec<Hierarchy>,
+    /// Device rules go into an eBPF filter on the v2 hierarchy: a v2-only host whose
+    /// kernel lets us load one (probed at open). Hybrid hosts keep the v1 devices
+    /// controller, as runc does.
+    device_filter: bool,
 }
+
+/// The controllers crust delegates down to pod and container cgroups on v2 (what
+/// kubelet's cgroup manager and runc enable), where the parent has them.
+const V2_CONTROLLERS: [&str; 6] = ["cpuset", "cpu", "io", "memory", "hugetlb", "pids"];
 
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -156,7 +164,26 @@ impl Cgroupfs {
                 }
             }
         }
-        Ok(Cgroupfs { mode, hierarchies })
+        let device_filter = mode == CgroupMode::Unified && super::devices_bpf::supported();
+        Ok(Cgroupfs {
+            mode,
+            hierarchies,
+            device_filter,
+        })
+    }
+
+    /// Turns the v2 eBPF device filter on or off (on: `dir` must be a real cgroup2
+    /// directory). For tests: [`Cgroupfs::unified_at`] starts with it off, since plain
+    /// directories cannot take a program.
+    pub fn with_device_filter(mut self, on: bool) -> Cgroupfs {
+        self.device_filter = on;
+        self
+    }
+
+    /// Whether device rules are enforced by the cgroup: v1 `devices.allow`, or the v2
+    /// eBPF filter.
+    pub fn enforces_devices(&self) -> bool {
+        self.device_filter || self.hierarchies.iter().any(|h| h.devices)
     }
 
     /// A cgroup v2 manager at `dir` without checking the filesystem: for tests over
@@ -165,6 +192,7 @@ impl Cgroupfs {
         Cgroupfs {
             mode: CgroupMode::Unified,
             hierarchies: vec![Hierarchy::v2(dir.to_path_buf())],
+            device_filter: false,
         }
     }
 
@@ -175,6 +203,7 @@ impl Cgroupfs {
         Cgroupfs {
             mode: CgroupMode::Legacy,
             hierarchies: dirs.iter().cloned().map(Hierarchy::v1).collect(),
+            device_filter: false,
         }
     }
 
@@ -207,6 +236,11 @@ impl Cgroupfs {
             let mut dir = h.dir.clone();
             for part in path[1..].split('/') {
                 let parent = dir.clone();
+                if h.v2 {
+                    // Every ancestor delegates its controllers, or the leaf has no
+                    // memory.max, cpu.max... to write (cgroups(7), "subtree_control").
+                    enable_controllers(&parent, parent == h.dir);
+                }
                 dir.push(part);
                 match fs::create_dir(&dir) {
                     Ok(()) => created = true,
@@ -222,6 +256,24 @@ impl Cgroupfs {
             }
         }
         Ok(created)
+    }
+
+    /// Sets `memory.oom.group` to 1 on `path`'s v2 cgroup: an OOM kill takes the whole
+    /// container, not one process of it (kubelet's default on v2 since 1.32, and
+    /// what a pod's containers expect: a half-killed container is not restarted).
+    /// Returns false when there is no such file (v1, or no memory controller).
+    pub fn set_oom_group(&self, path: &str) -> Result<bool, CgroupError> {
+        validate_path(path)?;
+        let mut set = false;
+        for h in self.hierarchies.iter().filter(|h| h.v2) {
+            let file = h.dir.join(&path[1..]).join("memory.oom.group");
+            if !file.exists() {
+                continue;
+            }
+            fs::write(&file, "1").map_err(io_err("write", &file))?;
+            set = true;
+        }
+        Ok(set)
     }
 
     /// Moves process `pid` (all its threads) into `path` in every hierarchy.
@@ -588,11 +640,11 @@ impl Cgroupfs {
     /// order (the spec's list starts with "deny all", which empties the kernel's allow
     /// list, then adds what is allowed, as runc's v1 devices controller).
     ///
-    /// Known gap: cgroup v2 has no device files; the kernel checks device access with
-    /// an eBPF program attached to the cgroup (`BPF_CGROUP_DEVICE`, what runc's
-    /// `devicefilter` generates). crust does not load one yet, so on a v2-only host
-    /// the rules are not enforced by the cgroup (the built-in launcher's /dev still
-    /// holds only the listed nodes). That is logged, not an error.
+    /// cgroup v2 has no device files: the kernel checks device access with eBPF
+    /// programs attached to the cgroup (`BPF_CGROUP_DEVICE`), so there the same rules
+    /// become one (see [`super::devices_bpf`]), replacing the one attached before.
+    /// Without either (a kernel that refuses the program) the rules are not enforced
+    /// by the cgroup, which is logged (the spec then leaves CAP_MKNOD out).
     pub fn apply_device_rules(
         &self,
         path: &str,
@@ -619,11 +671,23 @@ impl Cgroupfs {
             }
             written = true;
         }
+        if self.device_filter {
+            for h in self.hierarchies.iter().filter(|h| h.v2) {
+                let dir = h.dir.join(&path[1..]);
+                super::devices_bpf::apply(&dir, rules).map_err(|source| {
+                    CgroupError::DeviceFilter {
+                        path: path.to_string(),
+                        source,
+                    }
+                })?;
+                written = true;
+            }
+        }
         if !written {
             tracing::warn!(
                 cgroup = path,
-                "no v1 devices controller: device rules are not enforced by the cgroup \
-                 (cgroup v2 needs an eBPF device filter, not implemented)"
+                "no v1 devices controller and no eBPF device filter: device rules are \
+                 not enforced by the cgroup"
             );
         }
         Ok(())
@@ -757,6 +821,46 @@ fn device_rule_line(rule: &oci_spec::runtime::LinuxDeviceCgroup) -> Option<Strin
         num(rule.minor()),
         access.as_deref().unwrap_or("rwm")
     ))
+}
+
+/// Enables [`V2_CONTROLLERS`] in `dir`'s `cgroup.subtree_control`, those `dir` has
+/// (`cgroup.controllers`) and has not enabled yet, in one write (as runc); when that
+/// is refused, one at a time so one refusal does not cost the rest. Best effort: a
+/// missing controller just means a limit the features probe already reports as
+/// unavailable.
+///
+/// A cgroup that holds processes (a running container, below which an exec gets its
+/// cgroup) is left alone, the root excepted (`is_root`: it may mix): the kernel
+/// refuses domain controllers there (EBUSY, the "no internal processes" rule), but
+/// takes the threaded ones (cpu, pids), which would make it a thread root and every
+/// new child an invalid domain no process can join (EOPNOTSUPP).
+fn enable_controllers(dir: &Path, is_root: bool) {
+    let Ok(available) = fs::read_to_string(dir.join("cgroup.controllers")) else {
+        return;
+    };
+    if !is_root && fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+    {
+        return;
+    }
+    let file = dir.join("cgroup.subtree_control");
+    let enabled = fs::read_to_string(&file).unwrap_or_default();
+    let has = |list: &str, c: &str| {
+        list.split_whitespace()
+            .any(|x| x.trim_start_matches('+') == c)
+    };
+    let wanted: Vec<String> = V2_CONTROLLERS
+        .iter()
+        .filter(|c| has(&available, c) && !has(&enabled, c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if wanted.is_empty() || fs::write(&file, wanted.join(" ")).is_ok() {
+        return;
+    }
+    for c in wanted {
+        if let Err(e) = fs::write(&file, &c) {
+            tracing::debug!(dir = %dir.display(), controller = c, error = %e, "controller not delegated");
+        }
+    }
 }
 
 fn libc_ebusy() -> i32 {

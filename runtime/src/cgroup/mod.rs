@@ -2,11 +2,12 @@
 //! and container cgroups, places processes, freezes, kills and removes them.
 
 mod cgroupfs;
+pub mod devices_bpf;
 mod stats;
 pub mod systemd;
 
 pub use cgroupfs::{CgroupFeatures, Cgroupfs, validate_path};
-pub use stats::{CgroupUsage, oom_kills};
+pub use stats::{CgroupUsage, Psi, PsiLine, oom_kills, parse_psi};
 pub use systemd::Systemd;
 
 use std::{
@@ -70,6 +71,11 @@ pub enum CgroupError {
         path: PathBuf,
         rule: String,
         source: io::Error,
+    },
+    #[error("cgroup {path}: device filter: {source}")]
+    DeviceFilter {
+        path: String,
+        source: devices_bpf::DeviceFilterError,
     },
     #[error("cgroup {path} still has processes {pids:?} after killing them")]
     Busy { path: String, pids: Vec<i32> },

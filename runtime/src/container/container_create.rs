@@ -4,7 +4,7 @@
 use std::{fs, path::PathBuf, time::SystemTime};
 
 use super::{
-    Container, ContainerSpec, ContainerState, HostDevices, ImageForContainer, PodContext,
+    Container, ContainerSpec, ContainerState, ContainerUser, HostDevices, ImageForContainer, PodContext,
     SpecInput, container_create_host, container_dirs, generate_spec, spec_files,
 };
 use crate::{
@@ -179,6 +179,7 @@ impl SandboxManager {
             bundle,
             cgroup: self.container_cgroup_path(&sandbox.cgroup, &id),
             oom_kills_before_kill: None,
+            user: None,
             spec,
             image,
         };
@@ -338,13 +339,15 @@ impl SandboxManager {
         let mut spec = generate_spec(&input, &HostDevices::default()).map_err(spec_error)?;
         // Made with its limits in one step: a systemd scope takes them as properties.
         let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+        let cg_err = |source| RuntimeError::Cgroup {
+            kind: "container",
+            id: id.clone(),
+            source,
+        };
         self.make_container_cgroup(&id, &c.cgroup, resources.as_ref())
             .await
-            .map_err(|source| RuntimeError::Cgroup {
-                kind: "container",
-                id: id.clone(),
-                source,
-            })?;
+            .map_err(cg_err)?;
+        cgroups.set_oom_group(&c.cgroup).map_err(cg_err)?;
         if oci.is_some()
             && let Some(linux) = spec.linux_mut()
         {
@@ -357,6 +360,12 @@ impl SandboxManager {
             // namespace" check sees the pod's as its own host's.
             linux.set_sysctl(None);
         }
+        c.user = spec.process().as_ref().map(|p| ContainerUser {
+            uid: p.user().uid(),
+            gid: p.user().gid(),
+            additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
+        });
+        self.ensure_apparmor_profile(c, &spec).await?;
         let spec_file = c.spec_file();
         fs::write(
             &spec_file,
@@ -397,6 +406,50 @@ impl SandboxManager {
 }
 
 impl SandboxManager {
+    /// The spec's AppArmor profile must be loaded before either launcher applies it:
+    /// the kernel would fail the exec transition with a bare ENOENT after the
+    /// container was made. `crust-default` is loaded here on first use; a Localhost
+    /// profile missing is FAILED_PRECONDITION naming the profile and the field
+    /// (containerd: "apparmor profile not found").
+    async fn ensure_apparmor_profile(
+        &self,
+        c: &Container,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), RuntimeError> {
+        let Some(profile) = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.apparmor_profile().clone())
+        else {
+            return Ok(());
+        };
+        let field = match c.spec.security.apparmor {
+            super::SecurityProfile::Localhost(_) => {
+                "config.linux.security_context.apparmor.localhost_ref"
+            }
+            _ => "config.linux.security_context.apparmor",
+        };
+        let apparmor = self.apparmor.clone();
+        let name = profile.clone();
+        let ensured = tokio::task::spawn_blocking(move || apparmor.ensure(&name, field))
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::apparmor::AppArmorError::Load {
+                    profile: profile.clone(),
+                    parser: "apparmor_parser".into(),
+                    reason: format!("loader task failed: {e}"),
+                })
+            })
+            .map_err(|source| RuntimeError::AppArmor {
+                id: c.id.clone(),
+                source,
+            })?;
+        if ensured == crate::apparmor::Ensured::LoadedDefault {
+            tracing::info!(container_id = %c.id, profile = %profile, "loaded the default AppArmor profile");
+        }
+        Ok(())
+    }
+
     /// The PID namespace of `target_id` for `pid: TARGET` (CRI: "the container will be
     /// placed in the PID namespace of the container identified by target_id", which
     /// kubelet uses for ephemeral debug containers). The target must be a container of

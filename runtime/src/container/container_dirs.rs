@@ -17,32 +17,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::ensure_private_dir;
+
 /// What failed: the operation, the path and the error.
 pub(crate) type DirError = (&'static str, PathBuf, std::io::Error);
 
-/// Mode of the directories only root may enter.
-pub(crate) const PRIVATE_DIR_MODE: u32 = 0o700;
-
-/// Creates `dir` with mode 0700, or makes an existing one 0700 (not following a
-/// symlink: `dir` must be a real directory).
-pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), DirError> {
-    match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            let meta = fs::symlink_metadata(dir).map_err(|e| ("stat", dir.to_path_buf(), e))?;
-            if !meta.is_dir() {
-                return Err((
-                    "create",
-                    dir.to_path_buf(),
-                    std::io::Error::from(ErrorKind::AlreadyExists),
-                ));
-            }
-        }
-        Err(e) => return Err(("create", dir.to_path_buf(), e)),
-    }
-    // mkdir's mode is filtered by the umask; chmod is not.
-    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
-        .map_err(|e| ("chmod", dir.to_path_buf(), e))
+/// [`ensure_private_dir`], its error in the shape the callers report.
+fn private(dir: &Path) -> Result<(), DirError> {
+    ensure_private_dir(dir).map_err(|e| ("make private", dir.to_path_buf(), e))
 }
 
 /// Makes `<containers_dir>/<dir>` private and creates `upper`, `work` and `rootfs` in
@@ -57,8 +39,8 @@ pub(crate) fn make_writable_dirs(
     dir: &Path,
     top_layer: Option<&Path>,
 ) -> Result<(), DirError> {
-    ensure_private_dir(containers_dir)?;
-    ensure_private_dir(dir)?;
+    private(containers_dir)?;
+    private(dir)?;
     for name in ["upper", "work", "rootfs"] {
         let path = dir.join(name);
         match fs::DirBuilder::new().mode(0o755).create(&path) {
@@ -117,6 +99,7 @@ mod tests {
         fs::create_dir(&elsewhere).unwrap();
         let link = tmp.path().join("containers");
         std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
-        assert!(ensure_private_dir(&link).is_err());
+        let err = make_writable_dirs(&link, &link.join("c1"), None).unwrap_err();
+        assert_eq!(err.1, link, "{err:?}");
     }
 }

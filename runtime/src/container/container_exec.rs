@@ -7,6 +7,10 @@
 
 use std::{process::Stdio, time::Duration};
 
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use tokio::{io::AsyncReadExt, process::Command};
 
 use super::ContainerState;
@@ -79,6 +83,25 @@ impl SandboxManager {
         } else {
             tokio::time::timeout(timeout, child.wait()).await
         };
+        if waited.is_err()
+            && let Some(helper) = child.id()
+        {
+            // The command's processes die first and the helper lives on to reap its
+            // child: that child is in the container's PID namespace while the helper
+            // is not, so once orphaned it went to the host's PID 1 and stayed a zombie
+            // the container could see for seconds.
+            let doomed = exec_cgroup.clone();
+            let _ = self
+                .cgroup_blocking(move |cgroups| {
+                    for pid in cgroups.procs_below(&doomed).unwrap_or_default() {
+                        if u32::try_from(pid).ok() != Some(helper) {
+                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                        }
+                    }
+                })
+                .await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+        }
         // Whatever the outcome, nothing of this exec may outlive it: this also closes
         // pipes a lingering child still held, so the readers below finish.
         let doomed = exec_cgroup.clone();

@@ -43,7 +43,7 @@ pub use container_attach::attach_to_monitor;
 pub use container_exec::{EXEC_OUTPUT_LIMIT, ExecResult};
 pub use container_list::{ContainerFilter, ImageUsers};
 pub use container_stats::{ContainerStatsView, UsageSample};
-pub use record::{Container, ContainerState, ImageForContainer};
+pub use record::{Container, ContainerState, ContainerUser, ImageForContainer};
 pub use seccomp_default::default_seccomp_profile;
 pub use spec::{OOM_CLAMPED_ANNOTATION, generate_spec, stop_signal};
 pub use spec_devices::{DeviceLookup, HostDevice, HostDeviceKind, HostDevices};
@@ -275,6 +275,10 @@ pub struct HostContext {
     pub min_oom_score_adj: i32,
     /// Unified hierarchy: containers get a cgroup namespace.
     pub cgroup_v2: bool,
+    /// The cgroup enforces device rules (v1 devices controller, or the v2 eBPF
+    /// filter): only then may containers keep CAP_MKNOD by default.
+    #[serde(default)]
+    pub device_filter: bool,
     /// Whether memory+swap limits can be set (swap accounting present).
     pub swap_available: bool,
     pub hugetlb_available: bool,
@@ -293,6 +297,7 @@ impl Default for HostContext {
             host_has_selinux: false,
             min_oom_score_adj: -1000,
             cgroup_v2: true,
+            device_filter: true,
             swap_available: true,
             hugetlb_available: true,
             rlimits: Vec::new(),
@@ -332,6 +337,7 @@ impl HostContext {
             host_has_selinux: sys_root.join("fs/selinux/enforce").exists(),
             min_oom_score_adj,
             cgroup_v2: features.is_some_and(|f| f.v2),
+            device_filter: cgroups.is_some_and(|c| c.enforces_devices()),
             swap_available: features.is_some_and(|f| f.swap),
             hugetlb_available: features.is_some_and(|f| f.hugetlb),
             rlimits: Vec::new(),

@@ -71,6 +71,19 @@ pub struct Container {
     /// the cgroup makes the exit OOMKilled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_kills_before_kill: Option<u64>,
+    /// The identity the process runs as, as resolved at create (image USER, run_as_*,
+    /// the image's /etc/group, supplemental groups and their policy): CRI
+    /// `ContainerStatus.user`. None in records from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ContainerUser>,
+}
+
+/// A container process's uid, gid and supplementary gids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
 }
 
 impl Record for Container {

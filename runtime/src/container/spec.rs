@@ -221,16 +221,17 @@ pub fn generate_spec(input: &SpecInput, devices: &dyn DeviceLookup) -> Result<Sp
         sc.capabilities.as_ref(),
         input.host.capabilities_mask,
     )?;
-    // On cgroup v2 the device cgroup needs an eBPF filter crust does not load yet, so
-    // nothing would stop a node made in the container's /dev tmpfs from reaching a
-    // host device (the rootfs itself is nodev): CAP_MKNOD is left out of the default
-    // set there, unless the container asks for it by name.
+    // On cgroup v2 the device cgroup is an eBPF filter crust loads (see
+    // cgroup::devices_bpf). Where the kernel refuses it, nothing would stop a node
+    // made in the container's /dev tmpfs from reaching a host device (the rootfs
+    // itself is nodev): CAP_MKNOD is then left out of the default set, unless the
+    // container asks for it by name.
     let asked_mknod = sc.capabilities.as_ref().is_some_and(|c| {
         c.add
             .iter()
             .any(|n| n.trim_start_matches("CAP_").eq_ignore_ascii_case("MKNOD"))
     });
-    if input.host.cgroup_v2 && !privileged && !asked_mknod {
+    if input.host.cgroup_v2 && !input.host.device_filter && !privileged && !asked_mknod {
         caps.remove(&oci_spec::runtime::Capability::Mknod);
     }
     let seccomp = spec_security::seccomp(sc, &caps, input.seccomp_localhost.as_deref())?;

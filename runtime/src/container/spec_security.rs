@@ -291,14 +291,17 @@ pub(crate) fn parse_localhost(
 /// The AppArmor profile name for the process, if any.
 ///
 /// containerd's rules: privileged and Unconfined get none; RuntimeDefault gets the
-/// runtime's default profile where AppArmor is enabled (crust ships none yet, so it is
-/// left unconfined) and is ignored elsewhere; Localhost is an error without AppArmor.
+/// runtime's default profile ([`crate::apparmor::DEFAULT_PROFILE`]) where AppArmor is
+/// enabled and is ignored elsewhere; Localhost is an error without AppArmor. Whether
+/// the profile is loaded is the caller's check (it reads the host).
 pub(crate) fn apparmor(
     sc: &SecurityContextSpec,
     host_has_apparmor: bool,
 ) -> Result<Option<String>, SpecError> {
     match &sc.apparmor {
-        SecurityProfile::Unconfined | SecurityProfile::RuntimeDefault => Ok(None),
+        SecurityProfile::Unconfined => Ok(None),
+        SecurityProfile::RuntimeDefault => Ok((host_has_apparmor && !sc.privileged)
+            .then(|| crate::apparmor::DEFAULT_PROFILE.to_string())),
         SecurityProfile::Localhost(name) => {
             let field = format!("{}.apparmor.localhost_ref", field::SC);
             if !host_has_apparmor {
@@ -663,9 +666,38 @@ mod tests {
             "ignored without AppArmor"
         );
         assert_eq!(
+            apparmor(&sc(SecurityProfile::RuntimeDefault), true)
+                .unwrap()
+                .as_deref(),
+            Some("crust-default"),
+            "the shipped profile where AppArmor is on"
+        );
+        let privileged = SecurityContextSpec {
+            privileged: true,
+            ..sc(SecurityProfile::RuntimeDefault)
+        };
+        assert_eq!(apparmor(&privileged, true).unwrap(), None, "privileged");
+        assert_eq!(
+            apparmor(&sc(SecurityProfile::Unconfined), true).unwrap(),
+            None,
+            "unconfined where AppArmor is on"
+        );
+        assert_eq!(
             apparmor(&local, true).unwrap().as_deref(),
             Some("my-profile")
         );
+        assert_eq!(
+            apparmor(&sc(SecurityProfile::Localhost("bare".into())), true)
+                .unwrap()
+                .as_deref(),
+            Some("bare"),
+            "kubelet sends the name without the prefix"
+        );
+        let empty = sc(SecurityProfile::Localhost("localhost/".into()));
+        assert!(matches!(
+            apparmor(&empty, true),
+            Err(SpecError::InvalidField { .. })
+        ));
         let err = apparmor(&local, false).unwrap_err();
         assert!(matches!(err, SpecError::Unsupported { .. }), "{err}");
         assert!(err.to_string().contains("apparmor.localhost_ref"), "{err}");

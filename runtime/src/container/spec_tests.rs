@@ -347,7 +347,7 @@ fn namespace_table() {
 fn unprivileged_defaults() {
     let mut i = input(ContainerSpec::default());
     // Docker's 14 (on cgroup v2 without a device filter MKNOD leaves the set, see
-    // `mknod_is_left_out_on_cgroup_v2`).
+    // `mknod_is_left_out_on_cgroup_v2_without_a_filter`).
     i.host.cgroup_v2 = false;
     let spec = generate(&i);
     let p = spec.process().as_ref().unwrap();
@@ -765,18 +765,20 @@ fn unified_needs_cgroup_v2() {
     generate(&i);
 }
 
-/// Without a device filter on cgroup v2, CAP_MKNOD leaves the default set (kept on v1,
-/// where the device cgroup stops what a node could open; kept when asked for by name
-/// and for privileged containers).
+/// On cgroup v2 CAP_MKNOD stays in the default set where the eBPF device filter is
+/// loaded (as on v1, where the device cgroup stops what a node could open); without
+/// the filter it leaves the set (kept when asked for by name and for privileged
+/// containers).
 #[test]
-fn mknod_is_left_out_on_cgroup_v2() {
+fn mknod_is_left_out_on_cgroup_v2_without_a_filter() {
     use oci_spec::runtime::Capability;
-    for (v2, add, privileged, want) in [
-        (false, vec![], false, true),
-        (true, vec![], false, false),
-        (true, vec!["MKNOD".to_string()], false, true),
-        (true, vec!["CAP_MKNOD".to_string()], false, true),
-        (true, vec![], true, true),
+    for (v2, filter, add, privileged, want) in [
+        (false, true, vec![], false, true),
+        (true, true, vec![], false, true),
+        (true, false, vec![], false, false),
+        (true, false, vec!["MKNOD".to_string()], false, true),
+        (true, false, vec!["CAP_MKNOD".to_string()], false, true),
+        (true, false, vec![], true, true),
     ] {
         let mut c = ContainerSpec {
             command: s(&["/bin/true"]),
@@ -792,6 +794,7 @@ fn mknod_is_left_out_on_cgroup_v2() {
         }
         let mut i = input(c);
         i.host.cgroup_v2 = v2;
+        i.host.device_filter = filter;
         i.pod.privileged = privileged;
         let spec = generate(&i);
         let bounding = spec
@@ -807,7 +810,7 @@ fn mknod_is_left_out_on_cgroup_v2() {
         assert_eq!(
             bounding.contains(&Capability::Mknod),
             want,
-            "v2 {v2}, add {add:?}, privileged {privileged}"
+            "v2 {v2}, filter {filter}, add {add:?}, privileged {privileged}"
         );
     }
 }

@@ -35,6 +35,10 @@ use crate::proc::ProcRef;
 /// Connections answered in one loop turn before output gets its turn again.
 const CONNECTIONS_PER_TURN: usize = 16;
 
+/// Loop turns in a row that serve only connections; the next one drains output and
+/// attachers even with connections waiting. Exits are reaped in every turn.
+const CONNECTION_TURNS_IN_A_ROW: u32 = 4;
+
 /// Environment variable carrying the PID of the crustd that started the monitor.
 pub const PARENT_ENV: &str = "CRUST_MONITOR_PARENT";
 
@@ -363,6 +367,7 @@ impl Monitor {
                 }
             };
         let _ = listener.set_nonblocking(true);
+        let mut connection_turns = 0u32;
         loop {
             let outputs = self.containers.output_fds();
             let mut fds = vec![
@@ -412,10 +417,19 @@ impl Monitor {
                 .filter(|(_, r, w)| *r || *w)
                 .collect();
             drop(fds);
-            // The control socket first: crustd's requests (create, stop, reopen the
+            // Exits first, in every turn: a StopContainer or RemoveContainer waits for
+            // the exit record, and under constant connection traffic (probes, stats,
+            // kubelet's status polls) a turn that served connections and skipped this
+            // left containers unreaped ("still running after SIGKILL").
+            if signal_ready && self.drain_signals(&signals) {
+                return self.shutdown();
+            }
+            // Then the control socket: crustd's requests (create, stop, reopen the
             // log) must not wait behind output, whatever its rate. A request may add or
-            // remove containers and attachers, so a turn that served one polls afresh.
-            if conn_ready {
+            // remove containers and attachers, so a turn that served one polls afresh;
+            // after a few such turns in a row, output and attachers get one turn.
+            if conn_ready && connection_turns < CONNECTION_TURNS_IN_A_ROW {
+                connection_turns += 1;
                 for _ in 0..CONNECTIONS_PER_TURN {
                     let Ok((conn, _)) = listener.accept() else {
                         break;
@@ -431,6 +445,7 @@ impl Monitor {
                 self.attach.dispatch(&mut self.containers);
                 continue;
             }
+            connection_turns = 0;
             // Then one bounded chunk per ready stream: a stream that is never empty
             // (`yes`) gets its turn and no more (issue 13, item 8).
             for i in readable {
@@ -444,20 +459,22 @@ impl Monitor {
             for (i, r, w) in attach_ready {
                 self.attach.on_ready(i, r, w, &mut self.containers);
             }
-            if signal_ready {
-                while let Ok(Some(info)) = signals.read_signal() {
-                    match Signal::try_from(info.ssi_signo as i32) {
-                        Ok(Signal::SIGCHLD) => self.reap(),
-                        Ok(Signal::SIGHUP) => {}
-                        // SIGTERM/SIGINT: same as a shutdown request.
-                        Ok(_) => return self.shutdown(),
-                        Err(_) => {}
-                    }
-                }
-            }
             // Output and exits reach attachers in the order they happened.
             self.attach.dispatch(&mut self.containers);
         }
+    }
+
+    /// Reads every pending signal: SIGCHLD reaps, SIGTERM/SIGINT ask for shutdown
+    /// (returns true, as a shutdown request does).
+    fn drain_signals(&mut self, signals: &SignalFd) -> bool {
+        while let Ok(Some(info)) = signals.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => self.reap(),
+                Ok(Signal::SIGHUP) | Err(_) => {}
+                Ok(_) => return true,
+            }
+        }
+        false
     }
 
     fn reap(&mut self) {

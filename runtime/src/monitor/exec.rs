@@ -113,6 +113,9 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         .iter()
         .map(|a| CString::new(a.as_str()).map_err(|_| "argument contains NUL"))
         .collect::<Result<_, _>>()?;
+    // The exec joins the container's AppArmor profile / SELinux label (runc's
+    // `setns_init`). Written by the child: the request belongs to the task that execs.
+    let lsm = super::lsm::exec_attrs(&process)?;
     // A PID namespace joined with setns applies to children only: fork into it.
     // SAFETY: this process is single-threaded (nothing spawned threads).
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
@@ -134,6 +137,8 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 // seccomp, which may not allow close_range.
                 crate::fds::mark_cloexec_from(3);
                 // The same confinement as the container's own process, in runc's order.
+                // /proc is the container's here: `lsm::apply` writes only to procfs.
+                super::lsm::apply(&lsm)?;
                 super::process_limits::apply(&process)?;
                 let no_new_privs = process.no_new_privileges() == Some(true);
                 if let (Some(programs), false) = (&seccomp, no_new_privs) {

@@ -150,9 +150,13 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     let mut stack = vec![0u8; 1 << 20];
     let spec = cfg.spec.clone();
     let overlay = cfg.overlay.cloned();
+    let lsm = match cfg.spec.process() {
+        Some(p) => super::lsm::exec_attrs(p)?,
+        None => Vec::new(),
+    };
     let child = Box::new(move || -> isize {
         let mut status = unsafe_file(status_fd);
-        match child_main(&spec, overlay.as_ref(), status_fd, start_fd, stdio) {
+        match child_main(&spec, overlay.as_ref(), &lsm, status_fd, start_fd, stdio) {
             Ok(never) => match never {},
             Err(e) => {
                 let _ = status.write_all(format!("E{e}").as_bytes());
@@ -296,6 +300,7 @@ enum Never {}
 fn child_main(
     spec: &Spec,
     overlay: Option<&super::OverlayMount>,
+    lsm: &[super::lsm::ExecAttr],
     status_fd: RawFd,
     start_fd: RawFd,
     stdio: ChildStdio,
@@ -307,6 +312,12 @@ fn child_main(
         .as_ref()
         .map(super::seccomp::compile)
         .transpose()?;
+    // The AppArmor profile / SELinux label for the exec, requested while /proc is
+    // still the monitor's (the host's): after pivot_root it would be a mount the
+    // container's spec put there. The kernel applies it at the execve, so the setup
+    // below runs with the monitor's confinement; a profile the kernel lacks fails
+    // CreateContainer here, not StartContainer.
+    super::lsm::apply(lsm)?;
     wait_for(start_fd, b'P')?;
     let mounts = spec.mounts().clone().unwrap_or_default();
     let cgroups = mounts

@@ -18,6 +18,7 @@ pub mod crilog;
 pub mod daemon;
 pub mod exec;
 pub mod launch;
+mod lsm;
 mod oci;
 mod pidns;
 mod pod_init;

@@ -282,6 +282,9 @@ pub struct SandboxManager {
     /// Pids limit of every container (CRI has none per container; CRI-O's
     /// `pids_limit`). `None`: not limited by crust.
     pub(crate) container_pids_limit: Option<i64>,
+    /// AppArmor profiles: loads `crust-default` on first use, checks Localhost ones.
+    /// Used only where `host.host_has_apparmor`.
+    pub(crate) apparmor: Arc<crate::apparmor::AppArmor>,
 }
 
 /// Where sysfs is mounted, for the LSM probes (roots not in [`SandboxConfig`];
@@ -322,6 +325,7 @@ impl SandboxManager {
         );
         tracing::info!(
             cgroup_v2 = host.cgroup_v2,
+            device_filter = host.device_filter,
             swap = host.swap_available,
             hugetlb = host.hugetlb_available,
             apparmor = host.host_has_apparmor,
@@ -342,6 +346,9 @@ impl SandboxManager {
             cpu_samples: Mutex::new(HashMap::new()),
             host,
             container_pids_limit: None,
+            apparmor: Arc::new(crate::apparmor::AppArmor::new(Box::new(
+                crate::apparmor::HostProfiles::under(Path::new(SYS_ROOT)),
+            ))),
         })
     }
 

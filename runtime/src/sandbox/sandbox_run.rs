@@ -166,6 +166,10 @@ impl SandboxManager {
 
         // Pod files.
         let dir = sandbox.pod_dir.clone();
+        // `pods/` is root's alone (crustd makes it so at start; again here in case it
+        // was removed since): the pods' specs and files are not for other users.
+        let pods = self.pods_dir();
+        crate::ensure_private_dir(&pods).map_err(io("create private directory", &pods))?;
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).map_err(io("chmod", &dir))?;
         let write = |name: &str, content: &[u8]| {
@@ -227,7 +231,8 @@ impl SandboxManager {
         // socket is 0600 too, but a directory others can write would let them put
         // their own socket at a pod's path before the monitor binds it.
         if let Some(sock_dir) = sandbox.socket.parent() {
-            private_dir(sock_dir).map_err(io("create private directory", sock_dir))?;
+            crate::ensure_private_dir(sock_dir)
+                .map_err(io("create private directory", sock_dir))?;
         }
         let spec_file = dir.join("monitor-spec.json");
         let monitor_spec = monitor::MonitorSpec {
@@ -297,54 +302,5 @@ impl SandboxManager {
             .unwrap_or_default();
         sandbox.state = SandboxState::Ready;
         self.commit(sandbox, Some(SandboxState::Creating))
-    }
-}
-
-/// Makes `dir` (its parents as needed) a directory only its owner can enter: created
-/// 0700, or an existing one set to 0700. The mode is set explicitly since creation
-/// only masks bits out (umask). A symlink or non-directory there is refused.
-fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    if let Some(parent) = dir.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    let meta = fs::symlink_metadata(dir)?;
-    if !meta.is_dir() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotADirectory,
-            "exists and is not a directory",
-        ));
-    }
-    if meta.mode() & 0o7777 != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::MetadataExt;
-
-    use super::*;
-
-    #[test]
-    fn private_dir_is_0700_whatever_it_was() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mode = |p: &std::path::Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
-        let fresh = tmp.path().join("a/sock");
-        private_dir(&fresh).unwrap();
-        assert_eq!(mode(&fresh), 0o700, "created");
-        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o1777)).unwrap();
-        private_dir(&fresh).unwrap();
-        assert_eq!(mode(&fresh), 0o700, "loosened, then fixed");
-        let link = tmp.path().join("link");
-        std::os::unix::fs::symlink(&fresh, &link).unwrap();
-        assert!(private_dir(&link).is_err(), "a symlink is refused");
-        assert_eq!(mode(&fresh), 0o700);
     }
 }

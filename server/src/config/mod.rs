@@ -22,6 +22,11 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 /// Default location of the main configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/crust/crust.toml";
 
+/// `[image] max_layer_unpacked_bytes` unless set: 32 GiB, far above any real layer
+/// (the largest common ones, CUDA and ML runtimes, unpack to a few GiB) and still
+/// below what fills a node's image disk by surprise.
+pub const DEFAULT_MAX_LAYER_UNPACKED_BYTES: u64 = 32 << 30;
+
 /// The whole daemon configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -67,6 +72,10 @@ pub struct ImageConfig {
     pub pull_progress_timeout: Duration,
     /// Layer downloads running at once, across all pulls.
     pub max_concurrent_downloads: usize,
+    /// A layer that unpacks to more bytes than this is refused and its partial
+    /// unpack removed: a gzip bomb under its declared compressed size cannot fill
+    /// the disk.
+    pub max_layer_unpacked_bytes: u64,
     /// Image names (exact, as kubelet sees them) reported as pinned.
     pub pinned_images: Vec<String>,
 }
@@ -77,6 +86,7 @@ impl Default for ImageConfig {
             registries_conf: None,
             pull_progress_timeout: Duration::from_secs(60),
             max_concurrent_downloads: 3,
+            max_layer_unpacked_bytes: DEFAULT_MAX_LAYER_UNPACKED_BYTES,
             pinned_images: Vec::new(),
         }
     }

@@ -88,6 +88,12 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
             "must be at least 1".into(),
         ));
     }
+    if c.image.max_layer_unpacked_bytes == 0 {
+        errors.push((
+            "image.max_layer_unpacked_bytes".into(),
+            "must be at least 1".into(),
+        ));
+    }
     if c.network.plugin_timeout.is_zero() {
         errors.push((
             "network.plugin_timeout".into(),

@@ -13,6 +13,7 @@ pub async fn image_status(
     req: ImageStatusRequest,
 ) -> Result<ImageStatusResponse, ApiError> {
     let image = convert_image::image_name(req.image.as_ref(), "image.image")?;
+    daemon.check_image_handler(req.image.as_ref())?;
     tracing::Span::current().record("image", image.as_str());
     let store = daemon.images()?;
     let Some(view) = store.find(&image)? else {

@@ -11,6 +11,7 @@ pub async fn pull_image(
     req: PullImageRequest,
 ) -> Result<PullImageResponse, ApiError> {
     let image = convert_image::image_name(req.image.as_ref(), "image.image")?;
+    daemon.check_image_handler(req.image.as_ref())?;
     tracing::Span::current().record("image", image.as_str());
     let credentials = convert_image::credentials(req.auth.as_ref(), &image)?;
     let store = daemon.images()?.clone();

@@ -12,6 +12,7 @@ pub async fn remove_image(
     req: RemoveImageRequest,
 ) -> Result<RemoveImageResponse, ApiError> {
     let image = convert_image::image_name(req.image.as_ref(), "image.image")?;
+    daemon.check_image_handler(req.image.as_ref())?;
     tracing::Span::current().record("image", image.as_str());
     let store = daemon.images()?.clone();
     // An image a container (in any state) uses is hidden, not deleted: its layers

@@ -13,13 +13,42 @@ fn value(v: Option<u64>) -> Option<cri::UInt64Value> {
     v.map(|value| cri::UInt64Value { value })
 }
 
+/// CRI's PsiData: `Total` in nanoseconds (the kernel writes microseconds).
+fn psi(p: Option<crust_runtime::cgroup::Psi>) -> Option<cri::PsiStats> {
+    let data = |l: crust_runtime::cgroup::PsiLine| cri::PsiData {
+        total: l.total_us.saturating_mul(1000),
+        avg10: l.avg10,
+        avg60: l.avg60,
+        avg300: l.avg300,
+    };
+    p.map(|p| cri::PsiStats {
+        full: p.full.map(data),
+        some: Some(data(p.some)),
+    })
+}
+
 fn cpu(s: &UsageSample) -> cri::CpuUsage {
     cri::CpuUsage {
         timestamp: s.timestamp,
         usage_core_nano_seconds: value(s.usage.cpu_ns),
         usage_nano_cores: value(s.nano_cores),
-        ..Default::default()
+        psi: psi(s.usage.cpu_psi),
     }
+}
+
+fn io(s: &UsageSample) -> Option<cri::IoUsage> {
+    s.usage.io_psi.map(|p| cri::IoUsage {
+        timestamp: s.timestamp,
+        psi: psi(Some(p)),
+    })
+}
+
+fn swap(s: &UsageSample) -> Option<cri::SwapUsage> {
+    s.usage.swap_usage.map(|used| cri::SwapUsage {
+        timestamp: s.timestamp,
+        swap_available_bytes: value(s.usage.swap_available),
+        swap_usage_bytes: value(Some(used)),
+    })
 }
 
 fn memory(s: &UsageSample) -> cri::MemoryUsage {
@@ -32,7 +61,7 @@ fn memory(s: &UsageSample) -> cri::MemoryUsage {
         rss_bytes: value(u.rss),
         page_faults: value(u.page_faults),
         major_page_faults: value(u.major_page_faults),
-        ..Default::default()
+        psi: psi(u.memory_psi),
     }
 }
 
@@ -62,7 +91,8 @@ fn container_stats(v: &ContainerStatsView) -> cri::ContainerStats {
                 value: v.writable_inodes,
             }),
         }),
-        ..Default::default()
+        swap: swap(&v.sample),
+        io: io(&v.sample),
     }
 }
 
@@ -135,6 +165,7 @@ fn pod_stats(daemon: &Daemon, id: &str) -> Result<cri::PodSandboxStats, ApiError
             cpu: Some(cpu(&sample)),
             memory: Some(memory(&sample)),
             containers: containers.iter().map(container_stats).collect(),
+            io: io(&sample),
             ..Default::default()
         }),
         windows: None,

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use crust_proto::runtime::v1::{
-    RuntimeCondition, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest,
+    RuntimeCondition, RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus,
+    StatusRequest,
     StatusResponse,
 };
 use serde_json::json;
@@ -87,7 +88,13 @@ pub async fn status(daemon: &Daemon, req: StatusRequest) -> Result<StatusRespons
         status: Some(RuntimeStatus { conditions }),
         info,
         runtime_handlers: runtime_handlers(daemon),
-        features: None,
+        // Both launchers apply supplemental_groups_policy (Strict drops the image's
+        // /etc/group) and ContainerStatus reports the identity used; no user
+        // namespaces yet.
+        features: Some(RuntimeFeatures {
+            supplemental_groups_policy: true,
+            user_namespaces_host_network: false,
+        }),
     })
 }
 

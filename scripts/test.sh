@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian bookworm machine, as root: installs the Debian
+# packages the tests drive, then runs unit, integration and e2e tests. CI (.ci/run) runs
+# exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+export PATH="$HOME/.cargo/bin:$PATH"
+
+[ "$(id -u)" = 0 ] || { echo "scripts/test.sh: run as root (namespaces, mounts, cgroups)" >&2; exit 1; }
+
+# containernetworking-plugins: the real CNI plugins (/usr/lib/cni) the network tests use.
+# iproute2, iptables: what those plugins and the netns tests drive.
+# docker-registry: the real OCI registry the image e2e tests push to and pull from;
+# busybox-static: the test images' content; apache2-utils: htpasswd for registry auth.
+# runc: the OCI runtime the `oci` runtime handler tests drive (they fail without it).
+apt-get update
+apt-get install -y --no-install-recommends containernetworking-plugins iproute2 iptables \
+    docker-registry busybox-static apache2-utils runc
+
+# Python grpcio (PyPI): a gRPC C-core client for e2e/tests/grpc_clients.rs.
+PY=$(command -v python3 || true)
+if [ -z "$PY" ]; then
+    apt-get install -y --no-install-recommends python3 python3-pip
+    PY=/usr/bin/python3
+fi
+if ! "$PY" -c 'import grpc' 2>/dev/null; then
+    "$PY" -m pip --version >/dev/null 2>&1 || apt-get install -y --no-install-recommends python3-pip
+    "$PY" -m pip install --quiet grpcio==1.85.3 \
+        || "$PY" -m pip install --quiet --break-system-packages grpcio==1.85.3
+fi
+export CRUST_TEST_PYTHON=$PY
+
+cargo --version
+cargo test --workspace --locked "$@"
