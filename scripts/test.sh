@@ -18,6 +18,16 @@ apt-get update
 apt-get install -y --no-install-recommends containernetworking-plugins iproute2 iptables \
     docker-registry busybox-static apache2-utils runc
 
+# The guest node (e2e/src/guest.rs, e2e/guest/vm.sh): qemu boots a Debian bookworm guest
+# with systemd as PID 1 on pure cgroup v2 for the systemd driver, the v2 device filter
+# and AppArmor tests; mmdebstrap builds its image from Debian's packages (once, cached
+# under /var/tmp/crust-guest). bookworm's qemu-system-x86 needs its own qemu-utils, so
+# a newer one (from backports) is replaced by the matching version.
+QEMU_VERSION=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+apt-get install -y --no-install-recommends --allow-downgrades \
+    "qemu-system-x86=$QEMU_VERSION" "qemu-utils=$QEMU_VERSION" \
+    mmdebstrap debootstrap socat e2fsprogs util-linux
+
 # Python grpcio (PyPI): a gRPC C-core client for e2e/tests/grpc_clients.rs.
 PY=$(command -v python3 || true)
 if [ -z "$PY" ]; then

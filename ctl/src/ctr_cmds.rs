@@ -11,10 +11,9 @@ use crust_ctl::{
 };
 use crust_proto::runtime::v1::{
     ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatsRequest,
-    ContainerStatusRequest, CreateContainerRequest, LinuxContainerResources,
-    ListContainersRequest, RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, UpdateContainerResourcesRequest,
-    runtime_service_client::RuntimeServiceClient,
+    ContainerStatusRequest, CreateContainerRequest, LinuxContainerResources, ListContainersRequest,
+    RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    UpdateContainerResourcesRequest, runtime_service_client::RuntimeServiceClient,
 };
 use serde_json::{Value, json};
 use tonic::transport::Channel;

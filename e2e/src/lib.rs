@@ -14,9 +14,9 @@ pub mod bench;
 pub mod cni;
 pub mod containerd;
 pub mod crash;
-pub mod guest_crustd;
 pub mod cri_bench;
 pub mod guest;
+pub mod guest_crustd;
 
 use std::{
     fs,
@@ -539,6 +539,48 @@ impl Crustd {
         self.signal(Signal::SIGKILL)?;
         self.wait_exit(Duration::from_secs(10)).await.map(|_| ())
     }
+
+    /// Panics unless crustd answers `Version` within `within` (after an attack,
+    /// named by `after`).
+    pub async fn assert_alive(&self, after: &str, within: Duration) {
+        let answer = tokio::time::timeout(within, async {
+            self.runtime()
+                .await
+                .expect("connect")
+                .version(VersionRequest::default())
+                .await
+        })
+        .await;
+        assert!(
+            matches!(answer, Ok(Ok(_))),
+            "crustd does not answer Version after {after}: {answer:?}\n{}",
+            self.logs()
+        );
+    }
+}
+
+/// Bytes of every regular file below `dir` (apparent sizes); what vanishes during the
+/// walk is skipped.
+pub fn bytes_below(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            stack.extend(
+                fs::read_dir(&p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    total
 }
 
 impl Drop for Crustd {

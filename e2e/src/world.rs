@@ -238,6 +238,20 @@ impl World {
             .map(|_| ())
     }
 
+    /// StopContainer with a grace of `timeout` seconds.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), tonic::Status> {
+        self.d
+            .runtime()
+            .await
+            .expect("connect")
+            .stop_container(crust_proto::runtime::v1::StopContainerRequest {
+                container_id: id.into(),
+                timeout,
+            })
+            .await
+            .map(|_| ())
+    }
+
     /// Container `id`'s verbose `ContainerStatus` info (`info["info"]`: pid, cgroup,
     /// mounts, the OCI spec...), parsed.
     pub async fn verbose_info(&self, id: &str) -> serde_json::Value {

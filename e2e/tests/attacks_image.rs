@@ -26,7 +26,7 @@ use std::{
 };
 
 use crust_e2e::{
-    Sandbox,
+    Sandbox, bytes_below,
     image_builder::{Compression, Image, LayerBuilder, host_arch, sha256},
     world::{PodOptions, World, busybox_image},
 };
@@ -442,29 +442,6 @@ async fn serve_conn(
             }
         }
     }
-}
-
-/// Bytes of every regular file below `dir` (apparent sizes).
-fn bytes_below(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&p) else {
-            continue; // removed while we walk
-        };
-        if meta.is_dir() {
-            stack.extend(
-                fs::read_dir(&p)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path()),
-            );
-        } else if meta.is_file() {
-            total += meta.len();
-        }
-    }
-    total
 }
 
 /// A tar stream whose first entry is a 1 GiB file named `big`: what lands in

@@ -16,7 +16,7 @@ use crust_proto::runtime::v1::{
     LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
     ListPodSandboxRequest, Mount, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
     PortMapping, PullImageRequest, RunPodSandboxRequest, SecurityProfile,
-    UpdateContainerResourcesRequest, UpdatePodSandboxResourcesRequest, VersionRequest,
+    UpdateContainerResourcesRequest, UpdatePodSandboxResourcesRequest,
     security_profile::ProfileType,
 };
 use tonic::{Code, Status};
@@ -76,23 +76,6 @@ async fn pull(w: &World, repo: &str, image: &Image) -> String {
         .await
         .unwrap_or_else(|e| panic!("pull {reference}: {e}"));
     reference
-}
-
-/// crustd is still there and answers: the process runs and `Version` comes back.
-async fn assert_alive(d: &Crustd, after: &str) {
-    let answer = tokio::time::timeout(ANSWER_WITHIN, async {
-        d.runtime()
-            .await
-            .expect("connect")
-            .version(VersionRequest::default())
-            .await
-    })
-    .await;
-    assert!(
-        matches!(answer, Ok(Ok(_))),
-        "crustd does not answer Version after {after}: {answer:?}\n{}",
-        d.logs()
-    );
 }
 
 /// CreateContainer of `config` in `pod`, which must answer (not hang) with an error.
@@ -162,7 +145,7 @@ async fn item7_passwd_symlink_to_dev_zero_and_fifo_are_refused() {
                 "{what}: {:?} lacks {text:?}",
                 status.message()
             );
-            assert_alive(&w.d, what).await;
+            w.d.assert_alive(what, ANSWER_WITHIN).await;
         }
     }
 }
@@ -238,7 +221,7 @@ async fn item7_passwd_symlink_to_a_host_file_resolves_in_the_image() {
         uid, 1234,
         "the user comes from the image's file, not the host's"
     );
-    assert_alive(&w.d, "the host link").await;
+    w.d.assert_alive("the host link", ANSWER_WITHIN).await;
 }
 
 /// Item 7. A Localhost seccomp profile that is a FIFO, and one that is /dev/zero.
@@ -280,7 +263,7 @@ async fn item7_seccomp_profile_fifo_and_dev_zero_are_refused() {
                 status.message()
             );
         }
-        assert_alive(&w.d, what).await;
+        w.d.assert_alive(what, ANSWER_WITHIN).await;
     }
 }
 
@@ -690,5 +673,6 @@ async fn wrong_codes_are_invalid_argument() {
             escaped.display()
         );
     }
-    assert_alive(&w.d, "the wrong-code cases").await;
+    w.d.assert_alive("the wrong-code cases", ANSWER_WITHIN)
+        .await;
 }

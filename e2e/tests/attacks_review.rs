@@ -25,14 +25,14 @@ use std::{
 };
 
 use crust_e2e::{
-    Crustd, Sandbox, SpawnOptions,
+    Sandbox, SpawnOptions, bytes_below,
     image_builder::{Compression, Image, LayerBuilder, host_arch},
     world::{PodOptions, World, busybox_image},
 };
 use crust_proto::runtime::v1::{
     ContainerState, ImageSpec, ImageStatusRequest, ListImagesRequest, PodSandboxConfig,
     PodSandboxMetadata, PullImageRequest, RemoveImageRequest, RunPodSandboxRequest,
-    StopContainerRequest, VersionRequest,
+    StopContainerRequest,
 };
 use tonic::Code;
 
@@ -51,23 +51,6 @@ fn mode(path: &Path) -> u32 {
         .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
         .mode()
         & 0o7777
-}
-
-/// crustd is still there and answers `Version`.
-async fn assert_alive(d: &Crustd, after: &str) {
-    let answer = tokio::time::timeout(ANSWER_WITHIN, async {
-        d.runtime()
-            .await
-            .expect("connect")
-            .version(VersionRequest::default())
-            .await
-    })
-    .await;
-    assert!(
-        matches!(answer, Ok(Ok(_))),
-        "crustd does not answer Version after {after}: {answer:?}\n{}",
-        d.logs()
-    );
 }
 
 /// Everything below `dir` that other users may write to: files and directories
@@ -300,7 +283,7 @@ async fn review4_labels_and_annotations_are_bounded_together() {
         "{}",
         err.message()
     );
-    assert_alive(&w.d, "over-long metadata").await;
+    w.d.assert_alive("over-long metadata", ANSWER_WITHIN).await;
 }
 
 /// Follow-up 5. Image names were unbounded: a 1 MiB name went whole into the RPC's
@@ -361,7 +344,8 @@ async fn review5_image_names_are_bounded() {
             err.message().len()
         );
     }
-    assert_alive(&w.d, "over-long image names").await;
+    w.d.assert_alive("over-long image names", ANSWER_WITHIN)
+        .await;
     let logs = w.d.logs();
     assert!(
         !logs.contains(&"a".repeat(8192)),
@@ -542,29 +526,6 @@ fn bomb(size: usize) -> Image {
     )
 }
 
-/// Bytes of every regular file below `dir` (apparent sizes).
-fn bytes_below(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&p) else {
-            continue; // removed while we walk
-        };
-        if meta.is_dir() {
-            stack.extend(
-                fs::read_dir(&p)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path()),
-            );
-        } else if meta.is_file() {
-            total += meta.len();
-        }
-    }
-    total
-}
-
 /// Follow-up 8. A layer of 64 MiB of zeros is ~64 KiB of gzip: its declared
 /// (compressed) size is honest, and before it unpacked whole, as a real bomb of
 /// terabytes would have until the disk was full. Now `[image]
@@ -674,5 +635,5 @@ async fn review8_gzip_bomb_stops_at_max_layer_unpacked_bytes() {
         })
         .await
         .unwrap_or_else(|e| panic!("pull {small}: {e}"));
-    assert_alive(&w.d, "the bomb").await;
+    w.d.assert_alive("the bomb", ANSWER_WITHIN).await;
 }

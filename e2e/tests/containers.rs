@@ -574,7 +574,11 @@ async fn exec_sync_runs_inside_the_container_and_honours_its_timeout() {
     // orphaned to the host's PID 1 for seconds, so `pgrep sleep` still found it).
     let main = info["pid"].as_i64().unwrap();
     let sleeps = sleeps_in_pid_ns_of(main);
-    assert_eq!(sleeps.len(), 1, "only the container's own sleep: {sleeps:?}");
+    assert_eq!(
+        sleeps.len(),
+        1,
+        "only the container's own sleep: {sleeps:?}"
+    );
 
     w.d.runtime()
         .await
@@ -840,15 +844,7 @@ async fn stop_signal_reaches_the_container() {
         "no signal asked, none in the image: SIGTERM, and ContainerStatus says so"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    w.d.runtime()
-        .await
-        .unwrap()
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 30,
-        })
-        .await
-        .unwrap();
+    w.stop_container(&id, 30).await.unwrap();
     let s = w.d.container_status(&id).await;
     assert_eq!(
         s.exit_code, 42,
@@ -862,7 +858,14 @@ async fn stop_signal_reaches_the_container() {
 async fn container_status_reports_the_user_and_stop_signal_used() {
     use crust_proto::runtime::v1::Int64Value;
     let w = world().await;
-    let mut c = w.config("who", &["sh", "-c", "trap 'exit 7' INT; while true; do sleep 0.1; done"]);
+    let mut c = w.config(
+        "who",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' INT; while true; do sleep 0.1; done",
+        ],
+    );
     c.stop_signal = Signal::Sigint as i32;
     c.linux = Some(LinuxContainerConfig {
         security_context: Some(LinuxContainerSecurityContext {
@@ -877,10 +880,15 @@ async fn container_status_reports_the_user_and_stop_signal_used() {
     w.start_container(&id).await.unwrap();
     let s = w.d.container_status(&id).await;
     assert_eq!(s.stop_signal, Signal::Sigint as i32, "{s:?}");
-    let user = s.user.and_then(|u| u.linux).expect("ContainerStatus.user.linux");
+    let user = s
+        .user
+        .and_then(|u| u.linux)
+        .expect("ContainerStatus.user.linux");
     assert_eq!((user.uid, user.gid), (1234, 2345));
     assert!(user.supplemental_groups.contains(&3456), "{user:?}");
-    let pid = w.verbose_info(&id).await["pid"].as_i64().expect("a running pid");
+    let pid = w.verbose_info(&id).await["pid"]
+        .as_i64()
+        .expect("a running pid");
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
         status
@@ -898,16 +906,12 @@ async fn container_status_reports_the_user_and_stop_signal_used() {
     let mut want = user.supplemental_groups.clone();
     want.sort();
     assert_eq!(groups, want, "the process's groups are the ones reported");
-    w.d.runtime()
-        .await
-        .unwrap()
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 30,
-        })
-        .await
-        .unwrap();
-    assert_eq!(w.d.container_status(&id).await.exit_code, 7, "SIGINT was sent");
+    w.stop_container(&id, 30).await.unwrap();
+    assert_eq!(
+        w.d.container_status(&id).await.exit_code,
+        7,
+        "SIGINT was sent"
+    );
 }
 
 #[tokio::test]
@@ -1029,27 +1033,36 @@ async fn mounts_honour_recursive_read_only_and_propagation() {
     ];
     let id = w.create(&w.pod, c).await.unwrap();
     // ContainerStatus reports the mounts as asked, not all PRIVATE.
-    let reported: Vec<(String, i32, bool, bool)> = w
-        .d
-        .container_status(&id)
-        .await
-        .mounts
-        .iter()
-        .map(|m| {
-            (
-                m.container_path.clone(),
-                m.propagation,
-                m.readonly,
-                m.recursive_read_only,
-            )
-        })
-        .collect();
+    let reported: Vec<(String, i32, bool, bool)> =
+        w.d.container_status(&id)
+            .await
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.container_path.clone(),
+                    m.propagation,
+                    m.readonly,
+                    m.recursive_read_only,
+                )
+            })
+            .collect();
     let p = |x: MountPropagation| x as i32;
     assert_eq!(
         reported,
         vec![
-            ("/rro".into(), p(MountPropagation::PropagationPrivate), true, true),
-            ("/ro".into(), p(MountPropagation::PropagationPrivate), true, false),
+            (
+                "/rro".into(),
+                p(MountPropagation::PropagationPrivate),
+                true,
+                true
+            ),
+            (
+                "/ro".into(),
+                p(MountPropagation::PropagationPrivate),
+                true,
+                false
+            ),
             (
                 "/slave".into(),
                 p(MountPropagation::PropagationHostToContainer),

@@ -28,7 +28,12 @@ async fn python_grpcio_calls_crustd_on_its_socket() {
     d.wait_ready().await.unwrap();
     let socket = sandbox.socket().display().to_string();
     let encoded = socket.trim_start_matches('/').replace('/', "%2F");
-    for authority in [None, Some(encoded.as_str()), Some(socket.as_str()), Some("localhost")] {
+    for authority in [
+        None,
+        Some(encoded.as_str()),
+        Some(socket.as_str()),
+        Some("localhost"),
+    ] {
         call_with_grpcio(&sandbox, &d, authority);
     }
 }
@@ -58,7 +63,10 @@ fn call_with_grpcio(sandbox: &Sandbox, d: &crust_e2e::Crustd, authority: Option<
     assert_eq!(replies.len(), 3, "{replies:?}");
     for v in [&replies[0], &replies[2]] {
         let v = VersionResponse::decode(&v[..]).unwrap();
-        assert_eq!((v.runtime_name.as_str(), v.runtime_api_version.as_str()), ("crust", "v1"));
+        assert_eq!(
+            (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+            ("crust", "v1")
+        );
     }
     let pods = ListPodSandboxResponse::decode(&replies[1][..]).unwrap();
     assert!(pods.items.is_empty(), "{pods:?}");

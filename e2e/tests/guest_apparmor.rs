@@ -257,7 +257,6 @@ fn check(out: &str, handler_label: &str, all: bool) {
 }
 
 #[tokio::test]
-#[ignore = "guest node (qemu): cargo test -p crust-e2e --test guest_apparmor -- --ignored"]
 async fn apparmor_profiles_are_enforced_in_a_real_node() {
     let shared = registry_storage_in_workspace().await;
     let storage = in_guest(&shared.0.join("storage")).unwrap();

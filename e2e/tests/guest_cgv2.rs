@@ -139,7 +139,6 @@ fn value<'a>(out: &'a str, key: &str) -> &'a str {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "guest node (qemu, a few minutes): cargo test -p crust-e2e --test guest_cgv2 -- --ignored"]
 async fn cgroup_v2_device_filter_oom_group_controllers_and_stats() {
     let shared = SharedDir(
         workspace_root()

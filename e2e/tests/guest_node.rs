@@ -8,7 +8,6 @@ use crust_e2e::{
 };
 
 #[test]
-#[ignore = "guest node (qemu, ~3 min with the image build): cargo test -p crust-e2e --test guest_node -- --ignored"]
 fn guest_is_a_systemd_cgroup_v2_node_that_runs_host_binaries() {
     let guest = Guest::boot("node").expect("boot guest");
     let crustd = in_guest(&binary("crustd")).unwrap();

@@ -84,7 +84,6 @@ fn wait_exited(node: &GuestCrustd, id: &str) -> Value {
 }
 
 #[tokio::test]
-#[ignore = "guest node (qemu): cargo test -p crust-e2e --test guest_systemd -- --ignored"]
 async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     let _one = ONE_GUEST.lock().await;
     let node = GuestCrustd::start("systemd", "[cgroup]\ndriver = \"systemd\"\n")

@@ -1097,8 +1097,13 @@ async fn a_passed_deadline_is_deadline_exceeded_never_cancelled() {
             assert_eq!(s.code(), Code::DeadlineExceeded, "ListImages: {s:?}");
         }
     }
-    assert!(exceeded > 0, "no pull ran out of its deadline: the test proves nothing");
-    pull(&d, &name, None).await.expect("a whole pull after the cut-off ones");
+    assert!(
+        exceeded > 0,
+        "no pull ran out of its deadline: the test proves nothing"
+    );
+    pull(&d, &name, None)
+        .await
+        .expect("a whole pull after the cut-off ones");
     assert!(status(&d, &name, false).await.image.is_some());
 }
 

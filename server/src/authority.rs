@@ -103,8 +103,8 @@ impl<S> AuthorityFix<S> {
             };
             let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
             let (kind, flags) = (header[3], header[4]);
-            let stream_id = u32::from_be_bytes([header[5], header[6], header[7], header[8]])
-                & 0x7fff_ffff;
+            let stream_id =
+                u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
             if len > MAX_FRAME {
                 return self.step_aside();
             }
@@ -172,7 +172,10 @@ impl<S> AuthorityFix<S> {
             return self.step_aside();
         };
         if self.mode == Mode::Sniff {
-            if headers.iter().all(|(k, v)| k != b":authority" || acceptable(v)) {
+            if headers
+                .iter()
+                .all(|(k, v)| k != b":authority" || acceptable(v))
+            {
                 self.out.extend(&b.raw);
                 return self.step_aside();
             }
@@ -360,7 +363,10 @@ mod tests {
             client.shutdown().await.unwrap();
         });
         let mut out = Vec::new();
-        AuthorityFix::new(server).read_to_end(&mut out).await.unwrap();
+        AuthorityFix::new(server)
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
         writer.await.unwrap();
         out
     }
@@ -384,9 +390,19 @@ mod tests {
         let mut enc = hpack::Encoder::new();
         let mut input = PREFACE.to_vec();
         input.extend(frame(0x4, 0, 0, &[]));
-        input.extend(frame(HEADERS, END_HEADERS, 1, &request(&mut enc, b"localhost", b"/a")));
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &request(&mut enc, b"localhost", b"/a"),
+        ));
         input.extend(frame(0x0, END_STREAM, 1, b"\0\0\0\0\0"));
-        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &request(&mut enc, b"%zz/bad", b"/b")));
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            3,
+            &request(&mut enc, b"%zz/bad", b"/b"),
+        ));
         for chunk in [1, 7, 4096] {
             assert_eq!(through(input.clone(), chunk).await, input, "chunk {chunk}");
         }
@@ -398,7 +414,11 @@ mod tests {
         let mut input = PREFACE.to_vec();
         input.extend(frame(0x4, 0, 0, &[]));
         // Padded, with priority, split over a CONTINUATION: all of it must be read.
-        let block = request(&mut enc, b"var%2Frun%2Fcrust.sock", b"/runtime.v1.RuntimeService/Version");
+        let block = request(
+            &mut enc,
+            b"var%2Frun%2Fcrust.sock",
+            b"/runtime.v1.RuntimeService/Version",
+        );
         let (a, b) = block.split_at(10);
         let mut payload = vec![3u8];
         payload.extend_from_slice(&[0, 0, 0, 0, 16]);
@@ -408,7 +428,11 @@ mod tests {
         input.extend(frame(CONTINUATION, END_HEADERS, 1, b));
         input.extend(frame(0x8, 0, 0, &[0, 0, 1, 0]));
         // The second request reuses the client's table for the bad authority.
-        let block = request(&mut enc, b"var%2Frun%2Fcrust.sock", b"/runtime.v1.RuntimeService/Status");
+        let block = request(
+            &mut enc,
+            b"var%2Frun%2Fcrust.sock",
+            b"/runtime.v1.RuntimeService/Status",
+        );
         input.extend(frame(HEADERS, END_HEADERS, 3, &block));
         for chunk in [1, 5, 4096] {
             let out = through(input.clone(), chunk).await;
@@ -416,13 +440,19 @@ mod tests {
             assert_eq!(f.len(), 4, "{f:?}");
             assert_eq!((f[0].0, f[2].0), (0x4, 0x8), "other frames pass in order");
             let mut dec = hpack::Decoder::new();
-            for (i, path) in [(1, &b"/runtime.v1.RuntimeService/Version"[..]), (3, b"/runtime.v1.RuntimeService/Status")] {
+            for (i, path) in [
+                (1, &b"/runtime.v1.RuntimeService/Version"[..]),
+                (3, b"/runtime.v1.RuntimeService/Status"),
+            ] {
                 let (kind, flags, stream, payload) = &f[i];
                 assert_eq!(*kind, HEADERS);
                 assert_ne!(flags & END_HEADERS, 0);
                 let mut p = &payload[..];
                 if i == 1 {
-                    assert_eq!(flags & (END_STREAM | PRIORITY | PADDED), END_STREAM | PRIORITY);
+                    assert_eq!(
+                        flags & (END_STREAM | PRIORITY | PADDED),
+                        END_STREAM | PRIORITY
+                    );
                     assert_eq!(&p[..5], &[0, 0, 0, 0, 16]);
                     p = &p[5..];
                     assert_eq!(*stream, 1);
@@ -431,7 +461,10 @@ mod tests {
                 let get = |k: &[u8]| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                 assert_eq!(get(b":authority").as_deref(), Some(&b"localhost"[..]));
                 assert_eq!(get(b":path").as_deref(), Some(path));
-                assert_eq!(get(b"content-type").as_deref(), Some(&b"application/grpc"[..]));
+                assert_eq!(
+                    get(b"content-type").as_deref(),
+                    Some(&b"application/grpc"[..])
+                );
             }
         }
     }
@@ -440,7 +473,10 @@ mod tests {
     async fn a_huge_rewritten_block_is_split_into_continuations() {
         let mut enc = hpack::Encoder::new();
         let big = vec![b'x'; 40_000];
-        let block = enc.encode(vec![(&b":authority"[..], &b"/a/b"[..]), (b"x-big", &big[..])]);
+        let block = enc.encode(vec![
+            (&b":authority"[..], &b"/a/b"[..]),
+            (b"x-big", &big[..]),
+        ]);
         let mut input = PREFACE.to_vec();
         for (i, c) in block.chunks(MAX_FRAME).enumerate() {
             let last = (i + 1) * MAX_FRAME >= block.len();
@@ -448,7 +484,11 @@ mod tests {
             input.extend(frame(kind, if last { END_HEADERS } else { 0 }, 1, c));
         }
         let f = frames(&through(input, 4096).await);
-        assert!(f.len() >= 3 && f.iter().all(|x| x.3.len() <= MAX_FRAME), "{}", f.len());
+        assert!(
+            f.len() >= 3 && f.iter().all(|x| x.3.len() <= MAX_FRAME),
+            "{}",
+            f.len()
+        );
         assert_eq!(f[0].0, HEADERS);
         assert!(f[1..].iter().all(|x| x.0 == CONTINUATION));
         let block: Vec<u8> = f.iter().flat_map(|x| x.3.clone()).collect();

@@ -346,8 +346,10 @@ pub fn container_status(c: &Container) -> cri::ContainerStatus {
         }),
         // The signal StopContainer sends: the container's, else the image's, else
         // SIGTERM (never RUNTIME_DEFAULT once decided).
-        stop_signal: signal(&crust_runtime::container::stop_signal(&c.spec, &c.image.config))
-            as i32,
+        stop_signal: signal(&crust_runtime::container::stop_signal(
+            &c.spec,
+            &c.image.config,
+        )) as i32,
         log_path: c.log_path.display().to_string(),
         image_id: c.image.id.clone(),
         resources: Some(cri::ContainerResources {

@@ -101,8 +101,8 @@ pub async fn serve(
     .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     // Clients that send the socket path as :authority (gRPC C-core) are served too.
-    let incoming =
-        UnixListenerStream::new(cri_listener).map(|conn| conn.map(crate::authority::AuthorityFix::new));
+    let incoming = UnixListenerStream::new(cri_listener)
+        .map(|conn| conn.map(crate::authority::AuthorityFix::new));
     let mut server = tokio::spawn(
         Server::builder()
             .layer(crate::deadline::DeadlineLayer)

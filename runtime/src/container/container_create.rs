@@ -4,8 +4,8 @@
 use std::{fs, path::PathBuf, time::SystemTime};
 
 use super::{
-    Container, ContainerSpec, ContainerState, ContainerUser, HostDevices, ImageForContainer, PodContext,
-    SpecInput, container_create_host, container_dirs, generate_spec, spec_files,
+    Container, ContainerSpec, ContainerState, ContainerUser, HostDevices, ImageForContainer,
+    PodContext, SpecInput, container_create_host, container_dirs, generate_spec, spec_files,
 };
 use crate::{
     error::RuntimeError,

@@ -4,8 +4,7 @@ use std::collections::HashMap;
 
 use crust_proto::runtime::v1::{
     RuntimeCondition, RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus,
-    StatusRequest,
-    StatusResponse,
+    StatusRequest, StatusResponse,
 };
 use serde_json::json;
 
