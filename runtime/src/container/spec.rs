@@ -15,8 +15,10 @@ use super::{
 /// the score that was asked for.
 pub const OOM_CLAMPED_ANNOTATION: &str = "io.crust.oom_score_adj.clamped";
 
-/// The OCI runtime spec version we generate (runc 1.2 and crun 1.x read it).
-const OCI_VERSION: &str = "1.2.0";
+/// The OCI runtime spec version we write. crun before 1.15 (Debian bookworm has 1.8)
+/// refuses any 1.2.x with "unknown version specified", a prefix check; runc ignores
+/// the field, and what we write is readable as 1.1 (containerd 1.7 writes 1.1.0 too).
+const OCI_VERSION: &str = "1.1.0";
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
