@@ -6,8 +6,9 @@ use crate::{daemon::Daemon, error::ApiError, node_config::NodeConfig};
 /// quarantined and reported (logged, and listed in `Status` verbose info); they never
 /// stop the daemon from serving the rest.
 ///
-/// Later capabilities add their own kinds here (sandboxes, containers, images), each
-/// reconciled against reality (monitor alive? mounts present?) before `set_ready`.
+/// Every kind (node config, images, pods, containers) is reconciled against the host
+/// here (monitor alive? half-made objects rolled back, unnamed layers pruned) before
+/// `set_ready`, so no RPC sees a state the host contradicts.
 pub async fn recover(daemon: &Daemon) -> Result<(), ApiError> {
     let mut quarantined = Vec::new();
 

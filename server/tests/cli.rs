@@ -89,3 +89,51 @@ fn help_lists_the_flags() {
         assert!(text.contains(flag), "--help lacks {flag}: {text}");
     }
 }
+
+/// docs/configuration.md's reference table names every key `crustd config default`
+/// prints (set or commented out), so a new key cannot land undocumented.
+#[test]
+fn every_config_key_is_documented() {
+    let out = crustd(&["config", "default"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/configuration.md"
+    ))
+    .expect("read docs/configuration.md");
+    let mut section = String::new();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            // Handler tables are documented once for every handler name.
+            section = match name.strip_prefix("runtime.handlers.") {
+                Some(_) => "runtime.handlers.<name>".to_string(),
+                None => name.to_string(),
+            };
+            continue;
+        }
+        let setting = line.strip_prefix("# ").unwrap_or(line);
+        let Some((key, _)) = setting.split_once(" = ") else {
+            continue;
+        };
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            continue;
+        }
+        let cell = if section.is_empty() {
+            format!("| `{key}` |")
+        } else {
+            format!("| `[{section}] {key}` |")
+        };
+        checked += 1;
+        if !docs.contains(&cell) {
+            missing.push(cell);
+        }
+    }
+    assert!(checked >= 25, "parsed only {checked} keys from:\n{text}");
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks rows for {missing:?}"
+    );
+}
