@@ -609,6 +609,7 @@ async fn bidirectional_mounts_reach_the_host() {
         readonly: false,
         propagation: container::Propagation::Bidirectional,
         recursive_read_only: false,
+        image: None,
     }];
     let (pid, log, exit) = create_and_start(&pod, "bidi", &input).await;
     let marker = shared.join("vol/sub/from-container");
@@ -657,6 +658,7 @@ async fn bidirectional_mount_needs_a_shared_source() {
         readonly: false,
         propagation: container::Propagation::Bidirectional,
         recursive_read_only: false,
+        image: None,
     }];
     let spec = container::generate_spec(&input, &HostDevices::default()).unwrap();
     let spec_path = pod.dir.path().join("private.json");
@@ -691,6 +693,7 @@ fn volume_mounts(shared: &Path, source: &Path, through: &str) -> Vec<container::
         readonly: false,
         propagation: container::Propagation::Private,
         recursive_read_only: false,
+        image: None,
     };
     vec![
         bind("/vol".into(), shared),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crust_proto::runtime::v1 as cri;
 use crust_runtime::container::{
     CapabilitiesSpec, Container, ContainerFilter, ContainerMetadata, ContainerSpec, ContainerState,
-    DeviceSpec, HugepageLimit, ImageConfigView, MountSpec, Propagation, ResourcesSpec,
+    DeviceSpec, HugepageLimit, ImageConfigView, ImageMount, MountSpec, Propagation, ResourcesSpec,
     SecurityContextSpec, SecurityProfile, SelinuxOptions, SupplementalGroupsPolicy,
 };
 use crust_runtime::sandbox::NsMode;
@@ -87,8 +87,20 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
                 &format!("config.mounts[{i}].uidMappings/gidMappings"),
             );
         }
-        if !m.image.as_ref().is_none_or(|i| i.image.is_empty()) {
-            return unsupported("image volumes", &format!("config.mounts[{i}].image"));
+        let image = m.image.as_ref().is_some_and(|i| !i.image.is_empty());
+        // CRI: with `image` set, "host_path should be unset"; the sub path is "only
+        // necessary if the above image field is set".
+        if image && !m.host_path.is_empty() {
+            return Err(ApiError::InvalidArgument {
+                field: "config.mounts[].host_path",
+                reason: format!("mounts[{i}] sets both host_path and image"),
+            });
+        }
+        if !image && !m.image_sub_path.is_empty() {
+            return Err(ApiError::InvalidArgument {
+                field: "config.mounts[].image_sub_path",
+                reason: format!("mounts[{i}] has an image_sub_path but no image"),
+            });
         }
     }
     if ns
@@ -137,6 +149,12 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
                     _ => Propagation::Private,
                 },
                 recursive_read_only: m.recursive_read_only,
+                // Resolved to the image's layers by CreateContainer.
+                image: m.image.filter(|i| !i.image.is_empty()).map(|i| ImageMount {
+                    reference: i.image,
+                    sub_path: m.image_sub_path,
+                    ..Default::default()
+                }),
             })
             .collect(),
         devices: config
@@ -334,6 +352,15 @@ pub fn container_status(c: &Container) -> cri::ContainerStatus {
                     Propagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
                 } as i32,
                 recursive_read_only: m.recursive_read_only,
+                image: m.image.as_ref().map(|i| cri::ImageSpec {
+                    image: i.reference.clone(),
+                    ..Default::default()
+                }),
+                image_sub_path: m
+                    .image
+                    .as_ref()
+                    .map(|i| i.sub_path.clone())
+                    .unwrap_or_default(),
                 ..Default::default()
             })
             .collect(),

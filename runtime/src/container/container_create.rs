@@ -281,10 +281,13 @@ impl SandboxManager {
             .collect();
         container_create_host::create_image_volumes(&volumes, &layers).map_err(host_error)?;
         let mut container_spec = c.spec.clone();
-        container_spec.mounts = container_create_host::resolve_mount_sources(&c.spec.mounts)
-            .map_err(|e| match e {
-                Ok(host) => host_error(host),
-                Err(spec) => spec_error(spec),
+        super::image_mounts::mount_image_volumes(&id, &c.dir, &mut container_spec.mounts)?;
+        container_spec.mounts =
+            container_create_host::resolve_mount_sources(&container_spec.mounts).map_err(|e| {
+                match e {
+                    Ok(host) => host_error(host),
+                    Err(spec) => spec_error(spec),
+                }
             })?;
         if container_spec.resources.pids_limit.is_none() {
             container_spec.resources.pids_limit = self.container_pids_limit;

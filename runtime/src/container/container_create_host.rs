@@ -39,6 +39,11 @@ pub(crate) fn resolve_mount_sources(
 ) -> Result<Vec<MountSpec>, Result<HostError, SpecError>> {
     let mut out = Vec::with_capacity(mounts.len());
     for (i, m) in mounts.iter().enumerate() {
+        if m.image.is_some() {
+            // Already resolved inside the mounted image, which must not be left.
+            out.push(m.clone());
+            continue;
+        }
         let host =
             clean_absolute(&m.host_path, &format!("config.mounts[{i}].host_path")).map_err(Err)?;
         match fs::metadata(&host) {

@@ -31,7 +31,13 @@ impl ImageUsers {
             .read()
             .expect("containers poisoned")
             .values()
-            .any(|c| c.image.id == image_id)
+            .any(|c| {
+                c.image.id == image_id
+                    || c.spec
+                        .mounts
+                        .iter()
+                        .any(|m| m.image.as_ref().is_some_and(|i| i.id == image_id))
+            })
     }
 }
 

@@ -42,6 +42,7 @@ impl SandboxManager {
             )
             .await;
         }
+        errors.extend(super::image_mounts::unmount_image_volumes(&c.dir));
         let rootfs = c.dir.join("rootfs");
         match nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}

@@ -19,6 +19,7 @@ mod container_start;
 mod container_stats;
 mod container_stop;
 mod container_update;
+mod image_mounts;
 mod record;
 mod seccomp_default;
 mod spec;
@@ -73,7 +74,7 @@ pub enum Propagation {
     Bidirectional,
 }
 
-/// CRI `Mount`: a bind mount of a host path.
+/// CRI `Mount`: a bind mount of a host path, or of an image (`image`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MountSpec {
     pub container_path: String,
@@ -82,6 +83,25 @@ pub struct MountSpec {
     pub propagation: Propagation,
     /// Read-only all the way down (`rro`); CRI requires `readonly` and private propagation.
     pub recursive_read_only: bool,
+    /// An image volume (CRI `Mount.image`, KEP-4639): the image's layers mounted
+    /// read-only on the host at create, and `host_path` then names that mount (or its
+    /// `sub_path`). Absent in records written before image volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageMount>,
+}
+
+/// The image an image volume mounts, resolved by the server from `Mount.image`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImageMount {
+    /// Image id (config digest): the image stays while a container mounts it.
+    pub id: String,
+    /// `Mount.image.image` as kubelet sent it (reported back in ContainerStatus).
+    pub reference: String,
+    pub layers_root: PathBuf,
+    /// Layer directory names under `layers_root`, top-most first.
+    pub lower: Vec<String>,
+    /// `Mount.image_sub_path`: a relative path inside the image; empty = its root.
+    pub sub_path: String,
 }
 
 /// CRI `Device`.

@@ -139,10 +139,15 @@ fn supplied(i: usize, m: &MountSpec) -> Result<Supplied, SpecError> {
     } else {
         "rw"
     };
+    let mut options = vec!["rbind".to_string(), propagation.into(), mode.into()];
+    if m.image.is_some() {
+        // KEP-4639: an image volume is data, never a way to run or open devices.
+        options.extend(["nosuid", "nodev", "noexec"].map(String::from));
+    }
     Ok(Supplied {
         dest,
         source,
-        options: vec!["rbind".into(), propagation.into(), mode.into()],
+        options,
         propagation: m.propagation,
     })
 }
@@ -300,6 +305,7 @@ mod tests {
             readonly,
             propagation,
             recursive_read_only: rro,
+            image: None,
         }
     }
 

@@ -29,10 +29,11 @@ pub async fn create_container(
         });
     }
     // Checked and converted first: a bad config fails before the image is looked up.
-    let spec = convert_container::container_spec(config)?;
+    let mut spec = convert_container::container_spec(config)?;
     tracing::Span::current().record("image", reference.as_str());
     // The lease keeps the image's layers until the container record pins them.
     let (image, lease) = daemon.images()?.runtime_image(&reference)?;
+    let volume_leases = resolve_image_volumes(daemon, &mut spec.mounts)?;
     let image = ImageForContainer {
         id: image.id.clone(),
         reference,
@@ -45,6 +46,7 @@ pub async fn create_container(
         .create_container(&req.pod_sandbox_id, spec, image)
         .await;
     drop(lease);
+    drop(volume_leases);
     let id = match created {
         Ok(id) => id,
         Err(e) => {
@@ -55,4 +57,26 @@ pub async fn create_container(
     };
     tracing::Span::current().record("container_id", id.as_str());
     Ok(CreateContainerResponse { container_id: id })
+}
+
+/// Points each image volume (`Mount.image`, which kubelet sets to the image_ref its
+/// PullImage returned) at the image's layers. The leases keep those layers until the
+/// container record names the image (then a RemoveImage hides it until the last
+/// container using it goes, as for the container's own image).
+fn resolve_image_volumes(
+    daemon: &Daemon,
+    mounts: &mut [crust_runtime::container::MountSpec],
+) -> Result<Vec<crust_image::store::ImageLease>, ApiError> {
+    let mut leases = Vec::new();
+    for m in mounts.iter_mut() {
+        let Some(volume) = m.image.as_mut() else {
+            continue;
+        };
+        let (image, lease) = daemon.images()?.runtime_image(&volume.reference)?;
+        volume.id = image.id.clone();
+        volume.layers_root = image.layers_root.clone();
+        volume.lower = image.lower_names.clone();
+        leases.push(lease);
+    }
+    Ok(leases)
 }
