@@ -77,9 +77,6 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
             reason: format!("{field} is not supported yet"),
         })
     };
-    if !config.cdi_devices.is_empty() {
-        return unsupported("CDI devices", "config.CDI_devices");
-    }
     for (i, m) in config.mounts.iter().enumerate() {
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
             return unsupported(

@@ -47,6 +47,9 @@ pub enum ApiError {
 
     #[error("image store unavailable: {reason}")]
     ImageStoreUnavailable { reason: String },
+
+    #[error(transparent)]
+    Cdi(#[from] crust_runtime::container::CdiError),
 }
 
 impl ApiError {
@@ -67,7 +70,21 @@ impl ApiError {
             ApiError::Runtime(e) => runtime_code(e),
             ApiError::Image(e) => image_code(e),
             ApiError::ImageStoreUnavailable { .. } => Code::Unavailable,
+            ApiError::Cdi(e) => cdi_code(e),
         }
+    }
+}
+
+/// CDI: a malformed name is the caller's; a device no spec defines is NOT_FOUND (the
+/// DRA driver has not written its spec yet, kubelet retries); a broken or conflicting
+/// spec is the node's to fix; edits crust cannot apply are UNIMPLEMENTED.
+fn cdi_code(e: &crust_runtime::container::CdiError) -> Code {
+    use crust_runtime::container::CdiError as E;
+    match e {
+        E::BadName { .. } => Code::InvalidArgument,
+        E::Unresolved { .. } => Code::NotFound,
+        E::BadSpec { .. } | E::Conflict { .. } => Code::FailedPrecondition,
+        E::Unsupported { .. } => Code::Unimplemented,
     }
 }
 

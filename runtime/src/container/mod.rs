@@ -7,6 +7,7 @@
 //! seccomp profile) and [`generate_spec`] turns them into a spec without touching the
 //! host, except through the narrow [`DeviceLookup`] trait for device nodes.
 
+mod cdi;
 mod container_attach;
 mod container_create;
 mod container_create_host;
@@ -40,6 +41,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use cdi::{CdiError, apply_cdi_devices};
 pub use container_attach::attach_to_monitor;
 pub use container_exec::{EXEC_OUTPUT_LIMIT, ExecResult};
 pub use container_list::{ContainerFilter, ImageUsers};

@@ -153,6 +153,9 @@ pub struct RuntimeSection {
     /// Process limit (`pids.max`) of every container, as CRI-O's `pids_limit`: CRI has
     /// none per container. 0: crust sets none; -1: unlimited.
     pub pids_limit: i64,
+    /// Where CDI specs are read for `ContainerConfig.CDI_devices`, in order: a device
+    /// in a later directory overrides one of the same name in an earlier one.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +252,7 @@ impl Default for RuntimeSection {
             max_log_line_size: crust_runtime::monitor::DEFAULT_MAX_LOG_LINE,
             exec_sync_output_limit: crust_runtime::container::EXEC_OUTPUT_LIMIT,
             pids_limit: 0,
+            cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
         }
     }
 }

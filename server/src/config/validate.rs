@@ -31,6 +31,9 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
     if let Some(path) = &c.runtime.monitor_path {
         absolute("runtime.monitor_path", path);
     }
+    for (i, dir) in c.runtime.cdi_spec_dirs.iter().enumerate() {
+        absolute(&format!("runtime.cdi_spec_dirs[{i}]"), dir);
+    }
     for (name, handler) in &c.runtime.handlers {
         let key = format!("runtime.handlers.{name}");
         if let (HandlerKind::Oci, Some(path)) = (handler.kind, &handler.path) {

@@ -28,8 +28,20 @@ pub async fn create_container(
             reason: "is required".into(),
         });
     }
+    let cdi: Vec<String> = config.cdi_devices.iter().map(|d| d.name.clone()).collect();
     // Checked and converted first: a bad config fails before the image is looked up.
     let mut spec = convert_container::container_spec(config)?;
+    if !cdi.is_empty() {
+        // Reads the node's CDI spec files: off the async threads.
+        let dirs = daemon.config.runtime.cdi_spec_dirs.clone();
+        spec = tokio::task::spawn_blocking(move || {
+            crust_runtime::container::apply_cdi_devices(&mut spec, &cdi, &dirs).map(|()| spec)
+        })
+        .await
+        .map_err(|_| ApiError::TaskFailed {
+            rpc: "CreateContainer",
+        })??;
+    }
     tracing::Span::current().record("image", reference.as_str());
     // The lease keeps the image's layers until the container record pins them.
     let (image, lease) = daemon.images()?.runtime_image(&reference)?;
