@@ -47,6 +47,16 @@ pub enum ApiError {
 
     #[error("image store unavailable: {reason}")]
     ImageStoreUnavailable { reason: String },
+
+    /// A GetContainerEvents subscriber read too slowly and was dropped.
+    #[error(
+        "container events: this subscriber fell {missed} events behind (the buffer holds {buffer}) \
+         and was dropped; list containers and subscribe again"
+    )]
+    EventsLagged { missed: u64, buffer: usize },
+
+    #[error("crustd is shutting down")]
+    ShuttingDown,
 }
 
 impl ApiError {
@@ -67,6 +77,9 @@ impl ApiError {
             ApiError::Runtime(e) => runtime_code(e),
             ApiError::Image(e) => image_code(e),
             ApiError::ImageStoreUnavailable { .. } => Code::Unavailable,
+            // "Retry at a higher level": relist, then subscribe again.
+            ApiError::EventsLagged { .. } => Code::Aborted,
+            ApiError::ShuttingDown => Code::Unavailable,
         }
     }
 }

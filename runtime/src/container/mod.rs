@@ -13,6 +13,7 @@ mod container_create_host;
 pub(crate) mod container_dirs;
 mod container_exec;
 mod container_exec_session;
+mod container_exits;
 mod container_list;
 mod container_remove;
 mod container_start;
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 
 pub use container_attach::attach_to_monitor;
 pub use container_exec::{EXEC_OUTPUT_LIMIT, ExecResult};
+pub(crate) use container_exits::ExitWatcher;
 pub use container_list::{ContainerFilter, ImageUsers};
 pub use container_stats::{ContainerStatsView, UsageSample};
 pub use record::{Container, ContainerState, ContainerUser, ImageForContainer};
