@@ -6,6 +6,7 @@ pub mod apparmor;
 pub mod cgroup;
 pub mod container;
 mod error;
+pub mod events;
 pub mod fds;
 pub mod features;
 pub mod ids;

@@ -42,6 +42,8 @@ pub struct Daemon {
     /// Handler name -> whether it supports recursive read-only mounts; probed once at
     /// start (an `oci` handler's binary is asked then, not on every `Status`).
     pub handler_rro: std::collections::BTreeMap<String, bool>,
+    /// Subscribers of GetContainerEvents and the events held for the next one.
+    pub events: crate::events::EventHub,
 }
 
 /// The sandbox manager's settings, from the daemon config.
@@ -176,6 +178,7 @@ impl Daemon {
             sandboxes,
             images: OnceLock::new(),
             streaming: OnceLock::new(),
+            events: Default::default(),
         })
     }
 

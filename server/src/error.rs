@@ -50,6 +50,16 @@ pub enum ApiError {
 
     #[error(transparent)]
     Cdi(#[from] crust_runtime::container::CdiError),
+
+    /// A GetContainerEvents subscriber read too slowly and was dropped.
+    #[error(
+        "container events: this subscriber fell {missed} events behind (the buffer holds {buffer}) \
+         and was dropped; list containers and subscribe again"
+    )]
+    EventsLagged { missed: u64, buffer: usize },
+
+    #[error("crustd is shutting down")]
+    ShuttingDown,
 }
 
 impl ApiError {
@@ -71,6 +81,10 @@ impl ApiError {
             ApiError::Image(e) => image_code(e),
             ApiError::ImageStoreUnavailable { .. } => Code::Unavailable,
             ApiError::Cdi(e) => cdi_code(e),
+
+            // "Retry at a higher level": relist, then subscribe again.
+            ApiError::EventsLagged { .. } => Code::Aborted,
+            ApiError::ShuttingDown => Code::Unavailable,
         }
     }
 }

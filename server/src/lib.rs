@@ -13,6 +13,7 @@ pub mod convert_sandbox;
 pub mod daemon;
 pub mod deadline;
 pub mod error;
+pub mod events;
 pub mod image_store;
 pub mod listener;
 pub mod logging;

@@ -55,6 +55,14 @@ pub async fn serve(
             .with_context(|| format!("make {} private", dir.display()))?;
     }
     let daemon = Arc::new(Daemon::new(config.clone(), config_files).context("open record store")?);
+    // Lifecycle events (GetContainerEvents) and exits as the monitors record them,
+    // both running before recovery: exits it learns become STOPPED events, held for
+    // the first subscriber.
+    if let Some(events) = daemon.sandboxes.lifecycle_events() {
+        tokio::spawn(crate::events::forward(daemon.clone(), events));
+    }
+    let exits = daemon.clone();
+    tokio::spawn(async move { exits.sandboxes.watch_exits().await });
     tracing::info!(socket = %socket.path.display(), root = %config.root.display(), state = %config.state.display(), "listening");
 
     let metrics_task = match config.metrics.address {
@@ -127,6 +135,8 @@ pub async fn serve(
         None => {
             tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: no new connections, waiting for in-flight RPCs");
             let _ = stop_tx.send(());
+            // Event streams never end on their own; in-flight RPCs are waited for.
+            daemon.events.close();
             match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
                 Ok(joined) => joined
                     .context("server task panicked")?

@@ -285,6 +285,10 @@ pub struct SandboxManager {
     /// AppArmor profiles: loads `crust-default` on first use, checks Localhost ones.
     /// Used only where `host.host_has_apparmor`.
     pub(crate) apparmor: Arc<crate::apparmor::AppArmor>,
+    /// Lifecycle events of containers and pods, sent by the commit functions below.
+    pub(crate) events: crate::events::EventSink,
+    /// Inotify watches on live containers' bundles, for their exit records.
+    pub(crate) exits: crate::container::ExitWatcher,
 }
 
 /// Where sysfs is mounted, for the LSM probes (roots not in [`SandboxConfig`];
@@ -349,6 +353,8 @@ impl SandboxManager {
             apparmor: Arc::new(crate::apparmor::AppArmor::new(Box::new(
                 crate::apparmor::HostProfiles::under(Path::new(SYS_ROOT)),
             ))),
+            events: Default::default(),
+            exits: Default::default(),
         })
     }
 
@@ -409,20 +415,28 @@ impl SandboxManager {
             });
         }
         self.store.put(sandbox)?;
-        self.records
-            .write()
-            .expect("records poisoned")
-            .insert(sandbox.id.clone(), sandbox.clone());
+        let mut records = self.records.write().expect("records poisoned");
+        records.insert(sandbox.id.clone(), sandbox.clone());
+        // Under the lock: a pod's events go out in the order of its moves.
+        for kind in crate::events::sandbox_transition(from, sandbox.state) {
+            self.events.sandbox(*kind, sandbox);
+        }
         Ok(())
     }
 
     /// Deletes a pod's record and forgets it: the final transition.
     fn forget(&self, sandbox: &Sandbox) -> Result<(), RuntimeError> {
         self.store.remove::<Sandbox>(&sandbox.id)?;
-        self.records
-            .write()
-            .expect("records poisoned")
-            .remove(&sandbox.id);
+        {
+            let mut records = self.records.write().expect("records poisoned");
+            // A rolled-back creation was never visible: nothing to tell.
+            if let Some(gone) = records.remove(&sandbox.id)
+                && gone.state != SandboxState::Creating
+            {
+                self.events
+                    .sandbox(crate::events::LifecycleKind::Deleted, &gone);
+            }
+        }
         let mut names = self.names.lock().expect("names poisoned");
         if names.get(&sandbox.spec.metadata.key()) == Some(&sandbox.id) {
             names.remove(&sandbox.spec.metadata.key());
@@ -549,6 +563,14 @@ impl SandboxManager {
         }
         self.store.put(c)?;
         map.insert(c.id.clone(), c.clone());
+        // Under the lock: a container's events go out in the order of its moves, and
+        // its exit is watched for from the moment its process exists.
+        if let Some(kind) = crate::events::container_transition(from, c.state) {
+            self.events.container(kind, c);
+        }
+        if c.state == Created {
+            self.exits.track(c);
+        }
         Ok(())
     }
 
@@ -585,10 +607,16 @@ impl SandboxManager {
         c: &crate::container::Container,
     ) -> Result<(), RuntimeError> {
         self.store.remove::<crate::container::Container>(&c.id)?;
-        self.containers
-            .write()
-            .expect("containers poisoned")
-            .remove(&c.id);
+        {
+            let mut map = self.containers.write().expect("containers poisoned");
+            // A rolled-back creation was never visible: nothing to tell.
+            if let Some(gone) = map.remove(&c.id)
+                && gone.state != crate::container::ContainerState::Creating
+            {
+                self.events
+                    .container(crate::events::LifecycleKind::Deleted, &gone);
+            }
+        }
         let mut names = self.container_names.lock().expect("names poisoned");
         if names.get(&c.name_key()) == Some(&c.id) {
             names.remove(&c.name_key());
@@ -692,6 +720,15 @@ impl SandboxManager {
             });
         }
         Ok(reply)
+    }
+
+    /// The lifecycle events of every container and pod from now on, in commit order
+    /// per object; `None` after the first call (crustd's event hub is the one reader).
+    /// Take it before [`SandboxManager::recover`] to hear exits recovery learns.
+    pub fn lifecycle_events(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::events::LifecycleEvent>> {
+        self.events.take_reader()
     }
 
     /// Where the monitor binary is.

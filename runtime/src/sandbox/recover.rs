@@ -76,6 +76,10 @@ impl SandboxManager {
                 tracing::error!(container_id = %c.id, %error, "could not reconcile the container with its monitor");
             }
         }
+        // Exits from now on are learnt as they are recorded; ones recorded while
+        // crustd was down are applied by the watch loop right away (STOPPED events
+        // for kubelet once it subscribes).
+        self.track_all_exits();
         Ok(quarantined)
     }
 }

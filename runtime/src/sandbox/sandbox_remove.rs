@@ -26,7 +26,10 @@ impl SandboxManager {
             .filter(|c| c.pod_id == id)
             .cloned()
             .collect();
-        for c in containers {
+        for mut c in containers {
+            // The exits the teardown caused are recorded first (STOPPED before
+            // DELETED), not lost with the bundle.
+            let _ = self.refresh_container(&mut c);
             self.remove_container_files(&c).await?;
             self.forget_container(&c)?;
         }

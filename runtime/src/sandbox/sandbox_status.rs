@@ -23,7 +23,8 @@ impl SandboxManager {
         Ok(self.view(sandbox))
     }
 
-    pub(super) fn view(&self, sandbox: Sandbox) -> SandboxView {
+    /// The pod `sandbox` (a record, possibly an older copy) as reported now.
+    pub fn view(&self, sandbox: Sandbox) -> SandboxView {
         let ready = is_ready(&sandbox);
         SandboxView { sandbox, ready }
     }

@@ -5,6 +5,7 @@
 pub mod container_status;
 pub mod create_container;
 pub mod exec_sync;
+pub mod get_container_events;
 pub mod image_fs_info;
 pub mod image_status;
 pub mod list_images;

@@ -33,7 +33,9 @@ pub async fn pod_sandbox_status(
     Ok(PodSandboxStatusResponse {
         status: Some(convert_sandbox::pod_sandbox_status(&view)),
         info,
-        containers_statuses: Vec::new(),
+        // kubelet's evented PLEG reads the pod's containers from here (not through
+        // ContainerStatus each) whenever `timestamp` is set.
+        containers_statuses: crate::events::pod_containers(daemon, &view.sandbox.id),
         timestamp: now_nanos(),
     })
 }

@@ -421,9 +421,21 @@ impl RuntimeService for RuntimeApi {
 
     async fn get_container_events(
         &self,
-        _request: Request<GetEventsRequest>,
+        request: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        self.unimplemented("GetContainerEvents").await
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        let subscription = d
+            .handle(
+                "GetContainerEvents",
+                rpc_span!("GetContainerEvents"),
+                crate::rpc::get_container_events::subscribe(d, req),
+            )
+            .await?
+            .into_inner();
+        Ok(Response::new(Box::pin(
+            crate::rpc::get_container_events::stream(subscription),
+        )))
     }
 
     async fn list_metric_descriptors(
