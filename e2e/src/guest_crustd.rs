@@ -116,6 +116,12 @@ EOF
     /// (Re)writes crustd's config (the base plus `config`) and starts it as the
     /// transient unit `crustd-test`; returns once it answers.
     pub fn start_crustd(&self, config: &str) -> anyhow::Result<()> {
+        self.start_crustd_with_env(config, &[])
+    }
+
+    /// [`GuestCrustd::start_crustd`] with `env` (NAME=value words) in crustd's
+    /// environment.
+    pub fn start_crustd_with_env(&self, config: &str, env: &[&str]) -> anyhow::Result<()> {
         let monitor = in_guest(&binary("crust-monitor"))?;
         self.write(
             "/etc/crust/crust.toml",
@@ -128,13 +134,18 @@ EOF
         self.run(
             &format!(
                 "set -e
-                 systemd-run --unit=crustd-test {crustd} --config /etc/crust/crust.toml
+                 systemd-run --unit=crustd-test {env} {crustd} --config /etc/crust/crust.toml
                  for i in $(seq 600); do
                    {ctl} -t 5s version >/dev/null 2>&1 && exit 0
                    sleep 0.1
                  done
                  echo 'crustd did not answer' >&2; exit 1",
-                ctl = self.crustctl
+                ctl = self.crustctl,
+                env = env
+                    .iter()
+                    .map(|e| format!("-E '{e}'"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ),
             120,
         )

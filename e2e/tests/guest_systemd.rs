@@ -83,6 +83,25 @@ fn wait_exited(node: &GuestCrustd, id: &str) -> Value {
     panic!("container {id} did not exit: {}", status(node, id));
 }
 
+/// UpdateContainerResources (which connects crustd to systemd if it was not yet),
+/// `systemctl daemon-reexec`, then UpdateContainerResources to `memory`: the scope is
+/// still active and takes the new limit (SetUnitProperties reached systemd).
+fn reexec_and_resize(node: &GuestCrustd, ctr: &str, scope: &str, dir: &str, memory: i64) {
+    let resize = |memory: i64| {
+        node.crustctl(&format!("update {ctr} --memory {memory}"), 120)
+            .unwrap();
+        let props = show(node, scope, &["MemoryMax"]);
+        assert_eq!(props, [format!("MemoryMax={memory}")]);
+        let max = node.run(&format!("cat {dir}/memory.max"), 60).unwrap();
+        assert_eq!(max.trim(), memory.to_string());
+    };
+    resize(memory - (8 << 20));
+    node.run("systemctl daemon-reexec", 120).unwrap();
+    let props = show(node, scope, &["ActiveState"]);
+    assert_eq!(props, ["ActiveState=active"], "scope survives the re-exec");
+    resize(memory);
+}
+
 #[tokio::test]
 async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     let _one = ONE_GUEST.lock().await;
@@ -185,14 +204,33 @@ async fn systemd_driver_runs_pods_in_slices_and_containers_in_scopes() {
     let max = node.run(&format!("cat {dir}/memory.max"), 60).unwrap();
     assert_eq!(max.trim(), (128 << 20).to_string());
 
-    // A crustd restart keeps the container running, and stoppable.
-    step("crustd restart");
+    // systemd re-executing (an upgrade, `daemon-reexec`) keeps the units and drops
+    // its bus name for a moment: crustd's next calls still reach it.
+    step("systemd re-exec, over the bus");
+    reexec_and_resize(&node, &ctr, &scope, &dir, 96 << 20);
+
+    // A crustd restart keeps the container running, and stoppable. This crustd finds
+    // no system bus and talks to systemd's private socket, as on a node without
+    // dbus-daemon; a re-exec closes that connection, which crustd makes again.
+    step("crustd restart, private socket");
     node.stop_crustd().unwrap();
     let props = show(&node, &scope, &["ActiveState"]);
     assert_eq!(props, ["ActiveState=active"], "scope survives crustd");
-    node.start_crustd("[cgroup]\ndriver = \"systemd\"\n")
-        .unwrap();
+    node.start_crustd_with_env(
+        "[cgroup]\ndriver = \"systemd\"\n",
+        &["DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/crust-no-such-bus"],
+    )
+    .unwrap();
     assert_eq!(status(&node, &ctr)["state"], "CONTAINER_RUNNING");
+    step("systemd re-exec, private socket");
+    reexec_and_resize(&node, &ctr, &scope, &dir, 112 << 20);
+    let journal = node
+        .run("journalctl -u crustd-test --no-pager -o cat", 60)
+        .unwrap();
+    assert!(
+        journal.contains("reconnected to systemd"),
+        "the private connection was made again: {journal}"
+    );
     node.crustctl(&format!("stop -t 2 {ctr}"), 120).unwrap();
     assert_eq!(wait_exited(&node, &ctr)["state"], "CONTAINER_EXITED");
 

@@ -27,7 +27,7 @@ impl SandboxManager {
                 reason: e.to_string(),
             }
         })?;
-        self.update_container_cgroup(&c.cgroup, &linux)
+        self.update_cgroup(&c.cgroup, &linux)
             .await
             .map_err(|source| RuntimeError::Cgroup {
                 kind: "container",

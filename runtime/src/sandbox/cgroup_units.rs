@@ -204,8 +204,10 @@ impl SandboxManager {
             .map(drop)
     }
 
-    /// New limits for a running container: unit properties (systemd) and the files.
-    pub(crate) async fn update_container_cgroup(
+    /// New limits for a running container's scope or a pod's slice: unit properties
+    /// (systemd, which writes its own properties back over the files whenever it
+    /// re-realizes a unit) and the files.
+    pub(crate) async fn update_cgroup(
         &self,
         path: &str,
         resources: &LinuxResources,

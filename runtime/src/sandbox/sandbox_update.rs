@@ -1,7 +1,7 @@
 //! UpdatePodSandboxResources: kubelet tells the runtime the pod's new resources after
 //! it resized the pod cgroups itself (CRI: best effort). crust records them, and where
 //! the pod cgroup is crust's own (a pod that named no `cgroup_parent`) applies them
-//! there, since nobody else will.
+//! there, since nobody else will (under systemd as the slice's unit properties).
 
 use serde::{Deserialize, Serialize};
 
@@ -53,8 +53,8 @@ impl SandboxManager {
                     field: "resources",
                     reason: e.to_string(),
                 })?;
-            self.cgroups()?
-                .apply_resources(&sandbox.cgroup, &linux)
+            self.update_cgroup(&sandbox.cgroup, &linux)
+                .await
                 .map_err(|source| RuntimeError::Cgroup {
                     kind: "pod sandbox",
                     id: id.clone(),
