@@ -4,7 +4,10 @@
 //! For a reference, the entry with the longest matching `prefix` applies: its
 //! `location` replaces the prefix, its mirrors are tried first (in order), then the
 //! (rewritten) origin. Unqualified short names always resolve to docker.io;
-//! `unqualified-search-registries` is parsed but not consulted.
+//! `unqualified-search-registries`, `short-name-mode`, `[aliases]` and
+//! `credential-helpers` are checked but not consulted (kubelet sends qualified names
+//! and the pull's credentials). Every other key is refused, naming it: a misspelt
+//! `mirrors` that silently meant "no mirror" turned into failed pulls much later.
 
 use std::path::Path;
 
@@ -13,16 +16,49 @@ use serde::Deserialize;
 use crate::{ImageError, Reference, registry::Endpoint};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Registries {
     #[serde(default)]
     pub unqualified_search_registries: Vec<String>,
     #[serde(default)]
+    pub short_name_mode: Option<ShortNameMode>,
+    #[serde(default)]
+    pub aliases: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub credential_helpers: Vec<String>,
+    #[serde(default)]
     pub registry: Vec<RegistryEntry>,
+    /// The v1 format's tables (`[registries.search]`...): only there to be refused
+    /// with a message saying so rather than "unknown field".
+    #[serde(default, rename = "registries", deserialize_with = "present")]
+    v1_tables: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d)?;
+    Ok(true)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShortNameMode {
+    Enforcing,
+    Permissive,
+    Disabled,
+}
+
+/// Which references a mirror serves (`pull-from-mirror`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullFromMirror {
+    #[default]
+    All,
+    DigestOnly,
+    TagOnly,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RegistryEntry {
     #[serde(default)]
     pub prefix: String,
@@ -32,16 +68,21 @@ pub struct RegistryEntry {
     pub insecure: bool,
     #[serde(default)]
     pub blocked: bool,
+    /// Mirrors are used only for pulls by digest (a tag may move between them).
+    #[serde(default)]
+    pub mirror_by_digest_only: bool,
     #[serde(default)]
     pub mirror: Vec<Mirror>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Mirror {
     pub location: String,
     #[serde(default)]
     pub insecure: bool,
+    #[serde(default)]
+    pub pull_from_mirror: PullFromMirror,
 }
 
 /// Where to try a pull: the reference as that endpoint names it.
@@ -64,6 +105,13 @@ impl Registries {
 
     pub fn parse(text: &str) -> Result<Registries, String> {
         let mut parsed: Registries = toml::from_str(text).map_err(|e| e.to_string())?;
+        if parsed.v1_tables {
+            return Err(
+                "[registries.*] is the v1 format, which crust does not read; \
+                 write [[registry]] tables (containers-registries.conf v2)"
+                    .into(),
+            );
+        }
         for entry in &mut parsed.registry {
             if entry.prefix.is_empty() {
                 entry.prefix = entry.location.clone();
@@ -119,9 +167,16 @@ impl Registries {
                 reference: reference.with_location(registry, repository),
             })
         };
+        let by_digest = reference.digest().is_some();
         let mut out: Vec<Source> = entry
             .mirror
             .iter()
+            .filter(|m| match m.pull_from_mirror {
+                _ if entry.mirror_by_digest_only => by_digest,
+                PullFromMirror::All => true,
+                PullFromMirror::DigestOnly => by_digest,
+                PullFromMirror::TagOnly => !by_digest,
+            })
             .filter_map(|m| at(&m.location, m.insecure))
             .collect();
         let origin = if entry.location.is_empty() {
@@ -219,5 +274,77 @@ blocked = true
                 .contains("prefix")
         );
         assert!(Registries::parse("nonsense = [").is_err());
+    }
+
+    #[test]
+    fn misspelt_keys_are_named() {
+        for (text, key) in [
+            (
+                "unqualified-search-registry = []\n",
+                "unqualified-search-registry",
+            ),
+            (
+                "[[registry]]\nlocation = \"a.io\"\nmirrors = []\n",
+                "mirrors",
+            ),
+            (
+                "[[registry]]\nlocation = \"a.io\"\n[[registry.mirror]]\nlocation = \"b.io\"\ninsecur = true\n",
+                "insecur",
+            ),
+            ("short-name-mode = \"strict\"\n", "strict"),
+        ] {
+            let err = Registries::parse(text).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let v1 = Registries::parse("[registries.search]\nregistries = [\"docker.io\"]\n");
+        assert!(v1.unwrap_err().contains("v1 format"));
+    }
+
+    #[test]
+    fn known_keys_crust_does_not_consult_are_accepted() {
+        let text = r#"
+unqualified-search-registries = ["docker.io", "quay.io"]
+short-name-mode = "enforcing"
+credential-helpers = ["containers-auth.json"]
+[aliases]
+"fedora" = "registry.fedoraproject.org/fedora"
+"#;
+        let r = Registries::parse(text).unwrap();
+        assert_eq!(r.short_name_mode, Some(ShortNameMode::Enforcing));
+        assert_eq!(r.aliases.len(), 1);
+    }
+
+    #[test]
+    fn mirrors_for_digests_or_tags_only() {
+        let text = r#"
+[[registry]]
+location = "a.io"
+[[registry.mirror]]
+location = "digests.io"
+pull-from-mirror = "digest-only"
+[[registry.mirror]]
+location = "tags.io"
+pull-from-mirror = "tag-only"
+
+[[registry]]
+location = "b.io"
+mirror-by-digest-only = true
+[[registry.mirror]]
+location = "m.io"
+pull-from-mirror = "tag-only"
+"#;
+        let r = Registries::parse(text).unwrap();
+        let digest = format!("@sha256:{}", "0".repeat(64));
+        let hosts = |image: &str| -> Vec<String> {
+            r.sources(&Reference::parse(image).unwrap())
+                .iter()
+                .map(|s| s.reference.registry().to_string())
+                .collect()
+        };
+        assert_eq!(hosts("a.io/x:1"), ["tags.io", "a.io"]);
+        assert_eq!(hosts(&format!("a.io/x{digest}")), ["digests.io", "a.io"]);
+        // mirror-by-digest-only wins over the mirror's own setting.
+        assert_eq!(hosts("b.io/x:1"), ["b.io"]);
+        assert_eq!(hosts(&format!("b.io/x{digest}")), ["m.io", "b.io"]);
     }
 }

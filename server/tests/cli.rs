@@ -68,6 +68,61 @@ fn config_check_reads_drop_ins_and_names_the_bad_one() {
 }
 
 #[test]
+fn config_check_and_start_refuse_a_misspelt_registries_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("registries.conf");
+    fs::write(
+        &conf,
+        "[[registry]]\nlocation = \"docker.io\"\n[[registry.mirrors]]\nlocation = \"127.0.0.1:5000\"\n",
+    )
+    .unwrap();
+    let file = dir.path().join("crust.toml");
+    let root = dir.path().join("root");
+    let state = dir.path().join("state");
+    fs::write(
+        &file,
+        format!(
+            "root = \"{}\"\nstate = \"{}\"\n[image]\nregistries_conf = \"{}\"\n",
+            root.display(),
+            state.display(),
+            conf.display()
+        ),
+    )
+    .unwrap();
+    let names_it = |out: &std::process::Output| {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("registries.conf") && err.contains("mirrors"),
+            "{err}"
+        );
+    };
+    names_it(&crustd(&["config", "check", file.to_str().unwrap()]));
+    // The daemon refuses to start on it rather than failing every pull later.
+    let socket = dir.path().join("crust.sock");
+    names_it(&crustd(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--socket",
+        socket.to_str().unwrap(),
+    ]));
+    assert!(!socket.exists());
+
+    fs::write(
+        &conf,
+        "[[registry]]\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"127.0.0.1:5000\"\n",
+    )
+    .unwrap();
+    let out = crustd(&["config", "check", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("registries.conf: ok"));
+}
+
+#[test]
 fn config_check_of_a_missing_file_fails() {
     let out = crustd(&["config", "check", "/nonexistent/crust.toml"]);
     assert!(!out.status.success());

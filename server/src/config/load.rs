@@ -100,6 +100,18 @@ pub fn load(path: &Path, required: bool, overrides: &Overrides) -> Result<Loaded
             message,
         });
     }
+    // The files crustd reads because the config names them are checked here too, so
+    // `crustd config check` and start-up refuse them rather than every pull failing
+    // later.
+    if let Some(conf) = &config.image.registries_conf {
+        let key = "image.registries_conf";
+        crust_image::Registries::load(conf).map_err(|e| ConfigError::Key {
+            origin: blame(key),
+            key: key.into(),
+            message: e.to_string(),
+        })?;
+        files.push(conf.clone());
+    }
     Ok(Loaded { config, files })
 }
 
@@ -274,6 +286,30 @@ mod tests {
         let loaded = f.load(false, &Overrides::default()).unwrap();
         assert_eq!(loaded.config, Config::default());
         assert!(loaded.files.is_empty());
+    }
+
+    #[test]
+    fn a_broken_registries_conf_is_a_config_error() {
+        let f = Files::new(None, &[]);
+        let conf = f.dir.path().join("registries.conf");
+        fs::write(&conf, "unqualified-search-registry = [\"docker.io\"]\n").unwrap();
+        fs::write(
+            f.main(),
+            format!("[image]\nregistries_conf = \"{}\"\n", conf.display()),
+        )
+        .unwrap();
+        let msg = f.load(true, &Overrides::default()).unwrap_err().to_string();
+        for part in [
+            "crust.toml",
+            "image.registries_conf",
+            "registries.conf",
+            "unqualified-search-registry",
+        ] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+        fs::remove_file(&conf).unwrap();
+        let msg = f.load(true, &Overrides::default()).unwrap_err().to_string();
+        assert!(msg.contains("read registries.conf"), "{msg}");
     }
 
     #[test]
