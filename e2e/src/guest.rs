@@ -165,3 +165,51 @@ impl Drop for Guest {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The OCI runtime the `oci` handler suites drive: `$CRUST_TEST_OCI_RUNTIME`, else
+/// Debian's runc. The suites run with runc on this host and again, inside a guest
+/// node, with crun ([`run_suite_in_guest`]), which refuses this host's hybrid cgroups.
+pub fn oci_runtime_under_test() -> String {
+    std::env::var("CRUST_TEST_OCI_RUNTIME").unwrap_or_else(|_| "/usr/sbin/runc".into())
+}
+
+/// Whether this test process is the copy [`run_suite_in_guest`] started in a guest.
+pub fn in_guest_run() -> bool {
+    std::env::var_os("CRUST_TEST_OCI_RUNTIME").is_some()
+}
+
+/// Runs this test binary's other tests (all but those matching `skip`) inside a
+/// guest node (pure cgroup v2, systemd) with `CRUST_TEST_OCI_RUNTIME=runtime`, and
+/// fails with their output unless every one of them passed. `expected` is how many
+/// should run, so a filter that matched nothing cannot pass.
+pub fn run_suite_in_guest(name: &str, runtime: &str, skip: &str, expected: usize) {
+    let exe = std::env::current_exe().expect("current test executable");
+    let exe = in_guest(&exe).expect("test binary inside the workspace");
+    let guest = Guest::boot(name).expect("boot the guest node");
+    // Two tests at a time: the guest has 2 GiB and two emulated cores.
+    let out = guest
+        .run(
+            &format!("CRUST_TEST_OCI_RUNTIME={runtime} {exe} --skip {skip} --test-threads 2 2>&1"),
+            1200,
+        )
+        .expect("run the suite in the guest");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = format!("test result: ok. {expected} passed; 0 failed");
+    if !(out.status.success() && text.contains(&summary)) {
+        // A daemon that crashed shows in the kernel's log with the faulting address,
+        // which addr2line turns into a line of the host-built binary.
+        let kernel = guest
+            .run(
+                "dmesg | grep -A3 -E 'segfault|general protection|traps:' | tail -40",
+                60,
+            )
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        panic!(
+            "the suite with {runtime} in the guest ({}), wanted `{summary}`:\n{text}\n{}\n--- guest kernel log\n{kernel}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!("{name}: {} with {runtime} in the guest", summary);
+}

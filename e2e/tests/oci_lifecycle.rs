@@ -1,24 +1,27 @@
 //! runc-run containers (`type = "oci"` handler) through what the built-in launcher's
 //! containers are also put through: a crustd restart with one container running and
 //! one exiting while crustd is down, and attach to a container's stdin and output.
+//! The same tests run again with crun inside a guest node (the last test here).
 
 use std::{io::Write, path::Path, process::Stdio, time::Duration};
 
-use crust_e2e::world::{PodOptions, World, busybox_image};
+use crust_e2e::{
+    guest::{in_guest_run, oci_runtime_under_test, run_suite_in_guest},
+    world::{PodOptions, World, busybox_image},
+};
 use crust_proto::runtime::v1::{ContainerState, StopPodSandboxRequest};
 
-const RUNC: &str = "/usr/sbin/runc";
-
 async fn world() -> World {
+    let runtime = oci_runtime_under_test();
     assert!(
-        Path::new(RUNC).is_file(),
-        "{RUNC} not found: install it with `apt-get install runc`"
+        Path::new(&runtime).is_file(),
+        "{runtime} not found: install it with `apt-get install runc`"
     );
     let image = busybox_image(&["sh", "echo", "sleep", "cat"], |_| {});
     World::start(
         &image,
         "test/oci",
-        &format!("[runtime.handlers.runc]\ntype = \"oci\"\npath = \"{RUNC}\"\n"),
+        &format!("[runtime.handlers.runc]\ntype = \"oci\"\npath = \"{runtime}\"\n"),
     )
     .await
 }
@@ -111,4 +114,12 @@ async fn attach_reaches_a_runc_containers_stdin_and_output() {
         log.contains(" stdout F got-hello"),
         "also in the log: {log}"
     );
+}
+
+/// This file's other tests, again with crun on a pure cgroup v2 node (crun refuses
+/// this host's hybrid cgroups).
+#[test]
+fn the_same_with_crun_on_a_guest_node() {
+    assert!(!in_guest_run(), "run with --skip with_crun in the guest");
+    run_suite_in_guest("oci-lifecycle-crun", "/usr/bin/crun", "with_crun", 2);
 }
