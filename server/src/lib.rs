@@ -22,6 +22,7 @@ pub mod node_config;
 pub mod pod_network;
 pub mod recovery;
 pub mod rpc;
+pub mod sd_notify;
 pub mod serve;
 pub mod services;
 pub mod streaming;

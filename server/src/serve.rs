@@ -122,6 +122,7 @@ pub async fn serve(
     );
 
     recovery::recover(&daemon).await.context("load state")?;
+    crate::sd_notify::notify("READY=1");
 
     tokio::pin!(shutdown);
     let early_exit = tokio::select! {
@@ -134,6 +135,7 @@ pub async fn serve(
             .context("gRPC server failed"),
         None => {
             tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: no new connections, waiting for in-flight RPCs");
+            crate::sd_notify::notify("STOPPING=1");
             let _ = stop_tx.send(());
             // Event streams never end on their own; in-flight RPCs are waited for.
             daemon.events.close();
