@@ -58,6 +58,20 @@ enum Command {
     Stream(stream_cmds::StreamCommand),
 }
 
+impl Command {
+    /// How long the runtime may take on purpose beyond an ordinary call: `stop -t N`
+    /// waits up to N seconds for the container to exit before SIGKILL. Added to
+    /// `--timeout` for the call's deadline, as crictl (k8s cri-client) does.
+    fn waits_for(&self) -> Duration {
+        match self {
+            Command::Container(ctr_cmds::ContainerCommand::Stop { timeout, .. }) => {
+                Duration::from_secs(u64::try_from(*timeout).unwrap_or(0))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -88,7 +102,9 @@ fn main() -> ExitCode {
 
 /// What to print and the exit code.
 async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
-    let channel = crust_ctl::connect(&cli.endpoint, cli.timeout).await?;
+    let call_timeout = cli.timeout + cli.command.waits_for();
+    let channel =
+        crust_ctl::connect_with_deadline(&cli.endpoint, cli.timeout, call_timeout).await?;
     let mut runtime = crust_ctl::runtime_client(channel.clone());
     if let Command::Stream(cmd) = cli.command {
         return Ok((String::new(), stream_cmds::run(cmd, runtime).await?));
@@ -144,4 +160,26 @@ fn error_chain(e: &anyhow::Error) -> String {
         text.push_str(&part);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_timeout_extends_the_call_deadline() {
+        for (args, want) in [
+            (&["crustctl", "stop", "-t", "30", "abc"][..], 30),
+            (&["crustctl", "stop", "abc"][..], 10),
+            (&["crustctl", "stop", "-t", "0", "abc"][..], 0),
+            (&["crustctl", "ps"][..], 0),
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(
+                cli.command.waits_for(),
+                Duration::from_secs(want),
+                "{args:?}"
+            );
+        }
+    }
 }

@@ -167,3 +167,45 @@ async fn crustctl_create_start_exec_and_logs_follow() {
         "an RFC 3339 timestamp first: {timestamps:?}"
     );
 }
+
+/// `stop -t 3` on a container that ignores SIGTERM: crustctl's call must outlive the
+/// 2 s default `--timeout` by the stop timeout (crictl adds it to its deadline), so the
+/// runtime gets to SIGKILL it and crustctl reports success.
+#[tokio::test]
+async fn crustctl_stop_waits_out_its_timeout_and_kills() {
+    let w = world().await;
+    let pod = w.run_pod(&PodOptions::named("stubborn")).await;
+    let id = w
+        .run(
+            &pod,
+            w.config(
+                "stubborn",
+                &["sh", "-c", "trap '' TERM; touch /tmp/ready; sleep 1000"],
+            ),
+        )
+        .await;
+    // SIGTERM must find the trap in place, or the shell dies of it (143).
+    let mut ready = false;
+    for _ in 0..500 {
+        if w.exec(&id, &["sh", "-c", "[ -e /tmp/ready ]"]).await.0 == 0 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "the container never got to its trap");
+
+    let out = crust_e2e::crustctl(&w.sb.endpoint(), &["stop", "-t", "3", &id]).unwrap();
+    assert!(
+        out.status.success(),
+        "stop -t 3 must wait for the runtime's SIGKILL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{id}\n"));
+    let inspect: serde_json::Value = serde_json::from_str(&ctl(&w, &["inspect", &id])).unwrap();
+    assert_eq!(inspect["status"]["state"], "CONTAINER_EXITED", "{inspect}");
+    assert_eq!(
+        inspect["status"]["exitCode"], 137,
+        "SIGTERM was ignored, so SIGKILL ended it: {inspect}"
+    );
+}
