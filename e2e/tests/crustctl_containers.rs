@@ -1,13 +1,16 @@
 //! crustctl's container verbs that `containers.rs` does not cover: `create` and `start`
 //! with config files, `exec -s` (ExecSync), and `logs -f` following a container across
-//! a partial line, a log rotation and its exit, with stdout and stderr apart.
+//! a partial line, a log rotation and its exit, with stdout and stderr apart; `stop -t`
+//! past the call timeout; `exec -t`'s terminal from the container's devpts.
 
 use std::{process::Stdio, time::Duration};
 
 use crust_e2e::world::{PodOptions, World, busybox_image};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const APPLETS: &[&str] = &["sh", "echo", "printf", "sleep", "touch", "head", "tr"];
+const APPLETS: &[&str] = &[
+    "sh", "echo", "printf", "sleep", "touch", "head", "tr", "tty",
+];
 
 async fn world() -> World {
     let image = busybox_image(APPLETS, |_| {});
@@ -207,5 +210,49 @@ async fn crustctl_stop_waits_out_its_timeout_and_kills() {
     assert_eq!(
         inspect["status"]["exitCode"], 137,
         "SIGTERM was ignored, so SIGKILL ended it: {inspect}"
+    );
+}
+
+/// `exec -t`: the terminal is a pty of the container's own devpts, as runc makes it, so
+/// `tty` names it (`/dev/pts/N`). One from the host's devpts does not resolve inside
+/// the container and `tty` says "not a tty".
+#[tokio::test]
+async fn crustctl_exec_tty_is_the_containers_pts() {
+    let w = world().await;
+    let pod = w.run_pod(&PodOptions::named("tty")).await;
+    let id = w.run(&pod, w.config("sleeper", &["sleep", "1000"])).await;
+    let out = crust_e2e::crustctl(
+        &w.sb.endpoint(),
+        &[
+            "exec",
+            "-t",
+            &id,
+            "sh",
+            "-c",
+            "t=$(tty); echo $t; [ -c $t ] && echo present",
+        ],
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+    let name = lines.next().unwrap_or_default();
+    let n = name.strip_prefix("/dev/pts/").unwrap_or_default();
+    assert!(
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
+        "tty in exec -t must print /dev/pts/N, got {text:?} (stderr {:?})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        lines.next(),
+        Some("present"),
+        "{name} is a device of the container's devpts: {text:?}"
+    );
+    assert!(out.status.success(), "{out:?}");
+    // Errors from before the command runs still reach the client.
+    let out = crust_e2e::crustctl(&w.sb.endpoint(), &["exec", "-t", &id, "no-such-cmd"]).unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no-such-cmd"),
+        "{out:?}"
     );
 }
