@@ -146,11 +146,15 @@ async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
 }
 
 /// The error and its causes, each once: transport errors repeat their source in their
-/// own message, which `{:#}` would print twice.
+/// own message, which `{:#}` would print twice. A gRPC status ends the chain, printed
+/// as grpc-go (and so crictl) prints it: `rpc error: code = NotFound desc = ...`.
 fn error_chain(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
-        let part = cause.to_string();
+        let part = match cause.downcast_ref::<tonic::Status>() {
+            Some(status) => grpc_error(status),
+            None => cause.to_string(),
+        };
         if text.contains(&part) {
             continue;
         }
@@ -158,13 +162,70 @@ fn error_chain(e: &anyhow::Error) -> String {
             text.push_str(": ");
         }
         text.push_str(&part);
+        if cause.is::<tonic::Status>() {
+            break;
+        }
     }
     text
 }
 
+/// grpc-go's `status.Error` text. tonic reports its own client deadline as CANCELLED
+/// "Timeout expired"; grpc-go (crictl) reports DEADLINE_EXCEEDED for it.
+fn grpc_error(status: &tonic::Status) -> String {
+    use std::error::Error;
+    use tonic::Code;
+    let mut cause = status.source();
+    let mut timed_out = false;
+    while let Some(e) = cause {
+        timed_out |= e.is::<tonic::TimeoutExpired>();
+        cause = e.source();
+    }
+    if timed_out {
+        return "rpc error: code = DeadlineExceeded desc = context deadline exceeded".into();
+    }
+    let code = match status.code() {
+        // grpc-go spells it with one l.
+        Code::Cancelled => "Canceled".to_string(),
+        other => format!("{other:?}"),
+    };
+    format!("rpc error: code = {code} desc = {}", status.message())
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_errors_print_as_crictl_prints_them() {
+        use tonic::{Code, Status};
+        let cases = [
+            (
+                anyhow::Error::new(Status::not_found("container \"x\" not found"))
+                    .context("stop x"),
+                "stop x: rpc error: code = NotFound desc = container \"x\" not found",
+            ),
+            (
+                anyhow::Error::new(Status::failed_precondition("profile is not loaded"))
+                    .context("CreateContainer"),
+                "CreateContainer: rpc error: code = FailedPrecondition desc = profile is not loaded",
+            ),
+            (
+                anyhow::Error::new(Status::new(Code::Cancelled, "gone")),
+                "rpc error: code = Canceled desc = gone",
+            ),
+            (
+                anyhow::Error::new(Status::from_error(Box::new(tonic::TimeoutExpired(()))))
+                    .context("stop x"),
+                "stop x: rpc error: code = DeadlineExceeded desc = context deadline exceeded",
+            ),
+            (
+                anyhow::anyhow!("container \"x\" not found"),
+                "container \"x\" not found",
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(error_chain(&err), want, "{err:?}");
+        }
+    }
 
     #[test]
     fn stop_timeout_extends_the_call_deadline() {

@@ -256,3 +256,24 @@ async fn crustctl_exec_tty_is_the_containers_pts() {
         "{out:?}"
     );
 }
+
+/// A runtime's error reaches the user as crictl prints it (grpc-go's form, the code
+/// kept), on stderr, with exit code 1.
+#[tokio::test]
+async fn crustctl_prints_rpc_errors_as_crictl_does() {
+    let w = world().await;
+    for args in [
+        &["inspect", "no-such-container"][..],
+        &["start", "no-such-container"][..],
+        &["inspectp", "no-such-pod"][..],
+    ] {
+        let out = crust_e2e::crustctl(&w.sb.endpoint(), args).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: errors go to stderr");
+        assert!(
+            err.contains("rpc error: code = NotFound desc = ") && err.contains("no-such-"),
+            "{args:?}: {err}"
+        );
+    }
+}
