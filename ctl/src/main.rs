@@ -10,6 +10,7 @@ use crust_proto::runtime::v1::{StatusRequest, VersionRequest};
 mod ctr_cmds;
 mod image_cmds;
 mod pod_cmds;
+mod ps_cmd;
 mod stream_cmds;
 
 const DEFAULT_ENDPOINT: &str = "unix:///run/crust/crust.sock";
@@ -112,7 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
     let text = match cli.command {
         Command::Stream(_) => unreachable!("handled above"),
         Command::Pod(cmd) => pod_cmds::run(cmd, runtime).await?,
-        Command::Container(cmd) => ctr_cmds::run(cmd, runtime).await?,
+        Command::Container(cmd) => ctr_cmds::run(cmd, channel).await?,
         Command::Image(cmd) => image_cmds::run(cmd, channel, &cli.endpoint).await?,
         Command::Version { output: format } => {
             let v = runtime

@@ -277,3 +277,122 @@ async fn crustctl_prints_rpc_errors_as_crictl_does() {
         );
     }
 }
+
+/// Splits a crictl-style table line into its cells (separated by 3+ spaces, or 2+ when
+/// padding reaches the 20-column minimum; cells themselves hold single spaces).
+fn cells(line: &str) -> Vec<String> {
+    line.split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// `ps` and `pods` as crictl prints them: its columns, ages, the pod's name, and its
+/// filters (`--name` regex, `--image`, `--last`, `--state`); inspect times in RFC 3339.
+#[tokio::test]
+async fn crustctl_ps_and_pods_like_crictl() {
+    let w = world().await;
+    let pod = w.run_pod(&PodOptions::named("lister")).await;
+    let alpha = w.run(&pod, w.config("alpha", &["sleep", "1000"])).await;
+    let beta = w.run(&pod, w.config("beta", &["sleep", "1000"])).await;
+    w.stop_container(&beta, 0).await.unwrap();
+
+    let table = ctl(&w, &["ps", "-a"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        cells(lines[0]),
+        [
+            "CONTAINER",
+            "IMAGE",
+            "CREATED",
+            "STATE",
+            "NAME",
+            "ATTEMPT",
+            "POD ID",
+            "POD"
+        ],
+        "{table}"
+    );
+    assert_eq!(lines.len(), 3, "{table}");
+    // Newest first: beta, then alpha.
+    let row = cells(lines[2]);
+    assert_eq!(row[0], alpha[..13], "{table}");
+    assert_eq!(row[1], w.image, "{table}");
+    assert!(row[2].ends_with(" ago"), "an age: {table}");
+    assert_eq!(
+        row[3..],
+        ["Running", "alpha", "0", &pod[..13], "lister"],
+        "{table}"
+    );
+    assert_eq!(cells(lines[1])[3], "Exited", "{table}");
+    // Aligned: every column starts where its header does.
+    let at = |line: &str, cell: &str| line.find(cell).unwrap();
+    assert_eq!(at(lines[0], "POD ID"), at(lines[2], &pod[..13]), "{table}");
+    assert_eq!(at(lines[0], "NAME"), at(lines[1], "beta"), "{table}");
+
+    let ids = |args: &[&str]| -> Vec<String> { ctl(&w, args).lines().map(String::from).collect() };
+    assert_eq!(
+        ids(&["ps", "-q"]),
+        [alpha.as_str()],
+        "running only by default"
+    );
+    assert_eq!(ids(&["ps", "-a", "-q", "--name", "^al"]), [alpha.as_str()]);
+    assert_eq!(
+        ids(&["ps", "-a", "-q", "--name", "a$"]),
+        [beta.as_str(), alpha.as_str()]
+    );
+    assert_eq!(
+        ids(&["ps", "-q", "--last", "1"]),
+        [beta.as_str()],
+        "any state, newest"
+    );
+    assert_eq!(ids(&["ps", "-q", "-l"]), [beta.as_str()]);
+    assert_eq!(ids(&["ps", "-q", "--state", "exited"]), [beta.as_str()]);
+    assert_eq!(ids(&["ps", "-a", "-q", "--image", &w.image]).len(), 2);
+    let image_id = ctl(&w, &["images", "-q"]).trim().to_string();
+    assert_eq!(
+        ids(&["ps", "-a", "-q", "--image", &image_id]).len(),
+        2,
+        "the image by its id ({image_id}) too"
+    );
+    assert!(ids(&["ps", "-a", "-q", "--image", "nowhere/none:v9"]).is_empty());
+
+    let pods = ctl(&w, &["pods"]);
+    let lines: Vec<&str> = pods.lines().collect();
+    assert_eq!(
+        cells(lines[0]),
+        [
+            "POD ID",
+            "CREATED",
+            "STATE",
+            "NAME",
+            "NAMESPACE",
+            "ATTEMPT",
+            "RUNTIME"
+        ],
+        "{pods}"
+    );
+    let row = cells(lines[1]);
+    assert_eq!(row[0], pod[..13], "{pods}");
+    assert!(row[1].ends_with(" ago"), "{pods}");
+    // crustd names the handler it chose ("(default)" is for runtimes that leave it empty).
+    assert_eq!(row[2..], ["Ready", "lister", "e2e", "0", "crust"], "{pods}");
+    assert_eq!(ids(&["pods", "-q", "--name", "^lis"]), [pod.as_str()]);
+    assert!(ids(&["pods", "-q", "--name", "^ster"]).is_empty());
+    assert_eq!(ids(&["pods", "-q", "--namespace", "e2."]), [pod.as_str()]);
+
+    let rfc3339 = |v: &serde_json::Value| {
+        let s = v.as_str().unwrap_or_else(|| panic!("{v} is not a string"));
+        assert!(
+            s.len() >= 20 && s.as_bytes()[10] == b'T' && s.ends_with('Z'),
+            "{s} is not RFC 3339"
+        );
+    };
+    let inspect: serde_json::Value = serde_json::from_str(&ctl(&w, &["inspect", &beta])).unwrap();
+    for field in ["createdAt", "startedAt", "finishedAt"] {
+        rfc3339(&inspect["status"][field]);
+    }
+    let inspectp: serde_json::Value = serde_json::from_str(&ctl(&w, &["inspectp", &pod])).unwrap();
+    rfc3339(&inspectp["status"]["createdAt"]);
+}
