@@ -10,10 +10,9 @@ use crust_ctl::{
     output::{self, Format},
 };
 use crust_proto::runtime::v1::{
-    ContainerConfig, ContainerState, ContainerStatsRequest, ContainerStatusRequest,
-    CreateContainerRequest, LinuxContainerResources, ListContainersRequest, RemoveContainerRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    UpdateContainerResourcesRequest,
+    ContainerConfig, ContainerState, ContainerStatusRequest, CreateContainerRequest,
+    LinuxContainerResources, ListContainersRequest, RemoveContainerRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, UpdateContainerResourcesRequest,
 };
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -66,14 +65,10 @@ pub enum ContainerCommand {
         #[arg(short, long, value_enum, default_value = "json")]
         output: Format,
     },
-    /// Show containers' stats (ContainerStats: CPU, memory, swap, IO pressure, writable
-    /// layer).
-    Stats {
-        #[arg(required = true)]
-        ids: Vec<String>,
-        #[arg(short, long, value_enum, default_value = "json")]
-        output: Format,
-    },
+    /// Show containers' resource usage (a table: CONTAINER NAME CPU % MEM DISK INODES).
+    Stats(crate::stats_cmd::StatsArgs),
+    /// Show pods' resource usage (a table: POD POD ID CPU % MEM).
+    Statsp(crate::stats_cmd::StatspArgs),
     /// Change running containers' resource limits (crictl update's flags); limits not
     /// given are sent as 0, which CRI reads as "leave as is".
     Update {
@@ -286,23 +281,8 @@ pub async fn run(cmd: ContainerCommand, channel: Channel) -> anyhow::Result<Stri
             }
             Ok(out)
         }
-        ContainerCommand::Stats {
-            ids,
-            output: format,
-        } => {
-            let mut out = String::new();
-            for id in ids {
-                let resp = client
-                    .container_stats(ContainerStatsRequest {
-                        container_id: id.clone(),
-                    })
-                    .await
-                    .with_context(|| format!("stats of {id}"))?
-                    .into_inner();
-                out.push_str(&output::render(&serde_json::to_value(&resp.stats)?, format));
-            }
-            Ok(out)
-        }
+        ContainerCommand::Stats(args) => crate::stats_cmd::stats(args, client).await,
+        ContainerCommand::Statsp(args) => crate::stats_cmd::statsp(args, client).await,
         ContainerCommand::Logs {
             id,
             follow,

@@ -422,7 +422,7 @@ fn verbose_text(i: &Image) -> String {
 }
 
 /// Sizes as crictl prints them (decimal units, 3 significant digits).
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -8,9 +8,11 @@ use crust_ctl::output::{self, Format};
 use crust_proto::runtime::v1::{StatusRequest, VersionRequest};
 
 mod ctr_cmds;
+mod events_cmd;
 mod image_cmds;
 mod pod_cmds;
 mod ps_cmd;
+mod stats_cmd;
 mod stream_cmds;
 
 const DEFAULT_ENDPOINT: &str = "unix:///run/crust/crust.sock";
@@ -48,6 +50,23 @@ enum Command {
         /// Only the status conditions, without verbose information.
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// Print the runtime's container and pod events as they happen (GetContainerEvents),
+    /// one JSON object a line, until interrupted.
+    Events {
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: Format,
+    },
+    /// List the descriptors of the pod metrics the runtime exposes.
+    Metricdescs {
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: Format,
+    },
+    /// Show crustctl's connection settings as crictl's config file has them
+    /// (runtime-endpoint, image-endpoint, timeout); `--get KEY` prints one.
+    Config {
+        #[arg(long)]
+        get: Option<String>,
     },
     #[command(flatten)]
     Pod(pod_cmds::PodCommand),
@@ -103,6 +122,9 @@ fn main() -> ExitCode {
 
 /// What to print and the exit code.
 async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
+    if let Command::Config { get } = &cli.command {
+        return Ok((config_text(&cli, get.as_deref())?, 0));
+    }
     let call_timeout = cli.timeout + cli.command.waits_for();
     let channel =
         crust_ctl::connect_with_deadline(&cli.endpoint, cli.timeout, call_timeout).await?;
@@ -110,8 +132,15 @@ async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
     if let Command::Stream(cmd) = cli.command {
         return Ok((String::new(), stream_cmds::run(cmd, runtime).await?));
     }
+    if let Command::Events { output } = cli.command {
+        events_cmd::events(output, runtime).await?;
+        return Ok((String::new(), 0));
+    }
     let text = match cli.command {
-        Command::Stream(_) => unreachable!("handled above"),
+        Command::Stream(_) | Command::Config { .. } | Command::Events { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Metricdescs { output } => events_cmd::metric_descriptors(output, runtime).await?,
         Command::Pod(cmd) => pod_cmds::run(cmd, runtime).await?,
         Command::Container(cmd) => ctr_cmds::run(cmd, channel).await?,
         Command::Image(cmd) => image_cmds::run(cmd, channel, &cli.endpoint).await?,
@@ -144,6 +173,30 @@ async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
         }
     };
     Ok((text, 0))
+}
+
+/// `config`: the settings in effect, with crictl's keys. crustctl reads no config file:
+/// they come from the flags and `CONTAINER_RUNTIME_ENDPOINT`; images are served on the
+/// runtime endpoint.
+fn config_text(cli: &Cli, get: Option<&str>) -> anyhow::Result<String> {
+    let settings = [
+        ("runtime-endpoint", cli.endpoint.clone()),
+        ("image-endpoint", cli.endpoint.clone()),
+        ("timeout", cli.timeout.as_secs().to_string()),
+    ];
+    match get {
+        None => Ok(settings
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect()),
+        Some(key) => match settings.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => Ok(format!("{v}\n")),
+            None => anyhow::bail!(
+                "no setting {key:?}: crustctl has {}",
+                settings.map(|(k, _)| k).join(", ")
+            ),
+        },
+    }
 }
 
 /// The error and its causes, each once: transport errors repeat their source in their
@@ -226,6 +279,18 @@ mod tests {
         for (err, want) in cases {
             assert_eq!(error_chain(&err), want, "{err:?}");
         }
+    }
+
+    #[test]
+    fn config_shows_the_settings_in_effect() {
+        let cli =
+            Cli::try_parse_from(["crustctl", "-r", "/run/x.sock", "-t", "5s", "config"]).unwrap();
+        assert_eq!(
+            config_text(&cli, None).unwrap(),
+            "runtime-endpoint: /run/x.sock\nimage-endpoint: /run/x.sock\ntimeout: 5\n"
+        );
+        assert_eq!(config_text(&cli, Some("timeout")).unwrap(), "5\n");
+        assert!(config_text(&cli, Some("debug")).is_err());
     }
 
     #[test]

@@ -396,3 +396,67 @@ async fn crustctl_ps_and_pods_like_crictl() {
     let inspectp: serde_json::Value = serde_json::from_str(&ctl(&w, &["inspectp", &pod])).unwrap();
     rfc3339(&inspectp["status"]["createdAt"]);
 }
+
+/// `events` streams GetContainerEvents as JSON lines; `stats` and `statsp` print
+/// crictl's tables; `config` shows the endpoint in use.
+#[tokio::test]
+async fn crustctl_events_stats_and_config() {
+    let w = world().await;
+    let mut events = tokio::process::Command::new(crust_e2e::binary("crustctl"))
+        .args(["-r", &w.sb.endpoint(), "events"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = lines_of(events.stdout.take().unwrap());
+    let pod = w.run_pod(&PodOptions::named("stats")).await;
+    let id = w.run(&pod, w.config("busy", &["sleep", "1000"])).await;
+    loop {
+        let line = next_line(&mut lines, "a container event").await;
+        let event: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON line: {line:?}: {e}"));
+        if event["containerId"] == id.as_str()
+            && event["containerEventType"] == "CONTAINER_STARTED_EVENT"
+        {
+            break;
+        }
+    }
+    events.kill().await.unwrap();
+
+    let table = ctl(&w, &["stats", "-a"]);
+    let rows: Vec<Vec<String>> = table.lines().map(cells).collect();
+    assert_eq!(
+        rows[0],
+        ["CONTAINER", "NAME", "CPU %", "MEM", "DISK", "INODES"],
+        "{table}"
+    );
+    let row = rows
+        .iter()
+        .find(|r| r[0] == id[..13])
+        .unwrap_or_else(|| panic!("no row for {id}: {table}"));
+    assert_eq!(row[1], "busy", "{table}");
+    assert!(row[2].parse::<f64>().is_ok(), "CPU % is a number: {table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ctl(&w, &["stats", &id, "-o", "json"])).unwrap();
+    assert_eq!(json["stats"][0]["attributes"]["id"], id.as_str(), "{json}");
+
+    let table = ctl(&w, &["statsp"]);
+    let rows: Vec<Vec<String>> = table.lines().map(cells).collect();
+    assert_eq!(rows[0], ["POD", "POD ID", "CPU %", "MEM"], "{table}");
+    assert!(
+        rows.iter().any(|r| r[0] == "stats" && r[1] == pod[..13]),
+        "{table}"
+    );
+
+    let config = ctl(&w, &["config"]);
+    assert!(
+        config.contains(&format!("runtime-endpoint: {}\n", w.sb.endpoint())),
+        "{config}"
+    );
+    assert_eq!(
+        ctl(&w, &["config", "--get", "runtime-endpoint"]).trim(),
+        w.sb.endpoint()
+    );
+}
