@@ -38,11 +38,23 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, ConnectError> {
 /// Opens a gRPC channel to `endpoint`. `timeout` bounds the connection and every call
 /// made on the channel, like crictl's `--timeout`.
 pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel, ConnectError> {
+    connect_with_deadline(endpoint, timeout, timeout).await
+}
+
+/// As [`connect`], with each call bounded by `call_timeout` instead. A call's own
+/// `grpc-timeout` can only shorten the channel's, so a verb that waits on purpose
+/// (`stop -t N`: the runtime waits up to N seconds before SIGKILL) needs a channel
+/// with the longer deadline, as crictl adds the stop timeout to its RPC deadline.
+pub async fn connect_with_deadline(
+    endpoint: &str,
+    connect_timeout: Duration,
+    call_timeout: Duration,
+) -> Result<Channel, ConnectError> {
     let path = socket_path(endpoint)?;
     // The URI is required by tonic but unused: the connector below dials the socket.
     Endpoint::from_static("http://localhost")
-        .connect_timeout(timeout)
-        .timeout(timeout)
+        .connect_timeout(connect_timeout)
+        .timeout(call_timeout)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }

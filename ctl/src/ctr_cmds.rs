@@ -1,21 +1,20 @@
 //! Container verbs, as crictl has them: create, start, run, stop, rm, ps, inspect, logs,
 //! update.
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use crust_ctl::{
     cri_log::{LogLine, LogReader, Stream},
     output::{self, Format},
 };
 use crust_proto::runtime::v1::{
-    ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue, ContainerStatsRequest,
-    ContainerStatusRequest, CreateContainerRequest, LinuxContainerResources, ListContainersRequest,
-    RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    UpdateContainerResourcesRequest, runtime_service_client::RuntimeServiceClient,
+    ContainerConfig, ContainerState, ContainerStatusRequest, CreateContainerRequest,
+    LinuxContainerResources, ListContainersRequest, RemoveContainerRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, UpdateContainerResourcesRequest,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use tonic::transport::Channel;
 
 #[derive(Subcommand)]
@@ -58,26 +57,7 @@ pub enum ContainerCommand {
         all: bool,
     },
     /// List containers.
-    Ps {
-        /// Show all containers (default: running only).
-        #[arg(short, long)]
-        all: bool,
-        #[arg(long)]
-        id: Option<String>,
-        /// Only containers of this pod.
-        #[arg(short, long)]
-        pod: Option<String>,
-        #[arg(short, long, value_enum)]
-        state: Option<StateArg>,
-        #[arg(long = "label")]
-        labels: Vec<String>,
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long)]
-        no_trunc: bool,
-        #[arg(short, long, value_enum, default_value = "table")]
-        output: Format,
-    },
+    Ps(crate::ps_cmd::PsArgs),
     /// Show containers' status.
     Inspect {
         #[arg(required = true)]
@@ -85,14 +65,10 @@ pub enum ContainerCommand {
         #[arg(short, long, value_enum, default_value = "json")]
         output: Format,
     },
-    /// Show containers' stats (ContainerStats: CPU, memory, swap, IO pressure, writable
-    /// layer).
-    Stats {
-        #[arg(required = true)]
-        ids: Vec<String>,
-        #[arg(short, long, value_enum, default_value = "json")]
-        output: Format,
-    },
+    /// Show containers' resource usage (a table: CONTAINER NAME CPU % MEM DISK INODES).
+    Stats(crate::stats_cmd::StatsArgs),
+    /// Show pods' resource usage (a table: POD POD ID CPU % MEM).
+    Statsp(crate::stats_cmd::StatspArgs),
     /// Change running containers' resource limits (crictl update's flags); limits not
     /// given are sent as 0, which CRI reads as "leave as is".
     Update {
@@ -126,26 +102,8 @@ pub enum ContainerCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum StateArg {
-    Created,
-    Running,
-    Exited,
-}
-
-fn state_name(state: i32) -> &'static str {
-    match ContainerState::try_from(state) {
-        Ok(ContainerState::ContainerCreated) => "Created",
-        Ok(ContainerState::ContainerRunning) => "Running",
-        Ok(ContainerState::ContainerExited) => "Exited",
-        _ => "Unknown",
-    }
-}
-
-pub async fn run(
-    cmd: ContainerCommand,
-    mut client: RuntimeServiceClient<Channel>,
-) -> anyhow::Result<String> {
+pub async fn run(cmd: ContainerCommand, channel: Channel) -> anyhow::Result<String> {
+    let mut client = crust_ctl::runtime_client(channel.clone());
     match cmd {
         ContainerCommand::Create {
             pod_id,
@@ -294,86 +252,7 @@ pub async fn run(
             }
             Ok(out)
         }
-        ContainerCommand::Ps {
-            all,
-            id,
-            pod,
-            state,
-            labels,
-            quiet,
-            no_trunc,
-            output: format,
-        } => {
-            let mut label_selector = HashMap::new();
-            for l in labels {
-                let (k, v) = l
-                    .split_once('=')
-                    .with_context(|| format!("label {l:?} is not key=value"))?;
-                label_selector.insert(k.to_string(), v.to_string());
-            }
-            let state = match state {
-                Some(StateArg::Created) => Some(ContainerState::ContainerCreated),
-                Some(StateArg::Running) => Some(ContainerState::ContainerRunning),
-                Some(StateArg::Exited) => Some(ContainerState::ContainerExited),
-                None if all => None,
-                None => Some(ContainerState::ContainerRunning),
-            };
-            let filter = ContainerFilter {
-                id: id.unwrap_or_default(),
-                pod_sandbox_id: pod.unwrap_or_default(),
-                state: state.map(|s| ContainerStateValue { state: s.into() }),
-                label_selector,
-            };
-            let mut list = client
-                .list_containers(ListContainersRequest {
-                    filter: Some(filter),
-                })
-                .await
-                .context("ListContainers")?
-                .into_inner()
-                .containers;
-            list.sort_by_key(|c| std::cmp::Reverse(c.created_at));
-            if quiet {
-                return Ok(list.iter().map(|c| format!("{}\n", c.id)).collect());
-            }
-            match format {
-                Format::Table => {
-                    let short = |s: &str| {
-                        if no_trunc {
-                            s.to_string()
-                        } else {
-                            s.chars().take(13).collect()
-                        }
-                    };
-                    let mut out = format!(
-                        "{:<13} {:<40} {:<9} {:<20} {:<7} {}\n",
-                        "CONTAINER", "IMAGE", "STATE", "NAME", "ATTEMPT", "POD ID"
-                    );
-                    for c in &list {
-                        let m = c.metadata.clone().unwrap_or_default();
-                        let image = c
-                            .image
-                            .as_ref()
-                            .map(|i| i.image.clone())
-                            .unwrap_or_default();
-                        out.push_str(&format!(
-                            "{:<13} {:<40} {:<9} {:<20} {:<7} {}\n",
-                            short(&c.id),
-                            image,
-                            state_name(c.state),
-                            m.name,
-                            m.attempt,
-                            short(&c.pod_sandbox_id)
-                        ));
-                    }
-                    Ok(out)
-                }
-                _ => Ok(output::render(
-                    &json!({ "containers": serde_json::to_value(&list)? }),
-                    format,
-                )),
-            }
-        }
+        ContainerCommand::Ps(args) => crate::ps_cmd::run(args, channel).await,
         ContainerCommand::Inspect {
             ids,
             output: format,
@@ -388,8 +267,10 @@ pub async fn run(
                     .await
                     .with_context(|| format!("inspect {id}"))?
                     .into_inner();
+                let mut status = serde_json::to_value(&resp.status)?;
+                output::timestamps_rfc3339(&mut status, &["createdAt", "startedAt", "finishedAt"]);
                 let mut doc = serde_json::Map::new();
-                doc.insert("status".into(), serde_json::to_value(&resp.status)?);
+                doc.insert("status".into(), status);
                 for (k, raw) in &resp.info {
                     doc.insert(
                         k.clone(),
@@ -400,23 +281,8 @@ pub async fn run(
             }
             Ok(out)
         }
-        ContainerCommand::Stats {
-            ids,
-            output: format,
-        } => {
-            let mut out = String::new();
-            for id in ids {
-                let resp = client
-                    .container_stats(ContainerStatsRequest {
-                        container_id: id.clone(),
-                    })
-                    .await
-                    .with_context(|| format!("stats of {id}"))?
-                    .into_inner();
-                out.push_str(&output::render(&serde_json::to_value(&resp.stats)?, format));
-            }
-            Ok(out)
-        }
+        ContainerCommand::Stats(args) => crate::stats_cmd::stats(args, client).await,
+        ContainerCommand::Statsp(args) => crate::stats_cmd::statsp(args, client).await,
         ContainerCommand::Logs {
             id,
             follow,

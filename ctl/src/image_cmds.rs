@@ -403,19 +403,7 @@ fn images_table(images: &[Image], digests: bool, no_trunc: bool) -> String {
             rows.push(row);
         }
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|r| {
-            let cells: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            format!("{}\n", cells.join("   ").trim_end())
-        })
-        .collect()
+    output::table(&rows)
 }
 
 fn verbose_text(i: &Image) -> String {
@@ -434,7 +422,7 @@ fn verbose_text(i: &Image) -> String {
 }
 
 /// Sizes as crictl prints them (decimal units, 3 significant digits).
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut value = bytes as f64;
     let mut unit = 0;

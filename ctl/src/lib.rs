@@ -16,4 +16,6 @@ pub mod files;
 pub mod output;
 pub mod stream_client;
 
-pub use connect::{ConnectError, connect, image_client, runtime_client, socket_path};
+pub use connect::{
+    ConnectError, connect, connect_with_deadline, image_client, runtime_client, socket_path,
+};

@@ -8,8 +8,11 @@ use crust_ctl::output::{self, Format};
 use crust_proto::runtime::v1::{StatusRequest, VersionRequest};
 
 mod ctr_cmds;
+mod events_cmd;
 mod image_cmds;
 mod pod_cmds;
+mod ps_cmd;
+mod stats_cmd;
 mod stream_cmds;
 
 const DEFAULT_ENDPOINT: &str = "unix:///run/crust/crust.sock";
@@ -48,6 +51,23 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Print the runtime's container and pod events as they happen (GetContainerEvents),
+    /// one JSON object a line, until interrupted.
+    Events {
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: Format,
+    },
+    /// List the descriptors of the pod metrics the runtime exposes.
+    Metricdescs {
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: Format,
+    },
+    /// Show crustctl's connection settings as crictl's config file has them
+    /// (runtime-endpoint, image-endpoint, timeout); `--get KEY` prints one.
+    Config {
+        #[arg(long)]
+        get: Option<String>,
+    },
     #[command(flatten)]
     Pod(pod_cmds::PodCommand),
     #[command(flatten)]
@@ -56,6 +76,20 @@ enum Command {
     Image(image_cmds::ImageCommand),
     #[command(flatten)]
     Stream(stream_cmds::StreamCommand),
+}
+
+impl Command {
+    /// How long the runtime may take on purpose beyond an ordinary call: `stop -t N`
+    /// waits up to N seconds for the container to exit before SIGKILL. Added to
+    /// `--timeout` for the call's deadline, as crictl (k8s cri-client) does.
+    fn waits_for(&self) -> Duration {
+        match self {
+            Command::Container(ctr_cmds::ContainerCommand::Stop { timeout, .. }) => {
+                Duration::from_secs(u64::try_from(*timeout).unwrap_or(0))
+            }
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -88,15 +122,27 @@ fn main() -> ExitCode {
 
 /// What to print and the exit code.
 async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
-    let channel = crust_ctl::connect(&cli.endpoint, cli.timeout).await?;
+    if let Command::Config { get } = &cli.command {
+        return Ok((config_text(&cli, get.as_deref())?, 0));
+    }
+    let call_timeout = cli.timeout + cli.command.waits_for();
+    let channel =
+        crust_ctl::connect_with_deadline(&cli.endpoint, cli.timeout, call_timeout).await?;
     let mut runtime = crust_ctl::runtime_client(channel.clone());
     if let Command::Stream(cmd) = cli.command {
         return Ok((String::new(), stream_cmds::run(cmd, runtime).await?));
     }
+    if let Command::Events { output } = cli.command {
+        events_cmd::events(output, runtime).await?;
+        return Ok((String::new(), 0));
+    }
     let text = match cli.command {
-        Command::Stream(_) => unreachable!("handled above"),
+        Command::Stream(_) | Command::Config { .. } | Command::Events { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Metricdescs { output } => events_cmd::metric_descriptors(output, runtime).await?,
         Command::Pod(cmd) => pod_cmds::run(cmd, runtime).await?,
-        Command::Container(cmd) => ctr_cmds::run(cmd, runtime).await?,
+        Command::Container(cmd) => ctr_cmds::run(cmd, channel).await?,
         Command::Image(cmd) => image_cmds::run(cmd, channel, &cli.endpoint).await?,
         Command::Version { output: format } => {
             let v = runtime
@@ -129,12 +175,40 @@ async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
     Ok((text, 0))
 }
 
+/// `config`: the settings in effect, with crictl's keys. crustctl reads no config file:
+/// they come from the flags and `CONTAINER_RUNTIME_ENDPOINT`; images are served on the
+/// runtime endpoint.
+fn config_text(cli: &Cli, get: Option<&str>) -> anyhow::Result<String> {
+    let settings = [
+        ("runtime-endpoint", cli.endpoint.clone()),
+        ("image-endpoint", cli.endpoint.clone()),
+        ("timeout", cli.timeout.as_secs().to_string()),
+    ];
+    match get {
+        None => Ok(settings
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect()),
+        Some(key) => match settings.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => Ok(format!("{v}\n")),
+            None => anyhow::bail!(
+                "no setting {key:?}: crustctl has {}",
+                settings.map(|(k, _)| k).join(", ")
+            ),
+        },
+    }
+}
+
 /// The error and its causes, each once: transport errors repeat their source in their
-/// own message, which `{:#}` would print twice.
+/// own message, which `{:#}` would print twice. A gRPC status ends the chain, printed
+/// as grpc-go (and so crictl) prints it: `rpc error: code = NotFound desc = ...`.
 fn error_chain(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
-        let part = cause.to_string();
+        let part = match cause.downcast_ref::<tonic::Status>() {
+            Some(status) => grpc_error(status),
+            None => cause.to_string(),
+        };
         if text.contains(&part) {
             continue;
         }
@@ -142,6 +216,97 @@ fn error_chain(e: &anyhow::Error) -> String {
             text.push_str(": ");
         }
         text.push_str(&part);
+        if cause.is::<tonic::Status>() {
+            break;
+        }
     }
     text
+}
+
+/// grpc-go's `status.Error` text. tonic reports its own client deadline as CANCELLED
+/// "Timeout expired"; grpc-go (crictl) reports DEADLINE_EXCEEDED for it.
+fn grpc_error(status: &tonic::Status) -> String {
+    use std::error::Error;
+    use tonic::Code;
+    let mut cause = status.source();
+    let mut timed_out = false;
+    while let Some(e) = cause {
+        timed_out |= e.is::<tonic::TimeoutExpired>();
+        cause = e.source();
+    }
+    if timed_out {
+        return "rpc error: code = DeadlineExceeded desc = context deadline exceeded".into();
+    }
+    let code = match status.code() {
+        // grpc-go spells it with one l.
+        Code::Cancelled => "Canceled".to_string(),
+        other => format!("{other:?}"),
+    };
+    format!("rpc error: code = {code} desc = {}", status.message())
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_errors_print_as_crictl_prints_them() {
+        use tonic::{Code, Status};
+        let cases = [
+            (
+                anyhow::Error::new(Status::not_found("container \"x\" not found"))
+                    .context("stop x"),
+                "stop x: rpc error: code = NotFound desc = container \"x\" not found",
+            ),
+            (
+                anyhow::Error::new(Status::failed_precondition("profile is not loaded"))
+                    .context("CreateContainer"),
+                "CreateContainer: rpc error: code = FailedPrecondition desc = profile is not loaded",
+            ),
+            (
+                anyhow::Error::new(Status::new(Code::Cancelled, "gone")),
+                "rpc error: code = Canceled desc = gone",
+            ),
+            (
+                anyhow::Error::new(Status::from_error(Box::new(tonic::TimeoutExpired(()))))
+                    .context("stop x"),
+                "stop x: rpc error: code = DeadlineExceeded desc = context deadline exceeded",
+            ),
+            (
+                anyhow::anyhow!("container \"x\" not found"),
+                "container \"x\" not found",
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(error_chain(&err), want, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn config_shows_the_settings_in_effect() {
+        let cli =
+            Cli::try_parse_from(["crustctl", "-r", "/run/x.sock", "-t", "5s", "config"]).unwrap();
+        assert_eq!(
+            config_text(&cli, None).unwrap(),
+            "runtime-endpoint: /run/x.sock\nimage-endpoint: /run/x.sock\ntimeout: 5\n"
+        );
+        assert_eq!(config_text(&cli, Some("timeout")).unwrap(), "5\n");
+        assert!(config_text(&cli, Some("debug")).is_err());
+    }
+
+    #[test]
+    fn stop_timeout_extends_the_call_deadline() {
+        for (args, want) in [
+            (&["crustctl", "stop", "-t", "30", "abc"][..], 30),
+            (&["crustctl", "stop", "abc"][..], 10),
+            (&["crustctl", "stop", "-t", "0", "abc"][..], 0),
+            (&["crustctl", "ps"][..], 0),
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(
+                cli.command.waits_for(),
+                Duration::from_secs(want),
+                "{args:?}"
+            );
+        }
+    }
 }

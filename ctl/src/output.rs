@@ -83,9 +83,163 @@ pub fn info_table(resp: &StatusResponse) -> String {
     out
 }
 
+/// Rows as crictl prints its tables: Go's `tabwriter.NewWriter(w, 20, 1, 3, ' ', 0)`,
+/// so every column but the last is at least 20 wide and 3 wider than its widest cell;
+/// the last column is not padded.
+pub fn table<S: AsRef<str>>(rows: &[Vec<S>]) -> String {
+    const MIN_WIDTH: usize = 20;
+    const PADDING: usize = 3;
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            let widest = rows
+                .iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.as_ref().chars().count())
+                .max()
+                .unwrap_or(0);
+            (widest + PADDING).max(MIN_WIDTH)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let cell = cell.as_ref();
+            out.push_str(cell);
+            if i + 1 < row.len() {
+                let pad = widths[i] - cell.chars().count();
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// go-units' `HumanDuration`, which crictl prints ages with ("About a minute").
+pub fn human_duration(d: std::time::Duration) -> String {
+    let seconds = d.as_secs();
+    let minutes = seconds / 60;
+    // Go rounds the hours half away from zero.
+    let hours = (seconds + 1800) / 3600;
+    match () {
+        _ if seconds < 1 => "Less than a second".into(),
+        _ if seconds == 1 => "1 second".into(),
+        _ if seconds < 60 => format!("{seconds} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", seconds / 3600 / 24 / 365),
+    }
+}
+
+/// crictl's CREATED column: the age of a CRI timestamp (nanoseconds since the epoch)
+/// at `now`, as "5 seconds ago".
+pub fn ago(created_at: i64, now: std::time::SystemTime) -> String {
+    let created = std::time::UNIX_EPOCH
+        + std::time::Duration::from_nanos(u64::try_from(created_at).unwrap_or(0));
+    let age = now.duration_since(created).unwrap_or_default();
+    format!("{} ago", human_duration(age))
+}
+
+/// A CRI timestamp (nanoseconds since the epoch) in RFC 3339, UTC, as crictl's
+/// `inspect` prints them. Negative (unset) times print as the epoch.
+pub fn rfc3339(nanos: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(0));
+    if nanos % 1_000_000_000 == 0 {
+        humantime::format_rfc3339_seconds(t).to_string()
+    } else {
+        humantime::format_rfc3339_nanos(t).to_string()
+    }
+}
+
+/// Replaces the CRI timestamps (protojson: int64 as a string) at `fields` of the
+/// object `status` by their RFC 3339 form.
+pub fn timestamps_rfc3339(status: &mut Value, fields: &[&str]) {
+    for field in fields {
+        if let Some(v) = status.get_mut(*field) {
+            let nanos = match v {
+                Value::String(s) => s.parse::<i64>().ok(),
+                Value::Number(n) => n.as_i64(),
+                _ => None,
+            };
+            if let Some(nanos) = nanos {
+                *v = Value::String(rfc3339(nanos));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_align_as_go_tabwriter_does() {
+        let rows = vec![
+            vec!["CONTAINER", "NAME", "POD"],
+            vec!["abc", "a-rather-long-container-name", "p"],
+        ];
+        assert_eq!(
+            table(&rows),
+            "CONTAINER           NAME                           POD\n\
+             abc                 a-rather-long-container-name   p\n",
+            "min width 20, else widest + 3; the last column unpadded"
+        );
+        assert_eq!(table::<&str>(&[]), "");
+    }
+
+    #[test]
+    fn durations_like_go_units() {
+        use std::time::Duration;
+        for (secs, want) in [
+            (0, "Less than a second"),
+            (1, "1 second"),
+            (5, "5 seconds"),
+            (59, "59 seconds"),
+            (60, "About a minute"),
+            (119, "About a minute"),
+            (120, "2 minutes"),
+            (59 * 60, "59 minutes"),
+            (60 * 60, "About an hour"),
+            (90 * 60 - 1, "About an hour"),
+            (90 * 60, "2 hours"),
+            (47 * 3600, "47 hours"),
+            (48 * 3600, "2 days"),
+            (14 * 86400, "2 weeks"),
+            (60 * 86400, "2 months"),
+            (2 * 365 * 86400, "2 years"),
+        ] {
+            assert_eq!(human_duration(Duration::from_secs(secs)), want, "{secs} s");
+        }
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1000);
+        assert_eq!(ago(995_000_000_000, now), "5 seconds ago");
+        assert_eq!(
+            ago(2_000_000_000_000, now),
+            "Less than a second ago",
+            "clock skew"
+        );
+    }
+
+    #[test]
+    fn timestamps_in_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            rfc3339(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+        let mut status = serde_json::json!({"createdAt": "1700000000000000000", "exitCode": 3});
+        timestamps_rfc3339(&mut status, &["createdAt", "finishedAt"]);
+        assert_eq!(status["createdAt"], "2023-11-14T22:13:20Z");
+        assert_eq!(status["exitCode"], 3);
+        assert!(status.get("finishedAt").is_none());
+    }
     use crust_proto::runtime::v1::{RuntimeCondition, RuntimeStatus};
 
     fn status() -> StatusResponse {

@@ -45,17 +45,17 @@ pub enum PodCommand {
         /// Only the pod with this id or id prefix.
         #[arg(long)]
         id: Option<String>,
-        /// Only pods whose name contains this text.
+        /// Only pods whose name matches this regular expression.
         #[arg(long)]
         name: Option<String>,
-        /// Only pods in this Kubernetes namespace.
+        /// Only pods whose Kubernetes namespace matches this regular expression.
         #[arg(long)]
         namespace: Option<String>,
         /// Only pods with this label (key=value); may repeat.
         #[arg(long = "label")]
         labels: Vec<String>,
         /// Only pods in this state.
-        #[arg(short, long, value_enum)]
+        #[arg(short, long, value_enum, ignore_case = true)]
         state: Option<StateArg>,
         /// Only print ids.
         #[arg(short, long)]
@@ -63,8 +63,8 @@ pub enum PodCommand {
         /// Show only the most recently created pod.
         #[arg(short, long)]
         latest: bool,
-        /// Show the N most recently created pods.
-        #[arg(long, default_value_t = 0)]
+        /// Show the N most recently created pods (0: all).
+        #[arg(short = 'n', long, default_value_t = 0)]
         last: usize,
         /// Print full ids.
         #[arg(long)]
@@ -84,6 +84,7 @@ pub enum PodCommand {
 #[derive(Clone, Copy, ValueEnum)]
 pub enum StateArg {
     Ready,
+    #[value(alias = "not-ready")]
     Notready,
 }
 
@@ -109,18 +110,39 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
-fn ago(created_at: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0);
-    let secs = (now - created_at).max(0) / 1_000_000_000;
-    match secs {
-        0..60 => format!("{secs} seconds ago"),
-        60..3600 => format!("{} minutes ago", secs / 60),
-        3600..86400 => format!("{} hours ago", secs / 3600),
-        _ => format!("{} days ago", secs / 86400),
+/// crictl's `pods` table.
+fn pods_table(pods: &[PodSandbox], no_trunc: bool, now: std::time::SystemTime) -> String {
+    let mut rows = vec![
+        [
+            "POD ID",
+            "CREATED",
+            "STATE",
+            "NAME",
+            "NAMESPACE",
+            "ATTEMPT",
+            "RUNTIME",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for p in pods {
+        let m = p.metadata.clone().unwrap_or_default();
+        let runtime = if p.runtime_handler.is_empty() {
+            "(default)".to_string()
+        } else {
+            p.runtime_handler.clone()
+        };
+        rows.push(vec![
+            short(&p.id, no_trunc).to_string(),
+            output::ago(p.created_at, now),
+            state_name(p.state).to_string(),
+            m.name,
+            m.namespace,
+            m.attempt.to_string(),
+            runtime,
+        ]);
     }
+    output::table(&rows)
 }
 
 pub async fn run(
@@ -232,10 +254,18 @@ pub async fn run(
                 .context("ListPodSandbox")?
                 .into_inner()
                 .items;
+            let regex = |r: Option<String>, flag: &str| {
+                r.map(|r| regex::Regex::new(&r))
+                    .transpose()
+                    .with_context(|| format!("{flag} is not a regular expression"))
+            };
+            let (name, namespace) = (regex(name, "--name")?, regex(namespace, "--namespace")?);
             pods.retain(|p| {
                 let m = p.metadata.clone().unwrap_or_default();
-                name.as_deref().is_none_or(|n| m.name.contains(n))
-                    && namespace.as_deref().is_none_or(|ns| m.namespace == ns)
+                name.as_ref().is_none_or(|n| n.is_match(&m.name))
+                    && namespace
+                        .as_ref()
+                        .is_none_or(|ns| ns.is_match(&m.namespace))
             });
             // Newest first, as crictl prints them.
             pods.sort_by_key(|p| std::cmp::Reverse(p.created_at));
@@ -247,26 +277,7 @@ pub async fn run(
                 return Ok(pods.iter().map(|p| format!("{}\n", p.id)).collect());
             }
             match format {
-                Format::Table => {
-                    let mut out = format!(
-                        "{:<13} {:<18} {:<9} {:<24} {:<16} {:<7} {}\n",
-                        "POD ID", "CREATED", "STATE", "NAME", "NAMESPACE", "ATTEMPT", "RUNTIME"
-                    );
-                    for p in &pods {
-                        let m = p.metadata.clone().unwrap_or_default();
-                        out.push_str(&format!(
-                            "{:<13} {:<18} {:<9} {:<24} {:<16} {:<7} {}\n",
-                            short(&p.id, no_trunc),
-                            ago(p.created_at),
-                            state_name(p.state),
-                            m.name,
-                            m.namespace,
-                            m.attempt,
-                            p.runtime_handler
-                        ));
-                    }
-                    Ok(out)
-                }
+                Format::Table => Ok(pods_table(&pods, no_trunc, std::time::SystemTime::now())),
                 _ => Ok(output::render(
                     &json!({ "items": serde_json::to_value(&pods)? }),
                     format,
@@ -287,8 +298,10 @@ pub async fn run(
                     .await
                     .with_context(|| format!("inspect pod {id}"))?
                     .into_inner();
+                let mut status = serde_json::to_value(&resp.status)?;
+                output::timestamps_rfc3339(&mut status, &["createdAt"]);
                 let mut doc = serde_json::Map::new();
-                doc.insert("status".into(), serde_json::to_value(&resp.status)?);
+                doc.insert("status".into(), status);
                 for (key, raw) in &resp.info {
                     doc.insert(
                         key.clone(),
@@ -311,5 +324,51 @@ pub async fn run(
             }
             Ok(out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crust_proto::runtime::v1::PodSandboxMetadata;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn pods_table_has_crictls_columns() {
+        let pod = |id: &str, handler: &str, state: PodSandboxState| PodSandbox {
+            id: id.repeat(64),
+            metadata: Some(PodSandboxMetadata {
+                name: "web".into(),
+                namespace: "default".into(),
+                attempt: 1,
+                uid: "u".into(),
+            }),
+            state: state.into(),
+            created_at: 7_200 * 1_000_000_000,
+            runtime_handler: handler.into(),
+            ..Default::default()
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(3 * 3600);
+        let text = pods_table(
+            &[
+                pod("a", "", PodSandboxState::SandboxReady),
+                pod("b", "runc", PodSandboxState::SandboxNotready),
+            ],
+            false,
+            now,
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "POD ID              CREATED             STATE               NAME                NAMESPACE           ATTEMPT             RUNTIME"
+        );
+        assert_eq!(
+            lines[1],
+            "aaaaaaaaaaaaa       About an hour ago   Ready               web                 default             1                   (default)"
+        );
+        assert!(
+            lines[2].contains("NotReady") && lines[2].ends_with("   runc"),
+            "{text}"
+        );
     }
 }

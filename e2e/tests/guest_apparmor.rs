@@ -242,9 +242,9 @@ fn check(out: &str, handler_label: &str, all: bool) {
         has(name, "exec-current=crust-test-deny-write (enforce)");
     }
     let unloaded = by.get("unloaded").cloned().unwrap_or_default().join(" ");
-    // crustctl prints tonic's description of FAILED_PRECONDITION.
+    // crustctl prints the status as crictl (grpc-go) does.
     for want in [
-        "not in a state required for the operation",
+        "rpc error: code = FailedPrecondition desc = ",
         "crust-test-not-loaded",
         "apparmor.localhost_ref",
         "is not loaded",

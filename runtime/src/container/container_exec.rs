@@ -151,7 +151,8 @@ impl SandboxManager {
 
     /// Prepares `crust-monitor exec` for `command` in the running container `id`: its
     /// own cgroup below the container's (created here; the caller removes it) and the
-    /// helper's command line. `tty`: the helper makes its stdin its controlling terminal.
+    /// helper's command line. `tty`: the helper's stdin is a unix socket it sends the
+    /// master of a pty from the container's devpts over (see `monitor::exec`).
     /// Returns the full container id, the exec cgroup and the command.
     pub(crate) fn exec_command(
         &self,

@@ -2,16 +2,19 @@
 //! streams and, for a tty, a pty whose size the client controls.
 //!
 //! As for ExecSync, crustd starts `crust-monitor exec` in a cgroup of its own below the
-//! container's. With a tty, crustd opens the pty pair itself and hands the slave to the
-//! helper as its stdio (the helper makes it the command's controlling terminal); crustd
-//! keeps the master. When the command exits, or the session is dropped (the client went
-//! away), the exec cgroup is killed: nothing the command started outlives the session.
+//! container's. With a tty, the pty comes from the container's own devpts, as runc's
+//! console socket does it: the helper's stdin is one end of a socket pair, the command's
+//! process opens the container's `/dev/ptmx` and sends the master back over it (so `tty`
+//! inside prints `/dev/pts/N`); crustd keeps the master. The helper's stderr (its own
+//! errors from before the terminal existed) joins the session's output. When the
+//! command exits, or the session is dropped (the client went away), the exec cgroup is
+//! killed: nothing the command started outlives the session.
 #![allow(unsafe_code)]
 
 use std::{
     fs::File,
     io::{ErrorKind, Read, Write},
-    os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     process::Stdio,
     sync::Arc,
 };
@@ -50,28 +53,17 @@ impl SandboxManager {
             });
         }
         let (id, exec_cgroup, mut cmd) = self.exec_command(id, command, req.tty)?;
-        let mut pty_master = None;
+        let mut console = None;
         if req.tty {
-            let (master, slave) = open_pty().map_err(|e| RuntimeError::Launch {
-                id: id.clone(),
-                message: format!("open a pty: {e}"),
-            })?;
-            // openpty's default size, until the client sends its own.
-            set_size(
-                &master,
-                TerminalSize {
-                    width: 80,
-                    height: 24,
-                },
-            );
-            let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
-            let stdio = (|| Ok::<_, std::io::Error>((dup(&slave)?, dup(&slave)?, dup(&slave)?)))();
-            let (i, o, e) = stdio.map_err(|e| RuntimeError::Launch {
-                id: id.clone(),
-                message: format!("dup pty: {e}"),
-            })?;
-            cmd.stdin(i).stdout(o).stderr(e);
-            pty_master = Some(master);
+            let (ours, theirs) =
+                std::os::unix::net::UnixStream::pair().map_err(|e| RuntimeError::Launch {
+                    id: id.clone(),
+                    message: format!("console socket: {e}"),
+                })?;
+            cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            console = Some(ours);
         } else {
             cmd.stdin(if req.stdin {
                 Stdio::piped()
@@ -104,9 +96,37 @@ impl SandboxManager {
                 });
             }
         };
-        // The helper holds its own copies of the slave; ours would keep the master from
-        // seeing EOF.
+        // Our copy of the helper's end of the console socket would hide the helper's
+        // exit (EOF) from `receive_master`.
         drop(cmd);
+        let pty_master = match console {
+            None => None,
+            Some(sock) => match receive_master(sock).await {
+                Ok(master) => Some(master),
+                Err(e) => {
+                    // The helper failed before the terminal existed; its stderr says why.
+                    let _ = child.kill().await;
+                    let mut why = String::new();
+                    if let Some(mut err) = child.stderr.take() {
+                        let _ = err.read_to_string(&mut why).await;
+                    }
+                    let (c, doomed) = (self.cgroups()?.clone(), exec_cgroup.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let _ = c.kill_all(&doomed);
+                        c.remove(&doomed)
+                    })
+                    .await;
+                    return Err(RuntimeError::Launch {
+                        id,
+                        message: format!(
+                            "receive the exec's pty master: {e}{}{}",
+                            if why.trim().is_empty() { "" } else { ": " },
+                            why.trim()
+                        ),
+                    });
+                }
+            },
+        };
 
         let (out_tx, output) = mpsc::channel(OUTPUT_QUEUE);
         let (end_tx, end) = oneshot::channel();
@@ -138,6 +158,9 @@ impl SandboxManager {
                 }
             });
             pumps.push(tokio::spawn(pty_output(master, out_tx.clone())));
+            if let Some(err) = child.stderr.take() {
+                pumps.push(tokio::spawn(pipe_output(err, out_tx.clone(), false)));
+            }
         } else {
             if let Some(mut stdin) = child.stdin.take() {
                 let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTPUT_QUEUE);
@@ -267,35 +290,20 @@ async fn pty_input(master: Arc<AsyncFd<File>>, mut rx: mpsc::Receiver<Vec<u8>>) 
     }
 }
 
-/// A pty pair, close-on-exec on both ends from the start. `openpty(3)` opens them
-/// without it, and crustd spawns helpers from other threads at any moment: a monitor,
-/// exec helper or CNI plugin started meanwhile would inherit the session's terminal,
-/// and a stray copy of the slave keeps the master from ever seeing the command end.
-/// The slave comes from the master (TIOCGPTPEER, Linux 4.13), not from a path.
-fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    use nix::{fcntl::OFlag, pty};
-    let master = pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
-    pty::grantpt(&master)?;
-    pty::unlockpt(&master)?;
-    // SAFETY: TIOCGPTPEER takes open(2) flags as its integer argument and returns a
-    // new descriptor, which we own from here on.
-    let slave = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if slave < 0 {
-        return Err(std::io::Error::last_os_error());
+/// The pty master the helper's command sends over the console socket (see
+/// `monitor::exec`). EOF, when the helper exits without sending one, ends the wait.
+async fn receive_master(sock: std::os::unix::net::UnixStream) -> std::io::Result<OwnedFd> {
+    sock.set_nonblocking(true)?;
+    let sock = tokio::net::UnixStream::from_std(sock)?;
+    loop {
+        sock.readable().await?;
+        match sock.try_io(tokio::io::Interest::READABLE, || {
+            crate::monitor::launch::receive_fd(&sock)
+        }) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
     }
-    // SAFETY: both descriptors were just returned to us and are owned by nothing else.
-    Ok(unsafe {
-        (
-            OwnedFd::from_raw_fd(master.into_raw_fd()),
-            OwnedFd::from_raw_fd(slave),
-        )
-    })
 }
 
 fn set_size(master: &impl AsRawFd, size: TerminalSize) {

@@ -12,8 +12,12 @@ use nix::{
 };
 
 /// Usage: `crust-monitor exec --spec FILE --pid PID [--start-time T] [--tty 1]
-/// [--cgroup DIR]... -- CMD [ARG]...`. With `--tty 1` stdin is a pty slave that becomes
-/// the command's controlling terminal.
+/// [--cgroup DIR]... -- CMD [ARG]...`. With `--tty 1` stdin is a unix socket: inside
+/// the container the command's process opens a pty from the container's own devpts
+/// (its `/dev/ptmx`), sends the master to crustd over the socket and makes the slave
+/// its stdio and controlling terminal, as runc's console socket does for `runc exec`.
+/// A slave from crustd's (the host's) devpts would not resolve inside the container:
+/// `tty` would print "not a tty".
 pub fn main(args: &[String]) -> ExitCode {
     match run(args) {
         Ok(code) => code,
@@ -122,15 +126,10 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         ForkResult::Child => {
             let result = (|| -> Result<(), String> {
                 if tty {
-                    // A session of its own with the pty as controlling terminal, so
-                    // the shell gets job control, ^C and SIGWINCH (what runc does with
-                    // a console).
-                    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-                    // SAFETY: TIOCSCTTY takes an int argument; fd 0 is the pty slave
-                    // crustd passed as stdin.
-                    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-                        return Err(format!("set controlling terminal: {}", nix::Error::last()));
-                    }
+                    // Before the LSM profile and seccomp, as runc's setns init sets up
+                    // its console first. A session of its own with the pty as
+                    // controlling terminal: the shell gets job control, ^C, SIGWINCH.
+                    super::launch::setup_terminal(0, process.user().uid())?;
                 }
                 // Only stdio reaches the command (CVE-2024-21626): our own start marked
                 // what we inherited, this also covers anything opened since. Before

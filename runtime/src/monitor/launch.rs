@@ -18,8 +18,8 @@ mod mount_at;
 mod mounts;
 mod terminal;
 
-pub(super) use terminal::receive_fd;
-use terminal::setup_terminal;
+pub(crate) use terminal::receive_fd;
+pub(super) use terminal::setup_terminal;
 
 use std::{
     ffi::CString,

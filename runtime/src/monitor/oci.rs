@@ -169,7 +169,7 @@ fn create_mounted(c: &OciContainer, stdin: bool, tty: bool) -> Result<Created, S
             let (conn, _) = listener
                 .accept()
                 .map_err(|e| format!("the runtime sent no console (accept: {e})"))?;
-            let master = super::launch::receive_fd(&OwnedFd::from(conn))
+            let master = super::launch::receive_fd(&conn)
                 .map_err(|e| format!("receive the container's pty master: {e}"))?;
             let size = libc::winsize {
                 ws_col: INITIAL_SIZE.0,

@@ -1,7 +1,7 @@
 //! The container's terminal: a pty from its own devpts instance, made in the child
 //! and handed to the monitor over a socket (runc's console socket works the same way).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::{
     fcntl::OFlag,
@@ -12,10 +12,11 @@ use nix::{
 /// Initial terminal size (CRI gives none at create; kubelet resizes on attach).
 const INITIAL_SIZE: (u16, u16) = (80, 24);
 
-/// In the child, after pivot_root: opens a pty from the container's `/dev/ptmx`, sends
-/// the master to the monitor over `console`, and makes the slave our stdin, stdout,
-/// stderr and controlling terminal (of a new session, as a login would).
-pub(super) fn setup_terminal(console: RawFd, uid: u32) -> Result<(), String> {
+/// In the child, after pivot_root (or, for an exec, after joining the container's
+/// mount namespace): opens a pty from the container's `/dev/ptmx`, sends the master
+/// over `console` (to the monitor, or to crustd for an exec), and makes the slave our
+/// stdin, stdout, stderr and controlling terminal (of a new session, as a login would).
+pub(in crate::monitor) fn setup_terminal(console: RawFd, uid: u32) -> Result<(), String> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     let master = nix::fcntl::open(
         "/dev/ptmx",
@@ -76,20 +77,22 @@ pub(super) fn setup_terminal(console: RawFd, uid: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Receives the fd the child sent with [`setup_terminal`].
-pub(in crate::monitor) fn receive_fd(sock: &OwnedFd) -> Result<OwnedFd, String> {
+/// Receives the fd the child sent with [`setup_terminal`]. Does not wait
+/// (`MSG_DONTWAIT`: `WouldBlock` when nothing is queued yet); `UnexpectedEof` when the
+/// sender closed its end without sending one.
+pub(crate) fn receive_fd(sock: impl AsFd) -> std::io::Result<OwnedFd> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
     let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
+        sock.as_fd().as_raw_fd(),
         &mut iov,
         Some(&mut space),
         MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| e.to_string())?;
-    for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
+    )?;
+    let bytes = msg.bytes;
+    for cmsg in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg
             && let Some(&fd) = fds.first()
         {
@@ -97,5 +100,12 @@ pub(in crate::monitor) fn receive_fd(sock: &OwnedFd) -> Result<OwnedFd, String> 
             return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }
     }
-    Err("no fd in the message".into())
+    Err(if bytes == 0 {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the sender closed the socket without sending a pty",
+        )
+    } else {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "no fd in the message")
+    })
 }
