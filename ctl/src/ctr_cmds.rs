@@ -99,7 +99,47 @@ pub enum ContainerCommand {
         /// Prefix each line with its timestamp.
         #[arg(short, long)]
         timestamps: bool,
+        /// Only lines since a time (RFC 3339, e.g. 2026-12-06T13:23:37Z) or for a
+        /// duration back (e.g. 42m, 10s).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<std::time::SystemTime>,
+        /// The previous attempt's log (the container kubelet restarted this one from).
+        #[arg(short, long)]
+        previous: bool,
     },
+}
+
+/// `--since`: an RFC 3339 time or a duration back from now, as crictl takes it.
+fn parse_since(s: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    let back = humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a duration like 42m"))?;
+    Ok(std::time::SystemTime::now() - back)
+}
+
+/// The log of the attempt before the one at `path` (`<dir>/<attempt>.log`, kubelet's
+/// layout), as crictl finds it for `logs --previous`.
+fn previous_log(path: &str, attempt: u32) -> anyhow::Result<String> {
+    let Some(before) = attempt.checked_sub(1) else {
+        anyhow::bail!("container is its first attempt (0): there is no previous log");
+    };
+    let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+    let ext = file.rsplit_once('.').map_or("", |(_, e)| e);
+    anyhow::ensure!(
+        !ext.is_empty(),
+        "log path {path:?} is not <dir>/<attempt>.log: cannot find the previous attempt's"
+    );
+    Ok(format!("{dir}/{before}.{ext}"))
+}
+
+/// Whether `line` was written at or after `since` (lines with an unreadable time are
+/// kept: dropping output silently is worse).
+fn after(line: &LogLine, since: Option<std::time::SystemTime>) -> bool {
+    since.is_none_or(|since| {
+        humantime::parse_rfc3339_weak(&line.timestamp).map_or(true, |t| t >= since)
+    })
 }
 
 pub async fn run(cmd: ContainerCommand, channel: Channel) -> anyhow::Result<String> {
@@ -288,6 +328,8 @@ pub async fn run(cmd: ContainerCommand, channel: Channel) -> anyhow::Result<Stri
             follow,
             tail,
             timestamps,
+            since,
+            previous,
         } => {
             let status = client
                 .container_status(ContainerStatusRequest {
@@ -299,13 +341,22 @@ pub async fn run(cmd: ContainerCommand, channel: Channel) -> anyhow::Result<Stri
                 .into_inner()
                 .status
                 .unwrap_or_default();
-            let mut reader = LogReader::new(&status.log_path);
+            let attempt = status.metadata.as_ref().map_or(0, |m| m.attempt);
+            let log_path = if previous {
+                previous_log(&status.log_path, attempt)?
+            } else {
+                status.log_path.clone()
+            };
+            // The previous attempt has exited: there is nothing to follow.
+            let follow = follow && !previous;
+            let mut reader = LogReader::new(&log_path);
             let mut lines = reader
                 .read_new()
-                .with_context(|| format!("read log {}", status.log_path))?;
+                .with_context(|| format!("read log {log_path}"))?;
             if !follow {
                 lines.extend(reader.flush());
             }
+            lines.retain(|l| after(l, since));
             let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
             // stdout records on stdout, stderr records on stderr, as crictl does.
             let mut out = String::new();
@@ -358,5 +409,49 @@ fn log_text(line: &LogLine, timestamps: bool) -> String {
         format!("{} {}", line.timestamp, line.text)
     } else {
         line.text.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use crust_ctl::cri_log::Stream;
+
+    use super::*;
+
+    fn line(timestamp: &str) -> LogLine {
+        LogLine {
+            stream: Stream::Stdout,
+            timestamp: timestamp.into(),
+            text: "x".into(),
+        }
+    }
+
+    #[test]
+    fn since_takes_a_time_or_a_duration_back() {
+        let t = parse_since("2026-12-06T13:23:37Z").unwrap();
+        assert_eq!(t, humantime::parse_rfc3339("2026-12-06T13:23:37Z").unwrap());
+        let back = parse_since("42m").unwrap();
+        let age = SystemTime::now().duration_since(back).unwrap();
+        assert!(age >= Duration::from_secs(42 * 60) && age < Duration::from_secs(43 * 60));
+        assert!(parse_since("yesterday").unwrap_err().contains("yesterday"));
+
+        let since = Some(parse_since("2026-12-06T13:00:00Z").unwrap());
+        assert!(after(&line("2026-12-06T13:00:00.000000001Z"), since));
+        assert!(!after(&line("2026-12-06T12:59:59.999999999Z"), since));
+        assert!(after(&line("not a time"), since), "kept");
+        assert!(after(&line("2000-01-01T00:00:00Z"), None));
+    }
+
+    #[test]
+    fn previous_is_the_attempt_before() {
+        assert_eq!(
+            previous_log("/var/log/pods/ns_p_uid/app/3.log", 3).unwrap(),
+            "/var/log/pods/ns_p_uid/app/2.log"
+        );
+        let first = previous_log("/var/log/pods/ns_p_uid/app/0.log", 0).unwrap_err();
+        assert!(first.to_string().contains("first attempt"), "{first}");
+        assert!(previous_log("/logs/app", 2).is_err());
     }
 }

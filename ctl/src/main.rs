@@ -68,6 +68,11 @@ enum Command {
         #[arg(long)]
         get: Option<String>,
     },
+    /// Print a shell completion script: `source <(crustctl completion bash)`.
+    Completion {
+        #[arg(value_enum, default_value = "bash")]
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Pod(pod_cmds::PodCommand),
     #[command(flatten)]
@@ -120,10 +125,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The completion script for `shell`, generated from the command definitions, so it
+/// offers every verb and flag this build has.
+fn completion(shell: clap_complete::Shell) -> String {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "crustctl", &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// What to print and the exit code.
 async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
     if let Command::Config { get } = &cli.command {
         return Ok((config_text(&cli, get.as_deref())?, 0));
+    }
+    if let Command::Completion { shell } = cli.command {
+        return Ok((completion(shell), 0));
     }
     let call_timeout = cli.timeout + cli.command.waits_for();
     let channel =
@@ -137,7 +154,10 @@ async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
         return Ok((String::new(), 0));
     }
     let text = match cli.command {
-        Command::Stream(_) | Command::Config { .. } | Command::Events { .. } => {
+        Command::Stream(_)
+        | Command::Config { .. }
+        | Command::Completion { .. }
+        | Command::Events { .. } => {
             unreachable!("handled above")
         }
         Command::Metricdescs { output } => events_cmd::metric_descriptors(output, runtime).await?,
@@ -247,6 +267,22 @@ fn grpc_error(status: &tonic::Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bash_completion_offers_the_verbs_and_flags() {
+        let script = completion(clap_complete::Shell::Bash);
+        assert!(script.contains("complete -F _crustctl"), "{script}");
+        for word in [
+            "runp",
+            "inspectp",
+            "exec",
+            "port-forward",
+            "--runtime-endpoint",
+        ] {
+            assert!(script.contains(word), "{word} missing");
+        }
+        assert!(completion(clap_complete::Shell::Zsh).contains("#compdef crustctl"));
+    }
 
     #[test]
     fn grpc_errors_print_as_crictl_prints_them() {

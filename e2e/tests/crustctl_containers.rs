@@ -460,3 +460,76 @@ async fn crustctl_events_stats_and_config() {
         w.sb.endpoint()
     );
 }
+
+#[tokio::test]
+async fn crustctl_logs_previous_attempt_and_since() {
+    let w = world().await;
+    let pod = w.run_pod(&PodOptions::named("attempts")).await;
+    let dir = w.sb.path();
+    let pod_file = dir.join("pod-attempts.json");
+    std::fs::write(
+        &pod_file,
+        format!(
+            r#"{{"metadata":{{"name":"attempts","namespace":"e2e","uid":"uid-attempts"}},"log_directory":"{}"}}"#,
+            w.logs.join("attempts").display()
+        ),
+    )
+    .unwrap();
+    // kubelet's layout: <log dir>/<container>/<attempt>.log, one container per attempt.
+    let run = |attempt: u32, word: &str| {
+        let file = dir.join(format!("app-{attempt}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "metadata:\n  name: app\n  attempt: {attempt}\nimage:\n  image: {}\ncommand: [echo, {word}]\nlog_path: app/{attempt}.log\n",
+                w.image
+            ),
+        )
+        .unwrap();
+        let id = ctl(
+            &w,
+            &[
+                "create",
+                &pod,
+                file.to_str().unwrap(),
+                pod_file.to_str().unwrap(),
+            ],
+        )
+        .trim()
+        .to_string();
+        ctl(&w, &["start", &id]);
+        id
+    };
+    let wait_exited = |id: &str| {
+        for _ in 0..200 {
+            if ctl(&w, &["inspect", id]).contains("CONTAINER_EXITED") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{id} did not exit");
+    };
+    let first = run(0, "first");
+    wait_exited(&first);
+    let second = run(1, "second");
+    wait_exited(&second);
+
+    assert_eq!(ctl(&w, &["logs", &second]), "second\n");
+    assert_eq!(ctl(&w, &["logs", "--previous", &second]), "first\n");
+    assert_eq!(
+        ctl(&w, &["logs", "-p", "--since", "1h", &second]),
+        "first\n"
+    );
+    let later = humantime::format_rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
+    assert_eq!(
+        ctl(&w, &["logs", "--since", &later.to_string(), &second]),
+        ""
+    );
+    let out = crust_e2e::crustctl(&w.sb.endpoint(), &["logs", "--previous", &first]).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("first attempt"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
