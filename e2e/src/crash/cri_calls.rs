@@ -15,13 +15,19 @@ impl Injector {
     pub(super) async fn rt(
         &self,
     ) -> cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel> {
-        self.w.d.runtime().await.expect("connect")
+        match self.w.d.runtime().await {
+            Ok(client) => client,
+            Err(e) => panic!("connect: {e:#}\n--- crustd log\n{}", self.w.d.logs()),
+        }
     }
 
     pub(super) async fn im(
         &self,
     ) -> cri::image_service_client::ImageServiceClient<tonic::transport::Channel> {
-        self.w.d.image().await.expect("connect")
+        match self.w.d.image().await {
+            Ok(client) => client,
+            Err(e) => panic!("connect: {e:#}\n--- crustd log\n{}", self.w.d.logs()),
+        }
     }
 
     pub(super) async fn pods(&self) -> Vec<cri::PodSandbox> {
