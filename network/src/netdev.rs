@@ -175,7 +175,14 @@ Inter-|   Receive                                                |  Transmit
         let pin = PathBuf::from(format!("/proc/{}/ns/net", child.id()));
         let mut seen = None;
         // Until the pings (busybox-static) have gone out: 3 requests and 3 replies on lo.
+        let ours = fs::read_link("/proc/self/ns/net").unwrap();
         for _ in 0..200 {
+            // Until unshare has made the namespace: before that, the child's link is
+            // still ours.
+            if fs::read_link(&pin).is_ok_and(|ns| ns == ours) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
             let ifs = interface_counters(&pin, Path::new("/proc")).expect("read the namespace");
             if ifs.iter().any(|i| i.name == "lo" && i.tx_packets >= 6) {
                 seen = Some(ifs);
