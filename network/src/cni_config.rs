@@ -52,6 +52,12 @@ pub enum NetworkError {
     Cache { path: PathBuf, source: io::Error },
     #[error("annotation {key}: {reason}")]
     InvalidAnnotation { key: String, reason: String },
+    #[error("interface counters: {op} network namespace {netns}: {source}")]
+    NetDev {
+        op: &'static str,
+        netns: PathBuf,
+        source: io::Error,
+    },
 }
 
 fn skipped_text(skipped: &[(PathBuf, String)]) -> String {

@@ -89,7 +89,8 @@ pub struct CniManager {
     pub plugin_timeout: Duration,
 }
 
-const IFNAME: &str = "eth0";
+/// The pod's interface CNI sets up (`CNI_IFNAME`): the default interface of pod stats.
+pub const POD_IFNAME: &str = "eth0";
 
 impl CniManager {
     fn cache_path(&self, pod_id: &str) -> PathBuf {
@@ -113,7 +114,7 @@ impl CniManager {
         let entry = CacheEntry {
             config: net.config.clone(),
             netns: req.netns.clone(),
-            ifname: IFNAME.into(),
+            ifname: POD_IFNAME.into(),
             args: cni_args(req),
             runtime_config: runtime_config(req)?,
             result: None,
@@ -168,7 +169,7 @@ impl CniManager {
                 Ok(net) => CacheEntry {
                     config: net.config,
                     netns: netns.to_path_buf(),
-                    ifname: IFNAME.into(),
+                    ifname: POD_IFNAME.into(),
                     args: vec![("IgnoreUnknown".into(), "1".into())],
                     runtime_config: json!({}),
                     result: None,

@@ -207,6 +207,15 @@ impl Cgroupfs {
         }
     }
 
+    /// A hybrid manager: v1 `dirs` as in [`Cgroupfs::legacy_at`], then a cgroup2
+    /// `unified` directory, without checking the filesystems: for tests.
+    pub fn hybrid_at(dirs: &[PathBuf], unified: &Path) -> Cgroupfs {
+        let mut c = Cgroupfs::legacy_at(dirs);
+        c.mode = CgroupMode::Hybrid;
+        c.hierarchies.push(Hierarchy::v2(unified.to_path_buf()));
+        c
+    }
+
     pub fn mode(&self) -> CgroupMode {
         self.mode
     }

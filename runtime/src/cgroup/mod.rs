@@ -2,11 +2,13 @@
 //! and container cgroups, places processes, freezes, kills and removes them.
 
 mod cgroupfs;
+mod detail;
 pub mod devices_bpf;
 mod stats;
 pub mod systemd;
 
 pub use cgroupfs::{CgroupFeatures, Cgroupfs, validate_path};
+pub use detail::{CgroupDetail, weight_to_shares};
 pub use stats::{CgroupUsage, Psi, PsiLine, oom_kills, parse_psi};
 pub use systemd::Systemd;
 

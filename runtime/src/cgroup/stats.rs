@@ -97,11 +97,11 @@ pub fn oom_kills(dirs: &[std::path::PathBuf]) -> u64 {
         .unwrap_or(0)
 }
 
-fn read_u64(path: &std::path::Path) -> Option<u64> {
+pub(super) fn read_u64(path: &std::path::Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn read_kv(path: &std::path::Path) -> HashMap<String, u64> {
+pub(super) fn read_kv(path: &std::path::Path) -> HashMap<String, u64> {
     fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

@@ -32,7 +32,7 @@ pub struct ContainerStatsView {
     pub writable_dir: PathBuf,
 }
 
-fn du(dir: &Path) -> (u64, u64) {
+pub(super) fn du(dir: &Path) -> (u64, u64) {
     let (mut bytes, mut inodes) = (0, 0);
     let mut seen = HashSet::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -16,6 +16,7 @@ mod container_exec;
 mod container_exec_session;
 mod container_exits;
 mod container_list;
+mod container_metrics;
 mod container_remove;
 mod container_start;
 mod container_stats;
@@ -47,6 +48,9 @@ pub use container_attach::attach_to_monitor;
 pub use container_exec::{EXEC_OUTPUT_LIMIT, ExecResult};
 pub(crate) use container_exits::ExitWatcher;
 pub use container_list::{ContainerFilter, ImageUsers};
+pub use container_metrics::{
+    ContainerMetricsView, FsCapacity, PodMetricsView, ProcessCounts, process_counts,
+};
 pub use container_stats::{ContainerStatsView, UsageSample};
 pub use record::{Container, ContainerState, ContainerUser, ImageForContainer};
 pub use seccomp_default::default_seccomp_profile;

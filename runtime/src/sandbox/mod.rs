@@ -295,7 +295,7 @@ pub struct SandboxManager {
 /// tests override the probe's result with [`SandboxManager::with_host_context`]).
 const SYS_ROOT: &str = "/sys";
 /// Where procfs is mounted, for crustd's own capabilities.
-const PROC_ROOT: &str = "/proc";
+pub(crate) const PROC_ROOT: &str = "/proc";
 
 /// How long crustd waits for a monitor to answer.
 /// How long crustd waits for a monitor to create or start a container: longer than

@@ -10,6 +10,8 @@ pub mod image_fs_info;
 pub mod image_status;
 pub mod list_images;
 pub mod list_pod_sandbox;
+pub mod list_pod_sandbox_metrics;
+pub mod metric_descriptors;
 pub mod pod_sandbox_status;
 pub mod pull_image;
 pub mod remove_container;

@@ -1,10 +1,17 @@
 //! Container and pod stats: ContainerStats, ListContainerStats, PodSandboxStats,
-//! ListPodSandboxStats and their Stream* twins.
+//! ListPodSandboxStats and their Stream* twins. Pod stats carry the pod's network
+//! counters (read inside its network namespace) and its process count.
 
+use std::path::Path;
+
+use crust_network::{InterfaceCounters, POD_IFNAME, interface_counters};
 use crust_proto::runtime::v1 as cri;
-use crust_runtime::container::{ContainerFilter, ContainerState, ContainerStatsView, UsageSample};
+use crust_runtime::{
+    container::{ContainerFilter, ContainerState, ContainerStatsView, UsageSample},
+    sandbox::Sandbox,
+};
 
-use crate::{daemon::Daemon, error::ApiError};
+use crate::{daemon::Daemon, error::ApiError, rpc::list_pod_sandbox_metrics::PROC_ROOT};
 
 /// Stats per Stream* message.
 pub const STREAM_BATCH: usize = 128;
@@ -146,9 +153,55 @@ pub async fn stream_container_stats(
         .collect())
 }
 
+fn interface(i: &InterfaceCounters) -> cri::NetworkInterfaceUsage {
+    cri::NetworkInterfaceUsage {
+        name: i.name.clone(),
+        rx_bytes: value(Some(i.rx_bytes)),
+        rx_errors: value(Some(i.rx_errors)),
+        tx_bytes: value(Some(i.tx_bytes)),
+        tx_errors: value(Some(i.tx_errors)),
+    }
+}
+
+/// CRI's NetworkUsage: `eth0` (the interface CNI sets up) as the default, every other
+/// interface but `lo` in `interfaces` (the CRI field excludes the default; cAdvisor
+/// leaves loopback out).
+fn network(timestamp: i64, ifs: &[InterfaceCounters]) -> cri::NetworkUsage {
+    cri::NetworkUsage {
+        timestamp,
+        default_interface: ifs.iter().find(|i| i.name == POD_IFNAME).map(interface),
+        interfaces: ifs
+            .iter()
+            .filter(|i| i.name != POD_IFNAME && i.name != "lo")
+            .map(interface)
+            .collect(),
+    }
+}
+
+/// The pod's network counters, read inside its namespace; none for host-network pods
+/// (theirs would be the node's) or when the namespace cannot be read (a pod being
+/// torn down).
+fn pod_network(s: &Sandbox, timestamp: i64) -> Option<cri::NetworkUsage> {
+    let netns = s.netns()?;
+    match interface_counters(&netns, Path::new(PROC_ROOT)) {
+        Ok(ifs) => Some(network(timestamp, &ifs)),
+        Err(error) => {
+            tracing::debug!(pod_id = %s.id, %error, "no network stats");
+            None
+        }
+    }
+}
+
 fn pod_stats(daemon: &Daemon, id: &str) -> Result<cri::PodSandboxStats, ApiError> {
     let (view, sample, containers) = daemon.sandboxes.pod_stats(id)?;
     let s = &view.sandbox;
+    let process = daemon
+        .sandboxes
+        .pod_process_count(s)
+        .map(|count| cri::ProcessUsage {
+            timestamp: sample.timestamp,
+            process_count: value(Some(count)),
+        });
     Ok(cri::PodSandboxStats {
         attributes: Some(cri::PodSandboxAttributes {
             id: s.id.clone(),
@@ -164,9 +217,10 @@ fn pod_stats(daemon: &Daemon, id: &str) -> Result<cri::PodSandboxStats, ApiError
         linux: Some(cri::LinuxPodSandboxStats {
             cpu: Some(cpu(&sample)),
             memory: Some(memory(&sample)),
+            network: pod_network(s, sample.timestamp),
+            process,
             containers: containers.iter().map(container_stats).collect(),
             io: io(&sample),
-            ..Default::default()
         }),
         windows: None,
     })
@@ -220,4 +274,46 @@ pub async fn stream_pod_sandbox_stats(
         .chunks(STREAM_BATCH)
         .map(<[cri::PodSandboxStats]>::to_vec)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(name: &str, rx_bytes: u64) -> InterfaceCounters {
+        InterfaceCounters {
+            name: name.into(),
+            rx_bytes,
+            tx_bytes: rx_bytes * 2,
+            rx_errors: 1,
+            tx_errors: 2,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn eth0_is_the_default_interface_and_lo_is_left_out() {
+        let n = network(
+            7,
+            &[
+                counters("lo", 1),
+                counters("eth0", 10),
+                counters("net1", 20),
+            ],
+        );
+        assert_eq!(n.timestamp, 7);
+        let eth0 = n.default_interface.expect("eth0");
+        assert_eq!(
+            (eth0.name.as_str(), eth0.rx_bytes.unwrap().value),
+            ("eth0", 10)
+        );
+        assert_eq!(eth0.tx_bytes.unwrap().value, 20);
+        assert_eq!(eth0.tx_errors.unwrap().value, 2);
+        let others: Vec<_> = n.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(others, ["net1"], "neither the default nor lo");
+
+        let n = network(7, &[counters("lo", 1), counters("net1", 20)]);
+        assert!(n.default_interface.is_none(), "no eth0, no default");
+        assert_eq!(n.interfaces.len(), 1);
+    }
 }

@@ -440,16 +440,33 @@ impl RuntimeService for RuntimeApi {
 
     async fn list_metric_descriptors(
         &self,
-        _request: Request<ListMetricDescriptorsRequest>,
+        request: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        self.unimplemented("ListMetricDescriptors").await
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle(
+            "ListMetricDescriptors",
+            rpc_span!("ListMetricDescriptors"),
+            crate::rpc::metric_descriptors::list_metric_descriptors(req),
+        )
+        .await
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
-        _request: Request<ListPodSandboxMetricsRequest>,
+        request: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        self.unimplemented("ListPodSandboxMetrics").await
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle(
+            "ListPodSandboxMetrics",
+            rpc_span!("ListPodSandboxMetrics"),
+            crate::rpc::list_pod_sandbox_metrics::list_pod_sandbox_metrics(
+                self.daemon.clone(),
+                req,
+            ),
+        )
+        .await
     }
 
     async fn runtime_config(
@@ -562,8 +579,26 @@ impl RuntimeService for RuntimeApi {
 
     async fn stream_pod_sandbox_metrics(
         &self,
-        _request: Request<StreamPodSandboxMetricsRequest>,
+        request: Request<StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        self.unimplemented("StreamPodSandboxMetrics").await
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        let batches = d
+            .handle(
+                "StreamPodSandboxMetrics",
+                rpc_span!("StreamPodSandboxMetrics"),
+                crate::rpc::list_pod_sandbox_metrics::stream_pod_sandbox_metrics(
+                    self.daemon.clone(),
+                    req,
+                ),
+            )
+            .await?
+            .into_inner();
+        let messages = batches.into_iter().map(|pod_sandbox_metrics| {
+            Ok(StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            })
+        });
+        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 }
