@@ -24,6 +24,9 @@ pub enum ContainerCommand {
         pod_id: String,
         container_config: PathBuf,
         pod_config: PathBuf,
+        /// Pull the container's image first (as crictl's --with-pull).
+        #[arg(long)]
+        with_pull: bool,
     },
     /// Start created containers.
     Start {
@@ -37,6 +40,9 @@ pub enum ContainerCommand {
         /// Runtime handler for the pod.
         #[arg(long)]
         runtime: Option<String>,
+        /// Pull the container's image first (as crictl's --with-pull).
+        #[arg(long)]
+        with_pull: bool,
     },
     /// Stop running containers.
     Stop {
@@ -109,6 +115,29 @@ pub enum ContainerCommand {
     },
 }
 
+/// `--with-pull`: pulls the image `config` names, in the pod's context (kubelet passes
+/// the pod config so a runtime can pick per-pod settings), before the container is
+/// created. A config without an image is left for CreateContainer to refuse.
+async fn pull_first(
+    channel: &Channel,
+    config: &ContainerConfig,
+    pod: &crust_proto::runtime::v1::PodSandboxConfig,
+) -> anyhow::Result<()> {
+    let Some(image) = config.image.clone().filter(|i| !i.image.is_empty()) else {
+        return Ok(());
+    };
+    let name = image.image.clone();
+    crust_ctl::image_client(channel.clone())
+        .pull_image(crust_proto::runtime::v1::PullImageRequest {
+            image: Some(image),
+            auth: None,
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .with_context(|| format!("pull {name}"))?;
+    Ok(())
+}
+
 /// `--since`: an RFC 3339 time or a duration back from now, as crictl takes it.
 fn parse_since(s: &str) -> Result<std::time::SystemTime, String> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
@@ -149,10 +178,15 @@ pub async fn run(cmd: ContainerCommand, channel: Channel) -> anyhow::Result<Stri
             pod_id,
             container_config,
             pod_config,
+            with_pull,
         } => {
             let config: ContainerConfig =
                 crust_ctl::files::parse_cri_file(&container_config, "ContainerConfig")?;
-            let sandbox_config = Some(crate::pod_cmds::parse_pod_config(&pod_config)?);
+            let pod = crate::pod_cmds::parse_pod_config(&pod_config)?;
+            if with_pull {
+                pull_first(&channel, &config, &pod).await?;
+            }
+            let sandbox_config = Some(pod);
             let req = CreateContainerRequest {
                 pod_sandbox_id: pod_id,
                 config: Some(config),
@@ -185,10 +219,14 @@ pub async fn run(cmd: ContainerCommand, channel: Channel) -> anyhow::Result<Stri
             container_config,
             pod_config,
             runtime,
+            with_pull,
         } => {
             let config: ContainerConfig =
                 crust_ctl::files::parse_cri_file(&container_config, "ContainerConfig")?;
             let pod = crate::pod_cmds::parse_pod_config(&pod_config)?;
+            if with_pull {
+                pull_first(&channel, &config, &pod).await?;
+            }
             let pod_id = client
                 .run_pod_sandbox(RunPodSandboxRequest {
                     config: Some(pod.clone()),

@@ -533,3 +533,44 @@ async fn crustctl_logs_previous_attempt_and_since() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn crustctl_run_with_pull_pulls_the_image_first() {
+    let w = world().await;
+    let dir = w.sb.path();
+    let pod_file = dir.join("pod-pull.json");
+    std::fs::write(
+        &pod_file,
+        format!(
+            r#"{{"metadata":{{"name":"pull","namespace":"e2e","uid":"uid-pull"}},"log_directory":"{}"}}"#,
+            w.logs.join("pull").display()
+        ),
+    )
+    .unwrap();
+    let ctr_file = dir.join("ctr-pull.yaml");
+    std::fs::write(
+        &ctr_file,
+        format!(
+            "metadata:\n  name: app\nimage:\n  image: {}\ncommand: [sleep, '100']\nlog_path: app.log\n",
+            w.image
+        ),
+    )
+    .unwrap();
+    ctl(&w, &["rmi", &w.image]);
+    let (pod, ctr) = (pod_file.to_str().unwrap(), ctr_file.to_str().unwrap());
+    // Without the image, CreateContainer refuses; the pod `run` made is its own.
+    let out = crust_e2e::crustctl(&w.sb.endpoint(), &["run", ctr, pod]).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CreateContainer") && err.contains(&w.image),
+        "{err}"
+    );
+    ctl(&w, &["rmp", "-f", "-a"]);
+
+    let id = ctl(&w, &["run", "--with-pull", ctr, pod])
+        .trim()
+        .to_string();
+    assert!(ctl(&w, &["images", "-q"]).lines().count() == 1, "pulled");
+    assert!(ctl(&w, &["inspect", &id]).contains("CONTAINER_RUNNING"));
+}

@@ -123,7 +123,7 @@ ctl exec --sync $CID sh -c "
   echo hi > /dev/null2; echo NULL2_WRITE=\$?
 " 2>&1 || true
 echo STATS-BEGIN
-ctl stats $CID
+ctl stats -o json $CID
 echo STATS-END
 ctl stop $CID >/dev/null; ctl rm $CID >/dev/null; ctl stopp $POD >/dev/null; ctl rmp $POD >/dev/null
 echo "LEFT=$(find /sys/fs/cgroup/crust-test/pods -mindepth 1 -type d | wc -l)"
@@ -220,8 +220,10 @@ async fn cgroup_v2_device_filter_oom_group_controllers_and_stats() {
         .and_then(|(_, rest)| rest.split_once("STATS-END"))
         .map(|(j, _)| j.trim())
         .unwrap();
-    let stats: serde_json::Value =
+    let all: serde_json::Value =
         serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    // `stats -o json` prints ListContainerStats' answer: the container's is the one.
+    let stats = all["stats"][0].clone();
     for path in [
         "/cpu/psi/Some",
         "/memory/psi/Some",
