@@ -39,19 +39,19 @@ chmod 0644 "$DESTDIR$SYSTEMD_DIR/.crust.service.new"
 mv -f "$DESTDIR$SYSTEMD_DIR/.crust.service.new" "$DESTDIR$SYSTEMD_DIR/crust.service"
 echo "installed $DESTDIR$SYSTEMD_DIR/crust.service"
 
-keep_or_install() { # src-command dest
-    local dest=$2
+# Installs SRC at DEST unless DEST exists (an operator's file is never replaced).
+keep_or_install() { # src dest
+    local src=$1 dest=$2
     if [ -e "$dest" ]; then
         echo "kept $dest (exists)"
     else
-        eval "$1" > "$dest.new"
-        chmod 0644 "$dest.new"
+        install -m 0644 "$src" "$dest.new"
         mv "$dest.new" "$dest"
         echo "installed $dest"
     fi
 }
-keep_or_install "cat packaging/crust.toml" "$DESTDIR/etc/crust/crust.toml"
-keep_or_install "cat packaging/crictl.yaml" "$DESTDIR/etc/crictl.yaml"
+keep_or_install packaging/crust.toml "$DESTDIR/etc/crust/crust.toml"
+keep_or_install packaging/crictl.yaml "$DESTDIR/etc/crictl.yaml"
 install -m 0644 docs/*.md "$DESTDIR$PREFIX/share/doc/crust/"
 
 cat <<MSG
