@@ -341,13 +341,7 @@ async fn snapshot_off_runtime(
     daemon: Arc<Daemon>,
     rpc: &'static str,
 ) -> Result<Vec<cri::PodSandboxMetrics>, ApiError> {
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        snapshot(&daemon)
-    })
-    .await
-    .map_err(|_| ApiError::TaskFailed { rpc })
+    super::off_runtime(daemon, rpc, snapshot).await
 }
 
 pub async fn list_pod_sandbox_metrics(

@@ -28,3 +28,20 @@ pub mod stream_images;
 pub mod streaming;
 pub mod update_runtime_config;
 pub mod version;
+
+/// Runs `work` on tokio's blocking pool, inside the RPC's span. Stats and metrics read
+/// cgroup files, walk writable layers and enter network namespaces: seconds of blocking
+/// I/O with many pods, which must not stall the async workers serving other RPCs.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    daemon: std::sync::Arc<crate::daemon::Daemon>,
+    rpc: &'static str,
+    work: impl FnOnce(&crate::daemon::Daemon) -> T + Send + 'static,
+) -> Result<T, crate::error::ApiError> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        work(&daemon)
+    })
+    .await
+    .map_err(|_| crate::error::ApiError::TaskFailed { rpc })
+}

@@ -2,7 +2,7 @@
 //! ListPodSandboxStats and their Stream* twins. Pod stats carry the pod's network
 //! counters (read inside its network namespace) and its process count.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use crust_network::{InterfaceCounters, POD_IFNAME, interface_counters};
 use crust_proto::runtime::v1 as cri;
@@ -11,7 +11,11 @@ use crust_runtime::{
     sandbox::Sandbox,
 };
 
-use crate::{daemon::Daemon, error::ApiError, rpc::list_pod_sandbox_metrics::PROC_ROOT};
+use crate::{
+    daemon::Daemon,
+    error::ApiError,
+    rpc::{list_pod_sandbox_metrics::PROC_ROOT, off_runtime},
+};
 
 /// Stats per Stream* message.
 pub const STREAM_BATCH: usize = 128;
@@ -104,14 +108,17 @@ fn container_stats(v: &ContainerStatsView) -> cri::ContainerStats {
 }
 
 pub async fn container_stats_one(
-    daemon: &Daemon,
+    daemon: Arc<Daemon>,
     req: cri::ContainerStatsRequest,
 ) -> Result<cri::ContainerStatsResponse, ApiError> {
     tracing::Span::current().record(
         "container_id",
         crust_runtime::excerpt(&req.container_id).as_ref(),
     );
-    let view = daemon.sandboxes.container_stats(&req.container_id)?;
+    let view = off_runtime(daemon, "ContainerStats", move |d| {
+        d.sandboxes.container_stats(&req.container_id)
+    })
+    .await??;
     Ok(cri::ContainerStatsResponse {
         stats: Some(container_stats(&view)),
     })
@@ -135,22 +142,25 @@ fn list(daemon: &Daemon, filter: Option<cri::ContainerStatsFilter>) -> Vec<cri::
 }
 
 pub async fn list_container_stats(
-    daemon: &Daemon,
+    daemon: Arc<Daemon>,
     req: cri::ListContainerStatsRequest,
 ) -> Result<cri::ListContainerStatsResponse, ApiError> {
     Ok(cri::ListContainerStatsResponse {
-        stats: list(daemon, req.filter),
+        stats: off_runtime(daemon, "ListContainerStats", move |d| list(d, req.filter)).await?,
     })
 }
 
 pub async fn stream_container_stats(
-    daemon: &Daemon,
+    daemon: Arc<Daemon>,
     req: cri::StreamContainerStatsRequest,
 ) -> Result<Vec<Vec<cri::ContainerStats>>, ApiError> {
-    Ok(list(daemon, req.filter)
-        .chunks(STREAM_BATCH)
-        .map(<[cri::ContainerStats]>::to_vec)
-        .collect())
+    Ok(
+        off_runtime(daemon, "StreamContainerStats", move |d| list(d, req.filter))
+            .await?
+            .chunks(STREAM_BATCH)
+            .map(<[cri::ContainerStats]>::to_vec)
+            .collect(),
+    )
 }
 
 fn interface(i: &InterfaceCounters) -> cri::NetworkInterfaceUsage {
@@ -227,16 +237,18 @@ fn pod_stats(daemon: &Daemon, id: &str) -> Result<cri::PodSandboxStats, ApiError
 }
 
 pub async fn pod_sandbox_stats(
-    daemon: &Daemon,
+    daemon: Arc<Daemon>,
     req: cri::PodSandboxStatsRequest,
 ) -> Result<cri::PodSandboxStatsResponse, ApiError> {
     tracing::Span::current().record(
         "pod_id",
         crust_runtime::excerpt(&req.pod_sandbox_id).as_ref(),
     );
-    Ok(cri::PodSandboxStatsResponse {
-        stats: Some(pod_stats(daemon, &req.pod_sandbox_id)?),
+    let stats = off_runtime(daemon, "PodSandboxStats", move |d| {
+        pod_stats(d, &req.pod_sandbox_id)
     })
+    .await??;
+    Ok(cri::PodSandboxStatsResponse { stats: Some(stats) })
 }
 
 fn list_pods(
@@ -258,22 +270,28 @@ fn list_pods(
 }
 
 pub async fn list_pod_sandbox_stats(
-    daemon: &Daemon,
+    daemon: Arc<Daemon>,
     req: cri::ListPodSandboxStatsRequest,
 ) -> Result<cri::ListPodSandboxStatsResponse, ApiError> {
     Ok(cri::ListPodSandboxStatsResponse {
-        stats: list_pods(daemon, req.filter),
+        stats: off_runtime(daemon, "ListPodSandboxStats", move |d| {
+            list_pods(d, req.filter)
+        })
+        .await?,
     })
 }
 
 pub async fn stream_pod_sandbox_stats(
-    daemon: &Daemon,
+    daemon: Arc<Daemon>,
     req: cri::StreamPodSandboxStatsRequest,
 ) -> Result<Vec<Vec<cri::PodSandboxStats>>, ApiError> {
-    Ok(list_pods(daemon, req.filter)
-        .chunks(STREAM_BATCH)
-        .map(<[cri::PodSandboxStats]>::to_vec)
-        .collect())
+    Ok(off_runtime(daemon, "StreamPodSandboxStats", move |d| {
+        list_pods(d, req.filter)
+    })
+    .await?
+    .chunks(STREAM_BATCH)
+    .map(<[cri::PodSandboxStats]>::to_vec)
+    .collect())
 }
 
 #[cfg(test)]

@@ -337,7 +337,7 @@ impl RuntimeService for RuntimeApi {
         d.handle(
             "ContainerStats",
             rpc_span!("ContainerStats"),
-            crate::rpc::stats::container_stats_one(d, req),
+            crate::rpc::stats::container_stats_one(self.daemon.clone(), req),
         )
         .await
     }
@@ -351,7 +351,7 @@ impl RuntimeService for RuntimeApi {
         d.handle(
             "ListContainerStats",
             rpc_span!("ListContainerStats"),
-            crate::rpc::stats::list_container_stats(d, req),
+            crate::rpc::stats::list_container_stats(self.daemon.clone(), req),
         )
         .await
     }
@@ -365,7 +365,7 @@ impl RuntimeService for RuntimeApi {
         d.handle(
             "PodSandboxStats",
             rpc_span!("PodSandboxStats"),
-            crate::rpc::stats::pod_sandbox_stats(d, req),
+            crate::rpc::stats::pod_sandbox_stats(self.daemon.clone(), req),
         )
         .await
     }
@@ -379,7 +379,7 @@ impl RuntimeService for RuntimeApi {
         d.handle(
             "ListPodSandboxStats",
             rpc_span!("ListPodSandboxStats"),
-            crate::rpc::stats::list_pod_sandbox_stats(d, req),
+            crate::rpc::stats::list_pod_sandbox_stats(self.daemon.clone(), req),
         )
         .await
     }
@@ -547,7 +547,7 @@ impl RuntimeService for RuntimeApi {
             .handle(
                 "StreamContainerStats",
                 rpc_span!("StreamContainerStats"),
-                crate::rpc::stats::stream_container_stats(d, req),
+                crate::rpc::stats::stream_container_stats(self.daemon.clone(), req),
             )
             .await?
             .into_inner();
@@ -567,7 +567,7 @@ impl RuntimeService for RuntimeApi {
             .handle(
                 "StreamPodSandboxStats",
                 rpc_span!("StreamPodSandboxStats"),
-                crate::rpc::stats::stream_pod_sandbox_stats(d, req),
+                crate::rpc::stats::stream_pod_sandbox_stats(self.daemon.clone(), req),
             )
             .await?
             .into_inner();
