@@ -205,6 +205,8 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
                 })
                 .filter(|o| !o.is_empty()),
         },
+        // Only CDI devices bring hooks; applied after conversion.
+        hooks: Vec::new(),
         stop_signal: match cri::Signal::try_from(config.stop_signal) {
             Ok(cri::Signal::RuntimeDefault) | Err(_) => None,
             Ok(sig) => Some(sig.as_str_name().to_string()),

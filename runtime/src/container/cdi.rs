@@ -4,8 +4,9 @@
 //! later directory overrides an earlier one, as in the CDI reference library) and each
 //! requested device's `containerEdits`, plus its spec's own once, are applied to the
 //! container: environment, device nodes (with the device cgroup rules), bind mounts and
-//! additional groups. Edits crust cannot apply (OCI hooks, network devices, Intel RDT,
-//! mounts other than binds) are refused naming the device, never dropped.
+//! additional groups, and OCI hooks (run by either launcher from the OCI spec). Edits
+//! crust cannot apply (network devices, Intel RDT, mounts other than binds) are refused
+//! naming the device, never dropped.
 
 use std::{
     collections::HashMap,
@@ -15,7 +16,7 @@ use std::{
 
 use serde::Deserialize;
 
-use super::{ContainerSpec, DeviceSpec, MountSpec, Propagation};
+use super::{ContainerSpec, DeviceSpec, HookSpec, HookStage, MountSpec, Propagation};
 
 /// A CDI spec file is small; a larger one is refused rather than read into memory.
 const MAX_SPEC_BYTES: u64 = 4 << 20;
@@ -72,7 +73,7 @@ struct Edits {
     #[serde(default)]
     mounts: Vec<CdiMount>,
     #[serde(default)]
-    hooks: Vec<serde_json::Value>,
+    hooks: Vec<CdiHook>,
     #[serde(default)]
     net_devices: Vec<serde_json::Value>,
     #[serde(default)]
@@ -100,6 +101,52 @@ struct CdiMount {
     options: Vec<String>,
     #[serde(default, rename = "type")]
     kind: Option<String>,
+}
+
+/// CDI's `Hook`: the OCI hook plus the stage it belongs to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CdiHook {
+    hook_name: String,
+    path: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    timeout: Option<i64>,
+}
+
+/// CDI hook names are the OCI stage names (CDI spec: `hookName`).
+fn stage(name: &str) -> Option<HookStage> {
+    Some(match name {
+        "prestart" => HookStage::Prestart,
+        "createRuntime" => HookStage::CreateRuntime,
+        "createContainer" => HookStage::CreateContainer,
+        "startContainer" => HookStage::StartContainer,
+        "poststart" => HookStage::Poststart,
+        "poststop" => HookStage::Poststop,
+        _ => return None,
+    })
+}
+
+/// Checks a spec's hooks when it is read, so a bad one names its file.
+fn check_hooks(e: &Edits) -> Result<(), String> {
+    for h in &e.hooks {
+        if stage(&h.hook_name).is_none() {
+            return Err(format!(
+                "hook {}: unknown hookName {:?}",
+                h.path, h.hook_name
+            ));
+        }
+        if !h.path.starts_with('/') {
+            return Err(format!("hook path {:?} is not absolute", h.path));
+        }
+        if h.timeout.is_some_and(|t| t <= 0) {
+            return Err(format!("hook {}: timeout must be positive", h.path));
+        }
+    }
+    Ok(())
 }
 
 /// One spec file's devices, by qualified name.
@@ -245,7 +292,11 @@ fn load_file(path: &Path) -> Result<Loaded, CdiError> {
         )));
     }
     let mut devices = HashMap::new();
+    if let Some(e) = &spec.container_edits {
+        check_hooks(e).map_err(bad)?;
+    }
     for d in spec.devices {
+        check_hooks(&d.container_edits).map_err(bad)?;
         let name = format!("{}={}", spec.kind, d.name);
         qualified(&name).map_err(|e| bad(e.to_string()))?;
         if devices.insert(name.clone(), d.container_edits).is_some() {
@@ -265,9 +316,6 @@ fn apply(out: &mut ContainerSpec, name: &str, path: &Path, e: &Edits) -> Result<
         path: path.to_path_buf(),
         what,
     };
-    if !e.hooks.is_empty() {
-        return Err(unsupported("OCI hooks"));
-    }
     if !e.net_devices.is_empty() {
         return Err(unsupported("network devices"));
     }
@@ -302,6 +350,16 @@ fn apply(out: &mut ContainerSpec, name: &str, path: &Path, e: &Edits) -> Result<
             propagation: Propagation::Private,
             recursive_read_only: false,
             image: None,
+        });
+    }
+    for h in &e.hooks {
+        out.hooks.push(HookSpec {
+            stage: stage(&h.hook_name).expect("checked when the spec was read"),
+            path: h.path.clone(),
+            // OCI: args holds argv[0]; CDI specs usually repeat the path there.
+            args: h.args.clone(),
+            env: h.env.clone(),
+            timeout: h.timeout,
         });
     }
     for &gid in &e.additional_gids {
@@ -361,6 +419,70 @@ mod tests {
     }
 
     #[test]
+    fn hooks_are_carried_in_order_with_their_stage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let etc = tmp.path().join("etc");
+        write(
+            &etc,
+            "h.json",
+            r#"{"cdiVersion":"0.6.0","kind":"vendor.test/h","containerEdits":{"hooks":[{"hookName":"poststop","path":"/bin/stop"}]},
+               "devices":[{"name":"d","containerEdits":{"hooks":[
+                 {"hookName":"createContainer","path":"/bin/ldcache","args":["ldcache","--folder","/usr/lib"],"env":["A=1"],"timeout":5},
+                 {"hookName":"startContainer","path":"/bin/start"}]}}]}"#,
+        );
+        let mut spec = ContainerSpec::default();
+        apply_cdi_devices(&mut spec, &["vendor.test/h=d".into()], &[etc]).unwrap();
+        let got: Vec<_> = spec
+            .hooks
+            .iter()
+            .map(|h| (h.stage, h.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (HookStage::Poststop, "/bin/stop"),
+                (HookStage::CreateContainer, "/bin/ldcache"),
+                (HookStage::StartContainer, "/bin/start"),
+            ],
+            "spec edits first, then the device's, each in order"
+        );
+        assert_eq!(spec.hooks[1].args, ["ldcache", "--folder", "/usr/lib"]);
+        assert_eq!(spec.hooks[1].env, ["A=1"]);
+        assert_eq!(spec.hooks[1].timeout, Some(5));
+    }
+
+    #[test]
+    fn a_bad_hook_fails_its_spec_file() {
+        for (hook, says) in [
+            (
+                r#"{"hookName":"prestop","path":"/bin/x"}"#,
+                "unknown hookName",
+            ),
+            (r#"{"hookName":"poststart","path":"bin/x"}"#, "not absolute"),
+            (
+                r#"{"hookName":"poststart","path":"/bin/x","timeout":0}"#,
+                "timeout must be positive",
+            ),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let etc = tmp.path().join("etc");
+            let text = format!(
+                r#"{{"cdiVersion":"0.6.0","kind":"vendor.test/h","devices":[{{"name":"d","containerEdits":{{"hooks":[{hook}]}}}}]}}"#
+            );
+            write(&etc, "h.json", &text);
+            let err = apply_cdi_devices(
+                &mut ContainerSpec::default(),
+                &["vendor.test/h=d".into()],
+                &[etc],
+            )
+            .unwrap_err();
+            assert!(matches!(err, CdiError::BadSpec { .. }), "{hook}: {err}");
+            assert!(err.to_string().contains(says), "{hook}: {err}");
+            assert!(err.to_string().contains("h.json"), "{hook}: {err}");
+        }
+    }
+
+    #[test]
     fn a_later_directory_overrides_and_yaml_works() {
         let tmp = tempfile::tempdir().unwrap();
         let (etc, run) = (tmp.path().join("etc"), tmp.path().join("run"));
@@ -380,8 +502,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let etc = tmp.path().join("etc");
         write(&etc, "a.json", GPU);
-        let hooks = r#"{"cdiVersion":"0.6.0","kind":"vendor.test/hook","devices":[{"name":"h","containerEdits":{"hooks":[{"hookName":"createContainer","path":"/bin/true"}]}}]}"#;
-        write(&etc, "b.json", hooks);
+        let net = r#"{"cdiVersion":"0.6.0","kind":"vendor.test/net","devices":[{"name":"n","containerEdits":{"netDevices":[{"hostInterfaceName":"x","name":"y"}]}}]}"#;
+        write(&etc, "b.json", net);
         type Check = Box<dyn Fn(&CdiError) -> bool>;
         let cases: Vec<(&str, Check)> = vec![
             ("gpu0", Box::new(|e| matches!(e, CdiError::BadName { .. }))),
@@ -390,12 +512,12 @@ mod tests {
                 Box::new(|e| matches!(e, CdiError::Unresolved { .. })),
             ),
             (
-                "vendor.test/hook=h",
+                "vendor.test/net=n",
                 Box::new(|e| {
                     matches!(
                         e,
                         CdiError::Unsupported {
-                            what: "OCI hooks",
+                            what: "network devices",
                             ..
                         }
                     )

@@ -28,6 +28,7 @@ mod seccomp_default;
 mod spec;
 pub(crate) mod spec_devices;
 mod spec_files;
+mod spec_hooks;
 mod spec_mounts;
 pub(crate) mod spec_resources;
 mod spec_security;
@@ -57,6 +58,7 @@ pub use seccomp_default::default_seccomp_profile;
 pub use spec::{OOM_CLAMPED_ANNOTATION, generate_spec, stop_signal};
 pub use spec_devices::{DeviceLookup, HostDevice, HostDeviceKind, HostDevices};
 pub use spec_files::MAX_SPEC_FILE;
+pub use spec_hooks::oci_hooks;
 pub use spec_mounts::image_volumes;
 pub use stdio::{OUTPUT_QUEUE, StdioEnd, StdioOutput, StdioRequest, StdioSession, TerminalSize};
 
@@ -242,6 +244,42 @@ pub struct ContainerSpec {
     pub security: SecurityContextSpec,
     /// `SIGTERM` style name; `None` for CRI `RUNTIME_DEFAULT`.
     pub stop_signal: Option<String>,
+    /// OCI hooks CDI devices asked for (CRI itself has no hooks). Defaulted so
+    /// records written before hooks existed still load.
+    #[serde(default)]
+    pub hooks: Vec<HookSpec>,
+}
+
+/// Where in the OCI lifecycle a hook runs (runtime-spec config.md#posix-platform-hooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HookStage {
+    /// Deprecated by the runtime spec; run with `createRuntime`, before it.
+    Prestart,
+    /// In the runtime's namespaces, once the container's exist, before pivot_root.
+    CreateRuntime,
+    /// In the container's namespaces, after its mounts, before pivot_root.
+    CreateContainer,
+    /// In the container, right before the user process is executed.
+    StartContainer,
+    /// In the runtime's namespaces once the user process started.
+    Poststart,
+    /// In the runtime's namespaces once the container is deleted.
+    Poststop,
+}
+
+/// One OCI hook: a program run with the container's state JSON on stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookSpec {
+    pub stage: HookStage,
+    /// Absolute path, resolved in the runtime's mount namespace.
+    pub path: String,
+    /// argv, including argv[0] (as in the OCI spec).
+    pub args: Vec<String>,
+    /// `KEY=value` entries: the hook's whole environment.
+    pub env: Vec<String>,
+    /// Seconds; the hook is killed and fails after it.
+    pub timeout: Option<i64>,
 }
 
 /// The parts of an OCI image config that shape a container.

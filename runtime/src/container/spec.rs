@@ -336,7 +336,7 @@ pub fn generate_spec(input: &SpecInput, devices: &dyn DeviceLookup) -> Result<Sp
     // The container shares the pod's UTS namespace, whose hostname the pod set.
     spec.set_hostname(None);
     spec.set_domainname(None);
-    spec.set_hooks(None);
+    spec.set_hooks(super::spec_hooks::oci_hooks(&c.hooks));
     spec.set_annotations(Some(annotations));
     spec.set_linux(Some(linux));
     spec.set_solaris(None);

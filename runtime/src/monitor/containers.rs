@@ -24,6 +24,7 @@ use nix::{
 use super::{
     ExitRecord, Reply,
     crilog::{CriLog, Stream},
+    hooks,
     launch::{self, LaunchConfig, Launched},
     oci::{self, OciContainer},
 };
@@ -57,6 +58,9 @@ struct Container {
     /// The container's cgroup directories: what is left in them when its process
     /// exits is killed.
     cgroup_dirs: Vec<PathBuf>,
+    /// For the built-in launcher's poststart/poststop hooks: the spec (when it has
+    /// such hooks) and the bundle directory.
+    hooks: Option<(oci_spec::runtime::Spec, PathBuf)>,
 }
 
 /// A created container's way to start.
@@ -178,6 +182,7 @@ impl Containers {
         if self.map.contains_key(id) {
             return fail(format!("container {id} already exists in this monitor"));
         }
+        let spec_path = spec;
         let spec = match std::fs::read(spec)
             .map_err(|e| e.to_string())
             .and_then(|b| {
@@ -193,7 +198,10 @@ impl Containers {
         if let Some(runtime) = oci {
             return self.create_oci(new, runtime, &spec, log);
         }
+        let bundle = spec_path.parent().unwrap_or(Path::new("/")).to_path_buf();
         match launch::create(&LaunchConfig {
+            id,
+            bundle: &bundle,
             spec: &spec,
             cgroup_dirs,
             overlay,
@@ -234,6 +242,9 @@ impl Containers {
                         exit_file: exit_file.to_path_buf(),
                         exited: false,
                         cgroup_dirs: cgroup_dirs.to_vec(),
+                        hooks: (hooks::Stage::Poststart.wanted(&spec)
+                            || hooks::Stage::Poststop.wanted(&spec))
+                        .then(|| (spec.clone(), bundle)),
                     },
                 );
                 ok(proc_ref)
@@ -261,6 +272,19 @@ impl Containers {
         match started {
             Ok(()) => {
                 c.started_at = Some(started_at);
+                if let Some((spec, bundle)) = &c.hooks {
+                    let state = hooks::HookState {
+                        id,
+                        status: "running",
+                        pid: c.pid.as_raw(),
+                        bundle,
+                    };
+                    // runtime-spec: a failed poststart hook is logged; the container
+                    // goes on as if it had succeeded.
+                    if let Err(e) = hooks::Stage::Poststart.run(spec, &state) {
+                        eprintln!("crust-monitor: container {id}: {e}");
+                    }
+                }
                 Reply {
                     started_at: Some(started_at),
                     ..ok(c.proc_ref)
@@ -328,6 +352,20 @@ impl Containers {
         }
         if let Err(e) = teardown {
             return fail(format!("remove container {id}: {e}"));
+        }
+        if let Some(c) = self.map.get(id)
+            && let Some((spec, bundle)) = &c.hooks
+        {
+            let state = hooks::HookState {
+                id,
+                status: "stopped",
+                pid: 0,
+                bundle,
+            };
+            // Logged, not failed: the container is gone either way (runtime-spec).
+            if let Err(e) = hooks::Stage::Poststop.run(spec, &state) {
+                eprintln!("crust-monitor: container {id}: {e}");
+            }
         }
         if self.map.remove(id).is_some() {
             // Attachers of an exited container were told already; this is for those
@@ -546,6 +584,8 @@ impl Containers {
                 exit_file: new.exit_file.to_path_buf(),
                 exited: false,
                 cgroup_dirs: new.cgroup_dirs.to_vec(),
+                // The OCI runtime runs the spec's hooks itself.
+                hooks: None,
             },
         );
         ok(proc_ref)

@@ -9,7 +9,10 @@
 //! The start pipe carries two bytes: `P` once the monitor has placed the child in its
 //! cgroups (the child waits for it before anything that depends on its cgroup: the
 //! cgroup namespace, the /sys/fs/cgroup view, mknod under the device cgroup), then
-//! `S` for StartContainer.
+//! `S` for StartContainer. With createRuntime/prestart hooks there is one more round
+//! between them: the child, in all its namespaces, writes `N` on the status pipe; the
+//! monitor runs the hooks (in its own namespaces, as the runtime spec asks) and
+//! answers `H`.
 #![allow(unsafe_code)]
 
 mod cgroupfs;
@@ -42,6 +45,8 @@ use nix::{
 };
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use super::hooks;
+
 /// The monitor's end of a freshly created container.
 pub struct Launched {
     pub pid: Pid,
@@ -60,6 +65,9 @@ pub struct Launched {
 
 /// Where a container's writes go and where it lives.
 pub struct LaunchConfig<'a> {
+    /// The container's id and bundle (the directory of its config.json), for hooks.
+    pub id: &'a str,
+    pub bundle: &'a Path,
     pub spec: &'a Spec,
     /// Cgroup directories (one per hierarchy) the process is placed in before it runs.
     pub cgroup_dirs: &'a [PathBuf],
@@ -154,9 +162,18 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
         Some(p) => super::lsm::exec_attrs(p)?,
         None => Vec::new(),
     };
+    let id = cfg.id.to_string();
+    let bundle = cfg.bundle.to_path_buf();
     let child = Box::new(move || -> isize {
         let mut status = unsafe_file(status_fd);
-        match child_main(&spec, overlay.as_ref(), &lsm, status_fd, start_fd, stdio) {
+        let ctx = ChildCtx {
+            spec: &spec,
+            id: &id,
+            bundle: &bundle,
+            overlay: overlay.as_ref(),
+            lsm: &lsm,
+        };
+        match child_main(&ctx, status_fd, start_fd, stdio) {
             Ok(never) => match never {},
             Err(e) => {
                 let _ = status.write_all(format!("E{e}").as_bytes());
@@ -192,6 +209,37 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     }
     // Fails only if the child is already gone (EPIPE): its status pipe then says why.
     let _ = nix::unistd::write(&start_w, b"P");
+    if hooks::Stage::CreateRuntime.wanted(cfg.spec) {
+        let kill = || {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        };
+        if !readable_within(&status_r, SETUP_TIMEOUT_MS) {
+            kill();
+            return Err("container setup did not reach its createRuntime hooks (killed)".into());
+        }
+        let mut byte = [0u8; 1];
+        match nix::unistd::read(&status_r, &mut byte) {
+            Ok(1) if byte[0] == b'N' => {}
+            // An error report: read below, where every setup failure is.
+            Ok(1) => {
+                let mut rest = String::new();
+                let _ = File::from(status_r).read_to_string(&mut rest);
+                return Err(rest);
+            }
+            _ => return Err("container process died during setup".into()),
+        }
+        let state = hooks::HookState {
+            id: cfg.id,
+            status: "creating",
+            pid: pid.as_raw(),
+            bundle: cfg.bundle,
+        };
+        if let Err(e) = hooks::Stage::CreateRuntime.run(cfg.spec, &state) {
+            kill();
+            return Err(e);
+        }
+        let _ = nix::unistd::write(&start_w, b"H");
+    }
     // Wait for the child's verdict on its setup, but not forever: a mount on a hung
     // filesystem must not freeze the pod's monitor (it serves every container).
     if !readable_within(&status_r, SETUP_TIMEOUT_MS) {
@@ -296,15 +344,23 @@ fn unsafe_file(fd: RawFd) -> File {
 
 enum Never {}
 
+/// What the container process is set up from.
+struct ChildCtx<'a> {
+    spec: &'a Spec,
+    id: &'a str,
+    bundle: &'a Path,
+    overlay: Option<&'a super::OverlayMount>,
+    lsm: &'a [super::lsm::ExecAttr],
+}
+
 /// Everything the container process does between clone and exec.
 fn child_main(
-    spec: &Spec,
-    overlay: Option<&super::OverlayMount>,
-    lsm: &[super::lsm::ExecAttr],
+    ctx: &ChildCtx<'_>,
     status_fd: RawFd,
     start_fd: RawFd,
     stdio: ChildStdio,
 ) -> Result<Never, String> {
+    let spec = ctx.spec;
     let linux = spec.linux().clone().unwrap_or_default();
     // Compiled now so a bad profile fails CreateContainer; loaded as late as possible.
     let seccomp = linux
@@ -312,12 +368,6 @@ fn child_main(
         .as_ref()
         .map(super::seccomp::compile)
         .transpose()?;
-    // The AppArmor profile / SELinux label for the exec, requested while /proc is
-    // still the monitor's (the host's): after pivot_root it would be a mount the
-    // container's spec put there. The kernel applies it at the execve, so the setup
-    // below runs with the monitor's confinement; a profile the kernel lacks fails
-    // CreateContainer here, not StartContainer.
-    super::lsm::apply(lsm)?;
     wait_for(start_fd, b'P')?;
     let mounts = spec.mounts().clone().unwrap_or_default();
     let cgroups = mounts
@@ -367,10 +417,42 @@ fn child_main(
         unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| format!("unshare cgroup namespace: {e}"))?;
     }
+    if hooks::Stage::CreateRuntime.wanted(spec) {
+        // In every namespace now: the monitor runs the createRuntime hooks.
+        report(status_fd, b"N")?;
+        wait_for(start_fd, b'H')?;
+    }
 
     let process = spec.process().clone().ok_or("spec has no process")?;
     let root = spec.root().as_ref().ok_or("spec has no root")?;
-    mounts::prepare_rootfs(spec, root.path(), overlay, cgroups.as_ref())?;
+    mounts::prepare_rootfs(
+        spec,
+        root.path(),
+        ctx.overlay,
+        cgroups.as_ref(),
+        &mut || {
+            // runc's order: createContainer hooks in the container's namespaces with its
+            // mounts made, before pivot_root (the host's /proc still names our pid).
+            let pid = fs::read_link("/proc/self")
+                .ok()
+                .and_then(|p| p.to_str()?.parse().ok())
+                .unwrap_or(0);
+            let state = hooks::HookState {
+                id: ctx.id,
+                status: "creating",
+                pid,
+                bundle: ctx.bundle,
+            };
+            hooks::Stage::CreateContainer.run(spec, &state)?;
+            // The AppArmor profile / SELinux label for the exec, requested while /proc is
+            // still the monitor's (the host's): after pivot_root it would be a mount the
+            // container's spec put there. After the createContainer hooks, so they run
+            // with the runtime's confinement as in runc. The kernel applies it at the
+            // execve, so the rest of the setup runs with the monitor's confinement; a
+            // profile the kernel lacks fails CreateContainer here, not StartContainer.
+            super::lsm::apply(ctx.lsm)
+        },
+    )?;
     // runc's `prepareRootfs` creates a missing cwd after pivot_root (so a link in the
     // image cannot lead it out of the rootfs), as root and before the root may go
     // read-only: a CRI working_dir need not exist in the image.
@@ -447,6 +529,15 @@ fn child_main(
     report_ready(status_fd)?;
     wait_for(start_fd, b'S')?;
     reset_signals()?;
+    // startContainer hooks: in the container, as the container's user, right before
+    // the exec (runc runs them at the same point); its pid as its own /proc has it.
+    let state = hooks::HookState {
+        id: ctx.id,
+        status: "created",
+        pid: nix::unistd::getpid().as_raw(),
+        bundle: ctx.bundle,
+    };
+    hooks::Stage::StartContainer.run(spec, &state)?;
     if let (Some(programs), true) = (&seccomp, no_new_privs) {
         super::seccomp::apply(programs)?;
     }
@@ -480,10 +571,15 @@ fn wait_for(start_fd: RawFd, byte: u8) -> Result<(), String> {
 }
 
 fn report_ready(status_fd: RawFd) -> Result<(), String> {
+    report(status_fd, b"R")
+}
+
+/// Writes a progress byte to the monitor on the status pipe.
+fn report(status_fd: RawFd, what: &[u8]) -> Result<(), String> {
     let mut status = unsafe_file(status_fd);
     let result = status
-        .write_all(b"R")
-        .map_err(|e| format!("report ready: {e}"));
+        .write_all(what)
+        .map_err(|e| format!("report {}: {e}", String::from_utf8_lossy(what)));
     std::mem::forget(status);
     result
 }

@@ -17,6 +17,7 @@ mod containers;
 pub mod crilog;
 pub mod daemon;
 pub mod exec;
+mod hooks;
 pub mod launch;
 mod lsm;
 mod oci;

@@ -24,12 +24,15 @@ use super::{
 };
 
 /// Everything up to and including pivot_root: root propagation, the rootfs, the spec's
-/// mounts and /dev. Leaves the process at `/` of the new root.
+/// mounts and /dev. `before_pivot` runs once the container's mounts are in place and
+/// the runtime's root is still `/` (where runc runs createContainer hooks). Leaves the
+/// process at `/` of the new root.
 pub(super) fn prepare_rootfs(
     spec: &Spec,
     rootfs: &Path,
     overlay: Option<&super::super::OverlayMount>,
     cgroups: Option<&CgroupView>,
+    before_pivot: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<(), String> {
     let linux = spec.linux().clone().unwrap_or_default();
     let mounts = spec.mounts().clone().unwrap_or_default();
@@ -115,6 +118,8 @@ pub(super) fn prepare_rootfs(
         super::devices::create_devices(&linux, &root)?;
         super::devices::dev_links(&root)?;
     }
+
+    before_pivot()?;
 
     // pivot_root(".", ".") stacks the old root on the new one; runc's `pivotRoot` then
     // makes it rslave before detaching it, so the unmount cannot propagate to the host
