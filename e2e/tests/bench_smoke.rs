@@ -30,6 +30,7 @@ async fn bench_cri_smoke_against_crust() {
         image: images.busybox,
         pre_pull: vec![],
         log_dir: logs.path().to_path_buf(),
+        fresh_connections: false,
     };
     let report = cri_bench::run(&target, &opts)
         .await
