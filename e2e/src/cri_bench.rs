@@ -28,8 +28,12 @@ use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+pub mod breakdown;
+mod churn;
 mod procs;
 mod report;
+
+pub use churn::{Churn, churn};
 
 pub use procs::{parent_pid, smaps_rollup, socket_owner};
 pub use report::{Density, Memory, Report, Row, print_comparison, ratio_json};
@@ -66,6 +70,10 @@ pub struct Options {
     pub pre_pull: Vec<String>,
     /// Where the pods' log directories go.
     pub log_dir: PathBuf,
+    /// Every timed RPC group of a latency round on a connection of its own, made
+    /// inside the timed span, as a CLI (one process per command) sees it; otherwise
+    /// one connection for the whole run, as kubelet keeps it.
+    pub fresh_connections: bool,
 }
 
 /// The runtime under test.
@@ -118,6 +126,36 @@ pub async fn push_test_images(registry: &Registry) -> anyhow::Result<TestImages>
 
 /// Runs the benchmark against `target`.
 pub async fn run(target: &Target, opts: &Options) -> anyhow::Result<Report> {
+    let (mut rt, version, daemon_pid) = prepare(target, opts).await?;
+    let run_id = format!("{}-{}", std::process::id(), unique());
+    let bench = Bench {
+        run_id: run_id.clone(),
+        opts: opts.clone(),
+        endpoint: target.endpoint.clone(),
+    };
+    let result = bench.measure(&mut rt, daemon_pid).await;
+    // Whatever this run left (all of it on a failure).
+    let leftovers = bench.cleanup(&mut rt).await;
+    let (rows, density) = result?;
+    let (leftover_pods, leftover_containers) = leftovers?;
+    Ok(Report {
+        target: target.name.clone(),
+        endpoint: target.endpoint.clone(),
+        version,
+        iterations: opts.iterations,
+        rows,
+        density,
+        leftover_pods,
+        leftover_containers,
+    })
+}
+
+/// Connects, waits for the network, pulls the images: returns the client, the
+/// runtime's name and version, and the daemon's PID if known.
+async fn prepare(
+    target: &Target,
+    opts: &Options,
+) -> anyhow::Result<(Runtime, String, Option<i32>)> {
     let channel = crust_ctl::connect(&target.endpoint, RPC_TIMEOUT)
         .await
         .with_context(|| format!("connect to {}", target.endpoint))?;
@@ -146,26 +184,7 @@ pub async fn run(target: &Target, opts: &Options) -> anyhow::Result<Report> {
             .await
             .with_context(|| format!("PullImage {image} on {}", target.endpoint))?;
     }
-    let run_id = format!("{}-{}", std::process::id(), unique());
-    let bench = Bench {
-        run_id: run_id.clone(),
-        opts: opts.clone(),
-    };
-    let result = bench.measure(&mut rt, daemon_pid).await;
-    // Whatever this run left (all of it on a failure).
-    let leftovers = bench.cleanup(&mut rt).await;
-    let (rows, density) = result?;
-    let (leftover_pods, leftover_containers) = leftovers?;
-    Ok(Report {
-        target: target.name.clone(),
-        endpoint: target.endpoint.clone(),
-        version,
-        iterations: opts.iterations,
-        rows,
-        density,
-        leftover_pods,
-        leftover_containers,
-    })
+    Ok((rt, version, daemon_pid))
 }
 
 /// Waits (up to 30 s) until `Status` reports NetworkReady: containerd loads its CNI
@@ -201,6 +220,7 @@ fn unique() -> u128 {
 struct Bench {
     run_id: String,
     opts: Options,
+    endpoint: String,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -309,18 +329,33 @@ impl Bench {
         Ok(())
     }
 
+    /// The client for one timed group of RPCs: the run's own, or (with
+    /// `fresh_connections`) a new connection, made while the clock runs.
+    async fn client(&self, rt: &Runtime) -> anyhow::Result<Runtime> {
+        if !self.opts.fresh_connections {
+            return Ok(rt.clone());
+        }
+        let channel = crust_ctl::connect(&self.endpoint, RPC_TIMEOUT)
+            .await
+            .with_context(|| format!("connect to {}", self.endpoint))?;
+        Ok(crust_ctl::runtime_client(channel))
+    }
+
     /// One latency round: [run pod, create+start, exec, stop+remove container,
     /// stop+remove pod, pod+container start] in ms.
-    async fn round(&self, rt: &mut Runtime, name: &str) -> anyhow::Result<[f64; 6]> {
+    async fn round(&self, shared: &mut Runtime, name: &str) -> anyhow::Result<[f64; 6]> {
         let config = self.pod_config(name)?;
         let t0 = Instant::now();
-        let pod = self.run_pod(rt, &config).await?;
+        let mut rt = self.client(shared).await?;
+        let pod = self.run_pod(&mut rt, &config).await?;
         let run_pod = ms(t0);
         let t = Instant::now();
-        let ctr = self.start_container(rt, &pod, &config).await?;
+        let mut rt = self.client(shared).await?;
+        let ctr = self.start_container(&mut rt, &pod, &config).await?;
         let start = ms(t);
         let pod_and_container = ms(t0);
         let t = Instant::now();
+        let mut rt = self.client(shared).await?;
         let exec = rt
             .exec_sync(ExecSyncRequest {
                 container_id: ctr.clone(),
@@ -339,10 +374,12 @@ impl Bench {
             );
         }
         let t = Instant::now();
-        self.remove_container(rt, &ctr).await?;
+        let mut rt = self.client(shared).await?;
+        self.remove_container(&mut rt, &ctr).await?;
         let remove_ctr = ms(t);
         let t = Instant::now();
-        self.remove_pod(rt, &pod).await?;
+        let mut rt = self.client(shared).await?;
+        self.remove_pod(&mut rt, &pod).await?;
         let remove_pod = ms(t);
         Ok([
             run_pod,

@@ -336,6 +336,8 @@ pub struct SpawnOptions {
     /// `(N, path)`: crustd inherits `path` opened at fd N without close-on-exec, as
     /// after `exec 7</etc` in the shell that starts it (CVE-2024-21626's setup).
     pub inherited_fd: Option<(i32, PathBuf)>,
+    /// Variables added to crustd's environment (`CRUST_SPAN_TIMINGS` for benchmarks).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running crustd. Dropping it kills (SIGKILL) and reaps the process if it still runs.
@@ -408,6 +410,7 @@ impl Crustd {
                     .flatten(),
             )
             .args(args)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);

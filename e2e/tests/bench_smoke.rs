@@ -3,7 +3,7 @@
 //! not needed.
 
 use crust_e2e::{
-    Sandbox,
+    Sandbox, SpawnOptions,
     cni::TestNetwork,
     cri_bench::{self, Options, Target},
     registry::Registry,
@@ -15,9 +15,16 @@ async fn bench_cri_smoke_against_crust() {
     let images = cri_bench::push_test_images(&registry).await.unwrap();
     let sb = Sandbox::new().unwrap();
     let net = TestNetwork::install(&sb, &[]);
-    let mut d = sb.start().unwrap();
-    d.wait_ready().await.unwrap();
     let logs = tempfile::tempdir_in("/var/tmp").unwrap();
+    // The step timings `bench-cri --breakdown` reads.
+    let timings = logs.path().join("span-timings.tsv");
+    let mut d = sb
+        .start_with(&SpawnOptions {
+            env: vec![("CRUST_SPAN_TIMINGS".into(), timings.display().to_string())],
+            ..Default::default()
+        })
+        .unwrap();
+    d.wait_ready().await.unwrap();
     let target = Target {
         name: "crust".into(),
         endpoint: sb.endpoint(),
@@ -30,6 +37,7 @@ async fn bench_cri_smoke_against_crust() {
         image: images.busybox,
         pre_pull: vec![],
         log_dir: logs.path().to_path_buf(),
+        fresh_connections: false,
     };
     let report = cri_bench::run(&target, &opts)
         .await
@@ -58,6 +66,25 @@ async fn bench_cri_smoke_against_crust() {
     }
     assert_eq!(report.leftover_pods, 0);
     assert_eq!(report.leftover_containers, 0);
+    // Warm-up plus 3 rounds: the rounds' RunPodSandbox, Stop and Remove, each with its
+    // steps, the CNI plugins by name among them.
+    let steps = cri_bench::breakdown::read(&timings, 1, 3).unwrap();
+    for (rpc, step) in [
+        ("RunPodSandbox", "(whole RPC, server side)"),
+        ("RunPodSandbox", "pod.monitor_spawn"),
+        ("RunPodSandbox", "cni.plugin:bridge ADD"),
+        ("RunPodSandbox", "pod.record"),
+        ("StopPodSandbox", "cni.plugin:bridge DEL"),
+        ("StopPodSandbox", "pod.monitor_stop"),
+        ("RemovePodSandbox", "pod.forget"),
+    ] {
+        let found = steps.iter().find(|s| s.rpc == rpc && s.step == step);
+        assert_eq!(
+            found.map(|s| s.samples.len()),
+            Some(3),
+            "{rpc} {step} in {steps:?}"
+        );
+    }
     let json = report.to_json();
     assert_eq!(json["latency"][0]["samples"], 3);
 

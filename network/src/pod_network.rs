@@ -11,6 +11,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::{
     NetworkError,
@@ -110,7 +111,8 @@ impl CniManager {
     /// Runs the chain's ADD for the pod. On failure, everything the chain set up is
     /// deleted again (DEL with the same arguments) before the error is returned.
     pub async fn setup(&self, req: &PodNetworkRequest) -> Result<PodNetworkResult, NetworkError> {
-        let net = default_network(&self.conf_dir, &self.bin_dirs)?;
+        let net = tracing::debug_span!(target: STEP, "cni.config")
+            .in_scope(|| default_network(&self.conf_dir, &self.bin_dirs))?;
         let entry = CacheEntry {
             config: net.config.clone(),
             netns: req.netns.clone(),
@@ -119,17 +121,20 @@ impl CniManager {
             runtime_config: runtime_config(req)?,
             result: None,
         };
-        self.write_cache(&req.pod_id, &entry)?;
+        tracing::debug_span!(target: STEP, "cni.cache_write")
+            .in_scope(|| self.write_cache(&req.pod_id, &entry))?;
         match self.add_chain(&req.pod_id, &entry).await {
             Ok(result) => {
                 let ips = pod_ips(&result);
-                self.write_cache(
-                    &req.pod_id,
-                    &CacheEntry {
-                        result: Some(result.clone()),
-                        ..entry
-                    },
-                )?;
+                tracing::debug_span!(target: STEP, "cni.cache_write").in_scope(|| {
+                    self.write_cache(
+                        &req.pod_id,
+                        &CacheEntry {
+                            result: Some(result.clone()),
+                            ..entry
+                        },
+                    )
+                })?;
                 tracing::info!(pod_id = %req.pod_id, network = %net.name, ips = ?ips, "pod network set up");
                 Ok(PodNetworkResult {
                     network: net.name,
@@ -239,6 +244,7 @@ impl CniManager {
                 &config,
                 &self.invocation("ADD", pod_id, entry),
             )
+            .instrument(plugin_span(plugin, "ADD"))
             .await?;
             prev = Some(result);
         }
@@ -256,6 +262,7 @@ impl CniManager {
             );
             let outcome = match self.plugin_path(plugin) {
                 Ok(path) => exec(&path, &config, &self.invocation("DEL", pod_id, entry))
+                    .instrument(plugin_span(plugin, "DEL"))
                     .await
                     .map(|_| ()),
                 Err(e) => Err(e),
@@ -301,6 +308,22 @@ impl CniManager {
 }
 
 /// `CNI_ARGS` as kubelet-era runtimes pass them.
+/// The target of step spans, for `CRUST_SPAN_TIMINGS` (see crustd's `span_timings`):
+/// at debug level they are disabled callsites unless that file is asked for.
+const STEP: &str = "crust::step";
+
+/// The step span of one plugin invocation, named by its type and command.
+fn plugin_span(plugin: &Value, command: &str) -> tracing::Span {
+    tracing::debug_span!(
+        target: STEP,
+        "cni.plugin",
+        detail = %format_args!(
+            "{} {command}",
+            plugin.get("type").and_then(serde_json::Value::as_str).unwrap_or("?")
+        )
+    )
+}
+
 fn cni_args(req: &PodNetworkRequest) -> Vec<(String, String)> {
     vec![
         ("IgnoreUnknown".into(), "1".into()),

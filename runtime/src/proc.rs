@@ -26,6 +26,43 @@ impl ProcRef {
         }
     }
 
+    /// Waits until this process has exited (or `timeout` passed; returns whether it is
+    /// gone). Woken by a pidfd, which becomes readable when the process exits, so a
+    /// stop does not sleep past the moment it is done; polls only where pidfds are
+    /// not available.
+    #[allow(unsafe_code)]
+    pub async fn wait_gone(&self, timeout: std::time::Duration) -> bool {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1;
+        // no memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+        if fd >= 0 {
+            // SAFETY: `fd` is a descriptor the call above just made, owned by nobody else.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            // Checked after the pidfd pins the PID: if it already names another
+            // process (or a zombie), ours is gone.
+            if !self.is_alive() {
+                return true;
+            }
+            // SAFETY: `fd` is owned by the AsyncFd from here and registered nowhere else.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            };
+            if let Ok(fd) = registered {
+                let exited = tokio::time::timeout(timeout, fd.readable()).await;
+                return matches!(exited, Ok(Ok(_))) || !self.is_alive();
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.is_alive() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        true
+    }
+
     /// SIGKILLs the process if it is still this one. Returns whether a signal was sent.
     pub fn kill(&self) -> bool {
         self.is_alive()

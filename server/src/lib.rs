@@ -25,4 +25,5 @@ pub mod rpc;
 pub mod sd_notify;
 pub mod serve;
 pub mod services;
+pub mod span_timings;
 pub mod streaming;

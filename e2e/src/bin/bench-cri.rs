@@ -13,6 +13,15 @@
 //!
 //! Options: `-n N` latency rounds (50), `--pods M` density pods (100, 0 to skip),
 //! `--concurrency C` (10), `--json` (one JSON document instead of tables).
+//! `--fresh-connections`: each timed group of RPCs on a new connection, made while
+//! the clock runs (what a CLI such as crictl sees), instead of one connection for the
+//! run (what kubelet keeps). `--breakdown` (crust only): crustd writes its step spans
+//! (`CRUST_SPAN_TIMINGS`), printed as p50/p90 per step of RunPodSandbox,
+//! StopPodSandbox and RemovePodSandbox over the latency rounds, followed by the CNI
+//! floor: the same conflist's ADD and DEL through the network crate alone, N times.
+//! `--churn SECONDS`: instead of the latency and density runs, pods (one `sleep`
+//! container each) created and removed continuously, `--concurrency` at a time;
+//! prints pods/s, p50/p99 and the daemon's RSS before and after.
 //!
 //! `cargo build --release --bins && ./target/release/bench-cri --compare` (as root;
 //! needs `docker-registry`, `busybox-static`, `containernetworking-plugins`, and for
@@ -21,9 +30,10 @@
 use anyhow::{Context, bail};
 use crust_e2e::{
     Sandbox,
+    bench::percentile,
     cni::TestNetwork,
     containerd::{Containerd, ContainerdOptions, which},
-    cri_bench::{self, Options, Report, Target},
+    cri_bench::{self, Options, Report, Target, breakdown},
     registry::Registry,
 };
 use serde_json::json;
@@ -36,9 +46,12 @@ struct Args {
     iterations: usize,
     pods: usize,
     concurrency: usize,
+    fresh_connections: bool,
+    breakdown: bool,
+    churn: Option<f64>,
 }
 
-const USAGE: &str = "usage: bench-cri (--endpoint unix:///PATH | --compare) [-n N] [--pods M] [--concurrency C] [--image REF] [--json]";
+const USAGE: &str = "usage: bench-cri (--endpoint unix:///PATH | --compare | --crust) [-n N] [--pods M] [--concurrency C] [--image REF] [--json] [--fresh-connections] [--breakdown] [--churn SECONDS]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
@@ -49,13 +62,21 @@ fn parse_args() -> anyhow::Result<Args> {
         iterations: 50,
         pods: 100,
         concurrency: 10,
+        fresh_connections: false,
+        breakdown: false,
+        churn: None,
     };
+    let mut crust_only = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--endpoint" | "-r" => a.endpoint = Some(value("--endpoint")?),
             "--compare" => a.compare = true,
+            "--crust" => crust_only = true,
+            "--fresh-connections" => a.fresh_connections = true,
+            "--breakdown" => a.breakdown = true,
+            "--churn" => a.churn = Some(value("--churn")?.parse()?),
             "--json" => a.json = true,
             "--image" => a.image = Some(value("--image")?),
             "-n" | "--iterations" => a.iterations = value("-n")?.parse()?,
@@ -68,8 +89,16 @@ fn parse_args() -> anyhow::Result<Args> {
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
-    if a.compare == a.endpoint.is_some() {
-        bail!("give exactly one of --endpoint and --compare\n{USAGE}");
+    if [a.compare, a.endpoint.is_some(), crust_only]
+        .iter()
+        .filter(|&&x| x)
+        .count()
+        != 1
+    {
+        bail!("give exactly one of --endpoint, --compare and --crust\n{USAGE}");
+    }
+    if a.breakdown && a.endpoint.is_some() {
+        bail!("--breakdown needs a crustd this benchmark starts (--crust or --compare)");
     }
     Ok(a)
 }
@@ -104,6 +133,7 @@ fn options(
         image: image.to_string(),
         pre_pull,
         log_dir: log_dir.path().to_path_buf(),
+        fresh_connections: args.fresh_connections,
     }
 }
 
@@ -143,6 +173,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             endpoint: endpoint.clone(),
             daemon_pid: None,
         };
+        if let Some(seconds) = args.churn {
+            let churn =
+                cri_bench::churn(&target, &options(&args, &image, vec![], &logs), seconds).await?;
+            print_churn(&args, &[churn])?;
+            return Ok(());
+        }
         let report = cri_bench::run(&target, &options(&args, &image, vec![], &logs)).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report.to_json())?);
@@ -152,18 +188,37 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if !args.compare {
+        let crust = run_crust(&args, &image).await?;
+        match crust {
+            Outcome::Report(r) => {
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&r.to_json())?);
+                } else {
+                    r.print_table();
+                }
+            }
+            Outcome::Churn(c) => print_churn(&args, &[c])?,
+        }
+        return Ok(());
+    }
     if which("containerd").is_none() {
         bail!(
             "--compare needs containerd: apt-get install -y --no-install-recommends containerd runc"
         );
     }
     let crust = run_crust(&args, &image).await?;
+    // The same kind of network (bridge + host-local + portmap), a bridge of its own.
+    let ctrd = run_containerd(&args, &registry, &image, &images.pause).await?;
+    let (crust, ctrd) = match (crust, ctrd) {
+        (Outcome::Report(a), Outcome::Report(b)) => (a, b),
+        (Outcome::Churn(a), Outcome::Churn(b)) => return print_churn(&args, &[a, b]),
+        _ => unreachable!("both runs are of the same kind"),
+    };
     if !args.json {
         crust.print_table();
         println!();
     }
-    // The same kind of network (bridge + host-local + portmap), a bridge of its own.
-    let ctrd = run_containerd(&args, &registry, &image, &images.pause).await?;
     if args.json {
         let doc = json!({
             "machine": machine(),
@@ -180,26 +235,93 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_crust(args: &Args, image: &str) -> anyhow::Result<Report> {
+/// A latency and density report, or a churn run's.
+enum Outcome {
+    Report(Report),
+    Churn(cri_bench::Churn),
+}
+
+async fn measure(
+    args: &Args,
+    target: &Target,
+    opts: &cri_bench::Options,
+) -> anyhow::Result<Outcome> {
+    Ok(match args.churn {
+        Some(seconds) => Outcome::Churn(cri_bench::churn(target, opts, seconds).await?),
+        None => Outcome::Report(cri_bench::run(target, opts).await?),
+    })
+}
+
+fn print_churn(args: &Args, runs: &[cri_bench::Churn]) -> anyhow::Result<()> {
+    if args.json {
+        let doc: Vec<_> = runs.iter().map(|c| c.to_json()).collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for c in runs {
+            c.print();
+        }
+    }
+    Ok(())
+}
+
+async fn run_crust(args: &Args, image: &str) -> anyhow::Result<Outcome> {
     let sb = Sandbox::new()?;
     let _net = TestNetwork::install(&sb, &[]);
     sb.write_config("")?;
-    // The harness logs at debug; a node (and containerd here) logs at info.
-    let mut d = crust_e2e::Crustd::spawn(&sb, &["--log-level", "info"])?;
-    d.wait_ready().await?;
     let logs = log_dir()?;
+    let timings = logs.path().join("span-timings.tsv");
+    let spawn = crust_e2e::SpawnOptions {
+        env: if args.breakdown {
+            vec![(
+                "CRUST_SPAN_TIMINGS".to_string(),
+                timings.display().to_string(),
+            )]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    };
+    // The harness logs at debug; a node (and containerd here) logs at info.
+    let mut d = crust_e2e::Crustd::spawn_with(&sb, &["--log-level", "info"], &spawn)?;
+    d.wait_ready().await?;
     let target = Target {
         name: "crust".into(),
         endpoint: sb.endpoint(),
         daemon_pid: Some(d.pid().as_raw()),
     };
-    let report = cri_bench::run(&target, &options(args, image, vec![], &logs)).await;
-    if report.is_err() {
+    let outcome = measure(args, &target, &options(args, image, vec![], &logs)).await;
+    if outcome.is_err() {
         eprintln!("crustd log:\n{}", d.logs());
     }
     // Stop crustd before the sandbox (and its store) is removed.
     let _ = d.terminate().await;
-    report
+    let outcome = outcome?;
+    if args.breakdown && !args.json && matches!(outcome, Outcome::Report(_)) {
+        println!(
+            "crust, per step (server side, span open to close) over the {} latency rounds:",
+            args.iterations
+        );
+        breakdown::print(&breakdown::read(&timings, 1, args.iterations)?);
+        // The floor: the same conflist (a network of its own) with no crustd.
+        let floor_sb = Sandbox::new()?;
+        let _floor_net = TestNetwork::install(&floor_sb, &[]);
+        let (add, del) = breakdown::cni_floor(
+            &floor_sb.cni_conf_dir(),
+            vec![std::path::PathBuf::from("/usr/lib/cni")],
+            &floor_sb.path().join("cni-cache"),
+            args.iterations.max(1),
+        )
+        .await?;
+        println!(
+            "CNI floor (network crate alone, {} rounds): ADD p50 {:.2} ms p90 {:.2} ms; DEL p50 {:.2} ms p90 {:.2} ms",
+            add.len(),
+            percentile(&add, 0.5),
+            percentile(&add, 0.9),
+            percentile(&del, 0.5),
+            percentile(&del, 0.9)
+        );
+    }
+    Ok(outcome)
 }
 
 async fn run_containerd(
@@ -207,7 +329,7 @@ async fn run_containerd(
     registry: &Registry,
     image: &str,
     pause: &str,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<Outcome> {
     // A sandbox only for its CNI conf dir and IPAM state.
     let net_sb = Sandbox::new()?;
     let _net = TestNetwork::install(&net_sb, &[]);
@@ -224,9 +346,9 @@ async fn run_containerd(
         daemon_pid: Some(c.pid()),
     };
     let opts = options(args, image, vec![pause.to_string()], &logs);
-    let report = cri_bench::run(&target, &opts).await;
-    if report.is_err() {
+    let outcome = measure(args, &target, &opts).await;
+    if outcome.is_err() {
         eprintln!("containerd log:\n{}", c.log());
     }
-    report
+    outcome
 }

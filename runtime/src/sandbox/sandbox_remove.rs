@@ -15,7 +15,7 @@ impl SandboxManager {
             return Ok(());
         };
         // As Stop: NotReady and without its network before anything is torn down.
-        self.begin_stop(&mut sandbox)?;
+        crate::step_span!("pod.record").in_scope(|| self.begin_stop(&mut sandbox))?;
         self.teardown(&sandbox, true).await?;
         // The pod's containers went with its monitor; delete what they left.
         let containers: Vec<_> = self
@@ -33,7 +33,7 @@ impl SandboxManager {
             self.remove_container_files(&c).await?;
             self.forget_container(&c)?;
         }
-        self.forget(&sandbox)?;
+        crate::step_span!("pod.forget").in_scope(|| self.forget(&sandbox))?;
         self.locks.lock().expect("locks poisoned").remove(&id);
         tracing::info!(pod_id = %id, "pod sandbox removed");
         Ok(())

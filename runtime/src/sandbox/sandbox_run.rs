@@ -4,6 +4,7 @@
 use std::{fs, os::unix::fs::PermissionsExt, time::SystemTime};
 
 use nix::mount::{MsFlags, mount};
+use tracing::Instrument;
 
 use super::{NsMode, Sandbox, SandboxManager, SandboxSpec, SandboxState, files, sysctl};
 use crate::{error::RuntimeError, ids, monitor};
@@ -56,7 +57,7 @@ impl SandboxManager {
         };
         // Intent first: a crash from here on leaves a Creating record, which recovery
         // rolls back.
-        if let Err(e) = self.commit(&sandbox, None) {
+        if let Err(e) = crate::step_span!("pod.record").in_scope(|| self.commit(&sandbox, None)) {
             self.names.lock().expect("names poisoned").remove(&key);
             return Err(e);
         }
@@ -165,6 +166,7 @@ impl SandboxManager {
         };
 
         // Pod files.
+        let files_span = crate::step_span!("pod.files").entered();
         let dir = sandbox.pod_dir.clone();
         // `pods/` is root's alone (crustd makes it so at start; again here in case it
         // was removed since): the pods' specs and files are not for other users.
@@ -215,6 +217,7 @@ impl SandboxManager {
                 source: e.into(),
             })?;
         }
+        drop(files_span);
 
         // Cgroups: the pod's (created if missing), the init's below it, the monitors'.
         let cg_err = |source| RuntimeError::Cgroup {
@@ -225,7 +228,10 @@ impl SandboxManager {
         // A cgroup_parent named in the config belongs to whoever named it (kubelet, or
         // several crictl pods sharing one): created if missing, never removed by us.
         // Only the cgroup crust picks (`<pod_parent>/<id>`) is the pod's to remove.
-        self.make_pod_cgroups(sandbox).await.map_err(cg_err)?;
+        self.make_pod_cgroups(sandbox)
+            .instrument(crate::step_span!("pod.cgroups"))
+            .await
+            .map_err(cg_err)?;
 
         // The monitor. Its socket's directory is ours alone whatever the umask: the
         // socket is 0600 too, but a directory others can write would let them put
@@ -256,11 +262,14 @@ impl SandboxManager {
         };
         let bytes = serde_json::to_vec_pretty(&monitor_spec).expect("monitor spec serializes");
         fs::write(&spec_file, bytes).map_err(io("write", &spec_file))?;
+        // The monitor makes and pins the namespaces and starts the pod init before it
+        // reports: this step is all of that.
         let pids = monitor::spawn(
             &self.config.monitor_bin,
             &spec_file,
             &dir.join("monitor.log"),
         )
+        .instrument(crate::step_span!("pod.monitor_spawn"))
         .await
         .map_err(|source| RuntimeError::Monitor {
             kind: "pod sandbox",
@@ -282,6 +291,7 @@ impl SandboxManager {
             };
             let status = network
                 .setup(&req)
+                .instrument(crate::step_span!("pod.network_setup"))
                 .await
                 .map_err(|message| RuntimeError::Network {
                     id: id.clone(),
@@ -301,6 +311,7 @@ impl SandboxManager {
             .map(|d| d.as_nanos() as i64)
             .unwrap_or_default();
         sandbox.state = SandboxState::Ready;
-        self.commit(sandbox, Some(SandboxState::Creating))
+        crate::step_span!("pod.record")
+            .in_scope(|| self.commit(sandbox, Some(SandboxState::Creating)))
     }
 }

@@ -15,7 +15,7 @@ impl SandboxManager {
         let Some(mut sandbox) = self.snapshot(&id) else {
             return Ok(());
         };
-        self.begin_stop(&mut sandbox)?;
+        crate::step_span!("pod.record").in_scope(|| self.begin_stop(&mut sandbox))?;
         self.teardown(&sandbox, false).await?;
         tracing::info!(pod_id = %id, "pod sandbox stopped");
         Ok(())

@@ -9,11 +9,16 @@ use nix::{
     mount::{MntFlags, umount2},
 };
 
+use tracing::Instrument;
+
 use super::{MONITOR_TIMEOUT, Sandbox, SandboxManager};
 use crate::{
     error::RuntimeError,
     monitor::{self, MonitorPids, Request},
 };
+
+/// How long a monitor that accepted Shutdown gets to exit before it is killed.
+const MONITOR_EXIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Namespace pins a pod may have.
 pub(super) const PINS: [&str; 4] = ["net", "ipc", "uts", "pid"];
@@ -28,7 +33,10 @@ impl SandboxManager {
         // a reboot it is gone, which plugins tolerate).
         if sandbox.spec.namespaces.network != super::NsMode::Node
             && let Some(network) = self.network.as_ref()
-            && let Err(e) = network.teardown(&sandbox.id, &sandbox.pin("net")).await
+            && let Err(e) = network
+                .teardown(&sandbox.id, &sandbox.pin("net"))
+                .instrument(crate::step_span!("pod.network_teardown"))
+                .await
         {
             errors.push(format!("network teardown: {e}"));
         }
@@ -53,7 +61,10 @@ impl SandboxManager {
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
         });
-        if let Some(pids) = pids {
+        // The monitor kills the pod init (and with it the pod's PID namespace) and
+        // exits; its exit is waited for on a pidfd, not by polling.
+        async {
+            let Some(pids) = pids else { return };
             if pids.monitor.is_alive() {
                 let asked = monitor::request(
                     &sandbox.monitor_socket(),
@@ -64,11 +75,8 @@ impl SandboxManager {
                 if let Err(error) = &asked {
                     tracing::warn!(pod_id = %sandbox.id, %error, "monitor did not accept shutdown; killing it");
                 }
-                for _ in 0..200 {
-                    if !pids.monitor.is_alive() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                if asked.is_ok() {
+                    pids.monitor.wait_gone(MONITOR_EXIT_TIMEOUT).await;
                 }
                 pids.monitor.kill();
             }
@@ -76,6 +84,8 @@ impl SandboxManager {
                 init.kill();
             }
         }
+        .instrument(crate::step_span!("pod.monitor_stop"))
+        .await;
 
         // Every container of the pod, by cgroup: whatever state the monitor was in (dead,
         // hung, or a hostPID container whose children are not in a pod PID namespace),
@@ -98,6 +108,7 @@ impl SandboxManager {
                     .map(|e| e.to_string())
                     .collect::<Vec<_>>()
             })
+            .instrument(crate::step_span!("pod.kill_cgroups"))
             .await;
         errors.extend(killed.unwrap_or_default());
         // Under systemd each monitor has a scope of its own, done with once the
@@ -110,6 +121,7 @@ impl SandboxManager {
             errors.push(e.to_string());
         }
 
+        let unpin_span = crate::step_span!("pod.unpin").entered();
         for ns in PINS {
             let pin = sandbox.pin(ns);
             let before = errors.len();
@@ -124,8 +136,10 @@ impl SandboxManager {
             }
         }
         unmount(&sandbox.shm_dir(), &mut errors);
+        drop(unpin_span);
 
         if full {
+            let files_span = crate::step_span!("pod.remove_files").entered();
             match fs::remove_file(&sandbox.socket) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -138,6 +152,7 @@ impl SandboxManager {
                     Err(e) => errors.push(format!("remove {}: {e}", dir.display())),
                 }
             }
+            drop(files_span);
             let mut owned: Vec<String> = Vec::new();
             if self.systemd_driver() {
                 // The container scopes before their slice: a slice with other pods'
@@ -156,7 +171,11 @@ impl SandboxManager {
                 owned.push(sandbox.cgroup.clone());
             }
             for cg in owned {
-                if let Err(e) = self.remove_cgroup(&cg).await {
+                if let Err(e) = self
+                    .remove_cgroup(&cg)
+                    .instrument(crate::step_span!("pod.remove_cgroups"))
+                    .await
+                {
                     errors.push(e.to_string());
                 }
             }

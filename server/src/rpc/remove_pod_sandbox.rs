@@ -3,6 +3,8 @@
 
 use crust_proto::runtime::v1::{RemovePodSandboxRequest, RemovePodSandboxResponse};
 
+use tracing::Instrument;
+
 use crate::{daemon::Daemon, error::ApiError};
 
 pub async fn remove_pod_sandbox(
@@ -15,6 +17,8 @@ pub async fn remove_pod_sandbox(
     );
     daemon.sandboxes.remove(&req.pod_sandbox_id).await?;
     // Its containers' images may have been removed while they ran.
-    crate::image_store::prune_unused(daemon).await;
+    crate::image_store::prune_unused(daemon)
+        .instrument(crust_runtime::step_span!("image.prune_unused"))
+        .await;
     Ok(RemovePodSandboxResponse {})
 }

@@ -1,0 +1,179 @@
+//! `bench-cri --breakdown`: the per-step timings crustd writes with
+//! `CRUST_SPAN_TIMINGS` (lines `<rpc> <step> <microseconds> <pod id>`), reduced to
+//! p50/p90 per RPC and step; and the CNI floor, the same conflist's ADD and DEL run
+//! through the network crate alone, so crust's own share of a pod start is what lies
+//! above it.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, bail};
+use crust_network::{CniManager, PodNetworkRequest};
+
+use crate::bench::percentile;
+
+/// The RPCs the breakdown is about, in the order they print.
+const RPCS: [&str; 3] = ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"];
+
+/// One step's samples, ms, sorted.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub rpc: String,
+    pub step: String,
+    /// How many of the rounds ran this step at least once (a step may run several
+    /// times in one RPC, e.g. two cache writes: its samples are the per-RPC sums).
+    pub samples: Vec<f64>,
+}
+
+/// Reads `file` and keeps the pods of the latency rounds: the `skip`+`rounds` first
+/// RunPodSandbox calls in the file, less the first `skip` (the warm-up).
+pub fn read(file: &Path, skip: usize, rounds: usize) -> anyhow::Result<Vec<Step>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    let lines: Vec<[&str; 4]> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 4).then(|| [f[0], f[1], f[2], f[3]])
+        })
+        .collect();
+    let pods: HashSet<&str> = lines
+        .iter()
+        .filter(|l| l[0] == "RunPodSandbox" && l[1] == "rpc")
+        .map(|l| l[3])
+        .skip(skip)
+        .take(rounds)
+        .collect();
+    // (rpc, step) -> pod -> summed ms
+    let mut sums: BTreeMap<(usize, String, String), BTreeMap<&str, f64>> = BTreeMap::new();
+    for [rpc, step, us, pod] in &lines {
+        let Some(order) = RPCS.iter().position(|r| r == rpc) else {
+            continue;
+        };
+        if !pods.contains(pod) {
+            continue;
+        }
+        let ms = us.parse::<f64>().unwrap_or(0.0) / 1000.0;
+        // The RPC's own line first, then its steps by name.
+        let key = if *step == "rpc" {
+            (order, String::new(), rpc.to_string())
+        } else {
+            (order, step.to_string(), rpc.to_string())
+        };
+        *sums.entry(key).or_default().entry(pod).or_default() += ms;
+    }
+    if pods.is_empty() {
+        bail!("no RunPodSandbox timings in {}", file.display());
+    }
+    Ok(sums
+        .into_iter()
+        .map(|((_, step, rpc), per_pod)| {
+            let mut samples: Vec<f64> = per_pod.into_values().collect();
+            samples.sort_by(f64::total_cmp);
+            Step {
+                rpc,
+                step: if step.is_empty() {
+                    "(whole RPC, server side)".into()
+                } else {
+                    step
+                },
+                samples,
+            }
+        })
+        .collect())
+}
+
+pub fn print(steps: &[Step]) {
+    println!(
+        "{:<18} {:<38} {:>6} {:>9} {:>9}",
+        "RPC", "step", "n", "p50 ms", "p90 ms"
+    );
+    for s in steps {
+        println!(
+            "{:<18} {:<38} {:>6} {:>9.2} {:>9.2}",
+            s.rpc,
+            s.step,
+            s.samples.len(),
+            percentile(&s.samples, 0.5),
+            percentile(&s.samples, 0.9)
+        );
+    }
+}
+
+/// The CNI floor: `rounds` ADD and DEL of the default network in `conf_dir`, each in a
+/// fresh network namespace (`ip netns add`), through [`CniManager`] with no crustd.
+/// Returns (ADD ms, DEL ms), sorted.
+pub async fn cni_floor(
+    conf_dir: &Path,
+    bin_dirs: Vec<PathBuf>,
+    cache_dir: &Path,
+    rounds: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let cni = CniManager {
+        conf_dir: conf_dir.to_path_buf(),
+        bin_dirs,
+        cache_dir: cache_dir.to_path_buf(),
+        plugin_timeout: std::time::Duration::from_secs(60),
+    };
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    // One unrecorded warm-up round, as the CRI rounds have.
+    for i in 0..=rounds {
+        let name = format!("crust-bench-cni-{}-{i}", std::process::id());
+        let ns = NetNs::add(&name)?;
+        let req = PodNetworkRequest {
+            pod_id: format!("{:0>64x}", (std::process::id() as u64) << 20 | i as u64),
+            name: format!("cni-floor-{i}"),
+            namespace: "bench".into(),
+            uid: format!("cni-floor-{i}"),
+            netns: ns.path(),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        cni.setup(&req).await.context("CNI ADD")?;
+        let a = t.elapsed().as_secs_f64() * 1000.0;
+        let t = Instant::now();
+        cni.teardown(&req.pod_id, &req.netns)
+            .await
+            .context("CNI DEL")?;
+        let d = t.elapsed().as_secs_f64() * 1000.0;
+        if i > 0 {
+            add.push(a);
+            del.push(d);
+        }
+        drop(ns);
+    }
+    add.sort_by(f64::total_cmp);
+    del.sort_by(f64::total_cmp);
+    Ok((add, del))
+}
+
+/// A named network namespace of this benchmark, deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn add(name: &str) -> anyhow::Result<NetNs> {
+        let ok = Command::new("ip")
+            .args(["netns", "add", name])
+            .status()?
+            .success();
+        if !ok {
+            bail!("ip netns add {name} failed");
+        }
+        Ok(NetNs(name.to_string()))
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
