@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Namespace pins a pod may have.
-pub(super) const PINS: [&str; 4] = ["net", "ipc", "uts", "pid"];
+pub(super) const PINS: [&str; 5] = ["net", "ipc", "uts", "pid", "user"];
 
 impl SandboxManager {
     /// Stops the monitor and every pod process, unpins namespaces and unmounts shm.
