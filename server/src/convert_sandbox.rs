@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use crust_proto::runtime::v1 as cri;
 use crust_runtime::sandbox::{
-    DnsConfig, IdMapping, Namespaces, NsMode, PortMapping, SandboxFilter, SandboxMetadata, SandboxSpec,
-    SandboxView,
+    DnsConfig, IdMapping, Namespaces, NsMode, PortMapping, SandboxFilter, SandboxMetadata,
+    SandboxSpec, SandboxView,
 };
 
 use crate::error::ApiError;

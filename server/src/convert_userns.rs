@@ -46,7 +46,10 @@ pub fn userns(
                 mode.as_str_name()
             ),
         )),
-        Err(_) => Err(invalid(field, format!("unknown namespace mode {}", ns.mode))),
+        Err(_) => Err(invalid(
+            field,
+            format!("unknown namespace mode {}", ns.mode),
+        )),
     }
 }
 
@@ -130,14 +133,29 @@ mod tests {
     #[test]
     fn accepted_forms() {
         assert_eq!(userns(FIELD, None).unwrap(), None, "absent");
-        assert_eq!(userns(FIELD, Some(&ns(NODE, vec![], vec![]))).unwrap(), None, "NODE");
+        assert_eq!(
+            userns(FIELD, Some(&ns(NODE, vec![], vec![]))).unwrap(),
+            None,
+            "NODE"
+        );
         let got = userns(
             FIELD,
-            Some(&ns(POD, vec![map(100000, 0, 65536)], vec![map(200000, 0, 65536)])),
+            Some(&ns(
+                POD,
+                vec![map(100000, 0, 65536)],
+                vec![map(200000, 0, 65536)],
+            )),
         )
         .unwrap()
         .unwrap();
-        assert_eq!(got.uids, vec![IdMapping { host_id: 100000, container_id: 0, length: 65536 }]);
+        assert_eq!(
+            got.uids,
+            vec![IdMapping {
+                host_id: 100000,
+                container_id: 0,
+                length: 65536
+            }]
+        );
         assert_eq!(got.gids[0].host_id, 200000);
         assert_eq!(got.host_root(), Some((100000, 200000)));
     }
@@ -146,18 +164,58 @@ mod tests {
     fn refused_forms_name_the_field() {
         let ok = || vec![map(100000, 0, 65536)];
         let cases: Vec<(&str, cri::UserNamespace, &str)> = vec![
-            ("CONTAINER", ns(cri::NamespaceMode::Container as i32, ok(), ok()), "CONTAINER"),
-            ("TARGET", ns(cri::NamespaceMode::Target as i32, ok(), ok()), "TARGET"),
+            (
+                "CONTAINER",
+                ns(cri::NamespaceMode::Container as i32, ok(), ok()),
+                "CONTAINER",
+            ),
+            (
+                "TARGET",
+                ns(cri::NamespaceMode::Target as i32, ok(), ok()),
+                "TARGET",
+            ),
             ("unknown mode", ns(42, ok(), ok()), "unknown"),
             ("NODE with mappings", ns(NODE, ok(), vec![]), "NODE"),
-            ("POD without uids", ns(POD, vec![], ok()), "uids: exactly one"),
-            ("POD without gids", ns(POD, ok(), vec![]), "gids: exactly one"),
-            ("two uid mappings", ns(POD, vec![map(100000, 0, 10), map(200000, 10, 10)], ok()), "got 2"),
-            ("container root unmapped", ns(POD, vec![map(100000, 1, 65536)], ok()), "must start at 0"),
-            ("length 0", ns(POD, ok(), vec![map(100000, 0, 0)]), "length is 0"),
-            ("host overflow", ns(POD, vec![map(u32::MAX - 10, 0, 65536)], ok()), "overflows"),
-            ("ends at (u32)-1", ns(POD, vec![map(1, 0, u32::MAX)], ok()), "overflows"),
-            ("host root mapped", ns(POD, vec![map(0, 0, 65536)], ok()), "host root"),
+            (
+                "POD without uids",
+                ns(POD, vec![], ok()),
+                "uids: exactly one",
+            ),
+            (
+                "POD without gids",
+                ns(POD, ok(), vec![]),
+                "gids: exactly one",
+            ),
+            (
+                "two uid mappings",
+                ns(POD, vec![map(100000, 0, 10), map(200000, 10, 10)], ok()),
+                "got 2",
+            ),
+            (
+                "container root unmapped",
+                ns(POD, vec![map(100000, 1, 65536)], ok()),
+                "must start at 0",
+            ),
+            (
+                "length 0",
+                ns(POD, ok(), vec![map(100000, 0, 0)]),
+                "length is 0",
+            ),
+            (
+                "host overflow",
+                ns(POD, vec![map(u32::MAX - 10, 0, 65536)], ok()),
+                "overflows",
+            ),
+            (
+                "ends at (u32)-1",
+                ns(POD, vec![map(1, 0, u32::MAX)], ok()),
+                "overflows",
+            ),
+            (
+                "host root mapped",
+                ns(POD, vec![map(0, 0, 65536)], ok()),
+                "host root",
+            ),
         ];
         for (name, sent, want) in cases {
             match userns(FIELD, Some(&sent)) {

@@ -276,8 +276,12 @@ impl SandboxManager {
             let upper = c.dir.join("upper");
             let meta = fs::symlink_metadata(&upper).map_err(io("stat", &upper))?;
             let shift = |id: u32, base: u32| id.checked_add(base).unwrap_or(base);
-            std::os::unix::fs::lchown(&upper, Some(shift(meta.uid(), uid)), Some(shift(meta.gid(), gid)))
-                .map_err(io("chown", &upper))?;
+            std::os::unix::fs::lchown(
+                &upper,
+                Some(shift(meta.uid(), uid)),
+                Some(shift(meta.gid(), gid)),
+            )
+            .map_err(io("chown", &upper))?;
         }
         fs::create_dir_all(&c.bundle).map_err(io("create", &c.bundle))?;
         if let Some(parent) = c.log_path.parent() {
@@ -425,11 +429,7 @@ impl SandboxManager {
                 lower: c.image.lower.clone(),
                 upper: c.dir.join("upper"),
                 work: c.dir.join("work"),
-                idmap: sandbox
-                    .spec
-                    .userns
-                    .as_ref()
-                    .map(|_| sandbox.pin("user")),
+                idmap: sandbox.spec.userns.as_ref().map(|_| sandbox.pin("user")),
             }),
             stdin: c.spec.stdin,
             stdin_once: c.spec.stdin_once,

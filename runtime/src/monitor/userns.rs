@@ -26,7 +26,7 @@ use nix::{
     fcntl::OFlag,
     sched::{CloneFlags, setns, unshare},
     sys::wait::waitpid,
-    unistd::{ForkResult, Gid, Pid, Uid, fork, pipe2, setresgid, setresuid, sethostname},
+    unistd::{ForkResult, Gid, Pid, Uid, fork, pipe2, sethostname, setresgid, setresuid},
 };
 
 use super::MonitorSpec;
@@ -41,8 +41,7 @@ pub(super) fn make_pod_namespaces(
     pin: impl Fn(&str, &Path) -> Result<(), String>,
 ) -> Result<(), String> {
     let (to_child_r, to_child_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (from_child_r, from_child_w) =
-        pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (from_child_r, from_child_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the monitor is single-threaded, so the child is a complete copy with no
     // other threads and no held locks; it only runs `child` and exits.
     let child = match unsafe { fork() }.map_err(|e| format!("fork userns child: {e}"))? {
@@ -87,7 +86,8 @@ fn parent(
         // One write: the kernel takes the whole map at once, and only once.
         fs::write(&path, map).map_err(|e| format!("write {path} ({map:?}): {e}"))?;
     }
-    go.write_all(b"G").map_err(|e| format!("wake userns child: {e}"))?;
+    go.write_all(b"G")
+        .map_err(|e| format!("wake userns child: {e}"))?;
     expect(reports, b'N')?;
     fs::create_dir_all(&spec.pins_dir)
         .map_err(|e| format!("create {}: {e}", spec.pins_dir.display()))?;
@@ -108,8 +108,7 @@ fn parent(
     }
     // Joined from the pins, not /proc/<child>: the pins are what containers join.
     for (target, flag) in joined {
-        let file =
-            File::open(&target).map_err(|e| format!("open {}: {e}", target.display()))?;
+        let file = File::open(&target).map_err(|e| format!("open {}: {e}", target.display()))?;
         setns(file, flag).map_err(|e| format!("join {}: {e}", target.display()))?;
     }
     Ok(())
@@ -162,7 +161,10 @@ fn expect(from: &mut File, want: u8) -> Result<(), String> {
             let _ = from.read_to_string(&mut rest);
             Err(rest)
         }
-        Ok(1) => Err(format!("unexpected byte {:?} from the userns child", byte[0] as char)),
+        Ok(1) => Err(format!(
+            "unexpected byte {:?} from the userns child",
+            byte[0] as char
+        )),
         _ => Err("the userns child exited during setup".into()),
     }
 }

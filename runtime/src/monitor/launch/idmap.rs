@@ -73,8 +73,7 @@ pub(in crate::monitor) fn idmapped_layers(
             mount_at::set_idmap_fd(&tree, &ns)
                 .map_err(|e| format!("idmap layer {}: {e}", source.display()))?;
             let target = dir.join(&name);
-            fs::create_dir_all(&target)
-                .map_err(|e| format!("create {}: {e}", target.display()))?;
+            fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
             let target_fd = nix::fcntl::open(
                 &target,
                 OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
