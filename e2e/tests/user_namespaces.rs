@@ -394,3 +394,66 @@ async fn invalid_userns_options_are_refused_naming_the_field() {
         .expect_err("userns with host network");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 }
+
+/// Recovery: the pod's user namespace (its pin and the mappings in the record) is
+/// still there after crustd restarts; the running container keeps it, an exec joins
+/// it, a new container joins the same one, and removal leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_user_namespace_survives_a_crustd_restart() {
+    let mut w = World::start(&image(), "e2e/userns-restart", "").await;
+    let opts = PodOptions::named("userns-restart")
+        .pid(NamespaceMode::Container)
+        .userns(pod_userns());
+    let pod = w.run_pod(&opts).await;
+    let a = w
+        .run(
+            &pod,
+            with_userns(w.config("a", &["sleep", "3600"]), Some(pod_userns())),
+        )
+        .await;
+    let (_, before, _) = w.exec(&a, &["readlink", "/proc/self/ns/user"]).await;
+
+    assert!(w.d.terminate().await.unwrap().success());
+    w.d = w.sb.start().unwrap();
+    w.d.wait_ready().await.unwrap();
+
+    let (code, out, err) = w.exec(&a, &["cat", "/proc/self/uid_map"]).await;
+    assert_eq!(code, 0, "exec after the restart: {err}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+    let (_, after, _) = w.exec(&a, &["readlink", "/proc/self/ns/user"]).await;
+    assert_eq!(before, after, "the same user namespace");
+    let b = w
+        .run(
+            &pod,
+            with_userns(w.config("b", &["sleep", "3600"]), Some(pod_userns())),
+        )
+        .await;
+    let (_, in_b, _) = w.exec(&b, &["readlink", "/proc/self/ns/user"]).await;
+    assert_eq!(before, in_b, "a container made after the restart joins it");
+    let reported =
+        w.d.runtime()
+            .await
+            .expect("connect")
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: false,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner()
+            .status
+            .and_then(|s| s.linux)
+            .and_then(|l| l.namespaces)
+            .and_then(|n| n.options)
+            .and_then(|o| o.userns_options);
+    assert_eq!(reported, Some(pod_userns()), "the record kept the mappings");
+    remove_pod(&w, &pod).await;
+    assert_eq!(
+        mountinfo_mentions(&pod),
+        Vec::<String>::new(),
+        "mounts left"
+    );
+}
