@@ -44,6 +44,8 @@ pub struct PodOptions {
     pub privileged: bool,
     /// Pod sysctls (`LinuxPodSandboxConfig.sysctls`).
     pub sysctls: Vec<(String, String)>,
+    /// `namespace_options.userns_options` (KEP-127); `None`: not sent.
+    pub userns: Option<crust_proto::runtime::v1::UserNamespace>,
 }
 
 impl PodOptions {
@@ -58,8 +60,15 @@ impl PodOptions {
             host_network: false,
             privileged: false,
             sysctls: Vec::new(),
+            userns: None,
         }
     }
+    /// Sends `userns_options` for the pod.
+    pub fn userns(mut self, userns: crust_proto::runtime::v1::UserNamespace) -> PodOptions {
+        self.userns = Some(userns);
+        self
+    }
+
     pub fn privileged(mut self) -> PodOptions {
         self.privileged = true;
         self
@@ -160,6 +169,7 @@ impl World {
                         } else {
                             NamespaceMode::Pod.into()
                         },
+                        userns_options: o.userns.clone(),
                         ..Default::default()
                     }),
                     ..Default::default()

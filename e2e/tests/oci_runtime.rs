@@ -392,7 +392,13 @@ async fn status_advertises_recursive_read_only_mounts_per_handler() {
         .into_iter()
         .map(|h| {
             let f = h.features.expect("features are set");
-            assert!(!f.user_namespaces, "{}: no user namespaces yet", h.name);
+            // Pod user namespaces: the built-in launcher only (user_namespaces.rs).
+            assert_eq!(
+                f.user_namespaces,
+                h.name != "runc",
+                "{}: user namespaces with the built-in launcher only",
+                h.name
+            );
             (h.name, f.recursive_read_only_mounts)
         })
         .collect();

@@ -59,6 +59,7 @@ async fn pod() -> Pod {
         sysctls: vec![],
         monitor_cgroup_dirs: vec![],
         pod_cgroup_dirs: vec![],
+        userns: None,
     };
     fs::write(d.join("spec.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
     let pids = monitor::spawn(

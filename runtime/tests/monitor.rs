@@ -59,6 +59,7 @@ async fn monitor_creates_pins_and_shuts_down() {
         ],
         monitor_cgroup_dirs: vec![],
         pod_cgroup_dirs: vec![],
+        userns: None,
     };
     fs::write(d.join("spec.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_crust-monitor"));
@@ -169,6 +170,7 @@ async fn setup_failure_is_reported_and_nothing_keeps_running() {
         sysctls: vec![("net.no.such.sysctl".into(), "1".into())],
         monitor_cgroup_dirs: vec![],
         pod_cgroup_dirs: vec![],
+        userns: None,
     };
     fs::write(d.join("spec.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
     let err = monitor::spawn(

@@ -100,16 +100,10 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
             });
         }
     }
-    if ns
-        .userns_options
-        .as_ref()
-        .is_some_and(|u| u.mode != i32::from(cri::NamespaceMode::Node))
-    {
-        return unsupported(
-            "user namespaces",
-            "config.linux.security_context.namespace_options.userns_options",
-        );
-    }
+    let userns = crate::convert_userns::userns(
+        "config.linux.security_context.namespace_options.userns_options",
+        ns.userns_options.as_ref(),
+    )?;
     if cri::NamespaceMode::try_from(ns.pid).is_err() {
         return Err(ApiError::InvalidArgument {
             field: "config.linux.security_context.namespace_options.pid",
@@ -204,6 +198,7 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
                     level: o.level,
                 })
                 .filter(|o| !o.is_empty()),
+            userns,
         },
         // Only CDI devices bring hooks; applied after conversion.
         hooks: Vec::new(),

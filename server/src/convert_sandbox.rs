@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use crust_proto::runtime::v1 as cri;
 use crust_runtime::sandbox::{
-    DnsConfig, Namespaces, NsMode, PortMapping, SandboxFilter, SandboxMetadata, SandboxSpec,
-    SandboxView,
+    DnsConfig, IdMapping, Namespaces, NsMode, PortMapping, SandboxFilter, SandboxMetadata,
+    SandboxSpec, SandboxView,
 };
 
 use crate::error::ApiError;
@@ -35,6 +35,16 @@ fn cri_mode(mode: NsMode) -> i32 {
     .into()
 }
 
+fn cri_maps(maps: &[IdMapping]) -> Vec<cri::IdMapping> {
+    maps.iter()
+        .map(|m| cri::IdMapping {
+            host_id: m.host_id,
+            container_id: m.container_id,
+            length: m.length,
+        })
+        .collect()
+}
+
 fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
@@ -62,16 +72,10 @@ pub fn sandbox_spec(
         .as_ref()
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
-    if ns
-        .userns_options
-        .as_ref()
-        .is_some_and(|u| u.mode != i32::from(cri::NamespaceMode::Node))
-    {
-        return Err(ApiError::Unsupported {
-            what: "user namespaces",
-            reason: "config.linux.security_context.namespace_options.userns_options: only NODE mode is supported".into(),
-        });
-    }
+    let userns = crate::convert_userns::userns(
+        "config.linux.security_context.namespace_options.userns_options",
+        ns.userns_options.as_ref(),
+    )?;
     // Kept so CreateContainer can allow privileged containers in this pod only (CRI:
     // "privileged containers ... only if the sandbox is privileged").
     let privileged = linux
@@ -120,6 +124,7 @@ pub fn sandbox_spec(
             })
             .collect(),
         privileged,
+        userns,
     })
 }
 
@@ -182,6 +187,19 @@ pub fn pod_sandbox_status(v: &SandboxView) -> cri::PodSandboxStatus {
                     network: cri_mode(n.network),
                     pid: cri_mode(n.pid),
                     ipc: cri_mode(n.ipc),
+                    // What the pod got, as sent (kubelet compares it with what it
+                    // asked for).
+                    userns_options: Some(match &s.spec.userns {
+                        Some(u) => cri::UserNamespace {
+                            mode: cri::NamespaceMode::Pod.into(),
+                            uids: cri_maps(&u.uids),
+                            gids: cri_maps(&u.gids),
+                        },
+                        None => cri::UserNamespace {
+                            mode: cri::NamespaceMode::Node.into(),
+                            ..Default::default()
+                        },
+                    }),
                     ..Default::default()
                 }),
             }),

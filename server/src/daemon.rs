@@ -42,6 +42,9 @@ pub struct Daemon {
     /// Handler name -> whether it supports recursive read-only mounts; probed once at
     /// start (an `oci` handler's binary is asked then, not on every `Status`).
     pub handler_rro: std::collections::BTreeMap<String, bool>,
+    /// Whether pods may have user namespaces (KEP-127): the kernel has user
+    /// namespaces and `mount_setattr` for the idmapped image layers. Probed once.
+    pub userns_supported: bool,
     /// Subscribers of GetContainerEvents and the events held for the next one.
     pub events: crate::events::EventHub,
 }
@@ -73,6 +76,20 @@ fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
             .collect(),
         max_log_line: config.runtime.max_log_line_size,
         exec_output_limit: config.runtime.exec_sync_output_limit,
+    }
+}
+
+impl Daemon {
+    /// Whether pods of `handler` may have a user namespace: the built-in launcher on
+    /// a kernel with what it needs; no `oci` handler yet (see run_pod_sandbox).
+    pub fn handler_has_userns(&self, handler: &str) -> bool {
+        self.userns_supported
+            && self
+                .config
+                .runtime
+                .handlers
+                .get(handler)
+                .is_some_and(|h| h.kind == crate::config::HandlerKind::Builtin)
     }
 }
 
@@ -165,8 +182,11 @@ impl Daemon {
         )?
         .with_container_pids_limit(Some(config.runtime.pids_limit));
         let handler_rro = handler_rro(&config);
+        let userns_supported = crust_runtime::features::kernel_has_mount_setattr()
+            && std::path::Path::new("/proc/self/ns/user").exists();
         Ok(Daemon {
             handler_rro,
+            userns_supported,
             config,
             config_files,
             store,

@@ -10,6 +10,7 @@ pub mod convert_limits;
 #[cfg(test)]
 mod convert_limits_tests;
 pub mod convert_sandbox;
+pub mod convert_userns;
 pub mod daemon;
 pub mod deadline;
 pub mod error;

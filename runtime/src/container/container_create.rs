@@ -149,6 +149,28 @@ impl SandboxManager {
             return Err(RuntimeError::NotReady { id: pod_id.clone() });
         }
         let sandbox = pod.sandbox;
+        // CRI: the container's userns_options are the pod's, repeated (kubelet sends
+        // both). containerd refuses a difference ("user namespace config for sandbox
+        // is different from container") as a plain error, which reaches the client as
+        // UNKNOWN; it is the request that is inconsistent, so INVALID_ARGUMENT here.
+        if spec.security.userns != sandbox.spec.userns {
+            let show = |u: &Option<crate::sandbox::UserNamespace>| match u {
+                Some(u) => format!(
+                    "POD uids {:?} gids {:?}",
+                    crate::sandbox::UserNamespace::map_text(&u.uids).trim(),
+                    crate::sandbox::UserNamespace::map_text(&u.gids).trim()
+                ),
+                None => "NODE".to_string(),
+            };
+            return Err(RuntimeError::InvalidArgument {
+                field: "config.linux.security_context.namespace_options.userns_options",
+                reason: format!(
+                    "the container's ({}) differ from its pod's ({})",
+                    show(&spec.security.userns),
+                    show(&sandbox.spec.userns)
+                ),
+            });
+        }
         if spec.metadata.name.is_empty() {
             return Err(RuntimeError::InvalidArgument {
                 field: "config.metadata.name",
@@ -246,6 +268,21 @@ impl SandboxManager {
             path,
             source,
         })?;
+        // A pod user namespace: `upper` is the container's `/` as overlayfs shows it,
+        // so it belongs to the container's root as the namespace maps it (its owner
+        // from the top layer, shifted), as containerd chowns the snapshot's upper dir.
+        if let Some((uid, gid)) = sandbox.spec.userns.as_ref().and_then(|u| u.host_root()) {
+            use std::os::unix::fs::MetadataExt;
+            let upper = c.dir.join("upper");
+            let meta = fs::symlink_metadata(&upper).map_err(io("stat", &upper))?;
+            let shift = |id: u32, base: u32| id.checked_add(base).unwrap_or(base);
+            std::os::unix::fs::lchown(
+                &upper,
+                Some(shift(meta.uid(), uid)),
+                Some(shift(meta.gid(), gid)),
+            )
+            .map_err(io("chown", &upper))?;
+        }
         fs::create_dir_all(&c.bundle).map_err(io("create", &c.bundle))?;
         if let Some(parent) = c.log_path.parent() {
             fs::create_dir_all(parent).map_err(io("create", parent))?;
@@ -320,6 +357,11 @@ impl SandboxManager {
                 cgroup_path: c.cgroup.clone(),
                 host_network: ns.network == NsMode::Node,
                 privileged: sandbox.spec.privileged,
+                userns: sandbox
+                    .spec
+                    .userns
+                    .clone()
+                    .and_then(|u| pin("user").map(|p| (p, u))),
             },
             host: self.host.clone(),
             rootfs: c.dir.join("rootfs"),
@@ -387,6 +429,7 @@ impl SandboxManager {
                 lower: c.image.lower.clone(),
                 upper: c.dir.join("upper"),
                 work: c.dir.join("work"),
+                idmap: sandbox.spec.userns.as_ref().map(|_| sandbox.pin("user")),
             }),
             stdin: c.spec.stdin,
             stdin_once: c.spec.stdin_once,

@@ -222,6 +222,10 @@ pub struct SecurityContextSpec {
     pub seccomp: SecurityProfile,
     pub apparmor: SecurityProfile,
     pub selinux: Option<SelinuxOptions>,
+    /// `namespace_options.userns_options` as the container sent it (mode `POD`);
+    /// CRI requires it to be the pod's, which CreateContainer checks.
+    #[serde(default)]
+    pub userns: Option<crate::sandbox::UserNamespace>,
 }
 
 /// What the container is asked to be: the domain form of CRI `ContainerConfig`.
@@ -322,6 +326,10 @@ pub struct PodContext {
     pub host_network: bool,
     /// Whether the pod's security context allows privileged containers.
     pub privileged: bool,
+    /// The pod's pinned user namespace and its mappings (CRI `userns_options` mode
+    /// POD); `None`: the host's.
+    #[serde(default)]
+    pub userns: Option<(PathBuf, crate::sandbox::UserNamespace)>,
 }
 
 /// One POSIX rlimit (`RLIMIT_NOFILE` style type name).

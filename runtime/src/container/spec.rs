@@ -124,6 +124,11 @@ pub(crate) fn namespaces(
     let pod = &input.pod;
     let sc = &input.container.security;
     let mut out = vec![ns(LinuxNamespaceType::Mount, None)];
+    // First, as runc joins it first (nsexec: "always join the user namespace
+    // first"); the built-in launcher joins it last, see `launch`.
+    if let Some((path, _)) = &pod.userns {
+        out.insert(0, ns(LinuxNamespaceType::User, Some(path.clone())));
+    }
     let net = if pod.host_network {
         None
     } else {
@@ -168,6 +173,19 @@ pub(crate) fn namespaces(
         out.push(ns(LinuxNamespaceType::Cgroup, None));
     }
     Ok(out)
+}
+
+fn id_mappings(maps: &[crate::sandbox::IdMapping]) -> Vec<oci_spec::runtime::LinuxIdMapping> {
+    maps.iter()
+        .map(|m| {
+            oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .host_id(m.host_id)
+                .container_id(m.container_id)
+                .size(m.length)
+                .build()
+                .expect("all fields set")
+        })
+        .collect()
 }
 
 /// The signal that stops the container: CRI's, else the image's, else SIGTERM.
@@ -287,8 +305,15 @@ pub fn generate_spec(input: &SpecInput, devices: &dyn DeviceLookup) -> Result<Sp
 
     let mut linux = Linux::default();
     linux.set_net_devices(None);
-    linux.set_uid_mappings(None);
-    linux.set_gid_mappings(None);
+    // With a pod user namespace the runtime joins it (by path) rather than making
+    // one; runc still wants the mappings (it checks they are there and uses them for
+    // the ids it chowns, such as the console).
+    let (uids, gids) = match &input.pod.userns {
+        Some((_, u)) => (Some(id_mappings(&u.uids)), Some(id_mappings(&u.gids))),
+        None => (None, None),
+    };
+    linux.set_uid_mappings(uids);
+    linux.set_gid_mappings(gids);
     linux.set_sysctl(spec_resources::sysctls(&input.pod.sysctls));
     linux.set_resources(Some(resources));
     linux.set_cgroups_path(

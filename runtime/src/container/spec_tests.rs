@@ -31,6 +31,7 @@ fn pod() -> PodContext {
         cgroup_path: "/kubepods/podabc/ctr1".into(),
         host_network: false,
         privileged: false,
+        userns: None,
     }
 }
 

@@ -232,29 +232,33 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
     if spec.new_uts {
         flags |= CloneFlags::CLONE_NEWUTS;
     }
-    unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
-    if spec.new_net {
-        loopback_up().map_err(|e| format!("bring up lo in the pod network namespace: {e}"))?;
-    }
-    if spec.new_uts {
-        sethostname(&spec.hostname)
-            .map_err(|e| format!("set hostname {:?}: {e}", spec.hostname))?;
-    }
-    // /proc/sys/net and the IPC sysctls resolve to the namespaces of the process that
-    // opens them, so these writes land in the pod's new namespaces.
-    for (name, value) in &spec.sysctls {
-        let path = Path::new("/proc/sys").join(sysctl_path(name));
-        fs::write(&path, value).map_err(|e| format!("sysctl {name}={value}: {e}"))?;
-    }
-    fs::create_dir_all(&spec.pins_dir)
-        .map_err(|e| format!("create {}: {e}", spec.pins_dir.display()))?;
-    for (wanted, ns) in [
-        (spec.new_net, "net"),
-        (spec.new_ipc, "ipc"),
-        (spec.new_uts, "uts"),
-    ] {
-        if wanted {
-            pin(&format!("/proc/self/ns/{ns}"), &spec.pins_dir.join(ns))?;
+    if let Some((uid_map, gid_map)) = &spec.userns {
+        super::userns::make_pod_namespaces(spec, flags, (uid_map, gid_map), pin)?;
+    } else {
+        unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
+        if spec.new_net {
+            loopback_up().map_err(|e| format!("bring up lo in the pod network namespace: {e}"))?;
+        }
+        if spec.new_uts {
+            sethostname(&spec.hostname)
+                .map_err(|e| format!("set hostname {:?}: {e}", spec.hostname))?;
+        }
+        // /proc/sys/net and the IPC sysctls resolve to the namespaces of the process
+        // that opens them, so these writes land in the pod's new namespaces.
+        for (name, value) in &spec.sysctls {
+            let path = Path::new("/proc/sys").join(sysctl_path(name));
+            fs::write(&path, value).map_err(|e| format!("sysctl {name}={value}: {e}"))?;
+        }
+        fs::create_dir_all(&spec.pins_dir)
+            .map_err(|e| format!("create {}: {e}", spec.pins_dir.display()))?;
+        for (wanted, ns) in [
+            (spec.new_net, "net"),
+            (spec.new_ipc, "ipc"),
+            (spec.new_uts, "uts"),
+        ] {
+            if wanted {
+                pin(&format!("/proc/self/ns/{ns}"), &spec.pins_dir.join(ns))?;
+            }
         }
     }
 
@@ -296,7 +300,7 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
 
 /// Sets `lo` up in our (new) network namespace, as every pod expects 127.0.0.1 to work.
 /// The `SIOCGIFFLAGS`/`SIOCSIFFLAGS` ioctls need no netlink machinery.
-fn loopback_up() -> Result<(), nix::Error> {
+pub(super) fn loopback_up() -> Result<(), nix::Error> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     let sock = socket(
         AddressFamily::Inet,
@@ -662,7 +666,7 @@ impl Monitor {
         let _ = fs::remove_file(&self.spec.socket);
         // The pins are crustd's to remove (it must do so even when we are dead), but
         // unmounting here too makes a clean stop cheaper; both are idempotent.
-        for ns in ["net", "ipc", "uts", "pid"] {
+        for ns in ["net", "ipc", "uts", "pid", "user"] {
             let _ = umount2(&self.spec.pins_dir.join(ns), MntFlags::MNT_DETACH);
         }
     }

@@ -102,9 +102,15 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     {
         return Err(format!("container process {pid} is gone"));
     }
+    // The container's user namespace (the pod's, or the host's: then joining is a
+    // no-op) is joined last, in the child, as the launcher does: after the mount and
+    // PID namespaces (owned by the host's user namespace) and the rlimits.
+    let userns_path = format!("/proc/{pid}/ns/user");
+    let userns = File::open(&userns_path).map_err(|e| format!("open {userns_path}: {e}"))?;
     for (file, flag, path) in files {
         setns(file, flag).map_err(|e| format!("join {path}: {e}"))?;
     }
+    let uid_maps = spec.linux().as_ref().and_then(|l| l.uid_mappings().clone());
 
     let env: Vec<CString> = process
         .env()
@@ -129,7 +135,8 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                     // Before the LSM profile and seccomp, as runc's setns init sets up
                     // its console first. A session of its own with the pty as
                     // controlling terminal: the shell gets job control, ^C, SIGWINCH.
-                    super::launch::setup_terminal(0, process.user().uid())?;
+                    let uid = super::launch::host_id(uid_maps.as_ref(), process.user().uid());
+                    super::launch::setup_terminal(0, uid)?;
                 }
                 // Only stdio reaches the command (CVE-2024-21626): our own start marked
                 // what we inherited, this also covers anything opened since. Before
@@ -139,6 +146,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 // /proc is the container's here: `lsm::apply` writes only to procfs.
                 super::lsm::apply(&lsm)?;
                 super::process_limits::apply(&process)?;
+                super::launch::join_userns(&userns)?;
                 let no_new_privs = process.no_new_privileges() == Some(true);
                 if let (Some(programs), false) = (&seccomp, no_new_privs) {
                     super::seccomp::apply(programs)?;

@@ -17,10 +17,12 @@
 
 mod cgroupfs;
 mod devices;
+mod idmap;
 mod mount_at;
 mod mounts;
 mod terminal;
 
+pub(super) use idmap::{host_id, idmapped_layers, join_userns};
 pub(crate) use terminal::receive_fd;
 pub(super) use terminal::setup_terminal;
 
@@ -368,6 +370,11 @@ fn child_main(
         .as_ref()
         .map(super::seccomp::compile)
         .transpose()?;
+    // The pod's user namespace, opened while its pin is reachable (before
+    // pivot_root); joined last (see `idmap`).
+    let userns = idmap::userns_of(spec)
+        .map(|p| File::open(&p).map_err(|e| format!("open user namespace {}: {e}", p.display())))
+        .transpose()?;
     wait_for(start_fd, b'P')?;
     let mounts = spec.mounts().clone().unwrap_or_default();
     let cgroups = mounts
@@ -383,6 +390,8 @@ fn child_main(
             LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
             LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
             LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            // Joined last, below.
+            LinuxNamespaceType::User => continue,
             // Joining a PID namespace only affects children: the monitor cloned us
             // into the one the spec names (`pidns`). Check rather than run in the
             // wrong one.
@@ -473,7 +482,10 @@ fn child_main(
 
     // Stdio: the monitor's pipes, or a terminal from the container's devpts.
     if stdio.console >= 0 {
-        setup_terminal(stdio.console, process.user().uid())?;
+        // Still host root here: the terminal goes to the host uid the container's
+        // user is.
+        let uid = idmap::host_id(linux.uid_mappings().as_ref(), process.user().uid());
+        setup_terminal(stdio.console, uid)?;
     } else {
         if stdio.stdin >= 0 {
             // SAFETY: the stdin pipe's read end, inherited and owned by this child.
@@ -499,6 +511,11 @@ fn child_main(
     // root (CVE-2024-21626). Marked, not closed: the status pipe must stay open until
     // the exec. Before seccomp, which may not allow close_range.
     crate::fds::mark_cloexec_from(3);
+    // Before seccomp (a profile may refuse setns) and the identity (uid 0 must be
+    // the namespace's root, not the host's).
+    if let Some(ns) = &userns {
+        idmap::join_userns(ns)?;
+    }
     let no_new_privs = process.no_new_privileges() == Some(true);
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we
     // still have it (runc's order). With it, load it right before exec.

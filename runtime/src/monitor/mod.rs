@@ -26,6 +26,7 @@ mod pod_init;
 mod process_limits;
 pub mod seccomp;
 mod syscalls_x86_64;
+mod userns;
 
 use std::path::PathBuf;
 
@@ -58,6 +59,10 @@ pub struct MonitorSpec {
     pub monitor_cgroup_dirs: Vec<PathBuf>,
     /// Cgroup directories of the pod; the pod init is placed there.
     pub pod_cgroup_dirs: Vec<PathBuf>,
+    /// A user namespace for the pod: made first, with these `uid_map`/`gid_map`
+    /// contents, so that it owns the pod's net/IPC/UTS namespaces; pinned as `user`.
+    #[serde(default)]
+    pub userns: Option<(String, String)>,
 }
 
 /// Processes a running monitor reports.
@@ -183,6 +188,10 @@ pub struct OverlayMount {
     pub lower: Vec<String>,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// The pod's user namespace (its pin), when it has one: the lower layers are then
+    /// mounted through idmapped binds of that namespace (see [`Self::mount_at`]).
+    #[serde(default)]
+    pub idmap: Option<PathBuf>,
 }
 
 impl OverlayMount {
@@ -198,12 +207,32 @@ impl OverlayMount {
         if self.lower.is_empty() {
             return Err("image has no layers".into());
         }
+        // The image's layers are shared and owned by host ids; a pod with a user
+        // namespace sees them through idmapped binds (mount_setattr MOUNT_ATTR_IDMAP
+        // with the pod's namespace), so host root's files are its root's. overlayfs
+        // itself cannot be idmapped (EINVAL on this kernel too), so, as containerd 2.x
+        // does for the overlay snapshotter, the lower layers are; `upper` is owned by
+        // the mapped root (CreateContainer chowns it), so what the container writes
+        // lands on disk as host_id+N. The binds are attached below `idmap/` next to
+        // `upper` only until the overlay is mounted (overlayfs keeps private clones
+        // of its layers' mounts), then detached again.
+        let idmapped = match &self.idmap {
+            Some(userns) => Some(launch::idmapped_layers(
+                userns,
+                &self.layers_root,
+                &self.lower,
+                &self.upper.with_file_name("idmap"),
+            )?),
+            None => None,
+        };
+        let (dir, lower) = match &idmapped {
+            Some(layers) => (layers.dir.clone(), layers.names.join(":")),
+            None => (self.layers_root.clone(), self.lower.join(":")),
+        };
         // Relative lowerdir names, resolved against our cwd: short option strings.
-        nix::unistd::chdir(self.layers_root.as_path())
-            .map_err(|e| format!("chdir {}: {e}", self.layers_root.display()))?;
+        nix::unistd::chdir(dir.as_path()).map_err(|e| format!("chdir {}: {e}", dir.display()))?;
         let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            self.lower.join(":"),
+            "lowerdir={lower},upperdir={},workdir={}",
             self.upper.display(),
             self.work.display()
         );
@@ -216,6 +245,9 @@ impl OverlayMount {
         )
         .map_err(|e| format!("mount overlay rootfs at {}: {e}", rootfs.display()));
         let _ = nix::unistd::chdir("/");
+        if let Some(layers) = idmapped {
+            layers.detach();
+        }
         result
     }
 }

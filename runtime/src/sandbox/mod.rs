@@ -54,6 +54,46 @@ pub struct Namespaces {
     pub ipc: NsMode,
 }
 
+/// One CRI `IDMapping`: `length` ids from `container_id` inside the user namespace
+/// are `host_id`.. on the host (the kernel's `uid_map` line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IdMapping {
+    pub host_id: u32,
+    pub container_id: u32,
+    pub length: u32,
+}
+
+impl IdMapping {
+    /// The host id of `id` inside the namespace, if it is mapped.
+    pub fn to_host(&self, id: u32) -> Option<u32> {
+        let offset = id.checked_sub(self.container_id)?;
+        (offset < self.length).then(|| self.host_id + offset)
+    }
+}
+
+/// A pod user namespace (CRI `UserNamespace` with mode `POD`): the server has checked
+/// there is exactly one uid and one gid mapping, each from container id 0.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UserNamespace {
+    pub uids: Vec<IdMapping>,
+    pub gids: Vec<IdMapping>,
+}
+
+impl UserNamespace {
+    /// `uid_map`/`gid_map` text: one `container host length` line per mapping.
+    pub fn map_text(maps: &[IdMapping]) -> String {
+        maps.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.length))
+            .collect()
+    }
+    /// The host uid and gid the container's root is.
+    pub fn host_root(&self) -> Option<(u32, u32)> {
+        let uid = self.uids.iter().find_map(|m| m.to_host(0))?;
+        let gid = self.gids.iter().find_map(|m| m.to_host(0))?;
+        Some((uid, gid))
+    }
+}
+
 /// `DNSConfig`: what goes into the pod's resolv.conf.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DnsConfig {
@@ -154,6 +194,10 @@ pub struct SandboxSpec {
     /// containers. Absent in records written before it was kept: not privileged.
     #[serde(default)]
     pub privileged: bool,
+    /// CRI `userns_options` with mode `POD`: the pod gets a user namespace of its own
+    /// with these mappings. `None`: the host's (mode `NODE`, or records from before).
+    #[serde(default)]
+    pub userns: Option<UserNamespace>,
 }
 
 /// Sandbox states.
@@ -219,7 +263,7 @@ impl Sandbox {
     pub fn shm_dir(&self) -> PathBuf {
         self.pod_dir.join("shm")
     }
-    /// The pinned namespace file for `ns` (`net`, `ipc`, `uts`, `pid`).
+    /// The pinned namespace file for `ns` (`user`, `net`, `ipc`, `uts`, `pid`).
     pub fn pin(&self, ns: &str) -> PathBuf {
         self.pins_dir.join(ns)
     }

@@ -132,6 +132,25 @@ impl SandboxManager {
                 field: "config.linux.sysctls",
                 reason,
             })?;
+        // kubelet refuses `hostUsers: false` with hostNetwork, hostPID or hostIPC
+        // (and Status says `user_namespaces_host_network: false`): a host namespace
+        // is owned by the host's user namespace, so the pod's root would not own it.
+        if spec.userns.is_some() {
+            for (field, mode) in [
+                ("network", spec.namespaces.network),
+                ("pid", spec.namespaces.pid),
+                ("ipc", spec.namespaces.ipc),
+            ] {
+                if mode == NsMode::Node {
+                    return Err(RuntimeError::InvalidArgument {
+                        field: "config.linux.security_context.namespace_options.userns_options",
+                        reason: format!(
+                            "a pod user namespace (mode POD) cannot be combined with {field}: NODE"
+                        ),
+                    });
+                }
+            }
+        }
         if let Some(dns) = &spec.dns {
             files::validate_dns(dns).map_err(|reason| RuntimeError::InvalidArgument {
                 field: "config.dns_config",
@@ -259,6 +278,12 @@ impl SandboxManager {
                 .as_deref()
                 .map(|c| cgroups.dirs(c))
                 .unwrap_or_default(),
+            userns: spec.userns.as_ref().map(|u| {
+                (
+                    super::UserNamespace::map_text(&u.uids),
+                    super::UserNamespace::map_text(&u.gids),
+                )
+            }),
         };
         let bytes = serde_json::to_vec_pretty(&monitor_spec).expect("monitor spec serializes");
         fs::write(&spec_file, bytes).map_err(io("write", &spec_file))?;

@@ -21,7 +21,7 @@ use crate::{
 const MONITOR_EXIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Namespace pins a pod may have.
-pub(super) const PINS: [&str; 4] = ["net", "ipc", "uts", "pid"];
+pub(super) const PINS: [&str; 5] = ["net", "ipc", "uts", "pid", "user"];
 
 impl SandboxManager {
     /// Stops the monitor and every pod process, unpins namespaces and unmounts shm.

@@ -117,7 +117,9 @@ fn runtime_handlers(daemon: &Daemon) -> Vec<RuntimeHandler> {
             name,
             features: Some(RuntimeHandlerFeatures {
                 recursive_read_only_mounts: rro.get(&handler).copied().unwrap_or(false),
-                user_namespaces: false,
+                // The built-in launcher (idmapped image layers need mount_setattr,
+                // Linux 5.12); no `oci` handler yet.
+                user_namespaces: daemon.handler_has_userns(&handler),
             }),
         })
         .collect()

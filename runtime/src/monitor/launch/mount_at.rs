@@ -271,6 +271,7 @@ fn mount_setattr(
     recursive: bool,
     attr_set: u64,
     propagation: u64,
+    userns_fd: u64,
 ) -> Result<(), Errno> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
     let mut flags = if path.as_os_str().is_empty() {
@@ -285,7 +286,7 @@ fn mount_setattr(
         attr_set,
         attr_clr: 0,
         propagation,
-        userns_fd: 0,
+        userns_fd,
     };
     // SAFETY: a valid dirfd, a C path, a correctly laid out mount_attr and its size.
     let rc = unsafe {
@@ -304,7 +305,23 @@ fn mount_setattr(
 /// Sets `attrs` (`MOUNT_ATTR_*`) on the mount `fd` is (an `open_tree` or `fsmount`
 /// descriptor, attached or not), and below it with `recursive`.
 pub(super) fn set_attrs_fd(fd: &OwnedFd, attrs: u64, recursive: bool) -> Result<(), Errno> {
-    mount_setattr(fd.as_raw_fd(), Path::new(""), recursive, attrs, 0)
+    mount_setattr(fd.as_raw_fd(), Path::new(""), recursive, attrs, 0, 0)
+}
+
+/// Makes the detached mount `fd` (an `open_tree` clone) idmapped with the user
+/// namespace `userns`: files owned by host id H show as the host id the namespace
+/// maps its id H to. Needs CAP_SYS_ADMIN over the filesystem's user namespace (host
+/// root, for ordinary filesystems) and a mount not yet attached.
+pub(super) fn set_idmap_fd(fd: &OwnedFd, userns: &OwnedFd) -> Result<(), Errno> {
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    mount_setattr(
+        fd.as_raw_fd(),
+        Path::new(""),
+        false,
+        MOUNT_ATTR_IDMAP,
+        0,
+        userns.as_raw_fd() as u64,
+    )
 }
 
 /// Sets the propagation (`MS_SHARED`, `MS_SLAVE`, `MS_PRIVATE`, `MS_UNBINDABLE`) of
@@ -314,7 +331,7 @@ pub(super) fn set_propagation_fd(
     propagation: u64,
     recursive: bool,
 ) -> Result<(), Errno> {
-    mount_setattr(fd.as_raw_fd(), Path::new(""), recursive, 0, propagation)
+    mount_setattr(fd.as_raw_fd(), Path::new(""), recursive, 0, propagation, 0)
 }
 
 #[cfg(test)]
