@@ -1,7 +1,8 @@
 //! crustctl's container verbs that `containers.rs` does not cover: `create` and `start`
 //! with config files, `exec -s` (ExecSync), and `logs -f` following a container across
 //! a partial line, a log rotation and its exit, with stdout and stderr apart; `stop -t`
-//! past the call timeout; `exec -t`'s terminal from the container's devpts.
+//! past the call timeout; `exec -t`'s terminal from the container's devpts; `checkpoint`
+//! reaching CheckpointContainer.
 
 use std::{process::Stdio, time::Duration};
 
@@ -276,6 +277,30 @@ async fn crustctl_prints_rpc_errors_as_crictl_does() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// `checkpoint -e PATH ID` sends CheckpointContainer with the path as `location`;
+/// crustd answers UNIMPLEMENTED (docs/features.md says why), which crustctl prints as
+/// crictl does, naming the container, and writes nothing at the path.
+#[tokio::test]
+async fn crustctl_checkpoint_sends_checkpoint_container() {
+    let w = world().await;
+    let archive = w.sb.path().join("ckpt.tar");
+    let archive = archive.to_str().unwrap();
+    let out = crust_e2e::crustctl(
+        &w.sb.endpoint(),
+        &["checkpoint", "--export", archive, "some-container"],
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty(), "errors go to stderr: {out:?}");
+    assert!(
+        err.contains("checkpoint some-container: rpc error: code = Unimplemented desc = ")
+            && err.contains("CheckpointContainer"),
+        "{err}"
+    );
+    assert!(!std::path::Path::new(archive).exists());
 }
 
 /// Splits a crictl-style table line into its cells (separated by 3+ spaces, or 2+ when
