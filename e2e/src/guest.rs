@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 /// guest suites drive (CNI plugins, runc, crun, a registry with busybox content, the
 /// AppArmor parser).
 pub const GUEST_PACKAGES: &str =
-    "apparmor,apparmor-utils,runc,crun,docker-registry,busybox-static,containernetworking-plugins";
+    "apparmor,apparmor-utils,runc,crun,criu,docker-registry,busybox-static,containernetworking-plugins";
 
 /// Where the workspace appears inside the guest.
 pub const HOST_SHARE: &str = "/mnt/host";
