@@ -41,7 +41,10 @@ fn crustctl_fails(node: &GuestCrustd, args: &str) -> String {
     let out = node
         .guest
         .run(
-            &format!("{} -t 120s {args}", crust_e2e::guest::in_guest(&crust_e2e::binary("crustctl")).unwrap()),
+            &format!(
+                "{} -t 120s {args}",
+                crust_e2e::guest::in_guest(&crust_e2e::binary("crustctl")).unwrap()
+            ),
             150,
         )
         .unwrap();
@@ -69,7 +72,9 @@ fn make_container(node: &GuestCrustd, name: &str, runtime: Option<&str>) -> (Str
         .to_string(),
     )
     .unwrap();
-    let runtime = runtime.map(|r| format!("--runtime {r} ")).unwrap_or_default();
+    let runtime = runtime
+        .map(|r| format!("--runtime {r} "))
+        .unwrap_or_default();
     let pod = node
         .crustctl(&format!("runp {runtime}/root/pod-{name}.json"), 180)
         .unwrap()
@@ -92,7 +97,8 @@ async fn runc_container_checkpoints_and_keeps_running() {
     let node = GuestCrustd::start("checkpoint", RUNC)
         .await
         .expect("guest node with crustd");
-    node.run("criu check", 120).expect("criu works in the guest");
+    node.run("criu check", 120)
+        .expect("criu works in the guest");
     let (pod, ctr) = make_container(&node, "ckpt", Some("runc"));
     let before = counter_passes(&node, &ctr, 1);
 
@@ -119,18 +125,25 @@ async fn runc_container_checkpoints_and_keeps_running() {
     assert_eq!(config["id"], ctr.as_str(), "{config}");
     assert_eq!(config["name"], "counter", "{config}");
     assert!(
-        config["rootfsImageName"].as_str().unwrap_or_default().contains("busybox"),
+        config["rootfsImageName"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("busybox"),
         "{config}"
     );
     assert!(config["checkpointedTime"].is_string(), "{config}");
     let spec = node.run("tar -xOf /root/ckpt/c.tar spec.dump", 60).unwrap();
     let spec: Value = serde_json::from_str(&spec).unwrap_or_else(|e| panic!("{e}: {spec}"));
-    assert!(spec["process"]["args"].to_string().contains("/counter"), "{spec}");
+    assert!(
+        spec["process"]["args"].to_string().contains("/counter"),
+        "{spec}"
+    );
     let diff = node
         .run("tar -xOf /root/ckpt/c.tar rootfs-diff.tar | tar -t", 60)
         .unwrap();
     assert!(
-        diff.lines().any(|l| l.trim_start_matches("./") == "counter"),
+        diff.lines()
+            .any(|l| l.trim_start_matches("./") == "counter"),
         "counter not in the writable layer's tar:\n{diff}"
     );
     // Nothing but the archive in the directory: no scratch or temp files.
@@ -152,7 +165,10 @@ async fn runc_container_checkpoints_and_keeps_running() {
     // Bad locations name the field.
     for loc in ["relative.tar", "/root/no-such-dir/c.tar"] {
         let err = crustctl_fails(&node, &format!("checkpoint -e {loc} {ctr}"));
-        assert!(err.contains("InvalidArgument") && err.contains("location"), "{loc}: {err}");
+        assert!(
+            err.contains("InvalidArgument") && err.contains("location"),
+            "{loc}: {err}"
+        );
     }
     let err = crustctl_fails(&node, "checkpoint -e /root/ckpt/n.tar no-such-container");
     assert!(err.contains("NotFound"), "{err}");

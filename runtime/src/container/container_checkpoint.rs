@@ -80,7 +80,10 @@ impl SandboxManager {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or_default();
-        let scratch = parent.join(format!(".{name}.crust-checkpoint-{}-{nonce}", std::process::id()));
+        let scratch = parent.join(format!(
+            ".{name}.crust-checkpoint-{}-{nonce}",
+            std::process::id()
+        ));
         let io = |op: &'static str, path: &Path, source| RuntimeError::Io {
             kind: "container",
             id: id.clone(),
@@ -178,7 +181,11 @@ async fn dump(
             binary.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim(),
-            if tail.is_empty() { "" } else { "; CRIU's dump.log ends:\n" },
+            if tail.is_empty() {
+                ""
+            } else {
+                "; CRIU's dump.log ends:\n"
+            },
             tail
         ),
     })
@@ -223,10 +230,10 @@ fn write_archive(
             .map_err(|e| ("write", diff.clone(), e))?;
     }
 
-    let tmp = scratch
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .join(format!("{}.tmp", scratch.file_name().unwrap_or_default().to_string_lossy()));
+    let tmp = scratch.parent().unwrap_or(Path::new("/")).join(format!(
+        "{}.tmp",
+        scratch.file_name().unwrap_or_default().to_string_lossy()
+    ));
     let built = (|| {
         let file = File::create(&tmp).map_err(|e| ("create", tmp.clone(), e))?;
         let mut tar = tar::Builder::new(file);

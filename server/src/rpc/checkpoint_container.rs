@@ -64,7 +64,9 @@ fn check_location(location: &str) -> Result<&Path, ApiError> {
         )));
     }
     if path.is_dir() {
-        return Err(bad(format!("{shown:?} is a directory, not an archive file")));
+        return Err(bad(format!(
+            "{shown:?} is a directory, not an archive file"
+        )));
     }
     Ok(path)
 }
