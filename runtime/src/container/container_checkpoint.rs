@@ -157,8 +157,9 @@ async fn dump(
             id: c.id.clone(),
             message: format!("wait for {} checkpoint: {e}", binary.display()),
         })?,
-        // Dropping the future kills the runtime (kill_on_drop); CRIU, its child, then
-        // loses its peer and unfreezes the container (runc runs criu in swrk mode).
+        // Dropping the future kills the runtime (kill_on_drop). runc drives criu in swrk
+        // mode over a socket pair; criu is expected to unfreeze the tasks when its peer
+        // goes (not tested here: no dump ran past its timeout in the guest).
         Err(_) => {
             return Err(RuntimeError::DeadlineExceeded {
                 id: c.id.clone(),
