@@ -1,5 +1,5 @@
 //! Container verbs, as crictl has them: create, start, run, stop, rm, ps, inspect, logs,
-//! update.
+//! update, checkpoint.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -10,9 +10,10 @@ use crust_ctl::{
     output::{self, Format},
 };
 use crust_proto::runtime::v1::{
-    ContainerConfig, ContainerState, ContainerStatusRequest, CreateContainerRequest,
-    LinuxContainerResources, ListContainersRequest, RemoveContainerRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, UpdateContainerResourcesRequest,
+    CheckpointContainerRequest, ContainerConfig, ContainerState, ContainerStatusRequest,
+    CreateContainerRequest, LinuxContainerResources, ListContainersRequest, RemoveContainerRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    UpdateContainerResourcesRequest,
 };
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -51,6 +52,16 @@ pub enum ContainerCommand {
         /// Seconds to wait after the stop signal before SIGKILL.
         #[arg(short, long, default_value_t = 10)]
         timeout: i64,
+    },
+    /// Checkpoint running containers into tar archives (CheckpointContainer): the
+    /// runtime writes the archive at the `--export` path on its node.
+    Checkpoint {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// The tar archive to write (an absolute path on the runtime's node), as
+        /// crictl's `--export`.
+        #[arg(short, long, required = true)]
+        export: String,
     },
     /// Remove containers.
     Rm {
@@ -293,6 +304,22 @@ pub async fn run(cmd: ContainerCommand, channel: Channel) -> anyhow::Result<Stri
                     })
                     .await
                     .with_context(|| format!("stop {id}"))?;
+                out.push_str(&format!("{id}\n"));
+            }
+            Ok(out)
+        }
+        ContainerCommand::Checkpoint { ids, export } => {
+            let mut out = String::new();
+            for id in ids {
+                // crictl passes the path as typed; the runtime resolves it on its node.
+                client
+                    .checkpoint_container(CheckpointContainerRequest {
+                        container_id: id.clone(),
+                        location: export.clone(),
+                        timeout: 0,
+                    })
+                    .await
+                    .with_context(|| format!("checkpoint {id}"))?;
                 out.push_str(&format!("{id}\n"));
             }
             Ok(out)

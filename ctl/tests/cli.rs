@@ -47,3 +47,16 @@ fn bad_timeout_is_rejected() {
     let out = crustctl(&["--timeout", "soon", "version"], &[]);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
+
+/// crictl refuses `checkpoint` without `--export` before it calls the runtime; so does
+/// crustctl (a usage error, so no endpoint is needed).
+#[test]
+fn checkpoint_needs_export_and_a_container() {
+    let endpoint = "unix:///nonexistent/crust-ctl-test.sock";
+    let out = crustctl(&["-r", endpoint, "checkpoint", "abc"], &[]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--export"), "{err}");
+    let out = crustctl(&["-r", endpoint, "checkpoint", "-e", "/tmp/x.tar"], &[]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}

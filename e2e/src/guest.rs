@@ -21,8 +21,7 @@ use anyhow::{Context, bail};
 /// Debian packages the guest image carries beyond vm.sh's base set: what crustd's
 /// guest suites drive (CNI plugins, runc, crun, a registry with busybox content, the
 /// AppArmor parser).
-pub const GUEST_PACKAGES: &str =
-    "apparmor,apparmor-utils,runc,crun,docker-registry,busybox-static,containernetworking-plugins";
+pub const GUEST_PACKAGES: &str = "apparmor,apparmor-utils,runc,crun,criu,docker-registry,busybox-static,containernetworking-plugins";
 
 /// Where the workspace appears inside the guest.
 pub const HOST_SHARE: &str = "/mnt/host";

@@ -1,7 +1,8 @@
 //! crustctl's container verbs that `containers.rs` does not cover: `create` and `start`
 //! with config files, `exec -s` (ExecSync), and `logs -f` following a container across
 //! a partial line, a log rotation and its exit, with stdout and stderr apart; `stop -t`
-//! past the call timeout; `exec -t`'s terminal from the container's devpts.
+//! past the call timeout; `exec -t`'s terminal from the container's devpts; `checkpoint`'s
+//! refusals (what needs no CRIU).
 
 use std::{process::Stdio, time::Duration};
 
@@ -276,6 +277,78 @@ async fn crustctl_prints_rpc_errors_as_crictl_does() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// `checkpoint -e PATH ID` sends CheckpointContainer with the path as `location`.
+/// What needs no CRIU is checked here (the dump itself runs on the guest node,
+/// guest_checkpoint.rs): a built-in launcher container is refused naming the `oci`
+/// handler checkpoint needs, a bad `location` is INVALID_ARGUMENT naming the field,
+/// an unknown id NOT_FOUND; crustctl prints each as crictl does, and no file appears.
+#[tokio::test]
+async fn crustctl_checkpoint_refusals() {
+    let w = world().await;
+    let pod = w.run_pod(&PodOptions::named("ckpt")).await;
+    let ctr = w.run(&pod, w.config("sleeper", &["sleep", "600"])).await;
+    let dir = w.sb.path().join("ckpt");
+    std::fs::create_dir(&dir).unwrap();
+    let archive = dir.join("c.tar");
+    let archive = archive.to_str().unwrap();
+    let missing_dir = format!("{}/no-such-dir/c.tar", dir.display());
+    for (location, id, code, words) in [
+        (
+            archive,
+            ctr.as_str(),
+            "FailedPrecondition",
+            &["built-in launcher", "oci"][..],
+        ),
+        (
+            "relative.tar",
+            ctr.as_str(),
+            "InvalidArgument",
+            &["location", "absolute"][..],
+        ),
+        (
+            "",
+            ctr.as_str(),
+            "InvalidArgument",
+            &["location", "empty"][..],
+        ),
+        (
+            missing_dir.as_str(),
+            ctr.as_str(),
+            "InvalidArgument",
+            &["location", "does not exist"][..],
+        ),
+        (
+            archive,
+            "some-container",
+            "NotFound",
+            &["some-container"][..],
+        ),
+    ] {
+        let out = crust_e2e::crustctl(
+            &w.sb.endpoint(),
+            &["-t", "30s", "checkpoint", "--export", location, id],
+        )
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{location:?} {id}: {err}");
+        assert!(out.stdout.is_empty(), "errors go to stderr: {out:?}");
+        assert!(
+            err.contains(&format!(
+                "checkpoint {id}: rpc error: code = {code} desc = "
+            )),
+            "{location:?} {id}: {err}"
+        );
+        for word in words {
+            assert!(
+                err.contains(word),
+                "{location:?} {id}: {word:?} not in {err}"
+            );
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "files left: {left:?}");
 }
 
 /// Splits a crictl-style table line into its cells (separated by 3+ spaces, or 2+ when

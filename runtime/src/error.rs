@@ -74,6 +74,10 @@ pub enum RuntimeError {
         after: std::time::Duration,
     },
 
+    /// The OCI runtime (CRIU) could not checkpoint the container.
+    #[error("container {id}: checkpoint failed: {message}")]
+    Checkpoint { id: String, message: String },
+
     #[error("container {id} is {state:?}, not {wanted}")]
     ContainerState {
         id: String,

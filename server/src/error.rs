@@ -132,6 +132,7 @@ fn runtime_code(e: &crust_runtime::RuntimeError) -> Code {
         E::AlreadyExists { .. } => Code::AlreadyExists,
         E::NotReady { .. } | E::ContainerState { .. } => Code::FailedPrecondition,
         E::Launch { .. } => Code::Unknown,
+        E::Checkpoint { .. } => Code::Internal,
         E::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         E::Unsupported { .. } | E::InvalidTransition { .. } => Code::FailedPrecondition,
         // A Localhost profile is the node's to load (kubelet reports the pod as

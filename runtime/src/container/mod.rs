@@ -9,6 +9,7 @@
 
 mod cdi;
 mod container_attach;
+mod container_checkpoint;
 mod container_create;
 mod container_create_host;
 pub(crate) mod container_dirs;

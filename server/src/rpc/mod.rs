@@ -2,6 +2,7 @@
 //! response or an [`crate::error::ApiError`]; spans, metrics and status mapping are
 //! done once, in [`crate::daemon::Daemon::handle`].
 
+pub mod checkpoint_container;
 pub mod container_status;
 pub mod create_container;
 pub mod exec_sync;

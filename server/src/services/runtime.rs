@@ -41,16 +41,6 @@ pub struct RuntimeApi {
     pub daemon: Arc<Daemon>,
 }
 
-impl RuntimeApi {
-    async fn unimplemented<T>(&self, rpc: &'static str) -> Result<Response<T>, Status> {
-        self.daemon
-            .handle(rpc, rpc_span!(rpc), async {
-                Err(ApiError::Unimplemented { rpc })
-            })
-            .await
-    }
-}
-
 #[tonic::async_trait]
 impl RuntimeService for RuntimeApi {
     type GetContainerEventsStream = ResponseStream<ContainerEventResponse>;
@@ -414,9 +404,16 @@ impl RuntimeService for RuntimeApi {
 
     async fn checkpoint_container(
         &self,
-        _request: Request<CheckpointContainerRequest>,
+        request: Request<CheckpointContainerRequest>,
     ) -> Result<Response<CheckpointContainerResponse>, Status> {
-        self.unimplemented("CheckpointContainer").await
+        let d = &*self.daemon;
+        let req = request.into_inner();
+        d.handle(
+            "CheckpointContainer",
+            rpc_span!("CheckpointContainer"),
+            crate::rpc::checkpoint_container::checkpoint_container(d, req),
+        )
+        .await
     }
 
     async fn get_container_events(
