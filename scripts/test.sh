@@ -14,9 +14,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # docker-registry: the real OCI registry the image e2e tests push to and pull from;
 # busybox-static: the test images' content; apache2-utils: htpasswd for registry auth.
 # runc: the OCI runtime the `oci` runtime handler tests drive (they fail without it).
+# dpkg-dev: dpkg-shlibdeps, which cargo-deb computes the package's Depends with.
 apt-get update
 apt-get install -y --no-install-recommends containernetworking-plugins iproute2 iptables \
-    docker-registry busybox-static apache2-utils runc
+    docker-registry busybox-static apache2-utils runc dpkg-dev
+
+# cargo-deb builds the Debian package e2e/tests/deb_package.rs checks (about 1.5 min
+# to build here; that test fails under CI=true without it).
+if ! cargo deb --version 2>/dev/null | grep -q '3\.8\.0'; then
+    cargo install cargo-deb --locked --version 3.8.0
+fi
 
 # The guest node (e2e/src/guest.rs, e2e/guest/vm.sh): qemu boots a Debian bookworm guest
 # with systemd as PID 1 on pure cgroup v2 for the systemd driver, the v2 device filter

@@ -382,7 +382,7 @@ pub async fn run(cmd: ContainerCommand, channel: Channel) -> anyhow::Result<Stri
                         serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone())),
                     );
                 }
-                out.push_str(&output::render(&Value::Object(doc), format));
+                out.push_str(&output::render(&Value::Object(doc), format)?);
             }
             Ok(out)
         }

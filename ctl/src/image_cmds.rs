@@ -135,7 +135,9 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
                 .images;
             images.sort_by_key(first_name);
             Ok(match format {
-                Format::Json | Format::Yaml => output::render(&json!({ "images": images }), format),
+                Format::Json | Format::Yaml | Format::GoTemplate => {
+                    output::render(&json!({ "images": images }), format)?
+                }
                 Format::Table if quiet => images.iter().map(|i| format!("{}\n", i.id)).collect(),
                 Format::Table if verbose => images.iter().map(verbose_text).collect(),
                 Format::Table => images_table(&images, digests, no_trunc),
@@ -177,7 +179,7 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
                     }
                     doc.insert("info".into(), Value::Object(info));
                 }
-                out.push_str(&output::render(&Value::Object(doc), format));
+                out.push_str(&output::render(&Value::Object(doc), format)?);
             }
             Ok(out)
         }
@@ -264,7 +266,7 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
                     }
                     out
                 }
-                _ => output::render(&value, format),
+                _ => output::render(&value, format)?,
             })
         }
     }

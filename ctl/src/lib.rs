@@ -15,6 +15,7 @@ pub mod cri_log;
 pub mod files;
 pub mod output;
 pub mod stream_client;
+pub mod template;
 
 pub use connect::{
     ConnectError, connect, connect_with_deadline, image_client, runtime_client, socket_path,

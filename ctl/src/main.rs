@@ -30,6 +30,10 @@ struct Cli {
     /// Timeout for connecting and for each call (e.g. 2s, 500ms, 1m).
     #[arg(short = 't', long, default_value = "2s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// The Go template `-o go-template` prints with, over the `-o json` document
+    /// (e.g. '{{.status.id}}'); crustctl's subset of text/template, see docs/crustctl.md.
+    #[arg(long, global = true)]
+    template: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,7 +56,7 @@ enum Command {
         quiet: bool,
     },
     /// Print the runtime's container and pod events as they happen (GetContainerEvents),
-    /// one JSON object a line, until interrupted.
+    /// one JSON object a line (or YAML, a table, go-template), until interrupted.
     Events {
         #[arg(short, long, value_enum, default_value = "json")]
         output: Format,
@@ -142,6 +146,10 @@ async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
     if let Command::Completion { shell } = cli.command {
         return Ok((completion(shell), 0));
     }
+    if let Some(t) = &cli.template {
+        output::set_template(t.clone());
+        output::check_template()?;
+    }
     let call_timeout = cli.timeout + cli.command.waits_for();
     let channel =
         crust_ctl::connect_with_deadline(&cli.endpoint, cli.timeout, call_timeout).await?;
@@ -150,6 +158,9 @@ async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
         return Ok((String::new(), stream_cmds::run(cmd, runtime).await?));
     }
     if let Command::Events { output } = cli.command {
+        if output == Format::GoTemplate {
+            output::check_template()?;
+        }
         events_cmd::events(output, runtime).await?;
         return Ok((String::new(), 0));
     }
@@ -174,7 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
                 .into_inner();
             match format {
                 Format::Table => output::version_table(&v),
-                _ => output::render(&serde_json::to_value(&v)?, format),
+                _ => output::render(&serde_json::to_value(&v)?, format)?,
             }
         }
         Command::Info {
@@ -188,7 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<(String, i32)> {
                 .into_inner();
             match format {
                 Format::Table => output::info_table(&s),
-                _ => output::render(&output::info_value(&s, quiet), format),
+                _ => output::render(&output::info_value(&s, quiet), format)?,
             }
         }
     };

@@ -10,11 +10,34 @@ pub enum Format {
     Json,
     Yaml,
     Table,
+    /// Go text/template (a subset, see `template`) over the JSON document, with
+    /// `--template`.
+    GoTemplate,
 }
 
-/// Renders a JSON value as pretty JSON or YAML. (Tables are verb-specific.)
-pub fn render(value: &Value, format: Format) -> String {
-    match format {
+/// `--template`'s text, set once from the command line.
+static TEMPLATE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the template `-o go-template` runs (crustctl's global `--template`).
+pub fn set_template(template: String) {
+    let _ = TEMPLATE.set(template);
+}
+
+/// Checks that a template was given and parses: before any call, so a bad one fails
+/// as crictl's "failed to parse go-template" does, not after the runtime acted.
+pub fn check_template() -> anyhow::Result<()> {
+    let Some(t) = TEMPLATE.get() else {
+        anyhow::bail!("-o go-template needs --template");
+    };
+    crate::template::Template::parse(t)
+        .map_err(|e| anyhow::anyhow!("failed to parse go-template: {e}"))?;
+    Ok(())
+}
+
+/// Renders a JSON value as pretty JSON, YAML, or through `--template` (followed by a
+/// newline, as crictl's `fmt.Println`). (Tables are verb-specific.)
+pub fn render(value: &Value, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
         Format::Yaml => {
             serde_yaml::to_string(value).expect("a JSON value always serializes to YAML")
         }
@@ -24,7 +47,15 @@ pub fn render(value: &Value, format: Format) -> String {
             s.push('\n');
             s
         }
-    }
+        Format::GoTemplate => {
+            let Some(t) = TEMPLATE.get() else {
+                anyhow::bail!("-o go-template needs --template");
+            };
+            let mut s = crate::template::Template::parse(t)?.execute(value)?;
+            s.push('\n');
+            s
+        }
+    })
 }
 
 /// `crictl version`'s text output.
@@ -289,7 +320,7 @@ mod tests {
 
     #[test]
     fn yaml_and_table() {
-        let yaml = render(&info_value(&status(), true), Format::Yaml);
+        let yaml = render(&info_value(&status(), true), Format::Yaml).unwrap();
         assert!(yaml.contains("type: NetworkReady"), "{yaml}");
         let table = info_table(&status());
         assert!(

@@ -281,7 +281,7 @@ pub async fn run(
                 _ => Ok(output::render(
                     &json!({ "items": serde_json::to_value(&pods)? }),
                     format,
-                )),
+                )?),
             }
         }
         PodCommand::Inspectp {
@@ -319,7 +319,7 @@ pub async fn run(
                             state_name(st.state)
                         )
                     }
-                    _ => output::render(&doc, format),
+                    _ => output::render(&doc, format)?,
                 });
             }
             Ok(out)

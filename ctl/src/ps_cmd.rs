@@ -157,10 +157,10 @@ pub async fn run(args: PsArgs, channel: Channel) -> anyhow::Result<String> {
         return Ok(list.iter().map(|c| format!("{}\n", c.id)).collect());
     }
     if args.output != Format::Table {
-        return Ok(output::render(
+        return output::render(
             &json!({ "containers": serde_json::to_value(&list)? }),
             args.output,
-        ));
+        );
     }
     // The POD column: kubelet's label, else the pod's own name.
     let pods: HashMap<String, String> = runtime

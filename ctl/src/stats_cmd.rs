@@ -96,10 +96,10 @@ pub async fn stats(
     };
     let now = sample(&mut client).await?;
     if args.output != Format::Table {
-        return Ok(output::render(
+        return output::render(
             &json!({ "stats": serde_json::to_value(&now)? }),
             args.output,
-        ));
+        );
     }
     let (before, now) = if now
         .iter()
@@ -211,10 +211,10 @@ pub async fn statsp(
     };
     let now = sample().await?;
     if args.output != Format::Table {
-        return Ok(output::render(
+        return output::render(
             &json!({ "stats": serde_json::to_value(&now)? }),
             args.output,
-        ));
+        );
     }
     let cpu = |p: &PodSandboxStats| p.linux.as_ref().and_then(|l| l.cpu);
     let (before, now) = if now

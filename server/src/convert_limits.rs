@@ -106,6 +106,15 @@ fn arg(field: &'static str, what: &str, value: &str) -> Result<(), ApiError> {
 
 /// An object name or uid: bounded, printable, and without `;`, which separates
 /// `CNI_ARGS` entries (a name with one could add arguments of its own).
+/// A field the runtime cannot do without (kubelet always sets it; a hand-written
+/// config may not): named exactly, so `crictl runp` says which one is missing.
+fn required(field: &'static str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Err(invalid(field, "is required".into()));
+    }
+    Ok(())
+}
+
 fn name(field: &'static str, value: &str, max: usize) -> Result<(), ApiError> {
     text(field, value, max)?;
     if value.contains(';') {
@@ -292,6 +301,9 @@ pub fn resources(field: &'static str, r: &cri::LinuxContainerResources) -> Resul
 /// `PodSandboxConfig`, before conversion.
 pub fn pod_config(c: &cri::PodSandboxConfig) -> Result<(), ApiError> {
     if let Some(m) = &c.metadata {
+        required("config.metadata.name", &m.name)?;
+        required("config.metadata.namespace", &m.namespace)?;
+        required("config.metadata.uid", &m.uid)?;
         name("config.metadata.name", &m.name, NAME_MAX)?;
         name("config.metadata.namespace", &m.namespace, NAMESPACE_MAX)?;
         name("config.metadata.uid", &m.uid, NAME_MAX)?;
@@ -434,6 +446,7 @@ pub fn exec_cmd(cmd: &[String]) -> Result<(), ApiError> {
 /// `ContainerConfig`, before conversion.
 pub fn container_config(c: &cri::ContainerConfig) -> Result<(), ApiError> {
     if let Some(m) = &c.metadata {
+        required("config.metadata.name", &m.name)?;
         name("config.metadata.name", &m.name, NAME_MAX)?;
     }
     if let Some(i) = &c.image {

@@ -101,6 +101,21 @@ fn pod_config_table() {
             Some(("config.metadata.name", "control character")),
         ),
         (
+            "no name",
+            Box::new(|c| c.metadata.as_mut().unwrap().name.clear()),
+            Some(("config.metadata.name", "is required")),
+        ),
+        (
+            "no namespace",
+            Box::new(|c| c.metadata.as_mut().unwrap().namespace.clear()),
+            Some(("config.metadata.namespace", "is required")),
+        ),
+        (
+            "no uid",
+            Box::new(|c| c.metadata.as_mut().unwrap().uid.clear()),
+            Some(("config.metadata.uid", "is required")),
+        ),
+        (
             "long hostname",
             Box::new(|c| c.hostname = "h".repeat(65)),
             Some(("config.hostname", "more than 64")),
@@ -262,6 +277,11 @@ fn container_config_table() {
             "long name",
             Box::new(|c| c.metadata.as_mut().unwrap().name = "c".repeat(300)),
             Some(("config.metadata.name", "more than 253")),
+        ),
+        (
+            "no name",
+            Box::new(|c| c.metadata.as_mut().unwrap().name.clear()),
+            Some(("config.metadata.name", "is required")),
         ),
         (
             "NUL in an arg",

@@ -230,7 +230,9 @@ mod tests {
         cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
                 name: "p".into(),
-                ..Default::default()
+                namespace: "n".into(),
+                uid: "u".into(),
+                attempt: 0,
             }),
             linux: privileged.map(|privileged| cri::LinuxPodSandboxConfig {
                 security_context: Some(cri::LinuxSandboxSecurityContext {

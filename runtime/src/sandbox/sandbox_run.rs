@@ -84,11 +84,14 @@ impl SandboxManager {
     fn validate(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
         let invalid = |field, reason: String| Err(RuntimeError::InvalidArgument { field, reason });
         let m = &spec.metadata;
-        if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
-            return invalid(
-                "config.metadata",
-                "name, namespace and uid are required".into(),
-            );
+        for (field, value) in [
+            ("config.metadata.name", &m.name),
+            ("config.metadata.namespace", &m.namespace),
+            ("config.metadata.uid", &m.uid),
+        ] {
+            if value.is_empty() {
+                return invalid(field, "is required".into());
+            }
         }
         if spec.hostname.len() > 64 || spec.hostname.contains(['/', '\0', '\n']) {
             return invalid(

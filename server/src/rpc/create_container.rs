@@ -17,11 +17,13 @@ pub async fn create_container(
         field: "config",
         reason: "is required".into(),
     })?;
-    let reference = config
-        .image
-        .as_ref()
-        .map(|i| i.image.clone())
-        .unwrap_or_default();
+    let Some(image) = config.image.as_ref() else {
+        return Err(ApiError::InvalidArgument {
+            field: "config.image",
+            reason: "is required".into(),
+        });
+    };
+    let reference = image.image.clone();
     if reference.is_empty() {
         return Err(ApiError::InvalidArgument {
             field: "config.image.image",
