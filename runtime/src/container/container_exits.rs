@@ -191,6 +191,13 @@ impl SandboxManager {
         let Ok(mut c) = self.container_snapshot(id) else {
             return;
         };
+        // The exit of a container still recorded Created belongs to a StartContainer
+        // in flight (a process that exits at once): it records Running and then
+        // applies the exit itself. Applying it here first would make that start fail
+        // its compare-and-swap although the container ran.
+        if c.state == ContainerState::Created {
+            return;
+        }
         if let Err(error) = self.refresh_container(&mut c) {
             tracing::warn!(container_id = %id, %error, "could not record the container's exit");
         }

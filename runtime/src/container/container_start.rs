@@ -66,6 +66,11 @@ impl SandboxManager {
         c.started_at = reply.started_at.unwrap_or_else(now);
         self.commit_container(&c, Some(ContainerState::Created))?;
         tracing::info!(container_id = %id, "container started");
+        // A process that exited at once has its exit record already, and the exit
+        // watcher left it to us (it skips Created containers).
+        if let Err(error) = self.refresh_container(&mut c) {
+            tracing::warn!(container_id = %id, %error, "could not record the container's exit");
+        }
         Ok(())
     }
 
