@@ -597,6 +597,17 @@ impl Drop for Crustd {
 }
 
 /// Runs `crustctl` with `args` against `endpoint` and returns its output.
+/// Runs crustctl against `endpoint`, which must succeed; its stdout.
+pub fn crustctl_ok(endpoint: &str, args: &[&str]) -> String {
+    let out = crustctl(endpoint, args).unwrap();
+    assert!(
+        out.status.success(),
+        "crustctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 pub fn crustctl(endpoint: &str, args: &[&str]) -> anyhow::Result<Output> {
     Command::new(binary("crustctl"))
         .arg("-r")

@@ -13,13 +13,7 @@ async fn world() -> World {
 }
 
 fn ctl(w: &World, args: &[&str]) -> String {
-    let out = crust_e2e::crustctl(&w.sb.endpoint(), args).unwrap();
-    assert!(
-        out.status.success(),
-        "crustctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    crust_e2e::crustctl_ok(&w.sb.endpoint(), args)
 }
 
 /// Runs crustctl expecting it to fail; its stderr.

@@ -32,13 +32,7 @@ impl ProcRef {
     /// not available.
     #[allow(unsafe_code)]
     pub async fn wait_gone(&self, timeout: std::time::Duration) -> bool {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1;
-        // no memory is passed.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
-        if fd >= 0 {
-            // SAFETY: `fd` is a descriptor the call above just made, owned by nobody else.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        if let Ok(fd) = pidfd_open(self.pid) {
             // Checked after the pidfd pins the PID: if it already names another
             // process (or a zombie), ours is gone.
             if !self.is_alive() {
@@ -110,6 +104,21 @@ fn stat_fields(pid: i32) -> Option<(char, u64)> {
     // `rest` starts at field 3 (state); start time is field 22.
     let start = fields.nth(18)?.parse().ok()?;
     Some((state, start))
+}
+
+/// A pidfd for `pid` (pidfd_open(2)): readable once the process exits, and it pins the
+/// PID so the number cannot be reused under it.
+#[allow(unsafe_code)]
+pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no
+    // memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor the call above just made, owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]

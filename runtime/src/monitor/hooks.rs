@@ -10,7 +10,7 @@ use std::{
     collections::HashMap,
     io::Write,
     os::{
-        fd::{AsFd, FromRawFd, OwnedFd},
+        fd::{AsFd, OwnedFd},
         unix::process::CommandExt,
     },
     path::Path,
@@ -113,16 +113,6 @@ impl Stage {
     }
 }
 
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 fn run_one(hook: &Hook, input: &[u8]) -> Result<(), String> {
     let args = hook.args().clone().unwrap_or_default();
     let mut cmd = Command::new(hook.path());
@@ -148,7 +138,8 @@ fn run_one(hook: &Hook, input: &[u8]) -> Result<(), String> {
         // A hook that exits without reading gets EPIPE here: not an error of ours.
         let _ = stdin.write_all(input);
     }
-    let pidfd = pidfd_open(child.id()).map_err(|e| format!("pidfd_open: {e}"))?;
+    let pidfd =
+        crate::proc::pidfd_open(child.id() as i32).map_err(|e| format!("pidfd_open: {e}"))?;
     let deadline = hook
         .timeout()
         .map(|s| Instant::now() + Duration::from_secs(s.max(1) as u64));
