@@ -1,6 +1,7 @@
-//! Compiles `cri/api.proto` with protox (pure Rust, no system `protoc`) into prost
-//! messages, tonic server and client stubs, and pbjson serde impls (protojson: camelCase
-//! names, enums as names) so `crustctl -o json` prints what crictl prints.
+//! Compiles `cri/api.proto` and crust's own `services/crust/v1/images.proto` with protox (pure
+//! Rust, no system `protoc`) into prost messages, tonic server and client stubs, and
+//! pbjson serde impls for the CRI (protojson: camelCase names, enums as names) so
+//! `crustctl -o json` prints what crictl prints.
 
 use std::{env, fs, path::PathBuf};
 
@@ -8,7 +9,10 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=cri/api.proto");
-    let fds = protox::compile(["api.proto"], ["cri"])?;
+    println!("cargo:rerun-if-changed=services/crust/v1/images.proto");
+    // `services/crust/v1/images.proto` imports `api.proto` (its PullImageRequest) from
+    // `cri/`; each tree is its own include root so proto paths stay `crust/v1/...`.
+    let fds = protox::compile(["api.proto", "crust/v1/images.proto"], ["cri", "services"])?;
     let descriptor = fds.encode_to_vec();
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("cri_descriptor.bin"), &descriptor)?;

@@ -10,6 +10,7 @@ use crate::{
     ImageError, Reference,
     auth::Credentials,
     oci::{self, ConfigFile, ManifestKind, Platform},
+    progress::{LayerPhase, LayerTracker, PullProgress},
     registry::{Session, SizeLimit},
     store::{ImageConfig, ImageRecord, ImageStore, LayerInfo, digest_hex, remove_any, unique},
     unpack::unpack_layer,
@@ -73,6 +74,26 @@ impl ImageStore {
         image: &str,
         credentials: Option<Credentials>,
     ) -> Result<String, ImageError> {
+        self.pull_with_progress(image, credentials, None).await
+    }
+
+    /// [`ImageStore::pull`], reporting into `progress`: the layer list once the
+    /// manifest is in, then each layer's phase and bytes (shared with any concurrent
+    /// pull fetching the same layer). The same code path as `pull` in every other way.
+    ///
+    /// ```no_run
+    /// # async fn f(store: &crust_image::ImageStore) -> Result<(), crust_image::ImageError> {
+    /// let progress = crust_image::PullProgress::new();
+    /// let id = store.pull_with_progress("busybox", None, Some(&progress)).await?;
+    /// assert!(progress.snapshot().iter().all(|l| l.phase.is_final()));
+    /// # let _ = id; Ok(()) }
+    /// ```
+    pub async fn pull_with_progress(
+        &self,
+        image: &str,
+        credentials: Option<Credentials>,
+        progress: Option<&PullProgress>,
+    ) -> Result<String, ImageError> {
         let reference = Reference::parse(image)?;
         let sources = self.options.registries.sources(&reference);
         if sources.is_empty() {
@@ -91,7 +112,7 @@ impl ImageStore {
                 image,
             );
             match self
-                .pull_from(&reference, &source.reference, &session)
+                .pull_from(&reference, &source.reference, &session, progress)
                 .await
             {
                 Ok(id) => return Ok(id),
@@ -112,6 +133,7 @@ impl ImageStore {
         reference: &Reference,
         remote: &Reference,
         session: &Session,
+        progress: Option<&PullProgress>,
     ) -> Result<String, ImageError> {
         let image = reference.to_string();
         let top = session.manifest(remote.manifest_ref(), None).await?;
@@ -186,10 +208,18 @@ impl ImageStore {
             .chain([manifest.config.digest.clone()])
             .collect();
         let _guard = InflightGuard::claim(self, chains.clone(), blobs);
+        if let Some(p) = progress {
+            p.set_layers(
+                manifest
+                    .layers
+                    .iter()
+                    .map(|d| (d.digest.clone(), d.media_type.clone(), d.size)),
+            );
+        }
         try_join_all(
-            layers
-                .iter()
-                .map(|layer| self.ensure_layer(session, layer, &image)),
+            layers.iter().enumerate().map(|(i, layer)| {
+                self.ensure_layer(session, layer, &image, progress.map(|p| (p, i)))
+            }),
         )
         .await?;
         for (digest, body) in &documents {
@@ -263,21 +293,30 @@ impl ImageStore {
 
     /// Makes sure the layer directory for `layer.chain_id` exists, downloading and
     /// unpacking it if needed. Concurrent callers for the same chain ID wait for one
-    /// download.
+    /// download; `progress` (the pull's, with the layer's index) watches it.
     async fn ensure_layer(
         &self,
         session: &Session,
         layer: &LayerInfo,
         image: &str,
+        progress: Option<(&PullProgress, usize)>,
     ) -> Result<(), ImageError> {
-        let lock = {
+        let slot = {
             let mut locks = self.layer_locks.lock().expect("layer lock map poisoned");
             locks.entry(layer.chain_id.clone()).or_default().clone()
         };
+        if let Some((p, index)) = progress {
+            p.attach(index, &slot.tracker);
+        }
+        let lock = &slot.lock;
         let result = async {
             let _held = lock.lock().await;
             let dir = self.layer_dir(&layer.chain_id);
             if dir.is_dir() {
+                // DONE stays: the pull this one waited for fetched it just now.
+                if slot.tracker.phase() != LayerPhase::Done {
+                    slot.tracker.set_phase(LayerPhase::AlreadyPresent);
+                }
                 return Ok(());
             }
             let _permit = self
@@ -285,12 +324,27 @@ impl ImageStore {
                 .acquire()
                 .await
                 .expect("download semaphore never closes");
-            self.fetch_layer(session, layer, image, dir).await
+            // Back to WAITING with nothing counted unless the fetch completes: the
+            // next pull to hold the lock starts over (also after a cancel).
+            struct ResetGuard<'a>(Option<&'a LayerTracker>);
+            impl Drop for ResetGuard<'_> {
+                fn drop(&mut self) {
+                    if let Some(t) = self.0.take() {
+                        t.reset();
+                    }
+                }
+            }
+            let mut reset = ResetGuard(Some(&slot.tracker));
+            self.fetch_layer(session, layer, image, dir, &slot.tracker)
+                .await?;
+            reset.0 = None;
+            slot.tracker.set_phase(LayerPhase::Done);
+            Ok(())
         }
         .await;
         // Drop the map entry when nobody else holds the lock.
         let mut locks = self.layer_locks.lock().expect("layer lock map poisoned");
-        if Arc::strong_count(&lock) == 2 {
+        if Arc::strong_count(&slot) == 2 {
             locks.remove(&layer.chain_id);
         }
         result
@@ -302,6 +356,7 @@ impl ImageStore {
         layer: &LayerInfo,
         image: &str,
         dest: PathBuf,
+        tracker: &LayerTracker,
     ) -> Result<(), ImageError> {
         let started = std::time::Instant::now();
         let tmp = self.tmp_dir().join(format!(
@@ -325,6 +380,7 @@ impl ImageStore {
 
         let mut response = session.blob(&layer.digest).await?;
         session.check_length(&response, "layer", &layer.digest, layer.size)?;
+        tracker.set_phase(LayerPhase::Downloading);
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(CHUNK_QUEUE);
         let unpack_dir = tmp.clone();
         let max_unpacked = self.options.max_layer_unpacked_bytes;
@@ -364,9 +420,11 @@ impl ImageStore {
                         download_error = Some(session.size_mismatch("layer", &layer.digest, limit));
                         break;
                     }
+                    let len = chunk.len();
                     if tx.send(chunk).await.is_err() {
                         break; // the unpacker stopped: its error says why
                     }
+                    tracker.add_bytes(len);
                 }
                 Ok(None) => {
                     if !limit.complete() {
@@ -381,6 +439,9 @@ impl ImageStore {
             }
         }
         drop(tx);
+        if download_error.is_none() {
+            tracker.set_phase(LayerPhase::Unpacking);
+        }
         let unpacked = unpacker.await.expect("unpack thread panicked");
         if let Some(e) = download_error {
             return Err(e);
@@ -390,6 +451,7 @@ impl ImageStore {
             layer: layer.digest.clone(),
             source,
         })?;
+        tracker.set_phase(LayerPhase::Verifying);
         if unpacked.digest != layer.digest {
             return Err(ImageError::DigestMismatch {
                 image: image.into(),

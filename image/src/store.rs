@@ -212,15 +212,24 @@ impl Drop for ImageLease {
     }
 }
 
+/// A chain ID being fetched: the lock its fetcher holds and the progress every pull
+/// that needs it reads.
+#[derive(Default)]
+pub(crate) struct LayerSlot {
+    pub(crate) lock: tokio::sync::Mutex<()>,
+    pub(crate) tracker: Arc<crate::progress::LayerTracker>,
+}
+
 /// The image store. Cheap to share behind an `Arc`; every method is safe to call
 /// concurrently.
 pub struct ImageStore {
     pub(crate) root: PathBuf,
     pub(crate) records: Store,
     pub(crate) index: Mutex<Index>,
-    /// One lock per chain ID being fetched: concurrent pulls of images sharing a layer
-    /// wait for the first download instead of starting their own.
-    pub(crate) layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One slot per chain ID being fetched: concurrent pulls of images sharing a layer
+    /// wait for the first download instead of starting their own, and watch its
+    /// progress meanwhile.
+    pub(crate) layer_locks: Mutex<HashMap<String, Arc<LayerSlot>>>,
     pub(crate) downloads: Arc<tokio::sync::Semaphore>,
     pub(crate) client: Client,
     pub(crate) options: StoreOptions,

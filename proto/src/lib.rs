@@ -2,7 +2,8 @@
 //!
 //! Only generated code lives here: prost messages, the tonic `RuntimeService` and
 //! `ImageService` servers and clients, and protojson serde impls. The `.proto` source is
-//! `cri/api.proto`, kept wire-compatible with `k8s.io/cri-api` v0.36.
+//! `cri/api.proto`, kept wire-compatible with `k8s.io/cri-api` v0.36. crust's own
+//! service (`crust.v1.Images`, pull progress; not CRI) is `services/crust/v1/images.proto`.
 //!
 //! ```
 //! use crust_proto::runtime::v1::VersionRequest;
@@ -20,7 +21,17 @@ pub mod runtime {
     }
 }
 
-/// The encoded `FileDescriptorSet` of `cri/api.proto`, for reflection and for the test
+/// The `crust` proto package: crust's own services, not part of the CRI.
+pub mod crust {
+    /// The `crust.v1` proto package (`services/crust/v1/images.proto`): `Images` with
+    /// `PullImageProgress`, served by crustd on the CRI socket.
+    #[allow(clippy::all, missing_docs, rustdoc::all)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/crust.v1.rs"));
+    }
+}
+
+/// The encoded `FileDescriptorSet` of `cri/api.proto` and `crust/v1/images.proto`, for reflection and for the test
 /// that checks our field numbers against upstream's.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cri_descriptor.bin"));

@@ -64,13 +64,28 @@ where
         Box::pin(async move {
             match tokio::time::timeout(timeout.saturating_sub(MARGIN), call).await {
                 Ok(result) => result,
-                Err(_) => Ok(Status::deadline_exceeded(format!(
-                    "the client's deadline ({timeout:?}) passed before the call finished"
-                ))
-                .into_http()),
+                Err(_) => Ok(expired(timeout).into_http()),
             }
         })
     }
+}
+
+/// The status a call whose client's deadline (`timeout`) passed ends with.
+pub(crate) fn expired(timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "the client's deadline ({timeout:?}) passed before the call finished"
+    ))
+}
+
+/// The client's deadline of a server-streaming call, from its `grpc-timeout`: the
+/// layer above stops at the response headers, so a stream that must end at the
+/// deadline (PullImageProgress, which pulls as PullImage does) bounds itself with
+/// this, [`MARGIN`] early as the layer is.
+pub(crate) fn stream_deadline(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Option<(Duration, Duration)> {
+    let timeout = parse_timeout(metadata.get("grpc-timeout")?.as_bytes())?;
+    Some((timeout, timeout.saturating_sub(MARGIN)))
 }
 
 /// A `grpc-timeout` value: at most 8 digits and a unit (H M S m u n), as the gRPC

@@ -5,6 +5,7 @@ use std::{fs, future::Future, os::unix::fs::PermissionsExt, path::PathBuf, sync:
 use anyhow::Context;
 use crust_proto::{
     MAX_MESSAGE_SIZE,
+    crust::v1::images_server::ImagesServer,
     runtime::v1::{
         image_service_server::ImageServiceServer, runtime_service_server::RuntimeServiceServer,
     },
@@ -17,7 +18,7 @@ use crate::{
     config::Config,
     daemon::Daemon,
     listener, metrics, recovery,
-    services::{ImageApi, RuntimeApi},
+    services::{CrustImagesApi, ImageApi, RuntimeApi},
 };
 
 /// Runs crustd until `shutdown` resolves, then stops accepting, lets in-flight RPCs
@@ -107,6 +108,12 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_SIZE)
     .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    // Not CRI: crust's own services (pull progress), on the same socket.
+    let crust_images = ImagesServer::new(CrustImagesApi {
+        daemon: daemon.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     // Clients that send the socket path as :authority (gRPC C-core) are served too.
     let incoming = UnixListenerStream::new(cri_listener)
@@ -116,6 +123,7 @@ pub async fn serve(
             .layer(crate::deadline::DeadlineLayer)
             .add_service(runtime)
             .add_service(image)
+            .add_service(crust_images)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),

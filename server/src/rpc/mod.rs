@@ -15,6 +15,7 @@ pub mod list_pod_sandbox_metrics;
 pub mod metric_descriptors;
 pub mod pod_sandbox_status;
 pub mod pull_image;
+pub mod pull_image_progress;
 pub mod remove_container;
 pub mod remove_image;
 pub mod remove_pod_sandbox;
