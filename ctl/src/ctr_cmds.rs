@@ -137,15 +137,18 @@ async fn pull_first(
     let Some(image) = config.image.clone().filter(|i| !i.image.is_empty()) else {
         return Ok(());
     };
-    let name = image.image.clone();
-    crust_ctl::image_client(channel.clone())
-        .pull_image(crust_proto::runtime::v1::PullImageRequest {
+    // With crust, progress on stderr as `pull` shows it; stdout keeps only the id.
+    crate::pull_progress::pull(
+        channel.clone(),
+        crust_proto::runtime::v1::PullImageRequest {
             image: Some(image),
             auth: None,
             sandbox_config: Some(pod.clone()),
-        })
-        .await
-        .with_context(|| format!("pull {name}"))?;
+        },
+        crate::pull_progress::ProgressMode::Auto,
+        None,
+    )
+    .await?;
     Ok(())
 }
 

@@ -29,6 +29,11 @@ pub enum ImageCommand {
         /// Give up after this long (0 = no limit, the default).
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         pull_timeout: Duration,
+        /// Progress on stderr: bars on a terminal (auto), a line per finished layer
+        /// (plain), or none. Needs crust's progress service; other runtimes pull
+        /// without progress.
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: crate::pull_progress::ProgressMode,
     },
     /// List images.
     Images {
@@ -97,6 +102,7 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
             creds,
             auth,
             pull_timeout,
+            progress,
         } => {
             let auth = auth_config(creds.as_deref(), auth.as_deref())?;
             // A day stands for "no limit": tonic needs a finite timeout.
@@ -106,17 +112,18 @@ pub async fn run(cmd: ImageCommand, channel: Channel, endpoint: &str) -> anyhow:
                 pull_timeout
             };
             let long = crust_ctl::connect(endpoint, limit).await?;
-            let mut client = crust_ctl::image_client(long);
-            let resp = client
-                .pull_image(PullImageRequest {
+            let image_ref = crate::pull_progress::pull(
+                long,
+                PullImageRequest {
                     image: spec(&image),
                     auth,
                     sandbox_config: None,
-                })
-                .await
-                .with_context(|| format!("pull image {image:?}"))?
-                .into_inner();
-            Ok(format!("Image is up to date for {}\n", resp.image_ref))
+                },
+                progress,
+                (!pull_timeout.is_zero()).then_some(pull_timeout),
+            )
+            .await?;
+            Ok(format!("Image is up to date for {image_ref}\n"))
         }
         ImageCommand::Images {
             image,

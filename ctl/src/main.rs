@@ -12,6 +12,7 @@ mod events_cmd;
 mod image_cmds;
 mod pod_cmds;
 mod ps_cmd;
+mod pull_progress;
 mod stats_cmd;
 mod stream_cmds;
 
