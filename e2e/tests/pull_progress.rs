@@ -5,7 +5,9 @@
 use std::{path::Path, time::Duration};
 
 use crust_e2e::{
-    Crustd, Sandbox, crustctl,
+    Crustd, Sandbox,
+    containerd::{Containerd, ContainerdOptions},
+    crustctl,
     image_builder::{Compression, Image, LayerBuilder, host_arch},
     registry::{FakeRegistry, Registry, free_port},
 };
@@ -443,4 +445,37 @@ async fn crustctl_pull_plain_prints_a_line_per_layer_then_the_usual_output() {
     let (stdout, stderr) = run(&["pull", "--progress=none", &name]);
     assert_eq!(stdout, format!("Image is up to date for {}\n", image.id()));
     assert_eq!(stderr, "", "none");
+}
+
+#[tokio::test]
+async fn crustctl_pull_against_containerd_falls_back_to_cri_pull_image_silently() {
+    let registry = Registry::start().await.unwrap();
+    let image = two_layer_image(5);
+    registry
+        .push_image("progress/ctrd", &["v1"], &image)
+        .await
+        .unwrap();
+    let mut ctrd = Containerd::start(&ContainerdOptions {
+        registry_host: registry.host(),
+        ..Default::default()
+    })
+    .unwrap();
+    ctrd.wait_ready().await.unwrap();
+    let name = format!("{}/progress/ctrd:v1", registry.host());
+    let out = crustctl(&ctrd.endpoint(), &["pull", "--progress=plain", &name]).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stderr}\ncontainerd:\n{}",
+        ctrd.log()
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("Image is up to date for {}\n", image.id()),
+        "containerd's PullImage answer, printed as always"
+    );
+    assert_eq!(
+        stderr, "",
+        "no progress and no complaint about the missing service"
+    );
 }
