@@ -184,6 +184,15 @@ struct Bars {
     total: ProgressBar,
 }
 
+/// Short digest (or "total"), bar, bytes/total, rate, phase.
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix:12} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {msg}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ")
+}
+
 fn phase_name(p: LayerPhase) -> &'static str {
     match p {
         LayerPhase::Unspecified | LayerPhase::Waiting => "waiting",
@@ -199,13 +208,8 @@ impl Bars {
     fn new() -> Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let total = multi.add(ProgressBar::new(0));
-        total.set_style(
-            ProgressStyle::with_template(
-                "{prefix:12} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
+        // No bar until the sizes are known: an empty total would draw full.
+        total.set_style(ProgressStyle::with_template("{prefix:12} {msg}").expect("valid template"));
         total.set_prefix("total");
         total.set_message("resolving");
         Bars {
@@ -219,13 +223,7 @@ impl Bars {
         let bar = self
             .multi
             .insert_before(&self.total, ProgressBar::new(l.size));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:12} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
+        bar.set_style(bar_style());
         bar.set_prefix(short_digest(&l.digest).to_string());
         bar
     }
@@ -248,6 +246,9 @@ impl View for Bars {
                 .iter()
                 .map(|l| (l.digest.clone(), self.layer_bar(l)))
                 .collect();
+            if !layers.is_empty() {
+                self.total.set_style(bar_style());
+            }
         }
         let (mut length, mut done, mut finished) = (0, 0, 0);
         for ((_, bar), l) in self.layers.iter().zip(layers) {

@@ -479,3 +479,44 @@ async fn crustctl_pull_against_containerd_falls_back_to_cri_pull_image_silently(
         "no progress and no complaint about the missing service"
     );
 }
+
+#[tokio::test]
+async fn crustctl_pull_on_a_terminal_draws_a_bar_per_layer_and_a_total() {
+    let registry = Registry::start().await.unwrap();
+    let image = two_layer_image(6);
+    registry
+        .push_image("progress/tty", &["v1"], &image)
+        .await
+        .unwrap();
+    let sb = Sandbox::new().unwrap();
+    let _d = started(&sb, "").await;
+    let name = format!("{}/progress/tty:v1", registry.host());
+    // util-linux `script` runs crustctl on a pseudo-terminal and copies what it drew.
+    let command = format!(
+        "{} -r {} pull {name}",
+        crust_e2e::binary("crustctl").display(),
+        sb.endpoint()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("COLUMNS", "120")
+        .env("LINES", "40")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script (util-linux)");
+    let drawn = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{drawn}");
+    for layer in &image.layers {
+        let short = &layer.digest()["sha256:".len()..][..12];
+        assert!(drawn.contains(short), "a bar for {short}: {drawn}");
+    }
+    assert!(drawn.contains("total"), "{drawn}");
+    assert!(
+        drawn.contains("2/2 layers"),
+        "the total counts finished layers: {drawn}"
+    );
+    assert!(
+        drawn.contains(&format!("Image is up to date for {}", image.id())),
+        "{drawn}"
+    );
+}
