@@ -15,9 +15,12 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # busybox-static: the test images' content; apache2-utils: htpasswd for registry auth.
 # runc: the OCI runtime the `oci` runtime handler tests drive (they fail without it).
 # dpkg-dev: dpkg-shlibdeps, which cargo-deb computes the package's Depends with.
+# containerd: another CRI runtime, which crustctl pull must fall back to PullImage on
+# (e2e/tests/pull_progress.rs; the benchmarks' reference runtime too). `script`
+# (bsdutils, Essential) gives the progress-bar test its terminal.
 apt-get update
 apt-get install -y --no-install-recommends containernetworking-plugins iproute2 iptables \
-    docker-registry busybox-static apache2-utils runc dpkg-dev
+    docker-registry busybox-static apache2-utils runc dpkg-dev containerd
 
 # cargo-deb builds the Debian package e2e/tests/deb_package.rs checks (about 1.5 min
 # to build here; that test fails under CI=true without it).
