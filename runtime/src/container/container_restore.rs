@@ -344,3 +344,135 @@ impl crate::sandbox::SandboxManager {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"{"ociVersion":"1.0.2","process":{"args":["/bin/sh"],"cwd":"/","user":{"uid":0,"gid":0}},"root":{"path":"/r"}}"#;
+    const CONFIG: &str = r#"{"id":"c1","name":"n","rootfsImageName":"busybox:1","checkpointedTime":"2026-01-01T00:00:00Z"}"#;
+
+    fn header() -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    }
+
+    /// A tar at `dir/a.tar` of `(name, contents)`; a name ending in `/` is a directory.
+    fn archive(dir: &Path, members: &[(&str, &[u8])]) -> PathBuf {
+        let path = dir.join("a.tar");
+        let mut b = tar::Builder::new(File::create(&path).unwrap());
+        for (name, data) in members {
+            let mut h = header();
+            if name.ends_with('/') {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                h.set_mode(0o755);
+            } else {
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+            }
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn archives_read_or_say_why_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let good: &[(&str, &[u8])] = &[
+            ("checkpoint/", b""),
+            ("checkpoint/inventory.img", b"x"),
+            ("spec.dump", SPEC.as_bytes()),
+            ("config.dump", CONFIG.as_bytes()),
+        ];
+        let a = read_checkpoint_archive(&archive(dir.path(), good)).unwrap();
+        assert_eq!(
+            (a.id.as_str(), a.image.as_str(), a.checkpointed_at.as_str()),
+            ("c1", "busybox:1", "2026-01-01T00:00:00Z")
+        );
+        for (members, want, case) in [
+            (&good[1..3], "config.dump", "no config.dump"),
+            (
+                &[good[0], good[1], good[3]][..],
+                "spec.dump",
+                "no spec.dump",
+            ),
+            (&good[2..], "checkpoint/", "no images"),
+            (
+                &[good[0], ("spec.dump", b"{not json"), good[3]][..],
+                "spec.dump",
+                "bad spec",
+            ),
+            (
+                &[good[0], good[2], ("config.dump", br#"{"id":"x"}"#)][..],
+                "names no image",
+                "no image",
+            ),
+        ] {
+            let e = read_checkpoint_archive(&archive(dir.path(), members)).unwrap_err();
+            assert!(e.to_string().contains(want), "{case}: {e}");
+        }
+        let junk = dir.path().join("junk.tar");
+        fs::write(&junk, vec![0x5a; 1024]).unwrap();
+        let e = read_checkpoint_archive(&junk).unwrap_err();
+        assert!(!matches!(e, ArchiveError::NotFound { .. }), "{e}");
+        assert!(matches!(
+            read_checkpoint_archive(&dir.path().join("none.tar")),
+            Err(ArchiveError::NotFound { .. })
+        ));
+        assert!(matches!(
+            read_checkpoint_archive(dir.path()),
+            Err(ArchiveError::NotAFile { .. })
+        ));
+    }
+
+    #[test]
+    fn the_layer_unpacks_with_whiteouts_and_stays_inside() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The writable layer: a file, a whiteout, a member trying to leave.
+        let mut layer = tar::Builder::new(Vec::new());
+        let mut h = header();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        layer.append_data(&mut h, "counter", &b"7\n"[..]).unwrap();
+        let mut w = header();
+        w.set_entry_type(tar::EntryType::Char);
+        w.set_device_major(0).unwrap();
+        w.set_device_minor(0).unwrap();
+        w.set_size(0);
+        w.set_cksum();
+        layer.append_data(&mut w, "gone", &b""[..]).unwrap();
+        let mut out = header();
+        out.set_size(1);
+        out.set_mode(0o644);
+        // `append_data` refuses `..`; write the name into the header directly.
+        out.as_old_mut().name[..10].copy_from_slice(b"../escaped");
+        out.set_cksum();
+        layer.append(&out, &b"x"[..]).unwrap();
+        let layer = layer.into_inner().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let a = archive(
+            src.path(),
+            &[
+                ("checkpoint/", b""),
+                ("checkpoint/pstree.img", b"p"),
+                ("rootfs-diff.tar", &layer),
+            ],
+        );
+        let ctr = dir.path().join("ctr");
+        fs::create_dir_all(ctr.join("upper")).unwrap();
+        unpack_for_restore(&a, &ctr).unwrap();
+        assert_eq!(fs::read(ctr.join("checkpoint/pstree.img")).unwrap(), b"p");
+        assert_eq!(fs::read(ctr.join("upper/counter")).unwrap(), b"7\n");
+        let gone = fs::symlink_metadata(ctr.join("upper/gone")).unwrap();
+        assert!(gone.file_type().is_char_device(), "whiteout is {gone:?}");
+        assert!(!ctr.join("escaped").exists() && !dir.path().join("escaped").exists());
+    }
+}
