@@ -259,6 +259,9 @@ fn restore_into_a_new_pod(node: &GuestCrustd, before: u64) {
         node.run("sleep 0.5", 30).unwrap();
     }
     let first = first.expect("the restored container prints its counter to its log");
+    eprintln!(
+        "counter past {before} before the checkpoint; the restored loop printed {first} first"
+    );
     assert!(
         first > before,
         "the restored loop printed {first} first; it had passed {before} before the checkpoint"
