@@ -2,8 +2,8 @@
 //! host, where CRIU cannot run (bookworm's criu 3.17 on kernel 6.18; the real restore
 //! is `guest_checkpoint`): the refusals, each naming its field or object, and a restore
 //! that fails in runc/CRIU rolled back to nothing (no mount, runc state, cgroup or
-//! directory left) while the container stays removable. The archives are made here in
-//! CRI-O's and crust's layout.
+//! directory left) while the container stays removable, also across a crustd restart.
+//! The archives are made here in CRI-O's and crust's layout.
 
 use std::{fs::File, path::Path};
 
@@ -73,7 +73,7 @@ fn restore_config(w: &World, name: &str, archive: &Path) -> ContainerConfig {
 
 #[tokio::test]
 async fn restore_refusals_name_their_field_and_a_failed_restore_leaves_nothing() {
-    let w = world().await;
+    let mut w = world().await;
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let good = dir.path().join("good.tar");
     write_archive(&good, &w.image, json!([]), "");
@@ -182,6 +182,18 @@ async fn restore_refusals_name_their_field_and_a_failed_restore_leaves_nothing()
     assert!(
         info.to_string().contains("WAS=checkpointed"),
         "the archive's environment: {info}"
+    );
+
+    // The restore to come survives a crustd restart: still Created, still from the
+    // archive (StartContainer below tries the restore, not a start).
+    assert!(w.d.terminate().await.unwrap().success());
+    w.d = w.sb.start().unwrap();
+    w.d.wait_ready().await.unwrap();
+    let s = w.d.container_status(&id).await;
+    assert_eq!(
+        s.state,
+        i32::from(ContainerState::ContainerCreated),
+        "{s:?}"
     );
 
     // CRIU cannot restore here (and these are no CRIU images): StartContainer fails
