@@ -134,7 +134,13 @@ async fn pull_first(
     config: &ContainerConfig,
     pod: &crust_proto::runtime::v1::PodSandboxConfig,
 ) -> anyhow::Result<()> {
-    let Some(image) = config.image.clone().filter(|i| !i.image.is_empty()) else {
+    // An absolute path is a checkpoint archive on the node to restore from, not an
+    // image: there is nothing to pull (the image it was made from must be there).
+    let Some(image) = config
+        .image
+        .clone()
+        .filter(|i| !i.image.is_empty() && !i.image.starts_with('/'))
+    else {
         return Ok(());
     };
     // With crust, progress on stderr as `pull` shows it; stdout keeps only the id.

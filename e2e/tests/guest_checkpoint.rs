@@ -5,6 +5,10 @@
 //! the writable layer with the counter file, in CRI-O's and containerd's layout, and
 //! the container goes on running and counting. Then the refusals: a built-in launcher
 //! container, a bad location, an unknown id, a stopped container; none leaves a file.
+//! Then the restore (CreateContainer with the archive as `image.image`, then
+//! StartContainer): the original pod gone, the archive restored into a new pod, the
+//! counter goes on from where it was checkpointed (its shell variable, printed to the
+//! new container's log), exec, stop and removal work, and nothing of it is left.
 
 use crust_e2e::guest_crustd::{BUSYBOX, GuestCrustd};
 use serde_json::Value;
@@ -67,7 +71,7 @@ fn make_container(node: &GuestCrustd, name: &str, runtime: Option<&str>) -> (Str
         &serde_json::json!({
             "metadata": {"name": "counter"},
             "image": {"image": BUSYBOX},
-            "command": ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /counter; sleep 1; done"]
+            "command": ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i; echo $i > /counter; sleep 1; done"]
         })
         .to_string(),
     )
@@ -100,7 +104,8 @@ async fn runc_container_checkpoints_and_keeps_running() {
     node.run("criu check", 120)
         .expect("criu works in the guest");
     let (pod, ctr) = make_container(&node, "ckpt", Some("runc"));
-    let before = counter_passes(&node, &ctr, 1);
+    // Past 2, so a restore that started the command afresh (from 1) cannot pass.
+    let before = counter_passes(&node, &ctr, 2);
 
     node.run("mkdir -p /root/ckpt", 30).unwrap();
     node.crustctl(&format!("checkpoint --export /root/ckpt/c.tar {ctr}"), 300)
@@ -184,4 +189,104 @@ async fn runc_container_checkpoints_and_keeps_running() {
         node.crustctl(&format!("stopp {p}"), 120).unwrap();
         node.crustctl(&format!("rmp {p}"), 120).unwrap();
     }
+
+    restore_into_a_new_pod(&node, before);
+}
+
+/// The archive restored into a new pod (the checkpointed one is gone): as crictl
+/// does it, `create` with the archive's path as the image.
+fn restore_into_a_new_pod(node: &GuestCrustd, before: u64) {
+    node.write(
+        "/root/pod-restored.json",
+        &serde_json::json!({
+            "metadata": {"name": "restored", "namespace": "default", "uid": "restored-pod"},
+            "linux": {"security_context": {"namespace_options": {"network": 2}}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    node.write(
+        "/root/ctr-restored.json",
+        &serde_json::json!({
+            "metadata": {"name": "counter-restored"},
+            "image": {"image": "/root/ckpt/c.tar"},
+            "labels": {"restored": "yes"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let pod = node
+        .crustctl("runp --runtime runc /root/pod-restored.json", 180)
+        .unwrap()
+        .trim()
+        .to_string();
+    let ctr = node
+        .crustctl(
+            &format!("create {pod} /root/ctr-restored.json /root/pod-restored.json"),
+            300,
+        )
+        .unwrap()
+        .trim()
+        .to_string();
+    let created = status(node, &ctr);
+    assert_eq!(created["status"]["state"], "CONTAINER_CREATED", "{created}");
+    assert!(
+        created["status"]["image"]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("busybox"),
+        "the checkpoint's image: {created}"
+    );
+    assert_eq!(
+        created["status"]["annotations"]["io.crust.checkpoint.restored-from"], "/root/ckpt/c.tar",
+        "{created}"
+    );
+    assert_eq!(created["status"]["labels"]["restored"], "yes", "{created}");
+    node.crustctl(&format!("start {ctr}"), 300)
+        .unwrap_or_else(|e| panic!("restore: {e:#}"));
+    let running = status(node, &ctr);
+    assert_eq!(running["status"]["state"], "CONTAINER_RUNNING", "{running}");
+
+    // Its log is the new container's, and the first value it printed continues the
+    // checkpointed loop: at least one past what was seen before the checkpoint.
+    let mut first = None;
+    for _ in 0..60 {
+        let log = node.crustctl(&format!("logs {ctr}"), 60).unwrap();
+        first = log.lines().find_map(|l| l.trim().parse::<u64>().ok());
+        if first.is_some() {
+            break;
+        }
+        node.run("sleep 0.5", 30).unwrap();
+    }
+    let first = first.expect("the restored container prints its counter to its log");
+    eprintln!(
+        "counter past {before} before the checkpoint; the restored loop printed {first} first"
+    );
+    assert!(
+        first > before,
+        "the restored loop printed {first} first; it had passed {before} before the checkpoint"
+    );
+    // It goes on counting, and exec reaches it (runc exec into the restored one).
+    counter_passes(node, &ctr, first);
+    let out = node
+        .crustctl(&format!("exec -s {ctr} /bin/echo alive"), 120)
+        .unwrap();
+    assert_eq!(out.trim(), "alive");
+
+    node.crustctl(&format!("stop -t 5 {ctr}"), 180).unwrap();
+    let stopped = status(node, &ctr);
+    assert_eq!(stopped["status"]["state"], "CONTAINER_EXITED", "{stopped}");
+    node.crustctl(&format!("rm {ctr}"), 120).unwrap();
+    node.crustctl(&format!("stopp {pod}"), 120).unwrap();
+    node.crustctl(&format!("rmp {pod}"), 120).unwrap();
+    // Nothing of the restored container: no mount, no runc state, no directory.
+    let left = node
+        .run(
+            &format!(
+                "grep -c {ctr} /proc/self/mountinfo; find /var/lib/crust /run/crust -name '{ctr}*'; true"
+            ),
+            120,
+        )
+        .unwrap();
+    assert_eq!(left.trim(), "0", "left of {ctr}: {left}");
 }

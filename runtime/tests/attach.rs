@@ -158,6 +158,7 @@ async fn run(pod: &Pod, id: &str, command: &[&str], stdio: Stdio) -> (PathBuf, P
         tty: stdio.tty,
         oci: None,
         max_log_line: crust_runtime::monitor::DEFAULT_MAX_LOG_LINE,
+        restore: None,
     };
     let reply = monitor::request(&pod.spec.socket, &create, Duration::from_secs(10))
         .await

@@ -203,6 +203,7 @@ async fn try_create_and_start_spec(
         tty: false,
         oci: None,
         max_log_line: crust_runtime::monitor::DEFAULT_MAX_LOG_LINE,
+        restore: None,
     };
     let reply = monitor::request(&pod.spec.socket, &req, Duration::from_secs(10))
         .await
@@ -378,6 +379,7 @@ async fn exec_failure_is_reported_by_start() {
         tty: false,
         oci: None,
         max_log_line: crust_runtime::monitor::DEFAULT_MAX_LOG_LINE,
+        restore: None,
     };
     assert!(
         monitor::request(&pod.spec.socket, &req, Duration::from_secs(10))
@@ -676,6 +678,7 @@ async fn bidirectional_mount_needs_a_shared_source() {
         tty: false,
         oci: None,
         max_log_line: crust_runtime::monitor::DEFAULT_MAX_LOG_LINE,
+        restore: None,
     };
     let reply = monitor::request(&pod.spec.socket, &req, Duration::from_secs(10))
         .await

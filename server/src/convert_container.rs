@@ -202,6 +202,8 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
         },
         // Only CDI devices bring hooks; applied after conversion.
         hooks: Vec::new(),
+        // Set by CreateContainer when `image.image` is a checkpoint archive.
+        restore: None,
         stop_signal: match cri::Signal::try_from(config.stop_signal) {
             Ok(cri::Signal::RuntimeDefault) | Err(_) => None,
             Ok(sig) => Some(sig.as_str_name().to_string()),

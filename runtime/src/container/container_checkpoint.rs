@@ -6,7 +6,7 @@
 //! writable layer) and CRIU's `stats-dump`.
 //!
 //! The built-in launcher has no CRIU integration: its containers are refused. Restore
-//! (CreateContainer from such an archive) is not built.
+//! (CreateContainer from such an archive) is [`super::container_restore`].
 
 use std::{
     fs::{self, File},

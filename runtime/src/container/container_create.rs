@@ -10,7 +10,7 @@ use super::{
 use crate::{
     error::RuntimeError,
     ids,
-    monitor::{OciRuntime, OverlayMount, Request},
+    monitor::{OciRuntime, OverlayMount, Request, RestoreImages},
     sandbox::{NsMode, SandboxManager},
 };
 
@@ -177,6 +177,9 @@ impl SandboxManager {
                 reason: "is required".into(),
             });
         }
+        if spec.restore.is_some() {
+            self.check_restorable(&spec, &sandbox)?;
+        }
 
         let id = ids::new_id();
         let bundle = sandbox.pod_dir.join("containers").join(&id);
@@ -268,6 +271,26 @@ impl SandboxManager {
             path,
             source,
         })?;
+        if let Some(restore) = &c.spec.restore {
+            // CRIU's images and the checkpointed writable layer, into this container's
+            // new directories (the overlay is not mounted yet).
+            let (archive, dir) = (restore.archive.clone(), c.dir.clone());
+            tokio::task::spawn_blocking(move || {
+                super::container_restore::unpack_for_restore(&archive, &dir)
+            })
+            .await
+            .map_err(|e| RuntimeError::Launch {
+                id: id.clone(),
+                message: format!("unpack task: {e}"),
+            })?
+            .map_err(|(op, path, source)| RuntimeError::Io {
+                kind: "container",
+                id: id.clone(),
+                op,
+                path,
+                source,
+            })?;
+        }
         // A pod user namespace: `upper` is the container's `/` as overlayfs shows it,
         // so it belongs to the container's root as the namespace maps it (its owner
         // from the top layer, shifted), as containerd chowns the snapshot's upper dir.
@@ -371,16 +394,7 @@ impl SandboxManager {
             // A Localhost profile is a file on the host; its contents go into the spec.
             seccomp_localhost: files.seccomp,
         };
-        let oci = self
-            .config
-            .oci_runtimes
-            .get(&sandbox.spec.runtime_handler)
-            .map(|binary| {
-                Box::new(OciRuntime {
-                    binary: binary.clone(),
-                    root: self.config.state_dir.join("runc"),
-                })
-            });
+        let oci = self.oci_runtime(sandbox);
         let mut spec = generate_spec(&input, &HostDevices::default()).map_err(spec_error)?;
         // Made with its limits in one step: a systemd scope takes them as properties.
         let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
@@ -418,25 +432,12 @@ impl SandboxManager {
         )
         .map_err(io("write", &spec_file))?;
 
-        let req = Request::CreateContainer {
-            id: id.clone(),
-            spec: spec_file,
-            log_path: c.log_path.clone(),
-            exit_file: c.exit_file(),
-            cgroup_dirs: cgroups.dirs(&c.cgroup),
-            overlay: Some(OverlayMount {
-                layers_root: c.image.layers_root.clone(),
-                lower: c.image.lower.clone(),
-                upper: c.dir.join("upper"),
-                work: c.dir.join("work"),
-                idmap: sandbox.spec.userns.as_ref().map(|_| sandbox.pin("user")),
-            }),
-            stdin: c.spec.stdin,
-            stdin_once: c.spec.stdin_once,
-            tty: c.spec.tty,
-            oci,
-            max_log_line: self.config.max_log_line,
-        };
+        if c.spec.restore.is_some() {
+            // Nothing runs until StartContainer restores it.
+            c.state = ContainerState::Created;
+            return self.commit_container(c, Some(ContainerState::Creating));
+        }
+        let req = self.monitor_create_request(c, sandbox, None)?;
         let reply = self
             .order_monitor(
                 &sandbox.monitor_socket(),
@@ -452,6 +453,49 @@ impl SandboxManager {
 }
 
 impl SandboxManager {
+    /// The pod's `oci` handler's runtime, or `None` for the built-in launcher.
+    fn oci_runtime(&self, sandbox: &crate::sandbox::Sandbox) -> Option<Box<OciRuntime>> {
+        self.config
+            .oci_runtimes
+            .get(&sandbox.spec.runtime_handler)
+            .map(|binary| {
+                Box::new(OciRuntime {
+                    binary: binary.clone(),
+                    root: self.config.state_dir.join("runc"),
+                })
+            })
+    }
+
+    /// What the pod's monitor is asked to make `c` from its generated spec: create it
+    /// (waiting for StartContainer), or with `restore`, restore it from a checkpoint.
+    pub(super) fn monitor_create_request(
+        &self,
+        c: &Container,
+        sandbox: &crate::sandbox::Sandbox,
+        restore: Option<RestoreImages>,
+    ) -> Result<Request, RuntimeError> {
+        Ok(Request::CreateContainer {
+            id: c.id.clone(),
+            spec: c.spec_file(),
+            log_path: c.log_path.clone(),
+            exit_file: c.exit_file(),
+            cgroup_dirs: self.cgroups()?.dirs(&c.cgroup),
+            overlay: Some(OverlayMount {
+                layers_root: c.image.layers_root.clone(),
+                lower: c.image.lower.clone(),
+                upper: c.dir.join("upper"),
+                work: c.dir.join("work"),
+                idmap: sandbox.spec.userns.as_ref().map(|_| sandbox.pin("user")),
+            }),
+            stdin: c.spec.stdin,
+            stdin_once: c.spec.stdin_once,
+            tty: c.spec.tty,
+            oci: self.oci_runtime(sandbox),
+            max_log_line: self.config.max_log_line,
+            restore,
+        })
+    }
+
     /// The spec's AppArmor profile must be loaded before either launcher applies it:
     /// the kernel would fail the exec transition with a bare ENOENT after the
     /// container was made. `crust-default` is loaded here on first use; a Localhost

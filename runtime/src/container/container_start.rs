@@ -27,7 +27,18 @@ impl SandboxManager {
             });
         }
         let sandbox = self.status(&c.pod_id)?.sandbox;
-        let start = Request::StartContainer { id: id.clone() };
+        // A container created from a checkpoint is restored by the monitor instead
+        // (`<runtime> restore`): it comes back running, with its new pid.
+        let restore = c.spec.restore.is_some();
+        let start = if restore {
+            self.monitor_create_request(
+                &c,
+                &sandbox,
+                Some(super::container_restore::restore_images(&c)),
+            )?
+        } else {
+            Request::StartContainer { id: id.clone() }
+        };
         let reply = self
             .ask_monitor(
                 &sandbox.monitor_socket(),
@@ -64,8 +75,14 @@ impl SandboxManager {
         }
         c.state = ContainerState::Running;
         c.started_at = reply.started_at.unwrap_or_else(now);
+        if restore {
+            c.pid = reply.pid;
+        }
         self.commit_container(&c, Some(ContainerState::Created))?;
-        tracing::info!(container_id = %id, "container started");
+        tracing::info!(container_id = %id, restored = restore, "container started");
+        if restore {
+            super::container_restore::drop_restore_images(&c).await;
+        }
         // A process that exited at once has its exit record already, and the exit
         // watcher left it to us (it skips Created containers).
         if let Err(error) = self.refresh_container(&mut c) {

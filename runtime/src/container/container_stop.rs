@@ -155,6 +155,12 @@ impl SandboxManager {
         if !matches!(c.state, ContainerState::Running | ContainerState::Created) {
             return Ok(());
         }
+        if c.state == ContainerState::Created && c.spec.restore.is_some() && c.pid.is_none() {
+            // Created from a checkpoint and not restored yet: no process exists, so
+            // no exit file will come. It ends here, as a created container killed.
+            let message = "stopped before StartContainer restored it".to_string();
+            return self.record_exit(c, now(), 137, "Error", message);
+        }
         let socket = self.snapshot(&c.pod_id).map(|s| s.monitor_socket());
         self.note_oom_baseline(c);
         if c.state == ContainerState::Running && !timeout.is_zero() {

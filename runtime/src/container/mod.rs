@@ -19,6 +19,7 @@ mod container_exits;
 mod container_list;
 mod container_metrics;
 mod container_remove;
+mod container_restore;
 mod container_start;
 mod container_stats;
 mod container_stop;
@@ -52,6 +53,10 @@ pub(crate) use container_exits::ExitWatcher;
 pub use container_list::{ContainerFilter, ImageUsers};
 pub use container_metrics::{
     ContainerMetricsView, FsCapacity, PodMetricsView, ProcessCounts, process_counts,
+};
+pub use container_restore::{
+    ArchiveError, CHECKPOINTED_AT_ANNOTATION, CheckpointArchive, RESTORED_FROM_ANNOTATION,
+    read_checkpoint_archive,
 };
 pub use container_stats::{ContainerStatsView, UsageSample};
 pub use record::{Container, ContainerState, ContainerUser, ImageForContainer};
@@ -253,6 +258,19 @@ pub struct ContainerSpec {
     /// records written before hooks existed still load.
     #[serde(default)]
     pub hooks: Vec<HookSpec>,
+    /// Created from a checkpoint archive (CRI `image.image` naming one): StartContainer
+    /// restores the checkpointed processes instead of starting the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+}
+
+/// The checkpoint a container is restored from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RestoreSpec {
+    /// The archive on the node (CRI `image.image`), unpacked at create.
+    pub archive: PathBuf,
+    /// When it was checkpointed, as `config.dump` says (RFC 3339).
+    pub checkpointed_at: String,
 }
 
 /// Where in the OCI lifecycle a hook runs (runtime-spec config.md#posix-platform-hooks).

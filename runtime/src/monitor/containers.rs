@@ -92,6 +92,8 @@ pub(super) struct NewContainer<'a> {
     pub stdio: StdioConfig,
     /// Longest log line before it is split into `P` records.
     pub max_log_line: usize,
+    /// Restore it from these CRIU images (running at once) instead of creating it.
+    pub restore: Option<&'a super::RestoreImages>,
 }
 
 /// What attachers need to hear about, in order.
@@ -178,6 +180,7 @@ impl Containers {
             oci,
             stdio,
             max_log_line,
+            restore,
         } = new;
         if self.map.contains_key(id) {
             return fail(format!("container {id} already exists in this monitor"));
@@ -197,6 +200,9 @@ impl Containers {
         };
         if let Some(runtime) = oci {
             return self.create_oci(new, runtime, &spec, log);
+        }
+        if restore.is_some() {
+            return fail("restore needs an OCI runtime (runc with CRIU)".into());
         }
         let bundle = spec_path.parent().unwrap_or(Path::new("/")).to_path_buf();
         match launch::create(&LaunchConfig {
@@ -550,7 +556,27 @@ impl Containers {
             rootfs: root.path().clone(),
             deleted: false,
         };
-        let created = match oci::create(&handle, new.overlay, new.stdio.stdin, new.stdio.tty) {
+        let now = || {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0)
+        };
+        // A restored container runs from here on: no StartContainer follows.
+        let (created, started_at) = match new.restore {
+            None => (
+                oci::create(&handle, new.overlay, new.stdio.stdin, new.stdio.tty),
+                None,
+            ),
+            Some(images) => {
+                let started_at = now();
+                (
+                    oci::restore(&handle, new.overlay, images, new.stdio.stdin),
+                    Some(started_at),
+                )
+            }
+        };
+        let created = match created {
             Ok(created) => created,
             Err(e) => return fail(e),
         };
@@ -570,8 +596,8 @@ impl Containers {
             Container {
                 pid: created.pid,
                 proc_ref,
-                pending: Some(Pending::Oci),
-                started_at: None,
+                pending: started_at.is_none().then_some(Pending::Oci),
+                started_at,
                 oci: Some(handle),
                 stdout: Some(created.stdout),
                 stderr: created.stderr,
@@ -588,7 +614,10 @@ impl Containers {
                 hooks: None,
             },
         );
-        ok(proc_ref)
+        Reply {
+            started_at,
+            ..ok(proc_ref)
+        }
     }
 }
 

@@ -576,9 +576,11 @@ impl Monitor {
                 tty,
                 oci,
                 max_log_line,
+                restore,
             }) => (
                 self.containers.create(super::containers::NewContainer {
                     max_log_line,
+                    restore: restore.as_ref(),
                     id: &id,
                     spec: &spec,
                     log_path: &log_path,

@@ -121,6 +121,11 @@ pub enum Request {
         /// Longest log line before it is split into `P` records.
         #[serde(default = "default_max_log_line")]
         max_log_line: usize,
+        /// Restore the container from a checkpoint (`<runtime> restore --detach`)
+        /// instead of creating it: it comes back running, so the reply carries its
+        /// start time and no StartContainer follows. Only with `oci`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restore: Option<RestoreImages>,
     },
     StartContainer {
         id: String,
@@ -175,6 +180,13 @@ impl Request {
 pub struct OciRuntime {
     pub binary: PathBuf,
     pub root: PathBuf,
+}
+
+/// Where a restore finds CRIU's images and keeps its work files (`restore.log`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreImages {
+    pub images: PathBuf,
+    pub work: PathBuf,
 }
 
 /// An overlay rootfs: read-only image layers under a per-container writable upper.

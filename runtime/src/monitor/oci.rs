@@ -199,6 +199,105 @@ fn create_mounted(c: &OciContainer, stdin: bool, tty: bool) -> Result<Created, S
     }
 }
 
+/// Mounts the rootfs and runs `<runtime> restore --detach` from CRIU's images in
+/// `images`: the checkpointed processes come back running as children of the
+/// runtime's CRIU and are reparented to the monitor (a child subreaper) when those
+/// exit. Their stdio: runc hands CRIU its own stdin/stdout/stderr in place of the
+/// pipes the image's `descriptors.json` names, so the new pipes made here carry the
+/// restored process's output to this container's log. On failure everything made is
+/// undone (runtime state, rootfs mount).
+pub(super) fn restore(
+    c: &OciContainer,
+    overlay: Option<&OverlayMount>,
+    images: &super::RestoreImages,
+    stdin: bool,
+) -> Result<Created, String> {
+    if let Some(o) = overlay {
+        o.mount_at(&c.rootfs)?;
+    }
+    match restore_mounted(c, images, stdin) {
+        Ok(created) => Ok(created),
+        Err(e) => {
+            let undo = OciContainer {
+                runtime: c.runtime.clone(),
+                id: c.id.clone(),
+                bundle: c.bundle.clone(),
+                rootfs: c.rootfs.clone(),
+                deleted: false,
+            };
+            if let Err(more) = delete(&undo) {
+                eprintln!("crust-monitor: undo failed restore of {}: {more}", c.id);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn restore_mounted(
+    c: &OciContainer,
+    images: &super::RestoreImages,
+    stdin: bool,
+) -> Result<Created, String> {
+    let pid_file = c.bundle.join("runtime.pid");
+    let _ = fs::remove_file(&pid_file);
+    fs::create_dir_all(&images.work)
+        .map_err(|e| format!("create {}: {e}", images.work.display()))?;
+    let mut cmd = c.runtime.command(&c.bundle, "restore");
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+    let mut ours_in = None;
+    if stdin {
+        let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        cmd.stdin(Stdio::from(in_r));
+        ours_in = Some(in_w);
+    } else {
+        cmd.stdin(Stdio::null());
+    }
+    cmd.arg("restore")
+        .arg("--detach")
+        .arg("--bundle")
+        .arg(&c.bundle)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--image-path")
+        .arg(&images.images)
+        .arg("--work-path")
+        .arg(&images.work)
+        .arg(&c.id);
+    let status = run_bounded(cmd, "restore")?;
+    if !status.success() {
+        // runc's own log says little ("criu failed: type RESTORE errno 0"); CRIU's
+        // restore.log says what it could not restore.
+        let log = fs::read_to_string(images.work.join("restore.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+        return Err(format!(
+            "{} restore {}: {status}: {}{}{}",
+            c.runtime.binary.display(),
+            c.id,
+            c.runtime.errors(&c.bundle, "restore"),
+            if tail.is_empty() {
+                ""
+            } else {
+                "; CRIU's restore.log ends:\n"
+            },
+            tail
+        ));
+    }
+    let pid = fs::read_to_string(&pid_file)
+        .map_err(|e| format!("read {}: {e}", pid_file.display()))?
+        .trim()
+        .parse::<i32>()
+        .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
+    Ok(Created {
+        pid: Pid::from_raw(pid),
+        stdin: ours_in,
+        stdout: out_r,
+        stderr: Some(err_r),
+    })
+}
+
 /// `<runtime> start`: the container's init execs the process.
 pub(super) fn start(c: &OciContainer) -> Result<(), String> {
     let mut cmd = c.runtime.command(&c.bundle, "start");

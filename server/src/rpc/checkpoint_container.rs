@@ -1,7 +1,7 @@
 //! `CheckpointContainer`: a running container of an `oci` handler (runc or crun with
 //! CRIU) into a tar archive at `location`, while it keeps running. Built-in launcher
-//! containers are refused (FAILED_PRECONDITION); restore is not built
-//! (docs/features.md).
+//! containers are refused (FAILED_PRECONDITION); restore is CreateContainer from
+//! the archive ([`super::create_container_restore`]).
 
 use std::{path::Path, time::Duration};
 

@@ -1,4 +1,6 @@
 //! `CreateContainer`: resolve the image, then have the runtime create the container.
+//! An `image.image` that is an absolute path names a checkpoint archive to restore
+//! from ([`super::create_container_restore`]).
 
 use crust_proto::runtime::v1::{CreateContainerRequest, CreateContainerResponse};
 use crust_runtime::container::ImageForContainer;
@@ -29,6 +31,15 @@ pub async fn create_container(
             field: "config.image.image",
             reason: "is required".into(),
         });
+    }
+    if super::create_container_restore::is_archive_path(&reference) {
+        return super::create_container_restore::create_restored(
+            daemon,
+            &req.pod_sandbox_id,
+            config,
+            reference,
+        )
+        .await;
     }
     let cdi: Vec<String> = config.cdi_devices.iter().map(|d| d.name.clone()).collect();
     // Checked and converted first: a bad config fails before the image is looked up.
@@ -77,7 +88,7 @@ pub async fn create_container(
 /// PullImage returned) at the image's layers. The leases keep those layers until the
 /// container record names the image (then a RemoveImage hides it until the last
 /// container using it goes, as for the container's own image).
-fn resolve_image_volumes(
+pub(super) fn resolve_image_volumes(
     daemon: &Daemon,
     mounts: &mut [crust_runtime::container::MountSpec],
 ) -> Result<Vec<crust_image::store::ImageLease>, ApiError> {

@@ -5,6 +5,7 @@
 pub mod checkpoint_container;
 pub mod container_status;
 pub mod create_container;
+pub mod create_container_restore;
 pub mod exec_sync;
 pub mod get_container_events;
 pub mod image_fs_info;
