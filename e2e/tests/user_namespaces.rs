@@ -4,7 +4,11 @@
 //! namespace, terminals for exec and attach, privileged containers, refused forms, a
 //! crustd restart, and nothing left after RemovePodSandbox.
 
-use std::{fs, os::unix::fs::MetadataExt, path::Path};
+use std::{
+    fs,
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    path::Path,
+};
 
 use crust_ctl::stream_client::{self as sc, StreamOpts};
 use crust_e2e::{
@@ -23,7 +27,7 @@ use tonic::Code;
 const RUNC: &str = "/usr/sbin/runc";
 const HOST_ID: u32 = 100_000;
 /// The handlers every case runs on: the built-in launcher ("") and runc.
-const HANDLERS: [&str; 1] = [""];
+const HANDLERS: [&str; 2] = ["", "runc"];
 
 fn image() -> Image {
     busybox_image(
@@ -124,18 +128,27 @@ async fn userns_pod(w: &World, name: &str, handler: &str, pid: NamespaceMode) ->
     .await
 }
 
-/// crustd with the runc handler configured.
+/// Makes the e2e sandbox (a 0700 temp dir holding crustd's state dir) traversable,
+/// as the parents of `/run/crust` are on a node: runc needs that (see
+/// `userns_rootfs` in the runtime).
+fn open_up(w: &World) {
+    fs::set_permissions(w.sb.path(), fs::Permissions::from_mode(0o711)).unwrap();
+}
+
+/// crustd with the runc handler configured, its sandbox [`open_up`]ed.
 async fn world(repo: &str) -> World {
     assert!(
         Path::new(RUNC).is_file(),
         "{RUNC} not found: apt-get install runc"
     );
-    World::start(
+    let w = World::start(
         &image(),
         repo,
         &format!("[runtime.handlers.runc]\ntype = \"oci\"\npath = \"{RUNC}\"\n"),
     )
-    .await
+    .await;
+    open_up(&w);
+    w
 }
 
 /// Stops and removes `pod`, then checks nothing of it is left: no mount names it, no
@@ -207,22 +220,23 @@ async fn a_pod_user_namespace_maps_root() {
             h.name
         );
     }
-    if !HANDLERS.contains(&"runc") {
-        // Refused before anything is made (see run_pod_sandbox.rs for why).
-        let ns = NamespaceOption {
-            userns_options: Some(pod_userns()),
-            ..Default::default()
-        };
-        let err =
-            w.d.runtime()
-                .await
-                .expect("connect")
-                .run_pod_sandbox(pod_request("userns-runc", ns, "runc"))
-                .await
-                .expect_err("runc with a pod user namespace");
-        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
-        assert!(err.message().contains("userns_options"), "{err}");
-    }
+    // runc mounts the rootfs as the pod's mapped root, which must be able to walk
+    // down to it: the e2e sandbox is a 0700 temp dir, so until it is opened up (as
+    // /run's parents are on a node) that is a FAILED_PRECONDITION naming the dir.
+    fs::set_permissions(w.sb.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let pod = userns_pod(&w, "userns-closed", "runc", NamespaceMode::Container).await;
+    let err = w
+        .create(&pod, userns_config(&w, "a", &["sleep", "3600"]))
+        .await
+        .expect_err("a rootfs the mapped root cannot reach");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(
+        err.message().contains("cannot traverse")
+            && err.message().contains(&w.sb.path().display().to_string()),
+        "{err}"
+    );
+    remove_pod(&w, &pod, "runc, closed parent").await;
+    open_up(&w);
     for handler in HANDLERS {
         let label = label(handler);
         let name = format!(
@@ -237,7 +251,7 @@ async fn a_pod_user_namespace_maps_root() {
         // host-root-owned file the pod's root must not be able to write.
         let vol = w.sb.path().join(format!("vol-{name}"));
         fs::create_dir_all(&vol).unwrap();
-        fs::set_permissions(&vol, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        fs::set_permissions(&vol, fs::Permissions::from_mode(0o777)).unwrap();
         fs::write(vol.join("host-owned"), b"host\n").unwrap();
         let pod = userns_pod(&w, &name, handler, NamespaceMode::Container).await;
         assert_eq!(
@@ -522,12 +536,15 @@ async fn a_shared_pid_namespace_in_a_user_namespace_pod() {
                 "{label}"
             );
         }
-        // The pod's root cannot signal the pod init (host root, outside the pod's
-        // user namespace).
-        let (code, _, _) = w.exec(&b, &["sh", "-c", "kill -0 1"]).await;
-        assert_ne!(
-            code, 0,
-            "{label}: the pod init is out of the pod root's reach"
+        // The pod init runs as the pod's root (it was started in the pod's user
+        // namespace, which owns the PID namespace, so that runc may join it), but as
+        // PID 1 it takes no SIGKILL from inside: the pod stays up.
+        let _ = w.exec(&b, &["sh", "-c", "kill -9 1"]).await;
+        let (code, comm, err) = w.exec(&a, &["cat", "/proc/1/comm"]).await;
+        assert_eq!(
+            (code, comm.trim()),
+            (0, "crust-pod-init"),
+            "{label}: the pod init survives SIGKILL from a container ({err})"
         );
         remove_pod(&w, &pod, label).await;
     }

@@ -80,16 +80,12 @@ fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
 }
 
 impl Daemon {
-    /// Whether pods of `handler` may have a user namespace: the built-in launcher on
-    /// a kernel with what it needs; no `oci` handler yet (see run_pod_sandbox).
+    /// Whether pods of `handler` may have a user namespace: any configured handler
+    /// on a kernel with what it needs. The built-in launcher and an `oci` handler
+    /// both join the pod's pinned namespace by path (runc 1.1 does; its rootfs is
+    /// made reachable for the mapped root, see the runtime's `userns_rootfs`).
     pub fn handler_has_userns(&self, handler: &str) -> bool {
-        self.userns_supported
-            && self
-                .config
-                .runtime
-                .handlers
-                .get(handler)
-                .is_some_and(|h| h.kind == crate::config::HandlerKind::Builtin)
+        self.userns_supported && self.config.runtime.handlers.contains_key(handler)
     }
 }
 

@@ -335,6 +335,42 @@ impl SandboxManager {
             _ => None,
         };
         let files = read_spec_files(c).await?;
+        let oci_binary = self
+            .config
+            .oci_runtimes
+            .get(&sandbox.spec.runtime_handler)
+            .cloned();
+        // An OCI runtime mounts the rootfs as the pod's mapped root (see
+        // `userns_rootfs`); the built-in launcher mounts it as host root, in the
+        // container's own mount namespace.
+        let rootfs = match (
+            &oci_binary,
+            sandbox.spec.userns.as_ref().and_then(|u| u.host_root()),
+        ) {
+            (Some(_), Some(root)) => super::userns_rootfs::prepare(&self.config.state_dir, &id, root)
+                .map_err(|e| match e {
+                    super::userns_rootfs::RootfsError::Io((op, path, source)) => RuntimeError::Io {
+                        kind: "container",
+                        id: id.clone(),
+                        op,
+                        path,
+                        source,
+                    },
+                    super::userns_rootfs::RootfsError::NotTraversable { path, mode, ids } => {
+                        RuntimeError::Unsupported {
+                            what: "a pod user namespace with an oci handler",
+                            reason: format!(
+                                "the pod's root (host uid {} gid {}) cannot traverse {} (mode {mode:o}) to reach its rootfs under {}: every directory above it must be searchable (o+x)",
+                                ids.0,
+                                ids.1,
+                                path.display(),
+                                self.config.state_dir.display()
+                            ),
+                        }
+                    }
+                })?,
+            _ => c.dir.join("rootfs"),
+        };
         let input = SpecInput {
             target_pid_ns,
             container: container_spec,
@@ -364,23 +400,19 @@ impl SandboxManager {
                     .and_then(|u| pin("user").map(|p| (p, u))),
             },
             host: self.host.clone(),
-            rootfs: c.dir.join("rootfs"),
+            rootfs,
             etc_passwd: files.passwd,
             etc_group: files.group,
             volumes_root,
             // A Localhost profile is a file on the host; its contents go into the spec.
             seccomp_localhost: files.seccomp,
         };
-        let oci = self
-            .config
-            .oci_runtimes
-            .get(&sandbox.spec.runtime_handler)
-            .map(|binary| {
-                Box::new(OciRuntime {
-                    binary: binary.clone(),
-                    root: self.config.state_dir.join("runc"),
-                })
-            });
+        let oci = oci_binary.map(|binary| {
+            Box::new(OciRuntime {
+                binary,
+                root: self.config.state_dir.join("runc"),
+            })
+        });
         let mut spec = generate_spec(&input, &HostDevices::default()).map_err(spec_error)?;
         // Made with its limits in one step: a systemd scope takes them as properties.
         let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());

@@ -37,6 +37,7 @@ mod spec_security;
 mod spec_tests;
 mod spec_user;
 mod stdio;
+mod userns_rootfs;
 
 use std::{
     collections::BTreeMap,
