@@ -702,3 +702,105 @@ async fn a_privileged_container_in_a_user_namespace_pod_is_root_of_the_pod_only(
         remove_pod(&w, &pod, label).await;
     }
 }
+
+/// CRI `Mount.uidMappings`/`gidMappings` (kubelet's idmapped volumes, with the pod's
+/// own mappings): through the built-in launcher's idmapped bind, files host root made
+/// are the container root's, and what it writes lands on disk as host root, not as
+/// the mapped id. runc 1.1 would ignore the mappings, so it is refused; other
+/// mappings, a pod without a user namespace and half a mapping are refused too.
+#[tokio::test(flavor = "multi_thread")]
+async fn idmapped_mounts_use_the_pods_mappings() {
+    let w = world("e2e/userns-idmap").await;
+    let vol = w.sb.path().join("idmapped");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("host-owned"), b"host\n").unwrap();
+    let idmapped = |m: UserNamespace| Mount {
+        container_path: "/idvol".into(),
+        host_path: vol.display().to_string(),
+        uid_mappings: m.uids,
+        gid_mappings: m.gids,
+        ..Default::default()
+    };
+
+    let pod = userns_pod(&w, "idmap-builtin", "", NamespaceMode::Container).await;
+    let mut config = userns_config(&w, "a", &["sleep", "3600"]);
+    config.mounts = vec![idmapped(pod_userns())];
+    let a = w.run(&pod, config).await;
+    let (code, out, err) = w
+        .exec(&a, &["stat", "-c", "%u:%g", "/idvol/host-owned"])
+        .await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "0:0"),
+        "host root's file is root's ({err})"
+    );
+    let (code, _, err) = w
+        .exec(
+            &a,
+            &[
+                "sh",
+                "-c",
+                "echo more >> /idvol/host-owned && touch /idvol/made",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "root writes through the idmapped mount: {err}");
+    assert_eq!(fs::read(vol.join("host-owned")).unwrap(), b"host\nmore\n");
+    let made = fs::metadata(vol.join("made")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (0, 0), "on disk as host root");
+
+    // Mappings other than the pod's, and half a mapping.
+    let cases = [
+        (
+            "other mappings",
+            userns(
+                NamespaceMode::Pod,
+                vec![mapping(200_000, 0, 65536)],
+                vec![mapping(HOST_ID, 0, 65536)],
+            ),
+            "must be the pod's",
+        ),
+        (
+            "uids only",
+            userns(NamespaceMode::Pod, vec![mapping(HOST_ID, 0, 65536)], vec![]),
+            "go together",
+        ),
+    ];
+    for (name, m, want) in cases {
+        let mut config = userns_config(&w, "bad", &["sleep", "1"]);
+        config.mounts = vec![idmapped(m)];
+        let err = w.create(&pod, config).await.expect_err(name);
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err}");
+        assert!(
+            err.message().contains("config.mounts[].uidMappings") && err.message().contains(want),
+            "{name}: {err}"
+        );
+    }
+    remove_pod(&w, &pod, "built-in").await;
+
+    // A pod without a user namespace.
+    let plain = w.run_pod(&PodOptions::named("idmap-plain")).await;
+    let mut config = w.config("a", &["sleep", "1"]);
+    config.mounts = vec![idmapped(pod_userns())];
+    let err = w.create(&plain, config).await.expect_err("no pod userns");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("no user namespace"), "{err}");
+    remove_pod(&w, &plain, "no userns").await;
+
+    // runc 1.1.5's `features` has no linux.mountExtensions.idmap: refused, not
+    // mounted without the mapping.
+    let pod = userns_pod(&w, "idmap-runc", "runc", NamespaceMode::Container).await;
+    let mut config = userns_config(&w, "a", &["sleep", "1"]);
+    config.mounts = vec![idmapped(pod_userns())];
+    let err = w
+        .create(&pod, config)
+        .await
+        .expect_err("runc without idmap");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(
+        err.message().contains("config.mounts[0].uidMappings")
+            && err.message().contains("does not honour"),
+        "{err}"
+    );
+    remove_pod(&w, &pod, "runc").await;
+}

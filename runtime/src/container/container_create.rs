@@ -171,6 +171,7 @@ impl SandboxManager {
                 ),
             });
         }
+        self.check_idmapped_mounts(&spec, &sandbox)?;
         if spec.metadata.name.is_empty() {
             return Err(RuntimeError::InvalidArgument {
                 field: "config.metadata.name",
@@ -484,6 +485,65 @@ impl SandboxManager {
 }
 
 impl SandboxManager {
+    /// CRI `Mount.uidMappings`/`gidMappings` (KEP-127): kubelet sets them to the
+    /// pod's own mappings for the volumes it idmaps ("It will use the same mappings
+    /// the kubelet allocated for the user namespace"), so that files kubelet made as
+    /// host root are the container's root's. Both launchers idmap the bind with the
+    /// pod's pinned user namespace, so anything else (other mappings, no pod user
+    /// namespace) is refused, naming the mount; so is an `oci` handler whose runtime
+    /// would silently ignore the mappings (runc 1.1).
+    fn check_idmapped_mounts(
+        &self,
+        spec: &ContainerSpec,
+        sandbox: &crate::sandbox::Sandbox,
+    ) -> Result<(), RuntimeError> {
+        const FIELD: &str = "config.mounts[].uidMappings";
+        for (i, m) in spec.mounts.iter().enumerate() {
+            let Some(idmap) = &m.idmap else { continue };
+            let text = |u: &crate::sandbox::UserNamespace| {
+                format!(
+                    "uids {:?} gids {:?}",
+                    crate::sandbox::UserNamespace::map_text(&u.uids).trim(),
+                    crate::sandbox::UserNamespace::map_text(&u.gids).trim()
+                )
+            };
+            match &sandbox.spec.userns {
+                None => {
+                    return Err(RuntimeError::InvalidArgument {
+                        field: FIELD,
+                        reason: format!(
+                            "mounts[{i}] is idmapped but the pod has no user namespace (userns_options mode POD)"
+                        ),
+                    });
+                }
+                Some(pod) if pod != idmap => {
+                    return Err(RuntimeError::InvalidArgument {
+                        field: FIELD,
+                        reason: format!(
+                            "mounts[{i}]: the mappings ({}) must be the pod's user namespace's ({}): the mount is idmapped with that namespace",
+                            text(idmap),
+                            text(pod)
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+            let handler = &sandbox.spec.runtime_handler;
+            if let Some(binary) = self.config.oci_runtimes.get(handler)
+                && !self.config.oci_idmap.contains(handler)
+            {
+                return Err(RuntimeError::Unsupported {
+                    what: "idmapped mounts with this runtime handler",
+                    reason: format!(
+                        "config.mounts[{i}].uidMappings: {} (handler {handler:?}) does not honour a mount's uidMappings/gidMappings (its `features` lacks linux.mountExtensions.idmap, which runc has from 1.2) and would mount without them",
+                        binary.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The spec's AppArmor profile must be loaded before either launcher applies it:
     /// the kernel would fail the exec transition with a bare ENOENT after the
     /// container was made. `crust-default` is loaded here on first use; a Localhost
