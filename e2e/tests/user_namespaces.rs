@@ -12,8 +12,8 @@ use std::{
 
 use crust_ctl::stream_client::{self as sc, StreamOpts};
 use crust_e2e::{
-    image_builder::Image,
-    world::{PodOptions, World, busybox_image},
+    image_builder::{Compression, Image, LayerBuilder, host_arch},
+    world::{PodOptions, World},
 };
 use crust_proto::runtime::v1::{
     AttachRequest, ContainerConfig, ExecRequest, IdMapping, LinuxContainerConfig,
@@ -29,14 +29,26 @@ const HOST_ID: u32 = 100_000;
 /// The handlers every case runs on: the built-in launcher ("") and runc.
 const HANDLERS: [&str; 2] = ["", "runc"];
 
+/// busybox with a root-owned file, and an image `VOLUME /data` the image seeds.
 fn image() -> Image {
-    busybox_image(
-        &[
+    let mut layer = LayerBuilder::new();
+    layer
+        .busybox(&[
             "sh", "id", "cat", "sleep", "stat", "touch", "echo", "readlink", "ls",
-        ],
-        |l| {
-            l.file("etc/owned-by-root", b"root's\n", 0o644);
-        },
+        ])
+        .expect("busybox-static is installed");
+    for dir in ["etc", "proc", "sys", "dev", "tmp", "data"] {
+        layer.dir(dir, 0o755);
+    }
+    layer
+        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+        .file("etc/group", b"root:x:0:\n", 0o644)
+        .file("etc/owned-by-root", b"root's\n", 0o644)
+        .file("data/seed", b"seed\n", 0o644);
+    Image::build(
+        vec![layer.finish(Compression::Gzip)],
+        host_arch(),
+        serde_json::json!({"Cmd": ["sh"], "Env": ["PATH=/bin"], "Volumes": {"/data": {}}}),
     )
 }
 
@@ -302,6 +314,23 @@ async fn a_pod_user_namespace_maps_root() {
         );
         let (code, _, err) = w.exec(&a, &["touch", "/made-in-rootfs"]).await;
         assert_eq!(code, 0, "{label}: write to the rootfs: {err}");
+        // The image's VOLUME, copied from the image and given to the pod's root.
+        let (code, out, err) = w
+            .exec(&a, &["stat", "-c", "%u:%g", "/data", "/data/seed"])
+            .await;
+        assert_eq!(
+            (code, out.split_whitespace().collect::<Vec<_>>()),
+            (0, vec!["0:0", "0:0"]),
+            "{label}: the image volume is root's inside ({err})"
+        );
+        let (code, out, err) = w
+            .exec(&a, &["sh", "-c", "cat /data/seed && touch /data/made"])
+            .await;
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "seed\n"),
+            "{label}: write to the image volume: {err}"
+        );
 
         let mut second = config;
         second.metadata.as_mut().unwrap().name = "b".into();

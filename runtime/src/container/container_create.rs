@@ -318,6 +318,9 @@ impl SandboxManager {
             .map(|l| c.image.layers_root.join(l))
             .collect();
         container_create_host::create_image_volumes(&volumes, &layers).map_err(host_error)?;
+        if let Some(userns) = &sandbox.spec.userns {
+            container_create_host::shift_image_volumes(&volumes, userns).map_err(host_error)?;
+        }
         let mut container_spec = c.spec.clone();
         super::image_mounts::mount_image_volumes(&id, &c.dir, &mut container_spec.mounts)?;
         container_spec.mounts =
