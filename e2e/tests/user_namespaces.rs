@@ -281,6 +281,28 @@ async fn a_pod_user_namespace_maps_root() {
         let a = w.run(&pod, config.clone()).await;
         let (code, out, err) = w.exec(&a, &["id", "-u"]).await;
         assert_eq!((code, out.trim()), (0, "0"), "{label}: id -u ({err})");
+        // runc's rootfs: in a directory only root and the pod's root group enter.
+        let userns_rootfs = w.sb.path().join("state/userns-rootfs").join(&a);
+        if handler == "runc" {
+            let meta = fs::metadata(&userns_rootfs).expect("runc's rootfs directory");
+            assert_eq!(
+                (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+                (0o710, 0, HOST_ID),
+                "{label}: {}",
+                userns_rootfs.display()
+            );
+            let parent = fs::metadata(userns_rootfs.parent().unwrap()).unwrap();
+            assert_eq!(
+                parent.mode() & 0o7777,
+                0o711,
+                "{label}: traverse-only parent"
+            );
+        } else {
+            assert!(
+                !userns_rootfs.exists(),
+                "{label}: mounted in its own namespace"
+            );
+        }
         assert_eq!(
             uid_map(&w, &a, label).await,
             ["0", "100000", "65536"],
@@ -355,6 +377,7 @@ async fn a_pod_user_namespace_maps_root() {
         assert!(err.message().contains("userns_options"), "{label}: {err}");
 
         remove_pod(&w, &pod, label).await;
+        assert!(!userns_rootfs.exists(), "{label}: rootfs directory left");
     }
 }
 
