@@ -392,13 +392,8 @@ async fn status_advertises_recursive_read_only_mounts_per_handler() {
         .into_iter()
         .map(|h| {
             let f = h.features.expect("features are set");
-            // Pod user namespaces: the built-in launcher only (user_namespaces.rs).
-            assert_eq!(
-                f.user_namespaces,
-                h.name != "runc",
-                "{}: user namespaces with the built-in launcher only",
-                h.name
-            );
+            // Pod user namespaces: every handler (user_namespaces.rs).
+            assert!(f.user_namespaces, "{}: user namespaces", h.name);
             (h.name, f.recursive_read_only_mounts)
         })
         .collect();

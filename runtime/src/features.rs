@@ -24,10 +24,21 @@ pub fn kernel_has_mount_setattr() -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
 }
 
-/// Whether the OCI runtime at `binary` accepts the `rro` mount option, from its
-/// `features` subcommand (the OCI runtime-spec's features document; runc ≥ 1.1). A
-/// runtime without the subcommand, or that does not answer within `timeout`, does not.
-pub fn oci_runtime_has_rro(binary: &Path, timeout: Duration) -> bool {
+/// What crust asks of an OCI runtime's `features` document (the OCI runtime-spec's;
+/// runc >= 1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OciFeatures {
+    /// `mountOptions` lists `rro` (recursive read-only mounts).
+    pub rro: bool,
+    /// `linux.mountExtensions.idmap.enabled`: the runtime honours a mount's
+    /// `uidMappings`/`gidMappings` (runc >= 1.2). One that does not ignores them.
+    pub idmap: bool,
+}
+
+/// The features of the OCI runtime at `binary`, from its `features` subcommand. A
+/// runtime without the subcommand, or that does not answer within `timeout`, has
+/// none.
+pub fn oci_runtime_features(binary: &Path, timeout: Duration) -> OciFeatures {
     let Ok(mut child) = Command::new(binary)
         .arg("features")
         .stdin(std::process::Stdio::null())
@@ -35,30 +46,40 @@ pub fn oci_runtime_has_rro(binary: &Path, timeout: Duration) -> bool {
         .stderr(std::process::Stdio::null())
         .spawn()
     else {
-        return false;
+        return OciFeatures::default();
     };
     // The features document is a few KiB: it fits in the pipe while we wait.
     if !matches!(crate::proc::wait_bounded(&mut child, timeout), Ok(Some(_))) {
-        return false;
+        return OciFeatures::default();
     }
     let mut out = Vec::new();
     if let Some(mut stdout) = child.stdout.take() {
         use std::io::Read;
         let _ = stdout.read_to_end(&mut out);
     }
-    features_have_rro(&out)
+    features_of(&out)
 }
 
-/// `mountOptions` of an OCI features document lists `rro`.
-fn features_have_rro(document: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(document)
-        .ok()
-        .and_then(|v| {
-            v.get("mountOptions")?
-                .as_array()
-                .map(|opts| opts.iter().any(|o| o == "rro"))
-        })
-        .unwrap_or(false)
+/// Whether the OCI runtime at `binary` accepts the `rro` mount option.
+pub fn oci_runtime_has_rro(binary: &Path, timeout: Duration) -> bool {
+    oci_runtime_features(binary, timeout).rro
+}
+
+/// What an OCI features document says.
+fn features_of(document: &[u8]) -> OciFeatures {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(document) else {
+        return OciFeatures::default();
+    };
+    OciFeatures {
+        rro: v
+            .get("mountOptions")
+            .and_then(|o| o.as_array())
+            .is_some_and(|opts| opts.iter().any(|o| o == "rro")),
+        idmap: v
+            .pointer("/linux/mountExtensions/idmap/enabled")
+            .and_then(|e| e.as_bool())
+            .unwrap_or(false),
+    }
 }
 
 #[cfg(test)]
@@ -66,14 +87,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rro_from_the_features_document() {
+    fn rro_and_idmap_from_the_features_document() {
+        let f = |rro, idmap| OciFeatures { rro, idmap };
         for (doc, want) in [
-            (r#"{"mountOptions": ["ro", "rro", "bind"]}"#, true),
-            (r#"{"mountOptions": ["ro", "rbind"]}"#, false),
-            (r#"{"ociVersionMax": "1.0.2"}"#, false),
-            ("not json", false),
+            (r#"{"mountOptions": ["ro", "rro", "bind"]}"#, f(true, false)),
+            (r#"{"mountOptions": ["ro", "rbind"]}"#, f(false, false)),
+            (r#"{"ociVersionMax": "1.0.2"}"#, f(false, false)),
+            (
+                r#"{"linux": {"mountExtensions": {"idmap": {"enabled": true}}}}"#,
+                f(false, true),
+            ),
+            (
+                r#"{"linux": {"mountExtensions": {"idmap": {"enabled": false}}}}"#,
+                f(false, false),
+            ),
+            ("not json", f(false, false)),
         ] {
-            assert_eq!(features_have_rro(doc.as_bytes()), want, "{doc}");
+            assert_eq!(features_of(doc.as_bytes()), want, "{doc}");
         }
     }
 

@@ -613,6 +613,7 @@ async fn bidirectional_mounts_reach_the_host() {
         propagation: container::Propagation::Bidirectional,
         recursive_read_only: false,
         image: None,
+        idmap: None,
     }];
     let (pid, log, exit) = create_and_start(&pod, "bidi", &input).await;
     let marker = shared.join("vol/sub/from-container");
@@ -662,6 +663,7 @@ async fn bidirectional_mount_needs_a_shared_source() {
         propagation: container::Propagation::Bidirectional,
         recursive_read_only: false,
         image: None,
+        idmap: None,
     }];
     let spec = container::generate_spec(&input, &HostDevices::default()).unwrap();
     let spec_path = pod.dir.path().join("private.json");
@@ -698,6 +700,7 @@ fn volume_mounts(shared: &Path, source: &Path, through: &str) -> Vec<container::
         propagation: container::Propagation::Private,
         recursive_read_only: false,
         image: None,
+        idmap: None,
     };
     vec![
         bind("/vol".into(), shared),

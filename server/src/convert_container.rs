@@ -78,13 +78,14 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
         })
     };
     for (i, m) in config.mounts.iter().enumerate() {
-        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        let image = m.image.as_ref().is_some_and(|i| !i.image.is_empty());
+        if image && (!m.uid_mappings.is_empty() || !m.gid_mappings.is_empty()) {
             return unsupported(
-                "ID-mapped mounts",
-                &format!("config.mounts[{i}].uidMappings/gidMappings"),
+                "idmapped image volumes",
+                &format!("config.mounts[{i}].uidMappings/gidMappings with an image"),
             );
         }
-        let image = m.image.as_ref().is_some_and(|i| !i.image.is_empty());
+        crate::convert_userns::mount_idmap(i, &m.uid_mappings, &m.gid_mappings)?;
         // CRI: with `image` set, "host_path should be unset"; the sub path is "only
         // necessary if the above image field is set".
         if image && !m.host_path.is_empty() {
@@ -126,7 +127,10 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Api
         mounts: config
             .mounts
             .into_iter()
-            .map(|m| MountSpec {
+            .enumerate()
+            .map(|(i, m)| MountSpec {
+                idmap: crate::convert_userns::mount_idmap(i, &m.uid_mappings, &m.gid_mappings)
+                    .expect("checked above"),
                 container_path: m.container_path,
                 host_path: m.host_path,
                 readonly: m.readonly,

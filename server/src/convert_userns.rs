@@ -53,6 +53,27 @@ pub fn userns(
     }
 }
 
+/// CRI `Mount.uidMappings`/`gidMappings` of `config.mounts[i]`: none, or both in
+/// the pod's shape (CreateContainer checks they are the pod's own).
+pub fn mount_idmap(
+    i: usize,
+    uids: &[cri::IdMapping],
+    gids: &[cri::IdMapping],
+) -> Result<Option<UserNamespace>, ApiError> {
+    const FIELD: &str = "config.mounts[].uidMappings";
+    match (uids.is_empty(), gids.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Ok(Some(UserNamespace {
+            uids: mappings(FIELD, &format!("mounts[{i}].uidMappings"), uids)?,
+            gids: mappings(FIELD, &format!("mounts[{i}].gidMappings"), gids)?,
+        })),
+        _ => Err(invalid(
+            FIELD,
+            format!("mounts[{i}]: uidMappings and gidMappings go together (OCI: both or neither)"),
+        )),
+    }
+}
+
 /// One mapping from container id 0: kubelet's shape, and the one the idmapped
 /// rootfs assumes (the image's root-owned files become the container's root).
 fn mappings(
@@ -64,7 +85,7 @@ fn mappings(
         return Err(invalid(
             field,
             format!(
-                "{which}: exactly one mapping is supported with mode POD, got {}",
+                "{which}: exactly one mapping is supported (kubelet sends one, from container id 0), got {}",
                 maps.len()
             ),
         ));
@@ -158,6 +179,38 @@ mod tests {
         );
         assert_eq!(got.gids[0].host_id, 200000);
         assert_eq!(got.host_root(), Some((100000, 200000)));
+    }
+
+    #[test]
+    fn mount_mappings_both_or_neither() {
+        let ok = || vec![map(100000, 0, 65536)];
+        assert_eq!(mount_idmap(0, &[], &[]).unwrap(), None, "none");
+        let got = mount_idmap(0, &ok(), &ok()).unwrap().unwrap();
+        assert_eq!(got.host_root(), Some((100000, 100000)));
+        for (name, uids, gids, want) in [
+            ("uids only", ok(), vec![], "go together"),
+            ("gids only", vec![], ok(), "go together"),
+            (
+                "shifted",
+                vec![map(100000, 1, 10)],
+                ok(),
+                "mounts[3].uidMappings[0]",
+            ),
+            (
+                "length 0",
+                ok(),
+                vec![map(100000, 0, 0)],
+                "mounts[3].gidMappings[0].length",
+            ),
+        ] {
+            match mount_idmap(3, &uids, &gids) {
+                Err(ApiError::InvalidArgument { field, reason }) => {
+                    assert_eq!(field, "config.mounts[].uidMappings", "{name}");
+                    assert!(reason.contains(want), "{name}: {reason}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -50,7 +50,10 @@ pub struct Daemon {
 }
 
 /// The sandbox manager's settings, from the daemon config.
-fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
+fn sandbox_config(
+    config: &Config,
+    oci_idmap: std::collections::BTreeSet<String>,
+) -> crust_runtime::sandbox::SandboxConfig {
     crust_runtime::sandbox::SandboxConfig {
         state_dir: config.state.clone(),
         monitor_bin: config
@@ -74,46 +77,52 @@ fn sandbox_config(config: &Config) -> crust_runtime::sandbox::SandboxConfig {
             .filter(|(_, h)| h.kind == crate::config::HandlerKind::Oci)
             .filter_map(|(name, h)| Some((name.clone(), h.path.clone()?)))
             .collect(),
+        oci_idmap,
         max_log_line: config.runtime.max_log_line_size,
         exec_output_limit: config.runtime.exec_sync_output_limit,
     }
 }
 
 impl Daemon {
-    /// Whether pods of `handler` may have a user namespace: the built-in launcher on
-    /// a kernel with what it needs; no `oci` handler yet (see run_pod_sandbox).
+    /// Whether pods of `handler` may have a user namespace: any configured handler
+    /// on a kernel with what it needs. The built-in launcher and an `oci` handler
+    /// both join the pod's pinned namespace by path (runc 1.1 does; its rootfs is
+    /// made reachable for the mapped root, see the runtime's `userns_rootfs`).
     pub fn handler_has_userns(&self, handler: &str) -> bool {
-        self.userns_supported
-            && self
-                .config
-                .runtime
-                .handlers
-                .get(handler)
-                .is_some_and(|h| h.kind == crate::config::HandlerKind::Builtin)
+        self.userns_supported && self.config.runtime.handlers.contains_key(handler)
     }
 }
 
-/// Which handlers support recursive read-only mounts: the built-in launcher where the
-/// kernel has `mount_setattr`; an `oci` handler when its runtime's `features` lists
-/// `rro` (asked once here, before crustd serves, with a bound on the answer).
-fn handler_rro(config: &Config) -> std::collections::BTreeMap<String, bool> {
+/// Which handlers support recursive read-only mounts and idmapped mounts: the
+/// built-in launcher where the kernel has `mount_setattr`; an `oci` handler when its
+/// runtime's `features` says so (asked once here, before crustd serves, with a bound
+/// on the answer).
+fn handler_mount_features(
+    config: &Config,
+) -> std::collections::BTreeMap<String, crust_runtime::features::OciFeatures> {
     use crate::config::HandlerKind;
+    use crust_runtime::features::OciFeatures;
     let kernel = crust_runtime::features::kernel_has_mount_setattr();
     config
         .runtime
         .handlers
         .iter()
         .map(|(name, h)| {
-            let supported = kernel
-                && match (h.kind, &h.path) {
-                    (HandlerKind::Builtin, _) => true,
-                    (HandlerKind::Oci, Some(path)) => crust_runtime::features::oci_runtime_has_rro(
+            let features = match (kernel, h.kind, &h.path) {
+                (false, _, _) => OciFeatures::default(),
+                (true, HandlerKind::Builtin, _) => OciFeatures {
+                    rro: true,
+                    idmap: true,
+                },
+                (true, HandlerKind::Oci, Some(path)) => {
+                    crust_runtime::features::oci_runtime_features(
                         path,
                         std::time::Duration::from_secs(2),
-                    ),
-                    (HandlerKind::Oci, None) => false,
-                };
-            (name.clone(), supported)
+                    )
+                }
+                (true, HandlerKind::Oci, None) => OciFeatures::default(),
+            };
+            (name.clone(), features)
         })
         .collect()
 }
@@ -175,13 +184,19 @@ impl Daemon {
         let network: Arc<dyn crust_runtime::sandbox::PodNetwork> = Arc::new(
             crate::pod_network::CniPodNetwork::new(&config, node.clone()),
         );
+        let features = handler_mount_features(&config);
+        let oci_idmap = features
+            .iter()
+            .filter(|(_, f)| f.idmap)
+            .map(|(k, _)| k.clone())
+            .collect();
         let sandboxes = crust_runtime::sandbox::SandboxManager::new(
-            sandbox_config(&config),
+            sandbox_config(&config, oci_idmap),
             store.clone(),
             Some(network),
         )?
         .with_container_pids_limit(Some(config.runtime.pids_limit));
-        let handler_rro = handler_rro(&config);
+        let handler_rro = features.iter().map(|(k, f)| (k.clone(), f.rro)).collect();
         let userns_supported = crust_runtime::features::kernel_has_mount_setattr()
             && std::path::Path::new("/proc/self/ns/user").exists();
         Ok(Daemon {

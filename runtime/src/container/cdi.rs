@@ -350,6 +350,7 @@ fn apply(out: &mut ContainerSpec, name: &str, path: &Path, e: &Edits) -> Result<
             propagation: Propagation::Private,
             recursive_read_only: false,
             image: None,
+            idmap: None,
         });
     }
     for h in &e.hooks {

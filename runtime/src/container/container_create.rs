@@ -171,6 +171,7 @@ impl SandboxManager {
                 ),
             });
         }
+        self.check_idmapped_mounts(&spec, &sandbox)?;
         if spec.metadata.name.is_empty() {
             return Err(RuntimeError::InvalidArgument {
                 field: "config.metadata.name",
@@ -340,6 +341,9 @@ impl SandboxManager {
             .map(|l| c.image.layers_root.join(l))
             .collect();
         container_create_host::create_image_volumes(&volumes, &layers).map_err(host_error)?;
+        if let Some(userns) = &sandbox.spec.userns {
+            container_create_host::shift_image_volumes(&volumes, userns).map_err(host_error)?;
+        }
         let mut container_spec = c.spec.clone();
         super::image_mounts::mount_image_volumes(&id, &c.dir, &mut container_spec.mounts)?;
         container_spec.mounts =
@@ -358,6 +362,42 @@ impl SandboxManager {
             _ => None,
         };
         let files = read_spec_files(c).await?;
+        let oci_binary = self
+            .config
+            .oci_runtimes
+            .get(&sandbox.spec.runtime_handler)
+            .cloned();
+        // An OCI runtime mounts the rootfs as the pod's mapped root (see
+        // `userns_rootfs`); the built-in launcher mounts it as host root, in the
+        // container's own mount namespace.
+        let rootfs = match (
+            &oci_binary,
+            sandbox.spec.userns.as_ref().and_then(|u| u.host_root()),
+        ) {
+            (Some(_), Some(root)) => super::userns_rootfs::prepare(&self.config.state_dir, &id, root)
+                .map_err(|e| match e {
+                    super::userns_rootfs::RootfsError::Io((op, path, source)) => RuntimeError::Io {
+                        kind: "container",
+                        id: id.clone(),
+                        op,
+                        path,
+                        source,
+                    },
+                    super::userns_rootfs::RootfsError::NotTraversable { path, mode, ids } => {
+                        RuntimeError::Unsupported {
+                            what: "a pod user namespace with an oci handler",
+                            reason: format!(
+                                "the pod's root (host uid {} gid {}) cannot traverse {} (mode {mode:o}) to reach its rootfs under {}: every directory above it must be searchable (o+x)",
+                                ids.0,
+                                ids.1,
+                                path.display(),
+                                self.config.state_dir.display()
+                            ),
+                        }
+                    }
+                })?,
+            _ => c.dir.join("rootfs"),
+        };
         let input = SpecInput {
             target_pid_ns,
             container: container_spec,
@@ -387,7 +427,7 @@ impl SandboxManager {
                     .and_then(|u| pin("user").map(|p| (p, u))),
             },
             host: self.host.clone(),
-            rootfs: c.dir.join("rootfs"),
+            rootfs,
             etc_passwd: files.passwd,
             etc_group: files.group,
             volumes_root,
@@ -494,6 +534,65 @@ impl SandboxManager {
             max_log_line: self.config.max_log_line,
             restore,
         })
+    }
+
+    /// CRI `Mount.uidMappings`/`gidMappings` (KEP-127): kubelet sets them to the
+    /// pod's own mappings for the volumes it idmaps ("It will use the same mappings
+    /// the kubelet allocated for the user namespace"), so that files kubelet made as
+    /// host root are the container's root's. Both launchers idmap the bind with the
+    /// pod's pinned user namespace, so anything else (other mappings, no pod user
+    /// namespace) is refused, naming the mount; so is an `oci` handler whose runtime
+    /// would silently ignore the mappings (runc 1.1).
+    fn check_idmapped_mounts(
+        &self,
+        spec: &ContainerSpec,
+        sandbox: &crate::sandbox::Sandbox,
+    ) -> Result<(), RuntimeError> {
+        const FIELD: &str = "config.mounts[].uidMappings";
+        for (i, m) in spec.mounts.iter().enumerate() {
+            let Some(idmap) = &m.idmap else { continue };
+            let text = |u: &crate::sandbox::UserNamespace| {
+                format!(
+                    "uids {:?} gids {:?}",
+                    crate::sandbox::UserNamespace::map_text(&u.uids).trim(),
+                    crate::sandbox::UserNamespace::map_text(&u.gids).trim()
+                )
+            };
+            match &sandbox.spec.userns {
+                None => {
+                    return Err(RuntimeError::InvalidArgument {
+                        field: FIELD,
+                        reason: format!(
+                            "mounts[{i}] is idmapped but the pod has no user namespace (userns_options mode POD)"
+                        ),
+                    });
+                }
+                Some(pod) if pod != idmap => {
+                    return Err(RuntimeError::InvalidArgument {
+                        field: FIELD,
+                        reason: format!(
+                            "mounts[{i}]: the mappings ({}) must be the pod's user namespace's ({}): the mount is idmapped with that namespace",
+                            text(idmap),
+                            text(pod)
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+            let handler = &sandbox.spec.runtime_handler;
+            if let Some(binary) = self.config.oci_runtimes.get(handler)
+                && !self.config.oci_idmap.contains(handler)
+            {
+                return Err(RuntimeError::Unsupported {
+                    what: "idmapped mounts with this runtime handler",
+                    reason: format!(
+                        "config.mounts[{i}].uidMappings: {} (handler {handler:?}) does not honour a mount's uidMappings/gidMappings (its `features` lacks linux.mountExtensions.idmap, which runc has from 1.2) and would mount without them",
+                        binary.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The spec's AppArmor profile must be loaded before either launcher applies it:

@@ -79,6 +79,42 @@ pub(crate) fn create_image_volumes(
     Ok(())
 }
 
+/// Gives each image volume (as [`create_image_volumes`] made it) to the pod's user
+/// namespace: every id in it shifted to the host id the namespace maps it to, so the
+/// image's root-owned `/data` is the container root's, as containerd remaps the
+/// volumes it copies for such pods. Ids the namespace does not map stay (they show as
+/// the overflow id inside). A file with several links is shifted once.
+pub(crate) fn shift_image_volumes(
+    volumes: &[(PathBuf, PathBuf)],
+    userns: &crate::sandbox::UserNamespace,
+) -> Result<(), HostError> {
+    let shift = |id: u32, maps: &[crate::sandbox::IdMapping]| {
+        maps.iter().find_map(|m| m.to_host(id)).unwrap_or(id)
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut todo: Vec<PathBuf> = volumes.iter().map(|(_, host)| host.clone()).collect();
+    while let Some(path) = todo.pop() {
+        let meta = fs::symlink_metadata(&path).map_err(at("stat", &path))?;
+        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        std::os::unix::fs::lchown(
+            &path,
+            Some(shift(meta.uid(), &userns.uids)),
+            Some(shift(meta.gid(), &userns.gids)),
+        )
+        .map_err(at("chown", &path))?;
+        // chown(2) drops a regular file's setuid/setgid bits: a volume is data, a
+        // setuid binary copied from the image into one is not kept setuid.
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path).map_err(at("read", &path))? {
+                todo.push(entry.map_err(at("read", &path))?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a layer has at a path, seen through overlayfs' rules.
 #[derive(Debug, PartialEq, Eq)]
 enum InLayer {
@@ -428,6 +464,45 @@ mod tests {
         assert!(
             !Path::new("relative").exists(),
             "nothing relative is created"
+        );
+    }
+
+    #[test]
+    fn image_volumes_are_shifted_into_the_pod_user_namespace_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let vol = tmp.path().join("0-data");
+        fs::create_dir_all(vol.join("sub")).unwrap();
+        fs::write(vol.join("sub/a"), b"a").unwrap();
+        fs::hard_link(vol.join("sub/a"), vol.join("link-to-a")).unwrap();
+        fs::write(vol.join("unmapped"), b"u").unwrap();
+        std::os::unix::fs::lchown(vol.join("unmapped"), Some(70_000), Some(70_000)).unwrap();
+        let map = |host_id| {
+            vec![crate::sandbox::IdMapping {
+                host_id,
+                container_id: 0,
+                length: 65536,
+            }]
+        };
+        let userns = crate::sandbox::UserNamespace {
+            uids: map(100_000),
+            gids: map(200_000),
+        };
+        shift_image_volumes(&[("/data".into(), vol.clone())], &userns).unwrap();
+        let owner = |p: &str| {
+            let m = fs::symlink_metadata(vol.join(p)).unwrap();
+            (m.uid(), m.gid())
+        };
+        assert_eq!(owner(""), (100_000, 200_000), "the volume's root");
+        assert_eq!(owner("sub"), (100_000, 200_000), "a directory in it");
+        assert_eq!(
+            owner("sub/a"),
+            (100_000, 200_000),
+            "a file, linked twice, shifted once"
+        );
+        assert_eq!(
+            owner("unmapped"),
+            (70_000, 70_000),
+            "an id the namespace does not map"
         );
     }
 }

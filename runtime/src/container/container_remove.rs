@@ -48,6 +48,7 @@ impl SandboxManager {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
             Err(e) => errors.push(format!("unmount {}: {e}", rootfs.display())),
         }
+        errors.extend(super::userns_rootfs::remove(&self.config.state_dir, &c.id));
         if let Err(e) = self.remove_cgroup(&c.cgroup).await {
             errors.push(e.to_string());
         }

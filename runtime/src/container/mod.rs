@@ -38,6 +38,7 @@ mod spec_security;
 mod spec_tests;
 mod spec_user;
 mod stdio;
+mod userns_rootfs;
 
 use std::{
     collections::BTreeMap,
@@ -104,6 +105,11 @@ pub struct MountSpec {
     /// `sub_path`). Absent in records written before image volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageMount>,
+    /// CRI `uidMappings`/`gidMappings`: an idmapped mount (KEP-127 volumes), which
+    /// CreateContainer requires to be the pod's user namespace mappings (what kubelet
+    /// sends). Absent in records written before idmapped mounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap: Option<crate::sandbox::UserNamespace>,
 }
 
 /// The image an image volume mounts, resolved by the server from `Mount.image`.

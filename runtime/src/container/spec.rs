@@ -175,7 +175,9 @@ pub(crate) fn namespaces(
     Ok(out)
 }
 
-fn id_mappings(maps: &[crate::sandbox::IdMapping]) -> Vec<oci_spec::runtime::LinuxIdMapping> {
+pub(crate) fn id_mappings(
+    maps: &[crate::sandbox::IdMapping],
+) -> Vec<oci_spec::runtime::LinuxIdMapping> {
     maps.iter()
         .map(|m| {
             oci_spec::runtime::LinuxIdMappingBuilder::default()

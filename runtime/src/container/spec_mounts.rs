@@ -107,6 +107,7 @@ struct Supplied {
     source: PathBuf,
     options: Vec<String>,
     propagation: Propagation,
+    idmap: Option<crate::sandbox::UserNamespace>,
 }
 
 fn supplied(i: usize, m: &MountSpec) -> Result<Supplied, SpecError> {
@@ -149,6 +150,7 @@ fn supplied(i: usize, m: &MountSpec) -> Result<Supplied, SpecError> {
         source,
         options,
         propagation: m.propagation,
+        idmap: m.idmap.clone(),
     })
 }
 
@@ -281,7 +283,13 @@ pub(crate) fn mounts(
             Propagation::HostToContainer if propagation.is_none() => propagation = Some("rslave"),
             _ => {}
         }
-        all.push(bind(s.dest, s.source, s.options));
+        let mut mount = bind(s.dest, s.source, s.options);
+        // OCI runtime-spec 1.1 mount `uidMappings`/`gidMappings`: an idmapped bind.
+        if let Some(u) = &s.idmap {
+            mount.set_uid_mappings(Some(super::spec::id_mappings(&u.uids)));
+            mount.set_gid_mappings(Some(super::spec::id_mappings(&u.gids)));
+        }
+        all.push(mount);
     }
     all.sort_by_key(|m| depth(m.destination()));
     Ok((all, propagation.map(str::to_string)))
@@ -306,6 +314,7 @@ mod tests {
             propagation,
             recursive_read_only: rro,
             image: None,
+            idmap: None,
         }
     }
 

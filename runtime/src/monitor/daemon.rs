@@ -232,8 +232,22 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
     if spec.new_uts {
         flags |= CloneFlags::CLONE_NEWUTS;
     }
+    // With a pod user namespace and a shared PID namespace, the init is started
+    // while the namespaces are made (see `userns`); its setup is watched below.
+    let mut userns_init = None;
     if let Some((uid_map, gid_map)) = &spec.userns {
-        super::userns::make_pod_namespaces(spec, flags, (uid_map, gid_map), pin)?;
+        let plan = if spec.new_pid {
+            let name = spec.pins_dir.file_name().ok_or("pins dir has no name")?;
+            Some(super::pod_init::plan(Path::new(name))?)
+        } else {
+            None
+        };
+        let (plan, watch) = match plan {
+            Some((plan, watch)) => (Some((plan, ready.as_raw_fd())), Some(watch)),
+            None => (None, None),
+        };
+        let pid = super::userns::make_pod_namespaces(spec, flags, (uid_map, gid_map), pin, plan)?;
+        userns_init = pid.zip(watch);
     } else {
         unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
         if spec.new_net {
@@ -264,27 +278,38 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
 
     let mut init = None;
     if spec.new_pid {
-        unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid namespace: {e}"))?;
-        // The init's empty root is mounted over the pins directory, in its own mount
-        // namespace only.
-        let (plan, watch) = super::pod_init::plan(&spec.pins_dir)?;
-        // SAFETY: still single-threaded, so the child is a complete copy of a process
-        // with no other threads and no held locks; it never returns into our code.
-        match unsafe { fork() }.map_err(|e| format!("fork pod init: {e}"))? {
-            ForkResult::Child => super::pod_init::run(plan, ready.as_raw_fd()),
-            ForkResult::Parent { child } => {
-                drop(plan);
+        let child = match userns_init {
+            Some((child, watch)) => {
                 watch.wait()?;
-                let proc_ref = ProcRef::of(child.as_raw()).ok_or("pod init vanished")?;
-                init = Some(proc_ref);
-                for dir in &spec.pod_cgroup_dirs {
-                    let procs = dir.join("cgroup.procs");
-                    fs::write(&procs, child.to_string())
-                        .map_err(|e| format!("place pod init in {}: {e}", procs.display()))?;
-                }
-                pin(&format!("/proc/{child}/ns/pid"), &spec.pins_dir.join("pid"))?;
+                child
             }
+            None => {
+                unshare(CloneFlags::CLONE_NEWPID)
+                    .map_err(|e| format!("unshare pid namespace: {e}"))?;
+                // The init's empty root is mounted over the pins directory, in its
+                // own mount namespace only.
+                let (plan, watch) = super::pod_init::plan(&spec.pins_dir)?;
+                // SAFETY: still single-threaded, so the child is a complete copy of a
+                // process with no other threads and no held locks; it never returns
+                // into our code.
+                match unsafe { fork() }.map_err(|e| format!("fork pod init: {e}"))? {
+                    ForkResult::Child => super::pod_init::run(plan, ready.as_raw_fd()),
+                    ForkResult::Parent { child } => {
+                        drop(plan);
+                        watch.wait()?;
+                        child
+                    }
+                }
+            }
+        };
+        let proc_ref = ProcRef::of(child.as_raw()).ok_or("pod init vanished")?;
+        init = Some(proc_ref);
+        for dir in &spec.pod_cgroup_dirs {
+            let procs = dir.join("cgroup.procs");
+            fs::write(&procs, child.to_string())
+                .map_err(|e| format!("place pod init in {}: {e}", procs.display()))?;
         }
+        pin(&format!("/proc/{child}/ns/pid"), &spec.pins_dir.join("pid"))?;
     }
 
     let _ = fs::remove_file(&spec.socket);

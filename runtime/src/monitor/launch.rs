@@ -439,6 +439,7 @@ fn child_main(
         root.path(),
         ctx.overlay,
         cgroups.as_ref(),
+        userns.as_ref(),
         &mut || {
             // runc's order: createContainer hooks in the container's namespaces with its
             // mounts made, before pivot_root (the host's /proc still names our pid).

@@ -71,7 +71,9 @@ const STEPS: [&str; 9] = [
 ];
 
 /// Prepares the init's setup; `root_dir` must exist (its contents are irrelevant:
-/// they are covered in the init's own namespace only).
+/// they are covered in the init's own namespace only). A relative `root_dir` is
+/// resolved against the init's working directory (an init started in a pod user
+/// namespace, whose root may not search the directories above it).
 pub(super) fn plan(root_dir: &Path) -> Result<(Plan, Watch), String> {
     use std::os::unix::ffi::OsStrExt;
     let root = CString::new(root_dir.as_os_str().as_bytes())

@@ -294,6 +294,10 @@ pub struct SandboxConfig {
     /// Runtime handlers of `type = "oci"`: handler name -> the OCI runtime binary
     /// (`runc`) that runs their pods' containers instead of the built-in launcher.
     pub oci_runtimes: BTreeMap<String, PathBuf>,
+    /// Those of `oci_runtimes` whose runtime honours a mount's `uidMappings` (its
+    /// `features` says `linux.mountExtensions.idmap.enabled`); the others would
+    /// ignore them, so idmapped mounts are refused for them.
+    pub oci_idmap: std::collections::BTreeSet<String>,
     /// Longest container log line before it is split into `P` records.
     pub max_log_line: usize,
     /// The most ExecSync output kept per stream (stdout, stderr); the rest is dropped

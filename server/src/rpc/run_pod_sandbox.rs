@@ -12,16 +12,14 @@ pub async fn run_pod_sandbox(
     let handler = daemon.resolve_handler(&req.runtime_handler)?;
     let spec = convert_sandbox::sandbox_spec(req.config, handler)?;
     if spec.userns.is_some() && !daemon.handler_has_userns(&spec.runtime_handler) {
-        // runc bind-mounts the rootfs from inside the pod's user namespace, whose root
-        // (an unprivileged host uid) cannot reach crust's private (0700) container
-        // directories; those stay private because `upper` holds the container's
-        // setuid binaries. Status says `user_namespaces: false` for such handlers, so
-        // kubelet does not send this.
+        // The kernel lacks user namespaces or mount_setattr (the image layers are
+        // idmapped); Status says `user_namespaces: false`, so kubelet does not send
+        // this.
         return Err(ApiError::FailedPrecondition {
             kind: "runtime handler",
             id: spec.runtime_handler.clone(),
-            state: "an oci handler".into(),
-            reason: "config.linux.security_context.namespace_options.userns_options: pod user namespaces are supported by the built-in launcher only".into(),
+            state: "without user namespace support".into(),
+            reason: "config.linux.security_context.namespace_options.userns_options: this kernel lacks user namespaces or idmapped mounts (mount_setattr, Linux 5.12)".into(),
         });
     }
     let id = daemon.sandboxes.run(spec).await?;

@@ -117,8 +117,8 @@ fn runtime_handlers(daemon: &Daemon) -> Vec<RuntimeHandler> {
             name,
             features: Some(RuntimeHandlerFeatures {
                 recursive_read_only_mounts: rro.get(&handler).copied().unwrap_or(false),
-                // The built-in launcher (idmapped image layers need mount_setattr,
-                // Linux 5.12); no `oci` handler yet.
+                // Both launchers, where the kernel has user namespaces and
+                // mount_setattr (Linux 5.12) for the idmapped image layers.
                 user_namespaces: daemon.handler_has_userns(&handler),
             }),
         })

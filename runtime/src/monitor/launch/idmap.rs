@@ -70,7 +70,7 @@ pub(in crate::monitor) fn idmapped_layers(
             let source = layers_root.join(layer);
             let tree = mount_at::open_tree_clone(&source, false)
                 .map_err(|e| format!("clone mount of layer {}: {e}", source.display()))?;
-            mount_at::set_idmap_fd(&tree, &ns)
+            mount_at::set_idmap_fd(&tree, &ns, false)
                 .map_err(|e| format!("idmap layer {}: {e}", source.display()))?;
             let target = dir.join(&name);
             fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;

@@ -312,12 +312,16 @@ pub(super) fn set_attrs_fd(fd: &OwnedFd, attrs: u64, recursive: bool) -> Result<
 /// namespace `userns`: files owned by host id H show as the host id the namespace
 /// maps its id H to. Needs CAP_SYS_ADMIN over the filesystem's user namespace (host
 /// root, for ordinary filesystems) and a mount not yet attached.
-pub(super) fn set_idmap_fd(fd: &OwnedFd, userns: &OwnedFd) -> Result<(), Errno> {
+pub(super) fn set_idmap_fd(
+    fd: &OwnedFd,
+    userns: &impl AsRawFd,
+    recursive: bool,
+) -> Result<(), Errno> {
     const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
     mount_setattr(
         fd.as_raw_fd(),
         Path::new(""),
-        false,
+        recursive,
         MOUNT_ATTR_IDMAP,
         0,
         userns.as_raw_fd() as u64,

@@ -32,6 +32,7 @@ pub(super) fn prepare_rootfs(
     rootfs: &Path,
     overlay: Option<&super::super::OverlayMount>,
     cgroups: Option<&CgroupView>,
+    userns: Option<&std::fs::File>,
     before_pivot: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<(), String> {
     let linux = spec.linux().clone().unwrap_or_default();
@@ -81,7 +82,8 @@ pub(super) fn prepare_rootfs(
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
         let dest = m.destination();
         if flags.contains(MsFlags::MS_BIND) {
-            bind_mount(&root, &source, clone, dest, flags, &options)?;
+            let idmap = idmap_of(&linux, m, userns)?;
+            bind_mount(&root, &source, clone, dest, flags, &options, idmap)?;
         } else if typ == "cgroup" || typ == "cgroup2" {
             let target = mount_at::open_target(&root, dest, TargetKind::Dir)?;
             // The view is a tmpfs with binds below: those are made inside the tmpfs
@@ -178,6 +180,7 @@ fn bind_mount(
     destination: &Path,
     flags: MsFlags,
     options: &[String],
+    idmap: Option<&std::fs::File>,
 ) -> Result<(), String> {
     let kind = if source.is_dir() {
         TargetKind::Dir
@@ -212,6 +215,13 @@ fn bind_mount(
     if attrs != 0 {
         mount_at::set_attrs_fd(&tree, attrs, false).map_err(failed("set flags"))?;
     }
+    // An idmapped bind (the spec mount's uidMappings): the pod's user namespace,
+    // the only mapping CreateContainer lets through, on the detached clone (and the
+    // mounts below it, for an rbind) before it is attached.
+    if let Some(ns) = idmap {
+        mount_at::set_idmap_fd(&tree, ns, flags.contains(MsFlags::MS_REC))
+            .map_err(failed("idmap it with the pod's user namespace"))?;
+    }
     if options.iter().any(|o| o == "rro") {
         mount_at::set_attrs_fd(&tree, MOUNT_ATTR_RDONLY, true)
             .map_err(failed("make it recursively read-only"))?;
@@ -226,6 +236,34 @@ fn bind_mount(
             .map_err(failed("set propagation"))?;
     }
     Ok(())
+}
+
+/// The user namespace to idmap mount `m` with: none when it has no mappings; the
+/// pod's (`userns`, opened from the spec's user namespace path) when its mappings are
+/// the spec's own. Others are refused here too, not mounted some other way.
+fn idmap_of<'a>(
+    linux: &oci_spec::runtime::Linux,
+    m: &oci_spec::runtime::Mount,
+    userns: Option<&'a std::fs::File>,
+) -> Result<Option<&'a std::fs::File>, String> {
+    let (Some(uids), Some(gids)) = (m.uid_mappings(), m.gid_mappings()) else {
+        return match (m.uid_mappings(), m.gid_mappings()) {
+            (None, None) => Ok(None),
+            _ => Err(format!(
+                "mount at {}: uidMappings and gidMappings go together",
+                m.destination().display()
+            )),
+        };
+    };
+    let same =
+        Some(uids) == linux.uid_mappings().as_ref() && Some(gids) == linux.gid_mappings().as_ref();
+    match userns {
+        Some(ns) if same => Ok(Some(ns)),
+        _ => Err(format!(
+            "mount at {}: an idmapped mount must have the container's user namespace mappings",
+            m.destination().display()
+        )),
+    }
 }
 
 /// After pivot_root (runc's order, `standard_init_linux.go`): read-only paths, masked
