@@ -65,25 +65,32 @@ pub(super) fn create(
     stdin: bool,
     tty: bool,
 ) -> Result<Created, String> {
+    on_mounted_rootfs(c, overlay, "create", || create_mounted(c, stdin, tty))
+}
+
+/// Mounts the rootfs, then runs `step` (`what` names it); if either fails, the runtime's
+/// state and the mount are undone.
+fn on_mounted_rootfs(
+    c: &OciContainer,
+    overlay: Option<&OverlayMount>,
+    what: &str,
+    step: impl FnOnce() -> Result<Created, String>,
+) -> Result<Created, String> {
     if let Some(o) = overlay {
         o.mount_at(&c.rootfs)?;
     }
-    match create_mounted(c, stdin, tty) {
-        Ok(created) => Ok(created),
-        Err(e) => {
-            let undo = OciContainer {
-                runtime: c.runtime.clone(),
-                id: c.id.clone(),
-                bundle: c.bundle.clone(),
-                rootfs: c.rootfs.clone(),
-                deleted: false,
-            };
-            if let Err(more) = delete(&undo) {
-                eprintln!("crust-monitor: undo failed create of {}: {more}", c.id);
-            }
-            Err(e)
+    step().inspect_err(|_| {
+        let undo = OciContainer {
+            runtime: c.runtime.clone(),
+            id: c.id.clone(),
+            bundle: c.bundle.clone(),
+            rootfs: c.rootfs.clone(),
+            deleted: false,
+        };
+        if let Err(more) = delete(&undo) {
+            eprintln!("crust-monitor: undo failed {what} of {}: {more}", c.id);
         }
-    }
+    })
 }
 
 fn create_mounted(c: &OciContainer, stdin: bool, tty: bool) -> Result<Created, String> {
@@ -212,25 +219,7 @@ pub(super) fn restore(
     images: &super::RestoreImages,
     stdin: bool,
 ) -> Result<Created, String> {
-    if let Some(o) = overlay {
-        o.mount_at(&c.rootfs)?;
-    }
-    match restore_mounted(c, images, stdin) {
-        Ok(created) => Ok(created),
-        Err(e) => {
-            let undo = OciContainer {
-                runtime: c.runtime.clone(),
-                id: c.id.clone(),
-                bundle: c.bundle.clone(),
-                rootfs: c.rootfs.clone(),
-                deleted: false,
-            };
-            if let Err(more) = delete(&undo) {
-                eprintln!("crust-monitor: undo failed restore of {}: {more}", c.id);
-            }
-            Err(e)
-        }
-    }
+    on_mounted_rootfs(c, overlay, "restore", || restore_mounted(c, images, stdin))
 }
 
 fn restore_mounted(
