@@ -66,7 +66,7 @@ impl SandboxManager {
         let pending = match crate::step_span!("pod.record")
             .in_scope(|| self.commit_visible(&sandbox, None))
         {
-            Ok(pending) => pending,
+            Ok(pending) => super::sandbox_stop::RecordSync::pending(&id, pending),
             Err(e) => {
                 self.names.lock().expect("names poisoned").remove(&key);
                 return Err(e);
@@ -189,9 +189,10 @@ impl SandboxManager {
         &self,
         sandbox: &mut Sandbox,
         cgroups: &crate::cgroup::Cgroupfs,
-        record: crust_state::PendingSync,
+        record: super::sandbox_stop::RecordSync,
     ) -> Result<(), RuntimeError> {
-        let record_sync = tokio::task::spawn_blocking(move || record.sync());
+        // Started now, awaited before ADD (`network` below).
+        let record_sync = tokio::spawn(record.sync());
         let id = sandbox.id.clone();
         let io = |op, path: &std::path::Path| {
             let (id, path) = (id.clone(), path.to_path_buf());
@@ -314,7 +315,7 @@ impl SandboxManager {
             record_sync.await.map_err(|e| RuntimeError::Io {
                 kind: "pod sandbox",
                 id: id.clone(),
-                op: "sync the record of",
+                op: "sync the record",
                 path: dir.clone(),
                 source: std::io::Error::other(e),
             })??;
