@@ -102,3 +102,82 @@ async fn bench_cri_smoke_against_crust() {
     assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
     d.terminate().await.unwrap();
 }
+
+/// `bench-cri --churn` for a moment, 2 workers: every pod it made is gone afterwards,
+/// and so is everything of them on the host. Correctness only; the numbers are not
+/// looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_smoke_leaves_nothing_behind() {
+    let registry = Registry::start().await.unwrap();
+    let images = cri_bench::push_test_images(&registry).await.unwrap();
+    let sb = Sandbox::new().unwrap();
+    let net = TestNetwork::install(&sb, &[]);
+    let logs = tempfile::tempdir_in("/var/tmp").unwrap();
+    let mut d = sb.start().unwrap();
+    d.wait_ready().await.unwrap();
+    let target = Target {
+        name: "crust".into(),
+        endpoint: sb.endpoint(),
+        daemon_pid: None,
+    };
+    let opts = Options {
+        iterations: 0,
+        pods: 0,
+        concurrency: 2,
+        image: images.busybox,
+        pre_pull: vec![],
+        log_dir: logs.path().to_path_buf(),
+        fresh_connections: false,
+    };
+    // Workers start a new cycle until the time is up, so each finishes at least one.
+    let churn = cri_bench::churn(&target, &opts, 1.0)
+        .await
+        .unwrap_or_else(|e| panic!("churn failed: {e:#}\ncrustd log:\n{}", d.logs()));
+    churn.print();
+    assert!(churn.cycles >= 2, "each worker runs a cycle: {churn:?}");
+    assert_eq!(churn.start_ms.len(), churn.cycles);
+    assert_eq!(churn.teardown_ms.len(), churn.cycles);
+    assert_eq!(churn.leftover_pods, 0, "{churn:?}");
+    assert!(
+        churn.rss_start_kib > 0 && churn.rss_end_kib > 0,
+        "{churn:?}"
+    );
+
+    // Nothing of any pod is left: not in crustd, not on the host.
+    let mut rt = d.runtime().await.unwrap();
+    let pods = rt
+        .list_pod_sandbox(crust_proto::runtime::v1::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    let containers = rt
+        .list_containers(crust_proto::runtime::v1::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(containers.is_empty(), "{containers:?}");
+    for dir in ["pods", "ns"] {
+        let left: Vec<_> = std::fs::read_dir(sb.state().join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{dir}/ still holds {left:?}");
+    }
+    assert!(
+        sb.live_monitor_pids().is_empty(),
+        "{:?}",
+        sb.live_monitor_pids()
+    );
+    assert!(
+        net.attached_veths().is_empty(),
+        "{:?}",
+        net.attached_veths()
+    );
+    assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
+    d.terminate().await.unwrap();
+}

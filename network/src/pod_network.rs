@@ -98,14 +98,25 @@ impl CniManager {
         self.cache_dir.join(format!("{pod_id}.json"))
     }
 
-    fn write_cache(&self, pod_id: &str, entry: &CacheEntry) -> Result<(), NetworkError> {
+    /// Replaces the pod's cache entry atomically; `durable` also fsyncs it.
+    fn write_cache(
+        &self,
+        pod_id: &str,
+        entry: &CacheEntry,
+        durable: bool,
+    ) -> Result<(), NetworkError> {
         let io = |source| NetworkError::Cache {
             path: self.cache_path(pod_id),
             source,
         };
         fs::create_dir_all(&self.cache_dir).map_err(io)?;
         let bytes = serde_json::to_vec_pretty(entry).expect("cache entry serializes");
-        crust_state::write_atomic(&self.cache_dir, &format!("{pod_id}.json"), &bytes).map_err(io)
+        let name = format!("{pod_id}.json");
+        if durable {
+            crust_state::write_atomic(&self.cache_dir, &name, &bytes).map_err(io)
+        } else {
+            crust_state::replace_atomic(&self.cache_dir, &name, &bytes).map_err(io)
+        }
     }
 
     /// Runs the chain's ADD for the pod. On failure, everything the chain set up is
@@ -121,11 +132,18 @@ impl CniManager {
             runtime_config: runtime_config(req)?,
             result: None,
         };
+        // Durable before ADD: the leases ADD makes outlive a reboot, and this entry is
+        // what lets DEL release them then.
         tracing::debug_span!(target: STEP, "cni.cache_write")
-            .in_scope(|| self.write_cache(&req.pod_id, &entry))?;
+            .in_scope(|| self.write_cache(&req.pod_id, &entry, true))?;
         match self.add_chain(&req.pod_id, &entry).await {
             Ok(result) => {
                 let ips = pod_ips(&result);
+                // The result only adds `prevResult` for DEL and CHECK: atomic, not
+                // fsync'd. A power loss that loses it leaves the durable intent above
+                // (or, for a torn file, the current config), and DEL without the
+                // result is what the CNI spec asks plugins to cope with; CHECK needs a
+                // ready pod, which no pod is after a reboot.
                 tracing::debug_span!(target: STEP, "cni.cache_write").in_scope(|| {
                     self.write_cache(
                         &req.pod_id,
@@ -133,6 +151,7 @@ impl CniManager {
                             result: Some(result.clone()),
                             ..entry
                         },
+                        false,
                     )
                 })?;
                 tracing::info!(pod_id = %req.pod_id, network = %net.name, ips = ?ips, "pod network set up");

@@ -52,6 +52,7 @@ async fn pod() -> Pod {
         pid_file: d.join("monitor.json"),
         pins_dir: d.join("ns"),
         new_net: true,
+        join_net: None,
         new_ipc: true,
         new_uts: true,
         new_pid: false,

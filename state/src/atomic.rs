@@ -43,6 +43,41 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Replaces `dir/name` with `bytes` atomically but not durably: a uniquely named temp
+/// file renamed over the target, with no fsync. Any process (a restarted crustd
+/// included) sees either the old content or the new, because a crash of a *process*
+/// leaves the page cache intact; a power loss may lose the change. For files under a
+/// volatile root (`/run`: they do not outlive a reboot anyway) and for caches whose
+/// loss their readers tolerate. Also the first half of [`Store::put_visible`]; the
+/// durable second half is [`sync_replaced`].
+///
+/// [`Store::put_visible`]: crate::Store::put_visible
+pub fn replace_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{TEMP_PREFIX}{name}-{}-{n}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        drop(file);
+        fs::rename(&tmp, dir.join(name))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Makes a [`replace_atomic`] of `dir/name` durable: fsyncs the file's data, then the
+/// directory (the rename). Afterwards it survives a power loss like [`write_atomic`]'s.
+pub fn sync_replaced(dir: &Path, name: &str) -> io::Result<()> {
+    File::open(dir.join(name))?.sync_all()?;
+    fsync_dir(dir)
+}
+
 /// Makes a directory's entries (creations, renames, unlinks) durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -85,6 +120,24 @@ mod tests {
             })
             .count();
         assert_eq!(temps, 0, "temp file must be removed after a failed write");
+    }
+
+    #[test]
+    fn replace_then_sync_leaves_only_the_new_content() {
+        let dir = tempfile::tempdir().unwrap();
+        replace_atomic(dir.path(), "a.json", b"one").unwrap();
+        replace_atomic(dir.path(), "a.json", b"two").unwrap();
+        sync_replaced(dir.path(), "a.json").unwrap();
+        assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["a.json"], "only the target should remain");
+        assert!(
+            sync_replaced(dir.path(), "missing.json").is_err(),
+            "syncing a file that was never written must fail"
+        );
     }
 
     #[test]

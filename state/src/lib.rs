@@ -29,6 +29,6 @@ mod atomic;
 mod error;
 mod store;
 
-pub use atomic::{fsync_dir, write_atomic};
+pub use atomic::{fsync_dir, replace_atomic, sync_replaced, write_atomic};
 pub use error::StateError;
-pub use store::{Loaded, Quarantined, Record, Store, validate_id};
+pub use store::{Loaded, PendingSync, Quarantined, Record, Store, validate_id};

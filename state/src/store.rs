@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::{
     StateError,
-    atomic::{TEMP_PREFIX, fsync_dir, write_atomic},
+    atomic::{TEMP_PREFIX, fsync_dir, replace_atomic, sync_replaced, write_atomic},
 };
 
 /// An object crust persists.
@@ -145,9 +145,8 @@ impl Store {
         Ok(dir)
     }
 
-    /// Persists `record`, replacing any previous version atomically. When this returns
-    /// `Ok`, the record survives a crash or power loss.
-    pub fn put<R: Record>(&self, record: &R) -> Result<(), StateError> {
+    /// The record's directory, file name and envelope bytes.
+    fn encode<R: Record>(&self, record: &R) -> Result<(PathBuf, String, Vec<u8>), StateError> {
         let id = record.id();
         validate_id(R::KIND, id)?;
         let envelope = EnvelopeOut {
@@ -161,13 +160,44 @@ impl Store {
             id: id.to_string(),
             source,
         })?;
-        let dir = self.kind_dir::<R>()?;
-        let name = format!("{id}.json");
+        Ok((self.kind_dir::<R>()?, format!("{id}.json"), bytes))
+    }
+
+    /// Persists `record`, replacing any previous version atomically. When this returns
+    /// `Ok`, the record survives a crash or power loss.
+    pub fn put<R: Record>(&self, record: &R) -> Result<(), StateError> {
+        let id = record.id();
+        let (dir, name, bytes) = self.encode(record)?;
         write_atomic(&dir, &name, &bytes).map_err(|source| StateError::Write {
             kind: R::KIND,
             id: id.to_string(),
             path: dir.join(&name),
             source,
+        })
+    }
+
+    /// Replaces `record` atomically and makes it visible to every process at once, but
+    /// leaves it to the returned [`PendingSync`] to make it durable: the caller may
+    /// overlap the fsyncs with other work. Until the sync has returned, a crash of
+    /// crustd (any process) still finds the new record, a power loss may find the old
+    /// one (or, for a record new since the last sync, a file that is quarantined at
+    /// load). So use it only where everything done before the sync is lost with a
+    /// power loss anyway (volatile namespaces, mounts under `/run`, processes,
+    /// cgroups) and sync before anything that outlives one.
+    pub fn put_visible<R: Record>(&self, record: &R) -> Result<PendingSync, StateError> {
+        let id = record.id();
+        let (dir, name, bytes) = self.encode(record)?;
+        replace_atomic(&dir, &name, &bytes).map_err(|source| StateError::Write {
+            kind: R::KIND,
+            id: id.to_string(),
+            path: dir.join(&name),
+            source,
+        })?;
+        Ok(PendingSync {
+            kind: R::KIND,
+            id: id.to_string(),
+            dir,
+            name,
         })
     }
 
@@ -305,6 +335,30 @@ impl Store {
     }
 }
 
+/// The durable half of [`Store::put_visible`]: blocking (two fsyncs), so async callers
+/// run it on the blocking pool.
+#[derive(Debug)]
+#[must_use = "the record is not durable until synced"]
+pub struct PendingSync {
+    kind: &'static str,
+    id: String,
+    dir: PathBuf,
+    name: String,
+}
+
+impl PendingSync {
+    /// Fsyncs the record file and its directory. When this returns `Ok`, the record
+    /// (or a later version of it) survives a power loss.
+    pub fn sync(self) -> Result<(), StateError> {
+        sync_replaced(&self.dir, &self.name).map_err(|source| StateError::Write {
+            kind: self.kind,
+            path: self.dir.join(&self.name),
+            id: self.id,
+            source,
+        })
+    }
+}
+
 /// Decodes one record file, checking that the envelope matches the file it came from.
 fn decode<R: Record>(bytes: &[u8], file_id: &str) -> Result<R, String> {
     let envelope: EnvelopeIn =
@@ -395,6 +449,22 @@ mod tests {
         store
             .remove::<Thing>("a")
             .expect("removing a missing record is not an error");
+    }
+
+    #[test]
+    fn put_visible_is_readable_before_and_after_sync() {
+        let (_dir, store) = store();
+        store.put(&thing("a", 1)).unwrap();
+        let pending = store.put_visible(&thing("a", 2)).unwrap();
+        assert_eq!(
+            store.get::<Thing>("a").unwrap(),
+            Some(thing("a", 2)),
+            "the new version must be visible before the sync"
+        );
+        pending.sync().unwrap();
+        let loaded = store.load_all::<Thing>().unwrap();
+        assert_eq!(loaded.records, vec![thing("a", 2)]);
+        assert!(loaded.quarantined.is_empty());
     }
 
     #[test]

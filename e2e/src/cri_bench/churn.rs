@@ -3,7 +3,10 @@
 //! jobs come and go. Throughput, per-cycle latency, and the daemon's RSS before and
 //! after (growth would be a leak: every pod of the run is gone at the end).
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
 
 use futures::future::try_join_all;
 use serde_json::{Value, json};
@@ -26,8 +29,15 @@ pub struct Churn {
     /// Daemon RSS (KiB) before the first pod and after the last is removed.
     pub rss_start_kib: u64,
     pub rss_end_kib: u64,
+    /// (pods removed so far, daemon RSS KiB), sampled after every
+    /// [`RSS_SAMPLE_EVERY`] pods: a leak grows with the count, a bounded cache or the
+    /// allocator's high-water mark flattens.
+    pub rss_samples: Vec<(usize, u64)>,
     pub leftover_pods: usize,
 }
+
+/// Pods between two RSS samples of a churn run.
+pub const RSS_SAMPLE_EVERY: usize = 100;
 
 impl Churn {
     pub fn print(&self) {
@@ -59,6 +69,17 @@ impl Churn {
             (self.rss_end_kib as f64 - self.rss_start_kib as f64) / 1024.0,
             self.leftover_pods
         );
+        if !self.rss_samples.is_empty() {
+            let samples: Vec<String> = self
+                .rss_samples
+                .iter()
+                .map(|(pods, kib)| format!("{pods}: {:.1}", *kib as f64 / 1024.0))
+                .collect();
+            println!(
+                "  daemon RSS (MiB) after N pods removed: {}",
+                samples.join(", ")
+            );
+        }
     }
 
     pub fn to_json(&self) -> Value {
@@ -74,6 +95,7 @@ impl Churn {
             "teardown_p99_ms": percentile_or_zero(&self.teardown_ms, 0.99),
             "daemon_rss_start_kib": self.rss_start_kib,
             "daemon_rss_end_kib": self.rss_end_kib,
+            "daemon_rss_samples": self.rss_samples,
             "leftover_pods": self.leftover_pods,
         })
     }
@@ -96,6 +118,8 @@ pub async fn churn(target: &Target, opts: &Options, seconds: f64) -> anyhow::Res
     let warm = bench.cycle(&mut rt, "churn-warmup").await;
     let rss_start_kib = rss();
     let concurrency = opts.concurrency.max(1);
+    let done = AtomicUsize::new(0);
+    let rss_samples = std::sync::Mutex::new(Vec::new());
     let t = Instant::now();
     let deadline = t + Duration::from_secs_f64(seconds);
     let result = if let Err(e) = warm {
@@ -103,13 +127,17 @@ pub async fn churn(target: &Target, opts: &Options, seconds: f64) -> anyhow::Res
     } else {
         try_join_all((0..concurrency).map(|w| {
             let mut rt = rt.clone();
-            let bench = &bench;
+            let (bench, done, rss_samples, rss) = (&bench, &done, &rss_samples, &rss);
             async move {
                 let mut samples = Vec::new();
                 let mut i = 0;
                 while Instant::now() < deadline {
                     samples.push(bench.cycle(&mut rt, &format!("churn-{w}-{i}")).await?);
                     i += 1;
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n % RSS_SAMPLE_EVERY == 0 {
+                        rss_samples.lock().unwrap().push((n, rss()));
+                    }
                 }
                 anyhow::Ok(samples)
             }
@@ -133,6 +161,7 @@ pub async fn churn(target: &Target, opts: &Options, seconds: f64) -> anyhow::Res
         teardown_ms,
         rss_start_kib,
         rss_end_kib,
+        rss_samples: rss_samples.into_inner().unwrap(),
         leftover_pods,
     })
 }

@@ -214,7 +214,10 @@ fn write_pid_file(spec: &MonitorSpec, pids: &MonitorPids) -> std::io::Result<()>
         .file_name()
         .expect("pid file has a name")
         .to_string_lossy();
-    crust_state::write_atomic(dir, &name, &serde_json::to_vec(pids).expect("serializes"))
+    // Atomic but not fsync'd: the file is under crustd's volatile state directory
+    // (`/run`) and means nothing after a reboot; a crustd that crashed and restarts
+    // reads it from the page cache.
+    crust_state::replace_atomic(dir, &name, &serde_json::to_vec(pids).expect("serializes"))
 }
 
 /// Creates and pins the namespaces, applies sysctls, starts the pod init and binds the
@@ -249,6 +252,11 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
         let pid = super::userns::make_pod_namespaces(spec, flags, (uid_map, gid_map), pin, plan)?;
         userns_init = pid.zip(watch);
     } else {
+        if let Some(netns) = &spec.join_net {
+            let ns = File::open(netns).map_err(|e| format!("open {}: {e}", netns.display()))?;
+            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("join the pod network namespace {}: {e}", netns.display()))?;
+        }
         unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
         if spec.new_net {
             loopback_up().map_err(|e| format!("bring up lo in the pod network namespace: {e}"))?;
@@ -325,7 +333,7 @@ fn setup(spec: &MonitorSpec, ready: &File) -> Result<(UnixListener, Option<ProcR
 
 /// Sets `lo` up in our (new) network namespace, as every pod expects 127.0.0.1 to work.
 /// The `SIOCGIFFLAGS`/`SIOCSIFFLAGS` ioctls need no netlink machinery.
-pub(super) fn loopback_up() -> Result<(), nix::Error> {
+pub(crate) fn loopback_up() -> Result<(), nix::Error> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     let sock = socket(
         AddressFamily::Inet,

@@ -47,6 +47,11 @@ pub struct MonitorSpec {
     /// Directory for namespace pins (`net`, `ipc`, `uts`, `pid`).
     pub pins_dir: PathBuf,
     pub new_net: bool,
+    /// A network namespace crustd already made and pinned (see
+    /// `sandbox::netns`): joined instead of made, and not pinned again. Absent in
+    /// specs of older crustd builds: the monitor makes it when `new_net`.
+    #[serde(default)]
+    pub join_net: Option<PathBuf>,
     pub new_ipc: bool,
     pub new_uts: bool,
     pub new_pid: bool,

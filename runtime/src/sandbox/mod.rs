@@ -3,6 +3,7 @@
 
 mod cgroup_units;
 mod files;
+mod netns;
 mod recover;
 mod sandbox_list;
 mod sandbox_remove;
@@ -447,6 +448,28 @@ impl SandboxManager {
     /// Persists `sandbox` and publishes it to readers: the one place a pod's state
     /// changes. Checks the move is allowed by the state machine above.
     fn commit(&self, sandbox: &Sandbox, from: Option<SandboxState>) -> Result<(), RuntimeError> {
+        self.commit_with(sandbox, from, |store| store.put(sandbox).map(|()| None))
+            .map(|_| ())
+    }
+
+    /// [`SandboxManager::commit`], with the record visible at once but durable only
+    /// once the returned sync has run ([`crust_state::Store::put_visible`]): for moves
+    /// whose loss in a power failure loses nothing else (see the callers).
+    fn commit_visible(
+        &self,
+        sandbox: &Sandbox,
+        from: Option<SandboxState>,
+    ) -> Result<crust_state::PendingSync, RuntimeError> {
+        self.commit_with(sandbox, from, |store| store.put_visible(sandbox).map(Some))
+            .map(|pending| pending.expect("put_visible returns its sync"))
+    }
+
+    fn commit_with(
+        &self,
+        sandbox: &Sandbox,
+        from: Option<SandboxState>,
+        put: impl FnOnce(&Store) -> Result<Option<crust_state::PendingSync>, crust_state::StateError>,
+    ) -> Result<Option<crust_state::PendingSync>, RuntimeError> {
         use SandboxState::*;
         let allowed = matches!(
             (from, sandbox.state),
@@ -462,14 +485,14 @@ impl SandboxManager {
                 to: sandbox.state,
             });
         }
-        self.store.put(sandbox)?;
+        let pending = put(&self.store)?;
         let mut records = self.records.write().expect("records poisoned");
         records.insert(sandbox.id.clone(), sandbox.clone());
         // Under the lock: a pod's events go out in the order of its moves.
         for kind in crate::events::sandbox_transition(from, sandbox.state) {
             self.events.sandbox(*kind, sandbox);
         }
-        Ok(())
+        Ok(pending)
     }
 
     /// Deletes a pod's record and forgets it: the final transition.

@@ -15,8 +15,10 @@ impl SandboxManager {
             return Ok(());
         };
         // As Stop: NotReady and without its network before anything is torn down.
-        crate::step_span!("pod.record").in_scope(|| self.begin_stop(&mut sandbox))?;
-        self.teardown(&sandbox, true).await?;
+        let record = crate::step_span!("pod.record").in_scope(|| self.begin_stop(&mut sandbox))?;
+        let (torn_down, synced) = tokio::join!(self.teardown(&sandbox, true), record.sync());
+        torn_down?;
+        synced?;
         // The pod's containers went with its monitor; delete what they left.
         let containers: Vec<_> = self
             .containers

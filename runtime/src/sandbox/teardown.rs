@@ -139,20 +139,30 @@ impl SandboxManager {
         drop(unpin_span);
 
         if full {
-            let files_span = crate::step_span!("pod.remove_files").entered();
-            match fs::remove_file(&sandbox.socket) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => errors.push(format!("remove {}: {e}", sandbox.socket.display())),
-            }
-            for dir in [&sandbox.pins_dir, &sandbox.pod_dir] {
-                match fs::remove_dir_all(dir) {
+            // The pod's files and its cgroups are independent: removed side by side
+            // (under load a directory removal waits for the journal, a cgroup removal
+            // for the kernel to free the cgroup).
+            let (socket, dirs) = (
+                sandbox.socket.clone(),
+                [sandbox.pins_dir.clone(), sandbox.pod_dir.clone()],
+            );
+            let files = tokio::task::spawn_blocking(move || {
+                let mut errors = Vec::new();
+                match fs::remove_file(&socket) {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => errors.push(format!("remove {}: {e}", dir.display())),
+                    Err(e) => errors.push(format!("remove {}: {e}", socket.display())),
                 }
-            }
-            drop(files_span);
+                for dir in &dirs {
+                    match fs::remove_dir_all(dir) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => errors.push(format!("remove {}: {e}", dir.display())),
+                    }
+                }
+                errors
+            })
+            .instrument(crate::step_span!("pod.remove_files"));
             let mut owned: Vec<String> = Vec::new();
             if self.systemd_driver() {
                 // The container scopes before their slice: a slice with other pods'
@@ -170,15 +180,25 @@ impl SandboxManager {
             if sandbox.cgroup_created {
                 owned.push(sandbox.cgroup.clone());
             }
-            for cg in owned {
-                if let Err(e) = self
-                    .remove_cgroup(&cg)
-                    .instrument(crate::step_span!("pod.remove_cgroups"))
-                    .await
-                {
-                    errors.push(e.to_string());
+            let cgroups = async {
+                let mut errors = Vec::new();
+                for cg in owned {
+                    if let Err(e) = self
+                        .remove_cgroup(&cg)
+                        .instrument(crate::step_span!("pod.remove_cgroups"))
+                        .await
+                    {
+                        errors.push(e.to_string());
+                    }
                 }
+                errors
+            };
+            let (files, cgroups) = tokio::join!(files, cgroups);
+            match files {
+                Ok(file_errors) => errors.extend(file_errors),
+                Err(e) => errors.push(format!("remove the pod's files: {e}")),
             }
+            errors.extend(cgroups);
         }
 
         if errors.is_empty() {
