@@ -124,6 +124,15 @@ fn userns_pod_under_crun(node: &GuestCrustd) {
         60,
     )
     .unwrap();
+    // A pod in its own user namespace cannot have the host's network (its root would
+    // not own it): its own network namespace, with only a loopback from the guest's
+    // CNI plugins (the guest has no network to attach to).
+    node.run("mkdir -p /etc/cni/net.d", 60).unwrap();
+    node.write(
+        "/etc/cni/net.d/10-lo.conflist",
+        r#"{"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}"#,
+    )
+    .unwrap();
     node.write(
         "/root/pod-userns.json",
         &serde_json::json!({
