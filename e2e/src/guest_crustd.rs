@@ -27,7 +27,9 @@ use crate::{
 pub const BUSYBOX: &str = "127.0.0.1:5001/busybox:latest";
 
 /// Applets the guest image links (pod and container tests use these).
-const APPLETS: &[&str] = &["sh", "sleep", "cat", "tail", "true", "echo", "ls", "dd"];
+const APPLETS: &[&str] = &[
+    "sh", "sleep", "cat", "tail", "true", "echo", "ls", "dd", "id", "touch", "stat",
+];
 
 /// A guest running crustd (unit `crustd-test`) and a registry (unit `crust-registry`).
 pub struct GuestCrustd {

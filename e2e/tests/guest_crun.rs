@@ -103,6 +103,139 @@ async fn crun_runs_pods_and_containers_on_cgroup_v2() {
     node.crustctl(&format!("rmp {pod}"), 120).unwrap();
     let listed = node.run("crun --root /run/crust/runc list", 60).unwrap();
     assert!(!listed.contains(&ctr), "crun still lists it: {listed}");
+
+    // On the same node (a boot costs a minute): a pod with its own user namespace.
+    userns_pod_under_crun(&node);
+}
+
+/// What kubelet sends for `hostUsers: false`: container ids 0-65535 as host 100000 on.
+fn userns_options() -> Value {
+    let m = serde_json::json!([{"host_id": 100000, "container_id": 0, "length": 65536}]);
+    serde_json::json!({"mode": 0, "uids": m, "gids": m})
+}
+
+/// A POD-mode user namespace under crun, with the pod's PID namespace shared: root
+/// inside is host 100000, a file written into a host-path volume is host 100000's,
+/// and after removal no mount of the container and no userns-rootfs directory is left.
+fn userns_pod_under_crun(node: &GuestCrustd) {
+    let ns = userns_options();
+    node.run(
+        "mkdir -p /root/vol-userns && chmod 0777 /root/vol-userns && rm -f /root/vol-userns/*",
+        60,
+    )
+    .unwrap();
+    // A pod in its own user namespace cannot have the host's network (its root would
+    // not own it): its own network namespace, with only a loopback from the guest's
+    // CNI plugins (the guest has no network to attach to).
+    node.run("mkdir -p /etc/cni/net.d", 60).unwrap();
+    node.write(
+        "/etc/cni/net.d/10-lo.conflist",
+        r#"{"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}"#,
+    )
+    .unwrap();
+    node.write(
+        "/root/pod-userns.json",
+        &serde_json::json!({
+            "metadata": {"name": "crun-userns", "namespace": "default", "uid": "crun-userns-pod"},
+            "linux": {"security_context": {"namespace_options": {
+                "network": 0, "pid": 0, "userns_options": ns
+            }}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    node.write(
+        "/root/ctr-userns.json",
+        &serde_json::json!({
+            "metadata": {"name": "mapped"},
+            "image": {"image": BUSYBOX},
+            "command": ["/bin/sh", "-c", "id -u; cat /proc/self/uid_map; touch /vol/made-inside; trap 'exit 0' TERM; while true; do sleep 1; done"],
+            "mounts": [{"container_path": "/vol", "host_path": "/root/vol-userns"}],
+            "linux": {"security_context": {"namespace_options": {"pid": 0, "userns_options": ns}}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let pod = node
+        .crustctl("runp --runtime crun /root/pod-userns.json", 180)
+        .unwrap();
+    let pod = pod.trim().to_string();
+    let ctr = node
+        .crustctl(
+            &format!("create {pod} /root/ctr-userns.json /root/pod-userns.json"),
+            180,
+        )
+        .unwrap();
+    let ctr = ctr.trim().to_string();
+    node.crustctl(&format!("start {ctr}"), 180).unwrap();
+    let inspect = status(node, &ctr);
+    assert_eq!(inspect["status"]["state"], "CONTAINER_RUNNING", "{inspect}");
+
+    let mut logged = String::new();
+    for _ in 0..60 {
+        logged = node.crustctl(&format!("logs {ctr}"), 60).unwrap();
+        if logged.lines().count() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let lines: Vec<Vec<&str>> = logged
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.first(), Some(&vec!["0"]), "id -u: {logged}");
+    assert_eq!(
+        lines.get(1),
+        Some(&vec!["0", "100000", "65536"]),
+        "uid_map: {logged}"
+    );
+    let exec = node
+        .crustctl(&format!("exec -s {ctr} /bin/cat /proc/self/uid_map"), 120)
+        .unwrap();
+    assert_eq!(
+        exec.split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"],
+        "exec's uid_map"
+    );
+    let mut owner = String::new();
+    for _ in 0..60 {
+        owner = node
+            .run(
+                "stat -c %u:%g /root/vol-userns/made-inside 2>/dev/null || true",
+                60,
+            )
+            .unwrap();
+        if !owner.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(owner.trim(), "100000:100000", "owner on the guest");
+    // The container's init is in a user namespace other than the guest's.
+    let pid = inspect["info"]["pid"].as_u64().expect("verbose pid");
+    let map = node.run(&format!("cat /proc/{pid}/uid_map"), 60).unwrap();
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"],
+        "init's uid_map seen from the guest"
+    );
+
+    node.crustctl(&format!("stop -t 20 {ctr}"), 180).unwrap();
+    node.crustctl(&format!("rm {ctr}"), 120).unwrap();
+    node.crustctl(&format!("stopp {pod}"), 120).unwrap();
+    node.crustctl(&format!("rmp {pod}"), 120).unwrap();
+    let left = node
+        .run(
+            &format!(
+                "grep -c -e {ctr} -e {pod} /proc/self/mountinfo || true; \
+                 ls /run/crust/userns-rootfs/ 2>/dev/null || true"
+            ),
+            60,
+        )
+        .unwrap();
+    assert_eq!(left.trim(), "0", "mounts or userns-rootfs left: {left}");
+    let listed = node.run("crun --root /run/crust/runc list", 60).unwrap();
+    assert!(!listed.contains(&ctr), "crun still lists it: {listed}");
 }
 
 /// `systemctl show UNIT -p P` values, in the order asked.
