@@ -22,6 +22,12 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Concurrent writers of the same name do not corrupt it (each has its own temp file;
 /// the last rename wins); callers that need ordering serialize per object.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    rename_into_place(dir, name, bytes, true)
+}
+
+/// A uniquely named temp file with `bytes` (fsync'd when `durable`), renamed over
+/// `dir/name` (and the directory fsync'd when `durable`).
+fn rename_into_place(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{TEMP_PREFIX}{name}-{}-{n}", std::process::id()));
     let result = (|| {
@@ -31,10 +37,15 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         drop(file);
         fs::rename(&tmp, dir.join(name))?;
-        fsync_dir(dir)
+        if durable {
+            fsync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         // Best effort: the temp file is garbage whether or not the rename happened.
@@ -53,22 +64,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 ///
 /// [`Store::put_visible`]: crate::Store::put_visible
 pub fn replace_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!("{TEMP_PREFIX}{name}-{}-{n}", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        drop(file);
-        fs::rename(&tmp, dir.join(name))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    rename_into_place(dir, name, bytes, false)
 }
 
 /// Makes a [`replace_atomic`] of `dir/name` durable: fsyncs the file's data, then the

@@ -194,16 +194,7 @@ impl SandboxManager {
         // Started now, awaited before ADD (`network` below).
         let record_sync = tokio::spawn(record.sync());
         let id = sandbox.id.clone();
-        let io = |op, path: &std::path::Path| {
-            let (id, path) = (id.clone(), path.to_path_buf());
-            move |source| RuntimeError::Io {
-                kind: "pod sandbox",
-                id,
-                op,
-                path,
-                source,
-            }
-        };
+        let io = |op, path: &std::path::Path| pod_io(&id, op, path);
         let spec = sandbox.spec.clone();
         let host_network = spec.namespaces.network == NsMode::Node;
         let hostname = if spec.hostname.is_empty() {
@@ -379,16 +370,7 @@ impl SandboxManager {
     fn make_files(&self, sandbox: &Sandbox, hostname: &str) -> Result<(), RuntimeError> {
         let _span = crate::step_span!("pod.files").entered();
         let id = &sandbox.id;
-        let io = |op, path: &std::path::Path| {
-            let (id, path) = (id.clone(), path.to_path_buf());
-            move |source| RuntimeError::Io {
-                kind: "pod sandbox",
-                id,
-                op,
-                path,
-                source,
-            }
-        };
+        let io = |op, path: &std::path::Path| pod_io(id, op, path);
         let spec = &sandbox.spec;
         let host_network = spec.namespaces.network == NsMode::Node;
         let dir = &sandbox.pod_dir;
@@ -442,5 +424,21 @@ impl SandboxManager {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Maps an I/O error of `op` on `path` to the pod's [`RuntimeError::Io`].
+fn pod_io(
+    id: &str,
+    op: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> RuntimeError + use<> {
+    let (id, path) = (id.to_string(), path.to_path_buf());
+    move |source| RuntimeError::Io {
+        kind: "pod sandbox",
+        id,
+        op,
+        path,
+        source,
     }
 }
