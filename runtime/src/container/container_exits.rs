@@ -17,7 +17,11 @@
 use std::{collections::HashMap, io, mem::MaybeUninit, os::fd::OwnedFd, sync::Mutex};
 
 use rustix::fs::inotify;
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+    time::{Duration, Instant},
+};
 
 use super::{Container, ContainerState};
 use crate::sandbox::SandboxManager;
@@ -35,6 +39,8 @@ pub(crate) struct ExitWatcher {
     /// Containers whose exit file should be looked at now (a watch just taken).
     check_tx: mpsc::UnboundedSender<String>,
     check_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Bumped whenever an exit record may have arrived, for [`SandboxManager::wait_exit_file`].
+    arrivals: watch::Sender<u64>,
 }
 
 impl Default for ExitWatcher {
@@ -50,6 +56,7 @@ impl Default for ExitWatcher {
             watches: Mutex::new(HashMap::new()),
             check_tx,
             check_rx: Mutex::new(Some(check_rx)),
+            arrivals: watch::Sender::new(0),
         }
     }
 }
@@ -176,6 +183,7 @@ impl SandboxManager {
                             for id in ids {
                                 self.refresh_container_id(&id);
                             }
+                            self.exits.arrivals.send_modify(|n| *n = n.wrapping_add(1));
                         }
                         Ok(Err(error)) => tracing::warn!(%error, "read inotify events"),
                         // Spurious readiness: cleared, wait again.
@@ -183,6 +191,33 @@ impl SandboxManager {
                     }
                 }
             }
+        }
+    }
+
+    /// Waits until `c`'s exit record exists or `until` passes; whether it exists. Woken
+    /// by the inotify watch rather than polling; the 100 ms re-check covers an event
+    /// this waiter could miss (a container not watched); without inotify or before the
+    /// watch loop runs, every 10 ms as before.
+    pub(crate) async fn wait_exit_file(&self, c: &Container, until: Instant) -> bool {
+        // Subscribed before the first look, so an arrival after it wakes the wait.
+        let mut arrivals = self.exits.arrivals.subscribe();
+        // The watch loop runs once it has taken the receiver (and has inotify).
+        let watched =
+            self.exits.fd.is_some() && self.exits.check_rx.lock().expect("poisoned").is_none();
+        let step = if watched {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(10)
+        };
+        loop {
+            if c.exit_file().exists() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            let _ = tokio::time::timeout(step.min(until - now), arrivals.changed()).await;
         }
     }
 

@@ -177,10 +177,8 @@ impl SandboxManager {
                 )
                 .await;
             }
-            let deadline = tokio::time::Instant::now() + timeout;
-            while tokio::time::Instant::now() < deadline && !c.exit_file().exists() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            self.wait_exit_file(c, tokio::time::Instant::now() + timeout)
+                .await;
         }
         if !c.exit_file().exists() {
             let cgroup = c.cgroup.clone();
@@ -202,18 +200,20 @@ impl SandboxManager {
             // monitor reaps, then writes the file, and under load that gap has been
             // seen to outlast a single poll (RemoveContainer then failed "still
             // running"). A monitor that is gone never writes it: one second of grace.
-            let mut grace = 100;
-            for _ in 0..500 {
-                if c.exit_file().exists() {
+            let until = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let step = tokio::time::Instant::now() + Duration::from_millis(100);
+                if self.wait_exit_file(c, step.min(until)).await
+                    || tokio::time::Instant::now() >= until
+                {
                     break;
                 }
                 if c.pid.is_some_and(|p| !p.is_alive()) {
-                    grace -= 1;
-                    if grace == 0 {
-                        break;
-                    }
+                    // Gone without a record yet: one second more, then give up.
+                    let grace = tokio::time::Instant::now() + Duration::from_secs(1);
+                    self.wait_exit_file(c, grace.min(until)).await;
+                    break;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
         self.refresh_container(c)?;
