@@ -89,17 +89,7 @@ async fn bench_cri_smoke_against_crust() {
     assert_eq!(json["latency"][0]["samples"], 3);
 
     // Teardown left nothing behind on the host either.
-    assert!(
-        sb.live_monitor_pids().is_empty(),
-        "{:?}",
-        sb.live_monitor_pids()
-    );
-    assert!(
-        net.attached_veths().is_empty(),
-        "{:?}",
-        net.attached_veths()
-    );
-    assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
+    assert_no_monitor_veth_or_ip_left(&sb, &net);
     d.terminate().await.unwrap();
 }
 
@@ -168,6 +158,12 @@ async fn churn_smoke_leaves_nothing_behind() {
             .collect();
         assert!(left.is_empty(), "{dir}/ still holds {left:?}");
     }
+    assert_no_monitor_veth_or_ip_left(&sb, &net);
+    d.terminate().await.unwrap();
+}
+
+/// No monitor, veth or IP lease of the test's is left on the host.
+fn assert_no_monitor_veth_or_ip_left(sb: &Sandbox, net: &TestNetwork) {
     assert!(
         sb.live_monitor_pids().is_empty(),
         "{:?}",
@@ -179,5 +175,4 @@ async fn churn_smoke_leaves_nothing_behind() {
         net.attached_veths()
     );
     assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
-    d.terminate().await.unwrap();
 }

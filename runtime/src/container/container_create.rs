@@ -258,6 +258,13 @@ impl SandboxManager {
                 source,
             }
         };
+        let dir_io = |(op, path, source)| RuntimeError::Io {
+            kind: "container",
+            id: id.clone(),
+            op,
+            path,
+            source,
+        };
         // Private: `upper` may hold setuid binaries and device nodes the container made.
         let top_layer = c.image.lower.first().map(|l| c.image.layers_root.join(l));
         container_dirs::make_writable_dirs(
@@ -265,13 +272,7 @@ impl SandboxManager {
             &c.dir,
             top_layer.as_deref(),
         )
-        .map_err(|(op, path, source)| RuntimeError::Io {
-            kind: "container",
-            id: id.clone(),
-            op,
-            path,
-            source,
-        })?;
+        .map_err(dir_io)?;
         if let Some(restore) = &c.spec.restore {
             // CRIU's images and the checkpointed writable layer, into this container's
             // new directories (the overlay is not mounted yet).
@@ -284,13 +285,7 @@ impl SandboxManager {
                 id: id.clone(),
                 message: format!("unpack task: {e}"),
             })?
-            .map_err(|(op, path, source)| RuntimeError::Io {
-                kind: "container",
-                id: id.clone(),
-                op,
-                path,
-                source,
-            })?;
+            .map_err(dir_io)?;
         }
         // A pod user namespace: `upper` is the container's `/` as overlayfs shows it,
         // so it belongs to the container's root as the namespace maps it (its owner
