@@ -174,7 +174,24 @@ async fn item2_pod_init_reveals_no_host_root_through_proc_1_root() {
             b"crust-pod-init\0"
         );
         let environ = fs::read(format!("{proc}/environ")).unwrap();
-        assert!(environ.iter().all(|b| *b == 0), "{h}: environ {environ:?}");
+        assert!(environ.is_empty(), "{h}: environ {environ:?}");
+        // Its own executable, exec'd from a sealed memfd: none of the monitor's
+        // pages, and no host file behind /proc/1/exe to rewrite (CVE-2019-5736).
+        let exe = fs::read_link(format!("{proc}/exe")).unwrap();
+        assert_eq!(
+            exe.to_string_lossy(),
+            "/memfd:crust-pod-init (deleted)",
+            "{h}: the pod init's executable"
+        );
+        assert_eq!(
+            fs::read_to_string(format!("{proc}/comm")).unwrap(),
+            "crust-pod-init\n",
+            "{h}"
+        );
+        let (code, _, err) = w
+            .exec(&tracer, &["sh", "-c", "echo owned >> /proc/1/exe"])
+            .await;
+        assert_ne!(code, 0, "{h}: appending to /proc/1/exe succeeded ({err})");
         let mountinfo = fs::read_to_string(format!("{proc}/mountinfo")).unwrap();
         let mounts: Vec<&str> = mountinfo.lines().collect();
         assert!(

@@ -573,6 +573,20 @@ async fn a_shared_pid_namespace_in_a_user_namespace_pod() {
             (0, "crust-pod-init"),
             "{label}: PID 1 is the pod init ({err})"
         );
+        // Exec'd from its sealed memfd as the pod's root, not left a fork of the
+        // monitor (the fallback where the exec fails).
+        let pids: crust_runtime::monitor::MonitorPids = serde_json::from_slice(
+            &fs::read(w.sb.state().join("pods").join(&pod).join("monitor.json")).unwrap(),
+        )
+        .unwrap();
+        let init = pids.init.expect("pid: POD has an init").pid;
+        assert_eq!(
+            fs::read_link(format!("/proc/{init}/exe"))
+                .unwrap()
+                .to_string_lossy(),
+            "/memfd:crust-pod-init (deleted)",
+            "{label}"
+        );
         // Both sleeps, a's and b's, are visible from b.
         let (code, all, err) = w.exec(&b, &["sh", "-c", "cat /proc/[0-9]*/comm"]).await;
         assert_eq!(code, 0, "{label}: {err}");

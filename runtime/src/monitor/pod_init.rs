@@ -22,11 +22,16 @@
 //!
 //! The child of a fork of the single-threaded monitor runs this; it still keeps to
 //! raw syscalls on memory prepared before the fork (no allocation), as the code
-//! between fork and exec of a threaded process would have to.
+//! between fork and exec of a threaded process would have to. Once confined it execs
+//! the init proper, `pod-init/init.rs` (built by `build.rs`, embedded here), from a
+//! sealed memfd: a few KiB of its own instead of the monitor's pages, and an
+//! executable no container can rewrite through `/proc/1/exe`. Where the memfd cannot
+//! be made or exec'd (`vm.memfd_noexec=2`), the child reaps in place instead.
 #![allow(unsafe_code)]
 
 use std::{
     ffi::CString,
+    fs::File,
     os::fd::{AsRawFd, OwnedFd, RawFd},
     path::Path,
 };
@@ -47,7 +52,12 @@ pub(super) struct Plan {
     last_cap: u32,
     /// The init's end of its status pipe: an error report, or EOF once set up.
     status: OwnedFd,
+    /// The sealed memfd holding [`IMAGE`]; `None` where it could not be made.
+    image: Option<OwnedFd>,
 }
+
+/// The init's executable (see `pod-init/init.rs`): a static ELF of about 1 KiB.
+const IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crust-pod-init"));
 
 /// The monitor's end: reads the init's verdict on its setup.
 pub(super) struct Watch {
@@ -93,9 +103,36 @@ pub(super) fn plan(root_dir: &Path) -> Result<(Plan, Watch), String> {
             env: memory.1,
             last_cap,
             status: write,
+            image: sealed_image(),
         },
         Watch { status: read },
     ))
+}
+
+/// A close-on-exec memfd holding [`IMAGE`], sealed against every change; `None`
+/// where memfds are unavailable.
+fn sealed_image() -> Option<OwnedFd> {
+    use std::{io::Write, os::fd::FromRawFd};
+    /// `MFD_EXEC` (Linux 6.3): says the memfd is meant to be executed, which kernels
+    /// with `vm.memfd_noexec` want said; older ones reject the flag (EINVAL).
+    const MFD_EXEC: libc::c_uint = 0x10;
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; a non-negative
+    // result is a new descriptor that nothing else owns.
+    let fd = unsafe {
+        let mut fd = libc::memfd_create(c"crust-pod-init".as_ptr(), flags | MFD_EXEC);
+        if fd < 0 && *libc::__errno_location() == libc::EINVAL {
+            fd = libc::memfd_create(c"crust-pod-init".as_ptr(), flags);
+        }
+        if fd < 0 {
+            return None;
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    File::from(fd.try_clone().ok()?).write_all(IMAGE).ok()?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on a descriptor we own, with an integer argument.
+    (unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } == 0).then_some(fd)
 }
 
 /// `(arg_start, arg_end), (env_start, env_end)` from a `/proc/<pid>/stat` line:
@@ -172,6 +209,26 @@ pub(super) fn run(plan: Plan, ready_fd: RawFd) -> ! {
                 report.len(),
             );
             libc::_exit(1);
+        }
+        if let Some(image) = &plan.image {
+            // Only the image (fd 0) and the status pipe (fd 1) are left, both
+            // close-on-exec: the exec closes the pipe, which is the "set up" report.
+            let argv = [NAME.as_ptr().cast::<libc::c_char>(), std::ptr::null()];
+            let envp = [std::ptr::null::<libc::c_char>()];
+            if libc::dup3(image.as_raw_fd(), 0, libc::O_CLOEXEC) == 0
+                && libc::dup3(plan.status.as_raw_fd(), 1, libc::O_CLOEXEC) == 1
+            {
+                crate::fds::close_from(2);
+                libc::syscall(
+                    libc::SYS_execveat,
+                    0,
+                    c"".as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                );
+            }
+            // Not exec'd: be the init in place.
         }
         let mut mask: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut mask);
@@ -302,6 +359,41 @@ unsafe fn wipe((start, end): (usize, usize), title: Option<&[u8]>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_is_a_small_static_executable() {
+        assert_eq!(&IMAGE[..4], b"\x7fELF");
+        let half = |at: usize| u16::from_ne_bytes([IMAGE[at], IMAGE[at + 1]]);
+        assert_eq!(half(16), 2, "e_type: ET_EXEC (static, not PIE)");
+        // No PT_INTERP (3): nothing but the image is loaded, no C runtime.
+        let (phoff, phentsize, phnum) = (
+            u64::from_ne_bytes(IMAGE[32..40].try_into().unwrap()) as usize,
+            usize::from(half(54)),
+            usize::from(half(56)),
+        );
+        for i in 0..phnum {
+            let at = phoff + i * phentsize;
+            let kind = u32::from_ne_bytes(IMAGE[at..at + 4].try_into().unwrap());
+            assert_ne!(kind, 3, "program header {i} asks for an interpreter");
+        }
+        assert!(IMAGE.len() < 8192, "the image has {} bytes", IMAGE.len());
+    }
+
+    #[test]
+    fn the_image_memfd_is_sealed_against_writes() {
+        let fd = sealed_image().expect("memfds work here");
+        // SAFETY: fcntl on a descriptor we own.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        let all = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        assert_eq!(seals & all, all, "seals {seals:#x}");
+        let err = std::io::Write::write_all(&mut File::from(fd.try_clone().unwrap()), b"x")
+            .expect_err("a sealed memfd takes no write");
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        assert_eq!(
+            std::fs::read(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap(),
+            IMAGE
+        );
+    }
 
     #[test]
     fn memory_ranges_skip_a_command_name_with_spaces_and_parens() {
