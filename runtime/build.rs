@@ -5,6 +5,16 @@
 use std::{env, path::PathBuf, process::Command};
 
 fn main() {
+    // The monitor (one per pod) is linked as a fixed-address executable: a PIE's
+    // `.data.rel.ro` (~270 KiB of vtables and static tables) is relocated by the
+    // loader at every start, which makes those pages private to each monitor; without
+    // PIE they are clean pages of the file, shared by all monitors.
+    println!("cargo:rustc-link-arg-bin=crust-monitor=-no-pie");
+    pod_init_image();
+}
+
+/// Compiles the pod init's image into `OUT_DIR`.
+fn pod_init_image() {
     let source = "pod-init/init.rs";
     println!("cargo:rerun-if-changed={source}");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -18,7 +18,7 @@
 #![allow(unsafe_code)]
 
 use std::{
-    io::{ErrorKind, Read, Write},
+    io::{ErrorKind, Write},
     os::{fd::AsRawFd, unix::net::UnixStream},
 };
 
@@ -229,15 +229,14 @@ impl Attachers {
             a.flush();
         }
         if readable && !a.closing && !a.gone {
-            let mut buf = [0u8; 64 * 1024];
             loop {
-                match (&a.conn).read(&mut buf) {
+                match super::containers::read_appending(a.conn.as_raw_fd(), &mut a.input, 64 * 1024)
+                {
                     Ok(0) => {
                         a.gone = true;
                         break;
                     }
-                    Ok(n) => {
-                        a.input.extend_from_slice(&buf[..n]);
+                    Ok(_) => {
                         if a.input.len() > STDIN_BUFFER {
                             break;
                         }

@@ -5,8 +5,7 @@
 
 use std::{
     collections::HashMap,
-    fs::File,
-    io::{ErrorKind, Read},
+    io::ErrorKind,
     os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
     time::SystemTime,
@@ -121,6 +120,29 @@ pub(super) struct Containers {
     map: HashMap<String, Container>,
     /// Drained by the monitor loop after each round (see [`super::attach`]).
     pub(super) events: Vec<Event>,
+    /// Where output is read into: on the heap, pages touched only as far as reads
+    /// reach (a 64 KiB array on the stack is probed page by page, so every monitor
+    /// kept 64 KiB of stack resident for good after its first read).
+    scratch: Vec<u8>,
+}
+
+/// Reads once from `fd` into the spare capacity of `buf` (at most `max` bytes beyond
+/// its length, reserved first) and extends it by what was read, touching no more of
+/// the reserve than the kernel wrote.
+pub(super) fn read_appending(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    // SAFETY: `spare` is writable memory of `want` bytes owned by `buf`; read writes at
+    // most that many, and exactly the `n` it reports, which are then initialized.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the first `n` spare bytes were written by read (see above).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 fn ok(pid: Option<ProcRef>) -> Reply {
@@ -186,20 +208,33 @@ impl Containers {
             return fail(format!("container {id} already exists in this monitor"));
         }
         let spec_path = spec;
-        let spec = match std::fs::read(spec)
+        // The built-in launcher's child parses the spec (see `SpecOutline`); the
+        // monitor does only where it runs hooks, or hands the spec to an OCI runtime.
+        let parsed = std::fs::read(spec)
             .map_err(|e| e.to_string())
-            .and_then(|b| {
-                serde_json::from_slice::<oci_spec::runtime::Spec>(&b).map_err(|e| e.to_string())
-            }) {
-            Ok(spec) => spec,
+            .and_then(|json| {
+                let outline: launch::SpecOutline =
+                    serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+                let full = if oci.is_some() || outline.hooks.is_some() {
+                    Some(
+                        serde_json::from_slice::<oci_spec::runtime::Spec>(&json)
+                            .map_err(|e| e.to_string())?,
+                    )
+                } else {
+                    None
+                };
+                Ok((json, outline, full))
+            });
+        let (json, outline, full) = match parsed {
+            Ok(parsed) => parsed,
             Err(e) => return fail(format!("read spec {}: {e}", spec.display())),
         };
         let log = match CriLog::open(log_path, max_log_line) {
             Ok(log) => log,
             Err(e) => return fail(format!("open log {}: {e}", log_path.display())),
         };
-        if let Some(runtime) = oci {
-            return self.create_oci(new, runtime, &spec, log);
+        if let (Some(runtime), Some(spec)) = (oci, &full) {
+            return self.create_oci(new, runtime, spec, log);
         }
         if restore.is_some() {
             return fail("restore needs an OCI runtime (runc with CRIU)".into());
@@ -208,7 +243,9 @@ impl Containers {
         match launch::create(&LaunchConfig {
             id,
             bundle: &bundle,
-            spec: &spec,
+            spec_json: &json,
+            outline: &outline,
+            hooks: full.as_ref(),
             cgroup_dirs,
             overlay,
             stdin: stdio.stdin,
@@ -248,9 +285,12 @@ impl Containers {
                         exit_file: exit_file.to_path_buf(),
                         exited: false,
                         cgroup_dirs: cgroup_dirs.to_vec(),
-                        hooks: (hooks::Stage::Poststart.wanted(&spec)
-                            || hooks::Stage::Poststop.wanted(&spec))
-                        .then(|| (spec.clone(), bundle)),
+                        hooks: full
+                            .filter(|spec| {
+                                hooks::Stage::Poststart.wanted(spec)
+                                    || hooks::Stage::Poststop.wanted(spec)
+                            })
+                            .map(|spec| (spec, bundle)),
                     },
                 );
                 ok(proc_ref)
@@ -410,24 +450,21 @@ impl Containers {
             Stream::Stderr => &mut c.stderr,
         };
         let Some(fd) = slot.as_ref() else { return };
-        // SAFETY: the fd is owned by `slot` and stays open while this File view lives;
-        // the view is forgotten, never closed.
-        let mut file = unsafe_view(fd.as_raw_fd());
-        let mut buf = [0u8; OUTPUT_CHUNK];
+        let buf = &mut self.scratch;
         let mut left = budget;
         let eof = loop {
             if left == 0 {
                 break false;
             }
-            let want = left.min(buf.len());
-            match file.read(&mut buf[..want]) {
+            buf.clear();
+            match read_appending(fd.as_raw_fd(), buf, left.min(OUTPUT_CHUNK)) {
                 Ok(0) => break true,
                 Ok(n) => {
                     left -= n;
-                    c.log.write(stream, &buf[..n]);
+                    c.log.write(stream, buf);
                     if c.tee {
                         self.events
-                            .push(Event::Output(id.to_string(), stream, buf[..n].to_vec()));
+                            .push(Event::Output(id.to_string(), stream, buf.clone()));
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
@@ -435,7 +472,6 @@ impl Containers {
                 Err(_) => break true,
             }
         };
-        std::mem::forget(file);
         if eof {
             c.log.finish(stream);
             *slot = None;
@@ -750,12 +786,6 @@ impl Containers {
         // valid pointer.
         unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
     }
-}
-
-fn unsafe_view(fd: RawFd) -> File {
-    use std::os::fd::FromRawFd;
-    // SAFETY: see the caller; the File is forgotten, so it never closes `fd`.
-    unsafe { File::from_raw_fd(fd) }
 }
 
 /// A borrowed view of a raw fd for `poll`.

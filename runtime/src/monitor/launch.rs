@@ -65,12 +65,43 @@ pub struct Launched {
     pub stderr: Option<OwnedFd>,
 }
 
+/// The parts of a container's spec the monitor itself reads before the clone. The
+/// whole spec is parsed by the cloned child: the deserializer for it (a few hundred
+/// KiB of code) and its allocations then never touch the monitor, which lives as
+/// long as the pod (a child's page faults and heap are its own).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SpecOutline {
+    #[serde(default)]
+    linux: Option<OutlineLinux>,
+    /// Present (even empty): the monitor runs hooks, so it needs the whole spec.
+    #[serde(default)]
+    pub hooks: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct OutlineLinux {
+    #[serde(default)]
+    namespaces: Vec<OutlineNamespace>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct OutlineNamespace {
+    #[serde(rename = "type")]
+    typ: String,
+    #[serde(default)]
+    path: Option<PathBuf>,
+}
+
 /// Where a container's writes go and where it lives.
 pub struct LaunchConfig<'a> {
     /// The container's id and bundle (the directory of its config.json), for hooks.
     pub id: &'a str,
     pub bundle: &'a Path,
-    pub spec: &'a Spec,
+    /// The spec as written (parsed by the child), its outline, and the parsed spec
+    /// where the monitor needs it for hooks.
+    pub spec_json: &'a [u8],
+    pub outline: &'a SpecOutline,
+    pub hooks: Option<&'a Spec>,
     /// Cgroup directories (one per hierarchy) the process is placed in before it runs.
     pub cgroup_dirs: &'a [PathBuf],
     /// The rootfs overlay to mount at `root.path` in the container's mount namespace.
@@ -127,15 +158,14 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     };
 
     let namespaces = cfg
-        .spec
-        .linux()
+        .outline
+        .linux
         .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default();
+        .map_or(&[][..], |l| &l.namespaces[..]);
     let mut flags = CloneFlags::CLONE_NEWNS;
     let wants_new_pid = namespaces
         .iter()
-        .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none());
+        .any(|n| n.typ == "pid" && n.path.is_none());
     if wants_new_pid {
         flags |= CloneFlags::CLONE_NEWPID;
     }
@@ -143,8 +173,8 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     // host's) the monitor's own: see `pidns`.
     let pid_path = namespaces
         .iter()
-        .find(|n| n.typ() == LinuxNamespaceType::Pid)
-        .and_then(|n| n.path().as_deref());
+        .find(|n| n.typ == "pid")
+        .and_then(|n| n.path.as_deref());
     let born_in = match pid_path {
         Some(path) => super::pidns::ChildPidNs::At(path),
         None => super::pidns::ChildPidNs::Own,
@@ -157,25 +187,30 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
         err: err_w.as_raw_fd(),
         console: console.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
     };
-    let mut stack = vec![0u8; 1 << 20];
-    let spec = cfg.spec.clone();
-    let overlay = cfg.overlay.cloned();
-    let lsm = match cfg.spec.process() {
-        Some(p) => super::lsm::exec_attrs(p)?,
-        None => Vec::new(),
-    };
-    let id = cfg.id.to_string();
-    let bundle = cfg.bundle.to_path_buf();
+    let mut stack = ChildStack::new(1 << 20)?;
+    let (spec_json, id, bundle, overlay) = (cfg.spec_json, cfg.id, cfg.bundle, cfg.overlay);
     let child = Box::new(move || -> isize {
         let mut status = unsafe_file(status_fd);
-        let ctx = ChildCtx {
-            spec: &spec,
-            id: &id,
-            bundle: &bundle,
-            overlay: overlay.as_ref(),
-            lsm: &lsm,
-        };
-        match child_main(&ctx, status_fd, start_fd, stdio) {
+        let parsed = serde_json::from_slice::<Spec>(spec_json)
+            .map_err(|e| format!("parse spec: {e}"))
+            .and_then(|spec| {
+                let lsm = match spec.process() {
+                    Some(p) => super::lsm::exec_attrs(p)?,
+                    None => Vec::new(),
+                };
+                Ok((spec, lsm))
+            });
+        let outcome = parsed.and_then(|(spec, lsm)| {
+            let ctx = ChildCtx {
+                spec: &spec,
+                id,
+                bundle,
+                overlay,
+                lsm: &lsm,
+            };
+            child_main(&ctx, status_fd, start_fd, stdio)
+        });
+        match outcome {
             Ok(never) => match never {},
             Err(e) => {
                 let _ = status.write_all(format!("E{e}").as_bytes());
@@ -188,7 +223,7 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
     // the child gets its own copy of it on its first write.
     let pid = super::pidns::with_children_in(born_in, || {
         // SAFETY: as above.
-        unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
+        unsafe { nix::sched::clone(child, stack.as_mut(), flags, Some(libc::SIGCHLD)) }
             .map_err(std::io::Error::from)
     })
     .map_err(|e| format!("clone container process: {e}"))?;
@@ -206,12 +241,21 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
         let procs = dir.join("cgroup.procs");
         if let Err(e) = fs::write(&procs, pid.to_string()) {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            // A child that failed before it was placed (its spec, its seccomp
+            // profile) said why: that, not the ESRCH of its exit, is the error.
+            if readable_within(&status_r, 0) {
+                let mut report = String::new();
+                let _ = File::from(status_r).read_to_string(&mut report);
+                if let Some(why) = report.strip_prefix('E') {
+                    return Err(why.to_string());
+                }
+            }
             return Err(format!("place container in {}: {e}", procs.display()));
         }
     }
     // Fails only if the child is already gone (EPIPE): its status pipe then says why.
     let _ = nix::unistd::write(&start_w, b"P");
-    if hooks::Stage::CreateRuntime.wanted(cfg.spec) {
+    if let Some(spec) = cfg.hooks.filter(|s| hooks::Stage::CreateRuntime.wanted(s)) {
         let kill = || {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         };
@@ -236,7 +280,7 @@ pub fn create(cfg: &LaunchConfig<'_>) -> Result<Launched, String> {
             pid: pid.as_raw(),
             bundle: cfg.bundle,
         };
-        if let Err(e) = hooks::Stage::CreateRuntime.run(cfg.spec, &state) {
+        if let Err(e) = hooks::Stage::CreateRuntime.run(spec, &state) {
             kill();
             return Err(e);
         }
@@ -334,6 +378,48 @@ fn readable_within(fd: &OwnedFd, ms: u16) -> bool {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return true,
         }
+    }
+}
+
+/// The cloned child's stack: an anonymous mapping of its own, so only the pages the
+/// child touches ever exist, and in the child only. (A `vec![0; 1 MiB]` is mapped the
+/// first time, but glibc's malloc raises its mmap threshold once such a chunk is
+/// freed, so the next one came from the heap and was zeroed there, page by page.)
+struct ChildStack {
+    ptr: std::ptr::NonNull<libc::c_void>,
+    len: std::num::NonZeroUsize,
+}
+
+impl ChildStack {
+    fn new(len: usize) -> Result<Self, String> {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+        let len = std::num::NonZeroUsize::new(len).ok_or("empty stack")?;
+        // SAFETY: a fresh private anonymous mapping at an address the kernel picks
+        // aliases nothing.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_STACK,
+            )
+        }
+        .map_err(|e| format!("map the container process's stack: {e}"))?;
+        Ok(Self { ptr, len })
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is `len` bytes, readable, writable and zero-filled by
+        // the kernel, and lives (unaliased) as long as `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast(), self.len.get()) }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made; no reference into it
+        // outlives `self` (`as_mut` borrows it).
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len.get()) };
     }
 }
 
