@@ -106,8 +106,8 @@ fn stat_fields(pid: i32) -> Option<(char, u64)> {
     Some((state, start))
 }
 
-/// A pidfd for `pid` (pidfd_open(2)): readable once the process exits, and it pins the
-/// PID so the number cannot be reused under it.
+/// A pidfd for `pid` (pidfd_open(2)): readable once the process exits, and it keeps
+/// naming that process (signals through it never reach a later owner of the PID).
 #[allow(unsafe_code)]
 pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
@@ -121,9 +121,95 @@ pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// SIGKILL through a pidfd: reaches the process the pidfd was opened for, or none
+/// (ESRCH once it has exited), never a process that got its PID later.
+#[allow(unsafe_code)]
+pub(crate) fn pidfd_kill(fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal takes a descriptor, a signal number, a null siginfo
+    // (the kernel fills in a plain kill's) and flags; no memory of ours is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Blocks until every process behind `fds` has exited (each pidfd turns readable
+/// then) or `timeout` passed; returns whether all did. For synchronous teardown
+/// code: the caller is woken by the last exit instead of sleeping past it.
+pub(crate) fn wait_pidfds(
+    mut fds: Vec<std::os::fd::OwnedFd>,
+    timeout: std::time::Duration,
+) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + timeout;
+    while !fds.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ms = PollTimeout::try_from(left.as_millis().max(1).min(60_000) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let mut polled: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut polled, ms) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+        let exited: Vec<bool> = polled
+            .iter()
+            .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(polled);
+        let mut i = 0;
+        fds.retain(|_| {
+            i += 1;
+            !exited[i - 1]
+        });
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pidfd_kill_and_wait_see_a_child_exit() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let fd = pidfd_open(child.id() as i32).unwrap();
+        let again = fd.try_clone().unwrap();
+        assert!(
+            !wait_pidfds(
+                vec![fd.try_clone().unwrap()],
+                std::time::Duration::from_millis(20)
+            ),
+            "a sleeping child has not exited"
+        );
+        pidfd_kill(&fd).unwrap();
+        assert!(wait_pidfds(
+            vec![fd, again],
+            std::time::Duration::from_secs(30)
+        ));
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
 
     #[test]
     fn own_process_is_alive_and_a_wrong_start_time_is_not() {

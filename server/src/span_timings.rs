@@ -54,12 +54,20 @@ struct Timing {
 }
 
 /// Picks the fields a label is made of: `rpc` (the RPC span's name), `detail` (a
-/// step's qualifier: the plugin and command) and `pod_id`.
+/// step's qualifier: the plugin and command) and the object it is about: `pod_id`,
+/// or `container_id` for a container RPC that names no pod.
 #[derive(Default)]
 struct Fields {
     rpc: Option<String>,
     detail: Option<String>,
     pod_id: Option<String>,
+    container_id: Option<String>,
+}
+
+impl Fields {
+    fn object_id(self) -> Option<String> {
+        self.pod_id.or(self.container_id)
+    }
 }
 
 impl Visit for Fields {
@@ -68,6 +76,7 @@ impl Visit for Fields {
             "rpc" => self.rpc = Some(value.to_string()),
             "detail" => self.detail = Some(value.to_string()),
             "pod_id" => self.pod_id = Some(value.to_string()),
+            "container_id" => self.container_id = Some(value.to_string()),
             _ => {}
         }
     }
@@ -86,7 +95,7 @@ where
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         let name = attrs.metadata().name();
-        let label = match (fields.rpc, fields.detail) {
+        let label = match (fields.rpc.take(), fields.detail.take()) {
             (Some(rpc), _) => rpc,
             (None, Some(detail)) => format!("{name}:{detail}"),
             (None, None) => name.to_string(),
@@ -94,7 +103,7 @@ where
         span.extensions_mut().insert(Timing {
             start: Instant::now(),
             label,
-            pod_id: fields.pod_id.unwrap_or_default(),
+            pod_id: fields.object_id().unwrap_or_default(),
             steps: Vec::new(),
         });
     }
@@ -103,9 +112,10 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut fields = Fields::default();
         values.record(&mut fields);
-        if let (Some(pod_id), Some(timing)) =
-            (fields.pod_id, span.extensions_mut().get_mut::<Timing>())
-        {
+        if let (Some(pod_id), Some(timing)) = (
+            fields.object_id(),
+            span.extensions_mut().get_mut::<Timing>(),
+        ) {
             timing.pod_id = pod_id;
         }
     }

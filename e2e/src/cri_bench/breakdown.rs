@@ -1,5 +1,5 @@
 //! `bench-cri --breakdown`: the per-step timings crustd writes with
-//! `CRUST_SPAN_TIMINGS` (lines `<rpc> <step> <microseconds> <pod id>`), reduced to
+//! `CRUST_SPAN_TIMINGS` (lines `<rpc> <step> <microseconds> <pod or container id>`), reduced to
 //! p50/p90 per RPC and step; and the CNI floor, the same conflist's ADD and DEL run
 //! through the network crate alone, so crust's own share of a pod start is what lies
 //! above it.
@@ -17,7 +17,13 @@ use crust_network::{CniManager, PodNetworkRequest};
 use crate::bench::percentile;
 
 /// The RPCs the breakdown is about, in the order they print.
-const RPCS: [&str; 3] = ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"];
+const RPCS: [&str; 5] = [
+    "RunPodSandbox",
+    "StopPodSandbox",
+    "RemovePodSandbox",
+    "StopContainer",
+    "RemoveContainer",
+];
 
 /// One step's samples, ms, sorted.
 #[derive(Clone, Debug)]
@@ -40,12 +46,18 @@ pub fn read(file: &Path, skip: usize, rounds: usize) -> anyhow::Result<Vec<Step>
             (f.len() == 4).then(|| [f[0], f[1], f[2], f[3]])
         })
         .collect();
-    let pods: HashSet<&str> = lines
-        .iter()
-        .filter(|l| l[0] == "RunPodSandbox" && l[1] == "rpc")
-        .map(|l| l[3])
-        .skip(skip)
-        .take(rounds)
+    // Pods by their first RPC, containers (which the container RPCs' lines carry
+    // instead) by their StopContainer: the latency rounds stop each once.
+    let rounds_of = |rpc: &'static str| {
+        lines
+            .iter()
+            .filter(move |l| l[0] == rpc && l[1] == "rpc")
+            .map(|l| l[3])
+            .skip(skip)
+            .take(rounds)
+    };
+    let pods: HashSet<&str> = rounds_of("RunPodSandbox")
+        .chain(rounds_of("StopContainer"))
         .collect();
     // (rpc, step) -> pod -> summed ms
     let mut sums: BTreeMap<(usize, String, String), BTreeMap<&str, f64>> = BTreeMap::new();

@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeSet,
     fs, io,
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
@@ -95,6 +96,9 @@ pub struct Cgroupfs {
 const V2_CONTROLLERS: [&str; 6] = ["cpuset", "cpu", "io", "memory", "hugetlb", "pids"];
 
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest one wait for killed members lasts before the cgroup is listed again.
+const KILL_WAIT_TURN: Duration = Duration::from_millis(100);
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
     move |source| CgroupError::Io {
@@ -377,6 +381,17 @@ impl Cgroupfs {
                     pids,
                 });
             }
+            // Opened before the kill: their exits wake the wait below, which ends as
+            // soon as the last one is gone instead of after a fixed sleep.
+            // ESRCH: gone already, nothing to kill or wait for; another error (no
+            // pidfds before Linux 5.3): killed by PID, waited for by sleeping.
+            let pin = |pid: i32| match crate::proc::pidfd_open(pid) {
+                Ok(fd) => Some((pid, Some(fd))),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
+                Err(_) => Some((pid, None)),
+            };
+            let mut pidfds: Vec<(i32, Option<OwnedFd>)> =
+                pids.iter().filter_map(|&pid| pin(pid)).collect();
             let killed_by_kernel = self
                 .hierarchies
                 .iter()
@@ -385,16 +400,36 @@ impl Cgroupfs {
                 .any(|file| fs::write(file, "1").is_ok());
             if !killed_by_kernel {
                 let frozen = self.set_frozen(path, true).unwrap_or(false);
+                // Members that joined after the listing (a fork before the freeze).
                 for pid in self.procs_below(path)? {
-                    // ESRCH: already gone, which is what we want.
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    if !pidfds.iter().any(|(p, _)| *p == pid) {
+                        pidfds.extend(pin(pid));
+                    }
+                }
+                for (pid, fd) in &pidfds {
+                    // ESRCH: already gone, which is what we want. Through the pidfd
+                    // where there is one, so a recycled PID is never signalled.
+                    let _ = match fd {
+                        Some(fd) => crate::proc::pidfd_kill(fd).map_err(|_| ()),
+                        None => kill(Pid::from_raw(*pid), Signal::SIGKILL).map_err(|_| ()),
+                    };
                 }
                 if frozen {
                     // A frozen process cannot die; thaw so the kill is delivered.
                     self.set_frozen(path, false)?;
                 }
             }
-            thread::sleep(Duration::from_millis(10));
+            let (fds, unpinned): (Vec<_>, Vec<_>) =
+                pidfds.into_iter().partition(|(_, fd)| fd.is_some());
+            if unpinned.is_empty() {
+                // Woken by the last exit; the next turn lists the cgroup again.
+                crate::proc::wait_pidfds(
+                    fds.into_iter().filter_map(|(_, fd)| fd).collect(),
+                    KILL_WAIT_TURN.min(deadline.saturating_duration_since(Instant::now())),
+                );
+            } else {
+                thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 

@@ -2,6 +2,8 @@
 
 use std::{fs, io::ErrorKind, time::Duration};
 
+use tracing::Instrument;
+
 use super::Container;
 use crate::{error::RuntimeError, sandbox::SandboxManager};
 
@@ -16,6 +18,7 @@ impl SandboxManager {
         let mut c = self.container_snapshot(&id)?;
         self.kill_container(&mut c, Duration::ZERO).await?;
         self.remove_container_files(&c).await?;
+        let _span = crate::step_span!("ctr.forget").entered();
         self.forget_container(&c)?;
         tracing::info!(container_id = %id, "container removed");
         Ok(())
@@ -40,8 +43,10 @@ impl SandboxManager {
                 &req,
                 crate::sandbox::MONITOR_TIMEOUT,
             )
+            .instrument(crate::step_span!("ctr.monitor_forget"))
             .await;
         }
+        let unmount_span = crate::step_span!("ctr.unmount").entered();
         errors.extend(super::image_mounts::unmount_image_volumes(&c.dir));
         let rootfs = c.dir.join("rootfs");
         match nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH) {
@@ -49,9 +54,15 @@ impl SandboxManager {
             Err(e) => errors.push(format!("unmount {}: {e}", rootfs.display())),
         }
         errors.extend(super::userns_rootfs::remove(&self.config.state_dir, &c.id));
-        if let Err(e) = self.remove_cgroup(&c.cgroup).await {
+        drop(unmount_span);
+        if let Err(e) = self
+            .remove_cgroup(&c.cgroup)
+            .instrument(crate::step_span!("ctr.remove_cgroup"))
+            .await
+        {
             errors.push(e.to_string());
         }
+        let _span = crate::step_span!("ctr.remove_dirs").entered();
         // An OCI runtime's state of the container, if its monitor could not delete it.
         let runtime_state = self.config.state_dir.join("runc").join(&c.id);
         for dir in [&c.dir, &c.bundle, &runtime_state] {

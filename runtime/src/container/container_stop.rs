@@ -2,6 +2,8 @@
 
 use std::{fs, time::Duration};
 
+use tracing::Instrument;
+
 use super::{Container, ContainerState, container_create::now, stop_signal};
 use crate::{
     error::RuntimeError,
@@ -181,41 +183,11 @@ impl SandboxManager {
                 .await;
         }
         if !c.exit_file().exists() {
-            let cgroup = c.cgroup.clone();
-            let _ = self
-                .cgroup_blocking(move |cgroups| cgroups.kill_all(&cgroup))
+            self.kill_and_wait(c, socket.as_deref())
+                .instrument(crate::step_span!("ctr.kill"))
                 .await;
-            if let Some(socket) = &socket {
-                let _ = monitor::request(
-                    socket,
-                    &Request::Signal {
-                        id: c.id.clone(),
-                        signal: 9,
-                    },
-                    MONITOR_TIMEOUT,
-                )
-                .await;
-            }
-            // The exit file is the answer; a vanished pid only means it is near: the
-            // monitor reaps, then writes the file, and under load that gap has been
-            // seen to outlast a single poll (RemoveContainer then failed "still
-            // running"). A monitor that is gone never writes it: one second of grace.
-            let until = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let step = tokio::time::Instant::now() + Duration::from_millis(100);
-                if self.wait_exit_file(c, step.min(until)).await
-                    || tokio::time::Instant::now() >= until
-                {
-                    break;
-                }
-                if c.pid.is_some_and(|p| !p.is_alive()) {
-                    // Gone without a record yet: one second more, then give up.
-                    let grace = tokio::time::Instant::now() + Duration::from_secs(1);
-                    self.wait_exit_file(c, grace.min(until)).await;
-                    break;
-                }
-            }
         }
+        let _span = crate::step_span!("ctr.record").entered();
         self.refresh_container(c)?;
         if matches!(c.state, ContainerState::Running | ContainerState::Created) {
             return Err(RuntimeError::Teardown {
@@ -226,6 +198,46 @@ impl SandboxManager {
         }
         tracing::info!(container_id = %c.id, exit_code = c.exit_code, "container stopped");
         Ok(())
+    }
+}
+
+impl SandboxManager {
+    /// SIGKILL for everything in the container's cgroup and (through its monitor) its
+    /// main process, then the wait for the monitor's exit record.
+    async fn kill_and_wait(&self, c: &Container, socket: Option<&std::path::Path>) {
+        let cgroup = c.cgroup.clone();
+        let _ = self
+            .cgroup_blocking(move |cgroups| cgroups.kill_all(&cgroup))
+            .await;
+        if let Some(socket) = socket {
+            let _ = monitor::request(
+                socket,
+                &Request::Signal {
+                    id: c.id.clone(),
+                    signal: 9,
+                },
+                MONITOR_TIMEOUT,
+            )
+            .await;
+        }
+        // The exit file is the answer; a vanished pid only means it is near: the
+        // monitor reaps, then writes the file, and under load that gap has been
+        // seen to outlast a single poll (RemoveContainer then failed "still
+        // running"). A monitor that is gone never writes it: one second of grace.
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let step = tokio::time::Instant::now() + Duration::from_millis(100);
+            if self.wait_exit_file(c, step.min(until)).await || tokio::time::Instant::now() >= until
+            {
+                break;
+            }
+            if c.pid.is_some_and(|p| !p.is_alive()) {
+                // Gone without a record yet: one second more, then give up.
+                let grace = tokio::time::Instant::now() + Duration::from_secs(1);
+                self.wait_exit_file(c, grace.min(until)).await;
+                break;
+            }
+        }
     }
 }
 
