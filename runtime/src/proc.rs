@@ -158,7 +158,7 @@ pub(crate) fn wait_pidfds(
         if left.is_zero() {
             return false;
         }
-        let ms = PollTimeout::try_from(left.as_millis().max(1).min(60_000) as i32)
+        let ms = PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as i32)
             .unwrap_or(PollTimeout::MAX);
         let mut polled: Vec<PollFd<'_>> = fds
             .iter()
