@@ -1,16 +1,55 @@
-//! Builds the pod init's executable image (`pod-init/init.rs`) for the monitor to
-//! embed. It is compiled by rustc directly, not as a crate of the workspace: a `no_std`
-//! binary needs `panic=abort`, which the workspace's profiles (and cargo's per-package
-//! overrides) cannot give one binary; and it links with no C runtime at all.
+//! The monitor's link arguments (static, not PIE), and the pod init's executable
+//! image (`pod-init/init.rs`) for the monitor to embed. The image is compiled by rustc
+//! directly, not as a crate of the workspace: a `no_std` binary needs `panic=abort`,
+//! which the workspace's profiles (and cargo's per-package overrides) cannot give one
+//! binary; and it links with no C runtime at all.
 use std::{env, path::PathBuf, process::Command};
 
 fn main() {
-    // The monitor (one per pod) is linked as a fixed-address executable: a PIE's
-    // `.data.rel.ro` (~270 KiB of vtables and static tables) is relocated by the
-    // loader at every start, which makes those pages private to each monitor; without
-    // PIE they are clean pages of the file, shared by all monitors.
-    println!("cargo:rustc-link-arg-bin=crust-monitor=-no-pie");
+    monitor_link_args();
     pod_init_image();
+}
+
+/// The monitor (one per pod, for the pod's whole life) is linked statically and not
+/// as a PIE. Both keep its pages shared: a PIE's `.data.rel.ro` (~270 KiB of vtables
+/// and tables) is relocated by the loader at every start, and libc, ld.so and
+/// libgcc_s each keep relocated and written pages, all private to each process; a
+/// fixed-address static executable has none of that to relocate (and starts without
+/// the loader's work). crustd and crustctl stay dynamic (crustd resolves names through
+/// NSS, which static glibc cannot load).
+///
+/// rustc has no per-binary `crt-static` and asks for the C libraries by name
+/// (`-lgcc_s -lc ...`, after `-Bdynamic`). So the monitor's link also searches a
+/// directory of linker scripts named like those shared libraries, each standing for
+/// the matching static archive (libgcc_s's unwinder is libgcc_eh.a); `-static` then
+/// makes the linker produce an executable with no interpreter and the static start
+/// files.
+fn monitor_link_args() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let dir = out.join("monitor-static-libs");
+    std::fs::create_dir_all(&dir).expect("create the monitor's library dir");
+    for (name, archive) in [
+        ("gcc_s", "libgcc_eh.a"),
+        ("c", "libc.a"),
+        ("m", "libm.a"),
+        ("rt", "librt.a"),
+        ("pthread", "libpthread.a"),
+        ("dl", "libdl.a"),
+        ("util", "libutil.a"),
+    ] {
+        std::fs::write(
+            dir.join(format!("lib{name}.so")),
+            format!("GROUP ( {archive} )\n"),
+        )
+        .expect("write a linker script");
+    }
+    for arg in [
+        "-no-pie".to_string(),
+        "-static".into(),
+        format!("-L{}", dir.display()),
+    ] {
+        println!("cargo:rustc-link-arg-bin=crust-monitor={arg}");
+    }
 }
 
 /// Compiles the pod init's image into `OUT_DIR`.
