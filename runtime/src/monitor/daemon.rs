@@ -404,6 +404,7 @@ impl Monitor {
                 }
             };
         let _ = listener.set_nonblocking(true);
+        let stack = super::stack_trim::StackTrim::main_thread();
         let mut connection_turns = 0u32;
         loop {
             let outputs = self.containers.output_fds();
@@ -480,6 +481,9 @@ impl Monitor {
                     }
                 }
                 self.attach.dispatch(&mut self.containers);
+                if let Some(stack) = &stack {
+                    stack.release_below_here();
+                }
                 continue;
             }
             connection_turns = 0;

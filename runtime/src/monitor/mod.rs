@@ -25,6 +25,7 @@ mod pidns;
 mod pod_init;
 mod process_limits;
 pub mod seccomp;
+mod stack_trim;
 mod syscalls_x86_64;
 mod userns;
 
