@@ -564,12 +564,28 @@ async fn exec_sync_runs_inside_the_container_and_honours_its_timeout() {
         1,
         "only the container's own process is left: {procs}"
     );
-    let execs: Vec<_> = fs::read_dir(format!("/sys/fs/cgroup/pids{cgroup}"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .collect();
-    assert!(execs.is_empty(), "exec cgroups removed");
+    // The exec cgroups left are empty spares for the next exec: at most two, reused
+    // (five more execs make no more of them), and none holds a process.
+    let exec_cgroups = || -> Vec<std::path::PathBuf> {
+        fs::read_dir(format!("/sys/fs/cgroup/pids{cgroup}"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    let spares = exec_cgroups();
+    assert!(spares.len() <= 2, "exec cgroups kept: {spares:?}");
+    for _ in 0..5 {
+        let r = w.exec_sync(&id, &["sh", "-c", "exit 0"], 10).await.unwrap();
+        assert_eq!(r.exit_code, 0);
+    }
+    let after = exec_cgroups();
+    assert!(after.len() <= 2, "exec cgroups reused: {after:?}");
+    for dir in &after {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert_eq!(procs, "", "spare {} holds processes", dir.display());
+    }
     // Killed and reaped before ExecSync returned: no zombie `sleep` (it used to be
     // orphaned to the host's PID 1 for seconds, so `pgrep sleep` still found it).
     let main = info["pid"].as_i64().unwrap();
@@ -593,6 +609,17 @@ async fn exec_sync_runs_inside_the_container_and_honours_its_timeout() {
         w.exec_sync(&id, &["true"], 1).await.unwrap_err().code(),
         Code::FailedPrecondition
     );
+    // Removing the container takes its spare exec cgroups with its own.
+    w.d.runtime()
+        .await
+        .unwrap()
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let dir = format!("/sys/fs/cgroup/pids{cgroup}");
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} is left");
 }
 
 #[tokio::test]

@@ -17,12 +17,13 @@ use crust_network::{CniManager, PodNetworkRequest};
 use crate::bench::percentile;
 
 /// The RPCs the breakdown is about, in the order they print.
-const RPCS: [&str; 5] = [
+const RPCS: [&str; 6] = [
     "RunPodSandbox",
     "StopPodSandbox",
     "RemovePodSandbox",
     "StopContainer",
     "RemoveContainer",
+    "ExecSync",
 ];
 
 /// One step's samples, ms, sorted.
@@ -35,8 +36,10 @@ pub struct Step {
     pub samples: Vec<f64>,
 }
 
-/// Reads `file` and keeps the pods of the latency rounds: the `skip`+`rounds` first
-/// RunPodSandbox calls in the file, less the first `skip` (the warm-up).
+/// Reads `file` and keeps the latency rounds' calls: the pods of the `skip`+`rounds`
+/// first RunPodSandbox calls less the first `skip` (the warm-up), the containers of
+/// as many StopContainer calls, and as many ExecSync calls (the rounds exec in one
+/// container, so those are told apart by call, not by object).
 pub fn read(file: &Path, skip: usize, rounds: usize) -> anyhow::Result<Vec<Step>> {
     let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
     let lines: Vec<[&str; 4]> = text
@@ -46,8 +49,6 @@ pub fn read(file: &Path, skip: usize, rounds: usize) -> anyhow::Result<Vec<Step>
             (f.len() == 4).then(|| [f[0], f[1], f[2], f[3]])
         })
         .collect();
-    // Pods by their first RPC, containers (which the container RPCs' lines carry
-    // instead) by their StopContainer: the latency rounds stop each once.
     let rounds_of = |rpc: &'static str| {
         lines
             .iter()
@@ -59,13 +60,27 @@ pub fn read(file: &Path, skip: usize, rounds: usize) -> anyhow::Result<Vec<Step>
     let pods: HashSet<&str> = rounds_of("RunPodSandbox")
         .chain(rounds_of("StopContainer"))
         .collect();
-    // (rpc, step) -> pod -> summed ms
-    let mut sums: BTreeMap<(usize, String, String), BTreeMap<&str, f64>> = BTreeMap::new();
+    // An RPC's line comes first, its steps' lines right after it (one write): number
+    // the calls so a step is summed within its own call.
+    let mut call = 0usize;
+    let mut execs = 0usize;
+    let mut kept = false;
+    // (rpc, step) -> call -> summed ms
+    let mut sums: BTreeMap<(usize, String, String), BTreeMap<usize, f64>> = BTreeMap::new();
     for [rpc, step, us, pod] in &lines {
+        if *step == "rpc" {
+            call += 1;
+            kept = if *rpc == "ExecSync" {
+                execs += 1;
+                execs > skip && execs <= skip + rounds
+            } else {
+                pods.contains(pod)
+            };
+        }
         let Some(order) = RPCS.iter().position(|r| r == rpc) else {
             continue;
         };
-        if !pods.contains(pod) {
+        if !kept {
             continue;
         }
         let ms = us.parse::<f64>().unwrap_or(0.0) / 1000.0;
@@ -75,15 +90,15 @@ pub fn read(file: &Path, skip: usize, rounds: usize) -> anyhow::Result<Vec<Step>
         } else {
             (order, step.to_string(), rpc.to_string())
         };
-        *sums.entry(key).or_default().entry(pod).or_default() += ms;
+        *sums.entry(key).or_default().entry(call).or_default() += ms;
     }
     if pods.is_empty() {
         bail!("no RunPodSandbox timings in {}", file.display());
     }
     Ok(sums
         .into_iter()
-        .map(|((_, step, rpc), per_pod)| {
-            let mut samples: Vec<f64> = per_pod.into_values().collect();
+        .map(|((_, step, rpc), per_call)| {
+            let mut samples: Vec<f64> = per_call.into_values().collect();
             samples.sort_by(f64::total_cmp);
             Step {
                 rpc,

@@ -12,9 +12,10 @@ use nix::{
     unistd::Pid,
 };
 use tokio::{io::AsyncReadExt, process::Command};
+use tracing::Instrument;
 
 use super::ContainerState;
-use crate::{error::RuntimeError, ids, sandbox::SandboxManager};
+use crate::{error::RuntimeError, sandbox::SandboxManager};
 
 /// The largest `exec_output_limit` (per stream): both streams together, plus the
 /// response's framing, must stay below kubelet's and crustd's 16 MiB gRPC messages.
@@ -54,7 +55,11 @@ impl SandboxManager {
         command: &[String],
         timeout: Duration,
     ) -> Result<ExecResult, RuntimeError> {
-        let (id, exec_cgroup, mut cmd) = self.exec_command(id, command, false)?;
+        let prepared = {
+            let _span = crate::step_span!("exec.prepare").entered();
+            self.exec_command(id, command, false)?
+        };
+        let (id, exec_cgroup, mut cmd) = prepared;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -78,11 +83,15 @@ impl SandboxManager {
         let limit = self.config.exec_output_limit;
         let stdout = tokio::spawn(read_capped(child.stdout.take().expect("piped"), limit));
         let stderr = tokio::spawn(read_capped(child.stderr.take().expect("piped"), limit));
-        let waited = if timeout.is_zero() {
-            Ok(child.wait().await)
-        } else {
-            tokio::time::timeout(timeout, child.wait()).await
-        };
+        let waited = async {
+            if timeout.is_zero() {
+                Ok(child.wait().await)
+            } else {
+                tokio::time::timeout(timeout, child.wait()).await
+            }
+        }
+        .instrument(crate::step_span!("exec.run"))
+        .await;
         if waited.is_err()
             && let Some(helper) = child.id()
         {
@@ -107,6 +116,7 @@ impl SandboxManager {
         let doomed = exec_cgroup.clone();
         let _ = self
             .cgroup_blocking(move |cgroups| cgroups.kill_all(&doomed))
+            .instrument(crate::step_span!("exec.kill_rest"))
             .await;
         let _ = child.kill().await;
         let collect = |task: tokio::task::JoinHandle<(Vec<u8>, bool)>| async move {
@@ -117,8 +127,8 @@ impl SandboxManager {
                 .unwrap_or_default()
         };
         let ((out, out_cut), (mut err, err_cut)) = (collect(stdout).await, collect(stderr).await);
-        let _ = self
-            .cgroup_blocking(move |cgroups| cgroups.remove(&exec_cgroup))
+        self.return_exec_cgroup(&id, exec_cgroup)
+            .instrument(crate::step_span!("exec.return_cgroup"))
             .await;
         let status = match waited {
             Err(_) => {
@@ -174,14 +184,7 @@ impl SandboxManager {
             wanted: "running",
         })?;
         let cgroups = self.cgroups()?;
-        let exec_cgroup = format!("{}/exec-{}", c.cgroup, &ids::new_id()[..12]);
-        cgroups
-            .create(&exec_cgroup)
-            .map_err(|source| RuntimeError::Cgroup {
-                kind: "container",
-                id: id.clone(),
-                source,
-            })?;
+        let exec_cgroup = self.take_exec_cgroup(&c)?;
         let mut cmd = Command::new(&self.config.monitor_bin);
         cmd.arg("exec")
             .arg("--spec")

@@ -55,6 +55,7 @@ impl SandboxManager {
         }
         errors.extend(super::userns_rootfs::remove(&self.config.state_dir, &c.id));
         drop(unmount_span);
+        self.forget_exec_cgroups(&c.id);
         if let Err(e) = self
             .remove_cgroup(&c.cgroup)
             .instrument(crate::step_span!("ctr.remove_cgroup"))

@@ -24,6 +24,7 @@ mod container_start;
 mod container_stats;
 mod container_stop;
 mod container_update;
+mod exec_cgroups;
 mod image_mounts;
 mod record;
 mod seccomp_default;

@@ -326,6 +326,8 @@ pub struct SandboxManager {
     pub(crate) container_names: Mutex<HashMap<String, String>>,
     /// Last CPU sample (unix ns, cumulative CPU ns) per container or pod, for rates.
     pub(crate) cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    /// Empty exec cgroups kept per container for its next ExecSync.
+    pub(crate) exec_spares: Mutex<HashMap<String, Vec<String>>>,
     /// Host facts that shape container specs, probed once at start.
     pub(crate) host: crate::container::HostContext,
     /// Pids limit of every container (CRI has none per container; CRI-O's
@@ -397,6 +399,7 @@ impl SandboxManager {
             containers: Arc::new(RwLock::new(HashMap::new())),
             container_names: Mutex::new(HashMap::new()),
             cpu_samples: Mutex::new(HashMap::new()),
+            exec_spares: Mutex::new(HashMap::new()),
             host,
             container_pids_limit: None,
             apparmor: Arc::new(crate::apparmor::AppArmor::new(Box::new(
