@@ -17,10 +17,11 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # dpkg-dev: dpkg-shlibdeps, which cargo-deb computes the package's Depends with.
 # containerd: another CRI runtime, which crustctl pull must fall back to PullImage on
 # (e2e/tests/pull_progress.rs; the benchmarks' reference runtime too). `script`
-# (bsdutils, Essential) gives the progress-bar test its terminal.
+# (bsdutils, Essential) gives the progress-bar test its terminal. libc6-dev: libc.a, which
+# crust-monitor is linked with (statically, see runtime/build.rs).
 apt-get update
 apt-get install -y --no-install-recommends containernetworking-plugins iproute2 iptables \
-    docker-registry busybox-static apache2-utils runc dpkg-dev containerd
+    docker-registry busybox-static apache2-utils runc dpkg-dev containerd libc6-dev
 
 # cargo-deb builds the Debian package e2e/tests/deb_package.rs checks (about 1.5 min
 # to build here; that test fails under CI=true without it).
