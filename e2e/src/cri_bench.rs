@@ -150,6 +150,124 @@ pub async fn run(target: &Target, opts: &Options) -> anyhow::Result<Report> {
     })
 }
 
+/// Two runtimes measured side by side ([`run`]'s rounds, alternated): after both are
+/// prepared and warmed up, latency round `i` runs on one and then the other, the
+/// order swapped every round, so a load change during the run falls on both halves
+/// alike. Density runs after, one runtime at a time (the other idle). Each runtime
+/// is cleaned up whatever happened.
+pub async fn run_interleaved(
+    a: (&Target, &Options),
+    b: (&Target, &Options),
+) -> anyhow::Result<(Report, Report)> {
+    let mut sides = Vec::new();
+    for (target, opts) in [a, b] {
+        let (rt, version, daemon_pid) = prepare(target, opts).await?;
+        let bench = Bench {
+            run_id: format!("{}-{}", std::process::id(), unique()),
+            opts: opts.clone(),
+            endpoint: target.endpoint.clone(),
+        };
+        sides.push(Side {
+            target: target.clone(),
+            rt,
+            version,
+            daemon_pid,
+            bench,
+            rows: Vec::new(),
+        });
+    }
+    let result = interleave(&mut sides).await;
+    let mut reports = Vec::new();
+    for side in &mut sides {
+        // Whatever the run left (all of it on a failure), on both.
+        let leftovers = side.bench.cleanup(&mut side.rt).await;
+        reports.push((leftovers, side.report_parts()));
+    }
+    let densities = result?;
+    let mut out = Vec::new();
+    for ((leftovers, (target, version, rows)), density) in reports.into_iter().zip(densities) {
+        let (leftover_pods, leftover_containers) = leftovers?;
+        out.push(Report {
+            target: target.name.clone(),
+            endpoint: target.endpoint.clone(),
+            version,
+            iterations: a.1.iterations,
+            rows,
+            density,
+            leftover_pods,
+            leftover_containers,
+        });
+    }
+    let b_report = out.pop().expect("two reports");
+    let a_report = out.pop().expect("two reports");
+    Ok((a_report, b_report))
+}
+
+/// One runtime of an interleaved run.
+struct Side {
+    target: Target,
+    rt: Runtime,
+    version: String,
+    daemon_pid: Option<i32>,
+    bench: Bench,
+    rows: Vec<Row>,
+}
+
+impl Side {
+    fn report_parts(&self) -> (Target, String, Vec<Row>) {
+        (self.target.clone(), self.version.clone(), self.rows.clone())
+    }
+}
+
+/// The alternated latency rounds, then each side's density.
+async fn interleave(sides: &mut [Side]) -> anyhow::Result<Vec<Option<Density>>> {
+    let iterations = sides[0].bench.opts.iterations;
+    for side in sides.iter_mut() {
+        side.rows = ROW_NAMES
+            .iter()
+            .map(|&name| Row {
+                name,
+                samples: Vec::new(),
+            })
+            .collect();
+        if iterations > 0 {
+            side.bench.round(&mut side.rt, "warmup").await?;
+        }
+    }
+    for i in 0..iterations {
+        let order: [usize; 2] = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            let side = &mut sides[k];
+            let sample = side.bench.round(&mut side.rt, &format!("lat-{i}")).await?;
+            for (row, v) in side.rows.iter_mut().zip(sample) {
+                row.samples.push(v);
+            }
+        }
+    }
+    let mut densities = Vec::new();
+    for side in sides.iter_mut() {
+        for row in &mut side.rows {
+            row.samples.sort_by(f64::total_cmp);
+        }
+        densities.push(if side.bench.opts.pods > 0 {
+            Some(side.bench.density(&mut side.rt, side.daemon_pid).await?)
+        } else {
+            None
+        });
+    }
+    Ok(densities)
+}
+
+/// The latency rows, in [`Bench::round`]'s order.
+const ROW_NAMES: [&str; 6] = [
+    "RunPodSandbox",
+    "CreateContainer+StartContainer",
+    "ExecSync true",
+    "StopContainer+RemoveContainer",
+    "StopPodSandbox+RemovePodSandbox",
+    "pod+container start-to-running",
+];
+
 /// Connects, waits for the network, pulls the images: returns the client, the
 /// runtime's name and version, and the daemon's PID if known.
 async fn prepare(
@@ -396,15 +514,7 @@ impl Bench {
         rt: &mut Runtime,
         daemon_pid: Option<i32>,
     ) -> anyhow::Result<(Vec<Row>, Option<Density>)> {
-        let names = [
-            "RunPodSandbox",
-            "CreateContainer+StartContainer",
-            "ExecSync true",
-            "StopContainer+RemoveContainer",
-            "StopPodSandbox+RemovePodSandbox",
-            "pod+container start-to-running",
-        ];
-        let mut rows: Vec<Row> = names
+        let mut rows: Vec<Row> = ROW_NAMES
             .iter()
             .map(|&name| Row {
                 name,

@@ -9,7 +9,8 @@
 //!   (temp root, state, socket, its own CNI bridge network) and Debian's containerd
 //!   with its CRI plugin (private config, root, state, socket; runc, cgroupfs, the same
 //!   kind of CNI conflist, the registry through `hosts.toml`), runs the benchmark
-//!   against each, and prints both tables and crust/containerd per row.
+//!   against both at once with their latency rounds alternated (`--sequential`: one
+//!   after the other), and prints both tables and crust/containerd per row.
 //!
 //! Options: `-n N` latency rounds (50), `--pods M` density pods (100, 0 to skip),
 //! `--concurrency C` (10), `--json` (one JSON document instead of tables).
@@ -17,7 +18,8 @@
 //! the clock runs (what a CLI such as crictl sees), instead of one connection for the
 //! run (what kubelet keeps). `--breakdown` (crust only): crustd writes its step spans
 //! (`CRUST_SPAN_TIMINGS`), printed as p50/p90 per step of RunPodSandbox,
-//! StopPodSandbox and RemovePodSandbox over the latency rounds, followed by the CNI
+//! StopPodSandbox, RemovePodSandbox, StopContainer, RemoveContainer and ExecSync over
+//! the latency rounds, followed by the CNI
 //! floor: the same conflist's ADD and DEL through the network crate alone, N times.
 //! `--churn SECONDS`: instead of the latency and density runs, pods (one `sleep`
 //! container each) created and removed continuously, `--concurrency` at a time;
@@ -49,9 +51,11 @@ struct Args {
     fresh_connections: bool,
     breakdown: bool,
     churn: Option<f64>,
+    /// `--compare` one runtime after the other instead of alternating rounds.
+    sequential: bool,
 }
 
-const USAGE: &str = "usage: bench-cri (--endpoint unix:///PATH | --compare | --crust) [-n N] [--pods M] [--concurrency C] [--image REF] [--json] [--fresh-connections] [--breakdown] [--churn SECONDS]";
+const USAGE: &str = "usage: bench-cri (--endpoint unix:///PATH | --compare | --crust) [-n N] [--pods M] [--concurrency C] [--image REF] [--json] [--fresh-connections] [--breakdown] [--churn SECONDS] [--sequential]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
@@ -65,6 +69,7 @@ fn parse_args() -> anyhow::Result<Args> {
         fresh_connections: false,
         breakdown: false,
         churn: None,
+        sequential: false,
     };
     let mut crust_only = false;
     let mut it = std::env::args().skip(1);
@@ -76,6 +81,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--crust" => crust_only = true,
             "--fresh-connections" => a.fresh_connections = true,
             "--breakdown" => a.breakdown = true,
+            "--sequential" => a.sequential = true,
             "--churn" => a.churn = Some(value("--churn")?.parse()?),
             "--json" => a.json = true,
             "--image" => a.image = Some(value("--image")?),
@@ -207,13 +213,17 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             "--compare needs containerd: apt-get install -y --no-install-recommends containerd runc"
         );
     }
-    let crust = run_crust(&args, &image).await?;
-    // The same kind of network (bridge + host-local + portmap), a bridge of its own.
-    let ctrd = run_containerd(&args, &registry, &image, &images.pause).await?;
-    let (crust, ctrd) = match (crust, ctrd) {
-        (Outcome::Report(a), Outcome::Report(b)) => (a, b),
-        (Outcome::Churn(a), Outcome::Churn(b)) => return print_churn(&args, &[a, b]),
-        _ => unreachable!("both runs are of the same kind"),
+    let (crust, ctrd) = if args.churn.is_some() || args.sequential {
+        let crust = run_crust(&args, &image).await?;
+        // The same kind of network (bridge + host-local + portmap), a bridge of its own.
+        let ctrd = run_containerd(&args, &registry, &image, &images.pause).await?;
+        match (crust, ctrd) {
+            (Outcome::Report(a), Outcome::Report(b)) => (a, b),
+            (Outcome::Churn(a), Outcome::Churn(b)) => return print_churn(&args, &[a, b]),
+            _ => unreachable!("both runs are of the same kind"),
+        }
+    } else {
+        compare_interleaved(&args, &registry, &image, &images.pause).await?
     };
     if !args.json {
         crust.print_table();
@@ -264,64 +274,139 @@ fn print_churn(args: &Args, runs: &[cri_bench::Churn]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_crust(args: &Args, image: &str) -> anyhow::Result<Outcome> {
-    let sb = Sandbox::new()?;
-    let _net = TestNetwork::install(&sb, &[]);
-    sb.write_config("")?;
-    let logs = log_dir()?;
-    let timings = logs.path().join("span-timings.tsv");
-    let spawn = crust_e2e::SpawnOptions {
-        env: if args.breakdown {
-            vec![(
-                "CRUST_SPAN_TIMINGS".to_string(),
-                timings.display().to_string(),
-            )]
-        } else {
-            vec![]
-        },
-        ..Default::default()
-    };
-    // The harness logs at debug; a node (and containerd here) logs at info.
-    let mut d = crust_e2e::Crustd::spawn_with(&sb, &["--log-level", "info"], &spawn)?;
-    d.wait_ready().await?;
-    let target = Target {
-        name: "crust".into(),
-        endpoint: sb.endpoint(),
-        daemon_pid: Some(d.pid().as_raw()),
-    };
-    let outcome = measure(args, &target, &options(args, image, vec![], &logs)).await;
-    if outcome.is_err() {
-        eprintln!("crustd log:\n{}", d.logs());
+/// crustd from this build with a private sandbox and network, serving.
+struct CrustUnderTest {
+    d: crust_e2e::Crustd,
+    logs: tempfile::TempDir,
+    timings: std::path::PathBuf,
+    _net: TestNetwork,
+    sb: Sandbox,
+}
+
+impl CrustUnderTest {
+    async fn start(args: &Args) -> anyhow::Result<Self> {
+        let sb = Sandbox::new()?;
+        let net = TestNetwork::install(&sb, &[]);
+        sb.write_config("")?;
+        let logs = log_dir()?;
+        let timings = logs.path().join("span-timings.tsv");
+        let spawn = crust_e2e::SpawnOptions {
+            env: if args.breakdown {
+                vec![(
+                    "CRUST_SPAN_TIMINGS".to_string(),
+                    timings.display().to_string(),
+                )]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        };
+        // The harness logs at debug; a node (and containerd here) logs at info.
+        let mut d = crust_e2e::Crustd::spawn_with(&sb, &["--log-level", "info"], &spawn)?;
+        d.wait_ready().await?;
+        Ok(CrustUnderTest {
+            d,
+            logs,
+            timings,
+            _net: net,
+            sb,
+        })
     }
-    // Stop crustd before the sandbox (and its store) is removed.
-    let _ = d.terminate().await;
+
+    fn target(&self) -> Target {
+        Target {
+            name: "crust".into(),
+            endpoint: self.sb.endpoint(),
+            daemon_pid: Some(self.d.pid().as_raw()),
+        }
+    }
+
+    /// Stops crustd (before the sandbox and its store are removed); on a failed run,
+    /// prints its log first. Returns the log directory, which holds the timings.
+    async fn stop(mut self, failed: bool) -> tempfile::TempDir {
+        if failed {
+            eprintln!("crustd log:\n{}", self.d.logs());
+        }
+        let _ = self.d.terminate().await;
+        self.logs
+    }
+}
+
+/// containerd with its CRI plugin, a private config and the same kind of network.
+struct ContainerdUnderTest {
+    c: Containerd,
+    logs: tempfile::TempDir,
+    _net: TestNetwork,
+    /// Only for its CNI conf dir and IPAM state.
+    _net_sb: Sandbox,
+}
+
+impl ContainerdUnderTest {
+    async fn start(registry: &Registry, pause: &str) -> anyhow::Result<Self> {
+        let net_sb = Sandbox::new()?;
+        let net = TestNetwork::install(&net_sb, &[]);
+        let mut c = Containerd::start(&ContainerdOptions {
+            registry_host: registry.host(),
+            sandbox_image: Some(pause.to_string()),
+            cni_conf_dir: Some(net_sb.cni_conf_dir()),
+        })?;
+        c.wait_ready().await?;
+        Ok(ContainerdUnderTest {
+            c,
+            logs: log_dir()?,
+            _net: net,
+            _net_sb: net_sb,
+        })
+    }
+
+    fn target(&self) -> Target {
+        Target {
+            name: "containerd".into(),
+            endpoint: self.c.endpoint(),
+            daemon_pid: Some(self.c.pid()),
+        }
+    }
+}
+
+async fn run_crust(args: &Args, image: &str) -> anyhow::Result<Outcome> {
+    let crust = CrustUnderTest::start(args).await?;
+    let target = crust.target();
+    let outcome = measure(args, &target, &options(args, image, vec![], &crust.logs)).await;
+    let timings = crust.timings.clone();
+    let _logs = crust.stop(outcome.is_err()).await;
     let outcome = outcome?;
     if args.breakdown && !args.json && matches!(outcome, Outcome::Report(_)) {
-        println!(
-            "crust, per step (server side, span open to close) over the {} latency rounds:",
-            args.iterations
-        );
-        breakdown::print(&breakdown::read(&timings, 1, args.iterations)?);
-        // The floor: the same conflist (a network of its own) with no crustd.
-        let floor_sb = Sandbox::new()?;
-        let _floor_net = TestNetwork::install(&floor_sb, &[]);
-        let (add, del) = breakdown::cni_floor(
-            &floor_sb.cni_conf_dir(),
-            vec![std::path::PathBuf::from("/usr/lib/cni")],
-            &floor_sb.path().join("cni-cache"),
-            args.iterations.max(1),
-        )
-        .await?;
-        println!(
-            "CNI floor (network crate alone, {} rounds): ADD p50 {:.2} ms p90 {:.2} ms; DEL p50 {:.2} ms p90 {:.2} ms",
-            add.len(),
-            percentile(&add, 0.5),
-            percentile(&add, 0.9),
-            percentile(&del, 0.5),
-            percentile(&del, 0.9)
-        );
+        print_breakdown(args, &timings).await?;
     }
     Ok(outcome)
+}
+
+/// crustd's per-step timings of the latency rounds, and the CNI floor.
+async fn print_breakdown(args: &Args, timings: &std::path::Path) -> anyhow::Result<()> {
+    println!(
+        "crust, per step (server side, span open to close) over the {} latency rounds:",
+        args.iterations
+    );
+    breakdown::print(&breakdown::read(timings, 1, args.iterations)?);
+    // The floor: the same conflist (a network of its own) with no crustd.
+    let floor_sb = Sandbox::new()?;
+    let _floor_net = TestNetwork::install(&floor_sb, &[]);
+    let (add, del) = breakdown::cni_floor(
+        &floor_sb.cni_conf_dir(),
+        vec![std::path::PathBuf::from("/usr/lib/cni")],
+        &floor_sb.path().join("cni-cache"),
+        args.iterations.max(1),
+    )
+    .await?;
+    println!(
+        "CNI floor (network crate alone, {} rounds): ADD p50 {:.2} ms p90 {:.2} ms; DEL p50 {:.2} ms p90 {:.2} ms",
+        add.len(),
+        percentile(&add, 0.5),
+        percentile(&add, 0.9),
+        percentile(&del, 0.5),
+        percentile(&del, 0.9)
+    );
+    Ok(())
 }
 
 async fn run_containerd(
@@ -330,25 +415,45 @@ async fn run_containerd(
     image: &str,
     pause: &str,
 ) -> anyhow::Result<Outcome> {
-    // A sandbox only for its CNI conf dir and IPAM state.
-    let net_sb = Sandbox::new()?;
-    let _net = TestNetwork::install(&net_sb, &[]);
-    let mut c = Containerd::start(&ContainerdOptions {
-        registry_host: registry.host(),
-        sandbox_image: Some(pause.to_string()),
-        cni_conf_dir: Some(net_sb.cni_conf_dir()),
-    })?;
-    c.wait_ready().await?;
-    let logs = log_dir()?;
-    let target = Target {
-        name: "containerd".into(),
-        endpoint: c.endpoint(),
-        daemon_pid: Some(c.pid()),
-    };
-    let opts = options(args, image, vec![pause.to_string()], &logs);
+    let ctrd = ContainerdUnderTest::start(registry, pause).await?;
+    let target = ctrd.target();
+    let opts = options(args, image, vec![pause.to_string()], &ctrd.logs);
     let outcome = measure(args, &target, &opts).await;
     if outcome.is_err() {
-        eprintln!("containerd log:\n{}", c.log());
+        eprintln!("containerd log:\n{}", ctrd.c.log());
     }
     outcome
+}
+
+/// Both runtimes up at once, their latency rounds alternated (see
+/// [`cri_bench::run_interleaved`]).
+async fn compare_interleaved(
+    args: &Args,
+    registry: &Registry,
+    image: &str,
+    pause: &str,
+) -> anyhow::Result<(Report, Report)> {
+    let crust = CrustUnderTest::start(args).await?;
+    let ctrd = match ContainerdUnderTest::start(registry, pause).await {
+        Ok(c) => c,
+        Err(e) => {
+            crust.stop(true).await;
+            return Err(e);
+        }
+    };
+    let (a, b) = (crust.target(), ctrd.target());
+    let opts_a = options(args, image, vec![], &crust.logs);
+    let opts_b = options(args, image, vec![pause.to_string()], &ctrd.logs);
+    let result = cri_bench::run_interleaved((&a, &opts_a), (&b, &opts_b)).await;
+    if result.is_err() {
+        eprintln!("containerd log:\n{}", ctrd.c.log());
+    }
+    let timings = crust.timings.clone();
+    let _logs = crust.stop(result.is_err()).await;
+    drop(ctrd);
+    let reports = result?;
+    if args.breakdown && !args.json {
+        print_breakdown(args, &timings).await?;
+    }
+    Ok(reports)
 }
