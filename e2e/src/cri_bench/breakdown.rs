@@ -204,3 +204,52 @@ impl Drop for NetNs {
             .status();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_kept_by_round_and_steps_summed_within_their_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("timings.tsv");
+        // A warm-up round and two recorded ones: each runs a pod, stops and removes a
+        // container, and execs twice in the same container.
+        let mut text = String::new();
+        for (round, pod, ctr) in [(0, "p0", "c0"), (1, "p1", "c1"), (2, "p2", "c2")] {
+            let base = 1000 * (round + 1);
+            text += &format!("RunPodSandbox\trpc\t{base}\t{pod}\n");
+            text += &format!("RunPodSandbox\tpod.record\t1000\t{pod}\n");
+            text += &format!("RunPodSandbox\tpod.record\t500\t{pod}\n");
+            text += &format!("ExecSync\trpc\t{}\t{ctr}\n", base + 1);
+            text += &format!("ExecSync\texec.run\t{}\t{ctr}\n", base + 2);
+            text += &format!("StopContainer\trpc\t{}\t{ctr}\n", base + 3);
+            text += "Version\trpc\t5\t-\n";
+        }
+        std::fs::write(&file, text).unwrap();
+        let steps = read(&file, 1, 2).unwrap();
+        let get = |rpc: &str, step: &str| {
+            steps
+                .iter()
+                .find(|s| s.rpc == rpc && s.step == step)
+                .map(|s| s.samples.clone())
+                .unwrap_or_else(|| panic!("{rpc} {step} missing: {steps:?}"))
+        };
+        assert_eq!(get("RunPodSandbox", "(whole RPC, server side)"), [2.0, 3.0]);
+        assert_eq!(
+            get("RunPodSandbox", "pod.record"),
+            [1.5, 1.5],
+            "summed per call"
+        );
+        assert_eq!(get("ExecSync", "(whole RPC, server side)"), [2.001, 3.001]);
+        assert_eq!(get("ExecSync", "exec.run"), [2.002, 3.002]);
+        assert_eq!(
+            get("StopContainer", "(whole RPC, server side)"),
+            [2.003, 3.003]
+        );
+        assert!(
+            steps.iter().all(|s| s.rpc != "Version"),
+            "not an RPC of the breakdown"
+        );
+    }
+}
