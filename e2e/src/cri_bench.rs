@@ -126,28 +126,8 @@ pub async fn push_test_images(registry: &Registry) -> anyhow::Result<TestImages>
 
 /// Runs the benchmark against `target`.
 pub async fn run(target: &Target, opts: &Options) -> anyhow::Result<Report> {
-    let (mut rt, version, daemon_pid) = prepare(target, opts).await?;
-    let run_id = format!("{}-{}", std::process::id(), unique());
-    let bench = Bench {
-        run_id: run_id.clone(),
-        opts: opts.clone(),
-        endpoint: target.endpoint.clone(),
-    };
-    let result = bench.measure(&mut rt, daemon_pid).await;
-    // Whatever this run left (all of it on a failure).
-    let leftovers = bench.cleanup(&mut rt).await;
-    let (rows, density) = result?;
-    let (leftover_pods, leftover_containers) = leftovers?;
-    Ok(Report {
-        target: target.name.clone(),
-        endpoint: target.endpoint.clone(),
-        version,
-        iterations: opts.iterations,
-        rows,
-        density,
-        leftover_pods,
-        leftover_containers,
-    })
+    let mut reports = run_sides(&[(target, opts)]).await?;
+    Ok(reports.pop().expect("one report"))
 }
 
 /// Two runtimes measured side by side ([`run`]'s rounds, alternated): after both are
@@ -159,16 +139,25 @@ pub async fn run_interleaved(
     a: (&Target, &Options),
     b: (&Target, &Options),
 ) -> anyhow::Result<(Report, Report)> {
+    let mut reports = run_sides(&[a, b]).await?;
+    let b_report = reports.pop().expect("two reports");
+    let a_report = reports.pop().expect("two reports");
+    Ok((a_report, b_report))
+}
+
+/// Prepares every runtime, runs their latency rounds alternated and then their
+/// density, and cleans each up whatever happened: one report per runtime, in order.
+async fn run_sides(targets: &[(&Target, &Options)]) -> anyhow::Result<Vec<Report>> {
     let mut sides = Vec::new();
-    for (target, opts) in [a, b] {
+    for (target, opts) in targets {
         let (rt, version, daemon_pid) = prepare(target, opts).await?;
         let bench = Bench {
             run_id: format!("{}-{}", std::process::id(), unique()),
-            opts: opts.clone(),
+            opts: (*opts).clone(),
             endpoint: target.endpoint.clone(),
         };
         sides.push(Side {
-            target: target.clone(),
+            target: (*target).clone(),
             rt,
             version,
             daemon_pid,
@@ -177,33 +166,30 @@ pub async fn run_interleaved(
         });
     }
     let result = interleave(&mut sides).await;
-    let mut reports = Vec::new();
+    let mut leftovers = Vec::new();
     for side in &mut sides {
-        // Whatever the run left (all of it on a failure), on both.
-        let leftovers = side.bench.cleanup(&mut side.rt).await;
-        reports.push((leftovers, side.report_parts()));
+        // Whatever the run left (all of it on a failure), on every runtime.
+        leftovers.push(side.bench.cleanup(&mut side.rt).await);
     }
     let densities = result?;
-    let mut out = Vec::new();
-    for ((leftovers, (target, version, rows)), density) in reports.into_iter().zip(densities) {
-        let (leftover_pods, leftover_containers) = leftovers?;
-        out.push(Report {
-            target: target.name.clone(),
-            endpoint: target.endpoint.clone(),
-            version,
-            iterations: a.1.iterations,
-            rows,
+    let mut reports = Vec::new();
+    for ((side, left), density) in sides.into_iter().zip(leftovers).zip(densities) {
+        let (leftover_pods, leftover_containers) = left?;
+        reports.push(Report {
+            target: side.target.name,
+            endpoint: side.target.endpoint,
+            version: side.version,
+            iterations: side.bench.opts.iterations,
+            rows: side.rows,
             density,
             leftover_pods,
             leftover_containers,
         });
     }
-    let b_report = out.pop().expect("two reports");
-    let a_report = out.pop().expect("two reports");
-    Ok((a_report, b_report))
+    Ok(reports)
 }
 
-/// One runtime of an interleaved run.
+/// One runtime of a run.
 struct Side {
     target: Target,
     rt: Runtime,
@@ -213,13 +199,7 @@ struct Side {
     rows: Vec<Row>,
 }
 
-impl Side {
-    fn report_parts(&self) -> (Target, String, Vec<Row>) {
-        (self.target.clone(), self.version.clone(), self.rows.clone())
-    }
-}
-
-/// The alternated latency rounds, then each side's density.
+/// The warm-ups, the alternated latency rounds, then each side's density.
 async fn interleave(sides: &mut [Side]) -> anyhow::Result<Vec<Option<Density>>> {
     let iterations = sides[0].bench.opts.iterations;
     for side in sides.iter_mut() {
@@ -235,8 +215,9 @@ async fn interleave(sides: &mut [Side]) -> anyhow::Result<Vec<Option<Density>>> 
         }
     }
     for i in 0..iterations {
-        let order: [usize; 2] = if i % 2 == 0 { [0, 1] } else { [1, 0] };
-        for k in order {
+        // Each round starts with the next runtime: with two, the order swaps.
+        let n = sides.len();
+        for k in (0..n).map(|k| (k + i) % n) {
             let side = &mut sides[k];
             let sample = side.bench.round(&mut side.rt, &format!("lat-{i}")).await?;
             for (row, v) in side.rows.iter_mut().zip(sample) {
@@ -507,39 +488,6 @@ impl Bench {
             remove_pod,
             pod_and_container,
         ])
-    }
-
-    async fn measure(
-        &self,
-        rt: &mut Runtime,
-        daemon_pid: Option<i32>,
-    ) -> anyhow::Result<(Vec<Row>, Option<Density>)> {
-        let mut rows: Vec<Row> = ROW_NAMES
-            .iter()
-            .map(|&name| Row {
-                name,
-                samples: Vec::new(),
-            })
-            .collect();
-        if self.opts.iterations > 0 {
-            // Warm-up, not recorded: first-use costs (image unpack, caches).
-            self.round(rt, "warmup").await?;
-        }
-        for i in 0..self.opts.iterations {
-            let sample = self.round(rt, &format!("lat-{i}")).await?;
-            for (row, v) in rows.iter_mut().zip(sample) {
-                row.samples.push(v);
-            }
-        }
-        for row in &mut rows {
-            row.samples.sort_by(f64::total_cmp);
-        }
-        let density = if self.opts.pods > 0 {
-            Some(self.density(rt, daemon_pid).await?)
-        } else {
-            None
-        };
-        Ok((rows, density))
     }
 
     async fn density(&self, rt: &mut Runtime, daemon_pid: Option<i32>) -> anyhow::Result<Density> {
