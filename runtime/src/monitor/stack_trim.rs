@@ -114,10 +114,25 @@ mod tests {
     }
 
     #[test]
-    fn another_threads_stack_is_left_alone() {
-        let main = StackTrim::main_thread().expect("a [stack] mapping");
-        // Called on this test thread, whose frame is not on the main stack.
-        main.release_below_here();
-        assert!(main.low < main.high);
+    fn a_frame_outside_the_mapping_trims_nothing() {
+        let marker = 0u8;
+        let here = std::ptr::addr_of!(marker) as usize;
+        let own = StackTrim::find(|_, low, high| low <= here && here < high).unwrap();
+        deep(256);
+        let before = resident_kib(&own);
+        // A mapping that ends below this frame: as if called from another thread's
+        // stack; the pages under the frame are then not ours to drop.
+        let elsewhere = StackTrim {
+            low: own.low,
+            high: (here & !(PAGE - 1)) - PAGE,
+        };
+        elsewhere.release_below_here();
+        let after = resident_kib(&own);
+        assert!(
+            after + 64 > before,
+            "stack {before} KiB before, {after} KiB after"
+        );
+        assert!(StackTrim::main_thread().is_some(), "a [stack] mapping");
+        std::hint::black_box(&marker);
     }
 }
